@@ -1,0 +1,143 @@
+"""``meshctl``: run the control plane, print sidecar bootstraps, inspect live routing, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main"]
+
+
+def _print(data, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from meshctl.xds.plane import ControlPlane
+
+    manifests = Path(args.manifests)
+    if not manifests.is_dir():
+        print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
+        return 2
+    plane = ControlPlane.from_manifests(manifests, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await plane.start()
+    print(f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}",
+          file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await plane.stop()
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+
+    opts = BootstrapOptions(
+        node_id=args.node_id,
+        virtual_node=args.virtual_node,
+        xds_address=args.xds_address,
+        xds_port=args.xds_port,
+        admin_address=args.admin_address,
+        admin_port=args.admin_port,
+        egress_port=args.egress_port,
+        ingress_port=args.ingress_port,
+        bind_address=args.bind_address,
+    )
+    _print(render_bootstrap(opts), args.output)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from meshctl.xds.admin import status_to_dict
+    from meshctl.xds.sources import load_manifests
+    from meshctl.xds.translate import translate_mesh
+
+    mesh = translate_mesh(load_manifests(Path(args.manifests)))
+    bad = [s for s in mesh.statuses if not s.accepted]
+    if args.output in ("json", "yaml"):
+        _print({"objects": [status_to_dict(s) for s in mesh.statuses], "loadErrors": list(mesh.load_errors)}, args.output)
+    else:
+        for problem in mesh.load_errors:
+            print(f"error: {problem}")
+        for status in mesh.statuses:
+            mark = "ok   " if status.accepted else "error"
+            print(f"{mark} {status.key}: {status.summary() if not status.accepted else status.origin}")
+    return 1 if bad or mesh.load_errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meshctl.cli import inspect
+
+    parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the control plane")
+    serve.add_argument("--manifests", required=True, help="directory of Kubernetes YAML (Services, EndpointSlices, "
+                       "Pods, VirtualNodes, Routes); re-read on change")
+    serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
+    serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
+    serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
+    serve.set_defaults(run=lambda a: asyncio.run(_serve(a)))
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar")
+    boot.add_argument("--node-id", required=True, help="Envoy node id, e.g. demo/frontend/pod-1")
+    boot.add_argument("--virtual-node", help="namespace/name of the VirtualNode (default: first two parts of --node-id)")
+    boot.add_argument("--xds-address", default="127.0.0.1")
+    boot.add_argument("--xds-port", type=int, default=18000)
+    boot.add_argument("--admin-address", default="127.0.0.1", help="Envoy admin address")
+    boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (0: any)")
+    boot.add_argument("--egress-port", type=int, help="outbound listener port (default 15001)")
+    boot.add_argument("--ingress-port", type=int, help="first inbound listener port (default 15000)")
+    boot.add_argument("--bind-address", help="address the listeners bind (default 0.0.0.0)")
+    boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    boot.set_defaults(run=_bootstrap)
+
+    val = sub.add_parser("validate", help="check a manifest directory offline, as serve would")
+    val.add_argument("manifests")
+    val.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    val.set_defaults(run=_validate)
+
+    inspect.add_commands(sub)
+
+    demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
+    demo.add_argument("--duration", type=float, default=0, help="seconds to run after the shift, then exit "
+                      "(default: until Ctrl-C)")
+    demo.add_argument("--requests", type=int, default=1000, help="requests per measurement (default 1000)")
+
+    def run_demo(args: argparse.Namespace) -> int:
+        from meshctl.cli.demo import run_demo as demo_main
+
+        return asyncio.run(demo_main(duration=args.duration, requests=args.requests))
+
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

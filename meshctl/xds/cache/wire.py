@@ -1,0 +1,45 @@
+"""Protobuf wire encoding of DiscoveryResponse around pre-serialized resources.
+
+A response is spliced from bytes each resource serialized once: protobuf allows a message to be
+written field by field, so ``resources`` entries (field 2, each an ``Any``) are copied in as they are,
+never re-encoded per stream. ``tests/test_wire.py`` checks the result parses to the same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["encode_any", "encode_discovery_response"]
+
+# Field tags: (field_number << 3) | wire type 2 (length-delimited).
+_ANY_TYPE_URL, _ANY_VALUE = 0x0A, 0x12
+_RESP_VERSION, _RESP_RESOURCES, _RESP_TYPE_URL, _RESP_NONCE = 0x0A, 0x12, 0x22, 0x2A
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def encode_any(type_url: str, value: bytes) -> bytes:
+    """``google.protobuf.Any{type_url, value}`` serialized."""
+    return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
+
+
+def encode_discovery_response(version: str, type_url: str, nonce: str, any_resources: Iterable[bytes]) -> bytes:
+    parts = [_field(_RESP_VERSION, version.encode())]
+    parts.extend(_field(_RESP_RESOURCES, r) for r in any_resources)
+    parts.append(_field(_RESP_TYPE_URL, type_url.encode()))
+    parts.append(_field(_RESP_NONCE, nonce.encode()))
+    return b"".join(parts)

@@ -1,0 +1,112 @@
+"""Glue between sources and the cache: debounce, translate, build a snapshot per attached node group.
+
+The first change after a quiet period is built at once; changes that arrive while a build runs, or
+within ``holdoff`` seconds after one, are coalesced into the next build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache
+from meshctl.xds.metrics import Metrics
+from meshctl.xds.model import Model, ObjectKey, Route, VirtualNode
+from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
+from meshctl.xds.translate.ir import ObjectStatus, SidecarParams
+
+__all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        *,
+        holdoff: float = 0.02,
+        on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.metrics = metrics
+        self.holdoff = holdoff
+        self.on_statuses = on_statuses
+        self.mesh: MeshIR | None = None
+        self.model_received_at: float | None = None
+        self._builder = SnapshotBuilder()
+        self._groups: dict[str, SidecarParams] = {}
+        self._attached: Counter[str] = Counter()
+        self._last_accepted: dict[ObjectKey, VirtualNode | Route] = {}
+        self._pending: Model | None = None
+        self._wake = asyncio.Event()
+        self._synced = asyncio.Event()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    async def submit(self, model: Model) -> None:
+        """The source sink: remember the newest model and wake the build loop."""
+        self._pending = model
+        self.model_received_at = time.monotonic()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            model, self._pending = self._pending, None
+            if model is not None:
+                await self._rebuild(model)
+            await asyncio.sleep(self.holdoff)
+
+    async def _rebuild(self, model: Model) -> None:
+        started = time.perf_counter()
+        mesh = translate_mesh(model, self._last_accepted)
+        self._last_accepted = dict(mesh.accepted)
+        self.mesh = mesh
+        self._builder.start_generation()
+        snapshots = {group: self._build(params) for group, params in self._groups.items()}
+        changed = await self.cache.publish(snapshots)
+        self.metrics.observe_build(time.perf_counter() - started, len(changed))
+        for problem in mesh.load_errors:
+            log.warning("%s", problem)
+        for status in mesh.statuses:
+            if not status.accepted:
+                log.warning("%s rejected: %s", status.key, status.summary())
+        if self.on_statuses:
+            self.on_statuses(mesh.statuses)
+        self._synced.set()
+        log.info("built %d groups (%d changed) in %.1f ms", len(snapshots), len(changed), 1e3 * (time.perf_counter() - started))
+
+    def _build(self, params: SidecarParams) -> Snapshot:
+        assert self.mesh is not None
+        return self._builder.build(translate_sidecar(self.mesh, params))
+
+    async def attach(self, params: SidecarParams) -> str:
+        """A proxy connected: make sure its group has a snapshot (if the mesh is loaded)."""
+        group = params.group
+        self._attached[group] += 1
+        if group not in self._groups:
+            self._groups[group] = params
+            if self.mesh is not None:
+                await self.cache.publish({group: self._build(params)})
+        return group
+
+    def detach(self, group: str) -> None:
+        self._attached[group] -= 1
+        if self._attached[group] <= 0:
+            del self._attached[group]
+            self._groups.pop(group, None)
+            self.cache.forget(group)
+
+    def statuses(self) -> tuple[ObjectStatus, ...]:
+        return self.mesh.statuses if self.mesh else ()

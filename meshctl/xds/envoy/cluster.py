@@ -1,0 +1,95 @@
+"""ClusterIR -> Cluster; endpoints -> ClusterLoadAssignment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, health_check_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import http_pb2
+
+from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms, uint32
+from meshctl.xds.model import Protocol
+from meshctl.xds.translate.ir import ClusterIR, EndpointIR
+
+__all__ = ["build_cluster", "build_load_assignment"]
+
+_CONNECT_TIMEOUT_MS = 1000
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(name=ir.name, connect_timeout=duration_ms(_CONNECT_TIMEOUT_MS))
+    if ir.static_endpoint is not None:
+        cluster.type = cluster_pb2.Cluster.STATIC
+        cluster.load_assignment.CopyFrom(build_load_assignment(ir.name, [ir.static_endpoint]))
+    else:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    if ir.protocol in (Protocol.HTTP2, Protocol.GRPC):
+        options = http_protocol_options_pb2.HttpProtocolOptions()
+        options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(any_of(options))
+    if (pool := ir.connection_pool) is not None:
+        thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+        for field, value in (
+            ("max_connections", pool.max_connections),
+            ("max_pending_requests", pool.max_pending_requests),
+            ("max_requests", pool.max_requests),
+            ("max_retries", pool.max_retries),
+        ):
+            if value is not None:
+                getattr(thresholds, field).CopyFrom(uint32(value))
+        cluster.circuit_breakers.thresholds.append(thresholds)
+    if (od := ir.outlier_detection) is not None:
+        cluster.outlier_detection.CopyFrom(
+            outlier_detection_pb2.OutlierDetection(
+                consecutive_5xx=uint32(od.max_server_errors),
+                interval=duration_ms(od.interval_ms),
+                base_ejection_time=duration_ms(od.base_ejection_duration_ms),
+                max_ejection_percent=uint32(od.max_ejection_percent),
+            )
+        )
+    if (hc := ir.health_check) is not None:
+        check = health_check_pb2.HealthCheck(
+            timeout=duration_ms(hc.timeout_ms),
+            interval=duration_ms(hc.interval_ms),
+            healthy_threshold=uint32(hc.healthy_threshold),
+            unhealthy_threshold=uint32(hc.unhealthy_threshold),
+        )
+        if hc.protocol is Protocol.TCP:
+            check.tcp_health_check.CopyFrom(health_check_pb2.HealthCheck.TcpHealthCheck())
+        elif hc.protocol is Protocol.GRPC:
+            check.grpc_health_check.CopyFrom(health_check_pb2.HealthCheck.GrpcHealthCheck())
+        else:
+            check.http_health_check.path = hc.path or "/"
+            if hc.protocol is Protocol.HTTP2:
+                check.http_health_check.codec_client_type = http_pb2.HTTP2
+        cluster.health_checks.append(check)
+    return cluster
+
+
+def build_load_assignment(
+    cluster: str, endpoints: Iterable[EndpointIR], health_check_port: int | None = None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    by_zone: dict[str, list[EndpointIR]] = {}
+    for ep in endpoints:
+        by_zone.setdefault(ep.zone or "", []).append(ep)
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    for zone in sorted(by_zone):
+        group = cla.endpoints.add()
+        if zone:
+            group.locality.zone = zone
+        for ep in by_zone[zone]:
+            lb = endpoint_components_pb2.LbEndpoint(
+                health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY
+            )
+            lb.endpoint.address.CopyFrom(
+                address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ep.address, port_value=ep.port))
+            )
+            if health_check_port:
+                lb.endpoint.health_check_config.port_value = health_check_port
+            group.lb_endpoints.append(lb)
+    return cla

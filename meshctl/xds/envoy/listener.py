@@ -1,0 +1,79 @@
+"""Outbound/inbound listener IR -> Listener (HTTP connection manager or TCP proxy)."""
+
+from __future__ import annotations
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
+from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.model import HttpMatch, Protocol
+from meshctl.xds.translate.ir import (
+    InboundListenerIR,
+    OutboundListenerIR,
+    RouteIR,
+    VirtualHostIR,
+    WeightedClusterIR,
+)
+
+__all__ = ["build_inbound_listener", "build_outbound_listener"]
+
+_HCM = "envoy.filters.network.http_connection_manager"
+
+
+def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
+    hcm = _hcm(stat_prefix="outbound", access_log_path=ir.access_log_path)
+    hcm.rds.config_source.CopyFrom(ads_config_source())
+    hcm.rds.route_config_name = ir.route_config_name
+    return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+
+
+def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
+    stat_prefix = ir.name.replace("|", "_")
+    if ir.protocol is Protocol.TCP:
+        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=ir.cluster)
+        if ir.idle_timeout_ms is not None:
+            proxy.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
+        if ir.access_log_path:
+            proxy.access_log.append(_access_log(ir.access_log_path))
+        return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
+    hcm = _hcm(stat_prefix=stat_prefix, access_log_path=ir.access_log_path)
+    local = RouteIR(
+        name=ir.name,
+        match=HttpMatch(prefix="/"),
+        clusters=(WeightedClusterIR(cluster=ir.cluster, weight=100),),
+        timeout_ms=ir.timeout_ms,
+        idle_timeout_ms=ir.idle_timeout_ms,
+    )
+    hcm.route_config.CopyFrom(
+        build_route_configuration(ir.name, [VirtualHostIR(name=ir.name, domains=("*",), routes=(local,))])
+    )
+    return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+
+
+def _hcm(*, stat_prefix: str, access_log_path: str | None) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=any_of(router_pb2.Router()))
+    if access_log_path:
+        hcm.access_log.append(_access_log(access_log_path))
+    return hcm
+
+
+def _access_log(path: str) -> accesslog_pb2.AccessLog:
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=any_of(file_pb2.FileAccessLog(path=path)))
+
+
+def _listener(name: str, address: str, port: int, filter_name: str, config) -> listener_pb2.Listener:
+    listener = listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
+    )
+    listener.filter_chains.append(
+        listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(name=filter_name, typed_config=config)])
+    )
+    return listener

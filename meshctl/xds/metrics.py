@@ -1,0 +1,46 @@
+"""Control-plane counters, rendered in the Prometheus text format (no client library needed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["Metrics"]
+
+
+@dataclass
+class Metrics:
+    responses: Counter[str] = field(default_factory=Counter)  # by short type name
+    acks: Counter[str] = field(default_factory=Counter)
+    nacks: Counter[str] = field(default_factory=Counter)
+    builds: int = 0
+    build_seconds_total: float = 0.0
+    groups_changed_total: int = 0
+    connected_streams: int = 0
+    rejected_objects: int = 0
+
+    def observe_build(self, seconds: float, changed_groups: int) -> None:
+        self.builds += 1
+        self.build_seconds_total += seconds
+        self.groups_changed_total += changed_groups
+
+    def render(self) -> str:
+        lines = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{labels} {value}" for labels, value in samples)
+
+        def by_type(counter: Counter[str]) -> list[tuple[str, float]]:
+            return [(f'{{type="{t}"}}', counter[t]) for t in sorted(counter)] or [("", 0)]
+
+        metric("meshctl_xds_responses_total", "counter", "xDS responses sent, by type.", by_type(self.responses))
+        metric("meshctl_xds_acks_total", "counter", "xDS responses ACKed by Envoy, by type.", by_type(self.acks))
+        metric("meshctl_xds_nacks_total", "counter", "xDS responses rejected (NACKed) by Envoy, by type.", by_type(self.nacks))
+        metric("meshctl_xds_connected_streams", "gauge", "Open ADS streams.", [("", self.connected_streams)])
+        metric("meshctl_snapshot_builds_total", "counter", "Model changes translated and built.", [("", self.builds)])
+        metric("meshctl_snapshot_build_seconds_total", "counter", "Time spent translating and building.",
+               [("", round(self.build_seconds_total, 6))])
+        metric("meshctl_rejected_objects", "gauge", "VirtualNodes and Routes currently rejected.", [("", self.rejected_objects)])
+        return "\n".join(lines) + "\n"

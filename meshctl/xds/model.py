@@ -1,0 +1,307 @@
+"""The mesh model: one immutable snapshot of everything the sources know.
+
+Every source (manifest directory, Kubernetes watch) produces this same shape, and the translator reads
+nothing else. Specs use App Mesh v1beta2 field names (in snake_case) so App Mesh users feel at home.
+An object whose spec failed validation keeps ``spec=None`` and carries its ``errors``; the translator
+then serves that object's last accepted version, if it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "Backend",
+    "ConnectionPool",
+    "Endpoint",
+    "EndpointSlice",
+    "FieldError",
+    "HeaderMatch",
+    "HealthCheck",
+    "HttpMatch",
+    "HttpRoute",
+    "Listener",
+    "ListenerTimeout",
+    "Logging",
+    "Meta",
+    "Model",
+    "ObjectKey",
+    "OutlierDetection",
+    "Pod",
+    "Protocol",
+    "QueryParameterMatch",
+    "RetryPolicy",
+    "Route",
+    "RouteSpec",
+    "Service",
+    "ServicePort",
+    "StringMatch",
+    "VirtualNode",
+    "VirtualNodeSpec",
+    "WeightedTarget",
+]
+
+API_GROUP = "mesh.meshctl.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectKey:
+    """Identifies an object across sources: kind, namespace and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldError:
+    """A rejected field: ``path`` is the dotted field path, e.g. ``spec.httpRoute.timeout.perRequest``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meta:
+    namespace: str
+    name: str
+    generation: int = 1
+    resource_version: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    uid: str = ""
+    origin: str = ""  # where the object came from, e.g. a manifest file path; shown in error messages
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+# --- Kubernetes core objects (only the fields the mesh needs) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    meta: Meta
+    ports: tuple[ServicePort, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    addresses: tuple[str, ...]
+    ready: bool = True
+    pod_name: str | None = None  # targetRef of kind Pod, in the slice's namespace
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSlice:
+    meta: Meta
+    service_name: str  # the kubernetes.io/service-name label
+    ports: tuple[ServicePort, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pod:
+    meta: Meta  # labels decide which VirtualNode a pod belongs to
+
+
+# --- VirtualNode ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionPool:
+    """Circuit-breaker thresholds (App Mesh ``connectionPool``); ``None`` keeps Envoy's default."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    max_server_errors: int
+    interval_ms: int
+    base_ejection_duration_ms: int
+    max_ejection_percent: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    protocol: Protocol
+    path: str | None
+    port: int | None
+    interval_ms: int
+    timeout_ms: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTimeout:
+    per_request_ms: int | None = None
+    idle_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    port: int
+    protocol: Protocol
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    timeout: ListenerTimeout | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    """A Kubernetes Service this node may call (App Mesh ``backends[].virtualService``)."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Logging:
+    access_log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualNodeSpec:
+    pod_selector: Mapping[str, str]
+    listeners: tuple[Listener, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    logging: Logging | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualNode:
+    meta: Meta
+    spec: VirtualNodeSpec | None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("VirtualNode", self.meta.namespace, self.meta.name)
+
+
+# --- Route ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StringMatch:
+    """Exactly one of the fields is set (the parser guarantees it)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    regex: str | None = None
+    range_start: int | None = None  # header range: [start, end)
+    range_end: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    name: str
+    match: StringMatch | None = None  # None: the header must be present
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryParameterMatch:
+    name: str
+    exact: str | None = None  # None: the parameter must be present
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpMatch:
+    prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: str | None = None
+    method: str | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_parameters: tuple[QueryParameterMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedTarget:
+    namespace: str
+    virtual_node: str
+    weight: int
+    port: int | None = None  # which listener of the VirtualNode; optional when it has one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    http_retry_events: tuple[str, ...] = ()
+    tcp_retry_events: tuple[str, ...] = ()
+    max_retries: int = 1
+    per_retry_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRoute:
+    match: HttpMatch
+    weighted_targets: tuple[WeightedTarget, ...]
+    retry_policy: RetryPolicy | None = None
+    timeout: ListenerTimeout | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSpec:
+    service: str  # the Kubernetes Service (virtual service) the Route is attached to, same namespace
+    http_route: HttpRoute
+    priority: int | None = None  # 0 is evaluated first; unset routes come after every set one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    meta: Meta
+    spec: RouteSpec | None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("Route", self.meta.namespace, self.meta.name)
+
+
+# --- The whole model -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Model:
+    """Everything the translator reads, keyed by ``ObjectKey``."""
+
+    services: Mapping[ObjectKey, Service] = field(default_factory=dict)
+    endpoint_slices: Mapping[ObjectKey, EndpointSlice] = field(default_factory=dict)
+    pods: Mapping[ObjectKey, Pod] = field(default_factory=dict)
+    virtual_nodes: Mapping[ObjectKey, VirtualNode] = field(default_factory=dict)
+    routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
+    # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
+    load_errors: tuple[str, ...] = ()

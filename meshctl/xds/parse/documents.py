@@ -1,0 +1,112 @@
+"""One Kubernetes object (as a dict, from YAML or the API) -> one model object.
+
+Shared by the manifest-directory source and the Kubernetes source, so both build the same model.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from meshctl.xds.model import (
+    API_GROUP,
+    Endpoint,
+    EndpointSlice,
+    Meta,
+    ObjectKey,
+    Pod,
+    Route,
+    Service,
+    ServicePort,
+    VirtualNode,
+)
+from meshctl.xds.parse.route import parse_route_spec
+from meshctl.xds.parse.virtualnode import parse_virtual_node_spec
+
+__all__ = ["MeshObject", "UnsupportedDocument", "parse_document"]
+
+MeshObject = Service | EndpointSlice | Pod | VirtualNode | Route
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class UnsupportedDocument(ValueError):
+    """The document is not a kind the mesh reads, or is too malformed to identify."""
+
+
+def object_key(obj: MeshObject) -> ObjectKey:
+    return ObjectKey(type(obj).__name__, obj.meta.namespace, obj.meta.name)
+
+
+def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "default") -> MeshObject | None:
+    """Returns the model object, ``None`` for kinds the mesh ignores, or raises ``UnsupportedDocument``."""
+    if not isinstance(doc, dict):
+        raise UnsupportedDocument(f"expected a Kubernetes object, got {type(doc).__name__}")
+    kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        raise UnsupportedDocument("kind and apiVersion are required")
+    meta = _meta(doc, origin, default_namespace)
+    group = api_version.rpartition("/")[0]
+    if kind == "Service" and api_version == "v1":
+        return _service(meta, doc.get("spec") or {})
+    if kind == "EndpointSlice" and group == "discovery.k8s.io":
+        return _endpoint_slice(meta, doc)
+    if kind == "Pod" and api_version == "v1":
+        return Pod(meta=meta)
+    if group == API_GROUP and kind == "VirtualNode":
+        vn_spec, errors = parse_virtual_node_spec(doc.get("spec"), meta.namespace)
+        return VirtualNode(meta=meta, spec=vn_spec, errors=tuple(errors))
+    if group == API_GROUP and kind == "Route":
+        route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace)
+        return Route(meta=meta, spec=route_spec, errors=tuple(errors))
+    return None
+
+
+def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
+    md = doc.get("metadata")
+    if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
+        raise UnsupportedDocument("metadata.name is required")
+    labels = md.get("labels") or {}
+    return Meta(
+        namespace=str(md.get("namespace") or default_namespace),
+        name=md["name"],
+        generation=int(md.get("generation") or 1),
+        resource_version=str(md.get("resourceVersion") or ""),
+        labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
+        uid=str(md.get("uid") or ""),
+        origin=origin,
+    )
+
+
+def _port(p: dict[str, Any]) -> ServicePort:
+    return ServicePort(
+        name=str(p.get("name") or ""),
+        port=int(p.get("port") or 0),
+        target_port=p.get("targetPort"),
+        protocol=str(p.get("protocol") or "TCP"),
+    )
+
+
+def _service(meta: Meta, spec: dict[str, Any]) -> Service:
+    return Service(meta=meta, ports=tuple(_port(p) for p in spec.get("ports") or ()))
+
+
+def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
+    endpoints = []
+    for ep in doc.get("endpoints") or ():
+        ref = ep.get("targetRef") or {}
+        conditions = ep.get("conditions") or {}
+        endpoints.append(
+            Endpoint(
+                addresses=tuple(str(a) for a in ep.get("addresses") or ()),
+                # Kubernetes: a nil "ready" means ready.
+                ready=conditions.get("ready") is not False,
+                pod_name=ref.get("name") if ref.get("kind") == "Pod" else None,
+                zone=ep.get("zone"),
+            )
+        )
+    return EndpointSlice(
+        meta=meta,
+        service_name=meta.labels.get(SERVICE_NAME_LABEL, ""),
+        ports=tuple(_port(p) for p in doc.get("ports") or ()),
+        endpoints=tuple(endpoints),
+    )

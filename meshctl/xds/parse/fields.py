@@ -1,0 +1,160 @@
+"""A small reader for untyped manifest data that records every problem with its field path.
+
+Validation collects all errors of an object instead of stopping at the first, so a user fixes a
+manifest in one round; each error names the field the way ``kubectl explain`` would
+(``spec.httpRoute.action.weightedTargets[1].weight``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from meshctl.xds.model import FieldError
+
+__all__ = ["Fields", "parse_duration_ms"]
+
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_duration_ms(value: Any) -> tuple[int | None, str | None]:
+    """App Mesh ``{unit: ms|s, value: N}`` or a string like ``"250ms"``/``"2s"`` -> (milliseconds, error)."""
+    if isinstance(value, dict):
+        unit, amount = value.get("unit"), value.get("value")
+        if unit not in ("ms", "s"):
+            return None, f"unit must be 'ms' or 's', got {unit!r}"
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            return None, f"value must be an integer, got {amount!r}"
+        ms = amount * _UNIT_MS[unit]
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        ms = round(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    else:
+        return None, f"must be a duration like {{unit: ms, value: 500}} or '500ms', got {value!r}"
+    if ms < 0:
+        return None, f"must not be negative, got {value!r}"
+    return ms, None
+
+
+class Fields:
+    """A view of one mapping in a manifest, at a known path, appending problems to a shared list."""
+
+    __slots__ = ("_data", "errors", "path")
+
+    def __init__(self, data: Any, path: str, errors: list[FieldError]) -> None:
+        self.path = path
+        self.errors = errors
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.error("", f"must be an object, got {type(data).__name__}")
+            data = {}
+        self._data: dict[str, Any] = data
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(FieldError(path=self.at(key) if key else self.path, message=message))
+
+    def has(self, key: str) -> bool:
+        return self._data.get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        return self._data.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def obj(self, key: str, *, required: bool = False) -> Fields | None:
+        if not self.has(key):
+            if required:
+                self.error(key, "is required")
+            return None
+        return Fields(self._data[key], self.at(key), self.errors)
+
+    def objects(self, key: str, *, required: bool = False) -> Iterator[Fields]:
+        value = self._data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return
+        if not isinstance(value, list):
+            self.error(key, "must be a list")
+            return
+        if required and not value:
+            self.error(key, "must not be empty")
+        for i, item in enumerate(value):
+            yield Fields(item, f"{self.at(key)}[{i}]", self.errors)
+
+    def string(self, key: str, *, required: bool = False, choices: tuple[str, ...] = ()) -> str | None:
+        value = self._data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return None
+        if not isinstance(value, str):
+            self.error(key, f"must be a string, got {value!r}")
+            return None
+        if required and not value:
+            self.error(key, "must not be empty")
+            return None
+        if choices and value not in choices:
+            self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+            return None
+        return value
+
+    def integer(
+        self, key: str, *, required: bool = False, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
+        value = self._data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.error(key, f"must be an integer, got {value!r}")
+            return None
+        if minimum is not None and value < minimum:
+            self.error(key, f"must be at least {minimum}, got {value}")
+            return None
+        if maximum is not None and value > maximum:
+            self.error(key, f"must be at most {maximum}, got {value}")
+            return None
+        return value
+
+    def boolean(self, key: str, default: bool = False) -> bool:
+        value = self._data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error(key, f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def duration_ms(self, key: str, *, required: bool = False, positive: bool = False) -> int | None:
+        value = self._data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return None
+        ms, problem = parse_duration_ms(value)
+        if problem:
+            self.error(key, problem)
+            return None
+        if positive and ms == 0:
+            self.error(key, "must be greater than zero")
+            return None
+        return ms
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self._data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.error(key, "must be a map of strings to strings")
+            return {}
+        return dict(value)

@@ -1,0 +1,179 @@
+"""Route ``spec`` -> ``RouteSpec``, collecting field errors (App Mesh v1beta2 ``httpRoute`` names)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from meshctl.xds.model import (
+    FieldError,
+    HeaderMatch,
+    HttpMatch,
+    HttpRoute,
+    QueryParameterMatch,
+    RetryPolicy,
+    RouteSpec,
+    StringMatch,
+    WeightedTarget,
+)
+from meshctl.xds.parse.fields import Fields
+from meshctl.xds.parse.virtualnode import parse_timeout
+
+__all__ = ["HTTP_RETRY_EVENTS", "TCP_RETRY_EVENTS", "parse_route_spec"]
+
+HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
+TCP_RETRY_EVENTS = ("connection-error",)
+_METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+_STRING_MATCH_KINDS = ("exact", "prefix", "suffix", "regex", "range")
+
+
+def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    f = Fields(spec, "spec", errors)
+    ref = f.obj("serviceRef", required=True)
+    service = ref.string("name", required=True) if ref else None
+    if ref and ref.has("namespace") and ref.raw("namespace") != namespace:
+        ref.error("namespace", "a Route attaches only to a Service in its own namespace")
+    priority = f.integer("priority", minimum=0, maximum=1000)
+    hf = f.obj("httpRoute", required=True)
+    http = _http_route(hf, namespace) if hf else None
+    if errors or service is None or http is None:
+        return None, errors
+    return RouteSpec(service=service, http_route=http, priority=priority), errors
+
+
+def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
+    mf = f.obj("match", required=True)
+    match = _http_match(mf) if mf else None
+    af = f.obj("action", required=True)
+    targets = _weighted_targets(af, namespace) if af else ()
+    retry = _retry_policy(f.obj("retryPolicy"))
+    tf = f.obj("timeout")
+    timeout = parse_timeout(tf) if tf else None
+    if match is None or not targets:
+        return None
+    return HttpRoute(match=match, weighted_targets=targets, retry_policy=retry, timeout=timeout)
+
+
+def _http_match(f: Fields) -> HttpMatch | None:
+    prefix = f.string("prefix")
+    if prefix is not None and not prefix.startswith("/"):
+        f.error("prefix", f"must start with '/', got {prefix!r}")
+    exact = regex = None
+    if (pf := f.obj("path")) is not None:
+        exact = pf.string("exact")
+        regex = pf.string("regex")
+        if (exact is None) == (regex is None):
+            pf.error("", "must set exactly one of exact, regex")
+        if regex is not None:
+            _check_regex(pf, "regex", regex)
+    if prefix is None and exact is None and regex is None:
+        f.error("", "must set prefix or path; an empty match would silently catch every request")
+    elif prefix is not None and (exact is not None or regex is not None):
+        f.error("", "set either prefix or path, not both")
+    method = f.string("method", choices=_METHODS)
+    headers = tuple(h for hf in f.objects("headers") if (h := _header(hf)))
+    query = tuple(q for qf in f.objects("queryParameters") if (q := _query(qf)))
+    return HttpMatch(
+        prefix=prefix, path_exact=exact, path_regex=regex, method=method, headers=headers, query_parameters=query
+    )
+
+
+def _header(f: Fields) -> HeaderMatch | None:
+    name = f.string("name", required=True)
+    invert = f.boolean("invert")
+    mf = f.obj("match")
+    match = _string_match(mf) if mf else None
+    return HeaderMatch(name=name.lower(), match=match, invert=invert) if name else None
+
+
+def _string_match(f: Fields) -> StringMatch | None:
+    present = [k for k in _STRING_MATCH_KINDS if f.has(k)]
+    if len(present) != 1:
+        f.error("", f"must set exactly one of {', '.join(_STRING_MATCH_KINDS)}")
+        return None
+    kind = present[0]
+    if kind == "range":
+        rf = f.obj("range")
+        start = rf.integer("start", required=True) if rf else None
+        end = rf.integer("end", required=True) if rf else None
+        if start is None or end is None or rf is None:
+            return None
+        if end <= start:
+            rf.error("end", f"must be greater than start ({start}), got {end}")
+            return None
+        return StringMatch(range_start=start, range_end=end)
+    value = f.string(kind, required=True)
+    if value is None:
+        return None
+    if kind == "regex" and not _check_regex(f, kind, value):
+        return None
+    return StringMatch(**{kind: value})
+
+
+def _query(f: Fields) -> QueryParameterMatch | None:
+    name = f.string("name", required=True)
+    mf = f.obj("match")
+    exact = mf.string("exact", required=True) if mf else None
+    return QueryParameterMatch(name=name, exact=exact) if name else None
+
+
+def _weighted_targets(f: Fields, namespace: str) -> tuple[WeightedTarget, ...]:
+    targets: list[WeightedTarget] = []
+    for tf in f.objects("weightedTargets", required=True):
+        ref = tf.obj("virtualNodeRef", required=True)
+        name = ref.string("name", required=True) if ref else None
+        ns = (ref.string("namespace") if ref else None) or namespace
+        weight = tf.integer("weight", required=True, minimum=0, maximum=100)
+        port = tf.integer("port", minimum=1, maximum=65535)
+        if name is not None and weight is not None:
+            targets.append(WeightedTarget(namespace=ns, virtual_node=name, weight=weight, port=port))
+    if targets and sum(t.weight for t in targets) == 0:
+        f.error("weightedTargets", "weights sum to 0; at least one target needs a weight above 0")
+        return ()
+    if len({(t.namespace, t.virtual_node, t.port) for t in targets}) != len(targets):
+        f.error("weightedTargets", "each virtualNodeRef (and port) may appear only once")
+        return ()
+    return tuple(targets)
+
+
+def _retry_policy(f: Fields | None) -> RetryPolicy | None:
+    if f is None:
+        return None
+    http = _events(f, "httpRetryEvents", HTTP_RETRY_EVENTS)
+    tcp = _events(f, "tcpRetryEvents", TCP_RETRY_EVENTS)
+    if not http and not tcp:
+        f.error("", "must set httpRetryEvents or tcpRetryEvents")
+    max_retries = f.integer("maxRetries", required=True, minimum=0, maximum=10)
+    per_retry = f.duration_ms("perRetryTimeout", positive=True)
+    return RetryPolicy(
+        http_retry_events=http,
+        tcp_retry_events=tcp,
+        max_retries=max_retries if max_retries is not None else 1,
+        per_retry_timeout_ms=per_retry,
+    )
+
+
+def _events(f: Fields, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    raw = f.raw(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(e, str) for e in raw):
+        f.error(key, "must be a list of strings")
+        return ()
+    bad = [e for e in raw if e not in allowed]
+    if bad:
+        f.error(key, f"unknown event(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+        return ()
+    return tuple(dict.fromkeys(raw))
+
+
+def _check_regex(f: Fields, key: str, pattern: str) -> bool:
+    # Envoy uses RE2; Python's re accepts a superset of RE2's syntax for the common cases, so a pattern
+    # that fails here would fail in Envoy too. (The reverse is not guaranteed: see docs/api.md.)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        f.error(key, f"invalid regular expression {pattern!r}: {exc}")
+        return False
+    return True

@@ -1,0 +1,171 @@
+"""VirtualNode ``spec`` -> ``VirtualNodeSpec``, collecting field errors (App Mesh v1beta2 field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshctl.xds.model import (
+    Backend,
+    ConnectionPool,
+    FieldError,
+    HealthCheck,
+    Listener,
+    ListenerTimeout,
+    Logging,
+    OutlierDetection,
+    Protocol,
+    VirtualNodeSpec,
+)
+from meshctl.xds.parse.fields import Fields
+
+__all__ = ["parse_virtual_node_spec"]
+
+_PROTOCOLS = tuple(p.value for p in Protocol)
+_POOL_FIELDS = ("maxConnections", "maxPendingRequests", "maxRequests", "maxRetries")
+
+
+def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    f = Fields(spec, "spec", errors)
+    selector = f.obj("podSelector", required=True)
+    match_labels = selector.string_map("matchLabels") if selector else {}
+    if selector and not match_labels:
+        selector.error("matchLabels", "must select at least one label")
+    listeners = tuple(_listener(lf) for lf in f.objects("listeners"))
+    ports = [li.port for li in listeners if li]
+    if len(ports) != len(set(ports)):
+        f.error("listeners", "ports must be unique")
+    backends = tuple(b for bf in f.objects("backends") if (b := _backend(bf, namespace)))
+    logging = _logging(f.obj("logging"))
+    if errors:
+        return None, errors
+    return VirtualNodeSpec(
+        pod_selector=match_labels,
+        listeners=tuple(li for li in listeners if li),
+        backends=backends,
+        logging=logging,
+    ), errors
+
+
+def _listener(f: Fields) -> Listener | None:
+    mapping = f.obj("portMapping", required=True)
+    if mapping is None:
+        return None
+    port = mapping.integer("port", required=True, minimum=1, maximum=65535)
+    protocol = mapping.string("protocol", required=True, choices=_PROTOCOLS)
+    pool = _connection_pool(f.obj("connectionPool"))
+    outlier = _outlier_detection(f.obj("outlierDetection"))
+    health = _health_check(f.obj("healthCheck"))
+    timeout = _protocol_timeout(f.obj("timeout"))
+    if port is None or protocol is None:
+        return None
+    return Listener(
+        port=port,
+        protocol=Protocol(protocol),
+        connection_pool=pool,
+        outlier_detection=outlier,
+        health_check=health,
+        timeout=timeout,
+    )
+
+
+def _connection_pool(f: Fields | None) -> ConnectionPool | None:
+    """App Mesh nests the pool under the protocol (``http``, ``http2``, ``grpc``, ``tcp``)."""
+    if f is None:
+        return None
+    values: dict[str, int | None] = {}
+    for proto in f.keys():
+        if proto not in _PROTOCOLS:
+            f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
+            continue
+        pf = f.obj(proto)
+        if pf is None:
+            continue
+        for name in _POOL_FIELDS:
+            if (value := pf.integer(name, minimum=1)) is not None:
+                values[name] = value
+    return ConnectionPool(
+        max_connections=values.get("maxConnections"),
+        max_pending_requests=values.get("maxPendingRequests"),
+        max_requests=values.get("maxRequests"),
+        max_retries=values.get("maxRetries"),
+    )
+
+
+def _outlier_detection(f: Fields | None) -> OutlierDetection | None:
+    if f is None:
+        return None
+    errors = f.integer("maxServerErrors", required=True, minimum=1)
+    interval = f.duration_ms("interval", required=True, positive=True)
+    ejection = f.duration_ms("baseEjectionDuration", required=True, positive=True)
+    percent = f.integer("maxEjectionPercent", required=True, minimum=0, maximum=100)
+    if None in (errors, interval, ejection, percent):
+        return None
+    return OutlierDetection(
+        max_server_errors=errors,  # type: ignore[arg-type]
+        interval_ms=interval,  # type: ignore[arg-type]
+        base_ejection_duration_ms=ejection,  # type: ignore[arg-type]
+        max_ejection_percent=percent,  # type: ignore[arg-type]
+    )
+
+
+def _health_check(f: Fields | None) -> HealthCheck | None:
+    if f is None:
+        return None
+    protocol = f.string("protocol", required=True, choices=_PROTOCOLS)
+    path = f.string("path")
+    if protocol in ("http", "http2") and not path:
+        f.error("path", "is required for an http health check")
+    port = f.integer("port", minimum=1, maximum=65535)
+    interval = f.integer("intervalMillis", required=True, minimum=5000, maximum=300000)
+    timeout = f.integer("timeoutMillis", required=True, minimum=2000, maximum=60000)
+    healthy = f.integer("healthyThreshold", required=True, minimum=2, maximum=10)
+    unhealthy = f.integer("unhealthyThreshold", required=True, minimum=2, maximum=10)
+    if None in (protocol, interval, timeout, healthy, unhealthy):
+        return None
+    return HealthCheck(
+        protocol=Protocol(protocol),
+        path=path,
+        port=port,
+        interval_ms=interval,  # type: ignore[arg-type]
+        timeout_ms=timeout,  # type: ignore[arg-type]
+        healthy_threshold=healthy,  # type: ignore[arg-type]
+        unhealthy_threshold=unhealthy,  # type: ignore[arg-type]
+    )
+
+
+def _protocol_timeout(f: Fields | None) -> ListenerTimeout | None:
+    """App Mesh listener timeouts sit under the protocol: ``timeout: {http: {perRequest, idle}}``."""
+    if f is None:
+        return None
+    found: ListenerTimeout | None = None
+    for proto in f.keys():
+        if proto not in _PROTOCOLS:
+            f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
+            continue
+        if (pf := f.obj(proto)) is not None:
+            found = parse_timeout(pf)
+    return found
+
+
+def parse_timeout(f: Fields) -> ListenerTimeout:
+    return ListenerTimeout(per_request_ms=f.duration_ms("perRequest"), idle_ms=f.duration_ms("idle"))
+
+
+def _backend(f: Fields, namespace: str) -> Backend | None:
+    vs = f.obj("virtualService", required=True)
+    ref = vs.obj("virtualServiceRef", required=True) if vs else None
+    if ref is None:
+        return None
+    name = ref.string("name", required=True)
+    ns = ref.string("namespace") or namespace
+    return Backend(namespace=ns, name=name) if name else None
+
+
+def _logging(f: Fields | None) -> Logging | None:
+    if f is None:
+        return None
+    access = f.obj("accessLog")
+    file = access.obj("file") if access else None
+    path = file.string("path", required=True) if file else None
+    return Logging(access_log_path=path)

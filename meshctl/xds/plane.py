@@ -1,0 +1,81 @@
+"""The control plane assembled: source -> controller -> cache -> ADS server, plus the admin API.
+
+Everything is built here and passed down (no module-level singletons), so tests can run several
+control planes in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from meshctl.xds.admin import build_admin_app
+from meshctl.xds.cache import SnapshotCache
+from meshctl.xds.controller import Controller
+from meshctl.xds.metrics import Metrics
+from meshctl.xds.server.ads import AdsServer
+from meshctl.xds.server.registry import ProxyRegistry
+from meshctl.xds.sources import ManifestSource, Source
+
+__all__ = ["ControlPlane"]
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(self, source: Source, *, address: str = "127.0.0.1", xds_port: int = 0, admin_port: int = 0) -> None:
+        self.source = source
+        self.address = address
+        self.metrics = Metrics()
+        self.cache = SnapshotCache()
+        self.controller = Controller(self.cache, self.metrics)
+        self.registry = ProxyRegistry()
+        self.ads = AdsServer(self.controller, self.registry, self.metrics)
+        self._requested_ports = (xds_port, admin_port)
+        self.xds_port = 0
+        self.admin_port = 0
+        self._tasks: list[asyncio.Task] = []
+        self._admin_runner: web.AppRunner | None = None
+
+    @classmethod
+    def from_manifests(cls, directory: Path, **kwargs) -> ControlPlane:
+        return cls(ManifestSource(directory), **kwargs)
+
+    async def start(self) -> None:
+        xds_port, admin_port = self._requested_ports
+        self.xds_port = await self.ads.start(self.address, xds_port)
+        runner = web.AppRunner(build_admin_app(self.controller, self.registry, self.metrics), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.address, admin_port)
+        await site.start()
+        self._admin_runner = runner
+        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks = [
+            asyncio.create_task(self.controller.run(), name="controller"),
+            asyncio.create_task(self.source.run(self.controller.submit), name="source"),
+        ]
+        log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)
+
+    async def wait_synced(self, timeout: float = 10) -> None:
+        await asyncio.wait_for(self.controller.wait_synced(), timeout)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.ads.stop()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+
+    async def __aenter__(self) -> ControlPlane:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

@@ -1,0 +1,45 @@
+"""Envoy node identity -> SidecarParams (which VirtualNode, which ports).
+
+The VirtualNode comes from node metadata ``meshctl.virtual_node`` ("namespace/name") if set, else from
+``node.cluster`` in the same form (what ``meshctl bootstrap`` writes). Ports come from metadata
+``meshctl.egress_port`` / ``meshctl.ingress_port`` / ``meshctl.bind_address``, defaulting to App Mesh's
+15001 / 15000 / 0.0.0.0.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3.base_pb2 import Node
+
+from meshctl.xds.model import ObjectKey
+from meshctl.xds.translate.ir import SidecarParams
+
+__all__ = ["sidecar_params"]
+
+
+def _meta(node: Node, key: str) -> str | None:
+    field = node.metadata.fields.get(key)
+    if field is None:
+        return None
+    kind = field.WhichOneof("kind")
+    if kind == "string_value":
+        return field.string_value
+    if kind == "number_value":
+        return str(int(field.number_value))
+    return None
+
+
+def sidecar_params(node: Node) -> SidecarParams:
+    ref = _meta(node, "meshctl.virtual_node") or node.cluster
+    vn = None
+    if ref and "/" in ref:
+        ns, _, name = ref.partition("/")
+        vn = ObjectKey("VirtualNode", ns, name)
+    defaults = SidecarParams(virtual_node=vn)
+    egress = _meta(node, "meshctl.egress_port")
+    ingress = _meta(node, "meshctl.ingress_port")
+    return SidecarParams(
+        virtual_node=vn,
+        egress_port=int(egress) if egress and egress.isdigit() else defaults.egress_port,
+        ingress_port=int(ingress) if ingress and ingress.isdigit() else defaults.ingress_port,
+        bind_address=_meta(node, "meshctl.bind_address") or defaults.bind_address,
+    )

@@ -1,0 +1,187 @@
+"""The state of one state-of-the-world ADS stream, and what to send next. No grpc here: pure logic.
+
+Rules (see ../shared/ENVOY-NOTES.md for Envoy's side):
+- A request whose ``response_nonce`` is not the latest we sent for that type is stale and ignored.
+- ACK: the in-flight set becomes the accepted set. NACK (``error_detail``): recorded, and that exact
+  version is never resent (no resend storm); the proxy keeps its last good config until the desired
+  set changes again.
+- One response in flight per type.
+- Make-before-break: clusters first; listeners and routes only once every cluster they reference has
+  been ACKed with its endpoints; a cluster still referenced by delivered routes is kept (retained) until
+  routes that no longer use it are ACKed. So a change never sends traffic to a cluster Envoy lacks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+
+from meshctl.xds.cache import CachedResource, Snapshot, set_version
+from meshctl.xds.cache.wire import encode_discovery_response
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
+
+__all__ = ["Rejection", "StreamState", "TypeState"]
+
+_NAMED_TYPES = (ENDPOINT, ROUTE)  # subscribed by name; CDS and LDS are wildcard
+
+
+@dataclass
+class Rejection:
+    type_url: str
+    version: str
+    message: str
+    at: float  # unix time
+
+
+@dataclass
+class TypeState:
+    subscribed: bool = False
+    names: frozenset[str] | None = None  # requested names for EDS/RDS; None = wildcard
+    ever_sent: bool = False
+    sent: dict[str, CachedResource] = field(default_factory=dict)
+    sent_version: str = ""
+    nonce: str = ""  # of the latest response sent
+    inflight: bool = False
+    acked: dict[str, CachedResource] = field(default_factory=dict)
+    acked_version: str = ""
+    rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
+
+
+class StreamState:
+    _ids = itertools.count(1)
+
+    def __init__(self, node_id: str, group: str) -> None:
+        self.stream_id = next(self._ids)
+        self.node_id = node_id
+        self.group = group
+        self.connected_at = time.time()
+        self.types: dict[str, TypeState] = {t: TypeState() for t in TYPE_ORDER}
+        self._nonces = itertools.count(1)
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def on_request(self, req: DiscoveryRequest) -> str:
+        """Applies one request; returns what it was: 'ack', 'nack', 'stale', 'subscribe' or 'unknown-type'."""
+        st = self.types.get(req.type_url)
+        if st is None:
+            return "unknown-type"
+        kind = "subscribe"
+        if req.response_nonce:
+            if req.response_nonce != st.nonce:
+                return "stale"
+            if st.inflight:
+                st.inflight = False
+                if req.HasField("error_detail"):
+                    st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
+                    kind = "nack"
+                else:
+                    st.acked, st.acked_version, st.rejection = st.sent, st.sent_version, None
+                    kind = "ack"
+        st.subscribed = True
+        if req.type_url in _NAMED_TYPES:
+            st.names = frozenset(req.resource_names)
+        return kind
+
+    # --- responses -------------------------------------------------------------------------------
+
+    def next_responses(self, snap: Snapshot | None) -> list[tuple[str, bytes]]:
+        """Responses to send now, in make-before-break order; each marks its type in flight."""
+        if snap is None:
+            return []
+        out: list[tuple[str, bytes]] = []
+        for type_url in TYPE_ORDER:
+            st = self.types[type_url]
+            if not st.subscribed or st.inflight:
+                continue
+            desired = self._desired(type_url, snap)
+            version = set_version(desired)
+            if st.ever_sent and version == st.sent_version:
+                continue  # nothing new, or exactly what was just rejected
+            if type_url in (LISTENER, ROUTE) and not self._ready_for(desired):
+                continue
+            out.append((type_url, self._send(st, type_url, desired, version)))
+        return out
+
+    def _send(self, st: TypeState, type_url: str, desired: dict[str, CachedResource], version: str) -> bytes:
+        st.nonce = str(next(self._nonces))
+        st.sent, st.sent_version, st.inflight, st.ever_sent = desired, version, True, True
+        ordered = [desired[name].any_bytes for name in sorted(desired)]
+        return encode_discovery_response(version, type_url, st.nonce, ordered)
+
+    def _delivered(self, type_url: str) -> dict[str, CachedResource]:
+        st = self.types[type_url]
+        return {**st.acked, **st.sent} if st.inflight else dict(st.acked)
+
+    def _retained_clusters(self, snap: Snapshot) -> dict[str, CachedResource]:
+        """Clusters the proxy's current listeners/routes still use but the new snapshot dropped."""
+        in_use = set()
+        for t in (LISTENER, ROUTE):
+            st = self.types[t]
+            # Both what Envoy has and what is on its way: during the switch either may be in use.
+            for res in [*st.acked.values(), *(st.sent.values() if st.inflight else ())]:
+                in_use.update(name for ref_type, name in res.references if ref_type == CLUSTER)
+        new = snap.resources[CLUSTER]
+        known = self._delivered(CLUSTER)
+        return {name: known[name] for name in in_use if name not in new and name in known}
+
+    def _desired(self, type_url: str, snap: Snapshot) -> dict[str, CachedResource]:
+        current: Mapping[str, CachedResource] = snap.resources[type_url]
+        if type_url == CLUSTER:
+            return {**self._retained_clusters(snap), **current}
+        if type_url == ENDPOINT:
+            retained = self._retained_clusters(snap)
+            old = self._delivered(ENDPOINT)
+            names = self.types[ENDPOINT].names or frozenset()
+            out = {}
+            for name in names:
+                if name in current:
+                    out[name] = current[name]
+                elif name in retained and name in old:
+                    out[name] = old[name]
+            return out
+        if type_url == ROUTE:
+            names = self.types[ROUTE].names or frozenset()
+            return {name: current[name] for name in names if name in current}
+        return dict(current)
+
+    def _ready_for(self, desired: Mapping[str, CachedResource]) -> bool:
+        """Listeners/routes wait until every cluster they use is ACKed, with endpoints if it is EDS."""
+        cds, eds = self.types[CLUSTER], self.types[ENDPOINT]
+        if cds.inflight or eds.inflight:
+            return False
+        for res in desired.values():
+            for ref_type, name in res.references:
+                if ref_type != CLUSTER:
+                    continue
+                cluster = cds.acked.get(name)
+                if cluster is None:
+                    return False
+                if cluster.references and name not in eds.acked:
+                    return False
+        return True
+
+    # --- reporting -------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "stream": self.stream_id,
+            "node_id": self.node_id,
+            "group": self.group,
+            "connected_at": self.connected_at,
+            "types": {
+                SHORT_NAMES[t]: {
+                    "acked_version": st.acked_version,
+                    "sent_version": st.sent_version,
+                    "pending": st.inflight,
+                    "resources": sorted(st.acked),
+                    "rejected": None
+                    if st.rejection is None
+                    else {"version": st.rejection.version, "error": st.rejection.message, "at": st.rejection.at},
+                }
+                for t, st in self.types.items()
+            },
+        }

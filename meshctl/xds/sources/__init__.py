@@ -1,0 +1,6 @@
+"""Sources turn the outside world (a manifest directory, a Kubernetes cluster) into ``Model`` snapshots."""
+
+from meshctl.xds.sources.base import ModelSink, Source, build_model
+from meshctl.xds.sources.manifests import ManifestSource, load_manifests
+
+__all__ = ["ManifestSource", "ModelSink", "Source", "build_model", "load_manifests"]

@@ -1,0 +1,82 @@
+"""The manifest-directory source: ordinary Kubernetes YAML files, re-read when they change.
+
+The embedded default of ``meshctl serve``: the same objects a cluster would hold, no cluster needed.
+Change detection polls file stats (name, size, mtime_ns), which is portable and cheap for the few
+hundred files a directory holds; a change is picked up within one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import yaml
+
+from meshctl.xds.model import Model
+from meshctl.xds.parse.documents import MeshObject, UnsupportedDocument, parse_document
+from meshctl.xds.sources.base import ModelSink, build_model
+
+__all__ = ["ManifestSource", "load_manifests"]
+
+log = logging.getLogger(__name__)
+_SUFFIXES = (".yaml", ".yml", ".json")
+_Stamp = tuple[tuple[str, int, int], ...]
+
+
+def _manifest_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+
+
+def _stamp(root: Path) -> _Stamp:
+    stamps = []
+    for path in _manifest_files(root):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+def load_manifests(root: Path) -> Model:
+    """Reads every manifest under ``root``; a broken file or document is reported, never fatal."""
+    objects: list[MeshObject] = []
+    errors: list[str] = []
+    for path in _manifest_files(root):
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            errors.append(f"{rel}: cannot read: {exc}")
+            continue
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            origin = rel if len(docs) == 1 else f"{rel}#{index}"
+            try:
+                obj = parse_document(doc, origin=origin)
+            except UnsupportedDocument as exc:
+                errors.append(f"{origin}: {exc}")
+                continue
+            if obj is not None:
+                objects.append(obj)
+    return build_model(objects, errors)
+
+
+class ManifestSource:
+    def __init__(self, root: Path, *, poll_interval: float = 0.05) -> None:
+        self.root = root
+        self.poll_interval = poll_interval
+
+    async def run(self, sink: ModelSink) -> None:
+        last: _Stamp | None = None
+        while True:
+            stamp = await asyncio.to_thread(_stamp, self.root)
+            if stamp != last:
+                # Re-stat after loading: a write that lands mid-read is seen on the next poll.
+                last = stamp
+                model = await asyncio.to_thread(load_manifests, self.root)
+                log.info("loaded %d files from %s", len(stamp), self.root)
+                await sink(model)
+            await asyncio.sleep(self.poll_interval)

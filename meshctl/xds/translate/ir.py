@@ -1,0 +1,164 @@
+"""Intermediate representation between the mesh model and Envoy protos.
+
+Plain frozen, hashable values, so the Envoy layer can memoize one built resource per distinct IR
+value and a change touches only the resources whose IR changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from meshctl.xds.model import (
+    ConnectionPool,
+    HealthCheck,
+    HttpMatch,
+    ObjectKey,
+    OutlierDetection,
+    Protocol,
+    RetryPolicy,
+)
+
+__all__ = [
+    "ClusterIR",
+    "Condition",
+    "ConditionStatus",
+    "EndpointIR",
+    "InboundListenerIR",
+    "ObjectStatus",
+    "OutboundListenerIR",
+    "RouteIR",
+    "SidecarIR",
+    "SidecarParams",
+    "VirtualHostIR",
+    "WeightedClusterIR",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarParams:
+    """What a proxy tells us about itself (node metadata); proxies with equal params share one snapshot."""
+
+    virtual_node: ObjectKey | None  # None: a proxy not bound to any VirtualNode gets an empty config
+    egress_port: int = 15001
+    ingress_port: int = 15000
+    bind_address: str = "0.0.0.0"
+
+    @property
+    def group(self) -> str:
+        vn = f"{self.virtual_node.namespace}/{self.virtual_node.name}" if self.virtual_node else "-"
+        defaults = SidecarParams(virtual_node=self.virtual_node)
+        if self == defaults:
+            return vn
+        return f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointIR:
+    address: str
+    port: int
+    healthy: bool = True
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterIR:
+    """An upstream: a VirtualNode listener seen from its callers (EDS), or the local app (static)."""
+
+    name: str
+    protocol: Protocol
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedClusterIR:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteIR:
+    name: str  # namespace/route
+    match: HttpMatch
+    clusters: tuple[WeightedClusterIR, ...]
+    retry_policy: RetryPolicy | None = None
+    timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualHostIR:
+    name: str  # namespace/service
+    domains: tuple[str, ...]
+    routes: tuple[RouteIR, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundListenerIR:
+    """The egress listener: the app sends to it with the Service's name as Host."""
+
+    name: str
+    address: str
+    port: int
+    route_config_name: str
+    access_log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundListenerIR:
+    """Traffic arriving for one VirtualNode listener, forwarded to the local app."""
+
+    name: str
+    address: str
+    port: int
+    protocol: Protocol
+    cluster: str
+    timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    access_log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarIR:
+    """Everything one node group receives."""
+
+    params: SidecarParams
+    outbound: OutboundListenerIR | None
+    inbound: tuple[InboundListenerIR, ...]
+    route_config_name: str
+    virtual_hosts: tuple[VirtualHostIR, ...]
+    clusters: tuple[ClusterIR, ...]
+    endpoints: dict[str, tuple[EndpointIR, ...]] = field(hash=False, compare=True)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    type: str  # Accepted, ResolvedRefs
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectStatus:
+    key: ObjectKey
+    observed_generation: int
+    origin: str
+    conditions: tuple[Condition, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return all(c.status is ConditionStatus.TRUE for c in self.conditions)
+
+    def summary(self) -> str:
+        bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]
+        return "; ".join(c.message for c in bad) if bad else "accepted"

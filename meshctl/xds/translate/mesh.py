@@ -1,0 +1,266 @@
+"""Model -> mesh IR and object statuses. Pure: no I/O, no clock; same input, same output.
+
+Bad input never raises: an invalid or unresolvable VirtualNode or Route gets a status naming the field,
+and its last accepted version (passed in by the caller) keeps being served, so one bad edit loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meshctl.xds.model import (
+    FieldError,
+    Model,
+    ObjectKey,
+    Protocol,
+    Route,
+    RouteSpec,
+    Service,
+    VirtualNode,
+    VirtualNodeSpec,
+)
+from meshctl.xds.translate.ir import (
+    ClusterIR,
+    Condition,
+    ConditionStatus,
+    EndpointIR,
+    ObjectStatus,
+    RouteIR,
+    WeightedClusterIR,
+)
+
+__all__ = ["MeshIR", "cluster_name", "translate_mesh"]
+
+_UNSET_PRIORITY = 1001  # routes without a priority are evaluated after all with one
+_HTTP_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+
+
+def cluster_name(vn: ObjectKey, port: int) -> str:
+    return f"{vn.namespace}/{vn.name}/{port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeshIR:
+    virtual_nodes: Mapping[ObjectKey, VirtualNodeSpec]  # the accepted spec of each node being served
+    services: Mapping[ObjectKey, Service]  # keyed as ObjectKey("Service", ns, name)
+    clusters: Mapping[str, ClusterIR]  # one per VirtualNode listener, as its callers see it
+    endpoints: Mapping[str, tuple[EndpointIR, ...]]
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]  # in evaluation order
+    statuses: tuple[ObjectStatus, ...]
+    accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
+    load_errors: tuple[str, ...] = ()
+
+
+def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None) -> MeshIR:
+    fallback = last_accepted or {}
+    statuses: list[ObjectStatus] = []
+    accepted: dict[ObjectKey, VirtualNode | Route] = {}
+
+    nodes: dict[ObjectKey, VirtualNodeSpec] = {}
+    for key in sorted(model.virtual_nodes):
+        vn = model.virtual_nodes[key]
+        served, status = _choose_virtual_node(vn, fallback.get(key), model)
+        statuses.append(status)
+        if served is not None and served.spec is not None:
+            nodes[key] = served.spec
+            accepted[key] = served
+
+    clusters, endpoints = _clusters(model, nodes)
+
+    routes: dict[ObjectKey, list[tuple[int, str, RouteIR]]] = {}
+    for key in sorted(model.routes):
+        route = model.routes[key]
+        served_route, route_ir, status = _choose_route(route, fallback.get(key), model, nodes)
+        statuses.append(status)
+        if served_route is not None and route_ir is not None and served_route.spec is not None:
+            accepted[key] = served_route
+            svc = ObjectKey("Service", key.namespace, served_route.spec.service)
+            priority = served_route.spec.priority
+            rank = _UNSET_PRIORITY if priority is None else priority
+            routes.setdefault(svc, []).append((rank, key.name, route_ir))
+
+    return MeshIR(
+        virtual_nodes=nodes,
+        services={ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()},
+        clusters=clusters,
+        endpoints=endpoints,
+        routes_by_service={svc: tuple(r for *_, r in sorted(rs, key=lambda t: t[:2])) for svc, rs in routes.items()},
+        statuses=tuple(statuses),
+        accepted=accepted,
+        load_errors=model.load_errors,
+    )
+
+
+# --- VirtualNodes --------------------------------------------------------------------------------
+
+
+def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldError]:
+    errors = []
+    for i, backend in enumerate(spec.backends):
+        if ObjectKey("Service", backend.namespace, backend.name) not in model.services:
+            errors.append(
+                FieldError(
+                    path=f"spec.backends[{i}].virtualService.virtualServiceRef",
+                    message=f"Service {backend.namespace}/{backend.name} not found",
+                )
+            )
+    return errors
+
+
+def _choose_virtual_node(
+    vn: VirtualNode, previous: VirtualNode | Route | None, model: Model
+) -> tuple[VirtualNode | None, ObjectStatus]:
+    if vn.spec is None:
+        served = previous if isinstance(previous, VirtualNode) else None
+        return served, _rejected(vn.key, vn.meta.generation, vn.meta.origin, vn.errors, served)
+    # A missing backend Service is not fatal: the node is served without it until it appears.
+    ref_errors = _virtual_node_ref_errors(vn.spec, model)
+    conditions = [_ok("Accepted", "Accepted", "valid")]
+    if ref_errors:
+        conditions.append(
+            Condition(
+                type="ResolvedRefs",
+                status=ConditionStatus.FALSE,
+                reason="BackendNotFound",
+                message=_describe(vn.meta.origin, ref_errors),
+            )
+        )
+    else:
+        conditions.append(_ok("ResolvedRefs", "ResolvedRefs", "all references resolved"))
+    return vn, ObjectStatus(
+        key=vn.key, observed_generation=vn.meta.generation, origin=vn.meta.origin, conditions=tuple(conditions)
+    )
+
+
+def _clusters(
+    model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[dict[str, ClusterIR], dict[str, tuple[EndpointIR, ...]]]:
+    pod_labels = {(k.namespace, k.name): p.meta.labels for k, p in model.pods.items()}
+    clusters: dict[str, ClusterIR] = {}
+    endpoints: dict[str, tuple[EndpointIR, ...]] = {}
+    for key, spec in nodes.items():
+        selector = spec.pod_selector.items()
+        members: list[tuple[EndpointIR, int]] = []
+        for slice_key in sorted(model.endpoint_slices):
+            if slice_key.namespace != key.namespace:
+                continue
+            es = model.endpoint_slices[slice_key]
+            for ep in es.endpoints:
+                labels = pod_labels.get((key.namespace, ep.pod_name or ""))
+                if labels is None or not selector <= labels.items():
+                    continue
+                for port in es.ports:
+                    for address in ep.addresses:
+                        members.append(
+                            (EndpointIR(address=address, port=port.port, healthy=ep.ready, zone=ep.zone), port.port)
+                        )
+        for listener in spec.listeners:
+            name = cluster_name(key, listener.port)
+            clusters[name] = ClusterIR(
+                name=name,
+                protocol=listener.protocol,
+                connection_pool=listener.connection_pool,
+                outlier_detection=listener.outlier_detection,
+                health_check=listener.health_check,
+            )
+            eps = {e for e, port in members if port == listener.port}
+            endpoints[name] = tuple(sorted(eps, key=lambda e: (e.address, e.port)))
+    return clusters, endpoints
+
+
+# --- Routes --------------------------------------------------------------------------------------
+
+
+def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]):
+    errors: list[FieldError] = []
+    if ObjectKey("Service", key.namespace, spec.service) not in model.services:
+        errors.append(FieldError(path="spec.serviceRef.name", message=f"Service {key.namespace}/{spec.service} not found"))
+    http = spec.http_route
+    weighted: list[WeightedClusterIR] = []
+    for i, target in enumerate(http.weighted_targets):
+        path = f"spec.httpRoute.action.weightedTargets[{i}]"
+        vn_key = ObjectKey("VirtualNode", target.namespace, target.virtual_node)
+        node = nodes.get(vn_key)
+        if node is None:
+            reason = "is not valid" if vn_key in model.virtual_nodes else "not found"
+            errors.append(
+                FieldError(path=f"{path}.virtualNodeRef", message=f"VirtualNode {target.namespace}/{target.virtual_node} {reason}")
+            )
+            continue
+        if target.port is not None:
+            listener = next((li for li in node.listeners if li.port == target.port), None)
+            if listener is None:
+                errors.append(FieldError(path=f"{path}.port", message=f"VirtualNode {vn_key.name} has no listener on port {target.port}"))
+                continue
+        elif len(node.listeners) == 1:
+            listener = node.listeners[0]
+        else:
+            errors.append(
+                FieldError(path=f"{path}.port", message=f"is required: VirtualNode {vn_key.name} has {len(node.listeners)} listeners")
+            )
+            continue
+        if listener.protocol not in _HTTP_PROTOCOLS:
+            errors.append(FieldError(path=f"{path}.port", message=f"listener {listener.port} speaks {listener.protocol}, not HTTP"))
+            continue
+        weighted.append(WeightedClusterIR(cluster=cluster_name(vn_key, listener.port), weight=target.weight))
+    if errors:
+        return None, errors
+    timeout = http.timeout
+    return RouteIR(
+        name=f"{key.namespace}/{key.name}",
+        match=http.match,
+        clusters=tuple(weighted),
+        retry_policy=http.retry_policy,
+        timeout_ms=timeout.per_request_ms if timeout else None,
+        idle_timeout_ms=timeout.idle_ms if timeout else None,
+    ), []
+
+
+def _choose_route(
+    route: Route, previous: VirtualNode | Route | None, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[Route | None, RouteIR | None, ObjectStatus]:
+    errors: list[FieldError] = list(route.errors)
+    if route.spec is not None:
+        ir, errors = _route_ir(route.key, route.spec, model, nodes)
+        if ir is not None:
+            status = ObjectStatus(
+                key=route.key,
+                observed_generation=route.meta.generation,
+                origin=route.meta.origin,
+                conditions=(_ok("Accepted", "Accepted", "valid"), _ok("ResolvedRefs", "ResolvedRefs", "all references resolved")),
+            )
+            return route, ir, status
+    served: Route | None = None
+    served_ir = None
+    if isinstance(previous, Route) and previous.spec is not None and previous is not route:
+        served_ir, _ = _route_ir(route.key, previous.spec, model, nodes)
+        served = previous if served_ir is not None else None
+    return served, served_ir, _rejected(route.key, route.meta.generation, route.meta.origin, errors, served)
+
+
+# --- Conditions ----------------------------------------------------------------------------------
+
+
+def _ok(type_: str, reason: str, message: str) -> Condition:
+    return Condition(type=type_, status=ConditionStatus.TRUE, reason=reason, message=message)
+
+
+def _describe(origin: str, errors: tuple[FieldError, ...] | list[FieldError]) -> str:
+    where = f"{origin}: " if origin else ""
+    return where + "; ".join(str(e) for e in errors)
+
+
+def _rejected(
+    key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None
+) -> ObjectStatus:
+    message = _describe(origin, errors)
+    if served is not None:
+        message += f" (still serving the last accepted generation {served.meta.generation})"
+    reason = "Invalid" if any(not e.message.endswith(("not found", "is not valid")) for e in errors) else "RefNotFound"
+    return ObjectStatus(
+        key=key,
+        observed_generation=generation,
+        origin=origin,
+        conditions=(Condition(type="Accepted", status=ConditionStatus.FALSE, reason=reason, message=message),),
+    )

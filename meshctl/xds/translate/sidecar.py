@@ -1,0 +1,112 @@
+"""Mesh IR + one proxy's params -> what that proxy receives. Pure.
+
+A sidecar of VirtualNode ``ns/vn`` gets:
+- one outbound listener (``outbound``, the egress port) whose route config has a virtual host per backend
+  Service that has Routes, reachable by the Service's DNS names as Host;
+- one inbound listener per VirtualNode listener (ingress port, +1 for each further listener) forwarding
+  to the local app on ``127.0.0.1:<listener port>``;
+- the clusters and endpoints those reference, nothing more.
+"""
+
+from __future__ import annotations
+
+from meshctl.xds.model import ObjectKey, Service
+from meshctl.xds.translate.ir import (
+    ClusterIR,
+    EndpointIR,
+    InboundListenerIR,
+    OutboundListenerIR,
+    SidecarIR,
+    SidecarParams,
+    VirtualHostIR,
+)
+from meshctl.xds.translate.mesh import MeshIR
+
+__all__ = ["OUTBOUND_ROUTE_CONFIG", "service_domains", "translate_sidecar"]
+
+OUTBOUND_ROUTE_CONFIG = "outbound"
+
+
+def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
+    """The Host values that reach a Service, as cluster DNS would resolve them for the client.
+
+    The bare name is included only within the client's own namespace: otherwise two Services of the same
+    name in different namespaces would claim the same domain, which Envoy rejects.
+    """
+    ns, name = service.meta.namespace, service.meta.name
+    hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    if ns == client_namespace:
+        hosts.insert(0, name)
+    ports = sorted({p.port for p in service.ports if p.port})
+    return tuple(hosts + [f"{h}:{p}" for h in hosts for p in ports])
+
+
+def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
+    key = params.virtual_node
+    spec = mesh.virtual_nodes.get(key) if key else None
+    if key is None or spec is None:
+        return SidecarIR(
+            params=params, outbound=None, inbound=(), route_config_name=OUTBOUND_ROUTE_CONFIG,
+            virtual_hosts=(), clusters=(), endpoints={},
+        )
+    access_log = spec.logging.access_log_path if spec.logging else None
+
+    virtual_hosts: list[VirtualHostIR] = []
+    for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
+        svc_key = ObjectKey("Service", backend.namespace, backend.name)
+        service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key)
+        if service is None or not routes:
+            continue
+        virtual_hosts.append(
+            VirtualHostIR(
+                name=f"{backend.namespace}/{backend.name}",
+                domains=service_domains(service, key.namespace),
+                routes=routes,
+            )
+        )
+
+    used = sorted({wc.cluster for vh in virtual_hosts for r in vh.routes for wc in r.clusters})
+    clusters: list[ClusterIR] = [mesh.clusters[name] for name in used]
+    endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
+
+    inbound: list[InboundListenerIR] = []
+    for index, listener in enumerate(spec.listeners):
+        local = f"inbound|{key.namespace}/{key.name}|{listener.port}"
+        clusters.append(
+            ClusterIR(
+                name=local,
+                protocol=listener.protocol,
+                connection_pool=listener.connection_pool,
+                static_endpoint=EndpointIR(address="127.0.0.1", port=listener.port),
+            )
+        )
+        timeout = listener.timeout
+        inbound.append(
+            InboundListenerIR(
+                name=f"inbound|{listener.port}",
+                address=params.bind_address,
+                port=params.ingress_port + index,
+                protocol=listener.protocol,
+                cluster=local,
+                timeout_ms=timeout.per_request_ms if timeout else None,
+                idle_timeout_ms=timeout.idle_ms if timeout else None,
+                access_log_path=access_log,
+            )
+        )
+
+    outbound = OutboundListenerIR(
+        name="outbound",
+        address=params.bind_address,
+        port=params.egress_port,
+        route_config_name=OUTBOUND_ROUTE_CONFIG,
+        access_log_path=access_log,
+    )
+    return SidecarIR(
+        params=params,
+        outbound=outbound,
+        inbound=tuple(inbound),
+        route_config_name=OUTBOUND_ROUTE_CONFIG,
+        virtual_hosts=tuple(virtual_hosts),
+        clusters=tuple(clusters),
+        endpoints=endpoints,
+    )
