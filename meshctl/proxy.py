@@ -40,7 +40,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EnvoyProcess:
     """One Envoy with a given bootstrap; its admin port is chosen by Envoy and read back from a file."""
 
-    def __init__(self, bootstrap: dict, *, name: str = "envoy", log_level: str = "warning", log_path: Path | None = None):
+    def __init__(
+        self, bootstrap: dict, *, name: str = "envoy", log_level: str = "warning", log_path: Path | None = None
+    ):
         self.bootstrap = bootstrap
         self.name = name
         self.log_level = log_level
@@ -55,9 +57,19 @@ class EnvoyProcess:
         address_file = self._dir / "admin-address"
         log = open(self.log_path or self._dir / "envoy.log", "ab")  # noqa: SIM115 - owned by the child process
         self.process = await asyncio.create_subprocess_exec(
-            str(envoy_binary()), "-c", str(config), "--admin-address-path", str(address_file),
-            "--disable-hot-restart", "--concurrency", "1", "-l", self.log_level,
-            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+            str(envoy_binary()),
+            "-c",
+            str(config),
+            "--admin-address-path",
+            str(address_file),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            self.log_level,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
         )
         log.close()
         loop = asyncio.get_running_loop()

@@ -55,8 +55,15 @@ def _get_status(args: argparse.Namespace) -> int:
     rows = []
     for o in data["objects"]:
         bad = [c for c in o["conditions"] if c["status"] != "True"]
-        rows.append([o["kind"], f"{o['namespace']}/{o['name']}", "True" if o["accepted"] else "False",
-                     bad[0]["reason"] if bad else "", bad[0]["message"] if bad else ""])
+        rows.append(
+            [
+                o["kind"],
+                f"{o['namespace']}/{o['name']}",
+                "True" if o["accepted"] else "False",
+                bad[0]["reason"] if bad else "",
+                bad[0]["message"] if bad else "",
+            ]
+        )
     table = _table(rows, ["KIND", "NAME", "ACCEPTED", "REASON", "MESSAGE"])
     if data["loadErrors"]:
         table += "\n\nload errors:\n" + "\n".join(f"  {e}" for e in data["loadErrors"])
@@ -81,8 +88,12 @@ def _config_dump(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     def common(p: argparse.ArgumentParser, table: bool = True) -> None:
         p.add_argument("--admin", default="http://127.0.0.1:19000", help="control plane admin URL")
-        p.add_argument("-o", "--output", choices=("table", "json", "yaml") if table else ("yaml", "json"),
-                       default="table" if table else "yaml")
+        p.add_argument(
+            "-o",
+            "--output",
+            choices=("table", "json", "yaml") if table else ("yaml", "json"),
+            default="table" if table else "yaml",
+        )
 
     get = sub.add_parser("get", help="show live state: proxies, status, rejections")
     what = get.add_subparsers(dest="what", required=True)

@@ -29,14 +29,19 @@ async def _serve(args: argparse.Namespace) -> int:
     if not manifests.is_dir():
         print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
         return 2
-    plane = ControlPlane.from_manifests(manifests, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port)
+    plane = ControlPlane.from_manifests(
+        manifests, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await plane.start()
-    print(f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}",
-          file=sys.stderr, flush=True)
+    print(
+        f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         await stop.wait()
     finally:
@@ -70,7 +75,9 @@ def _validate(args: argparse.Namespace) -> int:
     mesh = translate_mesh(load_manifests(Path(args.manifests)))
     bad = [s for s in mesh.statuses if not s.accepted]
     if args.output in ("json", "yaml"):
-        _print({"objects": [status_to_dict(s) for s in mesh.statuses], "loadErrors": list(mesh.load_errors)}, args.output)
+        _print(
+            {"objects": [status_to_dict(s) for s in mesh.statuses], "loadErrors": list(mesh.load_errors)}, args.output
+        )
     else:
         for problem in mesh.load_errors:
             print(f"error: {problem}")
@@ -88,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the control plane")
-    serve.add_argument("--manifests", required=True, help="directory of Kubernetes YAML (Services, EndpointSlices, "
-                       "Pods, VirtualNodes, Routes); re-read on change")
+    serve.add_argument(
+        "--manifests",
+        required=True,
+        help="directory of Kubernetes YAML (Services, EndpointSlices, Pods, VirtualNodes, Routes); re-read on change",
+    )
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
@@ -97,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar")
     boot.add_argument("--node-id", required=True, help="Envoy node id, e.g. demo/frontend/pod-1")
-    boot.add_argument("--virtual-node", help="namespace/name of the VirtualNode (default: first two parts of --node-id)")
+    boot.add_argument(
+        "--virtual-node", help="namespace/name of the VirtualNode (default: first two parts of --node-id)"
+    )
     boot.add_argument("--xds-address", default="127.0.0.1")
     boot.add_argument("--xds-port", type=int, default=18000)
     boot.add_argument("--admin-address", default="127.0.0.1", help="Envoy admin address")
@@ -116,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
-    demo.add_argument("--duration", type=float, default=0, help="seconds to run after the shift, then exit "
-                      "(default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration", type=float, default=0, help="seconds to run after the shift, then exit (default: until Ctrl-C)"
+    )
     demo.add_argument("--requests", type=int, default=1000, help="requests per measurement (default 1000)")
 
     def run_demo(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ def status_to_dict(status: ObjectStatus) -> dict:
         "accepted": status.accepted,
         "observedGeneration": status.observed_generation,
         "conditions": [
-            {"type": c.type, "status": c.status.value, "reason": c.reason, "message": c.message} for c in status.conditions
+            {"type": c.type, "status": c.status.value, "reason": c.reason, "message": c.message}
+            for c in status.conditions
         ],
     }
 
@@ -53,8 +54,14 @@ def build_admin_app(controller: Controller, registry: ProxyRegistry, metrics: Me
     @routes.get("/api/v1/rejections")
     async def rejections(_: web.Request) -> web.Response:
         items = [
-            {"node_id": node, "group": group, "type": SHORT_NAMES.get(r.type_url, r.type_url),
-             "version": r.version, "error": r.message, "at": r.at}
+            {
+                "node_id": node,
+                "group": group,
+                "type": SHORT_NAMES.get(r.type_url, r.type_url),
+                "version": r.version,
+                "error": r.message,
+                "at": r.at,
+            }
             for node, group, r in registry.rejections
         ]
         return web.json_response({"rejections": items})
@@ -62,11 +69,13 @@ def build_admin_app(controller: Controller, registry: ProxyRegistry, metrics: Me
     @routes.get("/api/v1/status")
     async def status(_: web.Request) -> web.Response:
         mesh = controller.mesh
-        return web.json_response({
-            "synced": controller.synced,
-            "objects": [status_to_dict(s) for s in controller.statuses()],
-            "loadErrors": list(mesh.load_errors) if mesh else [],
-        })
+        return web.json_response(
+            {
+                "synced": controller.synced,
+                "objects": [status_to_dict(s) for s in controller.statuses()],
+                "loadErrors": list(mesh.load_errors) if mesh else [],
+            }
+        )
 
     @routes.get("/api/v1/config_dump")
     async def config_dump(request: web.Request) -> web.Response:

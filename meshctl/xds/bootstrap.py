@@ -64,8 +64,22 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
                     "connect_timeout": "1s",
                     "load_assignment": {
                         "cluster_name": XDS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                            "address": opts.xds_address, "port_value": opts.xds_port}}}}]}],
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": opts.xds_address,
+                                                    "port_value": opts.xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
                     },
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {

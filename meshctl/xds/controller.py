@@ -85,7 +85,12 @@ class Controller:
         if self.on_statuses:
             self.on_statuses(mesh.statuses)
         self._synced.set()
-        log.info("built %d groups (%d changed) in %.1f ms", len(snapshots), len(changed), 1e3 * (time.perf_counter() - started))
+        log.info(
+            "built %d groups (%d changed) in %.1f ms",
+            len(snapshots),
+            len(changed),
+            1e3 * (time.perf_counter() - started),
+        )
 
     def _build(self, params: SidecarParams) -> Snapshot:
         assert self.mesh is not None

@@ -37,10 +37,24 @@ class Metrics:
 
         metric("meshctl_xds_responses_total", "counter", "xDS responses sent, by type.", by_type(self.responses))
         metric("meshctl_xds_acks_total", "counter", "xDS responses ACKed by Envoy, by type.", by_type(self.acks))
-        metric("meshctl_xds_nacks_total", "counter", "xDS responses rejected (NACKed) by Envoy, by type.", by_type(self.nacks))
+        metric(
+            "meshctl_xds_nacks_total",
+            "counter",
+            "xDS responses rejected (NACKed) by Envoy, by type.",
+            by_type(self.nacks),
+        )
         metric("meshctl_xds_connected_streams", "gauge", "Open ADS streams.", [("", self.connected_streams)])
         metric("meshctl_snapshot_builds_total", "counter", "Model changes translated and built.", [("", self.builds)])
-        metric("meshctl_snapshot_build_seconds_total", "counter", "Time spent translating and building.",
-               [("", round(self.build_seconds_total, 6))])
-        metric("meshctl_rejected_objects", "gauge", "VirtualNodes and Routes currently rejected.", [("", self.rejected_objects)])
+        metric(
+            "meshctl_snapshot_build_seconds_total",
+            "counter",
+            "Time spent translating and building.",
+            [("", round(self.build_seconds_total, 6))],
+        )
+        metric(
+            "meshctl_rejected_objects",
+            "gauge",
+            "VirtualNodes and Routes currently rejected.",
+            [("", self.rejected_objects)],
+        )
         return "\n".join(lines) + "\n"

@@ -50,15 +50,33 @@ class SnapshotBuilder:
                 endpoints = ir.endpoints.get(cluster.name, ())
                 hc_port = cluster.health_check.port if cluster.health_check else None
                 put(
-                    ENDPOINT, (cluster.name, endpoints, hc_port), cluster.name,
+                    ENDPOINT,
+                    (cluster.name, endpoints, hc_port),
+                    cluster.name,
                     lambda n=cluster.name, e=endpoints, p=hc_port: build_load_assignment(n, e, p),
                 )
         if ir.outbound is not None:
-            put(LISTENER, ir.outbound, ir.outbound.name, lambda: build_outbound_listener(ir.outbound),
-                ((ROUTE, ir.outbound.route_config_name),))
+            put(
+                LISTENER,
+                ir.outbound,
+                ir.outbound.name,
+                lambda: build_outbound_listener(ir.outbound),
+                ((ROUTE, ir.outbound.route_config_name),),
+            )
             route_refs = {(CLUSTER, wc.cluster) for vh in ir.virtual_hosts for r in vh.routes for wc in r.clusters}
-            put(ROUTE, (ir.route_config_name, ir.virtual_hosts), ir.route_config_name,
-                lambda: build_route_configuration(ir.route_config_name, ir.virtual_hosts), route_refs)
+            put(
+                ROUTE,
+                (ir.route_config_name, ir.virtual_hosts),
+                ir.route_config_name,
+                lambda: build_route_configuration(ir.route_config_name, ir.virtual_hosts),
+                route_refs,
+            )
         for inbound in ir.inbound:
-            put(LISTENER, inbound, inbound.name, lambda i=inbound: build_inbound_listener(i), ((CLUSTER, inbound.cluster),))
+            put(
+                LISTENER,
+                inbound,
+                inbound.name,
+                lambda i=inbound: build_inbound_listener(i),
+                ((CLUSTER, inbound.cluster),),
+            )
         return Snapshot(ir.params.group, resources)

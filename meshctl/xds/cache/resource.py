@@ -17,9 +17,7 @@ class CachedResource:
 
     __slots__ = ("_any_bytes", "_version", "message", "name", "references", "serializations", "type_url")
 
-    def __init__(
-        self, type_url: str, name: str, message: Message, references: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    def __init__(self, type_url: str, name: str, message: Message, references: Iterable[tuple[str, str]] = ()) -> None:
         self.type_url = type_url
         self.name = name
         self.message = message

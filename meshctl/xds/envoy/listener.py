@@ -65,7 +65,9 @@ def _hcm(*, stat_prefix: str, access_log_path: str | None) -> hcm_pb2.HttpConnec
 
 
 def _access_log(path: str) -> accesslog_pb2.AccessLog:
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=any_of(file_pb2.FileAccessLog(path=path)))
+    return accesslog_pb2.AccessLog(
+        name="envoy.access_loggers.file", typed_config=any_of(file_pb2.FileAccessLog(path=path))
+    )
 
 
 def _listener(name: str, address: str, port: int, filter_name: str, config) -> listener_pb2.Listener:
@@ -74,6 +76,8 @@ def _listener(name: str, address: str, port: int, filter_name: str, config) -> l
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
     )
     listener.filter_chains.append(
-        listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(name=filter_name, typed_config=config)])
+        listener_components_pb2.FilterChain(
+            filters=[listener_components_pb2.Filter(name=filter_name, typed_config=config)]
+        )
     )
     return listener

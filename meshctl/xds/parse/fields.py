@@ -64,7 +64,7 @@ class Fields:
     def raw(self, key: str) -> Any:
         return self._data.get(key)
 
-    def keys(self) -> list[str]:
+    def field_names(self) -> list[str]:
         return list(self._data)
 
     def obj(self, key: str, *, required: bool = False) -> Fields | None:
@@ -152,9 +152,7 @@ class Fields:
         value = self._data.get(key)
         if value is None:
             return {}
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             self.error(key, "must be a map of strings to strings")
             return {}
         return dict(value)

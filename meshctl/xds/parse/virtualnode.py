@@ -74,7 +74,7 @@ def _connection_pool(f: Fields | None) -> ConnectionPool | None:
     if f is None:
         return None
     values: dict[str, int | None] = {}
-    for proto in f.keys():
+    for proto in f.field_names():
         if proto not in _PROTOCOLS:
             f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
             continue
@@ -139,7 +139,7 @@ def _protocol_timeout(f: Fields | None) -> ListenerTimeout | None:
     if f is None:
         return None
     found: ListenerTimeout | None = None
-    for proto in f.keys():
+    for proto in f.field_names():
         if proto not in _PROTOCOLS:
             f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
             continue

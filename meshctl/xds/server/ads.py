@@ -119,6 +119,8 @@ class AdsServer:
             rejection = state.types[req.type_url].rejection
             assert rejection is not None
             self.registry.record_rejection(state, rejection)
-            log.warning("proxy %s rejected %s version %s: %s", state.node_id, short, rejection.version, rejection.message)
+            log.warning(
+                "proxy %s rejected %s version %s: %s", state.node_id, short, rejection.version, rejection.message
+            )
         elif kind == "unknown-type":
             log.warning("proxy %s asked for unsupported type %s", state.node_id, req.type_url)

@@ -22,7 +22,11 @@ class Source(Protocol):
 def build_model(objects: Iterable[MeshObject], load_errors: Iterable[str] = ()) -> Model:
     """Indexes objects by kind; the first object seen for a key wins, later duplicates become load errors."""
     buckets: dict[type, dict[ObjectKey, MeshObject]] = {
-        Service: {}, EndpointSlice: {}, Pod: {}, VirtualNode: {}, Route: {},
+        Service: {},
+        EndpointSlice: {},
+        Pod: {},
+        VirtualNode: {},
+        Route: {},
     }
     errors = list(load_errors)
     for obj in objects:

@@ -175,7 +175,9 @@ def _clusters(
 def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]):
     errors: list[FieldError] = []
     if ObjectKey("Service", key.namespace, spec.service) not in model.services:
-        errors.append(FieldError(path="spec.serviceRef.name", message=f"Service {key.namespace}/{spec.service} not found"))
+        errors.append(
+            FieldError(path="spec.serviceRef.name", message=f"Service {key.namespace}/{spec.service} not found")
+        )
     http = spec.http_route
     weighted: list[WeightedClusterIR] = []
     for i, target in enumerate(http.weighted_targets):
@@ -185,23 +187,37 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
         if node is None:
             reason = "is not valid" if vn_key in model.virtual_nodes else "not found"
             errors.append(
-                FieldError(path=f"{path}.virtualNodeRef", message=f"VirtualNode {target.namespace}/{target.virtual_node} {reason}")
+                FieldError(
+                    path=f"{path}.virtualNodeRef",
+                    message=f"VirtualNode {target.namespace}/{target.virtual_node} {reason}",
+                )
             )
             continue
         if target.port is not None:
             listener = next((li for li in node.listeners if li.port == target.port), None)
             if listener is None:
-                errors.append(FieldError(path=f"{path}.port", message=f"VirtualNode {vn_key.name} has no listener on port {target.port}"))
+                errors.append(
+                    FieldError(
+                        path=f"{path}.port", message=f"VirtualNode {vn_key.name} has no listener on port {target.port}"
+                    )
+                )
                 continue
         elif len(node.listeners) == 1:
             listener = node.listeners[0]
         else:
             errors.append(
-                FieldError(path=f"{path}.port", message=f"is required: VirtualNode {vn_key.name} has {len(node.listeners)} listeners")
+                FieldError(
+                    path=f"{path}.port",
+                    message=f"is required: VirtualNode {vn_key.name} has {len(node.listeners)} listeners",
+                )
             )
             continue
         if listener.protocol not in _HTTP_PROTOCOLS:
-            errors.append(FieldError(path=f"{path}.port", message=f"listener {listener.port} speaks {listener.protocol}, not HTTP"))
+            errors.append(
+                FieldError(
+                    path=f"{path}.port", message=f"listener {listener.port} speaks {listener.protocol}, not HTTP"
+                )
+            )
             continue
         weighted.append(WeightedClusterIR(cluster=cluster_name(vn_key, listener.port), weight=target.weight))
     if errors:
@@ -228,7 +244,10 @@ def _choose_route(
                 key=route.key,
                 observed_generation=route.meta.generation,
                 origin=route.meta.origin,
-                conditions=(_ok("Accepted", "Accepted", "valid"), _ok("ResolvedRefs", "ResolvedRefs", "all references resolved")),
+                conditions=(
+                    _ok("Accepted", "Accepted", "valid"),
+                    _ok("ResolvedRefs", "ResolvedRefs", "all references resolved"),
+                ),
             )
             return route, ir, status
     served: Route | None = None
@@ -251,9 +270,7 @@ def _describe(origin: str, errors: tuple[FieldError, ...] | list[FieldError]) ->
     return where + "; ".join(str(e) for e in errors)
 
 
-def _rejected(
-    key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None
-) -> ObjectStatus:
+def _rejected(key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None) -> ObjectStatus:
     message = _describe(origin, errors)
     if served is not None:
         message += f" (still serving the last accepted generation {served.meta.generation})"

@@ -46,8 +46,13 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None:
         return SidecarIR(
-            params=params, outbound=None, inbound=(), route_config_name=OUTBOUND_ROUTE_CONFIG,
-            virtual_hosts=(), clusters=(), endpoints={},
+            params=params,
+            outbound=None,
+            inbound=(),
+            route_config_name=OUTBOUND_ROUTE_CONFIG,
+            virtual_hosts=(),
+            clusters=(),
+            endpoints={},
         )
     access_log = spec.logging.access_log_path if spec.logging else None
 
