@@ -273,7 +273,7 @@ def _describe(origin: str, errors: tuple[FieldError, ...] | list[FieldError]) ->
 def _rejected(key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None) -> ObjectStatus:
     message = _describe(origin, errors)
     if served is not None:
-        message += f" (still serving the last accepted generation {served.meta.generation})"
+        message += " (its last accepted version is still served)"
     reason = "Invalid" if any(not e.message.endswith(("not found", "is not valid")) for e in errors) else "RefNotFound"
     return ObjectStatus(
         key=key,

@@ -1,0 +1,140 @@
+"""Shared fixtures: a mesh harness with the real control plane, real aiohttp upstreams and real Envoys."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from meshctl.proxy import EnvoyProcess, free_port
+from meshctl.sample_app import Behavior, start_app
+from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+from meshctl.xds.plane import ControlPlane
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="rewrite golden files instead of comparing")
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10, interval: float = 0.05) -> None:
+    """Waits for a condition with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class Sidecar:
+    def __init__(self, envoy: EnvoyProcess, egress_port: int, ingress_port: int) -> None:
+        self.envoy = envoy
+        self.egress_port = egress_port
+        self.ingress_port = ingress_port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.egress_port}"
+
+
+class Mesh:
+    """A manifest directory, a control plane on it, upstream apps and Envoy sidecars, all on loopback."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.plane = ControlPlane.from_manifests(directory)
+        self.apps: dict[str, Behavior] = {}
+        self._runners: list = []
+        self._envoys: list[EnvoyProcess] = []
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        await self.plane.start()
+        await self.plane.wait_synced()
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+
+    async def app(self, name: str, port: int | None = None, **behavior) -> tuple[Behavior, int]:
+        port = port or free_port()
+        b = Behavior(name=name, **behavior)
+        self._runners.append(await start_app(b, port))
+        self.apps[name] = b
+        return b, port
+
+    async def sidecar(self, virtual_node: str, node_id: str | None = None) -> Sidecar:
+        egress, ingress = free_port(), free_port()
+        boot = render_bootstrap(
+            BootstrapOptions(
+                node_id=node_id or f"{virtual_node}/pod-{len(self._envoys)}",
+                virtual_node=virtual_node,
+                xds_port=self.plane.xds_port,
+                admin_port=0,
+                egress_port=egress,
+                ingress_port=ingress,
+                bind_address="127.0.0.1",
+            )
+        )
+        envoy = EnvoyProcess(boot, name=virtual_node.replace("/", "-"))
+        await envoy.start()
+        self._envoys.append(envoy)
+        return Sidecar(envoy, egress, ingress)
+
+    async def get(self, sidecar: Sidecar, host: str, path: str = "/", **kw) -> tuple[int, str, dict]:
+        assert self.session is not None
+        async with self.session.get(sidecar.url + path, headers={"Host": host, **kw.pop("headers", {})}, **kw) as r:
+            return r.status, await r.text(), dict(r.headers)
+
+    async def wait_routable(self, sidecar: Sidecar, host: str, timeout: float = 15) -> None:
+        async def ok() -> bool:
+            try:
+                status, _, _ = await self.get(sidecar, host)
+            except aiohttp.ClientError:
+                return False
+            return status == 200
+
+        await eventually(ok, timeout)
+
+    async def split(self, sidecar: Sidecar, host: str, n: int, concurrency: int = 20) -> collections.Counter:
+        """Sends n requests (bounded concurrency) and counts (status, body)."""
+        counts: collections.Counter = collections.Counter()
+        queue = iter(range(n))
+
+        async def worker() -> None:
+            for _ in queue:
+                status, body, _ = await self.get(sidecar, host)
+                counts[body if status == 200 else status] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return counts
+
+    async def stop(self) -> None:
+        if self.session:
+            await self.session.close()
+        for envoy in self._envoys:
+            await envoy.stop()
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.plane.stop()
+
+
+@pytest.fixture
+async def mesh_factory(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Mesh]]]:
+    meshes: list[Mesh] = []
+
+    async def make() -> Mesh:
+        m = Mesh(tmp_path / f"manifests-{len(meshes)}")
+        m.dir.mkdir()
+        meshes.append(m)
+        return m
+
+    yield make
+    for m in meshes:
+        await m.stop()

@@ -1,0 +1,190 @@
+"""Real Envoy, real HTTP: weighted split, live shift with zero errors, retries, timeouts, circuit breaking."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import aiohttp
+
+from meshctl.xds.envoy.types import CLUSTER, ROUTE
+from tests.conftest import Mesh, Sidecar, eventually
+from tests.manifests import route, service, virtual_node, workload, write
+
+
+async def basic_mesh(mesh_factory, weights: dict[str, int], **route_http) -> tuple[Mesh, Sidecar]:
+    m: Mesh = await mesh_factory()
+    _, p1 = await m.app("v1")
+    _, p2 = await m.app("v2")
+    write(
+        m.dir / "workloads.yaml",
+        service("reviews"),
+        workload("reviews", "v1", p1),
+        workload("reviews", "v2", p2),
+        virtual_node("frontend", backends=["reviews"]),
+    )
+    write(m.dir / "route.yaml", route("reviews", "reviews", weights, **route_http))
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+    return m, sidecar
+
+
+async def wait_converged(m: Mesh, sidecar: Sidecar, old_route_version: str | None = None) -> None:
+    """Until the snapshot changed (if old version given) and the proxy ACKed every type of it."""
+    group = next(s.group for s in m.plane.registry.streams() if s.node_id.startswith("demo/frontend"))
+
+    def done() -> bool:
+        snap = m.plane.cache.get(group)
+        if snap is None or (old_route_version is not None and snap.version(ROUTE) == old_route_version):
+            return False
+        stream = next(s for s in m.plane.registry.streams() if s.group == group)
+        return all(
+            stream.types[t].acked_version == snap.version(t) and not stream.types[t].inflight for t in (CLUSTER, ROUTE)
+        )
+
+    await eventually(done, timeout=15)
+
+
+def route_version(m: Mesh) -> str:
+    group = m.plane.registry.streams()[0].group
+    snap = m.plane.cache.get(group)
+    assert snap is not None
+    return snap.version(ROUTE)
+
+
+class LoadClient:
+    """Sends requests back to back until stopped (bounded by max_requests); counts non-2xx and errors."""
+
+    def __init__(self, m: Mesh, sidecar: Sidecar, host: str, max_requests: int = 50_000) -> None:
+        self.m, self.sidecar, self.host, self.max_requests = m, sidecar, host, max_requests
+        self.statuses: collections.Counter = collections.Counter()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def _worker(self) -> None:
+        while not self._stop.is_set() and sum(self.statuses.values()) < self.max_requests:
+            try:
+                status, _, _ = await self.m.get(self.sidecar, self.host)
+            except aiohttp.ClientError as exc:
+                status = type(exc).__name__
+            self.statuses[status] += 1
+
+    def start(self, concurrency: int = 4) -> None:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
+
+    async def stop(self) -> collections.Counter:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.statuses
+
+
+def share(counts: collections.Counter, key: str) -> float:
+    return 100 * counts[key] / sum(counts.values())
+
+
+async def test_weighted_split_then_live_shift_without_errors(mesh_factory):
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20})
+    counts = await m.split(sidecar, "reviews", 2000)
+    assert set(counts) == {"v1", "v2"}, counts
+    assert 77 <= share(counts, "v1") <= 83 and 17 <= share(counts, "v2") <= 23, counts
+
+    envoy_pid = sidecar.envoy.process.pid
+    load = LoadClient(m, sidecar, "reviews")
+    load.start()
+    old = route_version(m)
+    write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 50, "reviews-v2": 50}))
+    await wait_converged(m, sidecar, old)
+    counts = await m.split(sidecar, "reviews", 2000)
+    statuses = await load.stop()
+
+    assert 47 <= share(counts, "v1") <= 53 and 47 <= share(counts, "v2") <= 53, counts
+    assert sidecar.envoy.process.returncode is None and sidecar.envoy.process.pid == envoy_pid  # no restart
+    assert sum(statuses.values()) > 100, statuses
+    assert set(statuses) == {200}, f"non-2xx responses during the shift: {statuses}"
+
+
+async def test_shift_to_a_new_version_and_drop_the_old_is_make_before_break(mesh_factory):
+    """A new cluster must reach Envoy before the route using it, and the old one leave only after."""
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
+    _, p3 = await m.app("v3")
+    load = LoadClient(m, sidecar, "reviews")
+    load.start()
+    for _ in range(3):  # back and forth, each time a cluster appears and another disappears
+        old = route_version(m)
+        write(m.dir / "v3.yaml", workload("reviews", "v3", p3))
+        write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v3": 100}))
+        await wait_converged(m, sidecar, old)
+        assert (await m.get(sidecar, "reviews"))[1] == "v3"
+        old = route_version(m)
+        write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100}))
+        (m.dir / "v3.yaml").unlink()
+        await wait_converged(m, sidecar, old)
+        assert (await m.get(sidecar, "reviews"))[1] == "v1"
+    statuses = await load.stop()
+    assert sum(statuses.values()) > 100, statuses
+    assert set(statuses) == {200}, f"non-2xx responses during the switches: {statuses}"
+
+
+async def test_retry_policy_turns_a_first_503_into_200(mesh_factory):
+    retry = {"retryPolicy": {"httpRetryEvents": ["server-error"], "maxRetries": 2}}
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100}, **retry)
+    v1 = m.apps["v1"]
+    v1.seen.clear()
+    v1.fail_first = 1
+    status, body, _ = await m.get(sidecar, "reviews", "/retry-me")
+    assert (status, body) == (200, "v1")
+    assert v1.seen["/retry-me"] == 2  # the first attempt failed with 503, the retry succeeded
+
+    # Without the policy the same failure reaches the client.
+    old = route_version(m)
+    write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100}))
+    await wait_converged(m, sidecar, old)
+    v1.seen.clear()
+    status, _, _ = await m.get(sidecar, "reviews", "/no-retry")
+    assert status == 503
+
+
+async def test_route_timeout_turns_a_slow_upstream_into_504(mesh_factory):
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100}, timeout={"perRequest": {"unit": "ms", "value": 300}})
+    m.apps["v1"].delay = 3.0
+    started = time.monotonic()
+    status, _, _ = await m.get(sidecar, "reviews")
+    elapsed = time.monotonic() - started
+    assert status == 504
+    assert 0.25 <= elapsed < 1.5, elapsed
+
+
+async def test_circuit_breaker_rejects_overflow(mesh_factory):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("v1", delay=1.0)
+    pool = {"connectionPool": {"http": {"maxConnections": 1, "maxPendingRequests": 1, "maxRequests": 1}}}
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        workload("reviews", "v1", port, **pool),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+
+    results = await asyncio.gather(*(m.get(sidecar, "reviews") for _ in range(20)))
+    overloaded = [r for r in results if r[0] == 503 and r[2].get("x-envoy-overloaded") == "true"]
+    served = [r for r in results if r[0] == 200]
+    assert served, results
+    assert len(overloaded) >= 15, [(s, h.get("x-envoy-overloaded")) for s, _, h in results]
+    assert len(served) + len(overloaded) == 20
+
+    async with m.session.get(f"http://127.0.0.1:{m.plane.admin_port}/api/v1/config_dump?group=demo/frontend;"
+                             f"egress={sidecar.egress_port};ingress={sidecar.ingress_port};bind=127.0.0.1") as r:
+        dump = await r.json()
+    (group,) = dump["groups"].values()
+    cluster = next(c for c in group["cds"]["resources"] if c["name"] == "demo/reviews-v1/" + str(port))
+    assert cluster["circuit_breakers"]["thresholds"][0] == {
+        "max_connections": 1,
+        "max_pending_requests": 1,
+        "max_requests": 1,
+    }

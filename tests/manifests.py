@@ -1,0 +1,76 @@
+"""Builders for the Kubernetes YAML the tests write into manifest directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API = "mesh.meshctl.dev/v1alpha1"
+
+
+def service(name: str, ns: str = "demo", port: int = 80) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": port}]},
+    }
+
+
+def workload(service_name: str, version: str, port: int, ns: str = "demo", **listener: Any) -> list[dict]:
+    """A pod on 127.0.0.1:port, its EndpointSlice and its VirtualNode ``<service>-<version>``."""
+    name = f"{service_name}-{version}"
+    labels = {"app": service_name, "version": version}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "namespace": ns, "labels": labels}}
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service_name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["127.0.0.1"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": f"{name}-0"}}
+        ],
+    }
+    vn = virtual_node(name, ns, selector=labels, listeners=[{"portMapping": {"port": port, "protocol": "http"}, **listener}])
+    return [pod, eps, vn]
+
+
+def virtual_node(
+    name: str, ns: str = "demo", *, selector: dict | None = None, listeners: list | None = None, backends=()
+) -> dict:
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": selector or {"app": name}}}
+    if listeners:
+        spec["listeners"] = listeners
+    if backends:
+        spec["backends"] = [{"virtualService": {"virtualServiceRef": {"name": b}}} for b in backends]
+    return {"apiVersion": API, "kind": "VirtualNode", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def route(name: str, service_name: str, targets: dict[str, int], ns: str = "demo", **http: Any) -> dict:
+    match = http.pop("match", {"prefix": "/"})
+    priority = http.pop("priority", None)
+    spec: dict[str, Any] = {
+        "serviceRef": {"name": service_name},
+        "httpRoute": {
+            "match": match,
+            "action": {"weightedTargets": [{"virtualNodeRef": {"name": t}, "weight": w} for t, w in targets.items()]},
+            **http,
+        },
+    }
+    if priority is not None:
+        spec["priority"] = priority
+    return {"apiVersion": API, "kind": "Route", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def write(path: Path, *docs: dict | list[dict]) -> Path:
+    flat: list[dict] = []
+    for d in docs:
+        flat.extend(d if isinstance(d, list) else [d])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump_all(flat, sort_keys=False))
+    tmp.rename(path)  # atomic: the source never sees half a file
+    return path
