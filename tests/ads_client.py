@@ -29,10 +29,10 @@ class AdsClient:
                 return
             yield req
 
-    async def send(
-        self, type_url: str, names=(), version: str = "", nonce: str = "", error: str | None = None
-    ) -> None:
-        req = DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce)
+    async def send(self, type_url: str, names=(), version: str = "", nonce: str = "", error: str | None = None) -> None:
+        req = DiscoveryRequest(
+            type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce
+        )
         if self._first:
             req.node.CopyFrom(self.node)
             self._first = False

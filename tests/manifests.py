@@ -31,10 +31,16 @@ def workload(service_name: str, version: str, port: int, ns: str = "demo", **lis
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [
-            {"addresses": ["127.0.0.1"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": f"{name}-0"}}
+            {
+                "addresses": ["127.0.0.1"],
+                "conditions": {"ready": True},
+                "targetRef": {"kind": "Pod", "name": f"{name}-0"},
+            }
         ],
     }
-    vn = virtual_node(name, ns, selector=labels, listeners=[{"portMapping": {"port": port, "protocol": "http"}, **listener}])
+    vn = virtual_node(
+        name, ns, selector=labels, listeners=[{"portMapping": {"port": port, "protocol": "http"}, **listener}]
+    )
     return [pod, eps, vn]
 
 

@@ -66,10 +66,14 @@ async def test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane):
         # Pretend Envoy rejected the routes: NACK carries the last accepted version and the error.
         # (A fresh RDS response must come first, so change the model: the route's weights.)
         route_file = plane.dir / "reviews-route.yaml"
-        route_file.write_text(route_file.read_text().replace("weight: 80", "weight: 70").replace("weight: 20", "weight: 30"))
+        route_file.write_text(
+            route_file.read_text().replace("weight: 80", "weight: 70").replace("weight: 20", "weight: 30")
+        )
         rds2 = await client.recv()
         assert rds2.type_url == ROUTE and rds2.version_info != got[ROUTE].version_info
-        await client.send(ROUTE, ["outbound"], version=got[ROUTE].version_info, nonce=rds2.nonce, error="boom: bad route")
+        await client.send(
+            ROUTE, ["outbound"], version=got[ROUTE].version_info, nonce=rds2.nonce, error="boom: bad route"
+        )
         stream = plane.registry.streams()[0]
         await eventually(lambda: stream.types[ROUTE].rejection is not None)
         assert stream.types[ROUTE].rejection.message == "boom: bad route"

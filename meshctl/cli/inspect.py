@@ -68,7 +68,7 @@ def _get_status(args: argparse.Namespace) -> int:
     if data["loadErrors"]:
         table += "\n\nload errors:\n" + "\n".join(f"  {e}" for e in data["loadErrors"])
     _emit(data, args.output, table)
-    return 0 if all(o["accepted"] for o in data["objects"]) and not data["loadErrors"] else 1
+    return 0 if all(o["healthy"] for o in data["objects"]) and not data["loadErrors"] else 1
 
 
 def _get_rejections(args: argparse.Namespace) -> int:

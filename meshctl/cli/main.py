@@ -73,7 +73,7 @@ def _validate(args: argparse.Namespace) -> int:
     from meshctl.xds.translate import translate_mesh
 
     mesh = translate_mesh(load_manifests(Path(args.manifests)))
-    bad = [s for s in mesh.statuses if not s.accepted]
+    bad = [s for s in mesh.statuses if not s.healthy]
     if args.output in ("json", "yaml"):
         _print(
             {"objects": [status_to_dict(s) for s in mesh.statuses], "loadErrors": list(mesh.load_errors)}, args.output
@@ -82,8 +82,8 @@ def _validate(args: argparse.Namespace) -> int:
         for problem in mesh.load_errors:
             print(f"error: {problem}")
         for status in mesh.statuses:
-            mark = "ok   " if status.accepted else "error"
-            print(f"{mark} {status.key}: {status.summary() if not status.accepted else status.origin}")
+            mark = "ok   " if status.healthy else "error"
+            print(f"{mark} {status.key}: {status.summary() if not status.healthy else status.origin}")
     return 1 if bad or mesh.load_errors else 0
 
 

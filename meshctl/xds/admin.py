@@ -21,6 +21,7 @@ def status_to_dict(status: ObjectStatus) -> dict:
         "name": status.key.name,
         "origin": status.origin,
         "accepted": status.accepted,
+        "healthy": status.healthy,
         "observedGeneration": status.observed_generation,
         "conditions": [
             {"type": c.type, "status": c.status.value, "reason": c.reason, "message": c.message}

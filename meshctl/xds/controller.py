@@ -80,8 +80,8 @@ class Controller:
         for problem in mesh.load_errors:
             log.warning("%s", problem)
         for status in mesh.statuses:
-            if not status.accepted:
-                log.warning("%s rejected: %s", status.key, status.summary())
+            if not status.healthy:
+                log.warning("%s: %s", status.key, status.summary())
         if self.on_statuses:
             self.on_statuses(mesh.statuses)
         self._synced.set()

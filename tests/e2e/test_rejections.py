@@ -42,7 +42,9 @@ async def test_nack_is_reported_and_envoy_keeps_last_good_config(mesh_factory):
     # Envoy still serves with the last good routes, and the stream is not wedged: a fix is taken.
     assert (await m.split(sidecar, "reviews", 200)) == {"v1": 200}
     bad_version = m.plane.cache.get(proxies[0]["group"]).version(ROUTE)
-    write(m.dir / "bad-regex.yaml", route("lookahead", "reviews", {"reviews-v2": 100}, match={"path": {"exact": "/v2"}}))
+    write(
+        m.dir / "bad-regex.yaml", route("lookahead", "reviews", {"reviews-v2": 100}, match={"path": {"exact": "/v2"}})
+    )
     await wait_converged(m, sidecar, bad_version)
     assert (await m.get(sidecar, "reviews", "/v2"))[1] == "v2"
     assert (await m.get(sidecar, "reviews", "/"))[1] == "v1"
@@ -65,9 +67,7 @@ async def test_invalid_manifests_are_rejected_with_file_and_field(mesh_factory):
         return {o["name"] for o in objects if not o["accepted"]} == {"zero", "unknown", "negative"}
 
     await eventually(all_reported)
-    messages = {
-        o["name"]: o["conditions"][0]["message"] for o in (await admin_json(m, "/api/v1/status"))["objects"]
-    }
+    messages = {o["name"]: o["conditions"][0]["message"] for o in (await admin_json(m, "/api/v1/status"))["objects"]}
     assert messages["zero"].startswith("zero.yaml: spec.httpRoute.action.weightedTargets: weights sum to 0")
     assert messages["unknown"].startswith("unknown.yaml: spec.httpRoute.action.weightedTargets[0].virtualNodeRef")
     assert "VirtualNode demo/reviews-v9 not found" in messages["unknown"]

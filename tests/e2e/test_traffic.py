@@ -147,7 +147,9 @@ async def test_retry_policy_turns_a_first_503_into_200(mesh_factory):
 
 
 async def test_route_timeout_turns_a_slow_upstream_into_504(mesh_factory):
-    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100}, timeout={"perRequest": {"unit": "ms", "value": 300}})
+    m, sidecar = await basic_mesh(
+        mesh_factory, {"reviews-v1": 100}, timeout={"perRequest": {"unit": "ms", "value": 300}}
+    )
     m.apps["v1"].delay = 3.0
     started = time.monotonic()
     status, _, _ = await m.get(sidecar, "reviews")
@@ -178,8 +180,10 @@ async def test_circuit_breaker_rejects_overflow(mesh_factory):
     assert len(overloaded) >= 15, [(s, h.get("x-envoy-overloaded")) for s, _, h in results]
     assert len(served) + len(overloaded) == 20
 
-    async with m.session.get(f"http://127.0.0.1:{m.plane.admin_port}/api/v1/config_dump?group=demo/frontend;"
-                             f"egress={sidecar.egress_port};ingress={sidecar.ingress_port};bind=127.0.0.1") as r:
+    async with m.session.get(
+        f"http://127.0.0.1:{m.plane.admin_port}/api/v1/config_dump?group=demo/frontend;"
+        f"egress={sidecar.egress_port};ingress={sidecar.ingress_port};bind=127.0.0.1"
+    ) as r:
         dump = await r.json()
     (group,) = dump["groups"].values()
     cluster = next(c for c in group["cds"]["resources"] if c["name"] == "demo/reviews-v1/" + str(port))

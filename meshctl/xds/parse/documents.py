@@ -42,8 +42,8 @@ def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "defa
     if not isinstance(doc, dict):
         raise UnsupportedDocument(f"expected a Kubernetes object, got {type(doc).__name__}")
     kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
-    if not isinstance(kind, str) or not isinstance(api_version, str):
-        raise UnsupportedDocument("kind and apiVersion are required")
+    if not isinstance(kind, str) or not kind or not isinstance(api_version, str) or not api_version:
+        raise UnsupportedDocument("apiVersion and kind are required")
     meta = _meta(doc, origin, default_namespace)
     group = api_version.rpartition("/")[0]
     if kind == "Service" and api_version == "v1":

@@ -157,8 +157,14 @@ class ObjectStatus:
 
     @property
     def accepted(self) -> bool:
+        """The Accepted condition: the object (or its last accepted version) is being served."""
+        return any(c.type == "Accepted" and c.status is ConditionStatus.TRUE for c in self.conditions)
+
+    @property
+    def healthy(self) -> bool:
+        """Every condition is True: accepted and all references resolved."""
         return all(c.status is ConditionStatus.TRUE for c in self.conditions)
 
     def summary(self) -> str:
         bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]
-        return "; ".join(c.message for c in bad) if bad else "accepted"
+        return "; ".join(c.message for c in bad) if bad else "ok"

@@ -1,0 +1,208 @@
+"""Manifest validation: every problem is reported with its field path, table-tested."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshctl.xds.parse import parse_document
+from meshctl.xds.parse.fields import parse_duration_ms
+from tests.manifests import route, virtual_node
+
+
+def errors_of(doc: dict) -> list[str]:
+    obj = parse_document(doc)
+    assert obj is not None
+    return [str(e) for e in obj.errors]
+
+
+ROUTE_CASES = [
+    (
+        "weights-sum-to-zero",
+        {"targets": {"a": 0, "b": 0}},
+        ["spec.httpRoute.action.weightedTargets: weights sum to 0; at least one target needs a weight above 0"],
+    ),
+    (
+        "weight-over-100",
+        {"targets": {"a": 101}},
+        ["spec.httpRoute.action.weightedTargets[0].weight: must be at most 100, got 101"],
+    ),
+    (
+        "negative-weight",
+        {"targets": {"a": -1}},
+        ["spec.httpRoute.action.weightedTargets[0].weight: must be at least 0, got -1"],
+    ),
+    (
+        "negative-timeout",
+        {"timeout": {"perRequest": {"unit": "ms", "value": -5}}},
+        ["spec.httpRoute.timeout.perRequest: must not be negative, got {'unit': 'ms', 'value': -5}"],
+    ),
+    (
+        "negative-timeout-string",
+        {"timeout": {"idle": "-2s"}},
+        ["spec.httpRoute.timeout.idle: must not be negative, got '-2s'"],
+    ),
+    (
+        "bad-duration-unit",
+        {"timeout": {"perRequest": {"unit": "h", "value": 1}}},
+        ["spec.httpRoute.timeout.perRequest: unit must be 'ms' or 's', got 'h'"],
+    ),
+    (
+        "empty-match",
+        {"match": {}},
+        ["spec.httpRoute.match: must set prefix or path; an empty match would silently catch every request"],
+    ),
+    (
+        "prefix-and-path",
+        {"match": {"prefix": "/", "path": {"exact": "/x"}}},
+        ["spec.httpRoute.match: set either prefix or path, not both"],
+    ),
+    (
+        "prefix-without-slash",
+        {"match": {"prefix": "api"}},
+        ["spec.httpRoute.match.prefix: must start with '/', got 'api'"],
+    ),
+    (
+        "regex-does-not-compile",
+        {"match": {"path": {"regex": "(["}}},
+        ["spec.httpRoute.match.path.regex: invalid regular expression '([': unterminated character set at position 1"],
+    ),
+    (
+        "header-two-matchers",
+        {"match": {"prefix": "/", "headers": [{"name": "x", "match": {"exact": "a", "prefix": "b"}}]}},
+        ["spec.httpRoute.match.headers[0].match: must set exactly one of exact, prefix, suffix, regex, range"],
+    ),
+    (
+        "header-bad-range",
+        {"match": {"prefix": "/", "headers": [{"name": "x", "match": {"range": {"start": 5, "end": 5}}}]}},
+        ["spec.httpRoute.match.headers[0].match.range.end: must be greater than start (5), got 5"],
+    ),
+    (
+        "unknown-method",
+        {"match": {"prefix": "/", "method": "FETCH"}},
+        [
+            "spec.httpRoute.match.method: must be one of CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE; got 'FETCH'"
+        ],
+    ),
+    (
+        "unknown-retry-event",
+        {"retryPolicy": {"httpRetryEvents": ["teapot"], "maxRetries": 1}},
+        [
+            "spec.httpRoute.retryPolicy.httpRetryEvents: unknown event(s) teapot; allowed: server-error, gateway-error, "
+            "client-error, stream-error",
+            "spec.httpRoute.retryPolicy: must set httpRetryEvents or tcpRetryEvents",
+        ],
+    ),
+    (
+        "retry-zero-per-try",
+        {"retryPolicy": {"httpRetryEvents": ["server-error"], "maxRetries": 1, "perRetryTimeout": "0s"}},
+        ["spec.httpRoute.retryPolicy.perRetryTimeout: must be greater than zero"],
+    ),
+    (
+        "duplicate-target",
+        {"targets": None, "raw_targets": [{"virtualNodeRef": {"name": "a"}, "weight": 1}] * 2},
+        ["spec.httpRoute.action.weightedTargets: each virtualNodeRef (and port) may appear only once"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "expected"), ROUTE_CASES, ids=[c[0] for c in ROUTE_CASES])
+def test_route_validation(case: str, change: dict, expected: list[str]) -> None:
+    change = dict(change)
+    targets = change.pop("targets", None) or {"a": 100}
+    raw_targets = change.pop("raw_targets", None)
+    doc = route("r", "svc", targets, **change)
+    if raw_targets:
+        doc["spec"]["httpRoute"]["action"]["weightedTargets"] = raw_targets
+    assert errors_of(doc) == expected
+
+
+def test_valid_route_has_no_errors() -> None:
+    doc = route("r", "svc", {"a": 80, "b": 20}, retryPolicy={"httpRetryEvents": ["server-error"], "maxRetries": 2})
+    obj = parse_document(doc)
+    assert obj.errors == () and obj.spec is not None
+    assert [t.weight for t in obj.spec.http_route.weighted_targets] == [80, 20]
+
+
+VN_CASES = [
+    ("no-selector", {"podSelector": None}, ["spec.podSelector: is required"]),
+    (
+        "bad-port-and-protocol",
+        {"listeners": [{"portMapping": {"port": 0, "protocol": "udp"}}]},
+        [
+            "spec.listeners[0].portMapping.port: must be at least 1, got 0",
+            "spec.listeners[0].portMapping.protocol: must be one of http, http2, grpc, tcp; got 'udp'",
+        ],
+    ),
+    (
+        "duplicate-ports",
+        {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}] * 2},
+        ["spec.listeners: ports must be unique"],
+    ),
+    (
+        "pool-zero",
+        {
+            "listeners": [
+                {"portMapping": {"port": 80, "protocol": "http"}, "connectionPool": {"http": {"maxConnections": 0}}}
+            ]
+        },
+        ["spec.listeners[0].connectionPool.http.maxConnections: must be at least 1, got 0"],
+    ),
+    (
+        "outlier-negative",
+        {
+            "listeners": [
+                {
+                    "portMapping": {"port": 80, "protocol": "http"},
+                    "outlierDetection": {
+                        "maxServerErrors": 1,
+                        "interval": "-1s",
+                        "baseEjectionDuration": "1s",
+                        "maxEjectionPercent": 10,
+                    },
+                }
+            ]
+        },
+        ["spec.listeners[0].outlierDetection.interval: must not be negative, got '-1s'"],
+    ),
+    (
+        "health-check-no-path",
+        {
+            "listeners": [
+                {
+                    "portMapping": {"port": 80, "protocol": "http"},
+                    "healthCheck": {
+                        "protocol": "http",
+                        "intervalMillis": 5000,
+                        "timeoutMillis": 2000,
+                        "healthyThreshold": 2,
+                        "unhealthyThreshold": 2,
+                    },
+                }
+            ]
+        },
+        ["spec.listeners[0].healthCheck.path: is required for an http health check"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "expected"), VN_CASES, ids=[c[0] for c in VN_CASES])
+def test_virtual_node_validation(case: str, change: dict, expected: list[str]) -> None:
+    doc = virtual_node("vn", listeners=[{"portMapping": {"port": 80, "protocol": "http"}}])
+    doc["spec"].update(change)
+    if change.get("podSelector", 1) is None:
+        del doc["spec"]["podSelector"]
+    assert errors_of(doc) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"unit": "ms", "value": 250}, 250),
+        ({"unit": "s", "value": 2}, 2000),
+        ("1.5s", 1500),
+        ("100ms", 100),
+        ("2m", 120000),
+    ],
+)
+def test_durations(value, expected) -> None:
+    assert parse_duration_ms(value) == (expected, None)

@@ -1,0 +1,29 @@
+"""The hand-spliced DiscoveryResponse bytes parse to exactly what protobuf itself would encode."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
+from google.protobuf import any_pb2
+
+from meshctl.xds.cache.wire import encode_any, encode_discovery_response
+from meshctl.xds.envoy.types import CLUSTER
+
+
+def test_spliced_response_equals_protobuf_encoding() -> None:
+    clusters = [Cluster(name=f"c{i}" * (i * 40 + 1)) for i in range(5)]  # names long enough for 2-byte varints
+    spliced = encode_discovery_response(
+        "v1", CLUSTER, "7", [encode_any(CLUSTER, c.SerializeToString(deterministic=True)) for c in clusters]
+    )
+    expected = DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="7")
+    for c in clusters:
+        packed = any_pb2.Any()
+        packed.Pack(c)
+        expected.resources.append(packed)
+    assert DiscoveryResponse.FromString(spliced) == expected
+    assert spliced == expected.SerializeToString(deterministic=True)
+
+
+def test_empty_response() -> None:
+    resp = DiscoveryResponse.FromString(encode_discovery_response("", CLUSTER, "1", []))
+    assert (resp.version_info, resp.type_url, resp.nonce, len(resp.resources)) == ("", CLUSTER, "1", 0)
