@@ -37,9 +37,9 @@ ROUTE_CASES = [
         ["spec.httpRoute.timeout.perRequest: must not be negative, got {'unit': 'ms', 'value': -5}"],
     ),
     (
-        "negative-timeout-string",
-        {"timeout": {"idle": "-2s"}},
-        ["spec.httpRoute.timeout.idle: must not be negative, got '-2s'"],
+        "string-duration",
+        {"timeout": {"idle": "2s"}},
+        ["spec.httpRoute.timeout.idle: must be a duration like {unit: ms, value: 500}, got '2s'"],
     ),
     (
         "bad-duration-unit",
@@ -94,7 +94,13 @@ ROUTE_CASES = [
     ),
     (
         "retry-zero-per-try",
-        {"retryPolicy": {"httpRetryEvents": ["server-error"], "maxRetries": 1, "perRetryTimeout": "0s"}},
+        {
+            "retryPolicy": {
+                "httpRetryEvents": ["server-error"],
+                "maxRetries": 1,
+                "perRetryTimeout": {"unit": "s", "value": 0},
+            }
+        },
         ["spec.httpRoute.retryPolicy.perRetryTimeout: must be greater than zero"],
     ),
     (
@@ -155,14 +161,14 @@ VN_CASES = [
                     "portMapping": {"port": 80, "protocol": "http"},
                     "outlierDetection": {
                         "maxServerErrors": 1,
-                        "interval": "-1s",
-                        "baseEjectionDuration": "1s",
+                        "interval": {"unit": "s", "value": -1},
+                        "baseEjectionDuration": {"unit": "s", "value": 1},
                         "maxEjectionPercent": 10,
                     },
                 }
             ]
         },
-        ["spec.listeners[0].outlierDetection.interval: must not be negative, got '-1s'"],
+        ["spec.listeners[0].outlierDetection.interval: must not be negative, got {'unit': 's', 'value': -1}"],
     ),
     (
         "health-check-no-path",
@@ -195,14 +201,7 @@ def test_virtual_node_validation(case: str, change: dict, expected: list[str]) -
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ({"unit": "ms", "value": 250}, 250),
-        ({"unit": "s", "value": 2}, 2000),
-        ("1.5s", 1500),
-        ("100ms", 100),
-        ("2m", 120000),
-    ],
+    ("value", "expected"), [({"unit": "ms", "value": 250}, 250), ({"unit": "s", "value": 2}, 2000)]
 )
 def test_durations(value, expected) -> None:
     assert parse_duration_ms(value) == (expected, None)

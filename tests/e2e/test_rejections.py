@@ -59,7 +59,13 @@ async def test_invalid_manifests_are_rejected_with_file_and_field(mesh_factory):
     write(m.dir / "unknown.yaml", route("unknown", "reviews", {"reviews-v9": 100}, match={"prefix": "/unknown"}))
     write(
         m.dir / "negative.yaml",
-        route("negative", "reviews", {"reviews-v1": 100}, match={"prefix": "/neg"}, timeout={"perRequest": "-1s"}),
+        route(
+            "negative",
+            "reviews",
+            {"reviews-v1": 100},
+            match={"prefix": "/neg"},
+            timeout={"perRequest": {"unit": "s", "value": -1}},
+        ),
     )
 
     async def all_reported() -> bool:

@@ -7,7 +7,6 @@ manifest in one round; each error names the field the way ``kubectl explain`` wo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,26 +14,21 @@ from meshctl.xds.model import FieldError
 
 __all__ = ["Fields", "parse_duration_ms"]
 
-_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_UNIT_MS = {"ms": 1, "s": 1000}
 
 
 def parse_duration_ms(value: Any) -> tuple[int | None, str | None]:
-    """App Mesh ``{unit: ms|s, value: N}`` or a string like ``"250ms"``/``"2s"`` -> (milliseconds, error)."""
-    if isinstance(value, dict):
-        unit, amount = value.get("unit"), value.get("value")
-        if unit not in ("ms", "s"):
-            return None, f"unit must be 'ms' or 's', got {unit!r}"
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            return None, f"value must be an integer, got {amount!r}"
-        ms = amount * _UNIT_MS[unit]
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        ms = round(float(m.group(1)) * _UNIT_MS[m.group(2)])
-    else:
-        return None, f"must be a duration like {{unit: ms, value: 500}} or '500ms', got {value!r}"
-    if ms < 0:
+    """App Mesh ``{unit: ms|s, value: N}`` -> (milliseconds, error)."""
+    if not isinstance(value, dict):
+        return None, f"must be a duration like {{unit: ms, value: 500}}, got {value!r}"
+    unit, amount = value.get("unit"), value.get("value")
+    if unit not in _UNIT_MS:
+        return None, f"unit must be 'ms' or 's', got {unit!r}"
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        return None, f"value must be an integer, got {amount!r}"
+    if amount < 0:
         return None, f"must not be negative, got {value!r}"
-    return ms, None
+    return amount * _UNIT_MS[unit], None
 
 
 class Fields:
