@@ -1,0 +1,92 @@
+"""Every manifest we ship is valid: CRDs for Kubernetes (and structural), examples against our CRD schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from meshctl.xds.parse import parse_document
+
+ROOT = Path(__file__).parent.parent
+SHIPPED = sorted([*(ROOT / "crds").glob("*.yaml"), *(ROOT / "deploy").rglob("*.yaml")])
+EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
+VALID_GOLDEN_INPUTS = sorted(
+    p for p in (ROOT / "tests" / "testdata" / "translate").rglob("input/*.yaml") if "invalid" not in str(p)
+)
+
+
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def crd_schemas() -> dict[str, dict]:
+    schemas = {}
+    for path in (ROOT / "crds").glob("*.yaml"):
+        for crd in docs(path):
+            (version,) = crd["spec"]["versions"]
+            schemas[crd["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_manifests_are_valid_kubernetes(path: Path) -> None:
+    for doc in docs(path):
+        kubernetes_validate.validate(doc, "1.32", strict=True)
+
+
+def _assert_structural(schema: dict, where: str) -> None:
+    """Kubernetes' structural-schema rule: every node says its type (unless it opts out explicitly)."""
+    if not schema.get("x-kubernetes-preserve-unknown-fields") and not schema.get("x-kubernetes-int-or-string"):
+        assert "type" in schema, f"{where}: no type"
+    for name, sub in schema.get("properties", {}).items():
+        _assert_structural(sub, f"{where}.{name}")
+    if isinstance(schema.get("items"), dict):
+        _assert_structural(schema["items"], f"{where}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        assert "properties" not in schema, f"{where}: properties and additionalProperties together"
+        _assert_structural(schema["additionalProperties"], f"{where}{{}}")
+
+
+@pytest.mark.parametrize("kind", ["VirtualNode", "Route"])
+def test_crd_schemas_are_structural(kind: str) -> None:
+    _assert_structural(crd_schemas()[kind], kind)
+
+
+@pytest.mark.parametrize("path", [*EXAMPLES, *VALID_GOLDEN_INPUTS], ids=lambda p: str(p.relative_to(ROOT)))
+def test_examples_match_the_crds_and_the_parser(path: Path) -> None:
+    schemas = crd_schemas()
+    for doc in docs(path):
+        if doc.get("kind") in schemas:
+            jsonschema.validate(doc, schemas[doc["kind"]])
+            obj = parse_document(doc)
+            assert obj is not None and obj.errors == (), obj.errors
+        else:
+            kubernetes_validate.validate(doc, "1.32", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec_change"),
+    [
+        ("Route", {"priority": 5000}),
+        (
+            "Route",
+            {
+                "httpRoute": {
+                    "match": {"prefix": "/"},
+                    "action": {"weightedTargets": [{"virtualNodeRef": {"name": "a"}, "weight": 101}]},
+                }
+            },
+        ),
+        ("VirtualNode", {"listeners": [{"portMapping": {"port": 70000, "protocol": "http"}}]}),
+    ],
+    ids=["priority-too-high", "weight-over-100", "port-out-of-range"],
+)
+def test_crd_schema_rejects_out_of_range_values(kind: str, spec_change: dict) -> None:
+    example = next(d for p in EXAMPLES for d in docs(p) if d.get("kind") == kind)
+    example["spec"].update(spec_change)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(example, crd_schemas()[kind])
