@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -85,6 +86,9 @@ async def test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane):
         slice_file.write_text(slice_file.read_text().replace("ready: true", "ready: false"))
         nxt = await client.recv()
         assert nxt.type_url == ENDPOINT
+        assert [ClusterLoadAssignment.FromString(a.value).cluster_name for a in nxt.resources] == [
+            "demo/reviews-v1/18081"
+        ]
         responses_before = plane.metrics.responses["rds"]
         await client.ack(nxt, [r for r in stream.types[ENDPOINT].names])
         await eventually(lambda: stream.types[ENDPOINT].acked_version == nxt.version_info)

@@ -44,7 +44,12 @@ async def wait_converged(m: Mesh, sidecar: Sidecar, old_route_version: str | Non
             stream.types[t].acked_version == snap.version(t) and not stream.types[t].inflight for t in (CLUSTER, ROUTE)
         )
 
-    await eventually(done, timeout=15)
+    try:
+        await eventually(done, timeout=15)
+    except AssertionError:
+        snap = m.plane.cache.get(group)
+        versions = {t: snap.version(t) for t in snap.resources} if snap else None
+        raise AssertionError(f"not converged: snapshot {versions}, proxy {m.plane.registry.describe()}") from None
 
 
 def route_version(m: Mesh) -> str:

@@ -87,6 +87,16 @@ class AdsServer:
                 if state is not None:
                     for type_url, raw in state.next_responses(cache.get(state.group)):
                         self.metrics.responses[SHORT_NAMES[type_url]] += 1
+                        if log.isEnabledFor(logging.DEBUG):
+                            st = state.types[type_url]
+                            log.debug(
+                                "%s -> %s nonce=%s version=%s %s",
+                                state.node_id,
+                                SHORT_NAMES[type_url],
+                                st.nonce,
+                                st.sent_version,
+                                sorted(st.sent),
+                            )
                         yield raw
         finally:
             for task in (change, incoming, reader):
@@ -112,6 +122,16 @@ class AdsServer:
     def _apply(self, state: StreamState, req: DiscoveryRequest) -> None:
         kind = state.on_request(req)
         short = SHORT_NAMES.get(req.type_url, req.type_url)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s <- %s %s nonce=%s version=%s names=%s",
+                state.node_id,
+                short,
+                kind,
+                req.response_nonce,
+                req.version_info,
+                list(req.resource_names),
+            )
         if kind == "ack":
             self.metrics.acks[short] += 1
         elif kind == "nack":

@@ -5,7 +5,7 @@ Rules (see ../shared/ENVOY-NOTES.md for Envoy's side):
 - ACK: the in-flight set becomes the accepted set. NACK (``error_detail``): recorded, and that exact
   version is never resent (no resend storm); the proxy keeps its last good config until the desired
   set changes again.
-- One response in flight per type.
+- One response in flight per type. EDS and RDS responses carry only the resources that changed.
 - Make-before-break: clusters first; listeners and routes only once every cluster they reference has
   been ACKed with its endpoints; a cluster still referenced by delivered routes is kept (retained) until
   routes that no longer use it are ACKed. So a change never sends traffic to a cluster Envoy lacks.
@@ -84,6 +84,10 @@ class StreamState:
         st.subscribed = True
         if req.type_url in _NAMED_TYPES:
             st.names = frozenset(req.resource_names)
+            # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
+            st.acked = {n: r for n, r in st.acked.items() if n in st.names}
+            if not st.inflight:
+                st.sent = {n: r for n, r in st.sent.items() if n in st.names}
         return kind
 
     # --- responses -------------------------------------------------------------------------------
@@ -99,17 +103,34 @@ class StreamState:
                 continue
             desired = self._desired(type_url, snap)
             version = set_version(desired)
-            if st.ever_sent and version == st.sent_version:
-                continue  # nothing new, or exactly what was just rejected
+            if st.rejection is not None and version == st.rejection.version:
+                continue  # exactly what Envoy just rejected: wait for a new snapshot
+            if type_url in _NAMED_TYPES:
+                # EDS and RDS responses are incremental even in state-of-the-world: a resource left out is
+                # unchanged, not removed. So an endpoint change sends one ClusterLoadAssignment, not all.
+                payload = {n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version}
+                if not payload and st.ever_sent:
+                    continue  # Envoy has all of it already
+            else:
+                payload = desired
+                if st.ever_sent and version == st.sent_version:
+                    continue  # nothing new
             if type_url in (LISTENER, ROUTE) and not self._ready_for(desired):
                 continue
-            out.append((type_url, self._send(st, type_url, desired, version)))
+            out.append((type_url, self._send(st, type_url, desired, payload, version)))
         return out
 
-    def _send(self, st: TypeState, type_url: str, desired: dict[str, CachedResource], version: str) -> bytes:
+    def _send(
+        self,
+        st: TypeState,
+        type_url: str,
+        desired: dict[str, CachedResource],
+        payload: dict[str, CachedResource],
+        version: str,
+    ) -> bytes:
         st.nonce = str(next(self._nonces))
         st.sent, st.sent_version, st.inflight, st.ever_sent = desired, version, True, True
-        ordered = [desired[name].any_bytes for name in sorted(desired)]
+        ordered = [payload[name].any_bytes for name in sorted(payload)]
         return encode_discovery_response(version, type_url, st.nonce, ordered)
 
     def _delivered(self, type_url: str) -> dict[str, CachedResource]:

@@ -1,0 +1,82 @@
+"""StreamState without grpc: the protocol decisions, request by request."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+from meshctl.xds.cache import CachedResource, Snapshot
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT
+from meshctl.xds.server.stream import StreamState
+
+
+def snapshot(*clusters: str, ports: dict[str, int] | None = None) -> Snapshot:
+    """EDS clusters whose assignments differ only in a port, so a changed port is a changed resource."""
+    ports = ports or {}
+    cds = {c: CachedResource(CLUSTER, c, Cluster(name=c, type=Cluster.EDS), [(ENDPOINT, c)]) for c in clusters}
+    eds = {
+        c: CachedResource(ENDPOINT, c, ClusterLoadAssignment(cluster_name=f"{c}:{ports.get(c, 80)}")) for c in clusters
+    }
+    return Snapshot("g", {CLUSTER: cds, ENDPOINT: eds})
+
+
+def names_in(raw: bytes) -> list[str]:
+    resp = DiscoveryResponse.FromString(raw)
+    if resp.type_url == CLUSTER:
+        return [Cluster.FromString(a.value).name for a in resp.resources]
+    return [ClusterLoadAssignment.FromString(a.value).cluster_name.split(":")[0] for a in resp.resources]
+
+
+def ack(stream: StreamState, type_url: str, names=()) -> None:
+    st = stream.types[type_url]
+    stream.on_request(
+        DiscoveryRequest(type_url=type_url, resource_names=names, version_info=st.sent_version, response_nonce=st.nonce)
+    )
+
+
+def test_endpoint_change_sends_only_the_changed_assignment() -> None:
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))
+    [(_, raw)] = stream.next_responses(snapshot("a", "b"))
+    assert names_in(raw) == ["a", "b"]
+    ack(stream, ENDPOINT, ["a", "b"])
+    changed = snapshot("a", "b", ports={"b": 81})
+    [(_, raw)] = stream.next_responses(changed)
+    assert names_in(raw) == ["b"]
+
+
+def test_a_name_subscribed_again_is_sent_again() -> None:
+    """Regression: after Envoy dropped a cluster and re-added it, its endpoints were never resent."""
+    snap = snapshot("a", "b")
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))
+    stream.next_responses(snap)
+    ack(stream, ENDPOINT, ["a", "b"])
+    ack(stream, ENDPOINT, ["b"])  # Envoy removed cluster a: it unsubscribes (same nonce)
+    assert stream.next_responses(snap) == []  # nothing new for b
+    ack(stream, ENDPOINT, ["a", "b"])  # cluster a is back
+    [(_, raw)] = stream.next_responses(snap)
+    assert names_in(raw) == ["a"]
+
+
+def test_a_nacked_version_is_not_resent_but_a_new_one_is() -> None:
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=CLUSTER))
+    [(_, raw)] = stream.next_responses(snapshot("a"))
+    nonce = DiscoveryResponse.FromString(raw).nonce
+    nack = DiscoveryRequest(type_url=CLUSTER, response_nonce=nonce)
+    nack.error_detail.message = "rejected"
+    assert stream.on_request(nack) == "nack"
+    assert stream.next_responses(snapshot("a")) == []
+    assert names_in(stream.next_responses(snapshot("a", "c"))[0][1]) == ["a", "c"]
+
+
+def test_stale_nonce_changes_nothing() -> None:
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=CLUSTER))
+    stream.next_responses(snapshot("a"))
+    stale = DiscoveryRequest(type_url=CLUSTER, response_nonce="999")
+    stale.error_detail.message = "old"
+    assert stream.on_request(stale) == "stale"
+    assert stream.types[CLUSTER].inflight and stream.types[CLUSTER].rejection is None
