@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 
@@ -30,11 +32,20 @@ def status_to_dict(status: ObjectStatus) -> dict:
     }
 
 
-def build_admin_app(controller: Controller, registry: ProxyRegistry, metrics: Metrics) -> web.Application:
+def build_admin_app(
+    controller: Controller,
+    registry: ProxyRegistry,
+    metrics: Metrics,
+    *,
+    health: Callable[[], str | None] = lambda: None,
+) -> web.Application:
     routes = web.RouteTableDef()
 
     @routes.get("/healthz")
     async def healthz(_: web.Request) -> web.Response:
+        problem = health()
+        if problem:
+            return web.Response(status=500, text=problem + "\n")
         return web.Response(text="ok\n")
 
     @routes.get("/readyz")

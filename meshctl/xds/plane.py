@@ -7,7 +7,6 @@ control planes in one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -39,6 +38,7 @@ class ControlPlane:
         self.xds_port = 0
         self.admin_port = 0
         self._tasks: list[asyncio.Task] = []
+        self.failures: list[str] = []
         self._admin_runner: web.AppRunner | None = None
 
     @classmethod
@@ -48,7 +48,8 @@ class ControlPlane:
     async def start(self) -> None:
         xds_port, admin_port = self._requested_ports
         self.xds_port = await self.ads.start(self.address, xds_port)
-        runner = web.AppRunner(build_admin_app(self.controller, self.registry, self.metrics), access_log=None)
+        app = build_admin_app(self.controller, self.registry, self.metrics, health=self.health_problem)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.address, admin_port)
         await site.start()
@@ -58,7 +59,20 @@ class ControlPlane:
             asyncio.create_task(self.controller.run(), name="controller"),
             asyncio.create_task(self.source.run(self.controller.submit), name="source"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        """A core task must run until stop(): if one ends, say why and fail /healthz so we get restarted."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self.failures.append(f"{task.get_name()} stopped: {exc!r}")
+        log.error("%s task stopped", task.get_name(), exc_info=exc)
+
+    def health_problem(self) -> str | None:
+        return "; ".join(self.failures) or None
 
     async def wait_synced(self, timeout: float = 10) -> None:
         await asyncio.wait_for(self.controller.wait_synced(), timeout)
@@ -66,9 +80,8 @@ class ControlPlane:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task that crashed was already reported by _task_ended; stopping must not raise it again.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ads.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
