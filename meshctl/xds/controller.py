@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache
+from meshctl.xds.envoy.types import ENDPOINT
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
@@ -37,6 +38,7 @@ class Controller:
         self.holdoff = holdoff
         self.on_statuses = on_statuses
         self.mesh: MeshIR | None = None
+        self._model: Model | None = None
         self.model_received_at: float | None = None
         self._builder = SnapshotBuilder()
         self._groups: dict[str, SidecarParams] = {}
@@ -70,6 +72,12 @@ class Controller:
 
     async def _rebuild(self, model: Model) -> None:
         started = time.perf_counter()
+        changed_slices = _endpoint_only_change(self._model, model) if self.mesh is not None else None
+        self._model = model
+        if changed_slices is not None:
+            await self._patch_endpoints(model, changed_slices)
+            self.metrics.observe_build(time.perf_counter() - started, 0)
+            return
         mesh = translate_mesh(model, self._last_accepted)
         self._last_accepted = dict(mesh.accepted)
         self.mesh = mesh
@@ -91,6 +99,25 @@ class Controller:
             len(changed),
             1e3 * (time.perf_counter() - started),
         )
+
+    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> None:
+        """Only EndpointSlices changed: update just the affected ClusterLoadAssignments in each snapshot."""
+        assert self.mesh is not None
+        self.mesh, changed = self.mesh.with_endpoint_changes(model, changed_slices)
+        snapshots = {}
+        for group in self._groups:
+            snap = self.cache.get(group)
+            if snap is None:
+                continue
+            present = snap.resources[ENDPOINT]
+            updates = {
+                name: self._builder.endpoints(self.mesh.clusters[name], self.mesh.endpoints[name])
+                for name in changed
+                if name in present
+            }
+            if updates:
+                snapshots[group] = snap.patched(ENDPOINT, updates)
+        await self.cache.publish(snapshots, check=False)
 
     def _build(self, params: SidecarParams) -> Snapshot:
         assert self.mesh is not None
@@ -115,3 +142,19 @@ class Controller:
 
     def statuses(self) -> tuple[ObjectStatus, ...]:
         return self.mesh.statuses if self.mesh else ()
+
+
+def _endpoint_only_change(old: Model | None, new: Model) -> set[ObjectKey] | None:
+    """The EndpointSlices that changed, if nothing else did; else None (a full translation is needed).
+
+    Identity is checked before equality, so a source that keeps unchanged objects makes this cheap."""
+    if old is None:
+        return None
+    for attr in ("services", "pods", "virtual_nodes", "routes", "load_errors"):
+        before, after = getattr(old, attr), getattr(new, attr)
+        if before is not after and before != after:
+            return None
+    before, after = old.endpoint_slices, new.endpoint_slices
+    return {
+        k for k in before.keys() | after.keys() if before.get(k) is not after.get(k) and before.get(k) != after.get(k)
+    }

@@ -16,7 +16,7 @@ from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
 from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener
 from meshctl.xds.envoy.route import build_route_configuration
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.translate.ir import SidecarIR
+from meshctl.xds.translate.ir import ClusterIR, EndpointIR, SidecarIR
 
 __all__ = ["SnapshotBuilder"]
 
@@ -37,6 +37,13 @@ class SnapshotBuilder:
             self._memo[key] = found
         return found
 
+    def endpoints(self, cluster: ClusterIR, endpoints: tuple[EndpointIR, ...]) -> CachedResource:
+        hc_port = cluster.health_check.port if cluster.health_check else None
+        return self._get(
+            (ENDPOINT, cluster.name, endpoints, hc_port),
+            lambda: CachedResource(ENDPOINT, cluster.name, build_load_assignment(cluster.name, endpoints, hc_port)),
+        )
+
     def build(self, ir: SidecarIR) -> Snapshot:
         resources: dict[str, dict[str, CachedResource]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
 
@@ -47,14 +54,7 @@ class SnapshotBuilder:
             refs = () if cluster.static_endpoint else ((ENDPOINT, cluster.name),)
             put(CLUSTER, cluster, cluster.name, lambda c=cluster: build_cluster(c), refs)
             if cluster.static_endpoint is None:
-                endpoints = ir.endpoints.get(cluster.name, ())
-                hc_port = cluster.health_check.port if cluster.health_check else None
-                put(
-                    ENDPOINT,
-                    (cluster.name, endpoints, hc_port),
-                    cluster.name,
-                    lambda n=cluster.name, e=endpoints, p=hc_port: build_load_assignment(n, e, p),
-                )
+                resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
         if ir.outbound is not None:
             put(
                 LISTENER,

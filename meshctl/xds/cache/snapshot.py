@@ -5,24 +5,52 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from meshctl.xds.cache.resource import CachedResource, set_version
+from meshctl.xds.cache.resource import CachedResource, replace_in_version, set_version
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
 __all__ = ["Snapshot"]
 
 
 class Snapshot:
-    __slots__ = ("_versions", "group", "resources")
+    """``parent_versions``/``changed``: when this snapshot is a patch of another, the other's versions and
+    the names replaced per type, so a stream that has the parent can send just the change."""
 
-    def __init__(self, group: str, resources: Mapping[str, Mapping[str, CachedResource]]) -> None:
+    __slots__ = ("_versions", "changed", "group", "parent_versions", "resources")
+
+    def __init__(
+        self,
+        group: str,
+        resources: Mapping[str, Mapping[str, CachedResource]],
+        *,
+        versions: Mapping[str, str] | None = None,
+        parent_versions: Mapping[str, str] | None = None,
+        changed: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.group = group
         self.resources = MappingProxyType({t: MappingProxyType(dict(resources.get(t, {}))) for t in TYPE_ORDER})
-        self._versions: dict[str, str] = {}
+        self._versions: dict[str, str] = dict(versions or {})
+        self.parent_versions: Mapping[str, str] = parent_versions or {}
+        self.changed: Mapping[str, frozenset[str]] = changed or {}
 
     def version(self, type_url: str) -> str:
         if type_url not in self._versions:
             self._versions[type_url] = set_version(self.resources[type_url])
         return self._versions[type_url]
+
+    def patched(self, type_url: str, updates: Mapping[str, CachedResource]) -> Snapshot:
+        """A copy with some resources of one type replaced; its version is updated in O(updates)."""
+        current = self.resources[type_url]
+        version = self.version(type_url)
+        for name, res in updates.items():
+            version = replace_in_version(version, name, current.get(name), res)
+        versions = {t: self.version(t) for t in TYPE_ORDER} | {type_url: version}
+        return Snapshot(
+            self.group,
+            {**self.resources, type_url: {**current, **updates}},
+            versions=versions,
+            parent_versions={type_url: self.version(type_url)},
+            changed={type_url: frozenset(updates)},
+        )
 
     def inconsistencies(self) -> list[str]:
         """Every reference from a listener/route/cluster must resolve within the snapshot."""

@@ -7,7 +7,7 @@ and its last accepted version (passed in by the caller) keeps being served, so o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshctl.xds.model import (
     FieldError,
@@ -20,6 +20,7 @@ from meshctl.xds.model import (
     VirtualNode,
     VirtualNodeSpec,
 )
+from meshctl.xds.translate.endpoints import EndpointIndex, cluster_name, index_endpoints, update_endpoints
 from meshctl.xds.translate.ir import (
     ClusterIR,
     Condition,
@@ -36,20 +37,27 @@ _UNSET_PRIORITY = 1001  # routes without a priority are evaluated after all with
 _HTTP_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
 
 
-def cluster_name(vn: ObjectKey, port: int) -> str:
-    return f"{vn.namespace}/{vn.name}/{port}"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeshIR:
     virtual_nodes: Mapping[ObjectKey, VirtualNodeSpec]  # the accepted spec of each node being served
     services: Mapping[ObjectKey, Service]  # keyed as ObjectKey("Service", ns, name)
     clusters: Mapping[str, ClusterIR]  # one per VirtualNode listener, as its callers see it
-    endpoints: Mapping[str, tuple[EndpointIR, ...]]
+    endpoint_index: EndpointIndex
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]  # in evaluation order
     statuses: tuple[ObjectStatus, ...]
     accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
     load_errors: tuple[str, ...] = ()
+
+    @property
+    def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
+        return self.endpoint_index.endpoints
+
+    def with_endpoint_changes(self, model: Model, changed_slices: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
+        """This mesh after only EndpointSlices changed: cost proportional to the change."""
+        index, changed = update_endpoints(
+            self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed_slices
+        )
+        return replace(self, endpoint_index=index), changed
 
 
 def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None) -> MeshIR:
@@ -66,7 +74,8 @@ def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode |
             nodes[key] = served.spec
             accepted[key] = served
 
-    clusters, endpoints = _clusters(model, nodes)
+    clusters = _clusters(nodes)
+    endpoint_index = index_endpoints(nodes, model.endpoint_slices, model.pods)
 
     routes: dict[ObjectKey, list[tuple[int, str, RouteIR]]] = {}
     for key in sorted(model.routes):
@@ -84,7 +93,7 @@ def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode |
         virtual_nodes=nodes,
         services={ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()},
         clusters=clusters,
-        endpoints=endpoints,
+        endpoint_index=endpoint_index,
         routes_by_service={svc: tuple(r for *_, r in sorted(rs, key=lambda t: t[:2])) for svc, rs in routes.items()},
         statuses=tuple(statuses),
         accepted=accepted,
@@ -133,40 +142,18 @@ def _choose_virtual_node(
     )
 
 
-def _clusters(
-    model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
-) -> tuple[dict[str, ClusterIR], dict[str, tuple[EndpointIR, ...]]]:
-    pod_labels = {(k.namespace, k.name): p.meta.labels for k, p in model.pods.items()}
-    clusters: dict[str, ClusterIR] = {}
-    endpoints: dict[str, tuple[EndpointIR, ...]] = {}
-    for key, spec in nodes.items():
-        selector = spec.pod_selector.items()
-        members: list[tuple[EndpointIR, int]] = []
-        for slice_key in sorted(model.endpoint_slices):
-            if slice_key.namespace != key.namespace:
-                continue
-            es = model.endpoint_slices[slice_key]
-            for ep in es.endpoints:
-                labels = pod_labels.get((key.namespace, ep.pod_name or ""))
-                if labels is None or not selector <= labels.items():
-                    continue
-                for port in es.ports:
-                    for address in ep.addresses:
-                        members.append(
-                            (EndpointIR(address=address, port=port.port, healthy=ep.ready, zone=ep.zone), port.port)
-                        )
-        for listener in spec.listeners:
-            name = cluster_name(key, listener.port)
-            clusters[name] = ClusterIR(
-                name=name,
-                protocol=listener.protocol,
-                connection_pool=listener.connection_pool,
-                outlier_detection=listener.outlier_detection,
-                health_check=listener.health_check,
-            )
-            eps = {e for e, port in members if port == listener.port}
-            endpoints[name] = tuple(sorted(eps, key=lambda e: (e.address, e.port)))
-    return clusters, endpoints
+def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> dict[str, ClusterIR]:
+    return {
+        cluster_name(key, listener.port): ClusterIR(
+            name=cluster_name(key, listener.port),
+            protocol=listener.protocol,
+            connection_pool=listener.connection_pool,
+            outlier_detection=listener.outlier_detection,
+            health_check=listener.health_check,
+        )
+        for key, spec in nodes.items()
+        for listener in spec.listeners
+    }
 
 
 # --- Routes --------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Synthetic meshes for the benchmarks: N services, each with 2 VirtualNodes (v1, v2), a weighted Route
+and 5 endpoints per VirtualNode, plus one ``gateway`` VirtualNode that calls every service (so its
+sidecar receives the whole mesh: 2N clusters, 2N endpoint assignments, one route config with N hosts)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from meshctl.xds.model import (
+    Backend,
+    ConnectionPool,
+    Endpoint,
+    EndpointSlice,
+    HttpMatch,
+    HttpRoute,
+    Listener,
+    Meta,
+    Model,
+    ObjectKey,
+    OutlierDetection,
+    Pod,
+    Protocol,
+    RetryPolicy,
+    Route,
+    RouteSpec,
+    Service,
+    ServicePort,
+    VirtualNode,
+    VirtualNodeSpec,
+    WeightedTarget,
+)
+from meshctl.xds.translate.ir import SidecarParams
+
+NS = "bench"
+ENDPOINTS_PER_NODE = 5
+GATEWAY = SidecarParams(virtual_node=ObjectKey("VirtualNode", NS, "gateway"))
+
+
+def _address(i: int, version: int, j: int) -> str:
+    n = i * 2 * ENDPOINTS_PER_NODE + version * ENDPOINTS_PER_NODE + j
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def endpoint_slice(i: int, version: int, ready: bool = True, generation: int = 1) -> EndpointSlice:
+    return EndpointSlice(
+        meta=Meta(namespace=NS, name=f"svc-{i}-v{version}", generation=generation),
+        service_name=f"svc-{i}",
+        ports=(ServicePort(name="http", port=8080),),
+        endpoints=tuple(
+            Endpoint(
+                addresses=(_address(i, version, j),),
+                ready=ready if j == 0 else True,
+                pod_name=f"svc-{i}-v{version}-{j}",
+            )
+            for j in range(ENDPOINTS_PER_NODE)
+        ),
+    )
+
+
+def route(i: int, w1: int = 80) -> Route:
+    return Route(
+        meta=Meta(namespace=NS, name=f"svc-{i}"),
+        spec=RouteSpec(
+            service=f"svc-{i}",
+            http_route=HttpRoute(
+                match=HttpMatch(prefix="/"),
+                weighted_targets=(
+                    WeightedTarget(namespace=NS, virtual_node=f"svc-{i}-v1", weight=w1),
+                    WeightedTarget(namespace=NS, virtual_node=f"svc-{i}-v2", weight=100 - w1),
+                ),
+                retry_policy=RetryPolicy(http_retry_events=("server-error",), max_retries=2, per_retry_timeout_ms=500),
+            ),
+        ),
+    )
+
+
+def build(n: int) -> Model:
+    services, slices, pods, nodes, routes = {}, {}, {}, {}, {}
+    listener = Listener(
+        port=8080,
+        protocol=Protocol.HTTP,
+        connection_pool=ConnectionPool(max_connections=1024, max_pending_requests=1024),
+        outlier_detection=OutlierDetection(
+            max_server_errors=5, interval_ms=10_000, base_ejection_duration_ms=30_000, max_ejection_percent=50
+        ),
+    )
+    for i in range(n):
+        svc = Service(meta=Meta(namespace=NS, name=f"svc-{i}"), ports=(ServicePort(name="http", port=80),))
+        services[ObjectKey("Service", NS, svc.meta.name)] = svc
+        for version in (1, 2):
+            name = f"svc-{i}-v{version}"
+            labels = MappingProxyType({"app": f"svc-{i}", "version": f"v{version}"})
+            for j in range(ENDPOINTS_PER_NODE):
+                pods[ObjectKey("Pod", NS, f"{name}-{j}")] = Pod(
+                    meta=Meta(namespace=NS, name=f"{name}-{j}", labels=labels)
+                )
+            es = endpoint_slice(i, version)
+            slices[ObjectKey("EndpointSlice", NS, name)] = es
+            nodes[ObjectKey("VirtualNode", NS, name)] = VirtualNode(
+                meta=Meta(namespace=NS, name=name),
+                spec=VirtualNodeSpec(pod_selector=labels, listeners=(listener,)),
+            )
+        r = route(i)
+        routes[ObjectKey("Route", NS, r.meta.name)] = r
+    nodes[GATEWAY.virtual_node] = VirtualNode(
+        meta=Meta(namespace=NS, name="gateway"),
+        spec=VirtualNodeSpec(
+            pod_selector=MappingProxyType({"app": "gateway"}),
+            backends=tuple(Backend(namespace=NS, name=f"svc-{i}") for i in range(n)),
+        ),
+    )
+    return Model(services=services, endpoint_slices=slices, pods=pods, virtual_nodes=nodes, routes=routes)
+
+
+def with_endpoint_change(model: Model, i: int, generation: int) -> Model:
+    """The same model with one endpoint of svc-i v1 flipped to not-ready."""
+    slices = dict(model.endpoint_slices)
+    slices[ObjectKey("EndpointSlice", NS, f"svc-{i}-v1")] = endpoint_slice(
+        i, 1, ready=generation % 2 == 0, generation=generation
+    )
+    return Model(
+        services=model.services,
+        endpoint_slices=slices,
+        pods=model.pods,
+        virtual_nodes=model.virtual_nodes,
+        routes=model.routes,
+    )

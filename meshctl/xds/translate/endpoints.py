@@ -1,0 +1,135 @@
+"""Which endpoints belong to which VirtualNode, computed per EndpointSlice so that a slice change is
+re-translated in time proportional to that slice, not to the mesh.
+
+A slice *contributes* endpoints to every VirtualNode whose podSelector matches the labels of the slice
+endpoints' Pods. A node's endpoints for listener port P are the union of its contributions on port P.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
+from meshctl.xds.translate.ir import EndpointIR
+
+__all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints"]
+
+Contribution = Mapping[ObjectKey, frozenset[EndpointIR]]  # VirtualNode -> its endpoints from one slice
+
+
+def cluster_name(vn: ObjectKey, port: int) -> str:
+    return f"{vn.namespace}/{vn.name}/{port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointIndex:
+    by_label: Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
+    contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
+    slices_of_node: Mapping[ObjectKey, frozenset[ObjectKey]]
+    endpoints: Mapping[str, tuple[EndpointIR, ...]]  # by cluster name
+
+
+def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]):
+    # Each node is filed under one of its selector labels: an endpoint is checked only against nodes that
+    # could select its pod, so matching is linear in endpoints, not endpoints x nodes.
+    by_label: dict[tuple[str, str, str], list[tuple[ObjectKey, VirtualNodeSpec]]] = {}
+    for key, spec in nodes.items():
+        by_label.setdefault((key.namespace, *min(spec.pod_selector.items())), []).append((key, spec))
+    return {k: tuple(v) for k, v in by_label.items()}
+
+
+def _contribution(slice_key: ObjectKey, es: EndpointSlice, pods: Mapping[ObjectKey, Pod], by_label) -> Contribution:
+    ns = slice_key.namespace
+    found: dict[ObjectKey, set[EndpointIR]] = {}
+    for ep in es.endpoints:
+        pod = pods.get(ObjectKey("Pod", ns, ep.pod_name or ""))
+        if pod is None:
+            continue
+        labels = pod.meta.labels.items()
+        matched = [
+            key for item in labels for key, spec in by_label.get((ns, *item), ()) if spec.pod_selector.items() <= labels
+        ]
+        if not matched:
+            continue
+        eps = [
+            EndpointIR(address=address, port=port.port, healthy=ep.ready, zone=ep.zone)
+            for port in es.ports
+            for address in ep.addresses
+        ]
+        for key in matched:
+            found.setdefault(key, set()).update(eps)
+    return {key: frozenset(eps) for key, eps in found.items()}
+
+
+def _node_endpoints(
+    key: ObjectKey, spec: VirtualNodeSpec, slices: Iterable[ObjectKey], contributions: Mapping[ObjectKey, Contribution]
+) -> dict[str, tuple[EndpointIR, ...]]:
+    union: set[EndpointIR] = set()
+    for slice_key in slices:
+        union |= contributions[slice_key].get(key, frozenset())
+    out = {}
+    for listener in spec.listeners:
+        eps = [e for e in union if e.port == listener.port]
+        out[cluster_name(key, listener.port)] = tuple(sorted(eps, key=lambda e: (e.address, e.port)))
+    return out
+
+
+def index_endpoints(
+    nodes: Mapping[ObjectKey, VirtualNodeSpec], slices: Mapping[ObjectKey, EndpointSlice], pods: Mapping[ObjectKey, Pod]
+) -> EndpointIndex:
+    by_label = _label_index(nodes)
+    contributions = {k: _contribution(k, es, pods, by_label) for k, es in slices.items()}
+    slices_of_node: dict[ObjectKey, set[ObjectKey]] = {key: set() for key in nodes}
+    for slice_key, contribution in contributions.items():
+        for key in contribution:
+            slices_of_node[key].add(slice_key)
+    endpoints: dict[str, tuple[EndpointIR, ...]] = {}
+    for key, spec in nodes.items():
+        endpoints.update(_node_endpoints(key, spec, slices_of_node[key], contributions))
+    return EndpointIndex(
+        by_label=by_label,
+        contributions=contributions,
+        slices_of_node={k: frozenset(v) for k, v in slices_of_node.items()},
+        endpoints=endpoints,
+    )
+
+
+def update_endpoints(
+    index: EndpointIndex,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    slices: Mapping[ObjectKey, EndpointSlice],
+    pods: Mapping[ObjectKey, Pod],
+    changed_slices: Iterable[ObjectKey],
+) -> tuple[EndpointIndex, set[str]]:
+    """The index after some slices changed (same nodes and pods); also returns the changed cluster names."""
+    contributions = dict(index.contributions)
+    slices_of_node = dict(index.slices_of_node)
+    affected: set[ObjectKey] = set()
+    for slice_key in changed_slices:
+        old = contributions.pop(slice_key, {})
+        es = slices.get(slice_key)
+        new = _contribution(slice_key, es, pods, index.by_label) if es is not None else {}
+        if new:
+            contributions[slice_key] = new
+        for key in old.keys() | new.keys():
+            if old.get(key) != new.get(key):
+                affected.add(key)
+            members = set(slices_of_node.get(key, ()))
+            members.discard(slice_key)
+            if key in new:
+                members.add(slice_key)
+            slices_of_node[key] = frozenset(members)
+    endpoints = dict(index.endpoints)
+    changed: set[str] = set()
+    for key in affected:
+        for name, eps in _node_endpoints(key, nodes[key], slices_of_node[key], contributions).items():
+            if endpoints.get(name) != eps:
+                endpoints[name] = eps
+                changed.add(name)
+    return (
+        EndpointIndex(
+            by_label=index.by_label, contributions=contributions, slices_of_node=slices_of_node, endpoints=endpoints
+        ),
+        changed,
+    )
