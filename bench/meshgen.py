@@ -16,6 +16,7 @@ from meshctl.xds.model import (
     Listener,
     Meta,
     Model,
+    ModelDelta,
     ObjectKey,
     OutlierDetection,
     Pod,
@@ -109,16 +110,17 @@ def build(n: int) -> Model:
             backends=tuple(Backend(namespace=NS, name=f"svc-{i}") for i in range(n)),
         ),
     )
-    return Model(services=services, endpoint_slices=slices, pods=pods, virtual_nodes=nodes, routes=routes)
+    return Model(revision=1, services=services, endpoint_slices=slices, pods=pods, virtual_nodes=nodes, routes=routes)
 
 
 def with_endpoint_change(model: Model, i: int, generation: int) -> Model:
-    """The same model with one endpoint of svc-i v1 flipped to not-ready."""
+    """The same model with the readiness of one endpoint of svc-i v1 flipped."""
     slices = dict(model.endpoint_slices)
-    slices[ObjectKey("EndpointSlice", NS, f"svc-{i}-v1")] = endpoint_slice(
-        i, 1, ready=generation % 2 == 0, generation=generation
-    )
+    key = ObjectKey("EndpointSlice", NS, f"svc-{i}-v1")
+    slices[key] = endpoint_slice(i, 1, ready=not slices[key].endpoints[0].ready, generation=generation)
     return Model(
+        revision=model.revision + 1,
+        delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset({key})),
         services=model.services,
         endpoint_slices=slices,
         pods=model.pods,

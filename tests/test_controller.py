@@ -53,3 +53,17 @@ async def test_a_route_change_takes_the_full_path() -> None:
     await controller._rebuild(changed)
     assert controller.cache.get(group).parent_versions == {}
     assert {t: controller.cache.get(group).version(t) for t in TYPE_ORDER} == await built(changed)
+
+
+async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:
+    from meshctl.xds.controller import _endpoint_only_change
+
+    model = meshgen.build(3)
+    changed = meshgen.with_endpoint_change(model, 1, generation=2)
+    assert changed.delta is not None and changed.delta.base_revision == model.revision
+    assert _endpoint_only_change(model, changed) == {changed.delta.endpoint_slices.__iter__().__next__()}
+    # Relative to another model the delta says nothing: the controller compares instead.
+    other = meshgen.with_endpoint_change(changed, 2, generation=3)
+    assert _endpoint_only_change(model, other) == {
+        k for k in other.endpoint_slices if other.endpoint_slices[k] != model.endpoint_slices[k]
+    }

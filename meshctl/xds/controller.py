@@ -147,9 +147,12 @@ class Controller:
 def _endpoint_only_change(old: Model | None, new: Model) -> set[ObjectKey] | None:
     """The EndpointSlices that changed, if nothing else did; else None (a full translation is needed).
 
-    Identity is checked before equality, so a source that keeps unchanged objects makes this cheap."""
+    A delta from the source is trusted when it is relative to ``old``; otherwise objects are compared,
+    identity before equality, so a source that keeps unchanged objects makes this cheap."""
     if old is None:
         return None
+    if new.delta is not None and new.delta.base_revision == old.revision and old.revision:
+        return set(new.delta.endpoint_slices)
     for attr in ("services", "pods", "virtual_nodes", "routes", "load_errors"):
         before, after = getattr(old, attr), getattr(new, attr)
         if before is not after and before != after:

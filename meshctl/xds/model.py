@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 __all__ = [
     "API_GROUP",
@@ -30,6 +31,7 @@ __all__ = [
     "Logging",
     "Meta",
     "Model",
+    "ModelDelta",
     "ObjectKey",
     "OutlierDetection",
     "Pod",
@@ -52,9 +54,9 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ObjectKey:
-    """Identifies an object across sources: kind, namespace and name."""
+class ObjectKey(NamedTuple):
+    """Identifies an object across sources: kind, namespace and name. A tuple, so hashing and comparing
+    (done millions of times in a large mesh) run in C."""
 
     kind: str
     namespace: str
@@ -305,3 +307,16 @@ class Model:
     routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
     # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
     load_errors: tuple[str, ...] = ()
+    revision: int = 0  # set by the source; increases with every model it emits
+    delta: ModelDelta | None = None  # what changed since an earlier revision, when the source knows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelDelta:
+    """A source's account of a change: only these EndpointSlices changed since ``base_revision``.
+
+    Event-driven sources (a Kubernetes watch) know this for free; it lets the controller skip comparing
+    every object to find a one-endpoint change. Without it, the controller compares."""
+
+    base_revision: int
+    endpoint_slices: frozenset[ObjectKey]

@@ -27,7 +27,7 @@ class Snapshot:
         changed: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.group = group
-        self.resources = MappingProxyType({t: MappingProxyType(dict(resources.get(t, {}))) for t in TYPE_ORDER})
+        self.resources = MappingProxyType({t: _frozen(resources.get(t, {})) for t in TYPE_ORDER})
         self._versions: dict[str, str] = dict(versions or {})
         self.parent_versions: Mapping[str, str] = parent_versions or {}
         self.changed: Mapping[str, frozenset[str]] = changed or {}
@@ -64,3 +64,8 @@ class Snapshot:
             if cluster.message.HasField("eds_cluster_config") and name not in self.resources[ENDPOINT]:  # type: ignore[attr-defined]
                 problems.append(f"cluster {name} has no endpoints resource")
         return problems
+
+
+def _frozen(resources: Mapping[str, CachedResource]) -> Mapping[str, CachedResource]:
+    # A patch shares the unchanged types' maps with its parent instead of copying them.
+    return resources if isinstance(resources, MappingProxyType) else MappingProxyType(dict(resources))

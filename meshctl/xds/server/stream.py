@@ -42,11 +42,11 @@ class TypeState:
     subscribed: bool = False
     names: frozenset[str] | None = None  # requested names for EDS/RDS; None = wildcard
     ever_sent: bool = False
-    sent: dict[str, CachedResource] = field(default_factory=dict)
+    sent: Mapping[str, CachedResource] = field(default_factory=dict)
     sent_version: str = ""
     nonce: str = ""  # of the latest response sent
     inflight: bool = False
-    acked: dict[str, CachedResource] = field(default_factory=dict)
+    acked: Mapping[str, CachedResource] = field(default_factory=dict)
     acked_version: str = ""
     rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
 
@@ -61,6 +61,8 @@ class StreamState:
         self.connected_at = time.time()
         self.types: dict[str, TypeState] = {t: TypeState() for t in TYPE_ORDER}
         self._nonces = itertools.count(1)
+        self._in_use_key: tuple | None = None
+        self._in_use: frozenset[str] = frozenset()
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -83,11 +85,14 @@ class StreamState:
                     kind = "ack"
         st.subscribed = True
         if req.type_url in _NAMED_TYPES:
-            st.names = frozenset(req.resource_names)
-            # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
-            st.acked = {n: r for n, r in st.acked.items() if n in st.names}
-            if not st.inflight:
-                st.sent = {n: r for n, r in st.sent.items() if n in st.names}
+            names = frozenset(req.resource_names)
+            if names != st.names:
+                st.names = names
+                # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
+                if not st.acked.keys() <= names:
+                    st.acked = {n: r for n, r in st.acked.items() if n in names}
+                if not st.inflight and not st.sent.keys() <= names:
+                    st.sent = {n: r for n, r in st.sent.items() if n in names}
         return kind
 
     # --- responses -------------------------------------------------------------------------------
@@ -97,18 +102,24 @@ class StreamState:
         if snap is None:
             return []
         out: list[tuple[str, bytes]] = []
+        retained = self._retained_clusters(snap)
         for type_url in TYPE_ORDER:
             st = self.types[type_url]
             if not st.subscribed or st.inflight:
                 continue
-            desired = self._desired(type_url, snap)
-            version = set_version(desired)
+            desired, version = self._desired(type_url, snap, retained)
             if st.rejection is not None and version == st.rejection.version:
                 continue  # exactly what Envoy just rejected: wait for a new snapshot
             if type_url in _NAMED_TYPES:
                 # EDS and RDS responses are incremental even in state-of-the-world: a resource left out is
                 # unchanged, not removed. So an endpoint change sends one ClusterLoadAssignment, not all.
-                payload = {n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version}
+                if desired is snap.resources[type_url] and st.acked_version == snap.parent_versions.get(type_url):
+                    # The proxy holds exactly the snapshot this one patched: the patch is the payload.
+                    payload = {n: desired[n] for n in snap.changed[type_url]}
+                else:
+                    payload = {
+                        n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version
+                    }
                 if not payload and st.ever_sent:
                     continue  # Envoy has all of it already
             else:
@@ -124,8 +135,8 @@ class StreamState:
         self,
         st: TypeState,
         type_url: str,
-        desired: dict[str, CachedResource],
-        payload: dict[str, CachedResource],
+        desired: Mapping[str, CachedResource],
+        payload: Mapping[str, CachedResource],
         version: str,
     ) -> bytes:
         st.nonce = str(next(self._nonces))
@@ -137,37 +148,49 @@ class StreamState:
         st = self.types[type_url]
         return {**st.acked, **st.sent} if st.inflight else dict(st.acked)
 
+    def _clusters_in_use(self) -> frozenset[str]:
+        """Clusters referenced by the listeners and routes Envoy has or is receiving (memoized by version)."""
+        key = tuple(
+            (st.acked_version, st.inflight and st.sent_version) for st in (self.types[LISTENER], self.types[ROUTE])
+        )
+        if key != self._in_use_key:
+            in_use: set[str] = set()
+            for t in (LISTENER, ROUTE):
+                st = self.types[t]
+                # Both what Envoy has and what is on its way: during the switch either may be in use.
+                for res in [*st.acked.values(), *(st.sent.values() if st.inflight else ())]:
+                    in_use.update(name for ref_type, name in res.references if ref_type == CLUSTER)
+            self._in_use_key, self._in_use = key, frozenset(in_use)
+        return self._in_use
+
     def _retained_clusters(self, snap: Snapshot) -> dict[str, CachedResource]:
         """Clusters the proxy's current listeners/routes still use but the new snapshot dropped."""
-        in_use = set()
-        for t in (LISTENER, ROUTE):
-            st = self.types[t]
-            # Both what Envoy has and what is on its way: during the switch either may be in use.
-            for res in [*st.acked.values(), *(st.sent.values() if st.inflight else ())]:
-                in_use.update(name for ref_type, name in res.references if ref_type == CLUSTER)
         new = snap.resources[CLUSTER]
+        gone = [name for name in self._clusters_in_use() if name not in new]
+        if not gone:
+            return {}
         known = self._delivered(CLUSTER)
-        return {name: known[name] for name in in_use if name not in new and name in known}
+        return {name: known[name] for name in gone if name in known}
 
-    def _desired(self, type_url: str, snap: Snapshot) -> dict[str, CachedResource]:
+    def _desired(
+        self, type_url: str, snap: Snapshot, retained: Mapping[str, CachedResource]
+    ) -> tuple[Mapping[str, CachedResource], str]:
+        """What the proxy should have of this type, and its version. Returns the snapshot's own mapping
+        (and precomputed version) whenever nothing needs adding or filtering: the common, cheap case."""
         current: Mapping[str, CachedResource] = snap.resources[type_url]
-        if type_url == CLUSTER:
-            return {**self._retained_clusters(snap), **current}
+        if type_url in (CLUSTER, LISTENER):
+            if type_url == LISTENER or not retained:
+                return current, snap.version(type_url)
+            desired = {**retained, **current}
+            return desired, set_version(desired)
+        names = self.types[type_url].names or frozenset()
+        if type_url == ENDPOINT and not retained.keys() & names and names == current.keys():
+            return current, snap.version(type_url)
+        out = {name: current[name] for name in names if name in current}
         if type_url == ENDPOINT:
-            retained = self._retained_clusters(snap)
             old = self._delivered(ENDPOINT)
-            names = self.types[ENDPOINT].names or frozenset()
-            out = {}
-            for name in names:
-                if name in current:
-                    out[name] = current[name]
-                elif name in retained and name in old:
-                    out[name] = old[name]
-            return out
-        if type_url == ROUTE:
-            names = self.types[ROUTE].names or frozenset()
-            return {name: current[name] for name in names if name in current}
-        return dict(current)
+            out.update((n, old[n]) for n in names if n not in current and n in retained and n in old)
+        return out, set_version(out)
 
     def _ready_for(self, desired: Mapping[str, CachedResource]) -> bool:
         """Listeners/routes wait until every cluster they use is ACKed, with endpoints if it is EDS."""
