@@ -62,14 +62,16 @@ class Mesh:
         await self.plane.wait_synced()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
 
-    async def app(self, name: str, port: int | None = None, **behavior) -> tuple[Behavior, int]:
-        port = port or free_port()
+    async def app(
+        self, name: str, port: int | None = None, host: str = "127.0.0.1", **behavior
+    ) -> tuple[Behavior, int]:
+        port = port or free_port(host)
         b = Behavior(name=name, **behavior)
-        self._runners.append(await start_app(b, port))
+        self._runners.append(await start_app(b, port, host))
         self.apps[name] = b
         return b, port
 
-    async def sidecar(self, virtual_node: str, node_id: str | None = None) -> Sidecar:
+    async def sidecar(self, virtual_node: str, node_id: str | None = None, *, delta: bool = False) -> Sidecar:
         egress, ingress = free_port(), free_port()
         boot = render_bootstrap(
             BootstrapOptions(
@@ -80,6 +82,7 @@ class Mesh:
                 egress_port=egress,
                 ingress_port=ingress,
                 bind_address="127.0.0.1",
+                delta=delta,
             )
         )
         envoy = EnvoyProcess(boot, name=virtual_node.replace("/", "-"))

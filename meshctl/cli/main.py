@@ -62,6 +62,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         egress_port=args.egress_port,
         ingress_port=args.ingress_port,
         bind_address=args.bind_address,
+        delta=args.delta,
     )
     _print(render_bootstrap(opts), args.output)
     return 0
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--egress-port", type=int, help="outbound listener port (default 15001)")
     boot.add_argument("--ingress-port", type=int, help="first inbound listener port (default 15000)")
     boot.add_argument("--bind-address", help="address the listeners bind (default 0.0.0.0)")
+    boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 

@@ -23,6 +23,7 @@ class BootstrapOptions:
     egress_port: int | None = None
     ingress_port: int | None = None
     bind_address: str | None = None
+    delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state-of-the-world
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -48,7 +49,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
         "admin": {"address": {"socket_address": {"address": opts.admin_address, "port_value": opts.admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if opts.delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],

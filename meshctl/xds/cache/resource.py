@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import Message
 
-from meshctl.xds.cache.wire import encode_any
+from meshctl.xds.cache.wire import encode_any, encode_delta_resource
 
 __all__ = ["CachedResource", "replace_in_version", "set_version"]
 
@@ -15,7 +15,16 @@ __all__ = ["CachedResource", "replace_in_version", "set_version"]
 class CachedResource:
     """One resource of one type. ``references`` names what it points at: ``(type_url, name)`` pairs."""
 
-    __slots__ = ("_any_bytes", "_version", "message", "name", "references", "serializations", "type_url")
+    __slots__ = (
+        "_any_bytes",
+        "_delta_bytes",
+        "_version",
+        "message",
+        "name",
+        "references",
+        "serializations",
+        "type_url",
+    )
 
     def __init__(self, type_url: str, name: str, message: Message, references: Iterable[tuple[str, str]] = ()) -> None:
         self.type_url = type_url
@@ -25,6 +34,7 @@ class CachedResource:
         self.serializations = 0  # observable proof that bytes are built once, however many streams send them
         self._any_bytes: bytes | None = None
         self._version: str | None = None
+        self._delta_bytes: bytes | None = None
 
     @property
     def any_bytes(self) -> bytes:
@@ -32,6 +42,13 @@ class CachedResource:
             self.serializations += 1
             self._any_bytes = encode_any(self.type_url, self.message.SerializeToString(deterministic=True))
         return self._any_bytes
+
+    @property
+    def delta_bytes(self) -> bytes:
+        """The resource as a delta ``Resource`` entry (name, version, Any), also built once."""
+        if self._delta_bytes is None:
+            self._delta_bytes = encode_delta_resource(self.name, self.version, self.any_bytes)
+        return self._delta_bytes
 
     @property
     def version(self) -> str:

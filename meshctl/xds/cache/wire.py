@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["encode_any", "encode_discovery_response"]
+__all__ = ["encode_any", "encode_delta_discovery_response", "encode_delta_resource", "encode_discovery_response"]
 
 # Field tags: (field_number << 3) | wire type 2 (length-delimited).
 _ANY_TYPE_URL, _ANY_VALUE = 0x0A, 0x12
 _RESP_VERSION, _RESP_RESOURCES, _RESP_TYPE_URL, _RESP_NONCE = 0x0A, 0x12, 0x22, 0x2A
+# envoy.service.discovery.v3.Resource: version = 1, resource = 2, name = 3.
+_RES_VERSION, _RES_RESOURCE, _RES_NAME = 0x0A, 0x12, 0x1A
+# DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5, removed_resources = 6.
+_DELTA_VERSION, _DELTA_RESOURCES, _DELTA_TYPE_URL, _DELTA_NONCE, _DELTA_REMOVED = 0x0A, 0x12, 0x22, 0x2A, 0x32
 
 
 def _varint(n: int) -> bytes:
@@ -42,4 +46,20 @@ def encode_discovery_response(version: str, type_url: str, nonce: str, any_resou
     parts.extend(_field(_RESP_RESOURCES, r) for r in any_resources)
     parts.append(_field(_RESP_TYPE_URL, type_url.encode()))
     parts.append(_field(_RESP_NONCE, nonce.encode()))
+    return b"".join(parts)
+
+
+def encode_delta_resource(name: str, version: str, any_bytes: bytes) -> bytes:
+    """``envoy.service.discovery.v3.Resource{name, version, resource}`` serialized."""
+    return _field(_RES_VERSION, version.encode()) + _field(_RES_RESOURCE, any_bytes) + _field(_RES_NAME, name.encode())
+
+
+def encode_delta_discovery_response(
+    system_version: str, type_url: str, nonce: str, resources: Iterable[bytes], removed: Iterable[str]
+) -> bytes:
+    parts = [_field(_DELTA_VERSION, system_version.encode())]
+    parts.extend(_field(_DELTA_RESOURCES, r) for r in resources)
+    parts.append(_field(_DELTA_TYPE_URL, type_url.encode()))
+    parts.append(_field(_DELTA_NONCE, nonce.encode()))
+    parts.extend(_field(_DELTA_REMOVED, name.encode()) for name in removed)
     return b"".join(parts)

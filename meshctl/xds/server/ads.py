@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
@@ -37,14 +37,18 @@ class AdsServer:
 
     async def start(self, address: str, port: int) -> int:
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
-        handler = grpc.stream_stream_rpc_method_handler(
-            self._stream,
+        sotw = grpc.stream_stream_rpc_method_handler(
+            self._sotw_stream,
             request_deserializer=DiscoveryRequest.FromString,
             response_serializer=lambda raw: raw,  # responses are already wire bytes
         )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(_SERVICE, {"StreamAggregatedResources": handler}),)
+        delta = grpc.stream_stream_rpc_method_handler(
+            self._delta_stream,
+            request_deserializer=DeltaDiscoveryRequest.FromString,
+            response_serializer=lambda raw: raw,
         )
+        methods = {"StreamAggregatedResources": sotw, "DeltaAggregatedResources": delta}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, methods),))
         self.port = server.add_insecure_port(f"{address}:{port}")
         await server.start()
         self._server = server
@@ -54,7 +58,16 @@ class AdsServer:
         if self._server is not None:
             await self._server.stop(grace)
 
-    async def _stream(self, requests: AsyncIterator[DiscoveryRequest], context) -> AsyncIterator[bytes]:
+    # grpc.aio recognises streaming handlers by being async generator functions, hence the delegation.
+    async def _sotw_stream(self, requests: AsyncIterator[DiscoveryRequest], context) -> AsyncIterator[bytes]:
+        async for raw in self._stream(requests, delta=False):
+            yield raw
+
+    async def _delta_stream(self, requests: AsyncIterator[DeltaDiscoveryRequest], context) -> AsyncIterator[bytes]:
+        async for raw in self._stream(requests, delta=True):
+            yield raw
+
+    async def _stream(self, requests: AsyncIterator, *, delta: bool) -> AsyncIterator[bytes]:
         inbox: asyncio.Queue = asyncio.Queue()
 
         async def read() -> None:
@@ -79,7 +92,7 @@ class AdsServer:
                         return
                     incoming = asyncio.ensure_future(inbox.get())
                     if state is None:
-                        state = await self._open(req)
+                        state = await self._open(req, delta)
                     self._apply(state, req)
                 if change in done:
                     generation = change.result()
@@ -104,13 +117,13 @@ class AdsServer:
             if state is not None:
                 self._close(state)
 
-    async def _open(self, first: DiscoveryRequest) -> StreamState:
+    async def _open(self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool) -> StreamState:
         params = sidecar_params(first.node)
         group = await self.controller.attach(params)
-        state = StreamState(first.node.id, group)
+        state = StreamState(first.node.id, group, delta=delta)
         self.registry.add(state)
         self.metrics.connected_streams += 1
-        log.info("proxy %s connected (group %s)", first.node.id, group)
+        log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")
         return state
 
     def _close(self, state: StreamState) -> None:
@@ -119,19 +132,12 @@ class AdsServer:
         self.metrics.connected_streams -= 1
         log.info("proxy %s disconnected", state.node_id)
 
-    def _apply(self, state: StreamState, req: DiscoveryRequest) -> None:
+    def _apply(self, state: StreamState, req: DiscoveryRequest | DeltaDiscoveryRequest) -> None:
         kind = state.on_request(req)
         short = SHORT_NAMES.get(req.type_url, req.type_url)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s <- %s %s nonce=%s version=%s names=%s",
-                state.node_id,
-                short,
-                kind,
-                req.response_nonce,
-                req.version_info,
-                list(req.resource_names),
-            )
+            names = list(req.resource_names_subscribe) if state.delta else list(req.resource_names)
+            log.debug("%s <- %s %s nonce=%s names=%s", state.node_id, short, kind, req.response_nonce, names)
         if kind == "ack":
             self.metrics.acks[short] += 1
         elif kind == "nack":

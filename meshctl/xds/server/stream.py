@@ -18,10 +18,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from meshctl.xds.cache import CachedResource, Snapshot, set_version
-from meshctl.xds.cache.wire import encode_discovery_response
+from meshctl.xds.cache.wire import encode_delta_discovery_response, encode_discovery_response
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
 
 __all__ = ["Rejection", "StreamState", "TypeState"]
@@ -49,12 +49,15 @@ class TypeState:
     acked: Mapping[str, CachedResource] = field(default_factory=dict)
     acked_version: str = ""
     rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
+    initial_versions: dict[str, str] | None = None  # delta: what a reconnecting proxy says it has
+    last_sent: tuple[int, int] = (0, 0)  # resources and removed names in the latest response
 
 
 class StreamState:
     _ids = itertools.count(1)
 
-    def __init__(self, node_id: str, group: str) -> None:
+    def __init__(self, node_id: str, group: str, *, delta: bool = False) -> None:
+        self.delta = delta  # incremental xDS (DeltaAggregatedResources) instead of state-of-the-world
         self.stream_id = next(self._ids)
         self.node_id = node_id
         self.group = group
@@ -66,7 +69,7 @@ class StreamState:
 
     # --- requests --------------------------------------------------------------------------------
 
-    def on_request(self, req: DiscoveryRequest) -> str:
+    def on_request(self, req: DiscoveryRequest | DeltaDiscoveryRequest) -> str:
         """Applies one request; returns what it was: 'ack', 'nack', 'stale', 'subscribe' or 'unknown-type'."""
         st = self.types.get(req.type_url)
         if st is None:
@@ -74,26 +77,42 @@ class StreamState:
         kind = "subscribe"
         if req.response_nonce:
             if req.response_nonce != st.nonce:
-                return "stale"
-            if st.inflight:
-                st.inflight = False
-                if req.HasField("error_detail"):
-                    st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
-                    kind = "nack"
-                else:
-                    st.acked, st.acked_version, st.rejection = st.sent, st.sent_version, None
-                    kind = "ack"
+                if not self.delta:
+                    return "stale"
+                kind = "stale"  # delta: the ACK part is stale, subscription changes still count
+            elif st.inflight:
+                kind = self._settle(st, req)
+        first = not st.subscribed
         st.subscribed = True
-        if req.type_url in _NAMED_TYPES:
-            names = frozenset(req.resource_names)
-            if names != st.names:
-                st.names = names
-                # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
-                if not st.acked.keys() <= names:
-                    st.acked = {n: r for n, r in st.acked.items() if n in names}
-                if not st.inflight and not st.sent.keys() <= names:
-                    st.sent = {n: r for n, r in st.sent.items() if n in names}
+        if isinstance(req, DeltaDiscoveryRequest):
+            if first and req.initial_resource_versions:
+                st.initial_versions = dict(req.initial_resource_versions)
+            if req.type_url in _NAMED_TYPES:
+                names = (st.names or frozenset()) | set(req.resource_names_subscribe)
+                self._subscribe(st, names - set(req.resource_names_unsubscribe))
+            # CDS and LDS are always wildcard ("*" or an empty first subscription): names stay None.
+        elif req.type_url in _NAMED_TYPES:
+            self._subscribe(st, frozenset(req.resource_names))
         return kind
+
+    def _settle(self, st: TypeState, req: DiscoveryRequest | DeltaDiscoveryRequest) -> str:
+        st.inflight = False
+        if req.HasField("error_detail"):
+            st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
+            return "nack"
+        st.acked, st.acked_version, st.rejection = st.sent, st.sent_version, None
+        return "ack"
+
+    @staticmethod
+    def _subscribe(st: TypeState, names: frozenset[str]) -> None:
+        if names == st.names:
+            return
+        st.names = names
+        # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
+        if not st.acked.keys() <= names:
+            st.acked = {n: r for n, r in st.acked.items() if n in names}
+        if not st.inflight and not st.sent.keys() <= names:
+            st.sent = {n: r for n, r in st.sent.items() if n in names}
 
     # --- responses -------------------------------------------------------------------------------
 
@@ -110,17 +129,18 @@ class StreamState:
             desired, version = self._desired(type_url, snap, retained)
             if st.rejection is not None and version == st.rejection.version:
                 continue  # exactly what Envoy just rejected: wait for a new snapshot
-            if type_url in _NAMED_TYPES:
-                # EDS and RDS responses are incremental even in state-of-the-world: a resource left out is
-                # unchanged, not removed. So an endpoint change sends one ClusterLoadAssignment, not all.
-                if desired is snap.resources[type_url] and st.acked_version == snap.parent_versions.get(type_url):
-                    # The proxy holds exactly the snapshot this one patched: the patch is the payload.
-                    payload = {n: desired[n] for n in snap.changed[type_url]}
-                else:
-                    payload = {
-                        n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version
-                    }
-                if not payload and st.ever_sent:
+            removed: list[str] = []
+            if self.delta or type_url in _NAMED_TYPES:
+                # Delta sends only changes. So does state-of-the-world for EDS and RDS, whose responses are
+                # incremental: a resource left out is unchanged, not removed.
+                if st.initial_versions is not None:
+                    # A reconnecting proxy told us what it has; equal content has equal versions.
+                    st.acked = {n: r for n, r in desired.items() if st.initial_versions.get(n) == r.version}
+                    st.initial_versions = None
+                payload = self._changed(st, type_url, desired, snap)
+                if self.delta:
+                    removed = sorted(n for n in st.acked if n not in desired)
+                if not payload and not removed and st.ever_sent:
                     continue  # Envoy has all of it already
             else:
                 payload = desired
@@ -128,8 +148,17 @@ class StreamState:
                     continue  # nothing new
             if type_url in (LISTENER, ROUTE) and not self._ready_for(desired):
                 continue
-            out.append((type_url, self._send(st, type_url, desired, payload, version)))
+            out.append((type_url, self._send(st, type_url, desired, payload, removed, version)))
         return out
+
+    @staticmethod
+    def _changed(
+        st: TypeState, type_url: str, desired: Mapping[str, CachedResource], snap: Snapshot
+    ) -> dict[str, CachedResource]:
+        if desired is snap.resources[type_url] and st.acked_version == snap.parent_versions.get(type_url):
+            # The proxy holds exactly the snapshot this one patched: the patch is the change.
+            return {n: desired[n] for n in snap.changed[type_url]}
+        return {n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version}
 
     def _send(
         self,
@@ -137,10 +166,15 @@ class StreamState:
         type_url: str,
         desired: Mapping[str, CachedResource],
         payload: Mapping[str, CachedResource],
+        removed: list[str],
         version: str,
     ) -> bytes:
         st.nonce = str(next(self._nonces))
         st.sent, st.sent_version, st.inflight, st.ever_sent = desired, version, True, True
+        st.last_sent = (len(payload), len(removed))
+        if self.delta:
+            resources = [payload[name].delta_bytes for name in sorted(payload)]
+            return encode_delta_discovery_response(version, type_url, st.nonce, resources, removed)
         ordered = [payload[name].any_bytes for name in sorted(payload)]
         return encode_discovery_response(version, type_url, st.nonce, ordered)
 
@@ -215,12 +249,14 @@ class StreamState:
             "stream": self.stream_id,
             "node_id": self.node_id,
             "group": self.group,
+            "protocol": "delta" if self.delta else "sotw",
             "connected_at": self.connected_at,
             "types": {
                 SHORT_NAMES[t]: {
                     "acked_version": st.acked_version,
                     "sent_version": st.sent_version,
                     "pending": st.inflight,
+                    "last_response": {"resources": st.last_sent[0], "removed": st.last_sent[1]},
                     "resources": sorted(st.acked),
                     "rejected": None
                     if st.rejection is None
