@@ -1,0 +1,97 @@
+"""Child processes for the end-to-end benchmarks: `meshctl serve`, sample apps, Envoys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from meshctl.proxy import EnvoyProcess, free_port
+from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+
+
+class Processes:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: list[asyncio.subprocess.Process] = []
+        self.envoys: list[EnvoyProcess] = []
+
+    async def spawn(self, *args: str, log: str) -> asyncio.subprocess.Process:
+        out = open(self.workdir / log, "wb")  # noqa: SIM115 - handed to the child
+        proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
+        out.close()
+        self.children.append(proc)
+        return proc
+
+    async def app(self, name: str, port: int) -> None:
+        await self.spawn(
+            sys.executable, "-m", "meshctl.sample_app", "--name", name, "--port", str(port), log=f"{name}.log"
+        )
+        await wait_http(f"http://127.0.0.1:{port}/")
+
+    async def serve(self, manifests: Path) -> tuple[int, int, asyncio.subprocess.Process]:
+        xds, admin = free_port(), free_port()
+        proc = await self.spawn(
+            sys.executable,
+            "-m",
+            "meshctl",
+            "serve",
+            "--manifests",
+            str(manifests),
+            "--xds-port",
+            str(xds),
+            "--admin-port",
+            str(admin),
+            log="serve.log",
+        )
+        await wait_http(f"http://127.0.0.1:{admin}/readyz", timeout=600)
+        return xds, admin, proc
+
+    async def envoy(
+        self, xds_port: int, virtual_node: str, node_id: str, delta: bool = False
+    ) -> tuple[EnvoyProcess, int]:
+        egress = free_port()
+        boot = render_bootstrap(
+            BootstrapOptions(
+                node_id=node_id,
+                virtual_node=virtual_node,
+                xds_port=xds_port,
+                admin_port=0,
+                egress_port=egress,
+                bind_address="127.0.0.1",
+                delta=delta,
+            )
+        )
+        envoy = EnvoyProcess(boot, name=node_id.replace("/", "-"))
+        await envoy.start()
+        self.envoys.append(envoy)
+        return envoy, egress
+
+    async def stop(self) -> None:
+        for envoy in self.envoys:
+            await envoy.stop()
+        for child in self.children:
+            if child.returncode is None:
+                child.terminate()
+        for child in self.children:
+            try:
+                await asyncio.wait_for(child.wait(), 10)
+            except TimeoutError:
+                child.kill()
+
+
+async def wait_http(url: str, timeout: float = 30, headers: dict | None = None, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(url, headers=headers or {}) as r:
+                    if r.status in ok:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(url)
+            await asyncio.sleep(0.02)
