@@ -23,7 +23,23 @@ __all__ = ["ManifestSource", "load_manifests"]
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".yaml", ".yml", ".json")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+try:  # A Rust parser, ~10x faster than libyaml-backed PyYAML on large directories (docs/benchmarks.md).
+    import yaml_rs
+except ImportError:  # pragma: no cover - PyYAML alone works, just slower
+    yaml_rs = None
+
+
+def _parse_all(text: str) -> list:
+    if yaml_rs is None:
+        return list(yaml.load_all(text, Loader=_Loader))
+    try:
+        parsed = yaml_rs.loads(text, parse_datetime=False)
+    except Exception as exc:  # its error types vary; PyYAML below gives the message users see
+        raise yaml.YAMLError(str(exc)) from exc
+    # One document comes back as itself, several as a list (a top-level list is never a Kubernetes object).
+    return parsed if isinstance(parsed, list) else [parsed]
 _Stamp = tuple[tuple[str, int, int], ...]
 
 
@@ -59,7 +75,7 @@ def load_manifests(root: Path) -> Model:
         rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
         try:
             text = path.read_text()
-            docs = list(yaml.load_all(text, Loader=_Loader))
+            docs = _parse_all(text)
         except OSError as exc:
             errors.append(f"{rel}: cannot read: {exc}")
             continue
