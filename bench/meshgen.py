@@ -4,6 +4,7 @@ sidecar receives the whole mesh: 2N clusters, 2N endpoint assignments, one route
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from meshctl.xds.model import (
@@ -127,3 +128,28 @@ def with_endpoint_change(model: Model, i: int, generation: int) -> Model:
         virtual_nodes=model.virtual_nodes,
         routes=model.routes,
     )
+
+
+def with_clients(model: Model, groups: int, backends: int) -> tuple[Model, list[str]]:
+    """Adds ``groups`` client VirtualNodes; each calls svc-0 (shared by all) and ``backends - 1`` others.
+    Returns the model and the clients' "namespace/name" (what a proxy's node.cluster names)."""
+    n = len(model.services)
+    nodes = dict(model.virtual_nodes)
+    names = []
+    for g in range(groups):
+        others = [1 + (g * (backends - 1) + k) % max(1, n - 1) for k in range(backends - 1)]
+        spec = VirtualNodeSpec(
+            pod_selector=MappingProxyType({"app": f"client-{g}"}),
+            backends=tuple(Backend(namespace=NS, name=f"svc-{i}") for i in sorted({0, *others})),
+        )
+        nodes[ObjectKey("VirtualNode", NS, f"client-{g}")] = VirtualNode(
+            meta=Meta(namespace=NS, name=f"client-{g}"), spec=spec
+        )
+        names.append(f"{NS}/client-{g}")
+    return replace(model, virtual_nodes=nodes, revision=model.revision + 1, delta=None), names
+
+
+def with_route_weight(model: Model, i: int, w1: int) -> Model:
+    routes = dict(model.routes)
+    routes[ObjectKey("Route", NS, f"svc-{i}")] = route(i, w1)
+    return replace(model, routes=routes, revision=model.revision + 1, delta=None)

@@ -78,7 +78,7 @@ class Controller:
             await self._patch_endpoints(model, changed_slices)
             self.metrics.observe_build(time.perf_counter() - started, 0)
             return
-        mesh = translate_mesh(model, self._last_accepted)
+        mesh = translate_mesh(model, self._last_accepted, self.mesh)
         self._last_accepted = dict(mesh.accepted)
         self.mesh = mesh
         self._builder.start_generation()

@@ -40,6 +40,8 @@ def _parse_all(text: str) -> list:
         raise yaml.YAMLError(str(exc)) from exc
     # One document comes back as itself, several as a list (a top-level list is never a Kubernetes object).
     return parsed if isinstance(parsed, list) else [parsed]
+
+
 _Stamp = tuple[tuple[str, int, int], ...]
 
 

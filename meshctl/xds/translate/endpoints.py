@@ -28,6 +28,22 @@ class EndpointIndex:
     contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
     slices_of_node: Mapping[ObjectKey, frozenset[ObjectKey]]
     endpoints: Mapping[str, tuple[EndpointIR, ...]]  # by cluster name
+    # What it was computed from, so an unrelated change (a Route) can reuse it as it is.
+    nodes: Mapping[ObjectKey, VirtualNodeSpec]
+    slices: Mapping[ObjectKey, EndpointSlice]
+    pods: Mapping[ObjectKey, Pod]
+
+    def still_valid_for(
+        self,
+        nodes: Mapping[ObjectKey, VirtualNodeSpec],
+        slices: Mapping[ObjectKey, EndpointSlice],
+        pods: Mapping[ObjectKey, Pod],
+    ) -> bool:
+        return (
+            (self.slices is slices or self.slices == slices)
+            and (self.pods is pods or self.pods == pods)
+            and (self.nodes == nodes)
+        )
 
 
 def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]):
@@ -92,6 +108,9 @@ def index_endpoints(
         contributions=contributions,
         slices_of_node={k: frozenset(v) for k, v in slices_of_node.items()},
         endpoints=endpoints,
+        nodes=nodes,
+        slices=slices,
+        pods=pods,
     )
 
 
@@ -129,7 +148,13 @@ def update_endpoints(
                 changed.add(name)
     return (
         EndpointIndex(
-            by_label=index.by_label, contributions=contributions, slices_of_node=slices_of_node, endpoints=endpoints
+            by_label=index.by_label,
+            contributions=contributions,
+            slices_of_node=slices_of_node,
+            endpoints=endpoints,
+            nodes=nodes,
+            slices=slices,
+            pods=pods,
         ),
         changed,
     )

@@ -6,7 +6,7 @@ value and a change touches only the resources whose IR changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from meshctl.xds.model import (
@@ -18,6 +18,17 @@ from meshctl.xds.model import (
     Protocol,
     RetryPolicy,
 )
+
+
+def _cached_hash(self) -> int:
+    """Frozen dataclasses recompute their hash (recursively) on every call; IR values are memo keys and
+    are hashed once per node group per build, so the first result is kept."""
+    cached = self._hash
+    if cached is None:
+        cached = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+        object.__setattr__(self, "_hash", cached)
+    return cached
+
 
 __all__ = [
     "ClusterIR",
@@ -71,6 +82,9 @@ class ClusterIR:
     outlier_detection: OutlierDetection | None = None
     health_check: HealthCheck | None = None
     static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +101,9 @@ class RouteIR:
     retry_policy: RetryPolicy | None = None
     timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +111,9 @@ class VirtualHostIR:
     name: str  # namespace/service
     domains: tuple[str, ...]
     routes: tuple[RouteIR, ...]
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,7 +60,12 @@ class MeshIR:
         return replace(self, endpoint_index=index), changed
 
 
-def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None) -> MeshIR:
+def translate_mesh(
+    model: Model,
+    last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None,
+    previous: MeshIR | None = None,
+) -> MeshIR:
+    """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed."""
     fallback = last_accepted or {}
     statuses: list[ObjectStatus] = []
     accepted: dict[ObjectKey, VirtualNode | Route] = {}
@@ -75,7 +80,10 @@ def translate_mesh(model: Model, last_accepted: Mapping[ObjectKey, VirtualNode |
             accepted[key] = served
 
     clusters = _clusters(nodes)
-    endpoint_index = index_endpoints(nodes, model.endpoint_slices, model.pods)
+    if previous is not None and previous.endpoint_index.still_valid_for(nodes, model.endpoint_slices, model.pods):
+        endpoint_index = previous.endpoint_index  # e.g. only a Route changed
+    else:
+        endpoint_index = index_endpoints(nodes, model.endpoint_slices, model.pods)
 
     routes: dict[ObjectKey, list[tuple[int, str, RouteIR]]] = {}
     for key in sorted(model.routes):

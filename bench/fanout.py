@@ -1,0 +1,178 @@
+"""Benchmark 3: fan-out to 1,000 concurrent ADS streams (a load client in its own process).
+
+The mesh has N services and 50 client VirtualNodes; each client calls svc-0 and 19 other services, and the
+streams are spread evenly over the 50 clients (20 proxies each, sharing their group's snapshot). A change to
+svc-0 reaches every stream: an endpoint change (EDS, the fast path) and a Route weight change (full
+translation, RDS). Latency is from submitting the new model to each stream receiving its response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import meshgen
+from bench.common import median, percentile, rss_mib, table
+from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
+from meshctl.xds.plane import ControlPlane
+
+
+class PushSource:
+    """A source the benchmark drives directly: no files, no parsing, just models."""
+
+    def __init__(self) -> None:
+        self.sink = None
+        self.ready = asyncio.Event()
+
+    async def run(self, sink) -> None:
+        self.sink = sink
+        self.ready.set()
+        await asyncio.Event().wait()
+
+    async def push(self, model) -> None:
+        await self.ready.wait()
+        await self.sink(model)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _versions(plane: ControlPlane, type_url: str) -> dict[str, str]:
+    return {g: plane.cache.get(g).version(type_url) for g in plane.cache.groups()}
+
+
+async def _all_acked(
+    plane: ControlPlane, streams: int, type_urls, old: dict[str, str] | None = None, timeout: float = 120
+) -> float:
+    """Until every stream ACKed its group's snapshot (and, with ``old``, a snapshot newer than that)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = plane.registry.streams()
+        if len(live) == streams:
+            done = True
+            for s in live:
+                snap = plane.cache.get(s.group)
+                if (
+                    snap is None
+                    or (old is not None and any(snap.version(t) == old[s.group] for t in type_urls))
+                    or any(s.types[t].acked_version != snap.version(t) for t in type_urls)
+                ):
+                    done = False
+                    break
+            if done:
+                return time.time()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(live)} streams, not all acked")
+        await asyncio.sleep(0.005)
+
+
+async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
+    model, groups = meshgen.with_clients(meshgen.build(n), groups=50, backends=20)
+    source = PushSource()
+    plane = ControlPlane(source)
+    await plane.start()
+    await source.push(model)
+    await plane.wait_synced(timeout=300)
+    out = Path(tempfile.mkdtemp()) / "records.json"
+    client = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.adsload",
+        "--port",
+        str(plane.xds_port),
+        "--streams",
+        str(streams),
+        "--groups",
+        ",".join(groups),
+        "--out",
+        str(out),
+        *(["--delta"] if delta else []),
+    )
+    try:
+        await _all_acked(plane, streams, TYPE_ORDER, timeout=300)
+        cpu0, pushes = _cpu(), []
+        for k in range(changes):
+            model = meshgen.with_endpoint_change(model, 0, generation=k + 10)
+            old = _versions(plane, ENDPOINT)
+            t0 = time.time()
+            await source.push(model)
+            await _all_acked(plane, streams, (ENDPOINT,), old)
+            pushes.append(("eds", t0))
+            await asyncio.sleep(0.1)
+        for k in range(changes):
+            model = meshgen.with_route_weight(model, 0, 50 + k % 2 * 30)
+            old = _versions(plane, ROUTE)
+            t0 = time.time()
+            await source.push(model)
+            await _all_acked(plane, streams, (ROUTE,), old)
+            pushes.append(("rds", t0))
+            await asyncio.sleep(0.1)
+        cpu = _cpu() - cpu0
+        rss = rss_mib()
+    finally:
+        client.send_signal(signal.SIGTERM)
+        await client.wait()
+        await plane.stop()
+    records = json.loads(out.read_text())
+    rows = []
+    for kind in ("eds", "rds"):
+        latencies, all_done = [], []
+        starts = [t0 for k, t0 in pushes if k == kind]
+        for i, t0 in enumerate(starts):
+            t_end = starts[i + 1] if i + 1 < len(starts) else float("inf")
+            first: dict[int, float] = {}
+            for stream, type_, _version, t in records:
+                if type_ == kind and t0 <= t < t_end and stream not in first:
+                    first[stream] = t - t0
+            latencies += first.values()
+            if len(first) != streams:
+                print(f"{kind} change {i}: {len(first)} of {streams} streams answered", file=sys.stderr)
+            all_done.append(max(first.values()) if len(first) == streams else float("nan"))
+        rows.append(
+            [
+                n,
+                streams,
+                "delta" if delta else "sotw",
+                kind,
+                changes,
+                1e3 * median(latencies),
+                1e3 * percentile(latencies, 99),
+                1e3 * median(all_done),
+                f"{rss:.0f} MiB",
+                f"{cpu:.1f}",
+            ]
+        )
+    return rows
+
+
+def run(sizes: tuple[int, ...] = (1_000, 10_000), streams: int = 1000, changes: int = 10) -> str:
+    rows = []
+    for n in sizes:
+        for delta in (False, True):
+            rows += asyncio.run(_run(n, streams, delta, changes))
+    headers = [
+        "services",
+        "streams",
+        "protocol",
+        "change",
+        "changes",
+        "p50 ms",
+        "p99 ms",
+        "all streams (median) ms",
+        "control-plane RSS",
+        "control-plane CPU s (all changes)",
+    ]
+    return table(headers, rows) + f"\n\n(load client pid separate; {os.cpu_count()} cores shared by both processes)"
+
+
+if __name__ == "__main__":
+    print(run())
