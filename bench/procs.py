@@ -52,9 +52,9 @@ class Processes:
         return xds, admin, proc
 
     async def envoy(
-        self, xds_port: int, virtual_node: str, node_id: str, delta: bool = False
+        self, xds_port: int, virtual_node: str, node_id: str, delta: bool = False, egress: int | None = None
     ) -> tuple[EnvoyProcess, int]:
-        egress = free_port()
+        egress = egress or free_port()
         boot = render_bootstrap(
             BootstrapOptions(
                 node_id=node_id,

@@ -70,6 +70,9 @@ class EndpointIR:
     port: int
     healthy: bool = True
     zone: str | None = None
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -79,7 +79,7 @@ def translate_mesh(
             nodes[key] = served.spec
             accepted[key] = served
 
-    clusters = _clusters(nodes)
+    clusters = _clusters(nodes, previous)
     if previous is not None and previous.endpoint_index.still_valid_for(nodes, model.endpoint_slices, model.pods):
         endpoint_index = previous.endpoint_index  # e.g. only a Route changed
     else:
@@ -150,18 +150,23 @@ def _choose_virtual_node(
     )
 
 
-def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> dict[str, ClusterIR]:
-    return {
-        cluster_name(key, listener.port): ClusterIR(
-            name=cluster_name(key, listener.port),
-            protocol=listener.protocol,
-            connection_pool=listener.connection_pool,
-            outlier_detection=listener.outlier_detection,
-            health_check=listener.health_check,
-        )
-        for key, spec in nodes.items()
-        for listener in spec.listeners
-    }
+def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | None) -> dict[str, ClusterIR]:
+    clusters: dict[str, ClusterIR] = {}
+    for key, spec in nodes.items():
+        if previous is not None and previous.virtual_nodes.get(key) is spec:
+            # Same spec object: reuse the same IR objects, whose hashes are already known to the builder.
+            clusters.update((n, previous.clusters[n]) for n in (cluster_name(key, li.port) for li in spec.listeners))
+            continue
+        for listener in spec.listeners:
+            name = cluster_name(key, listener.port)
+            clusters[name] = ClusterIR(
+                name=name,
+                protocol=listener.protocol,
+                connection_pool=listener.connection_pool,
+                outlier_detection=listener.outlier_detection,
+                health_check=listener.health_check,
+            )
+    return clusters
 
 
 # --- Routes --------------------------------------------------------------------------------------
