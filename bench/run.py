@@ -1,0 +1,38 @@
+"""Run the benchmarks: ``python -m bench.run [name ...]`` (all by default). Prints Markdown with the
+machine and the command, ready for docs/benchmarks.md. Every load is bounded and on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench import common
+
+BENCHMARKS = {
+    "translation": ("1. Translation", "bench.translation"),
+    "incremental": ("2. Incremental update", "bench.incremental"),
+    "fanout": ("3. Fan-out to ADS streams", "bench.fanout"),
+    "convergence": ("4. Convergence with real Envoys", "bench.convergence"),
+    "startup": ("5. Startup", "bench.startup"),
+    "propagation": ("6. Route propagation under load", "bench.propagation"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="default: all")
+    args = parser.parse_args()
+    names = args.names or list(BENCHMARKS)
+    print(f"Machine: {common.machine()}; Envoy {common.envoy_version()}")
+    print(f"Command: python -m bench.run {' '.join(args.names)}".rstrip())
+    for name in names:
+        title, module = BENCHMARKS[name]
+        started = time.monotonic()
+        result = __import__(module, fromlist=["run"]).run()
+        print(f"\n### {title} ({time.monotonic() - started:.0f} s)\n\n{result}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
