@@ -151,5 +151,7 @@ def with_clients(model: Model, groups: int, backends: int) -> tuple[Model, list[
 
 def with_route_weight(model: Model, i: int, w1: int) -> Model:
     routes = dict(model.routes)
-    routes[ObjectKey("Route", NS, f"svc-{i}")] = route(i, w1)
-    return replace(model, routes=routes, revision=model.revision + 1, delta=None)
+    key = ObjectKey("Route", NS, f"svc-{i}")
+    routes[key] = route(i, w1)
+    delta = ModelDelta(base_revision=model.revision, routes=frozenset({key}))
+    return replace(model, routes=routes, revision=model.revision + 1, delta=delta)

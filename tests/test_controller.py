@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from envoy.config.core.v3.base_pb2 import Node
+
 from bench import meshgen
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import ENDPOINT, TYPE_ORDER
 from meshctl.xds.metrics import Metrics
+from meshctl.xds.model import FieldError, HttpMatch, ObjectKey
+from meshctl.xds.server.node import sidecar_params
 
 
 async def built(model, params=meshgen.GATEWAY) -> dict[str, str]:
@@ -39,31 +45,84 @@ async def test_endpoint_patch_equals_full_translation() -> None:
     assert controller.metrics.builds == builds_before + 1
 
 
-async def test_a_route_change_takes_the_full_path() -> None:
-    model = meshgen.build(5)
+async def _controller(params_list) -> Controller:
     controller = Controller(SnapshotCache(), Metrics())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
-    routes = dict(model.routes)
-    key = next(iter(routes))
-    routes[key] = meshgen.route(int(key.name.split("-")[1]), w1=50)
-    from dataclasses import replace
+    for params in params_list:
+        await controller.attach(params)
+    return controller
 
-    changed = replace(model, routes=routes)
-    await controller._rebuild(changed)
-    assert controller.cache.get(group).parent_versions == {}
-    assert {t: controller.cache.get(group).version(t) for t in TYPE_ORDER} == await built(changed)
+
+def _state(controller: Controller, params_list) -> tuple[dict, dict]:
+    versions = {p.group: {t: controller.cache.get(p.group).version(t) for t in TYPE_ORDER} for p in params_list}
+    return versions, dict(controller.mesh.status_by_key)
+
+
+def _edit_routes(model, **changes):
+    routes = dict(model.routes)
+    for name, value in changes.items():
+        key = ObjectKey("Route", meshgen.NS, name.replace("_", "-"))
+        if value is None:
+            routes.pop(key)
+        else:
+            routes[key] = value
+    return replace(model, routes=routes, revision=model.revision + 1, delta=None)
+
+
+async def test_route_patch_equals_full_translation() -> None:
+    model, clients = meshgen.with_clients(meshgen.build(30), groups=4, backends=5)
+    params_list = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
+    controller = await _controller(params_list)
+    reference = await _controller(params_list)  # the same history, always through the full translation
+    await controller._rebuild(model)
+    await reference._rebuild(model)
+    full_builds = controller.metrics.builds
+    untouched = {
+        p.group: controller.cache.get(p.group)
+        for p in params_list
+        if not {"svc-1", "svc-2", "svc-29"} & {b.name for b in controller.mesh.virtual_nodes[p.virtual_node].backends}
+    }
+    assert untouched
+
+    invalid = replace(meshgen.route(1), spec=None, errors=(FieldError(path="spec.httpRoute", message="broken"),))
+    extra = meshgen.route(2, w1=100)
+    extra = replace(
+        extra,
+        meta=replace(extra.meta, name="svc-2-canary"),
+        spec=replace(extra.spec, priority=1, http_route=replace(extra.spec.http_route, match=HttpMatch(prefix="/x"))),
+    )
+    steps = [
+        _edit_routes(model, svc_29=meshgen.route(29, w1=10)),  # a weight change
+        _edit_routes(model, svc_29=None),  # a deletion
+        _edit_routes(model, svc_1=invalid),  # an invalid edit: the last accepted version stays served
+        _edit_routes(model, svc_2_canary=extra),  # a new Route, evaluated first
+    ]
+    rebuilt: list[str] = []
+    build = controller._build
+    controller._build = lambda params: rebuilt.append(params.group) or build(params)
+    for step in steps:
+        model = replace(step, revision=controller._model.revision + 1)
+        await controller._rebuild(model)
+        reference._model = None  # forget the previous model: no fast path
+        await reference._rebuild(model)
+        assert controller.cache.get(meshgen.GATEWAY.group).parent_versions == {}
+        assert _state(controller, params_list) == _state(reference, params_list)
+    assert controller.metrics.builds == full_builds + len(steps)
+    for group, snap in untouched.items():
+        assert controller.cache.get(group) is snap
+    # Only groups that call a changed Service were rebuilt (the full path rebuilds every group).
+    assert rebuilt and not set(rebuilt) & set(untouched), rebuilt
 
 
 async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:
-    from meshctl.xds.controller import _endpoint_only_change
+    from meshctl.xds.controller import _small_change
 
     model = meshgen.build(3)
     changed = meshgen.with_endpoint_change(model, 1, generation=2)
     assert changed.delta is not None and changed.delta.base_revision == model.revision
-    assert _endpoint_only_change(model, changed) == {changed.delta.endpoint_slices.__iter__().__next__()}
+    assert _small_change(model, changed) == ("endpoints", set(changed.delta.endpoint_slices))
     # Relative to another model the delta says nothing: the controller compares instead.
     other = meshgen.with_endpoint_change(changed, 2, generation=3)
-    assert _endpoint_only_change(model, other) == {
-        k for k in other.endpoint_slices if other.endpoint_slices[k] != model.endpoint_slices[k]
-    }
+    assert _small_change(model, other) == (
+        "endpoints",
+        {k for k in other.endpoint_slices if other.endpoint_slices[k] != model.endpoint_slices[k]},
+    )

@@ -75,11 +75,15 @@ class Controller:
 
     async def _rebuild(self, model: Model) -> None:
         started = time.perf_counter()
-        changed_slices = _endpoint_only_change(self._model, model) if self.mesh is not None else None
+        change = _small_change(self._model, model) if self.mesh is not None else None
         self._model = model
-        if changed_slices is not None:
-            await self._patch_endpoints(model, changed_slices)
-            self.metrics.observe_build(time.perf_counter() - started, 0)
+        if change is not None:
+            kind, keys = change
+            if kind == "endpoints":
+                changed = await self._patch_endpoints(model, keys)
+            else:
+                changed = await self._patch_routes(model, keys)
+            self.metrics.observe_build(time.perf_counter() - started, changed)
             return
         mesh = translate_mesh(model, self._last_accepted, self.mesh)
         self._last_accepted = dict(mesh.accepted)
@@ -113,7 +117,26 @@ class Controller:
             1e3 * (time.perf_counter() - started),
         )
 
-    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> None:
+    async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> int:
+        """Only Routes changed: re-translate those, rebuild only the groups that call their Services."""
+        assert self.mesh is not None
+        self.mesh, services = self.mesh.with_route_changes(model, changed_routes, self._last_accepted)
+        self._last_accepted = dict(self.mesh.accepted)
+        snapshots = {}
+        for group, params in self._groups.items():
+            spec = self.mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
+            if spec is not None and any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
+                snapshots[group] = self._build(params)
+        changed = await self.cache.publish(snapshots)
+        for key in changed_routes:
+            status = self.mesh.status_by_key.get(key)
+            if status is not None and not status.healthy:
+                log.warning("%s: %s", status.key, status.summary())
+        if self.on_statuses:
+            self.on_statuses(self.mesh.statuses)
+        return len(changed)
+
+    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> int:
         """Only EndpointSlices changed: update just the affected ClusterLoadAssignments in each snapshot."""
         assert self.mesh is not None
         self.mesh, changed = self.mesh.with_endpoint_changes(model, changed_slices)
@@ -130,7 +153,7 @@ class Controller:
             }
             if updates:
                 snapshots[group] = snap.patched(ENDPOINT, updates)
-        await self.cache.publish(snapshots, check=False)
+        return len(await self.cache.publish(snapshots, check=False))
 
     def _build(self, params: SidecarParams) -> Snapshot:
         assert self.mesh is not None
@@ -157,20 +180,29 @@ class Controller:
         return self.mesh.statuses if self.mesh else ()
 
 
-def _endpoint_only_change(old: Model | None, new: Model) -> set[ObjectKey] | None:
-    """The EndpointSlices that changed, if nothing else did; else None (a full translation is needed).
-
-    A delta from the source is trusted when it is relative to ``old``; otherwise objects are compared,
-    identity before equality, so a source that keeps unchanged objects makes this cheap."""
+def _small_change(old: Model | None, new: Model) -> tuple[str, set[ObjectKey]] | None:
+    """("endpoints", slices) or ("routes", routes) when only those changed; None when a full translation
+    is needed. A delta from the source is trusted when it is relative to ``old``; otherwise objects are
+    compared, identity before equality, so a source that keeps unchanged objects makes this cheap."""
     if old is None:
         return None
-    if new.delta is not None and new.delta.base_revision == old.revision and old.revision:
-        return set(new.delta.endpoint_slices)
-    for attr in ("services", "pods", "virtual_nodes", "routes", "load_errors"):
-        before, after = getattr(old, attr), getattr(new, attr)
-        if before is not after and before != after:
-            return None
-    before, after = old.endpoint_slices, new.endpoint_slices
-    return {
-        k for k in before.keys() | after.keys() if before.get(k) is not after.get(k) and before.get(k) != after.get(k)
-    }
+    delta = new.delta
+    if delta is not None and old.revision and delta.base_revision == old.revision:
+        slices, routes = set(delta.endpoint_slices), set(delta.routes)
+    else:
+        for attr in ("services", "pods", "virtual_nodes", "load_errors"):
+            before, after = getattr(old, attr), getattr(new, attr)
+            if before is not after and before != after:
+                return None
+        slices = _changed_keys(old.endpoint_slices, new.endpoint_slices)
+        routes = _changed_keys(old.routes, new.routes)
+    if slices and routes:
+        return None
+    return ("routes", routes) if routes else ("endpoints", slices)
+
+
+def _changed_keys(before, after) -> set[ObjectKey]:
+    if before is after:
+        return set()
+    keys = before.keys() | after.keys()
+    return {k for k in keys if before.get(k) is not after.get(k) and before.get(k) != after.get(k)}

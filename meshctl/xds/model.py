@@ -313,10 +313,11 @@ class Model:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelDelta:
-    """A source's account of a change: only these EndpointSlices changed since ``base_revision``.
+    """A source's account of a change: only these EndpointSlices and Routes changed since ``base_revision``.
 
     Event-driven sources (a Kubernetes watch) know this for free; it lets the controller skip comparing
-    every object to find a one-endpoint change. Without it, the controller compares."""
+    every object to find a small change. Without it, the controller compares."""
 
     base_revision: int
-    endpoint_slices: frozenset[ObjectKey]
+    endpoint_slices: frozenset[ObjectKey] = frozenset()
+    routes: frozenset[ObjectKey] = frozenset()

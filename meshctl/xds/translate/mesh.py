@@ -44,7 +44,8 @@ class MeshIR:
     clusters: Mapping[str, ClusterIR]  # one per VirtualNode listener, as its callers see it
     endpoint_index: EndpointIndex
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]  # in evaluation order
-    statuses: tuple[ObjectStatus, ...]
+    route_placement: Mapping[ObjectKey, _Placement]  # each served Route: its Service and sort position
+    status_by_key: Mapping[ObjectKey, ObjectStatus]
     accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
     load_errors: tuple[str, ...] = ()
 
@@ -52,12 +53,81 @@ class MeshIR:
     def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
         return self.endpoint_index.endpoints
 
+    @property
+    def statuses(self) -> tuple[ObjectStatus, ...]:
+        """VirtualNodes, then Routes, each sorted by namespace and name."""
+        return tuple(sorted(self.status_by_key.values(), key=lambda st: (st.key.kind != "VirtualNode", st.key)))
+
     def with_endpoint_changes(self, model: Model, changed_slices: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
         """This mesh after only EndpointSlices changed: cost proportional to the change."""
         index, changed = update_endpoints(
             self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed_slices
         )
         return replace(self, endpoint_index=index), changed
+
+    def with_route_changes(
+        self, model: Model, changed_routes: set[ObjectKey], last_accepted: Mapping[ObjectKey, VirtualNode | Route]
+    ) -> tuple[MeshIR, set[ObjectKey]]:
+        """This mesh after only Routes changed; returns it and the Services whose routes changed."""
+        placement, statuses, accepted = dict(self.route_placement), dict(self.status_by_key), dict(self.accepted)
+        affected: set[ObjectKey] = set()
+        for key in changed_routes:
+            old = placement.pop(key, None)
+            if old is not None:
+                affected.add(old.service)
+            statuses.pop(key, None)
+            accepted.pop(key, None)
+            route = model.routes.get(key)
+            if route is None:
+                continue
+            served, ir, status = _choose_route(route, last_accepted.get(key), model, self.virtual_nodes)
+            statuses[key] = status
+            if served is not None and ir is not None:
+                accepted[key] = served
+                placement[key] = _place(key, served, ir)
+                affected.add(placement[key].service)
+        routes_by_service = dict(self.routes_by_service)
+        for svc in affected:
+            # Keep the routes of this Service that did not change, add the changed ones, sort again.
+            kept = [
+                placement[_route_key(r)] for r in routes_by_service.pop(svc, ()) if _route_key(r) not in changed_routes
+            ]
+            new = [placement[k] for k in changed_routes if k in placement and placement[k].service == svc]
+            ordered = tuple(p.ir for p in sorted(kept + new, key=lambda p: (p.rank, p.name)))
+            if ordered:
+                routes_by_service[svc] = ordered
+        mesh = replace(
+            self,
+            routes_by_service=routes_by_service,
+            route_placement=placement,
+            status_by_key=statuses,
+            accepted=accepted,
+        )
+        return mesh, affected
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    service: ObjectKey
+    rank: int
+    name: str
+    ir: RouteIR
+
+
+def _place(key: ObjectKey, route: Route, ir: RouteIR) -> _Placement:
+    assert route.spec is not None
+    priority = route.spec.priority
+    return _Placement(
+        ObjectKey("Service", key.namespace, route.spec.service),
+        _UNSET_PRIORITY if priority is None else priority,
+        key.name,
+        ir,
+    )
+
+
+def _route_key(ir: RouteIR) -> ObjectKey:
+    namespace, _, name = ir.name.partition("/")
+    return ObjectKey("Route", namespace, name)
 
 
 def translate_mesh(
@@ -85,25 +155,28 @@ def translate_mesh(
     else:
         endpoint_index = index_endpoints(nodes, model.endpoint_slices, model.pods)
 
-    routes: dict[ObjectKey, list[tuple[int, str, RouteIR]]] = {}
+    placement: dict[ObjectKey, _Placement] = {}
     for key in sorted(model.routes):
         route = model.routes[key]
         served_route, route_ir, status = _choose_route(route, fallback.get(key), model, nodes)
         statuses.append(status)
-        if served_route is not None and route_ir is not None and served_route.spec is not None:
+        if served_route is not None and route_ir is not None:
             accepted[key] = served_route
-            svc = ObjectKey("Service", key.namespace, served_route.spec.service)
-            priority = served_route.spec.priority
-            rank = _UNSET_PRIORITY if priority is None else priority
-            routes.setdefault(svc, []).append((rank, key.name, route_ir))
+            placement[key] = _place(key, served_route, route_ir)
+    by_service: dict[ObjectKey, list[_Placement]] = {}
+    for p in placement.values():
+        by_service.setdefault(p.service, []).append(p)
 
     return MeshIR(
         virtual_nodes=nodes,
         services={ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()},
         clusters=clusters,
         endpoint_index=endpoint_index,
-        routes_by_service={svc: tuple(r for *_, r in sorted(rs, key=lambda t: t[:2])) for svc, rs in routes.items()},
-        statuses=tuple(statuses),
+        routes_by_service={
+            svc: tuple(p.ir for p in sorted(ps, key=lambda p: (p.rank, p.name))) for svc, ps in by_service.items()
+        },
+        route_placement=placement,
+        status_by_key={st.key: st for st in statuses},
         accepted=accepted,
         load_errors=model.load_errors,
     )
