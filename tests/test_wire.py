@@ -27,3 +27,27 @@ def test_spliced_response_equals_protobuf_encoding() -> None:
 def test_empty_response() -> None:
     resp = DiscoveryResponse.FromString(encode_discovery_response("", CLUSTER, "1", []))
     assert (resp.version_info, resp.type_url, resp.nonce, len(resp.resources)) == ("", CLUSTER, "1", 0)
+
+
+def test_spliced_route_configuration_is_byte_identical() -> None:
+    from meshctl.xds.cache.wire import encode_route_configuration
+    from meshctl.xds.envoy.route import build_route_configuration, build_virtual_host
+    from meshctl.xds.model import HttpMatch
+    from meshctl.xds.translate.ir import RouteIR, VirtualHostIR, WeightedClusterIR
+
+    hosts = tuple(
+        VirtualHostIR(
+            name=f"ns/svc-{i}",
+            domains=(f"svc-{i}.ns", f"svc-{i}.ns:80"),
+            routes=(
+                RouteIR(
+                    name=f"ns/r{i}", match=HttpMatch(prefix="/"), clusters=(WeightedClusterIR(cluster="c", weight=1),)
+                ),
+            ),
+        )
+        for i in range(40)
+    )
+    spliced = encode_route_configuration(
+        "outbound", [build_virtual_host(h).SerializeToString(deterministic=True) for h in hosts]
+    )
+    assert spliced == build_route_configuration("outbound", hosts).SerializeToString(deterministic=True)

@@ -157,7 +157,7 @@ class Controller:
 
     def _build(self, params: SidecarParams) -> Snapshot:
         assert self.mesh is not None
-        return self._builder.build(translate_sidecar(self.mesh, params))
+        return self._builder.build(translate_sidecar(self.mesh, params), self.cache.get(params.group))
 
     async def attach(self, params: SidecarParams) -> str:
         """A proxy connected: make sure its group has a snapshot (if the mesh is loaded)."""

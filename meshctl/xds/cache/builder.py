@@ -7,30 +7,31 @@ that share a cluster share its bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from meshctl.xds.cache.resource import CachedResource
 from meshctl.xds.cache.snapshot import Snapshot
+from meshctl.xds.cache.wire import encode_route_configuration
 from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
 from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener
-from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.envoy.route import build_virtual_host
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.translate.ir import ClusterIR, EndpointIR, SidecarIR
+from meshctl.xds.translate.ir import ClusterIR, EndpointIR, SidecarIR, VirtualHostIR
 
 __all__ = ["SnapshotBuilder"]
 
 
 class SnapshotBuilder:
     def __init__(self) -> None:
-        self._memo: dict[Hashable, CachedResource] = {}
-        self._previous: dict[Hashable, CachedResource] = {}
+        self._memo: dict[Hashable, Any] = {}  # CachedResources, and serialized virtual hosts
+        self._previous: dict[Hashable, Any] = {}
 
     def start_generation(self) -> None:
         """Call once per model change: entries not used since the last call are dropped afterwards."""
         self._previous, self._memo = self._memo, {}
 
-    def _get(self, key: Hashable, make: Callable[[], CachedResource]) -> CachedResource:
+    def _get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         found = self._memo.get(key)
         if found is None:
             found = self._previous.get(key) or make()
@@ -44,7 +45,18 @@ class SnapshotBuilder:
             lambda: CachedResource(ENDPOINT, cluster.name, build_load_assignment(cluster.name, endpoints, hc_port)),
         )
 
-    def build(self, ir: SidecarIR) -> Snapshot:
+    def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
+        """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
+        re-encodes one host, not every host of every group that calls the Service."""
+
+        def make() -> CachedResource:
+            hosts = [self._get(("vhost", vh), lambda vh=vh: _host_bytes(vh)) for vh in virtual_hosts]
+            refs = {(CLUSTER, wc.cluster) for vh in virtual_hosts for r in vh.routes for wc in r.clusters}
+            return CachedResource(ROUTE, name, value=encode_route_configuration(name, hosts), references=refs)
+
+        return self._get((ROUTE, name, virtual_hosts), make)
+
+    def build(self, ir: SidecarIR, previous: Snapshot | None = None) -> Snapshot:
         resources: dict[str, dict[str, CachedResource]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
 
         def put(type_url: str, key: Hashable, name: str, make: Callable[[], Any], refs=()) -> None:
@@ -63,14 +75,7 @@ class SnapshotBuilder:
                 lambda: build_outbound_listener(ir.outbound),
                 ((ROUTE, ir.outbound.route_config_name),),
             )
-            route_refs = {(CLUSTER, wc.cluster) for vh in ir.virtual_hosts for r in vh.routes for wc in r.clusters}
-            put(
-                ROUTE,
-                (ir.route_config_name, ir.virtual_hosts),
-                ir.route_config_name,
-                lambda: build_route_configuration(ir.route_config_name, ir.virtual_hosts),
-                route_refs,
-            )
+            resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
         for inbound in ir.inbound:
             put(
                 LISTENER,
@@ -79,4 +84,20 @@ class SnapshotBuilder:
                 lambda i=inbound: build_inbound_listener(i),
                 ((CLUSTER, inbound.cluster),),
             )
-        return Snapshot(ir.params.group, resources)
+        if previous is None:
+            return Snapshot(ir.params.group, resources)
+        # Types whose resources are the very same objects as before keep their map and version: a Route
+        # change then costs one RDS version computation, not a hash over every cluster and endpoint.
+        kept: dict[str, Mapping[str, CachedResource]] = {}
+        versions: dict[str, str] = {}
+        for type_url, built in resources.items():
+            old = previous.resources[type_url]
+            if len(old) == len(built) and all(old.get(n) is r for n, r in built.items()):
+                kept[type_url], versions[type_url] = old, previous.version(type_url)
+            else:
+                kept[type_url] = built
+        return Snapshot(ir.params.group, kept, versions=versions)
+
+
+def _host_bytes(vh: VirtualHostIR) -> bytes:
+    return build_virtual_host(vh).SerializeToString(deterministic=True)

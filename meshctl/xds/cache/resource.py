@@ -5,50 +5,70 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from meshctl.xds.cache.wire import encode_any, encode_delta_resource
+from meshctl.xds.cache.wire import encode_any
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 __all__ = ["CachedResource", "replace_in_version", "set_version"]
 
+_MESSAGE_TYPES: dict[str, type[Message]] = {
+    CLUSTER: Cluster,
+    ENDPOINT: ClusterLoadAssignment,
+    LISTENER: Listener,
+    ROUTE: RouteConfiguration,
+}
+
 
 class CachedResource:
-    """One resource of one type. ``references`` names what it points at: ``(type_url, name)`` pairs."""
+    """One resource of one type. ``references`` names what it points at: ``(type_url, name)`` pairs.
 
-    __slots__ = (
-        "_any_bytes",
-        "_delta_bytes",
-        "_version",
-        "message",
-        "name",
-        "references",
-        "serializations",
-        "type_url",
-    )
+    Built from a protobuf message, or directly from its serialized bytes (``value``). Once serialized the
+    message is dropped: at 10,000 services the messages would double the memory, and only the admin
+    API and tests look at them, so ``message`` parses the bytes again on demand.
+    """
 
-    def __init__(self, type_url: str, name: str, message: Message, references: Iterable[tuple[str, str]] = ()) -> None:
+    __slots__ = ("_any_bytes", "_message", "_value", "_version", "name", "references", "serializations", "type_url")
+
+    def __init__(
+        self,
+        type_url: str,
+        name: str,
+        message: Message | None = None,
+        references: Iterable[tuple[str, str]] = (),
+        *,
+        value: bytes | None = None,
+    ) -> None:
+        if (message is None) == (value is None):
+            raise ValueError("give exactly one of message and value")
         self.type_url = type_url
         self.name = name
-        self.message = message
         self.references = frozenset(references)
         self.serializations = 0  # observable proof that bytes are built once, however many streams send them
+        self._message = message
+        self._value = value
         self._any_bytes: bytes | None = None
         self._version: str | None = None
-        self._delta_bytes: bytes | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is not None:
+            return self._message
+        return _MESSAGE_TYPES[self.type_url].FromString(any_pb2.Any.FromString(self.any_bytes).value)
 
     @property
     def any_bytes(self) -> bytes:
         if self._any_bytes is None:
             self.serializations += 1
-            self._any_bytes = encode_any(self.type_url, self.message.SerializeToString(deterministic=True))
+            value = self._value if self._value is not None else self._message.SerializeToString(deterministic=True)
+            self._any_bytes = encode_any(self.type_url, value)
+            self._message = self._value = None
         return self._any_bytes
-
-    @property
-    def delta_bytes(self) -> bytes:
-        """The resource as a delta ``Resource`` entry (name, version, Any), also built once."""
-        if self._delta_bytes is None:
-            self._delta_bytes = encode_delta_resource(self.name, self.version, self.any_bytes)
-        return self._delta_bytes
 
     @property
     def version(self) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from meshctl.xds.cache.resource import CachedResource, replace_in_version, set_version
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
+from meshctl.xds.envoy.types import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
 
 __all__ = ["Snapshot"]
 
@@ -60,9 +60,8 @@ class Snapshot:
                 for ref_type, ref_name in sorted(res.references):
                     if ref_name not in self.resources[ref_type]:
                         problems.append(f"{res.name} references missing {ref_type.rsplit('.', 1)[-1]} {ref_name}")
-        for name, cluster in self.resources[CLUSTER].items():
-            if cluster.message.HasField("eds_cluster_config") and name not in self.resources[ENDPOINT]:  # type: ignore[attr-defined]
-                problems.append(f"cluster {name} has no endpoints resource")
+        # (An EDS cluster references its endpoints resource, so the loop above covers that too.)
+
         return problems
 
 

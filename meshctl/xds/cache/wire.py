@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["encode_any", "encode_delta_discovery_response", "encode_delta_resource", "encode_discovery_response"]
+__all__ = [
+    "encode_any",
+    "encode_delta_discovery_response",
+    "encode_delta_resource",
+    "encode_discovery_response",
+    "encode_route_configuration",
+]
 
 # Field tags: (field_number << 3) | wire type 2 (length-delimited).
 _ANY_TYPE_URL, _ANY_VALUE = 0x0A, 0x12
@@ -63,3 +69,9 @@ def encode_delta_discovery_response(
     parts.append(_field(_DELTA_NONCE, nonce.encode()))
     parts.extend(_field(_DELTA_REMOVED, name.encode()) for name in removed)
     return b"".join(parts)
+
+
+def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes]) -> bytes:
+    """``RouteConfiguration{name = 1, virtual_hosts = 2}`` from already serialized VirtualHosts: the bytes
+    protobuf itself would write (fields in number order), without rebuilding unchanged hosts."""
+    return _field(0x0A, name.encode()) + b"".join(_field(0x12, vh) for vh in virtual_hosts)

@@ -13,7 +13,7 @@ from meshctl.xds.envoy.common import duration_ms, uint32
 from meshctl.xds.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
 from meshctl.xds.translate.ir import RouteIR, VirtualHostIR
 
-__all__ = ["RETRY_ON", "build_route_configuration"]
+__all__ = ["RETRY_ON", "build_route_configuration", "build_virtual_host"]
 
 # App Mesh retry events -> Envoy retry_on conditions (App Mesh documents the same mapping).
 RETRY_ON = {
@@ -27,11 +27,14 @@ RETRY_ON = {
 
 def build_route_configuration(name: str, virtual_hosts: Iterable[VirtualHostIR]) -> route_pb2.RouteConfiguration:
     config = route_pb2.RouteConfiguration(name=name)
-    for vh in virtual_hosts:
-        host = config.virtual_hosts.add(name=vh.name, domains=vh.domains)
-        for route in vh.routes:
-            host.routes.append(build_route(route))
+    config.virtual_hosts.extend(build_virtual_host(vh) for vh in virtual_hosts)
     return config
+
+
+def build_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:
+    host = rc.VirtualHost(name=vh.name, domains=vh.domains)
+    host.routes.extend(build_route(route) for route in vh.routes)
+    return host
 
 
 def build_route(ir: RouteIR) -> rc.Route:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from meshctl.xds.cache import CachedResource, Snapshot, set_version
-from meshctl.xds.cache.wire import encode_delta_discovery_response, encode_discovery_response
+from meshctl.xds.cache.wire import encode_delta_discovery_response, encode_delta_resource, encode_discovery_response
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
 
 __all__ = ["Rejection", "StreamState", "TypeState"]
@@ -173,7 +173,9 @@ class StreamState:
         st.sent, st.sent_version, st.inflight, st.ever_sent = desired, version, True, True
         st.last_sent = (len(payload), len(removed))
         if self.delta:
-            resources = [payload[name].delta_bytes for name in sorted(payload)]
+            # Each entry wraps the shared Any bytes; building it here costs one copy, which the final
+            # join makes anyway, and keeps no second copy of every resource in memory.
+            resources = [encode_delta_resource(n, payload[n].version, payload[n].any_bytes) for n in sorted(payload)]
             return encode_delta_discovery_response(version, type_url, st.nonce, resources, removed)
         ordered = [payload[name].any_bytes for name in sorted(payload)]
         return encode_discovery_response(version, type_url, st.nonce, ordered)
