@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import resource
 import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench import meshgen
@@ -154,11 +156,18 @@ async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
     return rows
 
 
+def _one(n: int, streams: int, delta: bool, changes: int) -> list:
+    return asyncio.run(_run(n, streams, delta, changes))
+
+
 def run(sizes: tuple[int, ...] = (1_000, 10_000), streams: int = 1000, changes: int = 10) -> str:
     rows = []
+    # Each configuration in a fresh process, so its RSS is its own (freed memory is rarely returned to the OS).
+    context = multiprocessing.get_context("spawn")
     for n in sizes:
         for delta in (False, True):
-            rows += asyncio.run(_run(n, streams, delta, changes))
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                rows += pool.submit(_one, n, streams, delta, changes).result()
     headers = [
         "services",
         "streams",
