@@ -10,8 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from meshctl.proxy import EnvoyProcess, free_port
-from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
 
 
 class Processes:
@@ -21,9 +20,7 @@ class Processes:
         self.envoys: list[EnvoyProcess] = []
 
     async def spawn(self, *args: str, log: str) -> asyncio.subprocess.Process:
-        out = open(self.workdir / log, "wb")  # noqa: SIM115 - handed to the child
-        proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
-        out.close()
+        proc = await spawn_logged(*args, log_path=self.workdir / log)
         self.children.append(proc)
         return proc
 
@@ -55,18 +52,7 @@ class Processes:
         self, xds_port: int, virtual_node: str, node_id: str, delta: bool = False, egress: int | None = None
     ) -> tuple[EnvoyProcess, int]:
         egress = egress or free_port()
-        boot = render_bootstrap(
-            BootstrapOptions(
-                node_id=node_id,
-                virtual_node=virtual_node,
-                xds_port=xds_port,
-                admin_port=0,
-                egress_port=egress,
-                bind_address="127.0.0.1",
-                delta=delta,
-            )
-        )
-        envoy = EnvoyProcess(boot, name=node_id.replace("/", "-"))
+        envoy = loopback_sidecar(xds_port, virtual_node, node_id, egress_port=egress, delta=delta)
         await envoy.start()
         self.envoys.append(envoy)
         return envoy, egress

@@ -12,7 +12,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-__all__ = ["EnvoyProcess", "envoy_binary", "free_port"]
+__all__ = ["EnvoyProcess", "envoy_binary", "free_port", "loopback_sidecar", "spawn_logged"]
 
 
 def envoy_binary() -> Path:
@@ -116,3 +116,35 @@ class EnvoyProcess:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+
+def loopback_sidecar(
+    xds_port: int,
+    virtual_node: str,
+    node_id: str,
+    *,
+    egress_port: int,
+    ingress_port: int | None = None,
+    delta: bool = False,
+    log_path: Path | None = None,
+) -> EnvoyProcess:
+    """An Envoy sidecar for ``virtual_node`` whose listeners bind 127.0.0.1 (demo, tests, benchmarks)."""
+    from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+
+    options = BootstrapOptions(
+        node_id=node_id,
+        virtual_node=virtual_node,
+        xds_port=xds_port,
+        admin_port=0,
+        egress_port=egress_port,
+        ingress_port=ingress_port,
+        bind_address="127.0.0.1",
+        delta=delta,
+    )
+    return EnvoyProcess(render_bootstrap(options), name=node_id.replace("/", "-"), log_path=log_path)
+
+
+async def spawn_logged(*args: str, log_path: Path) -> asyncio.subprocess.Process:
+    """A child process with stdout and stderr appended to ``log_path`` and no stdin."""
+    with open(log_path, "ab") as log:
+        return await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL)

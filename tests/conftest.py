@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from meshctl.proxy import EnvoyProcess, free_port
+from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar
 from meshctl.sample_app import Behavior, start_app
-from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 from meshctl.xds.plane import ControlPlane
 
 
@@ -53,6 +52,7 @@ class Mesh:
         self.dir = directory
         self.plane = ControlPlane.from_manifests(directory)
         self.apps: dict[str, Behavior] = {}
+        self.ports: dict[str, int] = {}
         self._runners: list = []
         self._envoys: list[EnvoyProcess] = []
         self.session: aiohttp.ClientSession | None = None
@@ -69,23 +69,19 @@ class Mesh:
         b = Behavior(name=name, **behavior)
         self._runners.append(await start_app(b, port, host))
         self.apps[name] = b
+        self.ports[name] = port
         return b, port
 
     async def sidecar(self, virtual_node: str, node_id: str | None = None, *, delta: bool = False) -> Sidecar:
         egress, ingress = free_port(), free_port()
-        boot = render_bootstrap(
-            BootstrapOptions(
-                node_id=node_id or f"{virtual_node}/pod-{len(self._envoys)}",
-                virtual_node=virtual_node,
-                xds_port=self.plane.xds_port,
-                admin_port=0,
-                egress_port=egress,
-                ingress_port=ingress,
-                bind_address="127.0.0.1",
-                delta=delta,
-            )
+        envoy = loopback_sidecar(
+            self.plane.xds_port,
+            virtual_node,
+            node_id or f"{virtual_node}/pod-{len(self._envoys)}",
+            egress_port=egress,
+            ingress_port=ingress,
+            delta=delta,
         )
-        envoy = EnvoyProcess(boot, name=virtual_node.replace("/", "-"))
         await envoy.start()
         self._envoys.append(envoy)
         return Sidecar(envoy, egress, ingress)

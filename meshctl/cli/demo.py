@@ -20,8 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from meshctl.proxy import EnvoyProcess, free_port
-from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
 
 __all__ = ["run_demo"]
 
@@ -69,9 +68,7 @@ class _Demo:
         self.errors_during_shift = 0
 
     async def _spawn(self, *args: str, log: str) -> asyncio.subprocess.Process:
-        out = open(self.workdir / log, "wb")  # noqa: SIM115 - handed to the child
-        proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
-        out.close()
+        proc = await spawn_logged(*args, log_path=self.workdir / log)
         self.children.append(proc)
         return proc
 
@@ -116,16 +113,13 @@ class _Demo:
         for port in APP_PORTS.values():
             await self._wait_http(f"http://127.0.0.1:{port}/")
         await self._wait_http(self.admin + "/readyz")
-        bootstrap = render_bootstrap(
-            BootstrapOptions(
-                node_id="demo/frontend/demo-pod",
-                xds_port=self.xds_port,
-                admin_port=0,
-                egress_port=self.egress,
-                bind_address="127.0.0.1",
-            )
+        self.envoy = loopback_sidecar(
+            self.xds_port,
+            "demo/frontend",
+            "demo/frontend/demo-pod",
+            egress_port=self.egress,
+            log_path=self.workdir / "envoy.log",
         )
-        self.envoy = EnvoyProcess(bootstrap, name="frontend", log_path=self.workdir / "envoy.log")
         await self.envoy.start()
         await self._wait_http(f"http://127.0.0.1:{self.egress}/", headers={"Host": HOST})
         _say("  reviews v1       python -m meshctl.sample_app   http://127.0.0.1:18081")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, ROUTE
 from tests.conftest import Mesh, eventually
-from tests.e2e.test_traffic import LoadClient, share
+from tests.e2e.test_traffic import LoadClient, basic_mesh, share
 from tests.manifests import route, service, virtual_node, workload, write
 
 
@@ -25,21 +25,8 @@ async def converged(m: Mesh, type_url: str, old_version: str) -> None:
 
 
 async def test_delta_routing_shift_and_make_before_break(mesh_factory):
-    m: Mesh = await mesh_factory()
-    _, p1 = await m.app("v1")
-    _, p2 = await m.app("v2")
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20}, delta=True)
     _, p3 = await m.app("v3")
-    write(
-        m.dir / "w.yaml",
-        service("reviews"),
-        workload("reviews", "v1", p1),
-        workload("reviews", "v2", p2),
-        virtual_node("frontend", backends=["reviews"]),
-    )
-    write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 80, "reviews-v2": 20}))
-    await m.start()
-    sidecar = await m.sidecar("demo/frontend", delta=True)
-    await m.wait_routable(sidecar, "reviews")
     counts = await m.split(sidecar, "reviews", 2000)
     assert 77 <= share(counts, "v1") <= 83, counts
 
@@ -52,7 +39,7 @@ async def test_delta_routing_shift_and_make_before_break(mesh_factory):
     assert 47 <= share(counts, "v1") <= 53, counts
 
     # A new version appears and the old ones go, twice: clusters come before routes and leave after.
-    ports = {"v1": p1, "v3": p3}
+    ports = {"v1": m.ports["v1"], "v3": p3}
     for target in ("v3", "v1"):
         old = m.plane.cache.get(stream_of(m).group).version(CLUSTER)
         write(m.dir / "v3.yaml", workload("reviews", "v3", p3))

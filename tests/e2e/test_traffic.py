@@ -13,7 +13,9 @@ from tests.conftest import Mesh, Sidecar, eventually
 from tests.manifests import route, service, virtual_node, workload, write
 
 
-async def basic_mesh(mesh_factory, weights: dict[str, int], **route_http) -> tuple[Mesh, Sidecar]:
+async def basic_mesh(
+    mesh_factory, weights: dict[str, int], *, delta: bool = False, **route_http
+) -> tuple[Mesh, Sidecar]:
     m: Mesh = await mesh_factory()
     _, p1 = await m.app("v1")
     _, p2 = await m.app("v2")
@@ -26,7 +28,7 @@ async def basic_mesh(mesh_factory, weights: dict[str, int], **route_http) -> tup
     )
     write(m.dir / "route.yaml", route("reviews", "reviews", weights, **route_http))
     await m.start()
-    sidecar = await m.sidecar("demo/frontend")
+    sidecar = await m.sidecar("demo/frontend", delta=delta)
     await m.wait_routable(sidecar, "reviews")
     return m, sidecar
 
