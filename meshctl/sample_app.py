@@ -23,11 +23,14 @@ class Behavior:
     fail_first: int = 0  # answer the first N requests with 503
     delay: float = 0.0  # seconds before answering
     status: int = 200
+    health_status: int = 200  # what GET /health answers (active health checks)
     seen: Counter[str] = field(default_factory=Counter)  # requests per path
 
 
 def build_app(behavior: Behavior) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
+        if request.path == "/health":
+            return web.Response(status=behavior.health_status, text="health\n")
         behavior.seen[request.path] += 1
         total = sum(behavior.seen.values())
         if behavior.delay:

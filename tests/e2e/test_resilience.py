@@ -1,0 +1,111 @@
+"""Resilience features observed in a real Envoy: outlier ejection, active health checks, zero weights."""
+
+from __future__ import annotations
+
+import collections
+
+from tests.conftest import Mesh, eventually
+from tests.manifests import route, service, virtual_node, workload, write
+
+
+def two_endpoint_workload(port: int, **listener) -> list[dict]:
+    """reviews-v1 with two pods: 127.0.0.1:port and 127.0.0.2:port (same port, two loopback addresses)."""
+    docs = workload("reviews", "v1", port, **listener)
+    pod2 = {**docs[0], "metadata": {**docs[0]["metadata"], "name": "reviews-v1-1"}}
+    docs[1]["endpoints"].append(
+        {
+            "addresses": ["127.0.0.2"],
+            "conditions": {"ready": True},
+            "targetRef": {"kind": "Pod", "name": "reviews-v1-1"},
+        }
+    )
+    return [*docs, pod2]
+
+
+def host_flags(m: Mesh, sidecar, cluster: str) -> dict[str, str]:
+    """Envoy's /clusters view: address -> health_flags, for one cluster."""
+    flags = {}
+    for line in sidecar.envoy.admin_get("/clusters").splitlines():
+        parts = line.split("::")
+        if len(parts) >= 4 and parts[0] == cluster and parts[2] == "health_flags":
+            flags[parts[1]] = parts[3]
+    return flags
+
+
+async def start(m: Mesh, port: int, **listener):
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        two_endpoint_workload(port, **listener),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+    return sidecar
+
+
+async def test_outlier_detection_ejects_a_failing_endpoint(mesh_factory):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("good")
+    await m.app("bad", port=port, host="127.0.0.2", status=503)
+    outlier = {
+        "maxServerErrors": 3,
+        "interval": {"unit": "s", "value": 1},
+        "baseEjectionDuration": {"unit": "s", "value": 60},
+        "maxEjectionPercent": 50,
+    }
+    sidecar = await start(m, port, outlierDetection=outlier)
+    cluster = f"demo/reviews-v1/{port}"
+
+    first = await m.split(sidecar, "reviews", 40, concurrency=1)
+    assert first["good"] >= 30, first
+    # Exactly maxServerErrors consecutive failures reached the bad host (some during the readiness probe), then
+    # Envoy ejected it.
+    assert sum(m.apps["bad"].seen.values()) == 3
+    assert host_flags(m, sidecar, cluster)[f"127.0.0.2:{port}"] == "/failed_outlier_check"
+    assert host_flags(m, sidecar, cluster)[f"127.0.0.1:{port}"] == "healthy"
+    assert await m.split(sidecar, "reviews", 100) == {"good": 100}
+
+
+async def test_active_health_check_keeps_traffic_off_an_unhealthy_endpoint(mesh_factory):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("good")
+    await m.app("sick", port=port, host="127.0.0.2", health_status=503)
+    check = {
+        "protocol": "http",
+        "path": "/health",
+        "intervalMillis": 5000,
+        "timeoutMillis": 2000,
+        "healthyThreshold": 2,
+        "unhealthyThreshold": 2,
+    }
+    sidecar = await start(m, port, healthCheck=check)
+    cluster = f"demo/reviews-v1/{port}"
+
+    def checked() -> bool:
+        flags = host_flags(m, sidecar, cluster)
+        return flags.get(f"127.0.0.2:{port}") == "/failed_active_hc" and flags.get(f"127.0.0.1:{port}") == "healthy"
+
+    await eventually(checked, timeout=15)
+    assert await m.split(sidecar, "reviews", 100) == {"good": 100}
+    assert m.apps["sick"].seen == collections.Counter()  # never received a request, only health checks
+
+
+async def test_three_way_split_and_a_zero_weight_gets_nothing(mesh_factory):
+    m: Mesh = await mesh_factory()
+    ports = {v: (await m.app(v))[1] for v in ("v1", "v2", "v3")}
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        *(workload("reviews", v, p) for v, p in ports.items()),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 50, "reviews-v2": 50, "reviews-v3": 0}),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+    counts = await m.split(sidecar, "reviews", 1000)
+    assert counts["v3"] == 0 and m.apps["v3"].seen == collections.Counter(), counts
+    assert 45 <= counts["v1"] / 10 <= 55, counts
