@@ -89,7 +89,7 @@ ROUTE_CASES = [
         [
             "spec.httpRoute.retryPolicy.httpRetryEvents: unknown event(s) teapot; allowed: server-error, gateway-error, "
             "client-error, stream-error",
-            "spec.httpRoute.retryPolicy: must set httpRetryEvents or tcpRetryEvents",
+            "spec.httpRoute.retryPolicy: must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents",
         ],
     ),
     (
@@ -120,6 +120,58 @@ def test_route_validation(case: str, change: dict, expected: list[str]) -> None:
     if raw_targets:
         doc["spec"]["httpRoute"]["action"]["weightedTargets"] = raw_targets
     assert errors_of(doc) == expected
+
+
+GRPC_CASES = [
+    (
+        "method-without-service",
+        {"match": {"methodName": "Say"}},
+        ["spec.grpcRoute.match.methodName: requires serviceName"],
+    ),
+    (
+        "service-with-slash",
+        {"match": {"serviceName": "a/b"}},
+        ["spec.grpcRoute.match.serviceName: must be a non-empty name without '/', got 'a/b'"],
+    ),
+    (
+        "unknown-grpc-event",
+        {"retryPolicy": {"grpcRetryEvents": ["aborted"], "maxRetries": 1}},
+        [
+            "spec.grpcRoute.retryPolicy.grpcRetryEvents: unknown event(s) aborted; allowed: cancelled, deadline-exceeded, internal, resource-exhausted, unavailable",
+            "spec.grpcRoute.retryPolicy: must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "grpc_route", "expected"), GRPC_CASES, ids=[c[0] for c in GRPC_CASES])
+def test_grpc_route_validation(case: str, grpc_route: dict, expected: list[str]) -> None:
+    doc = route("r", "svc", {"a": 100})
+    doc["spec"]["grpcRoute"] = {"action": doc["spec"].pop("httpRoute")["action"], **grpc_route}
+    assert errors_of(doc) == expected
+
+
+def test_route_needs_exactly_one_of_http_and_grpc() -> None:
+    doc = route("r", "svc", {"a": 100})
+    doc["spec"]["grpcRoute"] = {"action": doc["spec"]["httpRoute"]["action"]}
+    assert errors_of(doc) == ["spec: must set exactly one of httpRoute, grpcRoute"]
+
+
+def test_grpc_route_becomes_an_http2_route() -> None:
+    doc = route("r", "svc", {"a": 100})
+    action = doc["spec"].pop("httpRoute")["action"]
+    doc["spec"]["grpcRoute"] = {
+        "match": {
+            "serviceName": "demo.Echo",
+            "methodName": "Say",
+            "metadata": [{"name": "X-Tenant", "match": {"exact": "beta"}}],
+        },
+        "action": action,
+    }
+    spec = parse_document(doc).spec
+    assert spec.grpc
+    match = spec.http_route.match
+    assert (match.path_exact, match.grpc, match.headers[0].name) == ("/demo.Echo/Say", True, "x-tenant")
 
 
 def test_valid_route_has_no_errors() -> None:

@@ -249,6 +249,7 @@ class HttpMatch:
     method: str | None = None
     headers: tuple[HeaderMatch, ...] = ()
     query_parameters: tuple[QueryParameterMatch, ...] = ()
+    grpc: bool = False  # only gRPC requests (content-type application/grpc): set for every grpcRoute
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +264,7 @@ class WeightedTarget:
 class RetryPolicy:
     http_retry_events: tuple[str, ...] = ()
     tcp_retry_events: tuple[str, ...] = ()
+    grpc_retry_events: tuple[str, ...] = ()
     max_retries: int = 1
     per_retry_timeout_ms: int | None = None
 
@@ -278,7 +280,8 @@ class HttpRoute:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSpec:
     service: str  # the Kubernetes Service (virtual service) the Route is attached to, same namespace
-    http_route: HttpRoute
+    http_route: HttpRoute  # an httpRoute, or a grpcRoute expressed as the HTTP/2 route it is
+    grpc: bool = False  # written as a grpcRoute: its targets must speak HTTP/2 (grpc or http2 listeners)
     priority: int | None = None  # 0 is evaluated first; unset routes come after every set one
 
 

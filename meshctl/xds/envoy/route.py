@@ -62,6 +62,8 @@ def _match(m: HttpMatch) -> rc.RouteMatch:
         match.path = m.path_exact
     elif m.path_regex is not None:
         match.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=m.path_regex))
+    if m.grpc:
+        match.grpc.CopyFrom(rc.RouteMatch.GrpcRouteMatchOptions())
     if m.method is not None:
         match.headers.append(rc.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact=m.method)))
     for header in m.headers:
@@ -92,7 +94,8 @@ def _header(h: HeaderMatch) -> rc.HeaderMatcher:
 
 
 def _retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
-    events = [RETRY_ON[e] for e in (*p.http_retry_events, *p.tcp_retry_events)]
+    # gRPC events are Envoy retry_on conditions under the same names.
+    events = [RETRY_ON[e] for e in (*p.http_retry_events, *p.tcp_retry_events)] + list(p.grpc_retry_events)
     policy = rc.RetryPolicy(retry_on=",".join(events), num_retries=uint32(p.max_retries))
     if p.per_retry_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(duration_ms(p.per_retry_timeout_ms))

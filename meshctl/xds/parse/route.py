@@ -19,10 +19,11 @@ from meshctl.xds.model import (
 from meshctl.xds.parse.fields import Fields
 from meshctl.xds.parse.virtualnode import parse_timeout
 
-__all__ = ["HTTP_RETRY_EVENTS", "TCP_RETRY_EVENTS", "parse_route_spec"]
+__all__ = ["GRPC_RETRY_EVENTS", "HTTP_RETRY_EVENTS", "TCP_RETRY_EVENTS", "parse_route_spec"]
 
 HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
 TCP_RETRY_EVENTS = ("connection-error",)
+GRPC_RETRY_EVENTS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 _METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 _STRING_MATCH_KINDS = ("exact", "prefix", "suffix", "regex", "range")
 
@@ -35,11 +36,14 @@ def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[
     if ref and ref.has("namespace") and ref.raw("namespace") != namespace:
         ref.error("namespace", "a Route attaches only to a Service in its own namespace")
     priority = f.integer("priority", minimum=0, maximum=1000)
-    hf = f.obj("httpRoute", required=True)
-    http = _http_route(hf, namespace) if hf else None
+    if f.has("httpRoute") == f.has("grpcRoute"):
+        f.error("", "must set exactly one of httpRoute, grpcRoute")
+        return None, errors
+    hf, gf = f.obj("httpRoute"), f.obj("grpcRoute")
+    http = _http_route(hf, namespace) if hf else _grpc_route(gf, namespace) if gf else None
     if errors or service is None or http is None:
         return None, errors
-    return RouteSpec(service=service, http_route=http, priority=priority), errors
+    return RouteSpec(service=service, http_route=http, priority=priority, grpc=gf is not None), errors
 
 
 def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
@@ -53,6 +57,38 @@ def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
     if match is None or not targets:
         return None
     return HttpRoute(match=match, weighted_targets=targets, retry_policy=retry, timeout=timeout)
+
+
+def _grpc_route(f: Fields, namespace: str) -> HttpRoute | None:
+    """App Mesh grpcRoute -> the HTTP/2 route it is: /{serviceName}/{methodName}, metadata as headers."""
+    mf = f.obj("match")
+    match = _grpc_match(mf) if mf else HttpMatch(prefix="/", grpc=True)
+    af = f.obj("action", required=True)
+    targets = _weighted_targets(af, namespace) if af else ()
+    retry = _retry_policy(f.obj("retryPolicy"))
+    tf = f.obj("timeout")
+    timeout = parse_timeout(tf) if tf else None
+    if match is None or not targets:
+        return None
+    return HttpRoute(match=match, weighted_targets=targets, retry_policy=retry, timeout=timeout)
+
+
+def _grpc_match(f: Fields) -> HttpMatch | None:
+    service = f.string("serviceName")
+    method = f.string("methodName")
+    if method is not None and service is None:
+        f.error("methodName", "requires serviceName")
+        return None
+    for key, value in (("serviceName", service), ("methodName", method)):
+        if value is not None and (not value or "/" in value):
+            f.error(key, f"must be a non-empty name without '/', got {value!r}")
+            return None
+    headers = tuple(h for hf in f.objects("metadata") if (h := _header(hf)))
+    if service is None:
+        return HttpMatch(prefix="/", headers=headers, grpc=True)
+    if method is None:
+        return HttpMatch(prefix=f"/{service}/", headers=headers, grpc=True)
+    return HttpMatch(path_exact=f"/{service}/{method}", headers=headers, grpc=True)
 
 
 def _http_match(f: Fields) -> HttpMatch | None:
@@ -142,13 +178,15 @@ def _retry_policy(f: Fields | None) -> RetryPolicy | None:
         return None
     http = _events(f, "httpRetryEvents", HTTP_RETRY_EVENTS)
     tcp = _events(f, "tcpRetryEvents", TCP_RETRY_EVENTS)
-    if not http and not tcp:
-        f.error("", "must set httpRetryEvents or tcpRetryEvents")
+    grpc = _events(f, "grpcRetryEvents", GRPC_RETRY_EVENTS)
+    if not http and not tcp and not grpc:
+        f.error("", "must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents")
     max_retries = f.integer("maxRetries", required=True, minimum=0, maximum=10)
     per_retry = f.duration_ms("perRetryTimeout", positive=True)
     return RetryPolicy(
         http_retry_events=http,
         tcp_retry_events=tcp,
+        grpc_retry_events=grpc,
         max_retries=max_retries if max_retries is not None else 1,
         per_retry_timeout_ms=per_retry,
     )

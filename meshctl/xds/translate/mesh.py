@@ -254,7 +254,7 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
     http = spec.http_route
     weighted: list[WeightedClusterIR] = []
     for i, target in enumerate(http.weighted_targets):
-        path = f"spec.httpRoute.action.weightedTargets[{i}]"
+        path = f"spec.{'grpcRoute' if spec.grpc else 'httpRoute'}.action.weightedTargets[{i}]"
         vn_key = ObjectKey("VirtualNode", target.namespace, target.virtual_node)
         node = nodes.get(vn_key)
         if node is None:
@@ -282,6 +282,15 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
                 FieldError(
                     path=f"{path}.port",
                     message=f"is required: VirtualNode {vn_key.name} has {len(node.listeners)} listeners",
+                )
+            )
+            continue
+        if spec.grpc and listener.protocol not in (Protocol.GRPC, Protocol.HTTP2):
+            errors.append(
+                FieldError(
+                    path=f"{path}.port",
+                    message=f"listener {listener.port} speaks {listener.protocol}; "
+                    "a grpcRoute needs a grpc or http2 listener",
                 )
             )
             continue

@@ -1,0 +1,125 @@
+"""gRPC routes through a real Envoy: real grpcio clients and servers, HTTP/2 listener and clusters."""
+
+from __future__ import annotations
+
+import aiohttp
+import grpc
+
+from meshctl.proxy import free_port
+from tests.conftest import Mesh, eventually
+from tests.manifests import API, service, virtual_node, workload, write
+
+SAY = "/demo.Echo/Say"
+
+
+class EchoServer:
+    """A grpcio server with one raw-bytes unary method: answers "<name>:<request>"; can fail the first calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+        self.fail_first = 0
+        self.port = free_port()
+        self.server = grpc.aio.server()
+
+        async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.calls += 1
+            if self.calls <= self.fail_first:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} failing on purpose")
+            return f"{self.name}:".encode() + request
+
+        handler = grpc.unary_unary_rpc_method_handler(say, request_deserializer=None, response_serializer=None)
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", {"Say": handler}),))
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+
+
+def grpc_route(name: str, priority: int, match: dict, targets: dict[str, int], **extra) -> dict:
+    return {
+        "apiVersion": API,
+        "kind": "Route",
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": {
+            "serviceRef": {"name": "echo"},
+            "priority": priority,
+            "grpcRoute": {
+                "match": match,
+                "action": {
+                    "weightedTargets": [{"virtualNodeRef": {"name": t}, "weight": w} for t, w in targets.items()]
+                },
+                **extra,
+            },
+        },
+    }
+
+
+async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_factory):
+    m: Mesh = await mesh_factory()
+    servers = {v: EchoServer(v) for v in ("v1", "v2")}
+    for s in servers.values():
+        await s.server.start()
+    try:
+        write(
+            m.dir / "mesh.yaml",
+            service("echo", port=50051),
+            *(
+                workload("echo", v, s.port, portMapping={"port": s.port, "protocol": "grpc"})
+                for v, s in servers.items()
+            ),
+            virtual_node("client", backends=["echo"]),
+            grpc_route(
+                "echo-say-beta",
+                10,
+                {
+                    "serviceName": "demo.Echo",
+                    "methodName": "Say",
+                    "metadata": [{"name": "x-tenant", "match": {"exact": "beta"}}],
+                },
+                {"echo-v2": 100},
+            ),
+            grpc_route(
+                "echo-service",
+                20,
+                {"serviceName": "demo.Echo"},
+                {"echo-v1": 100},
+                retryPolicy={"grpcRetryEvents": ["unavailable"], "maxRetries": 2},
+            ),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/client")
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", "echo.demo")]
+        ) as channel:
+            say = channel.unary_unary(SAY)
+
+            async def routed() -> bool:
+                try:
+                    return await say(b"hello", timeout=2) == b"v1:hello"
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(routed, timeout=15)
+            assert await say(b"hi", metadata=(("x-tenant", "beta"),)) == b"v2:hi"
+            assert await say(b"hi", metadata=(("x-tenant", "alpha"),)) == b"v1:hi"
+
+            # UNAVAILABLE on the first attempt is retried (grpcRetryEvents), the client sees success.
+            servers["v1"].calls, servers["v1"].fail_first = 0, 1
+            assert await say(b"again") == b"v1:again"
+            assert servers["v1"].calls == 2
+
+            # A method outside the routed service has no route: Envoy answers UNIMPLEMENTED (HTTP 404).
+            with_no_route = channel.unary_unary("/other.Service/Call")
+            try:
+                await with_no_route(b"x")
+                raise AssertionError("expected no route")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNIMPLEMENTED, exc
+
+        # grpcRoutes match gRPC requests only: plain HTTP to the same service finds no route.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{sidecar.url}{SAY}", headers={"Host": "echo.demo"}, data=b"x") as r,
+        ):
+            assert r.status == 404
+    finally:
+        for s in servers.values():
+            await s.server.stop(0)
