@@ -109,10 +109,49 @@ def _http_match(f: Fields) -> HttpMatch | None:
         f.error("", "set either prefix or path, not both")
     method = f.string("method", choices=_METHODS)
     headers = tuple(h for hf in f.objects("headers") if (h := _header(hf)))
+    hf = f.obj("hostname")
+    host = _hostname(hf) if hf else None
+    cookies = tuple(c for cf in f.objects("cookies") if (c := _cookie(cf)))
+    headers = (*((host,) if host else ()), *headers, *cookies)
     query = tuple(q for qf in f.objects("queryParameters") if (q := _query(qf)))
     return HttpMatch(
         prefix=prefix, path_exact=exact, path_regex=regex, method=method, headers=headers, query_parameters=query
     )
+
+
+def _hostname(f: Fields) -> HeaderMatch | None:
+    """App Mesh's hostname match (exact or suffix) on the request's authority (Host), port included if sent."""
+    exact, suffix = f.string("exact"), f.string("suffix")
+    if (exact is None) == (suffix is None):
+        f.error("", "must set exactly one of exact, suffix")
+        return None
+    return HeaderMatch(
+        name=":authority", match=StringMatch(exact=exact.lower()) if exact else StringMatch(suffix=suffix)
+    )
+
+
+def _cookie(f: Fields) -> HeaderMatch | None:
+    """A named cookie's value, as a regex over the whole Cookie header (Envoy matches header regexes in full)."""
+    name = f.string("name", required=True)
+    if name is None:
+        return None
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        f.error("name", f"is not a valid cookie name: {name!r}")
+        return None
+    value = "[^;]*"
+    if (mf := f.obj("match")) is not None:
+        kinds = [k for k in ("exact", "prefix", "regex") if mf.has(k)]
+        if len(kinds) != 1:
+            mf.error("", "must set exactly one of exact, prefix, regex")
+            return None
+        given = mf.string(kinds[0], required=True)
+        if given is None:
+            return None
+        if kinds[0] == "regex" and not _check_regex(mf, "regex", given):
+            return None
+        value = {"exact": re.escape(given), "prefix": re.escape(given) + "[^;]*", "regex": f"(?:{given})"}[kinds[0]]
+    pattern = rf"(?:.*;\s*)?{re.escape(name)}={value}(?:;.*)?"
+    return HeaderMatch(name="cookie", match=StringMatch(regex=pattern), invert=f.boolean("invert"))
 
 
 def _header(f: Fields) -> HeaderMatch | None:
