@@ -80,3 +80,28 @@ def test_stale_nonce_changes_nothing() -> None:
     stale.error_detail.message = "old"
     assert stream.on_request(stale) == "stale"
     assert stream.types[CLUSTER].inflight and stream.types[CLUSTER].rejection is None
+
+
+def test_a_modified_eds_cluster_gets_its_endpoints_again() -> None:
+    """Regression: Envoy re-warms a changed EDS cluster and waits for its endpoints; we never resent them."""
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=CLUSTER))
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))
+    snap = snapshot("a", "b")
+    stream.next_responses(snap)
+    ack(stream, CLUSTER)
+    ack(stream, ENDPOINT, ["a", "b"])
+    changed = Snapshot(
+        "g",
+        {
+            CLUSTER: {
+                **snap.resources[CLUSTER],
+                "a": CachedResource(
+                    CLUSTER, "a", Cluster(name="a", type=Cluster.EDS, connect_timeout={"seconds": 5}), [(ENDPOINT, "a")]
+                ),
+            },
+            ENDPOINT: snap.resources[ENDPOINT],  # endpoints unchanged
+        },
+    )
+    responses = stream.next_responses(changed)
+    assert [(t, names_in(raw)) for t, raw in responses] == [(CLUSTER, ["a", "b"]), (ENDPOINT, ["a"])]

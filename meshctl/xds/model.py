@@ -144,6 +144,9 @@ class ConnectionPool:
     max_pending_requests: int | None = None
     max_requests: int | None = None
     max_retries: int | None = None
+    retry_budget_percent: int | None = None  # retries may be at most this % of active requests ...
+    retry_budget_min_concurrency: int | None = None  # ... or this many, whichever is more
+    connect_timeout_ms: int | None = None  # how long callers wait for a TCP connection
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,6 +270,8 @@ class RetryPolicy:
     grpc_retry_events: tuple[str, ...] = ()
     max_retries: int = 1
     per_retry_timeout_ms: int | None = None
+    backoff_base_ms: int | None = None  # Envoy's default 25 ms when unset
+    backoff_max_ms: int | None = None  # default 10x the base
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 
+from meshctl.xds.envoy.types import CLUSTER
 from tests.conftest import Mesh, eventually
 from tests.manifests import route, service, virtual_node, workload, write
 
@@ -109,3 +110,56 @@ async def test_three_way_split_and_a_zero_weight_gets_nothing(mesh_factory):
     counts = await m.split(sidecar, "reviews", 1000)
     assert counts["v3"] == 0 and m.apps["v3"].seen == collections.Counter(), counts
     assert 45 <= counts["v1"] / 10 <= 55, counts
+
+
+async def test_retry_budget_bounds_retries(mesh_factory):
+    m: Mesh = await mesh_factory()
+    app, port = await m.app("v1")
+    retry = {
+        "httpRetryEvents": ["server-error"],
+        "maxRetries": 2,
+        "backoff": {"baseInterval": {"unit": "ms", "value": 10}, "maxInterval": {"unit": "ms", "value": 50}},
+    }
+
+    def mesh(budget_percent: int) -> None:
+        pool = {"http": {"retryBudget": {"budgetPercent": budget_percent, "minRetryConcurrency": 0}}}
+        write(
+            m.dir / "mesh.yaml",
+            service("reviews"),
+            workload("reviews", "v1", port, connectionPool=pool),
+            virtual_node("frontend", backends=["reviews"]),
+            route("reviews", "reviews", {"reviews-v1": 100}, retryPolicy=retry),
+        )
+
+    mesh(budget_percent=0)
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+
+    def overflow() -> int:
+        stats = sidecar.envoy.admin_get("/stats?filter=upstream_rq_retry_overflow")
+        return sum(int(line.rsplit(": ", 1)[1]) for line in stats.splitlines() if f"reviews-v1/{port}" in line)
+
+    app.seen.clear()
+    app.fail_first = 1
+    assert (await m.get(sidecar, "reviews", "/no-budget"))[0] == 503  # a 0% budget allows no retry ...
+    assert app.seen["/no-budget"] == 1 and overflow() == 1  # ... and Envoy counts the refused one
+
+    (stream,) = m.plane.registry.streams()
+    before = m.plane.cache.get(stream.group).version(CLUSTER)
+    mesh(budget_percent=100)
+
+    def new_clusters_acked() -> bool:
+        snap = m.plane.cache.get(stream.group)
+        return snap.version(CLUSTER) != before and stream.types[CLUSTER].acked_version == snap.version(CLUSTER)
+
+    try:
+        await eventually(new_clusters_acked)
+    except AssertionError:
+        raise AssertionError(
+            f"{m.plane.registry.describe()} snapshot {m.plane.cache.get(stream.group).version(CLUSTER)} before {before}"
+        ) from None
+    app.seen.clear()
+    app.fail_first = 1
+    assert (await m.get(sidecar, "reviews", "/with-budget"))[:2] == (200, "v1")
+    assert app.seen["/with-budget"] == 2

@@ -42,7 +42,13 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
         ):
             if value is not None:
                 getattr(thresholds, field).CopyFrom(uint32(value))
+        if pool.retry_budget_percent is not None:
+            thresholds.retry_budget.budget_percent.value = pool.retry_budget_percent
+            if pool.retry_budget_min_concurrency is not None:
+                thresholds.retry_budget.min_retry_concurrency.value = pool.retry_budget_min_concurrency
         cluster.circuit_breakers.thresholds.append(thresholds)
+        if pool.connect_timeout_ms is not None:
+            cluster.connect_timeout.CopyFrom(duration_ms(pool.connect_timeout_ms))
     if (od := ir.outlier_detection) is not None:
         cluster.outlier_detection.CopyFrom(
             outlier_detection_pb2.OutlierDetection(

@@ -99,4 +99,8 @@ def _retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
     policy = rc.RetryPolicy(retry_on=",".join(events), num_retries=uint32(p.max_retries))
     if p.per_retry_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(duration_ms(p.per_retry_timeout_ms))
+    if p.backoff_base_ms is not None:
+        policy.retry_back_off.base_interval.CopyFrom(duration_ms(p.backoff_base_ms))
+        if p.backoff_max_ms is not None:
+            policy.retry_back_off.max_interval.CopyFrom(duration_ms(p.backoff_max_ms))
     return policy

@@ -222,7 +222,15 @@ def _retry_policy(f: Fields | None) -> RetryPolicy | None:
         f.error("", "must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents")
     max_retries = f.integer("maxRetries", required=True, minimum=0, maximum=10)
     per_retry = f.duration_ms("perRetryTimeout", positive=True)
+    base = cap = None
+    if (bf := f.obj("backoff")) is not None:
+        base = bf.duration_ms("baseInterval", required=True, positive=True)
+        cap = bf.duration_ms("maxInterval", positive=True)
+        if base is not None and cap is not None and cap < base:
+            bf.error("maxInterval", "must not be less than baseInterval")
     return RetryPolicy(
+        backoff_base_ms=base,
+        backoff_max_ms=cap,
         http_retry_events=http,
         tcp_retry_events=tcp,
         grpc_retry_events=grpc,

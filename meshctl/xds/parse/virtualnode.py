@@ -84,11 +84,19 @@ def _connection_pool(f: Fields | None) -> ConnectionPool | None:
         for name in _POOL_FIELDS:
             if (value := pf.integer(name, minimum=1)) is not None:
                 values[name] = value
+        if (bf := pf.obj("retryBudget")) is not None:
+            values["budgetPercent"] = bf.integer("budgetPercent", required=True, minimum=0, maximum=100)
+            values["minRetryConcurrency"] = bf.integer("minRetryConcurrency", minimum=0)
+        if (ms := pf.duration_ms("connectTimeout", positive=True)) is not None:
+            values["connectTimeout"] = ms
     return ConnectionPool(
         max_connections=values.get("maxConnections"),
         max_pending_requests=values.get("maxPendingRequests"),
         max_requests=values.get("maxRequests"),
         max_retries=values.get("maxRetries"),
+        retry_budget_percent=values.get("budgetPercent"),
+        retry_budget_min_concurrency=values.get("minRetryConcurrency"),
+        connect_timeout_ms=values.get("connectTimeout"),
     )
 
 

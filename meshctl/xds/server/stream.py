@@ -148,8 +148,25 @@ class StreamState:
                     continue  # nothing new
             if type_url in (LISTENER, ROUTE) and not self._ready_for(desired):
                 continue
+            if type_url == CLUSTER:
+                self._rewarm_endpoints(st, payload)
             out.append((type_url, self._send(st, type_url, desired, payload, removed, version)))
         return out
+
+    def _rewarm_endpoints(self, cds: TypeState, clusters: Mapping[str, CachedResource]) -> None:
+        """A modified EDS cluster is re-warmed by Envoy, which then waits for its ClusterLoadAssignment
+        again: forget that Envoy has those endpoints, so the EDS response right after this CDS resends them
+        (Envoy never ACKs the CDS update otherwise)."""
+        modified = [
+            name
+            for name, res in clusters.items()
+            if name in cds.acked and cds.acked[name].version != res.version and (ENDPOINT, name) in res.references
+        ]
+        if not modified:
+            return
+        eds = self.types[ENDPOINT]
+        eds.acked = {n: r for n, r in eds.acked.items() if n not in modified}
+        eds.acked_version = ""  # no longer the version of what Envoy holds: disables the patch fast path
 
     @staticmethod
     def _changed(
