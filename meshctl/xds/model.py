@@ -194,7 +194,11 @@ class Backend:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Logging:
-    access_log_path: str | None = None
+    """An access log file; ``text_format`` or ``json_format`` (key, Envoy command) pairs, else DEFAULT_ACCESS_LOG."""
+
+    access_log_path: str
+    text_format: str | None = None
+    json_format: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

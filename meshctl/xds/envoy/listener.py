@@ -12,7 +12,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
 from meshctl.xds.envoy.route import build_route_configuration
-from meshctl.xds.model import HttpMatch, Protocol
+from meshctl.xds.model import HttpMatch, Logging, Protocol
 from meshctl.xds.translate.ir import (
     InboundListenerIR,
     OutboundListenerIR,
@@ -21,13 +21,13 @@ from meshctl.xds.translate.ir import (
     WeightedClusterIR,
 )
 
-__all__ = ["build_inbound_listener", "build_outbound_listener"]
+__all__ = ["DEFAULT_ACCESS_LOG", "build_inbound_listener", "build_outbound_listener"]
 
 _HCM = "envoy.filters.network.http_connection_manager"
 
 
 def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
-    hcm = _hcm(stat_prefix="outbound", access_log_path=ir.access_log_path)
+    hcm = _hcm(stat_prefix="outbound", access_log=ir.access_log)
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = ir.route_config_name
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
@@ -39,10 +39,10 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=ir.cluster)
         if ir.idle_timeout_ms is not None:
             proxy.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
-        if ir.access_log_path:
-            proxy.access_log.append(_access_log(ir.access_log_path))
+        if ir.access_log:
+            proxy.access_log.append(_access_log(ir.access_log))
         return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
-    hcm = _hcm(stat_prefix=stat_prefix, access_log_path=ir.access_log_path)
+    hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log)
     local = RouteIR(
         name=ir.name,
         match=HttpMatch(prefix="/"),
@@ -56,18 +56,30 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
 
 
-def _hcm(*, stat_prefix: str, access_log_path: str | None) -> hcm_pb2.HttpConnectionManager:
+def _hcm(*, stat_prefix: str, access_log: Logging | None) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=any_of(router_pb2.Router()))
-    if access_log_path:
-        hcm.access_log.append(_access_log(access_log_path))
+    if access_log:
+        hcm.access_log.append(_access_log(access_log))
     return hcm
 
 
-def _access_log(path: str) -> accesslog_pb2.AccessLog:
-    return accesslog_pb2.AccessLog(
-        name="envoy.access_loggers.file", typed_config=any_of(file_pb2.FileAccessLog(path=path))
-    )
+# The default line: what happened, which route and which upstream answered (docs/api.md explains each field).
+DEFAULT_ACCESS_LOG = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" '
+    "route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST%\n"
+)
+
+
+def _access_log(log: Logging) -> accesslog_pb2.AccessLog:
+    config = file_pb2.FileAccessLog(path=log.access_log_path)
+    if log.json_format:
+        for key, command in log.json_format:
+            config.log_format.json_format.fields[key].string_value = command
+    else:
+        config.log_format.text_format_source.inline_string = log.text_format or DEFAULT_ACCESS_LOG
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=any_of(config))
 
 
 def _listener(name: str, address: str, port: int, filter_name: str, config) -> listener_pb2.Listener:

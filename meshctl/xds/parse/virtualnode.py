@@ -173,7 +173,21 @@ def _backend(f: Fields, namespace: str) -> Backend | None:
 def _logging(f: Fields | None) -> Logging | None:
     if f is None:
         return None
-    access = f.obj("accessLog")
-    file = access.obj("file") if access else None
-    path = file.string("path", required=True) if file else None
-    return Logging(access_log_path=path)
+    access = f.obj("accessLog", required=True)
+    file = access.obj("file", required=True) if access else None
+    if file is None:
+        return None
+    path = file.string("path", required=True)
+    text, fields = None, ()
+    if (ff := file.obj("format")) is not None:
+        if ff.has("text") == ff.has("json"):
+            ff.error("", "must set exactly one of text, json")
+        text = ff.string("text")
+        if text is not None and not text.endswith("\n"):
+            text += "\n"  # one line per request
+        fields = tuple(
+            (k, v)
+            for jf in ff.objects("json")
+            if (k := jf.string("key", required=True)) and (v := jf.string("value", required=True))
+        )
+    return Logging(access_log_path=path, text_format=text, json_format=fields) if path else None

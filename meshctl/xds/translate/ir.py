@@ -13,6 +13,7 @@ from meshctl.xds.model import (
     ConnectionPool,
     HealthCheck,
     HttpMatch,
+    Logging,
     ObjectKey,
     OutlierDetection,
     Protocol,
@@ -127,7 +128,7 @@ class OutboundListenerIR:
     address: str
     port: int
     route_config_name: str
-    access_log_path: str | None = None
+    access_log: Logging | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +142,7 @@ class InboundListenerIR:
     cluster: str
     timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
-    access_log_path: str | None = None
+    access_log: Logging | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -54,7 +54,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             clusters=(),
             endpoints={},
         )
-    access_log = spec.logging.access_log_path if spec.logging else None
+    access_log = spec.logging
 
     virtual_hosts: list[VirtualHostIR] = []
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
@@ -95,7 +95,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                 cluster=local,
                 timeout_ms=timeout.per_request_ms if timeout else None,
                 idle_timeout_ms=timeout.idle_ms if timeout else None,
-                access_log_path=access_log,
+                access_log=access_log,
             )
         )
 
@@ -104,7 +104,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         address=params.bind_address,
         port=params.egress_port,
         route_config_name=OUTBOUND_ROUTE_CONFIG,
-        access_log_path=access_log,
+        access_log=access_log,
     )
     return SidecarIR(
         params=params,
