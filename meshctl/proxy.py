@@ -129,15 +129,21 @@ def loopback_sidecar(
     ingress_port: int | None = None,
     delta: bool = False,
     log_path: Path | None = None,
+    admin_port: int = 0,
+    stats_port: int | None = None,
+    statsd_address: str | None = None,
 ) -> EnvoyProcess:
-    """An Envoy sidecar for ``virtual_node`` whose listeners bind 127.0.0.1 (demo, tests, benchmarks)."""
+    """An Envoy sidecar for ``virtual_node`` whose listeners bind 127.0.0.1 (demo, tests, benchmarks).
+    No Prometheus port unless asked: many sidecars share one host here."""
     from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 
     options = BootstrapOptions(
         node_id=node_id,
         virtual_node=virtual_node,
         xds_port=xds_port,
-        admin_port=0,
+        admin_port=admin_port,
+        stats_port=stats_port,
+        statsd_address=statsd_address,
         egress_port=egress_port,
         ingress_port=ingress_port,
         bind_address="127.0.0.1",

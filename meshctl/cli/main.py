@@ -63,6 +63,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
         ingress_port=args.ingress_port,
         bind_address=args.bind_address,
         delta=args.delta,
+        stats_port=args.stats_port or None,
+        statsd_address=args.statsd_address,
     )
     _print(render_bootstrap(opts), args.output)
     return 0
@@ -119,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--ingress-port", type=int, help="first inbound listener port (default 15000)")
     boot.add_argument("--bind-address", help="address the listeners bind (default 0.0.0.0)")
     boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
+    boot.add_argument(
+        "--stats-port",
+        type=int,
+        default=15090,
+        help="port serving only /stats/prometheus for scraping (default 15090; 0: none)",
+    )
+    boot.add_argument("--statsd-address", help="host:port of a StatsD server to push stats to over UDP")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 

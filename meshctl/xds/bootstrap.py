@@ -24,6 +24,8 @@ class BootstrapOptions:
     ingress_port: int | None = None
     bind_address: str | None = None
     delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state-of-the-world
+    stats_port: int | None = 15090  # Prometheus scrape port serving only /stats/prometheus; None: off
+    statsd_address: str | None = None  # "host:port": also push stats over UDP StatsD
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -31,6 +33,48 @@ def _virtual_node(opts: BootstrapOptions) -> str:
         return opts.virtual_node
     parts = opts.node_id.split("/")
     return "/".join(parts[:2]) if len(parts) >= 2 else f"default/{opts.node_id}"
+
+
+def _socket(address: str, port: int, protocol: str | None = None) -> dict:
+    socket = {"address": address, "port_value": port}
+    if protocol:
+        socket["protocol"] = protocol
+    return {"socket_address": socket}
+
+
+def _stats_listener(opts: BootstrapOptions) -> tuple[dict, dict]:
+    """A listener that exposes only Envoy's Prometheus endpoint: the admin API itself stays on loopback."""
+    admin = "meshctl-admin"
+    cluster = {
+        "name": admin,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": admin,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(opts.admin_address, opts.admin_port)}}]}],
+        },
+    }
+    route = {"match": {"path": "/stats/prometheus"}, "route": {"cluster": admin}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+        "HttpConnectionManager",
+        "stat_prefix": "prometheus",
+        "route_config": {"virtual_hosts": [{"name": "prometheus", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    listener = {
+        "name": "prometheus",
+        "address": _socket(opts.bind_address or "0.0.0.0", opts.stats_port or 0),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+    return listener, cluster
 
 
 def render_bootstrap(opts: BootstrapOptions) -> dict:
@@ -44,7 +88,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
         if value is not None:
             metadata[key] = str(value)
     ads = {"ads": {}, "resource_api_version": "V3"}
-    return {
+    bootstrap = {
         "node": {"id": opts.node_id, "cluster": vn, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": opts.admin_address, "port_value": opts.admin_port}}},
         "dynamic_resources": {
@@ -92,3 +136,20 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
             ]
         },
     }
+    static = bootstrap["static_resources"]
+    if opts.stats_port and opts.admin_port:
+        listener, cluster = _stats_listener(opts)
+        static["listeners"] = [listener]
+        static["clusters"].append(cluster)
+    if opts.statsd_address:
+        host, _, port = opts.statsd_address.rpartition(":")
+        bootstrap["stats_sinks"] = [
+            {
+                "name": "envoy.stat_sinks.statsd",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink",
+                    "address": _socket(host or "127.0.0.1", int(port), "UDP"),
+                },
+            }
+        ]
+    return bootstrap

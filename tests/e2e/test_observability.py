@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
+
+from meshctl.proxy import free_port, loopback_sidecar
 from tests.conftest import Mesh, eventually
 from tests.manifests import route, service, virtual_node, workload, write
 
@@ -52,3 +56,57 @@ async def test_json_access_log(mesh_factory, tmp_path: Path):
     await eventually(lambda: path.exists() and "json-logged" in path.read_text())
     records = [json.loads(ln) for ln in path.read_text().splitlines()]
     assert {"status": 200, "route": "demo/reviews", "path": "/json-logged"} in records
+
+
+async def test_prometheus_port_and_statsd_sink(mesh_factory):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("v1")
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        workload("reviews", "v1", port),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    )
+    await m.start()
+    loop = asyncio.get_running_loop()
+    received: list[bytes] = []
+
+    class StatsdReceiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr) -> None:
+            received.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(StatsdReceiver, local_addr=("127.0.0.1", 0))
+    statsd_port = transport.get_extra_info("sockname")[1]
+    stats_port, egress = free_port(), free_port()
+    envoy = loopback_sidecar(
+        m.plane.xds_port,
+        "demo/frontend",
+        "demo/frontend/metrics",
+        egress_port=egress,
+        admin_port=free_port(),
+        stats_port=stats_port,
+        statsd_address=f"127.0.0.1:{statsd_port}",
+    )
+    await envoy.start()
+    try:
+        url = f"http://127.0.0.1:{egress}/"
+
+        async def routed() -> bool:
+            try:
+                async with m.session.get(url, headers={"Host": "reviews"}) as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(routed, timeout=15)
+        async with m.session.get(f"http://127.0.0.1:{stats_port}/stats/prometheus") as r:
+            text = await r.text()
+        assert r.status == 200
+        assert "envoy_cluster_upstream_rq_completed" in text and f'envoy_cluster_name="demo/reviews-v1/{port}"' in text
+        async with m.session.get(f"http://127.0.0.1:{stats_port}/config_dump") as r:
+            assert r.status == 404  # only the metrics are exposed, never the admin API
+        await eventually(lambda: any(b"upstream_rq" in d for d in received), timeout=20)
+    finally:
+        transport.close()
+        await envoy.stop()
