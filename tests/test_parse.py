@@ -243,6 +243,25 @@ VN_CASES = [
 ]
 
 
+VN_CASES += [
+    (
+        "tracing-two-providers",
+        {"tracing": {"zipkin": {"address": "z:9411"}, "xray": {"address": "x:2000"}}},
+        ["spec.tracing: must set exactly one of zipkin, opentelemetry, xray"],
+    ),
+    (
+        "tracing-bad-address",
+        {"tracing": {"zipkin": {"address": "zipkin"}}},
+        ["spec.tracing.zipkin.address: must be host:port, got 'zipkin'"],
+    ),
+    (
+        "tracing-bad-sampling",
+        {"tracing": {"xray": {"address": "x:2000"}, "samplingPercent": 150}},
+        ["spec.tracing.samplingPercent: must be a number from 0 to 100, got 150"],
+    ),
+]
+
+
 @pytest.mark.parametrize(("case", "change", "expected"), VN_CASES, ids=[c[0] for c in VN_CASES])
 def test_virtual_node_validation(case: str, change: dict, expected: list[str]) -> None:
     doc = virtual_node("vn", listeners=[{"portMapping": {"port": 80, "protocol": "http"}}])

@@ -43,6 +43,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "StringMatch",
+    "Tracing",
     "VirtualNode",
     "VirtualNodeSpec",
     "WeightedTarget",
@@ -202,11 +203,23 @@ class Logging:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """Where this node's Envoy sends spans: a Zipkin or OpenTelemetry (OTLP/HTTP) collector, or an X-Ray daemon."""
+
+    provider: str  # zipkin | opentelemetry | xray
+    host: str
+    port: int
+    path: str  # zipkin: /api/v2/spans, opentelemetry: /v1/traces; unused for xray
+    sampling_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualNodeSpec:
     pod_selector: Mapping[str, str]
     listeners: tuple[Listener, ...] = ()
     backends: tuple[Backend, ...] = ()
     logging: Logging | None = None
+    tracing: Tracing | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

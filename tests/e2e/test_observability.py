@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
+from aiohttp import web
 
 from meshctl.proxy import free_port, loopback_sidecar
 from tests.conftest import Mesh, eventually
@@ -110,3 +112,65 @@ async def test_prometheus_port_and_statsd_sink(mesh_factory):
     finally:
         transport.close()
         await envoy.stop()
+
+
+@pytest.mark.parametrize("provider", ["zipkin", "opentelemetry", "xray"])
+async def test_tracing_spans_reach_the_collector(mesh_factory, provider: str):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("v1")
+    received: list[tuple[str, str, bytes]] = []  # (path, content type, body)
+
+    async def collect(request: web.Request) -> web.Response:
+        received.append((request.path, request.content_type, await request.read()))
+        return web.Response(status=202)
+
+    loop = asyncio.get_running_loop()
+    if provider == "xray":
+
+        class Daemon(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr) -> None:
+                received.append(("udp", "", data))
+
+        transport, _ = await loop.create_datagram_endpoint(Daemon, local_addr=("127.0.0.1", 0))
+        collector_port = transport.get_extra_info("sockname")[1]
+
+        async def cleanup() -> None:
+            transport.close()
+
+    else:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", collect)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        collector_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", collector_port).start()
+        cleanup = runner.cleanup
+    try:
+        frontend = virtual_node("frontend", backends=["reviews"])
+        frontend["spec"]["tracing"] = {provider: {"address": f"127.0.0.1:{collector_port}"}, "samplingPercent": 100}
+        write(
+            m.dir / "mesh.yaml",
+            service("reviews"),
+            workload("reviews", "v1", port),
+            frontend,
+            route("reviews", "reviews", {"reviews-v1": 100}),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/frontend")
+        await m.wait_routable(sidecar, "reviews")
+        for _ in range(10):  # Zipkin and OpenTelemetry flush after 5 spans
+            await m.get(sidecar, "reviews", "/traced")
+        await eventually(lambda: received, timeout=20)
+        path, content_type, body = received[0]
+        if provider == "zipkin":
+            spans = json.loads(body)
+            assert path == "/api/v2/spans" and any(s["localEndpoint"]["serviceName"] == "demo/frontend" for s in spans)
+        elif provider == "opentelemetry":
+            assert path == "/v1/traces" and content_type == "application/x-protobuf"
+            assert b"demo/frontend" in body  # the service.name resource attribute
+        else:
+            header, _, segment = body.partition(b"\n")
+            assert json.loads(header)["format"] == "json"
+            assert json.loads(segment)["name"] == "demo.frontend"
+    finally:
+        await cleanup()

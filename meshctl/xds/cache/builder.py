@@ -63,9 +63,9 @@ class SnapshotBuilder:
             resources[type_url][name] = self._get((type_url, key), lambda: CachedResource(type_url, name, make(), refs))
 
         for cluster in ir.clusters:
-            refs = () if cluster.static_endpoint else ((ENDPOINT, cluster.name),)
+            refs = ((ENDPOINT, cluster.name),) if cluster.eds else ()
             put(CLUSTER, cluster, cluster.name, lambda c=cluster: build_cluster(c), refs)
-            if cluster.static_endpoint is None:
+            if cluster.eds:
                 resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
         if ir.outbound is not None:
             put(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -25,6 +26,10 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     if ir.static_endpoint is not None:
         cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(build_load_assignment(ir.name, [ir.static_endpoint]))
+    elif ir.dns_endpoint is not None:
+        host, port = ir.dns_endpoint
+        cluster.type = cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.LOGICAL_DNS
+        cluster.load_assignment.CopyFrom(build_load_assignment(ir.name, [EndpointIR(address=host, port=port)]))
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
@@ -99,3 +104,11 @@ def build_load_assignment(
                 lb.endpoint.health_check_config.port_value = health_check_port
             group.lb_endpoints.append(lb)
     return cla
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

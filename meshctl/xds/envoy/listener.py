@@ -12,11 +12,13 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
 from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.envoy.tracing import build_tracing
 from meshctl.xds.model import HttpMatch, Logging, Protocol
 from meshctl.xds.translate.ir import (
     InboundListenerIR,
     OutboundListenerIR,
     RouteIR,
+    TracingIR,
     VirtualHostIR,
     WeightedClusterIR,
 )
@@ -27,7 +29,7 @@ _HCM = "envoy.filters.network.http_connection_manager"
 
 
 def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
-    hcm = _hcm(stat_prefix="outbound", access_log=ir.access_log)
+    hcm = _hcm(stat_prefix="outbound", access_log=ir.access_log, tracing=ir.tracing)
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = ir.route_config_name
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
@@ -42,7 +44,7 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
         if ir.access_log:
             proxy.access_log.append(_access_log(ir.access_log))
         return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
-    hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log)
+    hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
     local = RouteIR(
         name=ir.name,
         match=HttpMatch(prefix="/"),
@@ -56,11 +58,13 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
 
 
-def _hcm(*, stat_prefix: str, access_log: Logging | None) -> hcm_pb2.HttpConnectionManager:
+def _hcm(*, stat_prefix: str, access_log: Logging | None, tracing: TracingIR | None) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=any_of(router_pb2.Router()))
     if access_log:
         hcm.access_log.append(_access_log(access_log))
+    if tracing:
+        hcm.tracing.CopyFrom(build_tracing(tracing))
     return hcm
 
 

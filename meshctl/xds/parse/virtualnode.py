@@ -14,6 +14,7 @@ from meshctl.xds.model import (
     Logging,
     OutlierDetection,
     Protocol,
+    Tracing,
     VirtualNodeSpec,
 )
 from meshctl.xds.parse.fields import Fields
@@ -37,6 +38,7 @@ def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec 
         f.error("listeners", "ports must be unique")
     backends = tuple(b for bf in f.objects("backends") if (b := _backend(bf, namespace)))
     logging = _logging(f.obj("logging"))
+    tracing = _tracing(f.obj("tracing"))
     if errors:
         return None, errors
     return VirtualNodeSpec(
@@ -44,6 +46,7 @@ def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec 
         listeners=tuple(li for li in listeners if li),
         backends=backends,
         logging=logging,
+        tracing=tracing,
     ), errors
 
 
@@ -191,3 +194,33 @@ def _logging(f: Fields | None) -> Logging | None:
             if (k := jf.string("key", required=True)) and (v := jf.string("value", required=True))
         )
     return Logging(access_log_path=path, text_format=text, json_format=fields) if path else None
+
+
+_TRACING_PATHS = {"zipkin": "/api/v2/spans", "opentelemetry": "/v1/traces", "xray": ""}
+
+
+def _tracing(f: Fields | None) -> Tracing | None:
+    if f is None:
+        return None
+    providers = [p for p in _TRACING_PATHS if f.has(p)]
+    if len(providers) != 1:
+        f.error("", f"must set exactly one of {', '.join(_TRACING_PATHS)}")
+        return None
+    provider = providers[0]
+    pf = f.obj(provider)
+    address = pf.string("address", required=True) if pf else None
+    path = (pf.string("path") if pf and provider != "xray" else None) or _TRACING_PATHS[provider]
+    raw_percent = f.raw("samplingPercent")
+    percent = 100.0
+    if raw_percent is not None:
+        if isinstance(raw_percent, bool) or not isinstance(raw_percent, int | float) or not 0 <= raw_percent <= 100:
+            f.error("samplingPercent", f"must be a number from 0 to 100, got {raw_percent!r}")
+        else:
+            percent = float(raw_percent)
+    if address is None or pf is None:
+        return None
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        pf.error("address", f"must be host:port, got {address!r}")
+        return None
+    return Tracing(provider=provider, host=host, port=int(port_text), path=path, sampling_percent=percent)

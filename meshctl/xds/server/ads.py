@@ -111,6 +111,10 @@ class AdsServer:
                                 sorted(st.sent),
                             )
                         yield raw
+        except Exception:
+            # A bug while serving one proxy must be loud; the proxy reconnects and retries.
+            log.exception("ADS stream of %s failed", state.node_id if state else "a new proxy")
+            raise
         finally:
             for task in (change, incoming, reader):
                 task.cancel()

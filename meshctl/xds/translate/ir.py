@@ -18,6 +18,7 @@ from meshctl.xds.model import (
     OutlierDetection,
     Protocol,
     RetryPolicy,
+    Tracing,
 )
 
 
@@ -42,6 +43,7 @@ __all__ = [
     "RouteIR",
     "SidecarIR",
     "SidecarParams",
+    "TracingIR",
     "VirtualHostIR",
     "WeightedClusterIR",
 ]
@@ -86,6 +88,13 @@ class ClusterIR:
     outlier_detection: OutlierDetection | None = None
     health_check: HealthCheck | None = None
     static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
+    dns_endpoint: tuple[str, int] | None = None  # a host name resolved by Envoy (e.g. a tracing collector)
+
+    @property
+    def eds(self) -> bool:
+        """Endpoints come over EDS (every cluster but the local app and collectors)."""
+        return self.static_endpoint is None and self.dns_endpoint is None
+
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash
@@ -121,6 +130,13 @@ class VirtualHostIR:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TracingIR:
+    config: Tracing
+    service_name: str  # how this node appears in traces: namespace/virtualnode
+    collector_cluster: str | None  # None for X-Ray (UDP to the daemon, no cluster)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundListenerIR:
     """The egress listener: the app sends to it with the Service's name as Host."""
 
@@ -129,6 +145,7 @@ class OutboundListenerIR:
     port: int
     route_config_name: str
     access_log: Logging | None = None
+    tracing: TracingIR | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +160,7 @@ class InboundListenerIR:
     timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
     access_log: Logging | None = None
+    tracing: TracingIR | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

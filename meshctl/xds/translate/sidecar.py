@@ -10,7 +10,7 @@ A sidecar of VirtualNode ``ns/vn`` gets:
 
 from __future__ import annotations
 
-from meshctl.xds.model import ObjectKey, Service
+from meshctl.xds.model import ObjectKey, Protocol, Service
 from meshctl.xds.translate.ir import (
     ClusterIR,
     EndpointIR,
@@ -18,6 +18,7 @@ from meshctl.xds.translate.ir import (
     OutboundListenerIR,
     SidecarIR,
     SidecarParams,
+    TracingIR,
     VirtualHostIR,
 )
 from meshctl.xds.translate.mesh import MeshIR
@@ -55,6 +56,13 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             endpoints={},
         )
     access_log = spec.logging
+    tracing = None
+    collector: list[ClusterIR] = []
+    if (tc := spec.tracing) is not None:
+        cluster = None if tc.provider == "xray" else f"tracing|{tc.host}:{tc.port}"
+        tracing = TracingIR(config=tc, service_name=f"{key.namespace}/{key.name}", collector_cluster=cluster)
+        if cluster is not None:
+            collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
 
     virtual_hosts: list[VirtualHostIR] = []
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
@@ -71,7 +79,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         )
 
     used = sorted({wc.cluster for vh in virtual_hosts for r in vh.routes for wc in r.clusters})
-    clusters: list[ClusterIR] = [mesh.clusters[name] for name in used]
+    clusters: list[ClusterIR] = [mesh.clusters[name] for name in used] + collector
     endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
 
     inbound: list[InboundListenerIR] = []
@@ -96,6 +104,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                 timeout_ms=timeout.per_request_ms if timeout else None,
                 idle_timeout_ms=timeout.idle_ms if timeout else None,
                 access_log=access_log,
+                tracing=tracing,
             )
         )
 
@@ -105,6 +114,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         port=params.egress_port,
         route_config_name=OUTBOUND_ROUTE_CONFIG,
         access_log=access_log,
+        tracing=tracing,
     )
     return SidecarIR(
         params=params,
