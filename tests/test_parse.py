@@ -151,10 +151,19 @@ def test_grpc_route_validation(case: str, grpc_route: dict, expected: list[str])
     assert errors_of(doc) == expected
 
 
+def test_tcp_route_takes_only_an_idle_timeout() -> None:
+    doc = route("r", "svc", {"a": 100})
+    doc["spec"]["tcpRoute"] = {
+        "action": doc["spec"].pop("httpRoute")["action"],
+        "timeout": {"perRequest": {"unit": "s", "value": 1}},
+    }
+    assert errors_of(doc) == ["spec.tcpRoute.timeout.perRequest: does not apply to a tcpRoute (only idle does)"]
+
+
 def test_route_needs_exactly_one_of_http_and_grpc() -> None:
     doc = route("r", "svc", {"a": 100})
     doc["spec"]["grpcRoute"] = {"action": doc["spec"]["httpRoute"]["action"]}
-    assert errors_of(doc) == ["spec: must set exactly one of httpRoute, grpcRoute"]
+    assert errors_of(doc) == ["spec: must set exactly one of httpRoute, grpcRoute, tcpRoute"]
 
 
 def test_grpc_route_becomes_an_http2_route() -> None:

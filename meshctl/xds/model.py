@@ -304,6 +304,7 @@ class RouteSpec:
     service: str  # the Kubernetes Service (virtual service) the Route is attached to, same namespace
     http_route: HttpRoute  # an httpRoute, or a grpcRoute expressed as the HTTP/2 route it is
     grpc: bool = False  # written as a grpcRoute: its targets must speak HTTP/2 (grpc or http2 listeners)
+    tcp: bool = False  # written as a tcpRoute: only weighted targets and the idle timeout apply
     priority: int | None = None  # 0 is evaluated first; unset routes come after every set one
 
 

@@ -14,7 +14,7 @@ from meshctl.xds.cache.resource import CachedResource
 from meshctl.xds.cache.snapshot import Snapshot
 from meshctl.xds.cache.wire import encode_route_configuration
 from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
-from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener
+from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener, build_outbound_tcp_listener
 from meshctl.xds.envoy.route import build_virtual_host
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshctl.xds.translate.ir import ClusterIR, EndpointIR, SidecarIR, VirtualHostIR
@@ -76,6 +76,9 @@ class SnapshotBuilder:
                 ((ROUTE, ir.outbound.route_config_name),),
             )
             resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
+        for tcp in ir.tcp_outbound:
+            refs = {(CLUSTER, wc.cluster) for wc in tcp.route.clusters if wc.weight > 0}
+            put(LISTENER, tcp, tcp.name, lambda t=tcp: build_outbound_tcp_listener(t), refs)
         for inbound in ir.inbound:
             put(
                 LISTENER,

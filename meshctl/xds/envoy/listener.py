@@ -17,13 +17,14 @@ from meshctl.xds.model import HttpMatch, Logging, Protocol
 from meshctl.xds.translate.ir import (
     InboundListenerIR,
     OutboundListenerIR,
+    OutboundTcpListenerIR,
     RouteIR,
     TracingIR,
     VirtualHostIR,
     WeightedClusterIR,
 )
 
-__all__ = ["DEFAULT_ACCESS_LOG", "build_inbound_listener", "build_outbound_listener"]
+__all__ = ["DEFAULT_ACCESS_LOG", "build_inbound_listener", "build_outbound_listener", "build_outbound_tcp_listener"]
 
 _HCM = "envoy.filters.network.http_connection_manager"
 
@@ -33,6 +34,19 @@ def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = ir.route_config_name
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+
+
+def build_outbound_tcp_listener(ir: OutboundTcpListenerIR) -> listener_pb2.Listener:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=ir.name.replace("|", "_").replace("/", "_"))
+    targets = [wc for wc in ir.route.clusters if wc.weight > 0]  # Envoy's TCP weights start at 1
+    if len(targets) == 1:
+        proxy.cluster = targets[0].cluster
+    else:
+        for wc in targets:
+            proxy.weighted_clusters.clusters.add(name=wc.cluster, weight=wc.weight)
+    if ir.route.idle_timeout_ms is not None:
+        proxy.idle_timeout.CopyFrom(duration_ms(ir.route.idle_timeout_ms))
+    return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
 
 
 def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:

@@ -10,6 +10,7 @@ from meshctl.xds.model import (
     HeaderMatch,
     HttpMatch,
     HttpRoute,
+    ListenerTimeout,
     QueryParameterMatch,
     RetryPolicy,
     RouteSpec,
@@ -36,14 +37,19 @@ def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[
     if ref and ref.has("namespace") and ref.raw("namespace") != namespace:
         ref.error("namespace", "a Route attaches only to a Service in its own namespace")
     priority = f.integer("priority", minimum=0, maximum=1000)
-    if f.has("httpRoute") == f.has("grpcRoute"):
-        f.error("", "must set exactly one of httpRoute, grpcRoute")
+    kinds = [k for k in ("httpRoute", "grpcRoute", "tcpRoute") if f.has(k)]
+    if len(kinds) != 1:
+        f.error("", "must set exactly one of httpRoute, grpcRoute, tcpRoute")
         return None, errors
-    hf, gf = f.obj("httpRoute"), f.obj("grpcRoute")
-    http = _http_route(hf, namespace) if hf else _grpc_route(gf, namespace) if gf else None
+    rf = f.obj(kinds[0])
+    parse = {"httpRoute": _http_route, "grpcRoute": _grpc_route, "tcpRoute": _tcp_route}[kinds[0]]
+    http = parse(rf, namespace) if rf else None
     if errors or service is None or http is None:
         return None, errors
-    return RouteSpec(service=service, http_route=http, priority=priority, grpc=gf is not None), errors
+    spec = RouteSpec(
+        service=service, http_route=http, priority=priority, grpc=kinds[0] == "grpcRoute", tcp=kinds[0] == "tcpRoute"
+    )
+    return spec, errors
 
 
 def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
@@ -57,6 +63,22 @@ def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
     if match is None or not targets:
         return None
     return HttpRoute(match=match, weighted_targets=targets, retry_policy=retry, timeout=timeout)
+
+
+def _tcp_route(f: Fields, namespace: str) -> HttpRoute | None:
+    """A tcpRoute has no match: connections to the Service's port are split over the weighted targets."""
+    af = f.obj("action", required=True)
+    targets = _weighted_targets(af, namespace) if af else ()
+    idle = None
+    if (tf := f.obj("timeout")) is not None:
+        idle = tf.duration_ms("idle")
+        for unsupported in ("perRequest",):
+            if tf.has(unsupported):
+                tf.error(unsupported, "does not apply to a tcpRoute (only idle does)")
+    if not targets:
+        return None
+    timeout = ListenerTimeout(idle_ms=idle) if idle is not None else None
+    return HttpRoute(match=HttpMatch(prefix="/"), weighted_targets=targets, timeout=timeout)
 
 
 def _grpc_route(f: Fields, namespace: str) -> HttpRoute | None:

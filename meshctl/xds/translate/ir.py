@@ -40,6 +40,7 @@ __all__ = [
     "InboundListenerIR",
     "ObjectStatus",
     "OutboundListenerIR",
+    "OutboundTcpListenerIR",
     "RouteIR",
     "SidecarIR",
     "SidecarParams",
@@ -114,6 +115,7 @@ class RouteIR:
     retry_policy: RetryPolicy | None = None
     timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
+    tcp: bool = False  # a tcpRoute: only clusters and idle_timeout_ms apply
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash
@@ -149,6 +151,16 @@ class OutboundListenerIR:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundTcpListenerIR:
+    """A Service reached over TCP: the sidecar listens on the Service's port and splits connections."""
+
+    name: str
+    address: str
+    port: int
+    route: RouteIR
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundListenerIR:
     """Traffic arriving for one VirtualNode listener, forwarded to the local app."""
 
@@ -174,6 +186,7 @@ class SidecarIR:
     virtual_hosts: tuple[VirtualHostIR, ...]
     clusters: tuple[ClusterIR, ...]
     endpoints: dict[str, tuple[EndpointIR, ...]] = field(hash=False, compare=True)
+    tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
 
 
 class ConditionStatus(StrEnum):

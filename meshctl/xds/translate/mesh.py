@@ -254,7 +254,8 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
     http = spec.http_route
     weighted: list[WeightedClusterIR] = []
     for i, target in enumerate(http.weighted_targets):
-        path = f"spec.{'grpcRoute' if spec.grpc else 'httpRoute'}.action.weightedTargets[{i}]"
+        kind = "tcpRoute" if spec.tcp else "grpcRoute" if spec.grpc else "httpRoute"
+        path = f"spec.{kind}.action.weightedTargets[{i}]"
         vn_key = ObjectKey("VirtualNode", target.namespace, target.virtual_node)
         node = nodes.get(vn_key)
         if node is None:
@@ -285,7 +286,16 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
                 )
             )
             continue
-        if spec.grpc and listener.protocol not in (Protocol.GRPC, Protocol.HTTP2):
+        if spec.tcp:
+            if listener.protocol is not Protocol.TCP:
+                errors.append(
+                    FieldError(
+                        path=f"{path}.port",
+                        message=f"listener {listener.port} speaks {listener.protocol}; a tcpRoute needs a tcp listener",
+                    )
+                )
+                continue
+        elif spec.grpc and listener.protocol not in (Protocol.GRPC, Protocol.HTTP2):
             errors.append(
                 FieldError(
                     path=f"{path}.port",
@@ -294,7 +304,7 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
                 )
             )
             continue
-        if listener.protocol not in _HTTP_PROTOCOLS:
+        elif listener.protocol not in _HTTP_PROTOCOLS:
             errors.append(
                 FieldError(
                     path=f"{path}.port", message=f"listener {listener.port} speaks {listener.protocol}, not HTTP"
@@ -312,6 +322,7 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
         retry_policy=http.retry_policy,
         timeout_ms=timeout.per_request_ms if timeout else None,
         idle_timeout_ms=timeout.idle_ms if timeout else None,
+        tcp=spec.tcp,
     ), []
 
 

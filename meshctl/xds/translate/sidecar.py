@@ -16,6 +16,7 @@ from meshctl.xds.translate.ir import (
     EndpointIR,
     InboundListenerIR,
     OutboundListenerIR,
+    OutboundTcpListenerIR,
     SidecarIR,
     SidecarParams,
     TracingIR,
@@ -65,20 +66,36 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
 
     virtual_hosts: list[VirtualHostIR] = []
+    tcp_outbound: dict[int, OutboundTcpListenerIR] = {}
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
         svc_key = ObjectKey("Service", backend.namespace, backend.name)
-        service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key)
-        if service is None or not routes:
+        service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
+        if service is None:
             continue
-        virtual_hosts.append(
-            VirtualHostIR(
-                name=f"{backend.namespace}/{backend.name}",
-                domains=service_domains(service, key.namespace),
-                routes=routes,
+        http_routes = tuple(r for r in routes if not r.tcp)
+        if http_routes:
+            virtual_hosts.append(
+                VirtualHostIR(
+                    name=f"{backend.namespace}/{backend.name}",
+                    domains=service_domains(service, key.namespace),
+                    routes=http_routes,
+                )
             )
-        )
+        tcp_route = next((r for r in routes if r.tcp), None)  # TCP cannot match: the first in order wins
+        for port in sorted({p.port for p in service.ports if p.port}) if tcp_route else ():
+            # One listener per port: with two TCP Services on one port, the first by name keeps it.
+            tcp_outbound.setdefault(
+                port,
+                OutboundTcpListenerIR(
+                    name=f"outbound|tcp|{backend.namespace}/{backend.name}|{port}",
+                    address=params.bind_address,
+                    port=port,
+                    route=tcp_route,
+                ),
+            )
 
-    used = sorted({wc.cluster for vh in virtual_hosts for r in vh.routes for wc in r.clusters})
+    routes_used = [r for vh in virtual_hosts for r in vh.routes] + [t.route for t in tcp_outbound.values()]
+    used = sorted({wc.cluster for r in routes_used for wc in r.clusters})
     clusters: list[ClusterIR] = [mesh.clusters[name] for name in used] + collector
     endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
 
@@ -124,4 +141,5 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         virtual_hosts=tuple(virtual_hosts),
         clusters=tuple(clusters),
         endpoints=endpoints,
+        tcp_outbound=tuple(tcp_outbound.values()),
     )
