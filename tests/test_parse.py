@@ -183,6 +183,23 @@ def test_grpc_route_becomes_an_http2_route() -> None:
     assert (match.path_exact, match.grpc, match.headers[0].name) == ("/demo.Echo/Say", True, "x-tenant")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        ("/(?=v2).*", "a lookahead or lookbehind"),
+        (r"/(a)\1", "a backreference"),
+        ("/(?>a+)", "an atomic group"),
+        ("/a++", "a possessive quantifier"),
+        ("/x(?<!y)", "a negative lookahead or lookbehind"),
+    ],
+)
+def test_regexes_re2_cannot_run_are_rejected(pattern: str, construct: str) -> None:
+    doc = route("r", "svc", {"a": 100}, match={"path": {"regex": pattern}})
+    assert errors_of(doc) == [
+        f"spec.httpRoute.match.path.regex: {pattern!r} uses {construct}, which Envoy's regex engine (RE2) does not support"
+    ]
+
+
 def test_valid_route_has_no_errors() -> None:
     doc = route("r", "svc", {"a": 80, "b": 20}, retryPolicy={"httpRetryEvents": ["server-error"], "maxRetries": 2})
     obj = parse_document(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import re._parser as re_parser  # the stdlib's own regex parser, to inspect a pattern's constructs
 from typing import Any
 
 from meshctl.xds.model import (
@@ -276,11 +277,39 @@ def _events(f: Fields, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _check_regex(f: Fields, key: str, pattern: str) -> bool:
-    # Envoy uses RE2; Python's re accepts a superset of RE2's syntax for the common cases, so a pattern
-    # that fails here would fail in Envoy too. (The reverse is not guaranteed: see docs/api.md.)
+    """Envoy uses RE2. A pattern must compile, and must not use what Python accepts but RE2 does not."""
     try:
         re.compile(pattern)
+        unsupported = _not_in_re2(re_parser.parse(pattern))
     except re.error as exc:
         f.error(key, f"invalid regular expression {pattern!r}: {exc}")
         return False
+    if unsupported:
+        f.error(key, f"{pattern!r} uses {unsupported}, which Envoy's regex engine (RE2) does not support")
+        return False
     return True
+
+
+_RE2_UNSUPPORTED = {
+    "ASSERT": "a lookahead or lookbehind",
+    "ASSERT_NOT": "a negative lookahead or lookbehind",
+    "GROUPREF": "a backreference",
+    "GROUPREF_EXISTS": "a conditional group",
+    "ATOMIC_GROUP": "an atomic group",
+    "POSSESSIVE_REPEAT": "a possessive quantifier",
+}
+
+
+def _not_in_re2(parsed) -> str | None:
+    """Walks Python's parse tree of a pattern for constructs RE2 lacks; returns the first one's description."""
+    for op, arg in parsed:
+        if (found := _RE2_UNSUPPORTED.get(str(op))) is not None:
+            return found
+        for item in arg if isinstance(arg, list | tuple) else ():
+            if isinstance(item, re_parser.SubPattern) and (found := _not_in_re2(item)):
+                return found
+            if isinstance(item, list | tuple):
+                for sub in item:
+                    if isinstance(sub, re_parser.SubPattern) and (found := _not_in_re2(sub)):
+                        return found
+    return None
