@@ -22,6 +22,7 @@ class Behavior:
     name: str
     fail_first: int = 0  # answer the first N requests with 503
     delay: float = 0.0  # seconds before answering
+    slow_first: int = 0  # only the first N requests are delayed (0: all of them)
     status: int = 200
     health_status: int = 200  # what GET /health answers (active health checks)
     seen: Counter[str] = field(default_factory=Counter)  # requests per path
@@ -33,7 +34,7 @@ def build_app(behavior: Behavior) -> web.Application:
             return web.Response(status=behavior.health_status, text="health\n")
         behavior.seen[request.path] += 1
         total = sum(behavior.seen.values())
-        if behavior.delay:
+        if behavior.delay and (not behavior.slow_first or total <= behavior.slow_first):
             await asyncio.sleep(behavior.delay)
         if total <= behavior.fail_first:
             return web.Response(status=503, text=f"{behavior.name} failing on purpose\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import socket
+import time
 
 from meshctl.xds.envoy.types import CLUSTER
 from tests.conftest import Mesh, eventually
@@ -163,3 +165,73 @@ async def test_retry_budget_bounds_retries(mesh_factory):
     app.fail_first = 1
     assert (await m.get(sidecar, "reviews", "/with-budget"))[:2] == (200, "v1")
     assert app.seen["/with-budget"] == 2
+
+
+async def test_per_retry_timeout_retries_a_slow_attempt(mesh_factory):
+    m: Mesh = await mesh_factory()
+    app, port = await m.app("v1")
+    retry = {"httpRetryEvents": ["server-error"], "maxRetries": 2, "perRetryTimeout": {"unit": "ms", "value": 200}}
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        workload("reviews", "v1", port),
+        virtual_node("frontend", backends=["reviews"]),
+        route(
+            "reviews",
+            "reviews",
+            {"reviews-v1": 100},
+            retryPolicy=retry,
+            timeout={"perRequest": {"unit": "s", "value": 5}},
+        ),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+    app.seen.clear()
+    app.delay, app.slow_first = 3.0, 1  # the first attempt hangs, the retry is fast
+    started = time.monotonic()
+    assert (await m.get(sidecar, "reviews", "/slow-once"))[:2] == (200, "v1")
+    assert 0.15 <= time.monotonic() - started < 1.5
+    assert app.seen["/slow-once"] == 2
+
+
+async def test_connect_timeout_and_zone_metadata(mesh_factory):
+    m: Mesh = await mesh_factory()
+    # A listener that never accepts, with its accept queue full: new SYNs are dropped, connects hang.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        docs = workload(
+            "reviews", "v1", port, connectionPool={"http": {"connectTimeout": {"unit": "ms", "value": 300}}}
+        )
+        docs[1]["endpoints"][0]["zone"] = "zone-a"
+        write(
+            m.dir / "mesh.yaml",
+            service("reviews"),
+            docs,
+            virtual_node("frontend", backends=["reviews"]),
+            route("reviews", "reviews", {"reviews-v1": 100}),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/frontend")
+        cluster = f"demo/reviews-v1/{port}"
+        await eventually(lambda: f"{cluster}::127.0.0.1:{port}::zone::zone-a" in sidecar.envoy.admin_get("/clusters"))
+        started = time.monotonic()
+        status, _, _ = await m.get(sidecar, "reviews")
+        elapsed = time.monotonic() - started
+        assert status == 503 and 0.25 <= elapsed < 1.5, (status, elapsed)
+        assert f"cluster.{cluster}.upstream_cx_connect_timeout: 1" in sidecar.envoy.admin_get(
+            "/stats?filter=upstream_cx_connect_timeout"
+        )
+    finally:
+        for s in fillers:
+            s.close()
+        blackhole.close()
