@@ -20,7 +20,9 @@ class Behavior:
     """Mutable on purpose: tests flip it while traffic flows."""
 
     name: str
-    fail_first: int = 0  # answer the first N requests with 503
+    fail_first: int = 0  # answer the first N requests with fail_status
+    fail_status: int = 503
+    stall_body: float = 0.0  # send the headers and part of the body, then stall this long (idle timeouts)
     delay: float = 0.0  # seconds before answering
     slow_first: int = 0  # only the first N requests are delayed (0: all of them)
     status: int = 200
@@ -37,7 +39,14 @@ def build_app(behavior: Behavior) -> web.Application:
         if behavior.delay and (not behavior.slow_first or total <= behavior.slow_first):
             await asyncio.sleep(behavior.delay)
         if total <= behavior.fail_first:
-            return web.Response(status=503, text=f"{behavior.name} failing on purpose\n")
+            return web.Response(status=behavior.fail_status, text=f"{behavior.name} failing on purpose\n")
+        if behavior.stall_body:
+            response = web.StreamResponse(headers={"x-served-by": behavior.name})
+            await response.prepare(request)
+            await response.write(b"partial ")
+            await asyncio.sleep(behavior.stall_body)
+            await response.write(b"rest")
+            return response
         return web.Response(status=behavior.status, text=behavior.name, headers={"x-served-by": behavior.name})
 
     app = web.Application()

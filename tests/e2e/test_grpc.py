@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aiohttp
 import grpc
+import pytest
 
 from meshctl.proxy import free_port
 from tests.conftest import Mesh, eventually
@@ -19,11 +23,14 @@ class EchoServer:
         self.name = name
         self.calls = 0
         self.fail_first = 0
+        self.delay = 0.0
         self.port = free_port()
         self.server = grpc.aio.server()
 
         async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             self.calls += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if self.calls <= self.fail_first:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} failing on purpose")
             return f"{self.name}:".encode() + request
@@ -123,3 +130,45 @@ async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_fact
     finally:
         for s in servers.values():
             await s.server.stop(0)
+
+
+async def test_grpc_route_timeout(mesh_factory):
+    m: Mesh = await mesh_factory()
+    server = EchoServer("v1")
+    await server.server.start()
+    try:
+        write(
+            m.dir / "mesh.yaml",
+            service("echo", port=50051),
+            workload("echo", "v1", server.port, portMapping={"port": server.port, "protocol": "grpc"}),
+            virtual_node("client", backends=["echo"]),
+            grpc_route(
+                "echo",
+                10,
+                {"serviceName": "demo.Echo"},
+                {"echo-v1": 100},
+                timeout={"perRequest": {"unit": "ms", "value": 300}},
+            ),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/client")
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", "echo.demo")]
+        ) as channel:
+            say = channel.unary_unary(SAY)
+
+            async def routed() -> bool:
+                try:
+                    return await say(b"hello", timeout=2) == b"v1:hello"
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(routed, timeout=15)
+            server.delay = 3.0
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await say(b"slow", timeout=10)
+            assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            assert 0.25 <= time.monotonic() - started < 2.0
+    finally:
+        await server.server.stop(0)

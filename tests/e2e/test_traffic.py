@@ -7,6 +7,7 @@ import collections
 import time
 
 import aiohttp
+import pytest
 
 from meshctl.xds.envoy.types import CLUSTER, ROUTE
 from tests.conftest import Mesh, Sidecar, eventually
@@ -199,3 +200,27 @@ async def test_circuit_breaker_rejects_overflow(mesh_factory):
         "max_pending_requests": 1,
         "max_requests": 1,
     }
+
+
+@pytest.mark.parametrize(("event", "status"), [("gateway-error", 502), ("client-error", 409), ("server-error", 500)])
+async def test_each_http_retry_event_retries_its_status(mesh_factory, event: str, status: int):
+    retry = {"retryPolicy": {"httpRetryEvents": [event], "maxRetries": 1}}
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100}, **retry)
+    v1 = m.apps["v1"]
+    v1.seen.clear()
+    v1.fail_first, v1.fail_status = 1, status
+    assert (await m.get(sidecar, "reviews", "/retried"))[:2] == (200, "v1")
+    assert v1.seen["/retried"] == 2
+
+
+async def test_route_idle_timeout_resets_a_stalled_response(mesh_factory):
+    m, sidecar = await basic_mesh(
+        mesh_factory,
+        {"reviews-v1": 100},
+        timeout={"perRequest": {"unit": "s", "value": 10}, "idle": {"unit": "ms", "value": 300}},
+    )
+    m.apps["v1"].stall_body = 3.0
+    started = time.monotonic()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await m.get(sidecar, "reviews", "/stalls")
+    assert 0.25 <= time.monotonic() - started < 2.0
