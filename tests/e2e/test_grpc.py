@@ -23,6 +23,7 @@ class EchoServer:
         self.name = name
         self.calls = 0
         self.fail_first = 0
+        self.fail_code = grpc.StatusCode.UNAVAILABLE
         self.delay = 0.0
         self.port = free_port()
         self.server = grpc.aio.server()
@@ -32,7 +33,7 @@ class EchoServer:
             if self.delay:
                 await asyncio.sleep(self.delay)
             if self.calls <= self.fail_first:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} failing on purpose")
+                await context.abort(self.fail_code, f"{self.name} failing on purpose")
             return f"{self.name}:".encode() + request
 
         handler = grpc.unary_unary_rpc_method_handler(say, request_deserializer=None, response_serializer=None)
@@ -170,5 +171,48 @@ async def test_grpc_route_timeout(mesh_factory):
                 await say(b"slow", timeout=10)
             assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             assert 0.25 <= time.monotonic() - started < 2.0
+    finally:
+        await server.server.stop(0)
+
+
+GRPC_EVENTS = {
+    "cancelled": grpc.StatusCode.CANCELLED,
+    "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "internal": grpc.StatusCode.INTERNAL,
+    "resource-exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+}
+
+
+@pytest.mark.parametrize("event", list(GRPC_EVENTS))
+async def test_each_grpc_retry_event_retries_its_status(mesh_factory, event: str):
+    m: Mesh = await mesh_factory()
+    server = EchoServer("v1")
+    await server.server.start()
+    try:
+        write(
+            m.dir / "mesh.yaml",
+            service("echo", port=50051),
+            workload("echo", "v1", server.port, portMapping={"port": server.port, "protocol": "grpc"}),
+            virtual_node("client", backends=["echo"]),
+            grpc_route("echo", 10, {}, {"echo-v1": 100}, retryPolicy={"grpcRetryEvents": [event], "maxRetries": 1}),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/client")
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", "echo.demo")]
+        ) as channel:
+            say = channel.unary_unary(SAY)
+
+            async def routed() -> bool:
+                try:
+                    return await say(b"hello", timeout=2) == b"v1:hello"
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(routed, timeout=15)
+            server.calls, server.fail_first, server.fail_code = 0, 1, GRPC_EVENTS[event]
+            assert await say(b"again") == b"v1:again"
+            assert server.calls == 2
     finally:
         await server.server.stop(0)

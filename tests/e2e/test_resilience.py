@@ -6,6 +6,8 @@ import collections
 import socket
 import time
 
+import pytest
+
 from meshctl.xds.envoy.types import CLUSTER
 from tests.conftest import Mesh, eventually
 from tests.manifests import route, service, virtual_node, workload, write
@@ -235,3 +237,27 @@ async def test_connect_timeout_and_zone_metadata(mesh_factory):
         for s in fillers:
             s.close()
         blackhole.close()
+
+
+@pytest.mark.parametrize("with_retry", [True, False], ids=["connection-error-retried", "no-retry"])
+async def test_connection_error_retry_moves_to_a_live_endpoint(mesh_factory, with_retry: bool):
+    m: Mesh = await mesh_factory()
+    _, port = await m.app("good")  # 127.0.0.1:port answers; 127.0.0.2:port refuses connections
+    http = {"match": {"prefix": "/"}}
+    if with_retry:
+        http["retryPolicy"] = {"tcpRetryEvents": ["connection-error"], "maxRetries": 2}
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        two_endpoint_workload(port),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}, **http),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend")
+    await m.wait_routable(sidecar, "reviews")
+    counts = await m.split(sidecar, "reviews", 40, concurrency=1)
+    if with_retry:
+        assert counts == {"good": 40}
+    else:
+        assert counts["good"] < 40 and counts[503] > 0, counts  # the same traffic without the policy fails
