@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import aiohttp
@@ -60,11 +61,14 @@ def grpc_route(name: str, priority: int, match: dict, targets: dict[str, int], *
     }
 
 
-async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_factory):
+@contextlib.asynccontextmanager
+async def grpc_mesh(mesh_factory, versions: tuple[str, ...], *routes: dict):
+    """gRPC echo servers per version, the mesh around them, and a client channel through the client's sidecar,
+    ready (a call to v1 succeeded). Yields (mesh, sidecar, channel, servers)."""
     m: Mesh = await mesh_factory()
-    servers = {v: EchoServer(v) for v in ("v1", "v2")}
-    for s in servers.values():
-        await s.server.start()
+    servers = {v: EchoServer(v) for v in versions}
+    for server in servers.values():
+        await server.server.start()
     try:
         write(
             m.dir / "mesh.yaml",
@@ -74,23 +78,7 @@ async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_fact
                 for v, s in servers.items()
             ),
             virtual_node("client", backends=["echo"]),
-            grpc_route(
-                "echo-say-beta",
-                10,
-                {
-                    "serviceName": "demo.Echo",
-                    "methodName": "Say",
-                    "metadata": [{"name": "x-tenant", "match": {"exact": "beta"}}],
-                },
-                {"echo-v2": 100},
-            ),
-            grpc_route(
-                "echo-service",
-                20,
-                {"serviceName": "demo.Echo"},
-                {"echo-v1": 100},
-                retryPolicy={"grpcRetryEvents": ["unavailable"], "maxRetries": 2},
-            ),
+            *routes,
         )
         await m.start()
         sidecar = await m.sidecar("demo/client")
@@ -106,21 +94,38 @@ async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_fact
                     return False
 
             await eventually(routed, timeout=15)
-            assert await say(b"hi", metadata=(("x-tenant", "beta"),)) == b"v2:hi"
-            assert await say(b"hi", metadata=(("x-tenant", "alpha"),)) == b"v1:hi"
+            yield m, sidecar, channel, servers
+    finally:
+        for server in servers.values():
+            await server.server.stop(0)
 
-            # UNAVAILABLE on the first attempt is retried (grpcRetryEvents), the client sees success.
-            servers["v1"].calls, servers["v1"].fail_first = 0, 1
-            assert await say(b"again") == b"v1:again"
-            assert servers["v1"].calls == 2
 
-            # A method outside the routed service has no route: Envoy answers UNIMPLEMENTED (HTTP 404).
-            with_no_route = channel.unary_unary("/other.Service/Call")
-            try:
-                await with_no_route(b"x")
-                raise AssertionError("expected no route")
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNIMPLEMENTED, exc
+async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_factory):
+    beta = {
+        "serviceName": "demo.Echo",
+        "methodName": "Say",
+        "metadata": [{"name": "x-tenant", "match": {"exact": "beta"}}],
+    }
+    retry = {"grpcRetryEvents": ["unavailable"], "maxRetries": 2}
+    async with grpc_mesh(
+        mesh_factory,
+        ("v1", "v2"),
+        grpc_route("echo-say-beta", 10, beta, {"echo-v2": 100}),
+        grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, retryPolicy=retry),
+    ) as (_, sidecar, channel, servers):
+        say = channel.unary_unary(SAY)
+        assert await say(b"hi", metadata=(("x-tenant", "beta"),)) == b"v2:hi"
+        assert await say(b"hi", metadata=(("x-tenant", "alpha"),)) == b"v1:hi"
+
+        # UNAVAILABLE on the first attempt is retried (grpcRetryEvents), the client sees success.
+        servers["v1"].calls, servers["v1"].fail_first = 0, 1
+        assert await say(b"again") == b"v1:again"
+        assert servers["v1"].calls == 2
+
+        # A method outside the routed service has no route: Envoy answers UNIMPLEMENTED (HTTP 404).
+        with pytest.raises(grpc.aio.AioRpcError) as no_route:
+            await channel.unary_unary("/other.Service/Call")(b"x")
+        assert no_route.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
         # grpcRoutes match gRPC requests only: plain HTTP to the same service finds no route.
         async with (
@@ -128,51 +133,19 @@ async def test_grpc_routes_match_service_method_and_metadata_and_retry(mesh_fact
             session.post(f"{sidecar.url}{SAY}", headers={"Host": "echo.demo"}, data=b"x") as r,
         ):
             assert r.status == 404
-    finally:
-        for s in servers.values():
-            await s.server.stop(0)
 
 
 async def test_grpc_route_timeout(mesh_factory):
-    m: Mesh = await mesh_factory()
-    server = EchoServer("v1")
-    await server.server.start()
-    try:
-        write(
-            m.dir / "mesh.yaml",
-            service("echo", port=50051),
-            workload("echo", "v1", server.port, portMapping={"port": server.port, "protocol": "grpc"}),
-            virtual_node("client", backends=["echo"]),
-            grpc_route(
-                "echo",
-                10,
-                {"serviceName": "demo.Echo"},
-                {"echo-v1": 100},
-                timeout={"perRequest": {"unit": "ms", "value": 300}},
-            ),
-        )
-        await m.start()
-        sidecar = await m.sidecar("demo/client")
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", "echo.demo")]
-        ) as channel:
-            say = channel.unary_unary(SAY)
-
-            async def routed() -> bool:
-                try:
-                    return await say(b"hello", timeout=2) == b"v1:hello"
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await eventually(routed, timeout=15)
-            server.delay = 3.0
-            started = time.monotonic()
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await say(b"slow", timeout=10)
-            assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            assert 0.25 <= time.monotonic() - started < 2.0
-    finally:
-        await server.server.stop(0)
+    timeout = {"perRequest": {"unit": "ms", "value": 300}}
+    async with grpc_mesh(
+        mesh_factory, ("v1",), grpc_route("echo", 10, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, timeout=timeout)
+    ) as (_, _, channel, servers):
+        servers["v1"].delay = 3.0
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await channel.unary_unary(SAY)(b"slow", timeout=10)
+        assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert 0.25 <= time.monotonic() - started < 2.0
 
 
 GRPC_EVENTS = {
@@ -186,33 +159,14 @@ GRPC_EVENTS = {
 
 @pytest.mark.parametrize("event", list(GRPC_EVENTS))
 async def test_each_grpc_retry_event_retries_its_status(mesh_factory, event: str):
-    m: Mesh = await mesh_factory()
-    server = EchoServer("v1")
-    await server.server.start()
-    try:
-        write(
-            m.dir / "mesh.yaml",
-            service("echo", port=50051),
-            workload("echo", "v1", server.port, portMapping={"port": server.port, "protocol": "grpc"}),
-            virtual_node("client", backends=["echo"]),
-            grpc_route("echo", 10, {}, {"echo-v1": 100}, retryPolicy={"grpcRetryEvents": [event], "maxRetries": 1}),
-        )
-        await m.start()
-        sidecar = await m.sidecar("demo/client")
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", "echo.demo")]
-        ) as channel:
-            say = channel.unary_unary(SAY)
-
-            async def routed() -> bool:
-                try:
-                    return await say(b"hello", timeout=2) == b"v1:hello"
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await eventually(routed, timeout=15)
-            server.calls, server.fail_first, server.fail_code = 0, 1, GRPC_EVENTS[event]
-            assert await say(b"again") == b"v1:again"
-            assert server.calls == 2
-    finally:
-        await server.server.stop(0)
+    retry = {"grpcRetryEvents": [event], "maxRetries": 1}
+    async with grpc_mesh(mesh_factory, ("v1",), grpc_route("echo", 10, {}, {"echo-v1": 100}, retryPolicy=retry)) as (
+        _,
+        _,
+        channel,
+        servers,
+    ):
+        server = servers["v1"]
+        server.calls, server.fail_first, server.fail_code = 0, 1, GRPC_EVENTS[event]
+        assert await channel.unary_unary(SAY)(b"again") == b"v1:again"
+        assert server.calls == 2

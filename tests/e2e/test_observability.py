@@ -15,11 +15,11 @@ from tests.conftest import Mesh, eventually
 from tests.manifests import route, service, virtual_node, workload, write
 
 
-async def logged_mesh(mesh_factory, log: dict) -> tuple[Mesh, object, int]:
-    m: Mesh = await mesh_factory()
+async def frontend_mesh(m: Mesh, **frontend_spec) -> tuple[object, int]:
+    """reviews-v1 behind a Route, called by a frontend sidecar whose VirtualNode spec gets ``frontend_spec``."""
     _, port = await m.app("v1")
     frontend = virtual_node("frontend", backends=["reviews"])
-    frontend["spec"]["logging"] = {"accessLog": {"file": log}}
+    frontend["spec"].update(frontend_spec)
     write(
         m.dir / "mesh.yaml",
         service("reviews"),
@@ -30,6 +30,12 @@ async def logged_mesh(mesh_factory, log: dict) -> tuple[Mesh, object, int]:
     await m.start()
     sidecar = await m.sidecar("demo/frontend")
     await m.wait_routable(sidecar, "reviews")
+    return sidecar, port
+
+
+async def logged_mesh(mesh_factory, log: dict) -> tuple[Mesh, object, int]:
+    m: Mesh = await mesh_factory()
+    sidecar, port = await frontend_mesh(m, logging={"accessLog": {"file": log}})
     return m, sidecar, port
 
 
@@ -117,7 +123,6 @@ async def test_prometheus_port_and_statsd_sink(mesh_factory):
 @pytest.mark.parametrize("provider", ["zipkin", "opentelemetry", "xray"])
 async def test_tracing_spans_reach_the_collector(mesh_factory, provider: str):
     m: Mesh = await mesh_factory()
-    _, port = await m.app("v1")
     received: list[tuple[str, str, bytes]] = []  # (path, content type, body)
 
     async def collect(request: web.Request) -> web.Response:
@@ -146,18 +151,8 @@ async def test_tracing_spans_reach_the_collector(mesh_factory, provider: str):
         await web.TCPSite(runner, "127.0.0.1", collector_port).start()
         cleanup = runner.cleanup
     try:
-        frontend = virtual_node("frontend", backends=["reviews"])
-        frontend["spec"]["tracing"] = {provider: {"address": f"127.0.0.1:{collector_port}"}, "samplingPercent": 100}
-        write(
-            m.dir / "mesh.yaml",
-            service("reviews"),
-            workload("reviews", "v1", port),
-            frontend,
-            route("reviews", "reviews", {"reviews-v1": 100}),
-        )
-        await m.start()
-        sidecar = await m.sidecar("demo/frontend")
-        await m.wait_routable(sidecar, "reviews")
+        tracing = {provider: {"address": f"127.0.0.1:{collector_port}"}, "samplingPercent": 100}
+        sidecar, _ = await frontend_mesh(m, tracing=tracing)
         for _ in range(10):  # Zipkin and OpenTelemetry flush after 5 spans
             await m.get(sidecar, "reviews", "/traced")
         await eventually(lambda: received, timeout=20)

@@ -55,7 +55,11 @@ def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[
 
 def _http_route(f: Fields, namespace: str) -> HttpRoute | None:
     mf = f.obj("match", required=True)
-    match = _http_match(mf) if mf else None
+    return _routed(f, namespace, _http_match(mf) if mf else None)
+
+
+def _routed(f: Fields, namespace: str, match: HttpMatch | None) -> HttpRoute | None:
+    """The parts httpRoute and grpcRoute share: action, retryPolicy, timeout."""
     af = f.obj("action", required=True)
     targets = _weighted_targets(af, namespace) if af else ()
     retry = _retry_policy(f.obj("retryPolicy"))
@@ -85,15 +89,7 @@ def _tcp_route(f: Fields, namespace: str) -> HttpRoute | None:
 def _grpc_route(f: Fields, namespace: str) -> HttpRoute | None:
     """App Mesh grpcRoute -> the HTTP/2 route it is: /{serviceName}/{methodName}, metadata as headers."""
     mf = f.obj("match")
-    match = _grpc_match(mf) if mf else HttpMatch(prefix="/", grpc=True)
-    af = f.obj("action", required=True)
-    targets = _weighted_targets(af, namespace) if af else ()
-    retry = _retry_policy(f.obj("retryPolicy"))
-    tf = f.obj("timeout")
-    timeout = parse_timeout(tf) if tf else None
-    if match is None or not targets:
-        return None
-    return HttpRoute(match=match, weighted_targets=targets, retry_policy=retry, timeout=timeout)
+    return _routed(f, namespace, _grpc_match(mf) if mf else HttpMatch(prefix="/", grpc=True))
 
 
 def _grpc_match(f: Fields) -> HttpMatch | None:
