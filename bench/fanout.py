@@ -102,22 +102,19 @@ async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
     try:
         await _all_acked(plane, streams, TYPE_ORDER, timeout=300)
         cpu0, pushes = _cpu(), []
-        for k in range(changes):
-            model = meshgen.with_endpoint_change(model, 0, generation=k + 10)
-            old = _versions(plane, ENDPOINT)
-            t0 = time.time()
-            await source.push(model)
-            await _all_acked(plane, streams, (ENDPOINT,), old)
-            pushes.append(("eds", t0))
-            await asyncio.sleep(0.1)
-        for k in range(changes):
-            model = meshgen.with_route_weight(model, 0, 50 + k % 2 * 30)
-            old = _versions(plane, ROUTE)
-            t0 = time.time()
-            await source.push(model)
-            await _all_acked(plane, streams, (ROUTE,), old)
-            pushes.append(("rds", t0))
-            await asyncio.sleep(0.1)
+        kinds = (
+            ("eds", ENDPOINT, lambda m, k: meshgen.with_endpoint_change(m, 0, generation=k + 10)),
+            ("rds", ROUTE, lambda m, k: meshgen.with_route_weight(m, 0, 50 + k % 2 * 30)),
+        )
+        for kind, type_url, change in kinds:
+            for k in range(changes):
+                model = change(model, k)
+                old = _versions(plane, type_url)
+                t0 = time.time()
+                await source.push(model)
+                await _all_acked(plane, streams, (type_url,), old)
+                pushes.append((kind, t0))
+                await asyncio.sleep(0.1)
         cpu = _cpu() - cpu0
         rss = rss_mib()
     finally:

@@ -61,14 +61,12 @@ async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
     _, p2 = await m.app("v2")
     await m.app("v1-second", port=p1, host="127.0.0.2")
     v1 = workload("reviews", "v1", p1)
-    write(
-        m.dir / "w.yaml",
-        service("reviews"),
-        v1,
+    rest = [
         workload("reviews", "v2", p2),
         virtual_node("frontend", backends=["reviews"]),
         route("reviews", "reviews", {"reviews-v1": 100}),
-    )
+    ]
+    write(m.dir / "w.yaml", service("reviews"), v1, *rest)
     await m.start()
     sidecar = await m.sidecar("demo/frontend", delta=True)
     await m.wait_routable(sidecar, "reviews")
@@ -82,14 +80,7 @@ async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
             "targetRef": {"kind": "Pod", "name": "reviews-v1-0"},
         }
     )
-    write(
-        m.dir / "w.yaml",
-        service("reviews"),
-        v1,
-        workload("reviews", "v2", p2),
-        virtual_node("frontend", backends=["reviews"]),
-        route("reviews", "reviews", {"reviews-v1": 100}),
-    )
+    write(m.dir / "w.yaml", service("reviews"), v1, *rest)  # the same manifests, one more endpoint
     await converged(m, ENDPOINT, eds_before)
     assert stream_of(m).types[ENDPOINT].last_sent == (1, 0)  # one ClusterLoadAssignment, nothing removed
     counts = await m.split(sidecar, "reviews", 200)
