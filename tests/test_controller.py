@@ -126,3 +126,22 @@ async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model
         "endpoints",
         {k for k in other.endpoint_slices if other.endpoint_slices[k] != model.endpoint_slices[k]},
     )
+
+
+async def test_coalesced_models_merge_their_deltas() -> None:
+    model = meshgen.build(5)
+    controller = Controller(SnapshotCache(), Metrics())
+    await controller.submit(model)
+    first = meshgen.with_endpoint_change(model, 1, generation=2)
+    second = meshgen.with_endpoint_change(first, 2, generation=3)
+    controller._pending = None
+    await controller.submit(first)
+    await controller.submit(second)  # the build loop will only ever see ``second``
+    merged = controller._pending.delta
+    assert merged.base_revision == model.revision
+    assert merged.endpoint_slices == first.delta.endpoint_slices | second.delta.endpoint_slices
+    # A model whose delta is not relative to the pending one loses its delta (the controller compares instead).
+    unrelated = replace(meshgen.with_endpoint_change(model, 3, generation=4), revision=99)
+    await controller.submit(unrelated)
+    await controller.submit(replace(meshgen.with_endpoint_change(model, 4, generation=5), revision=100))
+    assert controller._pending.delta is None

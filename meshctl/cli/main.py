@@ -24,14 +24,17 @@ def _print(data, output: str) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from meshctl.xds.plane import ControlPlane
+    from meshctl.xds.sources import ManifestSource
 
-    manifests = Path(args.manifests)
-    if not manifests.is_dir():
-        print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
-        return 2
-    plane = ControlPlane.from_manifests(
-        manifests, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port
-    )
+    if args.kubernetes:
+        source = _kubernetes_source(args)
+    else:
+        manifests = Path(args.manifests)
+        if not manifests.is_dir():
+            print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
+            return 2
+        source = ManifestSource(manifests)
+    plane = ControlPlane(source, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -47,6 +50,21 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         await plane.stop()
     return 0
+
+
+def _kubernetes_source(args: argparse.Namespace):
+    from kubernetes import client, config
+
+    from meshctl.xds.sources.kubernetes import KubernetesSource
+
+    if args.kubeconfig:
+        config.load_kube_config(config_file=args.kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    return KubernetesSource(client.ApiClient(), namespaces=args.namespace or None)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -98,11 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the control plane")
-    serve.add_argument(
+    what = serve.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--manifests",
-        required=True,
         help="directory of Kubernetes YAML (Services, EndpointSlices, Pods, VirtualNodes, Routes); re-read on change",
     )
+    what.add_argument("--kubernetes", action="store_true", help="watch a cluster (in-cluster config or kubeconfig)")
+    serve.add_argument(
+        "--kubeconfig", help="kubeconfig file for --kubernetes (default: in-cluster, then ~/.kube/config)"
+    )
+    serve.add_argument("--namespace", action="append", help="with --kubernetes: watch only this namespace (repeatable)")
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")

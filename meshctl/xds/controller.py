@@ -1,7 +1,9 @@
 """Glue between sources and the cache: debounce, translate, build a snapshot per attached node group.
 
-The first change after a quiet period is built at once; changes that arrive while a build runs, or
-within ``holdoff`` seconds after one, are coalesced into the next build.
+The first change after a quiet period is built at once. Changes that arrive while a build runs, or within the
+hold-off after one, are coalesced into the next build; while changes keep coming the hold-off doubles (from
+``holdoff`` up to ``max_holdoff``), so a burst of a thousand changes becomes a handful of builds, and it
+returns to ``holdoff`` after a quiet one (Contour's HoldoffDelay/HoldoffMaxDelay, adaptive).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache
 from meshctl.xds.envoy.types import ENDPOINT
 from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import Model, ObjectKey, Route, VirtualNode
+from meshctl.xds.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.xds.translate.ir import ObjectStatus, SidecarParams
 
@@ -33,11 +36,13 @@ class Controller:
         metrics: Metrics,
         *,
         holdoff: float = 0.02,
+        max_holdoff: float = 0.5,
         on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
     ) -> None:
         self.cache = cache
         self.metrics = metrics
         self.holdoff = holdoff
+        self.max_holdoff = max_holdoff
         self.on_statuses = on_statuses
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
@@ -60,18 +65,33 @@ class Controller:
 
     async def submit(self, model: Model) -> None:
         """The source sink: remember the newest model and wake the build loop."""
+        pending = self._pending
+        if pending is not None and model.delta is not None:
+            # The build loop will skip ``pending``: its delta must be folded into this one, or dropped.
+            if pending.delta is not None and model.delta.base_revision == pending.revision:
+                merged = ModelDelta(
+                    base_revision=pending.delta.base_revision,
+                    endpoint_slices=pending.delta.endpoint_slices | model.delta.endpoint_slices,
+                    routes=pending.delta.routes | model.delta.routes,
+                )
+                model = replace(model, delta=merged)
+            else:
+                model = replace(model, delta=None)
         self._pending = model
         self.model_received_at = time.monotonic()
         self._wake.set()
 
     async def run(self) -> None:
+        holdoff = self.holdoff
         while True:
             await self._wake.wait()
             self._wake.clear()
             model, self._pending = self._pending, None
             if model is not None:
                 await self._rebuild(model)
-            await asyncio.sleep(self.holdoff)
+            await asyncio.sleep(holdoff)
+            # More changes already waiting means a burst: wait longer next time. A quiet hold-off resets it.
+            holdoff = min(holdoff * 2, self.max_holdoff) if self._wake.is_set() else self.holdoff
 
     async def _rebuild(self, model: Model) -> None:
         started = time.perf_counter()

@@ -1,0 +1,243 @@
+"""The Kubernetes source: list+watch of Services, EndpointSlices, Pods, VirtualNodes and Routes.
+
+One informer thread per kind (the `kubernetes` client is synchronous): list, then watch from the list's
+resourceVersion with bookmarks; a 410 Gone relists; a broken stream re-watches from the last resourceVersion;
+errors back off with jitter. Events flow to the asyncio side, where a burst is drained at once and turned into
+one Model, with a ModelDelta when only EndpointSlices or only Routes changed. Objects go through the same
+parser as manifest files, so both sources build the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from meshctl.xds.model import API_GROUP, EndpointSlice, Model, ModelDelta, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.xds.parse.documents import MeshObject, UnsupportedDocument, object_key, parse_document
+from meshctl.xds.sources.base import ModelSink
+
+__all__ = ["KubernetesSource"]
+
+log = logging.getLogger(__name__)
+_VERSION = "v1alpha1"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    name: str  # model kind: Service, EndpointSlice, Pod, VirtualNode, Route
+    api_version: str  # set on list items, which the API server sends without it
+    list_all: Callable[..., object]
+    list_namespaced: Callable[..., object]
+
+
+def _kinds(api: client.ApiClient) -> list[_Kind]:
+    core, discovery, custom = client.CoreV1Api(api), client.DiscoveryV1Api(api), client.CustomObjectsApi(api)
+
+    def crd(plural: str) -> tuple[Callable[..., object], Callable[..., object]]:
+        return (
+            lambda **kw: custom.list_cluster_custom_object(API_GROUP, _VERSION, plural, **kw),
+            lambda ns, **kw: custom.list_namespaced_custom_object(API_GROUP, _VERSION, ns, plural, **kw),
+        )
+
+    return [
+        _Kind("Service", "v1", core.list_service_for_all_namespaces, core.list_namespaced_service),
+        _Kind(
+            "EndpointSlice",
+            "discovery.k8s.io/v1",
+            discovery.list_endpoint_slice_for_all_namespaces,
+            discovery.list_namespaced_endpoint_slice,
+        ),
+        _Kind("Pod", "v1", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
+        _Kind("VirtualNode", f"{API_GROUP}/{_VERSION}", *crd("virtualnodes")),
+        _Kind("Route", f"{API_GROUP}/{_VERSION}", *crd("routes")),
+    ]
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old: relist."""
+
+
+class _Informer:
+    """List+watch of one kind in one namespace (or all), in a thread; calls ``emit`` from that thread."""
+
+    def __init__(
+        self,
+        kind: _Kind,
+        namespace: str | None,
+        emit: Callable[[tuple], None],
+        stop: threading.Event,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.kind, self.namespace, self.emit, self.stop, self.watch_timeout = kind, namespace, emit, stop, watch_timeout
+
+    def _call(self, **kw):
+        if self.namespace is None:
+            return self.kind.list_all(_preload_content=False, **kw)
+        return self.kind.list_namespaced(self.namespace, _preload_content=False, **kw)
+
+    def run(self) -> None:
+        backoff = 0.2
+        while not self.stop.is_set():
+            try:
+                response = self._call()
+                listed = json.loads(response.data)
+                for item in listed["items"]:
+                    item.setdefault("kind", self.kind.name)
+                    item.setdefault("apiVersion", self.kind.api_version)
+                self.emit(("SYNC", self.kind.name, self.namespace, listed["items"]))
+                rv = listed["metadata"]["resourceVersion"]
+                while not self.stop.is_set():
+                    rv = self._watch(rv)
+                    backoff = 0.2
+            except _Gone:
+                log.info("%s: resourceVersion expired, relisting", self.kind.name)
+            except Exception as exc:  # network errors, server restarts: retry with jittered back-off
+                if self.stop.is_set():
+                    return
+                delay = backoff * (0.5 + random.random())
+                log.warning("%s: list/watch failed (%s); retrying in %.1fs", self.kind.name, exc, delay)
+                self.stop.wait(delay)
+                backoff = min(backoff * 2, 10.0)
+
+    def _watch(self, rv: str) -> str:
+        response = self._call(
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout
+        )
+        try:
+            for event in _lines(response):
+                if self.stop.is_set():
+                    break
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                if event.get("type") != "BOOKMARK":
+                    obj.setdefault("kind", self.kind.name)
+                    obj.setdefault("apiVersion", self.kind.api_version)
+                    self.emit((event["type"], self.kind.name, self.namespace, obj))
+        finally:
+            response.release_conn()
+        return rv
+
+
+def _lines(response) -> Iterator[dict]:
+    buffer = b""
+    for chunk in response.stream(4096, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+    if buffer.strip():
+        yield json.loads(buffer)
+
+
+class KubernetesSource:
+    def __init__(self, api: client.ApiClient, namespaces: list[str] | None = None) -> None:
+        self.api = api
+        self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
+        self._stop = threading.Event()
+        self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
+
+    async def run(self, sink: ModelSink) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple] = asyncio.Queue()
+        kinds = _kinds(self.api)
+        self._objects = {k.name: {} for k in kinds}
+        informers = [
+            _Informer(k, ns, lambda e: loop.call_soon_threadsafe(queue.put_nowait, e), self._stop)
+            for k in kinds
+            for ns in self.namespaces
+        ]
+        threads = [threading.Thread(target=i.run, name=f"watch-{i.kind.name}", daemon=True) for i in informers]
+        for thread in threads:
+            thread.start()
+        synced: set[tuple[str, str | None]] = set()
+        model: Model | None = None
+        revision = 0
+        try:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty():  # a burst becomes one model
+                    batch.append(queue.get_nowait())
+                changed = self._apply(batch, synced)
+                if len(synced) < len(informers):
+                    continue  # build only after the initial sync of every kind
+                revision += 1
+                model = self._model(revision, model, changed)
+                await sink(model)
+        finally:
+            self._stop.set()
+
+    def _apply(self, batch: list[tuple], synced: set) -> dict[str, set[ObjectKey]]:
+        """Updates the store; returns the changed keys by kind (all keys for a relisted kind)."""
+        changed: dict[str, set[ObjectKey]] = {}
+        for event_type, kind, namespace, payload in batch:
+            store = self._objects[kind]
+            keys = changed.setdefault(kind, set())
+            if event_type == "SYNC":
+                synced.add((kind, namespace))
+                stale = {k for k in store if namespace is None or k.namespace == namespace}
+                fresh = {}
+                for item in payload:
+                    if (obj := _parse(item)) is not None:
+                        fresh[object_key(obj)] = obj
+                for key in stale - fresh.keys():
+                    del store[key]
+                store.update(fresh)
+                keys.update(stale | fresh.keys())
+                continue
+            obj = _parse(payload)
+            if obj is None:
+                continue
+            key = object_key(obj)
+            keys.add(key)
+            if event_type == "DELETED":
+                store.pop(key, None)
+            else:
+                store[key] = obj
+        return changed
+
+    def _model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
+        def current(kind: str, attr: str):
+            # Unchanged kinds keep the previous mapping object: the controller compares by identity first.
+            if previous is not None and not changed.get(kind):
+                return getattr(previous, attr)
+            return dict(self._objects[kind])
+
+        delta = None
+        kinds_changed = {k for k, keys in changed.items() if keys}
+        if previous is not None and kinds_changed == {"EndpointSlice"}:
+            delta = ModelDelta(base_revision=previous.revision, endpoint_slices=frozenset(changed["EndpointSlice"]))
+        elif previous is not None and kinds_changed == {"Route"}:
+            delta = ModelDelta(base_revision=previous.revision, routes=frozenset(changed["Route"]))
+        return Model(
+            services=current("Service", "services"),
+            endpoint_slices=current("EndpointSlice", "endpoint_slices"),
+            pods=current("Pod", "pods"),
+            virtual_nodes=current("VirtualNode", "virtual_nodes"),
+            routes=current("Route", "routes"),
+            revision=revision,
+            delta=delta,
+        )
+
+
+def _parse(item: dict) -> MeshObject | None:
+    meta = item.get("metadata") or {}
+    origin = f"{item.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
+    try:
+        obj = parse_document(item, origin=origin)
+    except UnsupportedDocument as exc:
+        log.warning("%s: %s", origin, exc)
+        return None
+    assert obj is None or isinstance(obj, Service | EndpointSlice | Pod | VirtualNode | Route)
+    return obj
