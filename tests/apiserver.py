@@ -407,6 +407,8 @@ class ApiServer:
 
     def _create(self, kind: Kind, namespace: str | None, obj: dict) -> web.Response:
         meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         if kind.namespaced:
             meta["namespace"] = namespace or meta.get("namespace") or "default"
         with self._lock:

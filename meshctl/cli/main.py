@@ -26,15 +26,18 @@ async def _serve(args: argparse.Namespace) -> int:
     from meshctl.xds.plane import ControlPlane
     from meshctl.xds.sources import ManifestSource
 
+    writer = None
     if args.kubernetes:
-        source = _kubernetes_source(args)
+        source, writer = _kubernetes_source(args)
     else:
         manifests = Path(args.manifests)
         if not manifests.is_dir():
             print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
             return 2
         source = ManifestSource(manifests)
-    plane = ControlPlane(source, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port)
+    plane = ControlPlane(
+        source, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port, status_writer=writer
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +59,7 @@ def _kubernetes_source(args: argparse.Namespace):
     from kubernetes import client, config
 
     from meshctl.xds.sources.kubernetes import KubernetesSource
+    from meshctl.xds.status import StatusWriter
 
     if args.kubeconfig:
         config.load_kube_config(config_file=args.kubeconfig)
@@ -64,7 +68,9 @@ def _kubernetes_source(args: argparse.Namespace):
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-    return KubernetesSource(client.ApiClient(), namespaces=args.namespace or None)
+    api = client.ApiClient()
+    # Status is written by every replica for now; leader election (a Lease) is the next step (issue 6).
+    return KubernetesSource(api, namespaces=args.namespace or None), StatusWriter(api)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,19 +21,33 @@ from meshctl.xds.server.ads import AdsServer
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.sources import ManifestSource, Source
 
+if TYPE_CHECKING:
+    from meshctl.xds.status import StatusWriter
+
 __all__ = ["ControlPlane"]
 
 log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(self, source: Source, *, address: str = "127.0.0.1", xds_port: int = 0, admin_port: int = 0) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        address: str = "127.0.0.1",
+        xds_port: int = 0,
+        admin_port: int = 0,
+        status_writer: StatusWriter | None = None,
+    ) -> None:
         self.source = source
         self.address = address
         self.metrics = Metrics()
         self.cache = SnapshotCache()
         self.controller = Controller(self.cache, self.metrics)
         self.registry = ProxyRegistry()
+        self.status_writer = status_writer
+        if status_writer is not None:
+            self.controller.on_statuses = status_writer.submit
         self.ads = AdsServer(self.controller, self.registry, self.metrics)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
@@ -59,6 +74,8 @@ class ControlPlane:
             asyncio.create_task(self.controller.run(), name="controller"),
             asyncio.create_task(self.source.run(self.controller.submit), name="source"),
         ]
+        if self.status_writer is not None:
+            self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)

@@ -17,6 +17,7 @@ from meshctl.xds.envoy.types import TYPE_ORDER
 from meshctl.xds.plane import ControlPlane
 from meshctl.xds.sources import load_manifests
 from meshctl.xds.sources.kubernetes import KubernetesSource
+from meshctl.xds.status import StatusWriter
 from meshctl.xds.translate import translate_mesh, translate_sidecar
 from tests.apiserver import ApiServer
 from tests.conftest import eventually
@@ -170,6 +171,72 @@ async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver
 
         await eventually(caught_up, timeout=15)
         assert plane.metrics.builds - builds <= 12, plane.metrics.builds - builds  # a handful, not one per change
+    finally:
+        await plane.stop()
+        api.close()
+
+
+async def test_status_conditions_observed_generation_events_and_conflicts(apiserver):
+    configuration = client.Configuration()
+    configuration.host = apiserver.url
+    api = client.ApiClient(configuration)
+    install_crds(api)
+    docs = [
+        service("reviews"),
+        *workload("reviews", "v1", 9080),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    ]
+    for doc in docs:
+        await asyncio.to_thread(create, api, doc)
+    crs = client.CustomObjectsApi(api)
+    args = ("mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews")
+    writer = StatusWriter(api)
+    plane = ControlPlane(KubernetesSource(api), status_writer=writer)
+    await plane.start()
+
+    async def route_status() -> dict:
+        return (await asyncio.to_thread(crs.get_namespaced_custom_object, *args)).get("status") or {}
+
+    async def condition(observed: int, accepted: str) -> bool:
+        status = await route_status()
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        return status.get("observedGeneration") == observed and conds.get("Accepted", {}).get("status") == accepted
+
+    try:
+        await eventually(lambda: condition(1, "True"), timeout=15)
+        vn = await asyncio.to_thread(
+            crs.get_namespaced_custom_object, "mesh.meshctl.dev", "v1alpha1", "demo", "virtualnodes", "frontend"
+        )
+        assert {c["type"]: c["status"] for c in vn["status"]["conditions"]} == {
+            "Accepted": "True",
+            "ResolvedRefs": "True",
+        }
+
+        zero = {
+            "spec": {
+                "httpRoute": {"action": {"weightedTargets": [{"virtualNodeRef": {"name": "reviews-v1"}, "weight": 0}]}}
+            }
+        }
+        await asyncio.to_thread(crs.patch_namespaced_custom_object, *args, zero)
+        await eventually(lambda: condition(2, "False"), timeout=15)
+        accepted = next(c for c in (await route_status())["conditions"] if c["type"] == "Accepted")
+        assert "spec.httpRoute.action.weightedTargets: weights sum to 0" in accepted["message"]
+        assert accepted["observedGeneration"] == 2 and accepted["reason"] == "Invalid"
+        events = await asyncio.to_thread(client.CoreV1Api(api).list_namespaced_event, "demo")
+        (event,) = [e for e in events.items if e.involved_object.name == "reviews"]
+        assert (event.type, event.reason, event.involved_object.kind) == ("Warning", "Invalid", "Route")
+
+        # A write racing ours: the first read is stale by the time we update, so the update gets 409 and is retried.
+        real_get = writer.custom.get_namespaced_custom_object
+        stale = real_get(*args)
+        crs.patch_namespaced_custom_object(*args, {"metadata": {"labels": {"touched": "yes"}}})
+        reads = iter([stale])
+        writer.custom.get_namespaced_custom_object = lambda *a: next(reads, None) or real_get(*a)
+        conflicts = writer.conflicts
+        status = next(s for s in plane.controller.statuses() if s.key.name == "reviews" and s.key.kind == "Route")
+        assert await asyncio.to_thread(writer.write, status)
+        assert writer.conflicts == conflicts + 1
     finally:
         await plane.stop()
         api.close()

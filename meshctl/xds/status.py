@@ -1,0 +1,140 @@
+"""Writes VirtualNode and Route conditions back to the cluster, through the status subresource.
+
+Only changes are written (a condition keeps its lastTransitionTime while its status stays the same). Each write
+reads the object and updates its status with that resourceVersion; a 409 Conflict means someone wrote in between,
+so it reads again and retries. A newly rejected object also gets a Warning Event naming the field, as
+`kubectl describe` users expect. Runs the synchronous client in a worker thread; the newest statuses win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from meshctl.xds.model import API_GROUP, ObjectKey
+from meshctl.xds.translate.ir import ObjectStatus
+
+__all__ = ["StatusWriter"]
+
+log = logging.getLogger(__name__)
+_PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes"}
+_ATTEMPTS = 5
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusWriter:
+    def __init__(self, api: client.ApiClient, component: str = "meshctl") -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.component = component
+        self.written: dict[ObjectKey, tuple] = {}  # what the cluster has, to write only changes
+        self.writes = 0
+        self.conflicts = 0
+        self._latest: tuple[ObjectStatus, ...] | None = None
+        self._wake = asyncio.Event()
+
+    def submit(self, statuses: tuple[ObjectStatus, ...]) -> None:
+        """The controller's on_statuses hook: remember the newest statuses, wake the writer."""
+        self._latest = statuses
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            statuses, self._latest = self._latest, None
+            if statuses:
+                await asyncio.to_thread(self.write_all, statuses)
+
+    def write_all(self, statuses: tuple[ObjectStatus, ...]) -> None:
+        for status in statuses:
+            if status.key.kind not in _PLURALS:
+                continue
+            wanted = (
+                status.observed_generation,
+                tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),
+            )
+            if self.written.get(status.key) == wanted:
+                continue
+            try:
+                if self.write(status):
+                    self.written[status.key] = wanted
+            except ApiException as exc:
+                log.warning("cannot write status of %s: %s %s", status.key, exc.status, exc.reason)
+
+    def write(self, status: ObjectStatus) -> bool:
+        """Read, update status with that resourceVersion, retry on conflict. False if the object is gone."""
+        key = status.key
+        args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
+        for _ in range(_ATTEMPTS):
+            try:
+                current = self.custom.get_namespaced_custom_object(*args)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
+            conditions = []
+            for c in status.conditions:
+                before = previous.get(c.type)
+                changed = before is None or before.get("status") != c.status.value
+                conditions.append(
+                    {
+                        "type": c.type,
+                        "status": c.status.value,
+                        "reason": c.reason,
+                        "message": c.message,
+                        "observedGeneration": status.observed_generation,
+                        "lastTransitionTime": _now() if changed else before.get("lastTransitionTime", _now()),
+                    }
+                )
+            current["status"] = {"observedGeneration": status.observed_generation, "conditions": conditions}
+            try:
+                self.custom.replace_namespaced_custom_object_status(*args, current)
+            except ApiException as exc:
+                if exc.status == 409:  # written in between: read the fresh object and try again
+                    self.conflicts += 1
+                    continue
+                raise
+            self.writes += 1
+            rejected = next((c for c in status.conditions if c.type == "Accepted" and c.status.value == "False"), None)
+            was_rejected = previous.get("Accepted", {}).get("status") == "False"
+            if rejected is not None and not was_rejected:
+                self._event(key, current, rejected.reason, rejected.message)
+            return True
+        raise ApiException(status=409, reason=f"still conflicting after {_ATTEMPTS} attempts")
+
+    def _event(self, key: ObjectKey, obj: dict, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = _now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{key.name}.", "namespace": key.namespace},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": key.kind,
+                "name": key.name,
+                "namespace": key.namespace,
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": self.component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(key.namespace, event)
+        except ApiException as exc:
+            log.warning("cannot record an Event for %s: %s", key, exc.status)
