@@ -58,6 +58,7 @@ async def _serve(args: argparse.Namespace) -> int:
 def _kubernetes_source(args: argparse.Namespace):
     from kubernetes import client, config
 
+    from meshctl.xds.leader import LeaderElector
     from meshctl.xds.sources.kubernetes import KubernetesSource
     from meshctl.xds.status import StatusWriter
 
@@ -69,8 +70,8 @@ def _kubernetes_source(args: argparse.Namespace):
         except config.ConfigException:
             config.load_kube_config()
     api = client.ApiClient()
-    # Status is written by every replica for now; leader election (a Lease) is the next step (issue 6).
-    return KubernetesSource(api, namespaces=args.namespace or None), StatusWriter(api)
+    elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
+    return KubernetesSource(api, namespaces=args.namespace or None), StatusWriter(api, elector=elector)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -132,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", help="kubeconfig file for --kubernetes (default: in-cluster, then ~/.kube/config)"
     )
     serve.add_argument("--namespace", action="append", help="with --kubernetes: watch only this namespace (repeatable)")
+    serve.add_argument(
+        "--lease-namespace",
+        default="meshctl-system",
+        help="with --kubernetes: namespace of the leader-election Lease (default meshctl-system)",
+    )
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")

@@ -76,6 +76,8 @@ class ControlPlane:
         ]
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
+            if self.status_writer.elector is not None:
+                self._tasks.append(asyncio.create_task(self.status_writer.elector.run(), name="leader-election"))
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from meshctl.xds.leader import LeaderElector
 from meshctl.xds.model import API_GROUP, ObjectKey
 from meshctl.xds.translate.ir import ObjectStatus
 
@@ -30,28 +31,37 @@ def _now() -> str:
 
 
 class StatusWriter:
-    def __init__(self, api: client.ApiClient, component: str = "meshctl") -> None:
+    def __init__(self, api: client.ApiClient, component: str = "meshctl", elector: LeaderElector | None = None) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.component = component
         self.written: dict[ObjectKey, tuple] = {}  # what the cluster has, to write only changes
         self.writes = 0
         self.conflicts = 0
-        self._latest: tuple[ObjectStatus, ...] | None = None
+        self._current: tuple[ObjectStatus, ...] = ()
         self._wake = asyncio.Event()
+        self.elector = elector
+        if elector is not None:
+            elector.on_change = self._leadership_changed
 
     def submit(self, statuses: tuple[ObjectStatus, ...]) -> None:
         """The controller's on_statuses hook: remember the newest statuses, wake the writer."""
-        self._latest = statuses
+        self._current = statuses
         self._wake.set()
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if leading:  # another replica may have written meanwhile: write everything once more
+            self.written.clear()
+            self._wake.set()
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            statuses, self._latest = self._latest, None
-            if statuses:
-                await asyncio.to_thread(self.write_all, statuses)
+            if self.elector is not None and not self.elector.is_leader:
+                continue  # followers only remember; they write after taking over
+            if self._current:
+                await asyncio.to_thread(self.write_all, self._current)
 
     def write_all(self, statuses: tuple[ObjectStatus, ...]) -> None:
         for status in statuses:

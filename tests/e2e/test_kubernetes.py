@@ -4,6 +4,7 @@ Envoy routing by them, and the same Envoy config as the manifest-directory sourc
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,7 @@ from meshctl.proxy import free_port, loopback_sidecar
 from meshctl.sample_app import Behavior, start_app
 from meshctl.xds.cache import SnapshotBuilder
 from meshctl.xds.envoy.types import TYPE_ORDER
+from meshctl.xds.leader import LeaderElector
 from meshctl.xds.plane import ControlPlane
 from meshctl.xds.sources import load_manifests
 from meshctl.xds.sources.kubernetes import KubernetesSource
@@ -240,3 +242,57 @@ async def test_status_conditions_observed_generation_events_and_conflicts(apiser
     finally:
         await plane.stop()
         api.close()
+
+
+async def test_two_replicas_one_writes_and_a_killed_leader_hands_over_within_the_lease(apiserver):
+    configuration = client.Configuration()
+    configuration.host = apiserver.url
+    api = client.ApiClient(configuration)
+    install_crds(api)
+    docs = [
+        service("reviews"),
+        *workload("reviews", "v1", 9080),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    ]
+    for doc in docs:
+        await asyncio.to_thread(create, api, doc)
+    lease = 1.5
+    replicas = []
+    for identity in ("replica-a", "replica-b"):
+        elector = LeaderElector(api, identity=identity, lease_duration=lease, retry_period=0.2)
+        writer = StatusWriter(api, elector=elector)
+        plane = ControlPlane(KubernetesSource(api), status_writer=writer)
+        await plane.start()
+        replicas.append((plane, writer, elector))
+    crs = client.CustomObjectsApi(api)
+    args = ("mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews")
+
+    def observed() -> int | None:
+        return (crs.get_namespaced_custom_object(*args).get("status") or {}).get("observedGeneration")
+
+    try:
+        await eventually(lambda: sum(e.is_leader for *_, e in replicas) == 1, timeout=10)
+        await eventually(lambda: observed() == 1, timeout=10)
+        (leader,) = [r for r in replicas if r[2].is_leader]
+        (follower,) = [r for r in replicas if not r[2].is_leader]
+        assert leader[1].writes > 0 and follower[1].writes == 0  # exactly one replica writes status
+
+        # Kill the leader (no clean release): the follower takes over once the lease expires, then writes.
+        leader[2]._release = lambda: None
+        await leader[0].stop()
+        killed_at = time.monotonic()
+        await eventually(lambda: follower[2].is_leader, timeout=10)
+        assert time.monotonic() - killed_at < lease + 1.0
+        await asyncio.to_thread(crs.patch_namespaced_custom_object, *args, {"spec": {"priority": 3}})
+        await eventually(lambda: observed() == 2, timeout=10)
+        assert follower[1].writes > 0
+        holder = client.CoordinationV1Api(api).read_namespaced_lease("meshctl-leader", "meshctl-system")
+        assert holder.spec.holder_identity == follower[2].identity and holder.spec.lease_transitions == 1
+    finally:
+        for plane, *_ in replicas:
+            await plane.stop()
+    # A clean stop released the lease: nobody holds it now.
+    released = client.CoordinationV1Api(api).read_namespaced_lease("meshctl-leader", "meshctl-system")
+    assert released.spec.holder_identity in ("", None)
+    api.close()

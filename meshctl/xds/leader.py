@@ -1,0 +1,171 @@
+"""Leader election with a coordination.k8s.io/v1 Lease, for everything that writes (status, ingress).
+
+Every replica serves xDS; only the lease holder writes. The holder renews every ``retry_period``; another
+replica takes over when the lease has not been renewed for ``lease_duration``. Every write to the Lease carries
+the resourceVersion just read, so two replicas racing for an expired lease cannot both win (the loser gets 409).
+A replica that stops cleanly releases the lease, so the next one takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+__all__ = ["LeaderElector"]
+
+log = logging.getLogger(__name__)
+
+
+def _micro(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(
+        text.replace("Z", ""), "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S"
+    ).replace(tzinfo=UTC)
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str = "meshctl-system",
+        name: str = "meshctl-leader",
+        identity: str | None = None,
+        lease_duration: float = 15.0,
+        retry_period: float = 2.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.leases = client.CoordinationV1Api(api)
+        self.namespace, self.name = namespace, name
+        self.identity = identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.lease_duration, self.retry_period = lease_duration, retry_period
+        self.now = now
+        self.is_leader = False
+        self.became_leader = asyncio.Event()
+        self.on_change: Callable[[bool], None] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    leading = await asyncio.to_thread(self._try)
+                except ApiException as exc:
+                    log.warning("lease %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)
+                    leading = False
+                self._set(leading)
+                await asyncio.sleep(self.retry_period)
+        finally:
+            if self.is_leader:
+                await asyncio.to_thread(self._release)
+                self._set(False)
+
+    def _set(self, leading: bool) -> None:
+        if leading != self.is_leader:
+            log.info("%s %s leadership", self.identity, "acquired" if leading else "lost")
+            self.is_leader = leading
+            if leading:
+                self.became_leader.set()
+            else:
+                self.became_leader.clear()
+            if self.on_change:
+                self.on_change(leading)
+
+    def _spec(self, acquire: bool, transitions: int) -> dict:
+        now = _micro(self.now())
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, round(self.lease_duration)),
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+        if acquire:
+            spec["acquireTime"] = now
+        return spec
+
+    def _try(self) -> bool:
+        """One round: create, renew or take over the lease. True when we hold it afterwards."""
+        try:
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(True, 0),
+            }
+            try:
+                self.leases.create_namespaced_lease(self.namespace, body)
+                return True
+            except ApiException as create_exc:
+                if create_exc.status == 409:  # another replica created it first
+                    return False
+                raise
+        spec = lease.spec
+        holder = spec.holder_identity or ""
+        renewed = spec.renew_time
+        if isinstance(renewed, str):
+            renewed = _parse(renewed)
+        expired = renewed is None or self.now() > renewed + timedelta(seconds=spec.lease_duration_seconds or 0)
+        if holder and holder != self.identity and not expired:
+            return False
+        taking_over = holder != self.identity
+        transitions = (spec.lease_transitions or 0) + (1 if taking_over else 0)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version,
+            },
+            "spec": self._spec(taking_over, transitions),
+        }
+        if not taking_over and spec.acquire_time:
+            acquired = spec.acquire_time
+            body["spec"]["acquireTime"] = acquired if isinstance(acquired, str) else _micro(acquired)
+        try:
+            self.leases.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:  # someone else wrote the lease since we read it
+                return False
+            raise
+        return True
+
+    def _release(self) -> None:
+        """Give the lease up so another replica can take over without waiting for it to expire."""
+        try:
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                return
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": lease.metadata.resource_version,
+                },
+                "spec": {
+                    "holderIdentity": "",
+                    "leaseDurationSeconds": 1,
+                    "renewTime": _micro(self.now() - timedelta(days=1)),
+                    "leaseTransitions": lease.spec.lease_transitions or 0,
+                },
+            }
+            self.leases.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as exc:
+            log.warning("could not release the lease: %s", exc.status)
