@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from meshctl.xds.leader import LeaderElector
 from meshctl.xds.model import API_GROUP, ObjectKey
@@ -24,6 +25,7 @@ __all__ = ["StatusWriter"]
 log = logging.getLogger(__name__)
 _PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes"}
 _ATTEMPTS = 5
+_RETRY_AFTER = 0.5  # seconds before failed writes are tried again
 
 
 def _now() -> str:
@@ -60,10 +62,14 @@ class StatusWriter:
             self._wake.clear()
             if self.elector is not None and not self.elector.is_leader:
                 continue  # followers only remember; they write after taking over
-            if self._current:
-                await asyncio.to_thread(self.write_all, self._current)
+            if self._current and not await asyncio.to_thread(self.write_all, self._current):
+                # Some writes failed (API server unreachable, say): try those again after a pause.
+                await asyncio.sleep(_RETRY_AFTER)
+                self._wake.set()
 
-    def write_all(self, statuses: tuple[ObjectStatus, ...]) -> None:
+    def write_all(self, statuses: tuple[ObjectStatus, ...]) -> bool:
+        """Writes what changed; False if any write failed (it stays unwritten, to be retried)."""
+        complete = True
         for status in statuses:
             if status.key.kind not in _PLURALS:
                 continue
@@ -78,6 +84,11 @@ class StatusWriter:
                     self.written[status.key] = wanted
             except ApiException as exc:
                 log.warning("cannot write status of %s: %s %s", status.key, exc.status, exc.reason)
+                complete = False
+            except (HTTPError, OSError) as exc:  # connection refused or reset: the API server is away
+                log.warning("cannot write status of %s: %s", status.key, exc)
+                complete = False
+        return complete
 
     def write(self, status: ObjectStatus) -> bool:
         """Read, update status with that resourceVersion, retry on conflict. False if the object is gone."""
