@@ -123,16 +123,30 @@ def kubectl(apiserver: ApiServer, tmp_path: Path, *args: str, **kw) -> subproces
 def test_kubectl_applies_lists_and_watches_what_the_python_client_sees(api, apiserver, tmp_path):
     applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-f", str(ROOT / "crds"))
     assert "customresourcedefinition.apiextensions.k8s.io/virtualnodes.mesh.meshctl.dev created" in applied.stdout
-    applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-f", str(ROOT / "examples" / "demo"))
+    applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-R", "-f", str(ROOT / "examples"))
     assert "route.mesh.meshctl.dev/reviews created" in applied.stdout
 
-    listed = json.loads(kubectl(apiserver, tmp_path, "get", "virtualnodes", "-A", "-o", "json").stdout)
-    via_python = client.CustomObjectsApi(api).list_cluster_custom_object("mesh.meshctl.dev", "v1alpha1", "virtualnodes")
-    assert (
-        sorted(i["metadata"]["name"] for i in listed["items"])
-        == sorted(i["metadata"]["name"] for i in via_python["items"])
-        == ["frontend", "reviews-v1", "reviews-v2"]
-    )
+    crs = client.CustomObjectsApi(api)
+    for plural in ("virtualnodes", "routes"):
+        listed = json.loads(
+            kubectl(apiserver, tmp_path, "get", f"{plural}.mesh.meshctl.dev", "-A", "-o", "json").stdout
+        )
+        via_python = crs.list_cluster_custom_object("mesh.meshctl.dev", "v1alpha1", plural)
+
+        def names(items):
+            return sorted((i["metadata"]["namespace"], i["metadata"]["name"]) for i in items)
+
+        in_files = sorted(
+            set(
+                names(  # example sets are independent: two may define the same object
+                    d
+                    for p in sorted((ROOT / "examples").rglob("*.yaml"))
+                    for d in yaml.safe_load_all(p.read_text())
+                    if d and d["kind"] == {"virtualnodes": "VirtualNode", "routes": "Route"}[plural]
+                )
+            )
+        )
+        assert names(listed["items"]) == names(via_python["items"]) == in_files
     slices = json.loads(kubectl(apiserver, tmp_path, "get", "endpointslices", "-n", "demo", "-o", "json").stdout)
     assert len(slices["items"]) == 2
 

@@ -97,10 +97,15 @@ class ControlPlane:
         await asyncio.wait_for(self.controller.wait_synced(), timeout)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        # A task that crashed was already reported by _task_ended; stopping must not raise it again.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Graceful: stop the watches and the build loop, let the status writer finish what it has, and only
+        then stop leader election, which releases the lease for the next replica."""
+        by_name = {t.get_name(): t for t in self._tasks}
+        for stage in (("source", "controller"), ("status-writer",), ("leader-election",)):
+            tasks = [by_name[n] for n in stage if n in by_name]
+            for task in tasks:
+                task.cancel()
+            # A task that crashed was already reported by _task_ended; stopping must not raise it again.
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self.ads.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()

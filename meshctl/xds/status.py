@@ -57,15 +57,20 @@ class StatusWriter:
             self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self.elector is not None and not self.elector.is_leader:
-                continue  # followers only remember; they write after taking over
-            if self._current and not await asyncio.to_thread(self.write_all, self._current):
-                # Some writes failed (API server unreachable, say): try those again after a pause.
-                await asyncio.sleep(_RETRY_AFTER)
-                self._wake.set()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.elector is not None and not self.elector.is_leader:
+                    continue  # followers only remember; they write after taking over
+                if self._current and not await asyncio.to_thread(self.write_all, self._current):
+                    # Some writes failed (API server unreachable, say): try those again after a pause.
+                    await asyncio.sleep(_RETRY_AFTER)
+                    self._wake.set()
+        finally:
+            # Shutting down: write what is still pending once, while (if electing) we still hold the lease.
+            if self._current and (self.elector is None or self.elector.is_leader):
+                await asyncio.shield(asyncio.to_thread(self.write_all, self._current))
 
     def write_all(self, statuses: tuple[ObjectStatus, ...]) -> bool:
         """Writes what changed; False if any write failed (it stays unwritten, to be retried)."""

@@ -296,3 +296,16 @@ async def test_two_replicas_one_writes_and_a_killed_leader_hands_over_within_the
     released = client.CoordinationV1Api(api).read_namespaced_lease("meshctl-leader", "meshctl-system")
     assert released.spec.holder_identity in ("", None)
     api.close()
+
+
+async def test_stopping_flushes_pending_status_writes():
+    writer = StatusWriter(client.ApiClient(client.Configuration()))
+    flushed = []
+    writer.write_all = lambda statuses: flushed.append(statuses) or True
+    task = asyncio.create_task(writer.run())
+    await asyncio.sleep(0)  # the writer is now waiting for work
+    pending = ("a status",)
+    writer._current = pending  # submitted, but the writer has not been woken yet
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert flushed == [pending]

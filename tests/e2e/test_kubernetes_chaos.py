@@ -160,8 +160,10 @@ async def test_served_config_and_statuses_converge_through_drops_410s_and_a_rest
                 diff = {}
                 for t in TYPE_ORDER:
                     a, b = snap.resources[t], expected.resources[t]
-                    diff[t.rsplit(".", 1)[-1]] = (sorted(set(a) ^ set(b))[:5],
-                                                  [n for n in a if n in b and a[n].version != b[n].version][:5])
+                    diff[t.rsplit(".", 1)[-1]] = (
+                        sorted(set(a) ^ set(b))[:5],
+                        [n for n in a if n in b and a[n].version != b[n].version][:5],
+                    )
                 raise AssertionError(f"served differs from final state: {diff}") from None
             assert len(expected.resources[TYPE_ORDER[0]]) == 80  # the 80 surviving apps' clusters
 
