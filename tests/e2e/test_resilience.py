@@ -226,6 +226,8 @@ async def test_connect_timeout_and_zone_metadata(mesh_factory):
         sidecar = await m.sidecar("demo/frontend")
         cluster = f"demo/reviews-v1/{port}"
         await eventually(lambda: f"{cluster}::127.0.0.1:{port}::zone::zone-a" in sidecar.envoy.admin_get("/clusters"))
+        # Requests cannot be routed here (that is the point), so wait for the egress listener itself.
+        await eventually(lambda: "outbound::" in sidecar.envoy.admin_get("/listeners"))
         started = time.monotonic()
         status, _, _ = await m.get(sidecar, "reviews")
         elapsed = time.monotonic() - started
