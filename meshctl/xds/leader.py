@@ -82,6 +82,13 @@ class LeaderElector:
             if self.on_change:
                 self.on_change(leading)
 
+    def _body(self, spec: dict, resource_version: str | None = None) -> dict:
+        """A Lease; with the resourceVersion just read, a write fails with 409 if anyone wrote in between."""
+        metadata = {"name": self.name, "namespace": self.namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
     def _spec(self, acquire: bool, transitions: int) -> dict:
         now = _micro(self.now())
         spec = {
@@ -101,12 +108,7 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": self._spec(True, 0),
-            }
+            body = self._body(self._spec(True, 0))
             try:
                 self.leases.create_namespaced_lease(self.namespace, body)
                 return True
@@ -124,16 +126,7 @@ class LeaderElector:
             return False
         taking_over = holder != self.identity
         transitions = (spec.lease_transitions or 0) + (1 if taking_over else 0)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version,
-            },
-            "spec": self._spec(taking_over, transitions),
-        }
+        body = self._body(self._spec(taking_over, transitions), lease.metadata.resource_version)
         if not taking_over and spec.acquire_time:
             acquired = spec.acquire_time
             body["spec"]["acquireTime"] = acquired if isinstance(acquired, str) else _micro(acquired)
@@ -151,21 +144,13 @@ class LeaderElector:
             lease = self.leases.read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity != self.identity:
                 return
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": lease.metadata.resource_version,
-                },
-                "spec": {
-                    "holderIdentity": "",
-                    "leaseDurationSeconds": 1,
-                    "renewTime": _micro(self.now() - timedelta(days=1)),
-                    "leaseTransitions": lease.spec.lease_transitions or 0,
-                },
+            expired = {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "renewTime": _micro(self.now() - timedelta(days=1)),
+                "leaseTransitions": lease.spec.lease_transitions or 0,
             }
+            body = self._body(expired, lease.metadata.resource_version)
             self.leases.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as exc:
             log.warning("could not release the lease: %s", exc.status)

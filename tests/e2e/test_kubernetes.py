@@ -49,11 +49,27 @@ def apiserver():
     server.stop()
 
 
-async def test_route_applied_through_the_api_moves_traffic_and_matches_manifest_mode(apiserver, tmp_path: Path):
+def simple_mesh() -> list[dict]:
+    return [
+        service("reviews"),
+        *workload("reviews", "v1", 9080),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    ]
+
+
+async def cluster_with(apiserver: ApiServer, docs: list[dict]) -> client.ApiClient:
+    """A client of the test apiserver with the CRDs installed and ``docs`` created through it."""
     configuration = client.Configuration()
     configuration.host = apiserver.url
     api = client.ApiClient(configuration)
     install_crds(api)
+    for doc in docs:
+        await asyncio.to_thread(create, api, doc)
+    return api
+
+
+async def test_route_applied_through_the_api_moves_traffic_and_matches_manifest_mode(apiserver, tmp_path: Path):
     runners, ports = [], {}
     for name in ("v1", "v2"):
         ports[name] = free_port()
@@ -65,8 +81,7 @@ async def test_route_applied_through_the_api_moves_traffic_and_matches_manifest_
         virtual_node("frontend", backends=["reviews"]),
         route("reviews", "reviews", {"reviews-v1": 100}),
     ]
-    for doc in docs:
-        await asyncio.to_thread(create, api, doc)
+    api = await cluster_with(apiserver, docs)
 
     plane = ControlPlane(KubernetesSource(api))
     await plane.start()
@@ -138,18 +153,8 @@ def params_of(stream):
 
 
 async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver):
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    api = client.ApiClient(configuration)
-    install_crds(api)
-    docs = [
-        service("reviews"),
-        *workload("reviews", "v1", 9080),
-        virtual_node("frontend", backends=["reviews"]),
-        route("reviews", "reviews", {"reviews-v1": 100}),
-    ]
-    for doc in docs:
-        await asyncio.to_thread(create, api, doc)
+    docs = simple_mesh()
+    api = await cluster_with(apiserver, docs)
     plane = ControlPlane(KubernetesSource(api))
     await plane.start()
     try:
@@ -179,18 +184,8 @@ async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver
 
 
 async def test_status_conditions_observed_generation_events_and_conflicts(apiserver):
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    api = client.ApiClient(configuration)
-    install_crds(api)
-    docs = [
-        service("reviews"),
-        *workload("reviews", "v1", 9080),
-        virtual_node("frontend", backends=["reviews"]),
-        route("reviews", "reviews", {"reviews-v1": 100}),
-    ]
-    for doc in docs:
-        await asyncio.to_thread(create, api, doc)
+    docs = simple_mesh()
+    api = await cluster_with(apiserver, docs)
     crs = client.CustomObjectsApi(api)
     args = ("mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews")
     writer = StatusWriter(api)
@@ -245,18 +240,8 @@ async def test_status_conditions_observed_generation_events_and_conflicts(apiser
 
 
 async def test_two_replicas_one_writes_and_a_killed_leader_hands_over_within_the_lease(apiserver):
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    api = client.ApiClient(configuration)
-    install_crds(api)
-    docs = [
-        service("reviews"),
-        *workload("reviews", "v1", 9080),
-        virtual_node("frontend", backends=["reviews"]),
-        route("reviews", "reviews", {"reviews-v1": 100}),
-    ]
-    for doc in docs:
-        await asyncio.to_thread(create, api, doc)
+    docs = simple_mesh()
+    api = await cluster_with(apiserver, docs)
     lease = 1.5
     replicas = []
     for identity in ("replica-a", "replica-b"):
