@@ -65,12 +65,13 @@ async def test_outlier_detection_ejects_a_failing_endpoint(mesh_factory):
     cluster = f"demo/reviews-v1/{port}"
 
     first = await m.split(sidecar, "reviews", 40, concurrency=1)
-    assert first["good"] >= 30, first
+    assert first["good"] >= 30, (first, host_flags(m, sidecar, cluster))
     # Exactly maxServerErrors consecutive failures reached the bad host (some during the readiness probe), then
     # Envoy ejected it.
-    assert sum(m.apps["bad"].seen.values()) == 3
-    assert host_flags(m, sidecar, cluster)[f"127.0.0.2:{port}"] == "/failed_outlier_check"
-    assert host_flags(m, sidecar, cluster)[f"127.0.0.1:{port}"] == "healthy"
+    flags = host_flags(m, sidecar, cluster)
+    assert sum(m.apps["bad"].seen.values()) == 3, (m.apps["bad"].seen, first, flags)
+    assert flags[f"127.0.0.2:{port}"] == "/failed_outlier_check", flags
+    assert flags[f"127.0.0.1:{port}"] == "healthy", flags
     assert await m.split(sidecar, "reviews", 100) == {"good": 100}
 
 
