@@ -46,7 +46,6 @@ class Controller:
         self.on_statuses = on_statuses
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
-        self.model_received_at: float | None = None
         self._builder = SnapshotBuilder()
         self._groups: dict[str, SidecarParams] = {}
         self._attached: Counter[str] = Counter()
@@ -78,7 +77,6 @@ class Controller:
             else:
                 model = replace(model, delta=None)
         self._pending = model
-        self.model_received_at = time.monotonic()
         self._wake.set()
 
     async def run(self) -> None:
@@ -100,10 +98,10 @@ class Controller:
         if change is not None:
             kind, keys = change
             if kind == "endpoints":
-                changed = await self._patch_endpoints(model, keys)
+                await self._patch_endpoints(model, keys)
             else:
-                changed = await self._patch_routes(model, keys)
-            self.metrics.observe_build(time.perf_counter() - started, changed)
+                await self._patch_routes(model, keys)
+            self.metrics.observe_build(time.perf_counter() - started)
             return
         mesh = translate_mesh(model, self._last_accepted, self.mesh)
         self._last_accepted = dict(mesh.accepted)
@@ -111,7 +109,7 @@ class Controller:
         self._builder.start_generation()
         snapshots = {group: self._build(params) for group, params in self._groups.items()}
         changed = await self.cache.publish(snapshots)
-        self.metrics.observe_build(time.perf_counter() - started, len(changed))
+        self.metrics.observe_build(time.perf_counter() - started)
         for problem in mesh.load_errors:
             log.warning("%s", problem)
         for status in mesh.statuses:
@@ -137,7 +135,7 @@ class Controller:
             1e3 * (time.perf_counter() - started),
         )
 
-    async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> int:
+    async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those, rebuild only the groups that call their Services."""
         assert self.mesh is not None
         self.mesh, services = self.mesh.with_route_changes(model, changed_routes, self._last_accepted)
@@ -147,16 +145,15 @@ class Controller:
             spec = self.mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
             if spec is not None and any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
                 snapshots[group] = self._build(params)
-        changed = await self.cache.publish(snapshots)
+        await self.cache.publish(snapshots)
         for key in changed_routes:
             status = self.mesh.status_by_key.get(key)
             if status is not None and not status.healthy:
                 log.warning("%s: %s", status.key, status.summary())
         if self.on_statuses:
             self.on_statuses(self.mesh.statuses)
-        return len(changed)
 
-    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> int:
+    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> None:
         """Only EndpointSlices changed: update just the affected ClusterLoadAssignments in each snapshot."""
         assert self.mesh is not None
         self.mesh, changed = self.mesh.with_endpoint_changes(model, changed_slices)
@@ -173,7 +170,7 @@ class Controller:
             }
             if updates:
                 snapshots[group] = snap.patched(ENDPOINT, updates)
-        return len(await self.cache.publish(snapshots, check=False))
+        await self.cache.publish(snapshots, check=False)
 
     def _build(self, params: SidecarParams) -> Snapshot:
         assert self.mesh is not None

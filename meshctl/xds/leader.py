@@ -53,7 +53,6 @@ class LeaderElector:
         self.lease_duration, self.retry_period = lease_duration, retry_period
         self.now = now
         self.is_leader = False
-        self.became_leader = asyncio.Event()
         self.on_change: Callable[[bool], None] | None = None
 
     async def run(self) -> None:
@@ -75,10 +74,6 @@ class LeaderElector:
         if leading != self.is_leader:
             log.info("%s %s leadership", self.identity, "acquired" if leading else "lost")
             self.is_leader = leading
-            if leading:
-                self.became_leader.set()
-            else:
-                self.became_leader.clear()
             if self.on_change:
                 self.on_change(leading)
 

@@ -15,14 +15,12 @@ class Metrics:
     nacks: Counter[str] = field(default_factory=Counter)
     builds: int = 0
     build_seconds_total: float = 0.0
-    groups_changed_total: int = 0
     connected_streams: int = 0
     rejected_objects: int = 0
 
-    def observe_build(self, seconds: float, changed_groups: int) -> None:
+    def observe_build(self, seconds: float) -> None:
         self.builds += 1
         self.build_seconds_total += seconds
-        self.groups_changed_total += changed_groups
 
     def render(self) -> str:
         lines = []
