@@ -73,6 +73,7 @@ class FieldError:
 
     path: str
     message: str
+    unresolved_ref: bool = False  # the field is fine, but what it names does not exist (or is not valid)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

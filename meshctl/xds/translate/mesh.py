@@ -193,6 +193,7 @@ def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldE
                 FieldError(
                     path=f"spec.backends[{i}].virtualService.virtualServiceRef",
                     message=f"Service {backend.namespace}/{backend.name} not found",
+                    unresolved_ref=True,
                 )
             )
     return errors
@@ -249,7 +250,11 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
     errors: list[FieldError] = []
     if ObjectKey("Service", key.namespace, spec.service) not in model.services:
         errors.append(
-            FieldError(path="spec.serviceRef.name", message=f"Service {key.namespace}/{spec.service} not found")
+            FieldError(
+                path="spec.serviceRef.name",
+                message=f"Service {key.namespace}/{spec.service} not found",
+                unresolved_ref=True,
+            )
         )
     http = spec.http_route
     weighted: list[WeightedClusterIR] = []
@@ -264,6 +269,7 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
                 FieldError(
                     path=f"{path}.virtualNodeRef",
                     message=f"VirtualNode {target.namespace}/{target.virtual_node} {reason}",
+                    unresolved_ref=True,
                 )
             )
             continue
@@ -367,7 +373,7 @@ def _rejected(key: ObjectKey, generation: int, origin: str, errors, served: Virt
     message = _describe(origin, errors)
     if served is not None:
         message += " (its last accepted version is still served)"
-    reason = "Invalid" if any(not e.message.endswith(("not found", "is not valid")) for e in errors) else "RefNotFound"
+    reason = "RefNotFound" if all(e.unresolved_ref for e in errors) else "Invalid"
     return ObjectStatus(
         key=key,
         observed_generation=generation,
