@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
+from kubernetes import client
 
 __all__ = ["ApiServer", "Kind"]
 
@@ -154,6 +155,14 @@ class ApiServer:
         await self._runner.setup()
         port = int(self.url.rsplit(":", 1)[1])
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
+
+    def client(self, **settings) -> client.ApiClient:
+        """A `kubernetes` client for this server; ``settings`` override Configuration attributes."""
+        configuration = client.Configuration()
+        configuration.host = self.url
+        for name, value in settings.items():
+            setattr(configuration, name, value)
+        return client.ApiClient(configuration)
 
     def kubeconfig(self) -> str:
         return json.dumps(
@@ -369,33 +378,31 @@ class ApiServer:
             await response.write(json.dumps(event).encode() + b"\n")
 
         with self._lock:
-            expired = 0 < rv < self.state.oldest  # its events were compacted away
             if rv == 0:  # no resourceVersion: start with the current state as ADDED events
                 pending = [{"type": "ADDED", "object": copy.deepcopy(o)} for o in self._items(kind, namespace)]
                 rv = self.state.revision
             else:
                 pending = []
-        if expired:
-            await send(
-                {
-                    "type": "ERROR",
-                    "object": {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "reason": "Expired",
-                        "code": 410,
-                        "message": f"too old resource version: {rv}",
-                    },
-                }
-            )
-            return response
         for event in pending:
             await send(event)
         while loop.time() < deadline and self._drops == drops:
             with self._lock:
+                # Events after rv were compacted away, before this watch started or while it was open: 410 Gone,
+                # as a real API server answers, so the client relists instead of silently missing them.
+                expired = 0 < rv < self.state.oldest
                 events = [e for e in self.state.history if e.revision > rv and e.kind == kind]
                 current = self.state.revision
+            if expired:
+                gone = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Expired",
+                    "code": 410,
+                    "message": f"too old resource version: {rv} ({current})",
+                }
+                await send({"type": "ERROR", "object": gone})
+                return response
             for e in events:
                 meta = e.object["metadata"]
                 if (namespace is None or meta.get("namespace") == namespace) and _matches(e.object, selector):

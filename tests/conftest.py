@@ -125,6 +125,17 @@ class Mesh:
 
 
 @pytest.fixture
+def apiserver():
+    """The stateful test Kubernetes API server (tests/apiserver.py), started for one test."""
+    from tests.apiserver import ApiServer
+
+    server = ApiServer(bookmark_interval=0.2)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def mesh_factory(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Mesh]]]:
     meshes: list[Mesh] = []
 

@@ -20,18 +20,8 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture
-def apiserver():
-    server = ApiServer(bookmark_interval=0.2)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def api(apiserver) -> client.ApiClient:
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    with client.ApiClient(configuration) as api_client:
+    with apiserver.client() as api_client:
         yield api_client
 
 

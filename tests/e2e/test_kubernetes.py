@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 from kubernetes import client
 
 from meshctl.proxy import free_port, loopback_sidecar
@@ -41,14 +40,6 @@ def create(api: client.ApiClient, doc: dict) -> None:
         client.CustomObjectsApi(api).create_namespaced_custom_object("mesh.meshctl.dev", "v1alpha1", ns, plural, doc)
 
 
-@pytest.fixture
-def apiserver():
-    server = ApiServer(bookmark_interval=0.5)
-    server.start()
-    yield server
-    server.stop()
-
-
 def simple_mesh() -> list[dict]:
     return [
         service("reviews"),
@@ -60,9 +51,7 @@ def simple_mesh() -> list[dict]:
 
 async def cluster_with(apiserver: ApiServer, docs: list[dict]) -> client.ApiClient:
     """A client of the test apiserver with the CRDs installed and ``docs`` created through it."""
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    api = client.ApiClient(configuration)
+    api = apiserver.client()
     install_crds(api)
     for doc in docs:
         await asyncio.to_thread(create, api, doc)

@@ -127,13 +127,8 @@ def final_state(api: client.ApiClient, directory: Path) -> list[dict]:
     return docs
 
 
-async def test_served_config_and_statuses_converge_through_drops_410s_and_a_restart(tmp_path: Path):
-    apiserver = ApiServer(bookmark_interval=0.3)
-    apiserver.start()
-    configuration = client.Configuration()
-    configuration.host = apiserver.url
-    configuration.retries = False
-    api = client.ApiClient(configuration)
+async def test_served_config_and_statuses_converge_through_drops_410s_and_a_restart(apiserver, tmp_path: Path):
+    api = apiserver.client(retries=False)
     try:
         install_crds(api)
         gateway = virtual_node("gateway", NS, backends=[f"app-{i}" for i in range(APPS)])
@@ -182,4 +177,3 @@ async def test_served_config_and_statuses_converge_through_drops_410s_and_a_rest
             await plane.stop()
     finally:
         api.close()
-        apiserver.stop()
