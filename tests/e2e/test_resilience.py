@@ -211,6 +211,19 @@ async def test_connect_timeout_and_zone_metadata(mesh_factory):
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
         fillers.append(s)
+
+    def connect_hangs() -> bool:
+        """The precondition itself: a new connection attempt gets no answer (the queue is full)."""
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            try:
+                probe.connect(("127.0.0.1", port))
+            except TimeoutError:
+                return True
+            fillers.append(probe.dup())  # it got queued: keep it, it fills the queue too
+            return False
+
+    await eventually(connect_hangs, timeout=10)
     try:
         docs = workload(
             "reviews", "v1", port, connectionPool={"http": {"connectTimeout": {"unit": "ms", "value": 300}}}
