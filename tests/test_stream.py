@@ -105,3 +105,22 @@ def test_a_modified_eds_cluster_gets_its_endpoints_again() -> None:
     )
     responses = stream.next_responses(changed)
     assert [(t, names_in(raw)) for t, raw in responses] == [(CLUSTER, ["a", "b"]), (ENDPOINT, ["a"])]
+
+
+def test_a_name_subscribed_again_is_sent_with_the_next_endpoint_patch() -> None:
+    """Regression (issue 9, lost endpoints): Envoy dropped and re-added cluster a, then the next snapshot was an
+    endpoint patch of b. The stream trimmed a from what Envoy holds but kept the old version, so the patch fast path
+    sent only b and then recorded Envoy as holding a."""
+    snap = snapshot("a", "b")
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))
+    stream.next_responses(snap)
+    ack(stream, ENDPOINT, ["a", "b"])
+    ack(stream, ENDPOINT, ["b"])  # unsubscribes a
+    ack(stream, ENDPOINT, ["a", "b"])  # and subscribes it again before anything new was sent
+    new_b = CachedResource(ENDPOINT, "b", ClusterLoadAssignment(cluster_name="b:81"))
+    patch = snap.patched(ENDPOINT, {"b": new_b})
+    [(_, raw)] = stream.next_responses(patch)
+    assert names_in(raw) == ["a", "b"]
+    ack(stream, ENDPOINT, ["a", "b"])
+    assert stream.types[ENDPOINT].acked_version == patch.version(ENDPOINT)

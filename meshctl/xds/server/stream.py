@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from meshctl.xds.cache import CachedResource, Snapshot, set_version
+from meshctl.xds.cache.resource import replace_in_version
 from meshctl.xds.cache.wire import encode_delta_discovery_response, encode_delta_resource, encode_discovery_response
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
 
-__all__ = ["Rejection", "StreamState", "TypeState"]
+__all__ = ["Held", "Rejection", "StreamState", "TypeState"]
 
 _NAMED_TYPES = (ENDPOINT, ROUTE)  # subscribed by name; CDS and LDS are wildcard
 
@@ -37,6 +38,38 @@ class Rejection:
     at: float  # unix time
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What Envoy holds of one type, and the version of exactly that set.
+
+    The only record of Envoy's state a stream keeps: every change goes through ``of`` or ``without``, which
+    derive the version from the content, so a shortcut that compares versions can never trust a version
+    that no longer describes the resources (the "lost endpoints" bug: names dropped, version kept)."""
+
+    resources: Mapping[str, CachedResource]
+    version: str
+
+    @staticmethod
+    def of(resources: Mapping[str, CachedResource], version: str | None = None) -> Held:
+        """``version`` may be passed when the caller already computed it for this very mapping."""
+        return Held(resources, set_version(resources) if version is None else version)
+
+    def without(self, names: set[str] | frozenset[str] | list[str]) -> Held:
+        gone = [n for n in names if n in self.resources]
+        if not gone:
+            return self
+        version = self.version
+        for name in gone:
+            version = replace_in_version(version, name, self.resources[name], None)
+        return Held({n: r for n, r in self.resources.items() if n not in gone}, version)
+
+    def only(self, names: frozenset[str]) -> Held:
+        return self if self.resources.keys() <= names else self.without([n for n in self.resources if n not in names])
+
+
+_NOTHING = Held({}, set_version({}))
+
+
 @dataclass
 class TypeState:
     subscribed: bool = False
@@ -46,11 +79,19 @@ class TypeState:
     sent_version: str = ""
     nonce: str = ""  # of the latest response sent
     inflight: bool = False
-    acked: Mapping[str, CachedResource] = field(default_factory=dict)
-    acked_version: str = ""
+    held: Held = _NOTHING  # what Envoy has ACKed (and not dropped since)
     rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
     initial_versions: dict[str, str] | None = None  # delta: what a reconnecting proxy says it has
     last_sent: tuple[int, int] = (0, 0)  # resources and removed names in the latest response
+
+    @property
+    def acked(self) -> Mapping[str, CachedResource]:
+        return self.held.resources
+
+    @property
+    def acked_version(self) -> str:
+        """'' until Envoy ACKed something of this type."""
+        return self.held.version if self.held is not _NOTHING else ""
 
 
 class StreamState:
@@ -100,7 +141,9 @@ class StreamState:
         if req.HasField("error_detail"):
             st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
             return "nack"
-        st.acked, st.acked_version, st.rejection = st.sent, st.sent_version, None
+        held = Held.of(st.sent, st.sent_version)
+        # Names unsubscribed while the response was in flight were dropped by Envoy on arrival.
+        st.held, st.rejection = held if st.names is None else held.only(st.names), None
         return "ack"
 
     @staticmethod
@@ -109,8 +152,7 @@ class StreamState:
             return
         st.names = names
         # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
-        if not st.acked.keys() <= names:
-            st.acked = {n: r for n, r in st.acked.items() if n in names}
+        st.held = st.held.only(names)
         if not st.inflight and not st.sent.keys() <= names:
             st.sent = {n: r for n, r in st.sent.items() if n in names}
 
@@ -135,7 +177,7 @@ class StreamState:
                 # incremental: a resource left out is unchanged, not removed.
                 if st.initial_versions is not None:
                     # A reconnecting proxy told us what it has; equal content has equal versions.
-                    st.acked = {n: r for n, r in desired.items() if st.initial_versions.get(n) == r.version}
+                    st.held = Held.of({n: r for n, r in desired.items() if st.initial_versions.get(n) == r.version})
                     st.initial_versions = None
                 payload = self._changed(st, type_url, desired, snap)
                 if self.delta:
@@ -165,8 +207,7 @@ class StreamState:
         if not modified:
             return
         eds = self.types[ENDPOINT]
-        eds.acked = {n: r for n, r in eds.acked.items() if n not in modified}
-        eds.acked_version = ""  # no longer the version of what Envoy holds: disables the patch fast path
+        eds.held = eds.held.without(modified)
 
     @staticmethod
     def _changed(
