@@ -98,7 +98,7 @@ async def test_route_patch_equals_full_translation() -> None:
     ]
     rebuilt: list[str] = []
     build = controller._build
-    controller._build = lambda params: rebuilt.append(params.group) or build(params)
+    controller._build = lambda mesh, params: rebuilt.append(params.group) or build(mesh, params)
     for step in steps:
         model = replace(step, revision=controller._model.revision + 1)
         await controller._rebuild(model)
@@ -114,15 +114,15 @@ async def test_route_patch_equals_full_translation() -> None:
 
 
 async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:
-    from meshctl.xds.controller import _small_change
+    from meshctl.xds.controller import classify_change
 
     model = meshgen.build(3)
     changed = meshgen.with_endpoint_change(model, 1, generation=2)
     assert changed.delta is not None and changed.delta.base_revision == model.revision
-    assert _small_change(model, changed) == ("endpoints", set(changed.delta.endpoint_slices))
+    assert classify_change(model, changed) == ("endpoints", set(changed.delta.endpoint_slices))
     # Relative to another model the delta says nothing: the controller compares instead.
     other = meshgen.with_endpoint_change(changed, 2, generation=3)
-    assert _small_change(model, other) == (
+    assert classify_change(model, other) == (
         "endpoints",
         {k for k in other.endpoint_slices if other.endpoint_slices[k] != model.endpoint_slices[k]},
     )

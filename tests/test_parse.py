@@ -271,6 +271,42 @@ VN_CASES = [
 
 VN_CASES += [
     (
+        # Issue 9, poison pill: this parsed (only a minimum was checked) and then raised in the snapshot builder.
+        "pool-over-uint32",
+        {
+            "listeners": [
+                {
+                    "portMapping": {"port": 80, "protocol": "http"},
+                    "connectionPool": {"http": {"maxConnections": 5000000000, "maxRetries": 4294967296}},
+                }
+            ]
+        },
+        [
+            "spec.listeners[0].connectionPool.http.maxConnections: must be at most 4294967295, got 5000000000",
+            "spec.listeners[0].connectionPool.http.maxRetries: must be at most 4294967295, got 4294967296",
+        ],
+    ),
+    (
+        "outlier-over-limits",
+        {
+            "listeners": [
+                {
+                    "portMapping": {"port": 80, "protocol": "http"},
+                    "outlierDetection": {
+                        "maxServerErrors": 2**32,
+                        "interval": {"unit": "s", "value": 10**12},
+                        "baseEjectionDuration": {"unit": "s", "value": 1},
+                        "maxEjectionPercent": 10,
+                    },
+                }
+            ]
+        },
+        [
+            "spec.listeners[0].outlierDetection.maxServerErrors: must be at most 4294967295, got 4294967296",
+            "spec.listeners[0].outlierDetection.interval: must be at most 365 days (31536000000 ms), got {'unit': 's', 'value': 1000000000000}",
+        ],
+    ),
+    (
         "tracing-two-providers",
         {"tracing": {"zipkin": {"address": "z:9411"}, "xray": {"address": "x:2000"}}},
         ["spec.tracing: must set exactly one of zipkin, opentelemetry, xray"],
@@ -302,3 +338,10 @@ def test_virtual_node_validation(case: str, change: dict, expected: list[str]) -
 )
 def test_durations(value, expected) -> None:
     assert parse_duration_ms(value) == (expected, None)
+
+
+def test_header_range_must_fit_int64() -> None:
+    doc = route("r", "svc", {"vn": 100}, match={"prefix": "/", "headers": [{"name": "x", "match": {"range": {"start": 0, "end": 2**63}}}]})
+    assert errors_of(doc) == [
+        "spec.httpRoute.match.headers[0].match.range.end: must be at most 9223372036854775807, got 9223372036854775808"
+    ]

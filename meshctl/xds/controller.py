@@ -4,6 +4,11 @@ The first change after a quiet period is built at once. Changes that arrive whil
 hold-off after one, are coalesced into the next build; while changes keep coming the hold-off doubles (from
 ``holdoff`` up to ``max_holdoff``), so a burst of a thousand changes becomes a handful of builds, and it
 returns to ``holdoff`` after a quiet one (Contour's HoldoffDelay/HoldoffMaxDelay, adaptive).
+
+Nothing one object does can stop the loop: a resource that cannot be built blocks the object version it came
+from (its previous version is served, its status says why) and the build is redone without it; an object that
+Envoy rejects is blocked the same way (``reject_from_envoy``); any other failure keeps the last good snapshots
+and the next change is built from scratch.
 """
 
 from __future__ import annotations
@@ -13,17 +18,19 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
+from typing import Literal
 
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache
+from meshctl.xds.cache.builder import BuildError
 from meshctl.xds.envoy.types import ENDPOINT
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
-from meshctl.xds.translate.ir import ObjectStatus, SidecarParams
+from meshctl.xds.translate.ir import Blocked, ObjectStatus, SidecarParams
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "classify_change"]
 
 log = logging.getLogger(__name__)
 _FULL_GC_EVERY = 50
@@ -50,6 +57,9 @@ class Controller:
         self._groups: dict[str, SidecarParams] = {}
         self._attached: Counter[str] = Counter()
         self._last_accepted: dict[ObjectKey, VirtualNode | Route] = {}
+        self._prior: dict[ObjectKey, VirtualNode | Route] = {}  # the accepted version before the current one
+        self._blocked: dict[ObjectKey, Blocked] = {}
+        self._force_full = False  # the next build is from scratch, whatever changed
         self._pending: Model | None = None
         self._wake = asyncio.Event()
         self._synced = asyncio.Event()
@@ -86,28 +96,35 @@ class Controller:
             self._wake.clear()
             model, self._pending = self._pending, None
             if model is not None:
-                await self._rebuild(model)
+                try:
+                    await self._rebuild(model)
+                except Exception:
+                    # A bug, not bad input (that is blocked per object): keep serving the last snapshots and keep
+                    # taking changes; the next one is built from scratch.
+                    log.exception("build failed; proxies keep the last good config")
+                    self.metrics.build_errors += 1
+                    self._force_full = True
             await asyncio.sleep(holdoff)
             # More changes already waiting means a burst: wait longer next time. A quiet hold-off resets it.
             holdoff = min(holdoff * 2, self.max_holdoff) if self._wake.is_set() else self.holdoff
 
     async def _rebuild(self, model: Model) -> None:
         started = time.perf_counter()
-        change = _small_change(self._model, model) if self.mesh is not None else None
+        change = None if self.mesh is None or self._force_full else classify_change(self._model, model)
         self._model = model
         if change is not None:
             kind, keys = change
-            if kind == "endpoints":
-                await self._patch_endpoints(model, keys)
-            else:
-                await self._patch_routes(model, keys)
-            self.metrics.observe_build(time.perf_counter() - started)
-            return
-        mesh = translate_mesh(model, self._last_accepted, self.mesh)
-        self._last_accepted = dict(mesh.accepted)
-        self.mesh = mesh
-        self._builder.start_generation()
-        snapshots = {group: self._build(params) for group, params in self._groups.items()}
+            try:
+                if kind == "endpoints":
+                    await self._patch_endpoints(model, keys)
+                else:
+                    await self._patch_routes(model, keys)
+                self.metrics.observe_build(time.perf_counter() - started)
+                return
+            except BuildError as exc:
+                log.warning("%s; building from scratch to isolate it", exc)
+        self._force_full = False
+        mesh, snapshots = self._translate_and_build(model)
         changed = await self.cache.publish(snapshots)
         self.metrics.observe_build(time.perf_counter() - started)
         for problem in mesh.load_errors:
@@ -135,16 +152,95 @@ class Controller:
             1e3 * (time.perf_counter() - started),
         )
 
+    def _translate_and_build(self, model: Model) -> tuple[MeshIR, dict[str, Snapshot]]:
+        """Full translation and a snapshot per group. A resource that cannot be built blocks the object version it
+        came from and translation starts again without it (at most once per object). A group that still fails, for
+        a reason no object explains, keeps its last snapshot."""
+        limit = len(model.virtual_nodes) + len(model.routes) + 1
+        for _ in range(limit):
+            mesh = translate_mesh(model, self._last_accepted, self.mesh, self._blocked)
+            self._builder.start_generation()
+            snapshots: dict[str, Snapshot] = {}
+            retry = False
+            for group, params in self._groups.items():
+                try:
+                    snapshots[group] = self._build(mesh, params)
+                except BuildError as exc:
+                    if self._block(exc.owner, mesh, "InvalidForEnvoy", f"cannot be programmed into Envoy: {exc}"):
+                        log.warning("%s: %s; blocked, building again without it", exc.owner, exc)
+                        retry = True
+                        break
+                    log.error("group %s keeps its last config: %s", group, exc)
+                    self.metrics.build_errors += 1
+                except Exception:
+                    log.exception("group %s keeps its last config", group)
+                    self.metrics.build_errors += 1
+            if not retry:
+                break
+        self.mesh = mesh
+        self._accept(mesh, model)
+        return mesh, snapshots
+
+    def _accept(self, mesh: MeshIR, model: Model) -> None:
+        """Remember what is served now, the version served before it (what a NACK falls back to), and drop
+        blocks of objects that changed or are gone."""
+        for key, obj in mesh.accepted.items():
+            old = self._last_accepted.get(key)
+            if old is not None and old.spec != obj.spec:
+                self._prior[key] = old
+        self._last_accepted = dict(mesh.accepted)
+        for key in [k for k in self._prior if k not in mesh.accepted]:
+            del self._prior[key]
+        for key, block in list(self._blocked.items()):
+            current = (model.virtual_nodes if key.kind == "VirtualNode" else model.routes).get(key)
+            if current is None or current.spec != block.spec:
+                del self._blocked[key]
+
+    def _block(self, owner: ObjectKey | None, mesh: MeshIR, reason: str, message: str) -> bool:
+        """Blocks the version of ``owner`` that ``mesh`` serves. False if there is nothing (new) to block."""
+        served = mesh.accepted.get(owner) if owner is not None else None
+        if owner is None or served is None or served.spec is None:
+            return False
+        existing = self._blocked.get(owner)
+        if existing is not None and existing.spec == served.spec:
+            return False
+        self._blocked[owner] = Blocked(spec=served.spec, reason=reason, message=message)
+        return True
+
+    def reject_from_envoy(self, owners: set[ObjectKey], type_name: str, message: str) -> list[ObjectKey]:
+        """Envoy NACKed an update and ``owners`` are the objects new in it: block their served versions, fall
+        back to the versions served before, and rebuild so every other change keeps flowing."""
+        if self.mesh is None:
+            return []
+        blocked = []
+        for owner in sorted(owners):
+            text = f"Envoy rejected the {type_name.upper()} update that carried this version: {message}"
+            if self._block(owner, self.mesh, "RejectedByEnvoy", text):
+                prior = self._prior.pop(owner, None)
+                if prior is not None and prior.spec != self._blocked[owner].spec:
+                    self._last_accepted[owner] = prior
+                else:
+                    self._last_accepted.pop(owner, None)
+                blocked.append(owner)
+        if blocked:
+            log.warning("blocked %s: %s", ", ".join(map(str, blocked)), message)
+            self._force_full = True
+            if self._pending is None:
+                self._pending = self._model
+            self._wake.set()
+        return blocked
+
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those, rebuild only the groups that call their Services."""
         assert self.mesh is not None
-        self.mesh, services = self.mesh.with_route_changes(model, changed_routes, self._last_accepted)
-        self._last_accepted = dict(self.mesh.accepted)
+        mesh, services = self.mesh.with_route_changes(model, changed_routes, self._last_accepted, self._blocked)
         snapshots = {}
         for group, params in self._groups.items():
-            spec = self.mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
+            spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
             if spec is not None and any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
-                snapshots[group] = self._build(params)
+                snapshots[group] = self._build(mesh, params)  # a BuildError leaves everything as it was
+        self.mesh = mesh
+        self._accept(mesh, model)
         await self.cache.publish(snapshots)
         for key in changed_routes:
             status = self.mesh.status_by_key.get(key)
@@ -172,9 +268,8 @@ class Controller:
                 snapshots[group] = snap.patched(ENDPOINT, updates)
         await self.cache.publish(snapshots, check=False)
 
-    def _build(self, params: SidecarParams) -> Snapshot:
-        assert self.mesh is not None
-        return self._builder.build(translate_sidecar(self.mesh, params), self.cache.get(params.group))
+    def _build(self, mesh: MeshIR, params: SidecarParams) -> Snapshot:
+        return self._builder.build(translate_sidecar(mesh, params), self.cache.get(params.group))
 
     async def attach(self, params: SidecarParams) -> str:
         """A proxy connected: make sure its group has a snapshot (if the mesh is loaded)."""
@@ -183,7 +278,13 @@ class Controller:
         if group not in self._groups:
             self._groups[group] = params
             if self.mesh is not None:
-                await self.cache.publish({group: self._build(params)})
+                try:
+                    await self.cache.publish({group: self._build(self.mesh, params)})
+                except BuildError as exc:  # e.g. its own inbound listener: rebuild everything, isolating the cause
+                    log.warning("%s; building from scratch to isolate it", exc)
+                    self._force_full = True
+                    self._pending = self._pending or self._model
+                    self._wake.set()
         return group
 
     def detach(self, group: str) -> None:
@@ -197,20 +298,30 @@ class Controller:
         return self.mesh.statuses if self.mesh else ()
 
 
-def _small_change(old: Model | None, new: Model) -> tuple[str, set[ObjectKey]] | None:
-    """("endpoints", slices) or ("routes", routes) when only those changed; None when a full translation
-    is needed. A delta from the source is trusted when it is relative to ``old``; otherwise objects are
-    compared, identity before equality, so a source that keeps unchanged objects makes this cheap."""
+# Model fields a change may touch and still take a fast path; "revision" and "delta" describe the model itself.
+_FAST_PATHS: Mapping[str, Literal["endpoints", "routes"]] = {"endpoint_slices": "endpoints", "routes": "routes"}
+_BOOKKEEPING = frozenset({"revision", "delta"})
+
+
+def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints", "routes"], set[ObjectKey]] | None:
+    """("endpoints", slices) or ("routes", routes) when only those changed; None when a full translation is
+    needed. Deny by default: every Model field other than the two fast-path ones must be unchanged, so a field
+    added to Model later means a full build until someone proves a faster path for it.
+
+    A source's delta is trusted (for which slices or routes changed) when it is relative to ``old``; otherwise
+    objects are compared, identity before equality, so a source that keeps unchanged objects makes this cheap."""
     if old is None:
         return None
+    for f in fields(Model):
+        if f.name in _FAST_PATHS or f.name in _BOOKKEEPING:
+            continue
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if before is not after and before != after:
+            return None
     delta = new.delta
     if delta is not None and old.revision and delta.base_revision == old.revision:
         slices, routes = set(delta.endpoint_slices), set(delta.routes)
     else:
-        for attr in ("services", "pods", "virtual_nodes", "load_errors"):
-            before, after = getattr(old, attr), getattr(new, attr)
-            if before is not after and before != after:
-                return None
         slices = _changed_keys(old.endpoint_slices, new.endpoint_slices)
         routes = _changed_keys(old.routes, new.routes)
     if slices and routes:
@@ -218,7 +329,7 @@ def _small_change(old: Model | None, new: Model) -> tuple[str, set[ObjectKey]] |
     return ("routes", routes) if routes else ("endpoints", slices)
 
 
-def _changed_keys(before, after) -> set[ObjectKey]:
+def _changed_keys(before: Mapping[ObjectKey, object], after: Mapping[ObjectKey, object]) -> set[ObjectKey]:
     if before is after:
         return set()
     keys = before.keys() | after.keys()

@@ -17,6 +17,7 @@ class Metrics:
     build_seconds_total: float = 0.0
     connected_streams: int = 0
     rejected_objects: int = 0
+    build_errors: int = 0  # groups left on their last config, or builds abandoned, because of a bug
 
     def observe_build(self, seconds: float) -> None:
         self.builds += 1
@@ -48,6 +49,12 @@ class Metrics:
             "counter",
             "Time spent translating and building.",
             [("", round(self.build_seconds_total, 6))],
+        )
+        metric(
+            "meshctl_build_errors_total",
+            "counter",
+            "Builds or node groups that failed for a reason no single object explains (their last config is kept).",
+            [("", self.build_errors)],
         )
         metric(
             "meshctl_rejected_objects",

@@ -3,6 +3,9 @@
 Building protobuf messages costs ~10x more than serializing them (ENVOY-NOTES), so equal IR maps to
 the same CachedResource object: unchanged resources are neither rebuilt nor re-serialized, and groups
 that share a cluster share its bytes.
+
+Every resource records the objects it was built from (``origins``). A resource that cannot be built raises
+``BuildError`` naming the one object to blame, so the controller can reject that object and build the rest.
 """
 
 from __future__ import annotations
@@ -10,16 +13,40 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from meshctl.xds.cache.resource import CachedResource
+from meshctl.xds.cache.resource import CachedResource, Origins
 from meshctl.xds.cache.snapshot import Snapshot
 from meshctl.xds.cache.wire import encode_route_configuration
 from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
 from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener, build_outbound_tcp_listener
-from meshctl.xds.envoy.route import build_virtual_host
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.translate.ir import ClusterIR, EndpointIR, SidecarIR, VirtualHostIR
+from meshctl.xds.envoy.route import build_route, build_virtual_host
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
+from meshctl.xds.model import ObjectKey
+from meshctl.xds.translate.ir import ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
 
-__all__ = ["SnapshotBuilder"]
+__all__ = ["BuildError", "SnapshotBuilder", "route_owner"]
+
+
+class BuildError(Exception):
+    """A resource could not be built. ``owner``: the VirtualNode or Route it came from (None if unknown)."""
+
+    def __init__(self, owner: ObjectKey | None, type_url: str, name: str, cause: Exception) -> None:
+        super().__init__(f"cannot build {SHORT_NAMES[type_url]} resource {name!r}: {cause}")
+        self.owner = owner
+        self.cause = cause
+
+
+def route_owner(ir: RouteIR) -> ObjectKey:
+    namespace, _, name = ir.name.partition("/")
+    return ObjectKey("Route", namespace, name)
+
+
+def _cluster_owner(cluster: ClusterIR, node: ObjectKey | None) -> ObjectKey | None:
+    """An EDS cluster is named namespace/virtualnode/port after the node it reaches; the others (local app,
+    tracing collector) come from the proxy's own VirtualNode."""
+    if cluster.eds:
+        namespace, name, _ = cluster.name.split("/", 2)
+        return ObjectKey("VirtualNode", namespace, name)
+    return node
 
 
 class SnapshotBuilder:
@@ -40,10 +67,14 @@ class SnapshotBuilder:
 
     def endpoints(self, cluster: ClusterIR, endpoints: tuple[EndpointIR, ...]) -> CachedResource:
         hc_port = cluster.health_check.port if cluster.health_check else None
-        return self._get(
-            (ENDPOINT, cluster.name, endpoints, hc_port),
-            lambda: CachedResource(ENDPOINT, cluster.name, build_load_assignment(cluster.name, endpoints, hc_port)),
-        )
+
+        def make() -> CachedResource:
+            try:
+                return CachedResource(ENDPOINT, cluster.name, build_load_assignment(cluster.name, endpoints, hc_port))
+            except Exception as exc:  # endpoints come from EndpointSlices: blame the node they belong to
+                raise BuildError(_cluster_owner(cluster, None), ENDPOINT, cluster.name, exc) from exc
+
+        return self._get((ENDPOINT, cluster.name, endpoints, hc_port), make)
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
@@ -52,25 +83,46 @@ class SnapshotBuilder:
         def make() -> CachedResource:
             hosts = [self._get(("vhost", vh), lambda vh=vh: _host_bytes(vh)) for vh in virtual_hosts]
             refs = {(CLUSTER, wc.cluster) for vh in virtual_hosts for r in vh.routes for wc in r.clusters}
-            return CachedResource(ROUTE, name, value=encode_route_configuration(name, hosts), references=refs)
+            origins: Origins = frozenset((route_owner(r), r) for vh in virtual_hosts for r in vh.routes)
+            value = encode_route_configuration(name, hosts)
+            return CachedResource(ROUTE, name, value=value, references=refs, origins=origins)
 
         return self._get((ROUTE, name, virtual_hosts), make)
 
     def build(self, ir: SidecarIR, previous: Snapshot | None = None) -> Snapshot:
+        """Raises BuildError for a resource that cannot be built (a value the parser should have refused)."""
         resources: dict[str, dict[str, CachedResource]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+        node = ir.params.virtual_node
 
-        def put(type_url: str, key: Hashable, name: str, make: Callable[[], Any], refs=()) -> None:
-            resources[type_url][name] = self._get((type_url, key), lambda: CachedResource(type_url, name, make(), refs))
+        def put(
+            type_url: str,
+            owners: tuple[tuple[ObjectKey | None, Hashable], ...],
+            name: str,
+            make: Callable[[], Any],
+            refs: Any = (),
+        ) -> None:
+            """``owners``: (object, IR) pairs it is built from, the first one blamed if building fails."""
+
+            def cached() -> CachedResource:
+                try:
+                    message = make()
+                except Exception as exc:
+                    raise BuildError(owners[0][0], type_url, name, exc) from exc
+                origins: Origins = frozenset((o, v) for o, v in owners if o is not None)
+                return CachedResource(type_url, name, message, refs, origins=origins)
+
+            resources[type_url][name] = self._get((type_url, owners), cached)
 
         for cluster in ir.clusters:
             refs = ((ENDPOINT, cluster.name),) if cluster.eds else ()
-            put(CLUSTER, cluster, cluster.name, lambda c=cluster: build_cluster(c), refs)
+            owners = ((_cluster_owner(cluster, node), cluster),)
+            put(CLUSTER, owners, cluster.name, lambda c=cluster: build_cluster(c), refs)
             if cluster.eds:
                 resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
         if ir.outbound is not None:
             put(
                 LISTENER,
-                ir.outbound,
+                ((node, ir.outbound),),
                 ir.outbound.name,
                 lambda: build_outbound_listener(ir.outbound),
                 ((ROUTE, ir.outbound.route_config_name),),
@@ -78,11 +130,17 @@ class SnapshotBuilder:
             resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
         for tcp in ir.tcp_outbound:
             refs = {(CLUSTER, wc.cluster) for wc in tcp.route.clusters if wc.weight > 0}
-            put(LISTENER, tcp, tcp.name, lambda t=tcp: build_outbound_tcp_listener(t), refs)
+            put(
+                LISTENER,
+                ((route_owner(tcp.route), tcp.route), (node, tcp)),
+                tcp.name,
+                lambda t=tcp: build_outbound_tcp_listener(t),
+                refs,
+            )
         for inbound in ir.inbound:
             put(
                 LISTENER,
-                inbound,
+                ((node, inbound),),
                 inbound.name,
                 lambda i=inbound: build_inbound_listener(i),
                 ((CLUSTER, inbound.cluster),),
@@ -103,4 +161,12 @@ class SnapshotBuilder:
 
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:
-    return build_virtual_host(vh).SerializeToString(deterministic=True)
+    try:
+        return build_virtual_host(vh).SerializeToString(deterministic=True)
+    except Exception as exc:
+        for route in vh.routes:  # which Route? (rare: only when a value slipped past validation)
+            try:
+                build_route(route)
+            except Exception as route_exc:
+                raise BuildError(route_owner(route), ROUTE, vh.name, route_exc) from route_exc
+        raise BuildError(None, ROUTE, vh.name, exc) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
@@ -14,8 +14,13 @@ from google.protobuf.message import Message
 
 from meshctl.xds.cache.wire import encode_any
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshctl.xds.model import ObjectKey
 
-__all__ = ["CachedResource", "replace_in_version", "set_version"]
+__all__ = ["CachedResource", "Origins", "replace_in_version", "set_version"]
+
+# The user objects a resource was built from, each with the IR value taken from it: (VirtualNode or Route key,
+# IR). When Envoy rejects an update, the pairs that are new in it name the objects to blame (server/blame.py).
+Origins = frozenset[tuple[ObjectKey, Hashable]]
 
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     CLUSTER: Cluster,
@@ -33,7 +38,17 @@ class CachedResource:
     API and tests look at them, so ``message`` parses the bytes again on demand.
     """
 
-    __slots__ = ("_any_bytes", "_message", "_value", "_version", "name", "references", "serializations", "type_url")
+    __slots__ = (
+        "_any_bytes",
+        "_message",
+        "_value",
+        "_version",
+        "name",
+        "origins",
+        "references",
+        "serializations",
+        "type_url",
+    )
 
     def __init__(
         self,
@@ -43,12 +58,14 @@ class CachedResource:
         references: Iterable[tuple[str, str]] = (),
         *,
         value: bytes | None = None,
+        origins: Origins = frozenset(),
     ) -> None:
         if (message is None) == (value is None):
             raise ValueError("give exactly one of message and value")
         self.type_url = type_url
         self.name = name
         self.references = frozenset(references)
+        self.origins = origins
         self.serializations = 0  # observable proof that bytes are built once, however many streams send them
         self._message = message
         self._value = value

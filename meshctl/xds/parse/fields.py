@@ -12,9 +12,16 @@ from typing import Any
 
 from meshctl.xds.model import FieldError
 
-__all__ = ["Fields", "parse_duration_ms"]
+__all__ = ["INT64_MAX", "INT64_MIN", "MAX_DURATION_MS", "UINT32_MAX", "Fields", "parse_duration_ms"]
 
 _UNIT_MS = {"ms": 1, "s": 1000}
+# Envoy's limits, so that a value that parses can always be built and accepted (issue 9: a maxConnections of
+# 5,000,000,000 used to parse, then raised inside the snapshot builder, which has to fit it in a UInt32Value).
+UINT32_MAX = 2**32 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# One year. Envoy takes durations up to ~10,000 years but converts some to nanoseconds in 64 bits (292 years);
+# no timeout, interval or ejection time needs more than a year, and the bound is checked by Envoy in the tests.
+MAX_DURATION_MS = 365 * 24 * 3600 * 1000
 
 
 def parse_duration_ms(value: Any) -> tuple[int | None, str | None]:
@@ -28,7 +35,10 @@ def parse_duration_ms(value: Any) -> tuple[int | None, str | None]:
         return None, f"value must be an integer, got {amount!r}"
     if amount < 0:
         return None, f"must not be negative, got {value!r}"
-    return amount * _UNIT_MS[unit], None
+    ms = amount * _UNIT_MS[unit]
+    if ms > MAX_DURATION_MS:
+        return None, f"must be at most 365 days ({MAX_DURATION_MS} ms), got {value!r}"
+    return ms, None
 
 
 class Fields:
@@ -99,9 +109,8 @@ class Fields:
             return None
         return value
 
-    def integer(
-        self, key: str, *, required: bool = False, minimum: int | None = None, maximum: int | None = None
-    ) -> int | None:
+    def integer(self, key: str, *, minimum: int, maximum: int, required: bool = False) -> int | None:
+        """Both bounds are required: every number must be one Envoy can hold (UINT32_MAX for its UInt32 fields)."""
         value = self._data.get(key)
         if value is None:
             if required:
@@ -110,10 +119,10 @@ class Fields:
         if not isinstance(value, int) or isinstance(value, bool):
             self.error(key, f"must be an integer, got {value!r}")
             return None
-        if minimum is not None and value < minimum:
+        if value < minimum:
             self.error(key, f"must be at least {minimum}, got {value}")
             return None
-        if maximum is not None and value > maximum:
+        if value > maximum:
             self.error(key, f"must be at most {maximum}, got {value}")
             return None
         return value

@@ -18,7 +18,7 @@ from meshctl.xds.model import (
     StringMatch,
     WeightedTarget,
 )
-from meshctl.xds.parse.fields import Fields
+from meshctl.xds.parse.fields import INT64_MAX, INT64_MIN, Fields
 from meshctl.xds.parse.virtualnode import parse_timeout
 
 __all__ = ["GRPC_RETRY_EVENTS", "HTTP_RETRY_EVENTS", "TCP_RETRY_EVENTS", "parse_route_spec"]
@@ -189,8 +189,8 @@ def _string_match(f: Fields) -> StringMatch | None:
     kind = present[0]
     if kind == "range":
         rf = f.obj("range")
-        start = rf.integer("start", required=True) if rf else None
-        end = rf.integer("end", required=True) if rf else None
+        start = rf.integer("start", required=True, minimum=INT64_MIN, maximum=INT64_MAX) if rf else None
+        end = rf.integer("end", required=True, minimum=INT64_MIN, maximum=INT64_MAX) if rf else None
         if start is None or end is None or rf is None:
             return None
         if end <= start:

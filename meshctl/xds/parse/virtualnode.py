@@ -17,7 +17,7 @@ from meshctl.xds.model import (
     Tracing,
     VirtualNodeSpec,
 )
-from meshctl.xds.parse.fields import Fields
+from meshctl.xds.parse.fields import UINT32_MAX, Fields
 
 __all__ = ["parse_virtual_node_spec"]
 
@@ -85,11 +85,11 @@ def _connection_pool(f: Fields | None) -> ConnectionPool | None:
         if pf is None:
             continue
         for name in _POOL_FIELDS:
-            if (value := pf.integer(name, minimum=1)) is not None:
+            if (value := pf.integer(name, minimum=1, maximum=UINT32_MAX)) is not None:
                 values[name] = value
         if (bf := pf.obj("retryBudget")) is not None:
             values["budgetPercent"] = bf.integer("budgetPercent", required=True, minimum=0, maximum=100)
-            values["minRetryConcurrency"] = bf.integer("minRetryConcurrency", minimum=0)
+            values["minRetryConcurrency"] = bf.integer("minRetryConcurrency", minimum=0, maximum=UINT32_MAX)
         if (ms := pf.duration_ms("connectTimeout", positive=True)) is not None:
             values["connectTimeout"] = ms
     return ConnectionPool(
@@ -106,7 +106,7 @@ def _connection_pool(f: Fields | None) -> ConnectionPool | None:
 def _outlier_detection(f: Fields | None) -> OutlierDetection | None:
     if f is None:
         return None
-    errors = f.integer("maxServerErrors", required=True, minimum=1)
+    errors = f.integer("maxServerErrors", required=True, minimum=1, maximum=UINT32_MAX)
     interval = f.duration_ms("interval", required=True, positive=True)
     ejection = f.duration_ms("baseEjectionDuration", required=True, positive=True)
     percent = f.integer("maxEjectionPercent", required=True, minimum=0, maximum=100)

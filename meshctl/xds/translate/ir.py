@@ -18,7 +18,9 @@ from meshctl.xds.model import (
     OutlierDetection,
     Protocol,
     RetryPolicy,
+    RouteSpec,
     Tracing,
+    VirtualNodeSpec,
 )
 
 
@@ -33,6 +35,7 @@ def _cached_hash(self) -> int:
 
 
 __all__ = [
+    "Blocked",
     "ClusterIR",
     "Condition",
     "ConditionStatus",
@@ -189,6 +192,17 @@ class SidecarIR:
     tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Blocked:
+    """One version of an object that cannot be programmed into Envoy: the builder could not build it
+    (``InvalidForEnvoy``) or Envoy rejected the update that carried it (``RejectedByEnvoy``). That version is left
+    out and the object's previous one is served; the block ends when the object changes."""
+
+    spec: VirtualNodeSpec | RouteSpec
+    reason: str
+    message: str
+
+
 class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
@@ -197,7 +211,7 @@ class ConditionStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Condition:
-    type: str  # Accepted, ResolvedRefs
+    type: str  # Accepted, ResolvedRefs, Programmed
     status: ConditionStatus
     reason: str
     message: str

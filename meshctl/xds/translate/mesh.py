@@ -22,6 +22,7 @@ from meshctl.xds.model import (
 )
 from meshctl.xds.translate.endpoints import EndpointIndex, cluster_name, index_endpoints, update_endpoints
 from meshctl.xds.translate.ir import (
+    Blocked,
     ClusterIR,
     Condition,
     ConditionStatus,
@@ -66,7 +67,11 @@ class MeshIR:
         return replace(self, endpoint_index=index), changed
 
     def with_route_changes(
-        self, model: Model, changed_routes: set[ObjectKey], last_accepted: Mapping[ObjectKey, VirtualNode | Route]
+        self,
+        model: Model,
+        changed_routes: set[ObjectKey],
+        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
+        blocked: Mapping[ObjectKey, Blocked] | None = None,
     ) -> tuple[MeshIR, set[ObjectKey]]:
         """This mesh after only Routes changed; returns it and the Services whose routes changed."""
         placement, statuses, accepted = dict(self.route_placement), dict(self.status_by_key), dict(self.accepted)
@@ -80,7 +85,9 @@ class MeshIR:
             route = model.routes.get(key)
             if route is None:
                 continue
-            served, ir, status = _choose_route(route, last_accepted.get(key), model, self.virtual_nodes)
+            served, ir, status = _choose_route(
+                route, last_accepted.get(key), model, self.virtual_nodes, (blocked or {}).get(key)
+            )
             statuses[key] = status
             if served is not None and ir is not None:
                 accepted[key] = served
@@ -134,16 +141,19 @@ def translate_mesh(
     model: Model,
     last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None,
     previous: MeshIR | None = None,
+    blocked: Mapping[ObjectKey, Blocked] | None = None,
 ) -> MeshIR:
-    """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed."""
+    """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed.
+    ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is)."""
     fallback = last_accepted or {}
+    blocks = blocked or {}
     statuses: list[ObjectStatus] = []
     accepted: dict[ObjectKey, VirtualNode | Route] = {}
 
     nodes: dict[ObjectKey, VirtualNodeSpec] = {}
     for key in sorted(model.virtual_nodes):
         vn = model.virtual_nodes[key]
-        served, status = _choose_virtual_node(vn, fallback.get(key), model)
+        served, status = _choose_virtual_node(vn, fallback.get(key), model, blocks.get(key))
         statuses.append(status)
         if served is not None and served.spec is not None:
             nodes[key] = served.spec
@@ -158,7 +168,7 @@ def translate_mesh(
     placement: dict[ObjectKey, _Placement] = {}
     for key in sorted(model.routes):
         route = model.routes[key]
-        served_route, route_ir, status = _choose_route(route, fallback.get(key), model, nodes)
+        served_route, route_ir, status = _choose_route(route, fallback.get(key), model, nodes, blocks.get(key))
         statuses.append(status)
         if served_route is not None and route_ir is not None:
             accepted[key] = served_route
@@ -200,11 +210,16 @@ def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldE
 
 
 def _choose_virtual_node(
-    vn: VirtualNode, previous: VirtualNode | Route | None, model: Model
+    vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
+    if not isinstance(previous, VirtualNode) or _is_blocked(previous.spec, block):
+        previous = None
+    if vn.spec is not None and _is_blocked(vn.spec, block):
+        assert block is not None
+        served = previous if previous is not vn else None
+        return served, _not_programmed(vn.key, vn.meta.generation, vn.meta.origin, block, served)
     if vn.spec is None:
-        served = previous if isinstance(previous, VirtualNode) else None
-        return served, _rejected(vn.key, vn.meta.generation, vn.meta.origin, vn.errors, served)
+        return previous, _rejected(vn.key, vn.meta.generation, vn.meta.origin, vn.errors, previous)
     # A missing backend Service is not fatal: the node is served without it until it appears.
     ref_errors = _virtual_node_ref_errors(vn.spec, model)
     conditions = [_ok("Accepted", "Accepted", "valid")]
@@ -333,9 +348,19 @@ def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[Obje
 
 
 def _choose_route(
-    route: Route, previous: VirtualNode | Route | None, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+    route: Route,
+    previous: VirtualNode | Route | None,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    block: Blocked | None = None,
 ) -> tuple[Route | None, RouteIR | None, ObjectStatus]:
     errors: list[FieldError] = list(route.errors)
+    if not isinstance(previous, Route) or _is_blocked(previous.spec, block):
+        previous = None
+    if route.spec is not None and _is_blocked(route.spec, block):
+        assert block is not None
+        served, served_ir = _previous_route(route, previous, model, nodes)
+        return served, served_ir, _not_programmed(route.key, route.meta.generation, route.meta.origin, block, served)
     if route.spec is not None:
         ir, errors = _route_ir(route.key, route.spec, model, nodes)
         if ir is not None:
@@ -349,12 +374,22 @@ def _choose_route(
                 ),
             )
             return route, ir, status
-    served: Route | None = None
-    served_ir = None
-    if isinstance(previous, Route) and previous.spec is not None and previous is not route:
-        served_ir, _ = _route_ir(route.key, previous.spec, model, nodes)
-        served = previous if served_ir is not None else None
+    served, served_ir = _previous_route(route, previous, model, nodes)
     return served, served_ir, _rejected(route.key, route.meta.generation, route.meta.origin, errors, served)
+
+
+def _previous_route(
+    route: Route, previous: Route | None, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[Route | None, RouteIR | None]:
+    """The last accepted version, if there is one and it still resolves."""
+    if previous is None or previous.spec is None or previous is route:
+        return None, None
+    served_ir, _ = _route_ir(route.key, previous.spec, model, nodes)
+    return (previous, served_ir) if served_ir is not None else (None, None)
+
+
+def _is_blocked(spec: VirtualNodeSpec | RouteSpec | None, block: Blocked | None) -> bool:
+    return block is not None and spec is not None and spec == block.spec
 
 
 # --- Conditions ----------------------------------------------------------------------------------
@@ -367,6 +402,25 @@ def _ok(type_: str, reason: str, message: str) -> Condition:
 def _describe(origin: str, errors: tuple[FieldError, ...] | list[FieldError]) -> str:
     where = f"{origin}: " if origin else ""
     return where + "; ".join(str(e) for e in errors)
+
+
+def _not_programmed(
+    key: ObjectKey, generation: int, origin: str, block: Blocked, served: VirtualNode | Route | None
+) -> ObjectStatus:
+    """Valid as written, but Envoy cannot take it: Accepted stays True, Programmed is False with the reason."""
+    where = f"{origin}: " if origin else ""
+    message = where + block.message
+    if served is not None:
+        message += " (its last accepted version is still served)"
+    return ObjectStatus(
+        key=key,
+        observed_generation=generation,
+        origin=origin,
+        conditions=(
+            _ok("Accepted", "Accepted", "valid"),
+            Condition(type="Programmed", status=ConditionStatus.FALSE, reason=block.reason, message=message),
+        ),
+    )
 
 
 def _rejected(key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None) -> ObjectStatus:
