@@ -341,7 +341,25 @@ def test_durations(value, expected) -> None:
 
 
 def test_header_range_must_fit_int64() -> None:
-    doc = route("r", "svc", {"vn": 100}, match={"prefix": "/", "headers": [{"name": "x", "match": {"range": {"start": 0, "end": 2**63}}}]})
+    doc = route(
+        "r",
+        "svc",
+        {"vn": 100},
+        match={"prefix": "/", "headers": [{"name": "x", "match": {"range": {"start": 0, "end": 2**63}}}]},
+    )
     assert errors_of(doc) == [
         "spec.httpRoute.match.headers[0].match.range.end: must be at most 9223372036854775807, got 9223372036854775808"
     ]
+
+
+BIG_REGEX = "/(alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliet){1,30}"
+
+
+def test_a_regex_over_envoys_program_size_limit_is_rejected_before_envoy_sees_it() -> None:
+    """Issue 9: valid RE2, but Envoy would NACK it (and with it every other route of the update)."""
+    doc = route("r", "svc", {"a": 100}, match={"path": {"regex": BIG_REGEX}})
+    [error] = errors_of(doc)
+    assert error.startswith(f"spec.httpRoute.match.path.regex: {BIG_REGEX!r} compiles to an RE2 program of size 1684")
+    assert "over Envoy's limit of 100" in error
+    ok = route("r", "svc", {"a": 100}, match={"path": {"regex": "/api/v[0-9]+/.*"}})
+    assert errors_of(ok) == []

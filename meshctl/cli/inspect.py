@@ -55,16 +55,18 @@ def _get_status(args: argparse.Namespace) -> int:
     rows = []
     for o in data["objects"]:
         bad = [c for c in o["conditions"] if c["status"] != "True"]
+        programmed = next((c["status"] for c in o["conditions"] if c["type"] == "Programmed"), "True")
         rows.append(
             [
                 o["kind"],
                 f"{o['namespace']}/{o['name']}",
                 "True" if o["accepted"] else "False",
+                programmed if o["accepted"] else "-",
                 bad[0]["reason"] if bad else "",
                 bad[0]["message"] if bad else "",
             ]
         )
-    table = _table(rows, ["KIND", "NAME", "ACCEPTED", "REASON", "MESSAGE"])
+    table = _table(rows, ["KIND", "NAME", "ACCEPTED", "PROGRAMMED", "REASON", "MESSAGE"])
     if data["loadErrors"]:
         table += "\n\nload errors:\n" + "\n".join(f"  {e}" for e in data["loadErrors"])
     _emit(data, args.output, table)

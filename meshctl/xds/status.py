@@ -130,10 +130,12 @@ class StatusWriter:
                     continue
                 raise
             self.writes += 1
-            rejected = next((c for c in status.conditions if c.type == "Accepted" and c.status.value == "False"), None)
-            was_rejected = previous.get("Accepted", {}).get("status") == "False"
-            if rejected is not None and not was_rejected:
-                self._event(key, current, rejected.reason, rejected.message)
+            # A Warning Event when the object is newly rejected (Accepted) or newly refused by Envoy (Programmed).
+            for c in status.conditions:
+                if c.type in ("Accepted", "Programmed") and c.status.value == "False":
+                    if previous.get(c.type, {}).get("status") != "False":
+                        self._event(key, current, c.reason, c.message)
+                    break
             return True
         raise ApiException(status=409, reason=f"still conflicting after {_ATTEMPTS} attempts")
 

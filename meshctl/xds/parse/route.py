@@ -6,6 +6,8 @@ import re
 import re._parser as re_parser  # the stdlib's own regex parser, to inspect a pattern's constructs
 from typing import Any
 
+import re2  # google-re2: the engine Envoy uses, to measure a pattern's program size as Envoy will
+
 from meshctl.xds.model import (
     FieldError,
     HeaderMatch,
@@ -21,13 +23,22 @@ from meshctl.xds.model import (
 from meshctl.xds.parse.fields import INT64_MAX, INT64_MIN, Fields
 from meshctl.xds.parse.virtualnode import parse_timeout
 
-__all__ = ["GRPC_RETRY_EVENTS", "HTTP_RETRY_EVENTS", "TCP_RETRY_EVENTS", "parse_route_spec"]
+__all__ = [
+    "GRPC_RETRY_EVENTS",
+    "HTTP_RETRY_EVENTS",
+    "REGEX_PROGRAM_SIZE_LIMIT",
+    "TCP_RETRY_EVENTS",
+    "parse_route_spec",
+]
 
 HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
 TCP_RETRY_EVENTS = ("connection-error",)
 GRPC_RETRY_EVENTS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 _METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 _STRING_MATCH_KINDS = ("exact", "prefix", "suffix", "regex", "range")
+# Envoy refuses (NACKs) a safe_regex whose RE2 program is larger than its runtime's
+# re2.max_program_size.error_level, 100 unless the sidecar's runtime raises it.
+REGEX_PROGRAM_SIZE_LIMIT = 100
 
 
 def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[FieldError]]:
@@ -170,6 +181,8 @@ def _cookie(f: Fields) -> HeaderMatch | None:
             return None
         value = {"exact": re.escape(given), "prefix": re.escape(given) + "[^;]*", "regex": f"(?:{given})"}[kinds[0]]
     pattern = rf"(?:.*;\s*)?{re.escape(name)}={value}(?:;.*)?"
+    if not _fits_envoy(f, "name", pattern, "the cookie match"):
+        return None
     return HeaderMatch(name="cookie", match=StringMatch(regex=pattern), invert=f.boolean("invert"))
 
 
@@ -282,6 +295,23 @@ def _check_regex(f: Fields, key: str, pattern: str) -> bool:
         return False
     if unsupported:
         f.error(key, f"{pattern!r} uses {unsupported}, which Envoy's regex engine (RE2) does not support")
+        return False
+    return _fits_envoy(f, key, pattern, repr(pattern))
+
+
+def _fits_envoy(f: Fields, key: str, pattern: str, what: str) -> bool:
+    """RE2 compiles it and its program is within Envoy's size limit (else Envoy would NACK the whole update)."""
+    try:
+        size = re2.compile(pattern).programsize
+    except re2.error as exc:
+        f.error(key, f"{what} is not a valid RE2 regular expression: {exc}")
+        return False
+    if size > REGEX_PROGRAM_SIZE_LIMIT:
+        f.error(
+            key,
+            f"{what} compiles to an RE2 program of size {size}, over Envoy's limit of {REGEX_PROGRAM_SIZE_LIMIT}: "
+            "simplify it (fewer alternatives or repetitions)",
+        )
         return False
     return True
 

@@ -16,6 +16,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.metrics import Metrics
+from meshctl.xds.server.blame import blame
 from meshctl.xds.server.node import sidecar_params
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
@@ -152,5 +153,10 @@ class AdsServer:
             log.warning(
                 "proxy %s rejected %s version %s: %s", state.node_id, short, rejection.version, rejection.message
             )
+            st = state.types[req.type_url]
+            others = (s.types[req.type_url].acked for s in self.registry.streams() if s is not state)
+            owners = blame(st.sent, st.acked, others)
+            if owners:
+                self.controller.reject_from_envoy(owners, short, rejection.message)
         elif kind == "unknown-type":
             log.warning("proxy %s asked for unsupported type %s", state.node_id, req.type_url)
