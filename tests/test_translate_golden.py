@@ -1,11 +1,15 @@
 """Golden files: tests/testdata/translate/<case>/in.yaml -> out.yaml (statuses + each sidecar's xDS).
 
-Rewrite them with ``pytest tests/test_translate_golden.py --update-golden`` and review the diff.
+Rewrite them with ``pytest tests/test_translate_golden.py --update-golden`` (never in CI: it refuses there) and
+review the diff; a run that rewrites fails, so a rewrite is never mistaken for a pass. Every golden output is also
+validated by Envoy itself, so a golden file can never freeze a config Envoy would reject.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from meshctl.xds.model import ObjectKey
 from meshctl.xds.sources import load_manifests
 from meshctl.xds.translate import translate_mesh, translate_sidecar
 from meshctl.xds.translate.ir import SidecarParams
+from tests.envoy_validate import envoy_validate, inline_group
 
 CASES = Path(__file__).parent / "testdata" / "translate"
 
@@ -52,10 +57,20 @@ def test_golden(case: Path, request: pytest.FixtureRequest) -> None:
     got = render(case)
     golden = case / "out.yaml"
     if request.config.getoption("--update-golden") or not golden.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"golden files are never written in CI ({golden} missing or --update-golden given)")
         golden.write_text(yaml.safe_dump(got, sort_keys=False))
-        if not request.config.getoption("--update-golden"):
-            pytest.fail(f"wrote missing golden file {golden}; review it and rerun")
+        pytest.fail(f"wrote {golden}; review the diff, then run again without --update-golden")
     assert got == yaml.safe_load(golden.read_text())
+
+
+@pytest.mark.parametrize("case", sorted(p for p in CASES.iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_golden_output_is_accepted_by_envoy(case: Path) -> None:
+    groups = yaml.safe_load((case / "out.yaml").read_text())["groups"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(groups, pool.map(lambda g: envoy_validate(inline_group(g)), groups.values()), strict=True))
+    rejected = {group: output for group, (ok, output) in results.items() if not ok}
+    assert not rejected, rejected
 
 
 def test_translation_is_deterministic() -> None:

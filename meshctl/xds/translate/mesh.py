@@ -29,8 +29,10 @@ from meshctl.xds.translate.ir import (
     EndpointIR,
     ObjectStatus,
     RouteIR,
+    SidecarParams,
     WeightedClusterIR,
 )
+from meshctl.xds.translate.ports import allocate_ports, tcp_backends
 
 __all__ = ["MeshIR", "cluster_name", "translate_mesh"]
 
@@ -103,6 +105,10 @@ class MeshIR:
             ordered = tuple(p.ir for p in sorted(kept + new, key=lambda p: (p.rank, p.name)))
             if ordered:
                 routes_by_service[svc] = ordered
+        services = self.services
+        for key, spec in self.virtual_nodes.items():
+            if any(ObjectKey("Service", b.namespace, b.name) in affected for b in spec.backends):
+                statuses[key] = _port_status(statuses[key], key, spec, services, routes_by_service)
         mesh = replace(
             self,
             routes_by_service=routes_by_service,
@@ -176,17 +182,22 @@ def translate_mesh(
     by_service: dict[ObjectKey, list[_Placement]] = {}
     for p in placement.values():
         by_service.setdefault(p.service, []).append(p)
+    routes_by_service = {
+        svc: tuple(p.ir for p in sorted(ps, key=lambda p: (p.rank, p.name))) for svc, ps in by_service.items()
+    }
+    services = {ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()}
+    status_by_key = {st.key: st for st in statuses}
+    for key, spec in nodes.items():
+        status_by_key[key] = _port_status(status_by_key[key], key, spec, services, routes_by_service)
 
     return MeshIR(
         virtual_nodes=nodes,
-        services={ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()},
+        services=services,
         clusters=clusters,
         endpoint_index=endpoint_index,
-        routes_by_service={
-            svc: tuple(p.ir for p in sorted(ps, key=lambda p: (p.rank, p.name))) for svc, ps in by_service.items()
-        },
+        routes_by_service=routes_by_service,
         route_placement=placement,
-        status_by_key={st.key: st for st in statuses},
+        status_by_key=status_by_key,
         accepted=accepted,
         load_errors=model.load_errors,
     )
@@ -393,6 +404,30 @@ def _is_blocked(spec: VirtualNodeSpec | RouteSpec | None, block: Blocked | None)
 
 
 # --- Conditions ----------------------------------------------------------------------------------
+
+
+def _port_status(
+    status: ObjectStatus,
+    key: ObjectKey,
+    spec: VirtualNodeSpec,
+    services: Mapping[ObjectKey, Service],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+) -> ObjectStatus:
+    """Adds PortsAllocated=False when a listener of this node's sidecar (default ports) has no port to bind."""
+    tcp_ports = [port for _, port, _ in tcp_backends(spec, services, routes_by_service)]
+    conflicts = allocate_ports(SidecarParams(virtual_node=key), spec, tcp_ports).conflicts
+    conditions = tuple(c for c in status.conditions if c.type != "PortsAllocated")
+    if conflicts:
+        message = f"{status.origin}: " if status.origin else ""
+        conditions += (
+            Condition(
+                type="PortsAllocated",
+                status=ConditionStatus.FALSE,
+                reason="PortConflict",
+                message=message + "; ".join(conflicts),
+            ),
+        )
+    return status if conditions == status.conditions else replace(status, conditions=conditions)
 
 
 def _ok(type_: str, reason: str, message: str) -> Condition:

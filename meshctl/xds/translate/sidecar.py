@@ -3,9 +3,12 @@
 A sidecar of VirtualNode ``ns/vn`` gets:
 - one outbound listener (``outbound``, the egress port) whose route config has a virtual host per backend
   Service that has Routes, reachable by the Service's DNS names as Host;
-- one inbound listener per VirtualNode listener (ingress port, +1 for each further listener) forwarding
-  to the local app on ``127.0.0.1:<listener port>``;
+- one inbound listener per VirtualNode listener forwarding to the local app on ``127.0.0.1:<listener port>``,
+  on ports allocated by ``allocate_ports``;
+- one outbound TCP listener per port of each backend Service with a tcpRoute;
 - the clusters and endpoints those reference, nothing more.
+
+Ports never collide: see ``allocate_ports``. What cannot be placed is left out and reported by ``port_conflicts``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from meshctl.xds.translate.ir import (
     VirtualHostIR,
 )
 from meshctl.xds.translate.mesh import MeshIR
+from meshctl.xds.translate.ports import allocate_ports, tcp_backends
 
 __all__ = ["OUTBOUND_ROUTE_CONFIG", "service_domains", "translate_sidecar"]
 
@@ -66,7 +70,6 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
 
     virtual_hosts: list[VirtualHostIR] = []
-    tcp_outbound: dict[int, OutboundTcpListenerIR] = {}
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
         svc_key = ObjectKey("Service", backend.namespace, backend.name)
         service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
@@ -81,13 +84,16 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                     routes=http_routes,
                 )
             )
-        tcp_route = next((r for r in routes if r.tcp), None)  # TCP cannot match: the first in order wins
-        for port in sorted({p.port for p in service.ports if p.port}) if tcp_route else ():
+    tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
+    ports = allocate_ports(params, spec, [port for _, port, _ in tcp])
+    tcp_outbound: dict[int, OutboundTcpListenerIR] = {}
+    for svc_key, port, tcp_route in tcp:
+        if port in ports.tcp:
             # One listener per port: with two TCP Services on one port, the first by name keeps it.
             tcp_outbound.setdefault(
                 port,
                 OutboundTcpListenerIR(
-                    name=f"outbound|tcp|{backend.namespace}/{backend.name}|{port}",
+                    name=f"outbound|tcp|{svc_key.namespace}/{svc_key.name}|{port}",
                     address=params.bind_address,
                     port=port,
                     route=tcp_route,
@@ -100,7 +106,9 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
 
     inbound: list[InboundListenerIR] = []
-    for index, listener in enumerate(spec.listeners):
+    for listener, inbound_port in zip(spec.listeners, ports.inbound, strict=True):
+        if inbound_port > 65535:
+            continue
         local = f"inbound|{key.namespace}/{key.name}|{listener.port}"
         clusters.append(
             ClusterIR(
@@ -115,7 +123,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             InboundListenerIR(
                 name=f"inbound|{listener.port}",
                 address=params.bind_address,
-                port=params.ingress_port + index,
+                port=inbound_port,
                 protocol=listener.protocol,
                 cluster=local,
                 timeout_ms=timeout.per_request_ms if timeout else None,
