@@ -4,6 +4,11 @@ Every replica serves xDS; only the lease holder writes. The holder renews every 
 replica takes over when the lease has not been renewed for ``lease_duration``. Every write to the Lease carries
 the resourceVersion just read, so two replicas racing for an expired lease cannot both win (the loser gets 409).
 A replica that stops cleanly releases the lease, so the next one takes over at once.
+
+Clocks are never compared across machines (client-go's rule): a lease counts as expired when *we* have seen
+the same record, unchanged, for ``lease_duration`` on our monotonic clock, whatever its renewTime says. The
+holder stops claiming leadership ``renew_deadline`` after its last successful renewal started, which is before
+any other replica can see the lease expire.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 __all__ = ["LeaderElector"]
 
@@ -26,13 +33,6 @@ log = logging.getLogger(__name__)
 def _micro(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(
-        text.replace("Z", ""), "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S"
-    ).replace(tzinfo=UTC)
 
 
 class LeaderElector:
@@ -45,37 +45,65 @@ class LeaderElector:
         identity: str | None = None,
         lease_duration: float = 15.0,
         retry_period: float = 2.0,
+        renew_deadline: float | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.leases = client.CoordinationV1Api(api)
         self.namespace, self.name = namespace, name
         self.identity = identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.lease_duration, self.retry_period = lease_duration, retry_period
-        self.now = now
-        self.is_leader = False
+        # client-go's defaults are 15 s lease / 10 s renew deadline: stop well before others may take over.
+        self.renew_deadline = renew_deadline if renew_deadline is not None else lease_duration * 2 / 3
+        self.now = now  # only for the timestamps we write, never to judge expiry
+        self.monotonic = monotonic
+        self._leading = False
+        self._renewed_at = -float("inf")  # monotonic start of our last successful renewal
+        self._observed: tuple | None = None  # the lease record as last read, and when we first saw it
+        self._observed_at = 0.0
         self.on_change: Callable[[bool], None] | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """True only while our last renewal is recent enough: writers check it before every write, so a replica
+        that cannot renew (API server away, loop stalled) stops writing before another can take over."""
+        return self._leading and self.monotonic() - self._renewed_at < self.renew_deadline
 
     async def run(self) -> None:
         try:
             while True:
+                started = self.monotonic()
                 try:
-                    leading = await asyncio.to_thread(self._try)
+                    holding: bool | None = await asyncio.to_thread(self._try)
                 except ApiException as exc:
                     log.warning("lease %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)
-                    leading = False
-                self._set(leading)
+                    holding = None
+                except (HTTPError, OSError) as exc:  # API server unreachable: try again next period
+                    log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                    holding = None
+                if holding:
+                    self._renewed_at = started
+                self._set(self.is_leader if holding is None else holding)
                 await asyncio.sleep(self.retry_period)
         finally:
-            if self.is_leader:
+            if self._leading:
                 await asyncio.to_thread(self._release)
                 self._set(False)
 
     def _set(self, leading: bool) -> None:
-        if leading != self.is_leader:
+        if leading != self._leading:
             log.info("%s %s leadership", self.identity, "acquired" if leading else "lost")
-            self.is_leader = leading
+            self._leading = leading
             if self.on_change:
                 self.on_change(leading)
+
+    def _expired(self, spec: client.V1LeaseSpec) -> bool:
+        """Expired when the record has not changed for lease_duration as *we* measure it (no clock comparison)."""
+        record = (spec.holder_identity, str(spec.renew_time), spec.lease_transitions, spec.lease_duration_seconds)
+        now = self.monotonic()
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        return now - self._observed_at >= (spec.lease_duration_seconds or 0)
 
     def _body(self, spec: dict, resource_version: str | None = None) -> dict:
         """A Lease; with the resourceVersion just read, a write fails with 409 if anyone wrote in between."""
@@ -113,11 +141,7 @@ class LeaderElector:
                 raise
         spec = lease.spec
         holder = spec.holder_identity or ""
-        renewed = spec.renew_time
-        if isinstance(renewed, str):
-            renewed = _parse(renewed)
-        expired = renewed is None or self.now() > renewed + timedelta(seconds=spec.lease_duration_seconds or 0)
-        if holder and holder != self.identity and not expired:
+        if holder and holder != self.identity and not self._expired(spec):
             return False
         taking_over = holder != self.identity
         transitions = (spec.lease_transitions or 0) + (1 if taking_over else 0)

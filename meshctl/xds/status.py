@@ -73,11 +73,14 @@ class StatusWriter:
                 await asyncio.shield(asyncio.to_thread(self.write_all, self._current))
 
     def write_all(self, statuses: tuple[ObjectStatus, ...]) -> bool:
-        """Writes what changed; False if any write failed (it stays unwritten, to be retried)."""
+        """Writes what changed; False if any write failed (it stays unwritten, to be retried) or leadership was
+        lost part way: leadership is checked before every write, not once per batch (issue 9)."""
         complete = True
         for status in statuses:
             if status.key.kind not in _PLURALS:
                 continue
+            if self.elector is not None and not self.elector.is_leader:
+                return False
             wanted = (
                 status.observed_generation,
                 tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),

@@ -257,7 +257,9 @@ async def test_two_replicas_one_writes_and_a_killed_leader_hands_over_within_the
         await leader[0].stop()
         killed_at = time.monotonic()
         await eventually(lambda: follower[2].is_leader, timeout=10)
-        assert time.monotonic() - killed_at < lease + 1.0
+        # Takeover needs the record unchanged for a lease on the follower's clock, plus a retry period; the margin is
+        # generous because this is wall-clock time on a loaded machine (the point: no one waits for a clock skew).
+        assert time.monotonic() - killed_at < lease + 5.0
         await asyncio.to_thread(crs.patch_namespaced_custom_object, *args, {"spec": {"priority": 3}})
         await eventually(lambda: observed() == 2, timeout=10)
         assert follower[1].writes > 0
