@@ -17,7 +17,7 @@ from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import CLUSTER, ROUTE
 from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import ConnectionPool, Model, ObjectKey, VirtualNode
+from meshctl.xds.model import ConnectionPool, Model, ModelDelta, ObjectKey, VirtualNode
 from meshctl.xds.plane import ControlPlane
 from tests.conftest import eventually
 from tests.manifests import route, service, workload, write
@@ -135,3 +135,28 @@ async def test_out_of_range_manifest_is_reported_and_everything_else_flows(tmp_p
         await eventually(route_rejected)
         async with session.get(url + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_endpoint_patches_do_not_grow_the_builder_memo() -> None:
+    """Issue 9, unbounded state: every endpoint patch used to add a memo entry, freed only by a full build."""
+    model = meshgen.build(5)
+    controller = Controller(SnapshotCache(), Metrics())
+    await controller.attach(meshgen.GATEWAY)
+    await controller._rebuild(model)
+    key = ObjectKey("EndpointSlice", meshgen.NS, "svc-3-v1")
+    sizes = []
+    for k in range(300):
+        base = meshgen.endpoint_slice(3, 1)
+        endpoint = replace(base.endpoints[0], addresses=(f"10.99.{k // 256}.{k % 256}",))
+        es = replace(base, endpoints=(endpoint, *base.endpoints[1:]))
+        changed = replace(
+            model,
+            endpoint_slices={**model.endpoint_slices, key: es},
+            revision=model.revision + 1,
+            delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset({key})),
+        )
+        await controller._rebuild(changed)
+        model = changed
+        sizes.append(len(controller._builder))
+    assert controller.metrics.builds == 301  # all of them patches after the first full build
+    assert max(sizes) == sizes[0], (sizes[0], max(sizes))

@@ -129,9 +129,16 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
+                            # Envoy notices a control plane that vanished without closing the connection and
+                            # reconnects (to another replica); pings every 30 s, within what the server accepts.
+                            "explicit_http_config": {
+                                "http2_protocol_options": {
+                                    "connection_keepalive": {"interval": "30s", "timeout": "10s"}
+                                }
+                            },
                         }
                     },
+                    "upstream_connection_options": {"tcp_keepalive": {}},
                 }
             ]
         },

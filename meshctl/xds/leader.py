@@ -34,7 +34,6 @@ def _micro(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-
 class LeaderElector:
     def __init__(
         self,

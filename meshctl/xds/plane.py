@@ -17,7 +17,7 @@ from meshctl.xds.admin import build_admin_app
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.metrics import Metrics
-from meshctl.xds.server.ads import AdsServer
+from meshctl.xds.server.ads import AdsServer, Keepalive
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.sources import ManifestSource, Source
 
@@ -38,6 +38,7 @@ class ControlPlane:
         xds_port: int = 0,
         admin_port: int = 0,
         status_writer: StatusWriter | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self.source = source
         self.address = address
@@ -48,7 +49,7 @@ class ControlPlane:
         self.status_writer = status_writer
         if status_writer is not None:
             self.controller.on_statuses = status_writer.submit
-        self.ads = AdsServer(self.controller, self.registry, self.metrics)
+        self.ads = AdsServer(self.controller, self.registry, self.metrics, keepalive)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
         self.admin_port = 0

@@ -53,10 +53,18 @@ class SnapshotBuilder:
     def __init__(self) -> None:
         self._memo: dict[Hashable, Any] = {}  # CachedResources, and serialized virtual hosts
         self._previous: dict[Hashable, Any] = {}
+        # The memo key of each cluster's current endpoints: an endpoint patch replaces it instead of adding one
+        # more entry per change (they used to pile up, ~1.5 KB each, until the next full build).
+        self._endpoint_keys: dict[str, Hashable] = {}
 
     def start_generation(self) -> None:
-        """Call once per model change: entries not used since the last call are dropped afterwards."""
+        """Call once per full build: entries not used since the last call are dropped afterwards."""
         self._previous, self._memo = self._memo, {}
+        self._endpoint_keys = {}
+
+    def __len__(self) -> int:
+        """Memo entries held (both generations): bounded by the resources in use, whatever the number of patches."""
+        return len(self._memo) + len(self._previous)
 
     def _get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         found = self._memo.get(key)
@@ -74,7 +82,13 @@ class SnapshotBuilder:
             except Exception as exc:  # endpoints come from EndpointSlices: blame the node they belong to
                 raise BuildError(_cluster_owner(cluster, None), ENDPOINT, cluster.name, exc) from exc
 
-        return self._get((ENDPOINT, cluster.name, endpoints, hc_port), make)
+        key = (ENDPOINT, cluster.name, endpoints, hc_port)
+        old = self._endpoint_keys.get(cluster.name)
+        if old is not None and old != key:
+            self._memo.pop(old, None)
+            self._previous.pop(old, None)
+        self._endpoint_keys[cluster.name] = key
+        return self._get(key, make)
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
@@ -21,23 +22,57 @@ from meshctl.xds.server.node import sidecar_params
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
 
-__all__ = ["AdsServer"]
+__all__ = ["AdsServer", "Keepalive"]
 
 log = logging.getLogger(__name__)
 _SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
+# Requests a stream may have queued before reading from the proxy pauses (gRPC flow control then pushes back):
+# Envoy sends one request per response, so a proxy that floods us is misbehaving, and must not grow our memory.
+_INBOX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """HTTP/2 keepalive and connection age for proxies' connections (Istio's values by default).
+
+    A proxy that vanished without closing its connection (node lost, network partition) is noticed by the
+    unanswered ping and its stream is closed, so it stops holding its group alive. Connections are also recycled
+    after ``max_age`` so proxies spread again over replicas added since they connected; Envoy reconnects at once."""
+
+    time: float = 30.0  # seconds between pings on an idle connection
+    timeout: float = 10.0  # a ping unanswered for this long closes the connection
+    max_age: float = 30 * 60.0
+    max_age_grace: float = 10.0  # in-flight responses may finish for this long after the GOAWAY
+    min_client_ping_interval: float = 10.0  # Envoy's own keepalive pings are accepted this often
+
+    def options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.keepalive_time_ms", int(self.time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.timeout * 1000)),
+            ("grpc.http2.ping_timeout_ms", int(self.timeout * 1000)),  # newer gRPC cores time pings out by this
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_client_ping_interval * 1000)),
+            ("grpc.max_connection_age_ms", int(self.max_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_age_grace * 1000)),
+        ]
 
 
 class AdsServer:
-    def __init__(self, controller: Controller, registry: ProxyRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, controller: Controller, registry: ProxyRegistry, metrics: Metrics, keepalive: Keepalive | None = None
+    ) -> None:
         self.controller = controller
         self.registry = registry
         self.metrics = metrics
+        self.keepalive = keepalive or Keepalive()
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
     async def start(self, address: str, port: int) -> int:
-        server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
+        options = [("grpc.max_send_message_length", 256 * 1024 * 1024), *self.keepalive.options()]
+        server = grpc.aio.server(options=options)
         sotw = grpc.stream_stream_rpc_method_handler(
             self._sotw_stream,
             request_deserializer=DiscoveryRequest.FromString,
@@ -69,7 +104,7 @@ class AdsServer:
             yield raw
 
     async def _stream(self, requests: AsyncIterator, *, delta: bool) -> AsyncIterator[bytes]:
-        inbox: asyncio.Queue = asyncio.Queue()
+        inbox: asyncio.Queue = asyncio.Queue(maxsize=_INBOX)
 
         async def read() -> None:
             try:
