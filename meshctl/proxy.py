@@ -95,6 +95,14 @@ class EnvoyProcess:
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
             return resp.read().decode()
 
+    def ready(self) -> bool:
+        """Envoy's /ready: 200 once its initial config is in and its workers accept connections."""
+        try:
+            with urllib.request.urlopen(self.admin_url + "/ready", timeout=5) as resp:
+                return resp.status == 200
+        except OSError:  # 503 (HTTPError) while initializing, or not answering yet
+            return False
+
     def stats(self) -> dict[str, int]:
         out = {}
         for stat in json.loads(self.admin_get("/stats?format=json"))["stats"]:

@@ -72,7 +72,9 @@ class Mesh:
         self.ports[name] = port
         return b, port
 
-    async def sidecar(self, virtual_node: str, node_id: str | None = None, *, delta: bool = False) -> Sidecar:
+    async def sidecar(
+        self, virtual_node: str, node_id: str | None = None, *, delta: bool = False, wait_ready: bool = True
+    ) -> Sidecar:
         egress, ingress = free_port(), free_port()
         envoy = loopback_sidecar(
             self.plane.xds_port,
@@ -84,6 +86,10 @@ class Mesh:
         )
         await envoy.start()
         self._envoys.append(envoy)
+        if wait_ready:
+            # Envoy lists listeners in /listeners before its workers accept on them; /ready answers 200 only once
+            # the initial config is in and the workers run (ENVOY-NOTES).
+            await eventually(lambda: envoy.ready(), timeout=30)
         return Sidecar(envoy, egress, ingress)
 
     async def get(self, sidecar: Sidecar, host: str, path: str = "/", **kw) -> tuple[int, str, dict]:

@@ -124,3 +124,19 @@ def test_a_name_subscribed_again_is_sent_with_the_next_endpoint_patch() -> None:
     assert names_in(raw) == ["a", "b"]
     ack(stream, ENDPOINT, ["a", "b"])
     assert stream.types[ENDPOINT].acked_version == patch.version(ENDPOINT)
+
+
+def test_a_reconnecting_delta_proxy_is_told_to_remove_what_is_no_longer_served() -> None:
+    """Found by the differential test: a delta proxy reconnects holding cluster c, which the snapshot dropped
+    meanwhile; delta never implies removal, so c must be named in removed_resources."""
+    from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
+
+    snap = snapshot("a", "b")
+    stream = StreamState("n", "g", delta=True)
+    hello = DeltaDiscoveryRequest(type_url=CLUSTER)
+    hello.initial_resource_versions.update({"a": snap.resources[CLUSTER]["a"].version, "c": "0123456789abcdef"})
+    stream.on_request(hello)
+    [(_, raw)] = stream.next_responses(snap)
+    resp = DeltaDiscoveryResponse.FromString(raw)
+    assert [r.name for r in resp.resources] == ["b"]
+    assert list(resp.removed_resources) == ["c"]

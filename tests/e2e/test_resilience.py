@@ -234,18 +234,19 @@ async def test_connect_timeout_and_zone_metadata(mesh_factory):
             service("reviews"),
             docs,
             virtual_node("frontend", backends=["reviews"]),
-            route("reviews", "reviews", {"reviews-v1": 100}),
+            # No retries: one request, one connect attempt (the default policy would retry the timeout).
+            route("reviews", "reviews", {"reviews-v1": 100}, retryPolicy={"maxRetries": 0}),
         )
         await m.start()
-        sidecar = await m.sidecar("demo/frontend")
+        sidecar = await m.sidecar("demo/frontend")  # returns once Envoy's workers listen (its /ready)
         cluster = f"demo/reviews-v1/{port}"
-        await eventually(lambda: f"{cluster}::127.0.0.1:{port}::zone::zone-a" in sidecar.envoy.admin_get("/clusters"))
-        # Requests cannot be routed here (that is the point), so wait for the egress listener itself.
-        await eventually(lambda: "outbound::" in sidecar.envoy.admin_get("/listeners"))
+        assert f"{cluster}::127.0.0.1:{port}::zone::zone-a" in sidecar.envoy.admin_get("/clusters")
         started = time.monotonic()
         status, _, _ = await m.get(sidecar, "reviews")
         elapsed = time.monotonic() - started
-        assert status == 503 and 0.25 <= elapsed < 1.5, (status, elapsed)
+        # Envoy's counter proves the connect timed out; the time only has to show it was our 300 ms, not the
+        # 5 s default (a generous bound: this is wall-clock time on a loaded machine).
+        assert status == 503 and 0.25 <= elapsed < 4.0, (status, elapsed)
         assert f"cluster.{cluster}.upstream_cx_connect_timeout: 1" in sidecar.envoy.admin_get(
             "/stats?filter=upstream_cx_connect_timeout"
         )
@@ -259,9 +260,11 @@ async def test_connect_timeout_and_zone_metadata(mesh_factory):
 async def test_connection_error_retry_moves_to_a_live_endpoint(mesh_factory, with_retry: bool):
     m: Mesh = await mesh_factory()
     _, port = await m.app("good")  # 127.0.0.1:port answers; 127.0.0.2:port refuses connections
-    http = {"match": {"prefix": "/"}}
+    http: dict = {"match": {"prefix": "/"}}
     if with_retry:
         http["retryPolicy"] = {"tcpRetryEvents": ["connection-error"], "maxRetries": 2}
+    else:
+        http["retryPolicy"] = {"maxRetries": 0}  # the default policy would retry connection errors too
     write(
         m.dir / "mesh.yaml",
         service("reviews"),

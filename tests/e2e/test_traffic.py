@@ -145,13 +145,23 @@ async def test_retry_policy_turns_a_first_503_into_200(mesh_factory):
     assert (status, body) == (200, "v1")
     assert v1.seen["/retry-me"] == 2  # the first attempt failed with 503, the retry succeeded
 
-    # Without the policy the same failure reaches the client.
+    # A Route without a policy gets the default one (App Mesh's implicit policy): a 503 is retried too.
     old = route_version(m)
     write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100}))
     await wait_converged(m, sidecar, old)
     v1.seen.clear()
+    v1.fail_first = 1
+    assert (await m.get(sidecar, "reviews", "/default-retry"))[:2] == (200, "v1")
+    assert v1.seen["/default-retry"] == 2
+
+    # With retries turned off ({maxRetries: 0}) the same failure reaches the client.
+    old = route_version(m)
+    write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100}, retryPolicy={"maxRetries": 0}))
+    await wait_converged(m, sidecar, old)
+    v1.seen.clear()
+    v1.fail_first = 1
     status, _, _ = await m.get(sidecar, "reviews", "/no-retry")
-    assert status == 503
+    assert status == 503 and v1.seen["/no-retry"] == 1
 
 
 async def test_route_timeout_turns_a_slow_upstream_into_504(mesh_factory):
@@ -199,6 +209,7 @@ async def test_circuit_breaker_rejects_overflow(mesh_factory):
         "max_connections": 1,
         "max_pending_requests": 1,
         "max_requests": 1,
+        "max_retries": 4294967295,  # not set by the VirtualNode: unlimited, so Route retry policies are honoured
     }
 
 

@@ -72,6 +72,14 @@ class CachedResource:
         self._any_bytes: bytes | None = None
         self._version: str | None = None
 
+    @classmethod
+    def reported(cls, type_url: str, name: str, version: str) -> CachedResource:
+        """A resource a reconnecting proxy says it holds (delta ``initial_resource_versions``): only its name and
+        version are known, which is all a stream needs to tell it to remove it."""
+        res = cls(type_url, name, value=b"")
+        res._version = version
+        return res
+
     @property
     def message(self) -> Message:
         if self._message is not None:

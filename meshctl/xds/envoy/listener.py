@@ -59,21 +59,34 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
             proxy.access_log.append(_access_log(ir.access_log))
         return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
     hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
+    # Callers are never trusted to steer this Envoy: no address counts as internal, so x-envoy-* headers they
+    # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed, explicitly
+    # rather than by Envoy's current default.
+    hcm.use_remote_address.value = True
+    hcm.internal_address_config.SetInParent()
     local = RouteIR(
         name=ir.name,
         match=HttpMatch(prefix="/"),
         clusters=(WeightedClusterIR(cluster=ir.cluster, weight=100),),
-        timeout_ms=ir.timeout_ms,
+        # No timeout of its own unless the listener sets one: the caller's Route timeout governs. (App Mesh's
+        # trap: the callee's default 15 s cut every longer timeout a caller set.)
+        timeout_ms=ir.timeout_ms if ir.timeout_ms is not None else 0,
         idle_timeout_ms=ir.idle_timeout_ms,
     )
-    hcm.route_config.CopyFrom(
-        build_route_configuration(ir.name, [VirtualHostIR(name=ir.name, domains=("*",), routes=(local,))])
+    config = build_route_configuration(
+        ir.name, [VirtualHostIR(name=ir.name, domains=("*",), routes=(local,))], default_retries=False
     )
+    hcm.route_config.CopyFrom(config)
     return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
 
 
 def _hcm(*, stat_prefix: str, access_log: Logging | None, tracing: TracingIR | None) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    # Paths are normalized before routing, so a prefix route cannot be side-stepped: RFC 3986 normalization
+    # ("/a/../b", "%61"), "//" merged into "/", and "%2F" / "%5C" decoded into the slashes they stand for.
+    hcm.normalize_path.value = True
+    hcm.merge_slashes = True
+    hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=any_of(router_pb2.Router()))
     if access_log:
         hcm.access_log.append(_access_log(access_log))

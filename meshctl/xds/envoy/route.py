@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2 import PreviousHostsPredicate
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 
@@ -13,7 +14,7 @@ from meshctl.xds.envoy.common import duration_ms, uint32
 from meshctl.xds.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
 from meshctl.xds.translate.ir import RouteIR, VirtualHostIR
 
-__all__ = ["RETRY_ON", "build_route_configuration", "build_virtual_host"]
+__all__ = ["DEFAULT_RETRY_POLICY", "RETRY_ON", "build_route", "build_route_configuration", "build_virtual_host"]
 
 # App Mesh retry events -> Envoy retry_on conditions (App Mesh documents the same mapping).
 RETRY_ON = {
@@ -25,19 +26,34 @@ RETRY_ON = {
 }
 
 
-def build_route_configuration(name: str, virtual_hosts: Iterable[VirtualHostIR]) -> route_pb2.RouteConfiguration:
+# The retry policy of a Route that sets none: what App Mesh applied implicitly (and Istio does): 2 retries when
+# the connection failed or was refused, the stream was refused, or the upstream answered 503 / gRPC UNAVAILABLE
+# or CANCELLED. These are failures where the request did not reach the application (or it said "try again").
+# A Route that wants no retries says so: retryPolicy: {maxRetries: 0}.
+DEFAULT_RETRY_POLICY = RetryPolicy(tcp_retry_events=("connection-error",), max_retries=2)
+_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+# Retries go to another host when there is one (Istio and Envoy Gateway do the same).
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_HOST_SELECTION_ATTEMPTS = 5
+
+
+def build_route_configuration(
+    name: str, virtual_hosts: Iterable[VirtualHostIR], *, default_retries: bool = True
+) -> route_pb2.RouteConfiguration:
     config = route_pb2.RouteConfiguration(name=name)
-    config.virtual_hosts.extend(build_virtual_host(vh) for vh in virtual_hosts)
+    config.virtual_hosts.extend(build_virtual_host(vh, default_retries=default_retries) for vh in virtual_hosts)
     return config
 
 
-def build_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:
+def build_virtual_host(vh: VirtualHostIR, *, default_retries: bool = True) -> rc.VirtualHost:
     host = rc.VirtualHost(name=vh.name, domains=vh.domains)
-    host.routes.extend(build_route(route) for route in vh.routes)
+    host.routes.extend(build_route(route, default_retries=default_retries) for route in vh.routes)
     return host
 
 
-def build_route(ir: RouteIR) -> rc.Route:
+def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
+    """``default_retries``: apply DEFAULT_RETRY_POLICY when the Route sets none (outbound routes; the inbound
+    route to the local app never retries)."""
     route = rc.Route(name=ir.name, match=_match(ir.match))
     action = route.route
     if len(ir.clusters) == 1:
@@ -47,10 +63,18 @@ def build_route(ir: RouteIR) -> rc.Route:
             action.weighted_clusters.clusters.add(name=wc.cluster, weight=uint32(wc.weight))
     if ir.timeout_ms is not None:
         action.timeout.CopyFrom(duration_ms(ir.timeout_ms))
+    elif ir.match.grpc:
+        # gRPC streams are long-lived: no 15 s route timeout by surprise; the client's deadline bounds each call.
+        action.timeout.CopyFrom(duration_ms(0))
+    if ir.match.grpc:
+        # The grpc-timeout header (the client's deadline) is honoured, up to the Route's timeout if it sets one.
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_ms(ir.timeout_ms or 0))
     if ir.idle_timeout_ms is not None:
         action.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
     if ir.retry_policy is not None:
         action.retry_policy.CopyFrom(_retry_policy(ir.retry_policy))
+    elif default_retries:
+        action.retry_policy.CopyFrom(_default_retry_policy())
     return route
 
 
@@ -93,10 +117,27 @@ def _header(h: HeaderMatch) -> rc.HeaderMatcher:
     return matcher
 
 
+def _default_retry_policy() -> rc.RetryPolicy:
+    policy = rc.RetryPolicy(
+        retry_on=_DEFAULT_RETRY_ON,
+        num_retries=uint32(DEFAULT_RETRY_POLICY.max_retries),
+        retriable_status_codes=[503],
+    )
+    _to_other_hosts(policy)
+    return policy
+
+
+def _to_other_hosts(policy: rc.RetryPolicy) -> None:
+    policy.retry_host_predicate.add(name=_PREVIOUS_HOSTS).typed_config.Pack(PreviousHostsPredicate())
+    policy.host_selection_retry_max_attempts = _HOST_SELECTION_ATTEMPTS
+
+
 def _retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
     # gRPC events are Envoy retry_on conditions under the same names.
     events = [RETRY_ON[e] for e in (*p.http_retry_events, *p.tcp_retry_events)] + list(p.grpc_retry_events)
     policy = rc.RetryPolicy(retry_on=",".join(events), num_retries=uint32(p.max_retries))
+    if p.max_retries > 0:
+        _to_other_hosts(policy)
     if p.per_retry_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(duration_ms(p.per_retry_timeout_ms))
     if p.backoff_base_ms is not None:

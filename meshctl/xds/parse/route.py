@@ -250,9 +250,9 @@ def _retry_policy(f: Fields | None) -> RetryPolicy | None:
     http = _events(f, "httpRetryEvents", HTTP_RETRY_EVENTS)
     tcp = _events(f, "tcpRetryEvents", TCP_RETRY_EVENTS)
     grpc = _events(f, "grpcRetryEvents", GRPC_RETRY_EVENTS)
-    if not http and not tcp and not grpc:
-        f.error("", "must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents")
     max_retries = f.integer("maxRetries", required=True, minimum=0, maximum=10)
+    if not http and not tcp and not grpc and max_retries != 0:  # {maxRetries: 0} turns the default retries off
+        f.error("", "must set httpRetryEvents, tcpRetryEvents or grpcRetryEvents")
     per_retry = f.duration_ms("perRetryTimeout", positive=True)
     base = cap = None
     if (bf := f.obj("backoff")) is not None:

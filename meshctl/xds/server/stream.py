@@ -177,7 +177,14 @@ class StreamState:
                 # incremental: a resource left out is unchanged, not removed.
                 if st.initial_versions is not None:
                     # A reconnecting proxy told us what it has; equal content has equal versions.
-                    st.held = Held.of({n: r for n, r in desired.items() if st.initial_versions.get(n) == r.version})
+                    held = {n: r for n, r in desired.items() if st.initial_versions.get(n) == r.version}
+                    # What it has that is no longer served must be removed by name: delta never implies removal.
+                    held.update(
+                        (n, CachedResource.reported(type_url, n, v))
+                        for n, v in st.initial_versions.items()
+                        if n not in desired
+                    )
+                    st.held = Held.of(held)
                     st.initial_versions = None
                 payload = self._changed(st, type_url, desired, snap)
                 if self.delta:
