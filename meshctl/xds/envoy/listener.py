@@ -27,6 +27,7 @@ from meshctl.xds.translate.ir import (
 __all__ = ["DEFAULT_ACCESS_LOG", "build_inbound_listener", "build_outbound_listener", "build_outbound_tcp_listener"]
 
 _HCM = "envoy.filters.network.http_connection_manager"
+_NO_CALLER = "192.0.2.1"  # TEST-NET-1: the only "internal" address on inbound listeners, i.e. none
 
 
 def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
@@ -59,11 +60,12 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
             proxy.access_log.append(_access_log(ir.access_log))
         return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
     hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
-    # Callers are never trusted to steer this Envoy: no address counts as internal, so x-envoy-* headers they
-    # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed, explicitly
-    # rather than by Envoy's current default.
+    # Callers are never trusted to steer this Envoy: no caller counts as internal, so the x-envoy-* headers they
+    # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed. Envoy reads an
+    # *empty* internal_address_config as its legacy default (loopback and RFC 1918 are internal: measured, the
+    # headers were honoured), so the list names one documentation address (RFC 5737) that no caller can have.
     hcm.use_remote_address.value = True
-    hcm.internal_address_config.SetInParent()
+    hcm.internal_address_config.cidr_ranges.add(address_prefix=_NO_CALLER).prefix_len.value = 32
     local = RouteIR(
         name=ir.name,
         match=HttpMatch(prefix="/"),
