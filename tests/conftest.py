@@ -7,6 +7,7 @@ import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -96,6 +97,23 @@ class Mesh:
         assert self.session is not None
         async with self.session.get(sidecar.url + path, headers={"Host": host, **kw.pop("headers", {})}, **kw) as r:
             return r.status, await r.text(), dict(r.headers)
+
+    async def admin(self, path: str) -> dict:
+        """GET the control plane's admin API (what `meshctl get` reads), as JSON."""
+        assert self.session is not None
+        async with self.session.get(f"http://127.0.0.1:{self.plane.admin_port}{path}") as r:
+            assert r.status == 200, (path, r.status, await r.text())
+            return await r.json()
+
+    async def proxy(self, node_prefix: str = "demo/frontend") -> dict:
+        """The one connected proxy whose node id starts with ``node_prefix``, from /api/v1/proxies."""
+        (found,) = [p for p in (await self.admin("/api/v1/proxies"))["proxies"] if p["node_id"].startswith(node_prefix)]
+        return found
+
+    async def served_versions(self, group: str) -> dict[str, str]:
+        """The version of each type (cds, eds, lds, rds) the control plane serves to ``group``."""
+        dump = await self.admin(f"/api/v1/config_dump?group={quote(group)}")
+        return {t: v["version"] for t, v in dump["groups"][group].items()}
 
     async def wait_routable(self, sidecar: Sidecar, host: str, timeout: float = 15) -> None:
         async def ok() -> bool:

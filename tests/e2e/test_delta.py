@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, ROUTE
 from tests.conftest import Mesh, eventually
-from tests.e2e.test_traffic import LoadClient, basic_mesh, share
+from tests.e2e.test_traffic import LoadClient, basic_mesh
 from tests.manifests import route, service, virtual_node, workload, write
+from tests.stats import assert_split
 
 
-def stream_of(m: Mesh):
-    (stream,) = m.plane.registry.streams()
-    assert stream.delta
-    return stream
+async def delta_proxy(m: Mesh) -> dict:
+    """The frontend's proxy as `meshctl get proxies -o json` shows it; it must speak delta."""
+    proxy = await m.proxy()
+    assert proxy["protocol"] == "delta"
+    return proxy
 
 
-async def converged(m: Mesh, type_url: str, old_version: str) -> None:
-    def done() -> bool:
-        stream = stream_of(m)
-        snap = m.plane.cache.get(stream.group)
-        st = stream.types[type_url]
-        return snap is not None and snap.version(type_url) != old_version and st.acked_version == snap.version(type_url)
+async def served(m: Mesh, short: str) -> str:
+    return (await m.served_versions((await delta_proxy(m))["group"]))[short]
+
+
+async def converged(m: Mesh, short: str, old_version: str) -> None:
+    """Until the served version of a type changed and the proxy ACKed it (admin API)."""
+
+    async def done() -> bool:
+        proxy = await delta_proxy(m)
+        version = (await m.served_versions(proxy["group"]))[short]
+        return version != old_version and proxy["types"][short]["acked_version"] == version
 
     await eventually(done, timeout=15)
 
@@ -28,31 +34,35 @@ async def test_delta_routing_shift_and_make_before_break(mesh_factory):
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20}, delta=True)
     _, p3 = await m.app("v3")
     counts = await m.split(sidecar, "reviews", 2000)
-    assert 77 <= share(counts, "v1") <= 83, counts
+    assert_split(counts, {"v1": 80, "v2": 20})
 
     load = LoadClient(m, sidecar, "reviews")
     load.start()
-    old = m.plane.cache.get(stream_of(m).group).version(ROUTE)
+    old = await served(m, "rds")
     write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 50, "reviews-v2": 50}))
-    await converged(m, ROUTE, old)
+    await converged(m, "rds", old)
     counts = await m.split(sidecar, "reviews", 2000)
-    assert 47 <= share(counts, "v1") <= 53, counts
+    assert_split(counts, {"v1": 50, "v2": 50})
 
     # A new version appears and the old ones go, twice: clusters come before routes and leave after.
     ports = {"v1": m.ports["v1"], "v3": p3}
     for target in ("v3", "v1"):
-        old = m.plane.cache.get(stream_of(m).group).version(CLUSTER)
+        old = await served(m, "cds")
         write(m.dir / "v3.yaml", workload("reviews", "v3", p3))
         write(m.dir / "route.yaml", route("reviews", "reviews", {f"reviews-{target}": 100}))
         if target == "v1":
             (m.dir / "v3.yaml").unlink()
-        await converged(m, CLUSTER, old)
+        await converged(m, "cds", old)
         only = {f"demo/reviews-{target}/{ports[target]}"}
-        await eventually(lambda only=only: set(stream_of(m).types[CLUSTER].acked) == only)
+
+        async def holds_only(only: set[str] = only) -> bool:
+            return set((await delta_proxy(m))["types"]["cds"]["resources"]) == only
+
+        await eventually(holds_only)
         assert (await m.get(sidecar, "reviews"))[1] == target
     statuses = await load.stop()
     assert sum(statuses.values()) > 100 and set(statuses) == {200}, statuses
-    assert stream_of(m).types[CLUSTER].last_sent[1] >= 1  # the v3 cluster was removed by name
+    assert (await delta_proxy(m))["types"]["cds"]["last_response"]["removed"] >= 1  # v3 was removed by name
 
 
 async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
@@ -72,7 +82,7 @@ async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
     await m.wait_routable(sidecar, "reviews")
     assert (await m.split(sidecar, "reviews", 50)) == {"v1": 50}
 
-    eds_before = stream_of(m).types[ENDPOINT].acked_version
+    eds_before = (await delta_proxy(m))["types"]["eds"]["acked_version"]
     v1[1]["endpoints"].append(
         {
             "addresses": ["127.0.0.2"],
@@ -81,7 +91,8 @@ async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
         }
     )
     write(m.dir / "w.yaml", service("reviews"), v1, *rest)  # the same manifests, one more endpoint
-    await converged(m, ENDPOINT, eds_before)
-    assert stream_of(m).types[ENDPOINT].last_sent == (1, 0)  # one ClusterLoadAssignment, nothing removed
+    await converged(m, "eds", eds_before)
+    # One ClusterLoadAssignment, nothing removed.
+    assert (await delta_proxy(m))["types"]["eds"]["last_response"] == {"resources": 1, "removed": 0}
     counts = await m.split(sidecar, "reviews", 200)
     assert set(counts) == {"v1", "v1-second"}, counts

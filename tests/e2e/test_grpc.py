@@ -139,13 +139,32 @@ async def test_grpc_route_timeout(mesh_factory):
     timeout = {"perRequest": {"unit": "ms", "value": 300}}
     async with grpc_mesh(
         mesh_factory, ("v1",), grpc_route("echo", 10, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, timeout=timeout)
-    ) as (_, _, channel, servers):
+    ) as (_, sidecar, channel, servers):
         servers["v1"].delay = 3.0
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary(SAY)(b"slow", timeout=10)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        assert 0.25 <= time.monotonic() - started < 2.0
+        assert 0.25 <= time.monotonic() - started < 2.8  # the route's 300 ms cut it, not the 3 s answer or 10 s
+        # The Route's timeout caps the client's 10 s deadline (grpc-timeout header): Envoy counts the cut stream.
+        assert sidecar.envoy.stats()["http.outbound.downstream_rq_max_duration_reached"] == 1
+
+
+async def test_grpc_without_a_route_timeout_honours_the_client_deadline(mesh_factory):
+    """No 15 s route timeout on gRPC (streams would die by surprise): the client's deadline (grpc-timeout)
+    bounds the call, enforced by Envoy itself, and a slow call within it succeeds."""
+    async with grpc_mesh(mesh_factory, ("v1",), grpc_route("echo", 10, {}, {"echo-v1": 100})) as (
+        _,
+        sidecar,
+        channel,
+        servers,
+    ):
+        servers["v1"].delay = 1.0
+        assert await channel.unary_unary(SAY)(b"slow", timeout=10)  # slower than nothing: fine
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await channel.unary_unary(SAY)(b"slow", timeout=0.3)
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: sidecar.envoy.stats()["http.outbound.downstream_rq_max_duration_reached"] == 1)
 
 
 GRPC_EVENTS = {

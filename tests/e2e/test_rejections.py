@@ -26,7 +26,7 @@ async def test_nack_blames_the_route_and_everything_else_keeps_flowing(mesh_fact
     Envoy can tell and it NACKs the route update."""
     monkeypatch.setattr("meshctl.xds.parse.route.REGEX_PROGRAM_SIZE_LIMIT", 10**6)
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
-    good_version = route_version(m)
+    good_version = await route_version(m)
     write(
         m.dir / "bad-regex.yaml",
         route("big-regex", "reviews", {"reviews-v2": 100}, match={"path": {"regex": BIG_REGEX}}, priority=1),
@@ -55,7 +55,7 @@ async def test_nack_blames_the_route_and_everything_else_keeps_flowing(mesh_fact
     assert "RE2 program size of 1684" in programmed["message"]
     assert objects["reviews"]["healthy"], objects["reviews"]
     # ... and the served routes are the last good ones again, which Envoy already holds.
-    assert route_version(m) == good_version
+    assert await route_version(m) == good_version
     assert (await m.split(sidecar, "reviews", 100)) == {"v1": 100}
 
     # An unrelated change to the same Service still reaches Envoy.
@@ -66,7 +66,7 @@ async def test_nack_blames_the_route_and_everything_else_keeps_flowing(mesh_fact
     assert rds["rejected"] is None
 
     # Fixing the blamed Route lifts the block: it is served.
-    shifted_version = route_version(m)
+    shifted_version = await route_version(m)
     write(
         m.dir / "bad-regex.yaml",
         route("big-regex", "reviews", {"reviews-v1": 100}, match={"path": {"exact": "/v1"}}, priority=1),
@@ -80,7 +80,7 @@ async def test_nack_blames_the_route_and_everything_else_keeps_flowing(mesh_fact
 
 async def test_invalid_manifests_are_rejected_with_file_and_field(mesh_factory):
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20})
-    served_version = route_version(m)
+    served_version = await route_version(m)
     write(m.dir / "zero.yaml", route("zero", "reviews", {"reviews-v1": 0, "reviews-v2": 0}, match={"prefix": "/zero"}))
     write(m.dir / "unknown.yaml", route("unknown", "reviews", {"reviews-v9": 100}, match={"prefix": "/unknown"}))
     write(
@@ -105,13 +105,13 @@ async def test_invalid_manifests_are_rejected_with_file_and_field(mesh_factory):
     assert "VirtualNode demo/reviews-v9 not found" in messages["unknown"]
     assert messages["negative"].startswith("negative.yaml: spec.httpRoute.timeout.perRequest: must not be negative")
     # The served config did not change at all.
-    assert route_version(m) == served_version
+    assert await route_version(m) == served_version
     assert (await m.get(sidecar, "reviews", "/zero"))[0] == 200
 
 
 async def test_an_invalid_edit_keeps_serving_the_last_accepted_route(mesh_factory):
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
-    served_version = route_version(m)
+    served_version = await route_version(m)
     write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 0, "reviews-v2": 0}))
 
     async def rejected() -> bool:
@@ -122,5 +122,5 @@ async def test_an_invalid_edit_keeps_serving_the_last_accepted_route(mesh_factor
     status = next(o for o in (await admin_json(m, "/api/v1/status"))["objects"] if o["name"] == "reviews")
     assert "route.yaml: spec.httpRoute.action.weightedTargets: weights sum to 0" in status["conditions"][0]["message"]
     assert "last accepted version is still served" in status["conditions"][0]["message"]
-    assert route_version(m) == served_version
+    assert await route_version(m) == served_version
     assert (await m.split(sidecar, "reviews", 100)) == {"v1": 100}
