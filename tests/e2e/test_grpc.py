@@ -146,25 +146,33 @@ async def test_grpc_route_timeout(mesh_factory):
             await channel.unary_unary(SAY)(b"slow", timeout=10)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert 0.25 <= time.monotonic() - started < 2.8  # the route's 300 ms cut it, not the 3 s answer or 10 s
-        # The Route's timeout caps the client's 10 s deadline (grpc-timeout header): Envoy counts the cut stream.
-        assert sidecar.envoy.stats()["http.outbound.downstream_rq_max_duration_reached"] == 1
+        # The Route's 300 ms is both the route timeout and the cap on the client's 10 s deadline (grpc-timeout):
+        # whichever of Envoy's two timers fires first counts the cut stream.
+
+        def cut_by_envoy() -> bool:
+            stats = sidecar.envoy.stats()
+            route_timeouts = sum(v for k, v in stats.items() if k.endswith(".upstream_rq_timeout"))
+            return route_timeouts + stats["http.outbound.downstream_rq_max_duration_reached"] == 1
+
+        await eventually(cut_by_envoy)
 
 
-async def test_grpc_without_a_route_timeout_honours_the_client_deadline(mesh_factory):
-    """No 15 s route timeout on gRPC (streams would die by surprise): the client's deadline (grpc-timeout)
-    bounds the call, enforced by Envoy itself, and a slow call within it succeeds."""
+async def test_grpc_without_a_route_timeout_lets_the_client_deadline_decide(mesh_factory):
+    """No route timeout on gRPC by default (long calls and streams must not die at Envoy's 15 s): a slow call
+    within the client's deadline succeeds, and the deadline ends one that is too slow. (That Envoy also enforces
+    grpc-timeout itself, uncapped, is in the golden files, checked by Envoy's validation; from here the client's
+    own cancellation races Envoy's timer, so no counter can say which one ended the call.)"""
     async with grpc_mesh(mesh_factory, ("v1",), grpc_route("echo", 10, {}, {"echo-v1": 100})) as (
         _,
-        sidecar,
+        _,
         channel,
         servers,
     ):
         servers["v1"].delay = 1.0
-        assert await channel.unary_unary(SAY)(b"slow", timeout=10)  # slower than nothing: fine
+        assert await channel.unary_unary(SAY)(b"slow", timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary(SAY)(b"slow", timeout=0.3)
         assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        await eventually(lambda: sidecar.envoy.stats()["http.outbound.downstream_rq_max_duration_reached"] == 1)
 
 
 GRPC_EVENTS = {
