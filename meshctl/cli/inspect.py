@@ -7,16 +7,18 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 import yaml
 
 __all__ = ["add_commands"]
 
 
-def _fetch(admin: str, path: str) -> dict:
+def _fetch(admin: str, path: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(admin.rstrip("/") + path, timeout=10) as resp:
-            return json.loads(resp.read())
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
     except urllib.error.URLError as exc:
         raise SystemExit(f"meshctl: cannot reach the control plane at {admin}: {exc}") from exc
 
@@ -27,7 +29,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _emit(data: dict, output: str, table: str) -> None:
+def _emit(data: dict[str, Any], output: str, table: str) -> None:
     if output == "json":
         print(json.dumps(data, indent=2))
     elif output == "yaml":
@@ -87,7 +89,7 @@ def _config_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(p: argparse.ArgumentParser, table: bool = True) -> None:
         p.add_argument("--admin", default="http://127.0.0.1:19000", help="control plane admin URL")
         p.add_argument(

@@ -9,13 +9,18 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from meshctl.xds.sources.kubernetes import KubernetesSource
+    from meshctl.xds.status import StatusWriter
 
 __all__ = ["main"]
 
 
-def _print(data, output: str) -> None:
+def _print(data: Any, output: str) -> None:
     if output == "json":
         print(json.dumps(data, indent=2, sort_keys=False))
     else:
@@ -34,7 +39,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if not manifests.is_dir():
             print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
             return 2
-        source = ManifestSource(manifests)
+        source = ManifestSource(manifests)  # type: ignore[assignment]
     plane = ControlPlane(
         source, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port, status_writer=writer
     )
@@ -55,7 +60,7 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kubernetes_source(args: argparse.Namespace):
+def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
     from kubernetes import client, config
 
     from meshctl.xds.leader import LeaderElector

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
@@ -16,7 +17,7 @@ from meshctl.xds.translate.ir import ObjectStatus
 __all__ = ["build_admin_app", "status_to_dict"]
 
 
-def status_to_dict(status: ObjectStatus) -> dict:
+def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
     return {
         "kind": status.key.kind,
         "namespace": status.key.namespace,

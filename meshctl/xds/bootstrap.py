@@ -6,6 +6,7 @@ Uses what ENVOY-NOTES measured: node sent only on the first message, an HTTP/2 x
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BootstrapOptions", "render_bootstrap"]
 
@@ -35,14 +36,14 @@ def _virtual_node(opts: BootstrapOptions) -> str:
     return "/".join(parts[:2]) if len(parts) >= 2 else f"default/{opts.node_id}"
 
 
-def _socket(address: str, port: int, protocol: str | None = None) -> dict:
-    socket = {"address": address, "port_value": port}
+def _socket(address: str, port: int, protocol: str | None = None) -> dict[str, Any]:
+    socket: dict[str, Any] = {"address": address, "port_value": port}
     if protocol:
         socket["protocol"] = protocol
     return {"socket_address": socket}
 
 
-def _stats_listener(opts: BootstrapOptions) -> tuple[dict, dict]:
+def _stats_listener(opts: BootstrapOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """A listener that exposes only Envoy's Prometheus endpoint: the admin API itself stays on loopback."""
     admin = "meshctl-admin"
     cluster = {
@@ -77,7 +78,7 @@ def _stats_listener(opts: BootstrapOptions) -> tuple[dict, dict]:
     return listener, cluster
 
 
-def render_bootstrap(opts: BootstrapOptions) -> dict:
+def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     vn = _virtual_node(opts)
     metadata: dict[str, str] = {"meshctl.virtual_node": vn}
     for key, value in (
@@ -143,7 +144,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict:
             ]
         },
     }
-    static = bootstrap["static_resources"]
+    static: dict[str, Any] = bootstrap["static_resources"]  # type: ignore[assignment]
     if opts.stats_port and opts.admin_port:
         listener, cluster = _stats_listener(opts)
         static["listeners"] = [listener]

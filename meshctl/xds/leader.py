@@ -20,9 +20,10 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 __all__ = ["LeaderElector"]
@@ -58,7 +59,7 @@ class LeaderElector:
         self.monotonic = monotonic
         self._leading = False
         self._renewed_at = -float("inf")  # monotonic start of our last successful renewal
-        self._observed: tuple | None = None  # the lease record as last read, and when we first saw it
+        self._observed: tuple[object, ...] | None = None  # the lease record as last read, and when we first saw it
         self._observed_at = 0.0
         self.on_change: Callable[[bool], None] | None = None
 
@@ -104,16 +105,17 @@ class LeaderElector:
             self._observed, self._observed_at = record, now
         return now - self._observed_at >= (spec.lease_duration_seconds or 0)
 
-    def _body(self, spec: dict, resource_version: str | None = None) -> dict:
-        """A Lease; with the resourceVersion just read, a write fails with 409 if anyone wrote in between."""
+    def _body(self, spec: dict[str, Any], resource_version: str | None = None) -> Any:
+        """A Lease; with the resourceVersion just read, a write fails with 409 if anyone wrote in between.
+        (A plain dict: the client takes one, though its type hints ask for a V1Lease.)"""
         metadata = {"name": self.name, "namespace": self.namespace}
         if resource_version:
             metadata["resourceVersion"] = resource_version
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
 
-    def _spec(self, acquire: bool, transitions: int) -> dict:
+    def _spec(self, acquire: bool, transitions: int) -> dict[str, Any]:
         now = _micro(self.now())
-        spec = {
+        spec: dict[str, Any] = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_duration)),
             "renewTime": now,
@@ -138,13 +140,14 @@ class LeaderElector:
                 if create_exc.status == 409:  # another replica created it first
                     return False
                 raise
-        spec = lease.spec
+        spec, meta = lease.spec, lease.metadata
+        assert spec is not None and meta is not None  # the API server always returns both
         holder = spec.holder_identity or ""
         if holder and holder != self.identity and not self._expired(spec):
             return False
         taking_over = holder != self.identity
         transitions = (spec.lease_transitions or 0) + (1 if taking_over else 0)
-        body = self._body(self._spec(taking_over, transitions), lease.metadata.resource_version)
+        body = self._body(self._spec(taking_over, transitions), meta.resource_version)
         if not taking_over and spec.acquire_time:
             acquired = spec.acquire_time
             body["spec"]["acquireTime"] = acquired if isinstance(acquired, str) else _micro(acquired)
@@ -160,15 +163,17 @@ class LeaderElector:
         """Give the lease up so another replica can take over without waiting for it to expire."""
         try:
             lease = self.leases.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity != self.identity:
+            spec, meta = lease.spec, lease.metadata
+            assert spec is not None and meta is not None
+            if spec.holder_identity != self.identity:
                 return
             expired = {
                 "holderIdentity": "",
                 "leaseDurationSeconds": 1,
                 "renewTime": _micro(self.now() - timedelta(days=1)),
-                "leaseTransitions": lease.spec.lease_transitions or 0,
+                "leaseTransitions": spec.lease_transitions or 0,
             }
-            body = self._body(expired, lease.metadata.resource_version)
+            body = self._body(expired, meta.resource_version)
             self.leases.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as exc:
             log.warning("could not release the lease: %s", exc.status)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -53,12 +53,12 @@ class ControlPlane:
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
         self.admin_port = 0
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.failures: list[str] = []
         self._admin_runner: web.AppRunner | None = None
 
     @classmethod
-    def from_manifests(cls, directory: Path, **kwargs) -> ControlPlane:
+    def from_manifests(cls, directory: Path, **kwargs: Any) -> ControlPlane:
         return cls(ManifestSource(directory), **kwargs)
 
     async def start(self) -> None:
@@ -83,7 +83,7 @@ class ControlPlane:
             task.add_done_callback(self._task_ended)
         log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)
 
-    def _task_ended(self, task: asyncio.Task) -> None:
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
         """A core task must run until stop(): if one ends, say why and fail /healthz so we get restarted."""
         if task.cancelled():
             return
@@ -115,5 +115,5 @@ class ControlPlane:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from meshctl.xds.leader import LeaderElector
@@ -37,7 +38,7 @@ class StatusWriter:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.component = component
-        self.written: dict[ObjectKey, tuple] = {}  # what the cluster has, to write only changes
+        self.written: dict[ObjectKey, tuple[Any, ...]] = {}  # what the cluster has, to write only changes
         self.writes = 0
         self.conflicts = 0
         self._current: tuple[ObjectStatus, ...] = ()
@@ -104,7 +105,7 @@ class StatusWriter:
         args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
         for _ in range(_ATTEMPTS):
             try:
-                current = self.custom.get_namespaced_custom_object(*args)
+                current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
             except ApiException as exc:
                 if exc.status == 404:
                     return False
@@ -112,8 +113,8 @@ class StatusWriter:
             previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
             conditions = []
             for c in status.conditions:
-                before = previous.get(c.type)
-                changed = before is None or before.get("status") != c.status.value
+                before = previous.get(c.type) or {}
+                changed = not before or before.get("status") != c.status.value
                 conditions.append(
                     {
                         "type": c.type,
@@ -142,7 +143,7 @@ class StatusWriter:
             return True
         raise ApiException(status=409, reason=f"still conflicting after {_ATTEMPTS} attempts")
 
-    def _event(self, key: ObjectKey, obj: dict, reason: str, message: str) -> None:
+    def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
         meta = obj["metadata"]
         now = _now()
         event = {
@@ -166,6 +167,6 @@ class StatusWriter:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(key.namespace, event)
+            self.core.create_namespaced_event(key.namespace, event)  # type: ignore[arg-type]  # a dict body works
         except ApiException as exc:
             log.warning("cannot record an Event for %s: %s", key, exc.status)

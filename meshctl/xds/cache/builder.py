@@ -11,6 +11,7 @@ Every resource records the objects it was built from (``origins``). A resource t
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from functools import partial
 from typing import Any
 
 from meshctl.xds.cache.resource import CachedResource, Origins
@@ -88,20 +89,22 @@ class SnapshotBuilder:
             self._memo.pop(old, None)
             self._previous.pop(old, None)
         self._endpoint_keys[cluster.name] = key
-        return self._get(key, make)
+        found: CachedResource = self._get(key, make)
+        return found
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
         re-encodes one host, not every host of every group that calls the Service."""
 
         def make() -> CachedResource:
-            hosts = [self._get(("vhost", vh), lambda vh=vh: _host_bytes(vh)) for vh in virtual_hosts]
+            hosts: list[bytes] = [self._get(("vhost", vh), partial(_host_bytes, vh)) for vh in virtual_hosts]
             refs = {(CLUSTER, wc.cluster) for vh in virtual_hosts for r in vh.routes for wc in r.clusters}
             origins: Origins = frozenset((route_owner(r), r) for vh in virtual_hosts for r in vh.routes)
             value = encode_route_configuration(name, hosts)
             return CachedResource(ROUTE, name, value=value, references=refs, origins=origins)
 
-        return self._get((ROUTE, name, virtual_hosts), make)
+        found: CachedResource = self._get((ROUTE, name, virtual_hosts), make)
+        return found
 
     def build(self, ir: SidecarIR, previous: Snapshot | None = None) -> Snapshot:
         """Raises BuildError for a resource that cannot be built (a value the parser should have refused)."""
@@ -128,18 +131,18 @@ class SnapshotBuilder:
             resources[type_url][name] = self._get((type_url, owners), cached)
 
         for cluster in ir.clusters:
-            refs = ((ENDPOINT, cluster.name),) if cluster.eds else ()
+            refs: Any = ((ENDPOINT, cluster.name),) if cluster.eds else ()
             owners = ((_cluster_owner(cluster, node), cluster),)
-            put(CLUSTER, owners, cluster.name, lambda c=cluster: build_cluster(c), refs)
+            put(CLUSTER, owners, cluster.name, partial(build_cluster, cluster), refs)
             if cluster.eds:
                 resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
-        if ir.outbound is not None:
+        if (outbound := ir.outbound) is not None:
             put(
                 LISTENER,
-                ((node, ir.outbound),),
-                ir.outbound.name,
-                lambda: build_outbound_listener(ir.outbound),
-                ((ROUTE, ir.outbound.route_config_name),),
+                ((node, outbound),),
+                outbound.name,
+                partial(build_outbound_listener, outbound),
+                ((ROUTE, outbound.route_config_name),),
             )
             resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
         for tcp in ir.tcp_outbound:
@@ -148,7 +151,7 @@ class SnapshotBuilder:
                 LISTENER,
                 ((route_owner(tcp.route), tcp.route), (node, tcp)),
                 tcp.name,
-                lambda t=tcp: build_outbound_tcp_listener(t),
+                partial(build_outbound_tcp_listener, tcp),
                 refs,
             )
         for inbound in ir.inbound:
@@ -156,7 +159,7 @@ class SnapshotBuilder:
                 LISTENER,
                 ((node, inbound),),
                 inbound.name,
-                lambda i=inbound: build_inbound_listener(i),
+                partial(build_inbound_listener, inbound),
                 ((CLUSTER, inbound.cluster),),
             )
         if previous is None:
@@ -176,7 +179,7 @@ class SnapshotBuilder:
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:
     try:
-        return build_virtual_host(vh).SerializeToString(deterministic=True)
+        return bytes(build_virtual_host(vh).SerializeToString(deterministic=True))
     except Exception as exc:
         for route in vh.routes:  # which Route? (rare: only when a value slipped past validation)
             try:

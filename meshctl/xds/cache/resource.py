@@ -90,7 +90,11 @@ class CachedResource:
     def any_bytes(self) -> bytes:
         if self._any_bytes is None:
             self.serializations += 1
-            value = self._value if self._value is not None else self._message.SerializeToString(deterministic=True)
+            if self._value is not None:
+                value = self._value
+            else:
+                assert self._message is not None
+                value = self._message.SerializeToString(deterministic=True)
             self._any_bytes = encode_any(self.type_url, value)
             self._message = self._value = None
         return self._any_bytes

@@ -9,6 +9,7 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2
 
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
 from meshctl.xds.envoy.route import build_route_configuration
@@ -115,7 +116,7 @@ def _access_log(log: Logging) -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=any_of(config))
 
 
-def _listener(name: str, address: str, port: int, filter_name: str, config) -> listener_pb2.Listener:
+def _listener(name: str, address: str, port: int, filter_name: str, config: any_pb2.Any) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(
         name=name,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),

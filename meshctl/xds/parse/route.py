@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-import re._parser as re_parser  # the stdlib's own regex parser, to inspect a pattern's constructs
+import re._parser as re_parser  # type: ignore[import-not-found]  # the stdlib's own regex parser
 from typing import Any
 
 import re2  # google-re2: the engine Envoy uses, to measure a pattern's program size as Envoy will
@@ -215,7 +215,7 @@ def _string_match(f: Fields) -> StringMatch | None:
         return None
     if kind == "regex" and not _check_regex(f, kind, value):
         return None
-    return StringMatch(**{kind: value})
+    return StringMatch(exact=value) if kind == "exact" else StringMatch(**{kind: value})  # type: ignore[arg-type]
 
 
 def _query(f: Fields) -> QueryParameterMatch | None:
@@ -326,7 +326,7 @@ _RE2_UNSUPPORTED = {
 }
 
 
-def _not_in_re2(parsed) -> str | None:
+def _not_in_re2(parsed: Any) -> str | None:
     """Walks Python's parse tree of a pattern for constructs RE2 lacks; returns the first one's description."""
     for op, arg in parsed:
         if (found := _RE2_UNSUPPORTED.get(str(op))) is not None:

@@ -132,7 +132,7 @@ def _health_check(f: Fields | None) -> HealthCheck | None:
     timeout = f.integer("timeoutMillis", required=True, minimum=2000, maximum=60000)
     healthy = f.integer("healthyThreshold", required=True, minimum=2, maximum=10)
     unhealthy = f.integer("unhealthyThreshold", required=True, minimum=2, maximum=10)
-    if None in (protocol, interval, timeout, healthy, unhealthy):
+    if protocol is None or None in (interval, timeout, healthy, unhealthy):
         return None
     return HealthCheck(
         protocol=Protocol(protocol),
@@ -181,7 +181,8 @@ def _logging(f: Fields | None) -> Logging | None:
     if file is None:
         return None
     path = file.string("path", required=True)
-    text, fields = None, ()
+    text: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
     if (ff := file.obj("format")) is not None:
         if ff.has("text") == ff.has("json"):
             ff.error("", "must set exactly one of text, json")

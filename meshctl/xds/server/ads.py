@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
@@ -95,16 +96,22 @@ class AdsServer:
             await self._server.stop(grace)
 
     # grpc.aio recognises streaming handlers by being async generator functions, hence the delegation.
-    async def _sotw_stream(self, requests: AsyncIterator[DiscoveryRequest], context) -> AsyncIterator[bytes]:
+    async def _sotw_stream(
+        self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
         async for raw in self._stream(requests, delta=False):
             yield raw
 
-    async def _delta_stream(self, requests: AsyncIterator[DeltaDiscoveryRequest], context) -> AsyncIterator[bytes]:
+    async def _delta_stream(
+        self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
         async for raw in self._stream(requests, delta=True):
             yield raw
 
-    async def _stream(self, requests: AsyncIterator, *, delta: bool) -> AsyncIterator[bytes]:
-        inbox: asyncio.Queue = asyncio.Queue(maxsize=_INBOX)
+    async def _stream(
+        self, requests: AsyncIterator[DiscoveryRequest | DeltaDiscoveryRequest], *, delta: bool
+    ) -> AsyncIterator[bytes]:
+        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=_INBOX)
 
         async def read() -> None:
             try:

@@ -7,7 +7,7 @@ known to be fine and is not blamed. Pure: the ADS server calls it, the controlle
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 
 from meshctl.xds.cache import CachedResource
 from meshctl.xds.model import ObjectKey
@@ -20,7 +20,7 @@ def blame(
     held: Mapping[str, CachedResource],
     held_elsewhere: Iterable[Mapping[str, CachedResource]] = (),
 ) -> set[ObjectKey]:
-    suspects = set()
+    suspects: set[tuple[ObjectKey, Hashable]] = set()
     changed = []
     for name, res in sent.items():
         old = held.get(name)
@@ -32,6 +32,6 @@ def blame(
         if not suspects:
             break
         for name in changed:
-            if (res := other.get(name)) is not None:
-                suspects -= res.origins
+            if (held_there := other.get(name)) is not None:
+                suspects -= held_there.origins
     return {owner for owner, _ in suspects}

@@ -22,7 +22,7 @@ def _meta(node: Node, key: str) -> str | None:
         return None
     kind = field.WhichOneof("kind")
     if kind == "string_value":
-        return field.string_value
+        return str(field.string_value)
     if kind == "number_value":
         return str(int(field.number_value))
     return None

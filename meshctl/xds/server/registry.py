@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from meshctl.xds.server.stream import Rejection, StreamState
 
@@ -26,5 +27,5 @@ class ProxyRegistry:
     def streams(self) -> list[StreamState]:
         return [self._streams[k] for k in sorted(self._streams)]
 
-    def describe(self) -> list[dict]:
+    def describe(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.streams()]

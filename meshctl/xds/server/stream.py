@@ -17,6 +17,7 @@ import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
@@ -105,7 +106,7 @@ class StreamState:
         self.connected_at = time.time()
         self.types: dict[str, TypeState] = {t: TypeState() for t in TYPE_ORDER}
         self._nonces = itertools.count(1)
-        self._in_use_key: tuple | None = None
+        self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
         self._in_use: frozenset[str] = frozenset()
 
     # --- requests --------------------------------------------------------------------------------
@@ -172,6 +173,7 @@ class StreamState:
             if st.rejection is not None and version == st.rejection.version:
                 continue  # exactly what Envoy just rejected: wait for a new snapshot
             removed: list[str] = []
+            payload: Mapping[str, CachedResource]
             if self.delta or type_url in _NAMED_TYPES:
                 # Delta sends only changes. So does state-of-the-world for EDS and RDS, whose responses are
                 # incremental: a resource left out is unchanged, not removed.
@@ -311,7 +313,7 @@ class StreamState:
 
     # --- reporting -------------------------------------------------------------------------------
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "stream": self.stream_id,
             "node_id": self.node_id,

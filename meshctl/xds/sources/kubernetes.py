@@ -16,6 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes import client
 
@@ -26,6 +27,8 @@ from meshctl.xds.sources.base import ModelSink
 __all__ = ["KubernetesSource"]
 
 log = logging.getLogger(__name__)
+# What an informer thread hands the event loop: ("SYNC" | watch event type, kind, namespace, payload).
+_Event = tuple[Any, ...]
 _VERSION = "v1alpha1"
 
 
@@ -71,13 +74,13 @@ class _Informer:
         self,
         kind: _Kind,
         namespace: str | None,
-        emit: Callable[[tuple], None],
+        emit: Callable[[_Event], object],
         stop: threading.Event,
         watch_timeout: int = 300,
     ) -> None:
         self.kind, self.namespace, self.emit, self.stop, self.watch_timeout = kind, namespace, emit, stop, watch_timeout
 
-    def _call(self, **kw):
+    def _call(self, **kw: Any) -> Any:
         if self.namespace is None:
             return self.kind.list_all(_preload_content=False, **kw)
         return self.kind.list_namespaced(self.namespace, _preload_content=False, **kw)
@@ -129,7 +132,7 @@ class _Informer:
         return rv
 
 
-def _lines(response) -> Iterator[dict]:
+def _lines(response: Any) -> Iterator[dict[str, Any]]:
     buffer = b""
     for chunk in response.stream(4096, decode_content=True):
         buffer += chunk
@@ -150,7 +153,7 @@ class KubernetesSource:
 
     async def run(self, sink: ModelSink) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple] = asyncio.Queue()
+        queue: asyncio.Queue[_Event] = asyncio.Queue()
         kinds = _kinds(self.api)
         self._objects = {k.name: {} for k in kinds}
         informers = [
@@ -178,7 +181,7 @@ class KubernetesSource:
         finally:
             self._stop.set()
 
-    def _apply(self, batch: list[tuple], synced: set) -> dict[str, set[ObjectKey]]:
+    def _apply(self, batch: list[_Event], synced: set[tuple[str, str | None]]) -> dict[str, set[ObjectKey]]:
         """Updates the store; returns the changed keys by kind (all keys for a relisted kind)."""
         changed: dict[str, set[ObjectKey]] = {}
         for event_type, kind, namespace, payload in batch:
@@ -208,7 +211,7 @@ class KubernetesSource:
         return changed
 
     def _model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
-        def current(kind: str, attr: str):
+        def current(kind: str, attr: str) -> Any:
             # Unchanged kinds keep the previous mapping object: the controller compares by identity first.
             if previous is not None and not changed.get(kind):
                 return getattr(previous, attr)
@@ -231,7 +234,7 @@ class KubernetesSource:
         )
 
 
-def _parse(item: dict) -> MeshObject | None:
+def _parse(item: dict[str, Any]) -> MeshObject | None:
     meta = item.get("metadata") or {}
     origin = f"{item.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
     try:

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,10 +29,10 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 try:  # A Rust parser, ~10x faster than libyaml-backed PyYAML on large directories (docs/benchmarks.md).
     import yaml_rs
 except ImportError:  # pragma: no cover - PyYAML alone works, just slower
-    yaml_rs = None
+    yaml_rs = None  # type: ignore[assignment]
 
 
-def _parse_all(text: str) -> list:
+def _parse_all(text: str) -> list[Any]:
     if yaml_rs is None:
         return list(yaml.load_all(text, Loader=_Loader))
     try:

@@ -46,7 +46,10 @@ class EndpointIndex:
         )
 
 
-def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]):
+_LabelIndex = Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
+
+
+def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> _LabelIndex:
     # Each node is filed under one of its selector labels: an endpoint is checked only against nodes that
     # could select its pod, so matching is linear in endpoints, not endpoints x nodes.
     by_label: dict[tuple[str, str, str], list[tuple[ObjectKey, VirtualNodeSpec]]] = {}
@@ -55,7 +58,9 @@ def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]):
     return {k: tuple(v) for k, v in by_label.items()}
 
 
-def _contribution(slice_key: ObjectKey, es: EndpointSlice, pods: Mapping[ObjectKey, Pod], by_label) -> Contribution:
+def _contribution(
+    slice_key: ObjectKey, es: EndpointSlice, pods: Mapping[ObjectKey, Pod], by_label: _LabelIndex
+) -> Contribution:
     ns = slice_key.namespace
     found: dict[ObjectKey, set[EndpointIR]] = {}
     for ep in es.endpoints:

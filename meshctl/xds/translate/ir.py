@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from meshctl.xds.model import (
     ConnectionPool,
@@ -24,10 +25,10 @@ from meshctl.xds.model import (
 )
 
 
-def _cached_hash(self) -> int:
+def _cached_hash(self: Any) -> int:
     """Frozen dataclasses recompute their hash (recursively) on every call; IR values are memo keys and
     are hashed once per node group per build, so the first result is kept."""
-    cached = self._hash
+    cached: int | None = self._hash
     if cached is None:
         cached = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
         object.__setattr__(self, "_hash", cached)

@@ -272,7 +272,9 @@ def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | Non
 # --- Routes --------------------------------------------------------------------------------------
 
 
-def _route_ir(key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]):
+def _route_ir(
+    key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[RouteIR | None, list[FieldError]]:
     errors: list[FieldError] = []
     if ObjectKey("Service", key.namespace, spec.service) not in model.services:
         errors.append(
@@ -458,7 +460,13 @@ def _not_programmed(
     )
 
 
-def _rejected(key: ObjectKey, generation: int, origin: str, errors, served: VirtualNode | Route | None) -> ObjectStatus:
+def _rejected(
+    key: ObjectKey,
+    generation: int,
+    origin: str,
+    errors: tuple[FieldError, ...] | list[FieldError],
+    served: VirtualNode | Route | None,
+) -> ObjectStatus:
     message = _describe(origin, errors)
     if served is not None:
         message += " (its last accepted version is still served)"

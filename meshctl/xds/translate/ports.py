@@ -69,7 +69,7 @@ def tcp_backends(
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
 ) -> list[tuple[ObjectKey, int, RouteIR]]:
     """(Service, port, tcpRoute) of each backend reached over TCP, in backend order."""
-    out = []
+    out: list[tuple[ObjectKey, int, RouteIR]] = []
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
         svc_key = ObjectKey("Service", backend.namespace, backend.name)
         service = services.get(svc_key)
