@@ -181,15 +181,24 @@ class Controller:
         self._accept(mesh, model)
         return mesh, snapshots
 
-    def _accept(self, mesh: MeshIR, model: Model) -> None:
+    def _accept(self, mesh: MeshIR, model: Model, changed: set[ObjectKey] | None = None) -> None:
         """Remember what is served now, the version served before it (what a NACK falls back to), and drop
-        blocks of objects that changed or are gone."""
-        for key, obj in mesh.accepted.items():
-            old = self._last_accepted.get(key)
-            if old is not None and old.spec != obj.spec:
+        blocks of objects that changed or are gone. ``changed``: only these objects can differ (a Route patch),
+        so a Route change costs O(change), not O(mesh)."""
+        for key in mesh.accepted if changed is None else changed:
+            obj, old = mesh.accepted.get(key), self._last_accepted.get(key)
+            if old is not None and (obj is None or old.spec != obj.spec):
                 self._prior[key] = old
-        self._last_accepted = dict(mesh.accepted)
-        for key in [k for k in self._prior if k not in mesh.accepted]:
+            if changed is not None:
+                if obj is None:
+                    self._last_accepted.pop(key, None)
+                else:
+                    self._last_accepted[key] = obj
+        if changed is None:
+            self._last_accepted = dict(mesh.accepted)
+        for key in [
+            k for k in (self._prior if changed is None else changed & self._prior.keys()) if k not in mesh.accepted
+        ]:
             del self._prior[key]
         for key, block in list(self._blocked.items()):
             current = (model.virtual_nodes if key.kind == "VirtualNode" else model.routes).get(key)
@@ -240,7 +249,7 @@ class Controller:
             if spec is not None and any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
                 snapshots[group] = self._build(mesh, params)  # a BuildError leaves everything as it was
         self.mesh = mesh
-        self._accept(mesh, model)
+        self._accept(mesh, model, changed_routes)
         await self.cache.publish(snapshots)
         for key in changed_routes:
             status = self.mesh.status_by_key.get(key)

@@ -105,10 +105,13 @@ class MeshIR:
             ordered = tuple(p.ir for p in sorted(kept + new, key=lambda p: (p.rank, p.name)))
             if ordered:
                 routes_by_service[svc] = ordered
-        services = self.services
-        for key, spec in self.virtual_nodes.items():
+        # Outbound TCP listeners (and so port conflicts) depend on tcpRoutes only: skip the scan for HTTP changes.
+        tcp_changed = any(
+            p.ir.tcp for p in (self.route_placement.get(k) for k in changed_routes) if p is not None
+        ) or any(placement[k].ir.tcp for k in changed_routes if k in placement)
+        for key, spec in self.virtual_nodes.items() if tcp_changed else ():
             if any(ObjectKey("Service", b.namespace, b.name) in affected for b in spec.backends):
-                statuses[key] = _port_status(statuses[key], key, spec, services, routes_by_service)
+                statuses[key] = _port_status(statuses[key], key, spec, self.services, routes_by_service)
         mesh = replace(
             self,
             routes_by_service=routes_by_service,
