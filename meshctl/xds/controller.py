@@ -196,9 +196,8 @@ class Controller:
                     self._last_accepted[key] = obj
         if changed is None:
             self._last_accepted = dict(mesh.accepted)
-        for key in [
-            k for k in (self._prior if changed is None else changed & self._prior.keys()) if k not in mesh.accepted
-        ]:
+        candidates = self._prior.keys() if changed is None else changed & self._prior.keys()
+        for key in [k for k in candidates if k not in mesh.accepted]:
             del self._prior[key]
         for key, block in list(self._blocked.items()):
             current = (model.virtual_nodes if key.kind == "VirtualNode" else model.routes).get(key)
@@ -308,7 +307,7 @@ class Controller:
 
 
 # Model fields a change may touch and still take a fast path; "revision" and "delta" describe the model itself.
-_FAST_PATHS: Mapping[str, Literal["endpoints", "routes"]] = {"endpoint_slices": "endpoints", "routes": "routes"}
+_FAST_PATHS = frozenset({"endpoint_slices", "routes"})
 _BOOKKEEPING = frozenset({"revision", "delta"})
 
 
