@@ -121,7 +121,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import inspect
+    from meshctl.cli import importer, inspect
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(run=_validate)
 
     inspect.add_commands(sub)
+    importer.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
     demo.add_argument(

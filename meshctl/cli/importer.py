@@ -1,0 +1,156 @@
+"""``meshctl import appmesh``: App Mesh manifests in, meshctl manifests and a report out (or applied)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshctl.appmesh import ImportResult, convert, load_paths
+from meshctl.appmesh.findings import Finding, Level
+
+__all__ = ["add_commands"]
+
+FIELD_MANAGER = "meshctl-import"
+
+
+def _values(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"meshctl import appmesh: --set {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def render(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+
+
+def by_namespace(result: ImportResult) -> dict[str, list[dict[str, Any]]]:
+    files: dict[str, list[dict[str, Any]]] = {}
+    for obj in result.objects:
+        files.setdefault(obj["metadata"]["namespace"], []).append(obj)
+    return files
+
+
+def report_text(findings: list[Finding], objects: int) -> str:
+    counts = {level: sum(f.level is level for f in findings) for level in Level}
+    lines = [f.line() for f in findings]
+    lines.append(
+        f"{objects} objects converted; {counts[Level.ERROR]} errors, {counts[Level.LOSSY]} fields not mapped cleanly, "
+        f"{counts[Level.NOTE]} notes"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _import_appmesh(args: argparse.Namespace) -> int:
+    docs, load_findings = load_paths([Path(p) for p in args.filename], _values(args.set or []))
+    result = convert(docs, default_namespace=args.namespace)
+    findings = load_findings + result.findings
+    if args.report == "json":
+        print(json.dumps([f.as_dict() for f in findings], indent=2), file=sys.stderr)
+    else:
+        print(report_text(findings, len(result.objects)), end="", file=sys.stderr)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        for namespace, objects in sorted(by_namespace(result).items()):
+            target = out / f"{namespace}.yaml"
+            if args.dry_run:
+                print(f"# would write {target} ({len(objects)} objects)\n---\n{render(objects)}", end="")
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                target.write_text(render(objects))
+        if not args.dry_run:
+            # Not a manifest suffix: `meshctl serve --manifests DIR` reads only .yaml/.yml/.json.
+            (out / "import-report.txt").write_text(report_text(findings, len(result.objects)))
+    elif args.apply:
+        failed = _apply(result, dry_run=args.dry_run, kubeconfig=args.kubeconfig)
+        if failed:
+            return 1
+    else:
+        print(render(result.objects), end="")
+    errors = any(f.level is Level.ERROR for f in findings)
+    lossy = any(f.level is Level.LOSSY for f in findings)
+    return 1 if errors or (args.strict and lossy) else 0
+
+
+def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> int:
+    """Server-side apply of every object with our field manager; one line per object; the number that failed."""
+    from kubernetes import client, config
+    from urllib3.exceptions import HTTPError
+
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig)
+        else:
+            config.load_kube_config()
+    except (config.ConfigException, OSError) as exc:
+        raise SystemExit(f"meshctl import appmesh: --apply: no cluster configuration: {exc}") from exc
+    api = client.ApiClient()
+    failed = 0
+    query = f"?fieldManager={FIELD_MANAGER}&force=true" + ("&dryRun=All" if dry_run else "")
+    headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
+    api.update_params_for_auth(headers, None, ["BearerToken"], "", "PATCH", None)
+    for obj in result.objects:
+        meta = obj["metadata"]
+        url = api.configuration.host + _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]) + query
+        what = f"{obj['kind']} {meta['namespace']}/{meta['name']}"
+        try:
+            # JSON is YAML: the apply patch is the whole object, as kubectl apply --server-side sends it.
+            response = api.call_api("PATCH", url, header_params=headers, body=json.dumps(obj))
+            response.read()
+        except (HTTPError, OSError) as exc:
+            raise SystemExit(f"meshctl import appmesh: --apply: cannot reach the API server: {exc}") from exc
+        if 200 <= response.status < 300:
+            print(f"{what} {'applied (dry run)' if dry_run else 'applied'}")
+        else:
+            failed += 1
+            detail = _message(response.data)
+            print(f"{what} failed: {response.status} {detail}", file=sys.stderr)
+    return failed
+
+
+def _message(data: bytes | None) -> str:
+    try:
+        return str(json.loads(data or b"{}").get("message", ""))
+    except ValueError:
+        return (data or b"").decode(errors="replace")[:200]
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str) -> str:
+    plural = {"Service": "services", "VirtualNode": "virtualnodes", "Route": "routes"}[kind]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imp = sub.add_parser("import", help="convert another mesh's configuration to meshctl's")
+    what = imp.add_subparsers(dest="source", required=True)
+    p = what.add_parser(
+        "appmesh",
+        help="AWS App Mesh (appmesh.k8s.aws/v1beta2) manifests -> VirtualNodes, Routes and Services",
+        description="Reads App Mesh manifests (files or directories, multi-document YAML) and writes meshctl's. "
+        "Every field that does not map cleanly is reported on stderr (object, field, what was done instead). "
+        "Exit code 1 on errors (malformed YAML, unknown kinds, dangling references), or with --strict on any field "
+        "not mapped cleanly.",
+    )
+    p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+    p.add_argument("-o", "--output-dir", help="write one <namespace>.yaml per namespace here (default: stdout)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any field does not map cleanly")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or applied; change nothing")
+    p.add_argument(
+        "--apply", action="store_true", help=f"server-side apply to the cluster (field manager {FIELD_MANAGER})"
+    )
+    p.add_argument("--kubeconfig", help="with --apply: kubeconfig file (default ~/.kube/config)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="substitute ${NAME} placeholders (repeatable)")
+    p.add_argument(
+        "-n", "--namespace", default="default", help="namespace of objects that name none (default: default)"
+    )
+    p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
+    p.set_defaults(run=_import_appmesh)
