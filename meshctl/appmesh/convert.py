@@ -16,6 +16,7 @@ Pure: documents in, documents and findings out; deterministic (sorted), so impor
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -470,5 +471,5 @@ _KIND_ORDER = {"Service": 0, "VirtualNode": 1, "Route": 2}
 
 
 def _describe_match(match: dict[str, Any]) -> str:
-    parts = [f"{k}={v!r}" for k, v in sorted(match.items()) if not isinstance(v, (dict, list))]
+    parts = [f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(match.items())]
     return " ".join(parts) or "(any)"

@@ -44,10 +44,11 @@ def load_paths(paths: Iterable[Path], values: Mapping[str, str] | None = None) -
             findings.append(Finding(str(root), "", Level.ERROR, "no such file or directory"))
             continue
         for file in _files(root):
+            shown = str(file.relative_to(root)) if root.is_dir() else str(file)
             try:
                 text = file.read_text()
             except (OSError, UnicodeDecodeError) as exc:
-                findings.append(Finding(str(file), "", Level.ERROR, f"cannot read: {exc}"))
+                findings.append(Finding(shown, "", Level.ERROR, f"cannot read: {exc}"))
                 continue
             missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - values.keys())
             text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
@@ -55,7 +56,7 @@ def load_paths(paths: Iterable[Path], values: Mapping[str, str] | None = None) -
                 names = ", ".join(f"${{{n}}}" for n in missing)
                 findings.append(
                     Finding(
-                        str(file),
+                        shown,
                         "",
                         Level.LOSSY,
                         f"placeholders left in: {names}",
@@ -65,9 +66,10 @@ def load_paths(paths: Iterable[Path], values: Mapping[str, str] | None = None) -
             try:
                 loaded = list(yaml.safe_load_all(text))
             except yaml.YAMLError as exc:
-                findings.append(Finding(str(file), "", Level.ERROR, f"not valid YAML: {_yaml_error(exc)}"))
+                findings.append(Finding(shown, "", Level.ERROR, f"not valid YAML: {_yaml_error(exc)}"))
                 continue
-            docs.extend(SourceDoc(f"{file}#{i}", d) for i, d in enumerate(loaded) if d is not None)
+            name = str(file.relative_to(root)) if root.is_dir() else file.name
+            docs.extend(SourceDoc(f"{name}#{i}", d) for i, d in enumerate(loaded) if d is not None)
     return docs, findings
 
 
