@@ -1,6 +1,7 @@
-"""Behavioural parity of ``meshctl import appmesh``: the imported color app, served by our control plane to a real
-Envoy, routes requests the way its App Mesh configuration says (header matches in priority order, method + path +
-query with an inverted header range, the 80/20 weighted default, App Mesh's implicit retry on a 503)."""
+"""Behavioural parity of ``meshctl import appmesh``: imported App Mesh configurations, served by our control plane to
+a real Envoy, route requests the way App Mesh says they should. The color app: header matches in priority order,
+method + path + query with an inverted header range, the 80/20 weighted default, App Mesh's implicit retry on a 503.
+The gRPC service: service/method/metadata matches, a 90/10 split, a gRPC retry event."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
+
 from meshctl.proxy import free_port
-from tests.conftest import Mesh
+from tests.conftest import Mesh, eventually
+from tests.e2e.test_grpc import SAY, EchoServer
 from tests.manifests import write
 from tests.stats import assert_split
 
@@ -19,22 +23,18 @@ COLORS = ("white", "blue", "red", "yellow", "green")
 HOST = f"color.{NS}.svc.cluster.local"
 
 
-def pods_and_slices(port: int) -> list[dict]:
-    """What the cluster would have: one pod per color version, on its own loopback address, and its slice."""
+def pods_and_slices(port: int, ns: str = NS, app: str = "color", versions: tuple[str, ...] = COLORS) -> list[dict]:
+    """What the cluster would have: one pod per version, on its own loopback address, and its slice."""
     docs: list[dict] = []
-    for i, color in enumerate(COLORS):
-        pod = f"color-{color}-0"
-        labels = {"app": "color", "version": color}
-        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": labels}})
+    for i, color in enumerate(versions):
+        pod = f"{app}-{color}-0"
+        labels = {"app": app, "version": color}
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": labels}})
         docs.append(
             {
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"color-{color}",
-                    "namespace": NS,
-                    "labels": {"kubernetes.io/service-name": "color"},
-                },
+                "metadata": {"name": f"{app}-{color}", "namespace": ns, "labels": {"kubernetes.io/service-name": app}},
                 "addressType": "IPv4",
                 "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
                 "endpoints": [
@@ -49,15 +49,21 @@ def pods_and_slices(port: int) -> list[dict]:
     return docs
 
 
-async def test_imported_color_app_routes_as_app_mesh_would(mesh_factory, tmp_path: Path):
-    m: Mesh = await mesh_factory()
-    port = free_port()
+def import_into(m: Mesh, case: Path, tmp_path: Path, port_from: int, port: int) -> None:
+    """Runs the real CLI on the case's App Mesh manifests (with the port changed) into the mesh's directory."""
     source = tmp_path / "appmesh"
     source.mkdir()
-    (source / "mesh.yaml").write_text((CASE / "mesh.yaml").read_text().replace("port: 8080", f"port: {port}"))
+    for file in case.iterdir():
+        (source / file.name).write_text(file.read_text().replace(f"port: {port_from}", f"port: {port}"))
     cmd = [sys.executable, "-m", "meshctl", "import", "appmesh", "-f", str(source), "-o", str(m.dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+async def test_imported_color_app_routes_as_app_mesh_would(mesh_factory, tmp_path: Path):
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    import_into(m, CASE, tmp_path, 8080, port)
     write(m.dir / "cluster.yaml", pods_and_slices(port))
     apps = {color: (await m.app(color, port=port, host=f"127.0.0.{i + 2}"))[0] for i, color in enumerate(COLORS)}
     await m.start()
@@ -93,3 +99,46 @@ async def test_imported_color_app_routes_as_app_mesh_would(mesh_factory, tmp_pat
     apps["blue"].fail_first = 1
     assert await color_of("/retry", color_header="blue") == "blue"
     assert apps["blue"].seen["/retry"] == 2
+
+
+async def test_imported_grpc_routes_as_app_mesh_would(mesh_factory, tmp_path: Path):
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    import_into(m, CASE.parent.parent / "grpc-and-tcp" / "input", tmp_path, 50051, port)
+    write(m.dir / "cluster.yaml", pods_and_slices(port, "rpc", "echo", ("v1", "v2")))
+    servers = {v: EchoServer(f"echo-{v}", host=f"127.0.0.{i + 2}", port=port) for i, v in enumerate(("v1", "v2"))}
+    for server in servers.values():
+        await server.server.start()
+    try:
+        await m.start()
+        sidecar = await m.sidecar("rpc/client")
+        target = f"127.0.0.1:{sidecar.egress_port}"
+        async with grpc.aio.insecure_channel(target, options=[("grpc.default_authority", "echo.rpc")]) as channel:
+            say = channel.unary_unary(SAY)
+
+            async def who(**metadata: str) -> str:
+                reply = await say(b"x", timeout=5, metadata=tuple(metadata.items()))
+                return bytes(reply).decode().split(":")[0]
+
+            async def routed() -> bool:
+                try:
+                    return await who() in ("echo-v1", "echo-v2")
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(routed, timeout=15)
+            # echo-say (priority 1): method Say with x-beta: true and x-region not starting eu- -> v2 only.
+            assert {await who(**{"x-beta": "true", "x-region": "us-east-1"}) for _ in range(20)} == {"echo-v2"}
+            # Otherwise the service route (priority 2): 90/10 over v1/v2.
+            counts: dict[str, int] = {}
+            for _ in range(400):
+                name = await who(**{"x-beta": "true", "x-region": "eu-west-1"})
+                counts[name] = counts.get(name, 0) + 1
+            assert_split(counts, {"echo-v1": 90, "echo-v2": 10})
+            # echo-say retries UNAVAILABLE (its grpcRetryEvents): one failure is invisible to the caller.
+            servers["v2"].calls, servers["v2"].fail_first = 0, 1
+            assert await who(**{"x-beta": "true", "x-region": "us-east-1"}) == "echo-v2"
+            assert servers["v2"].calls == 2
+    finally:
+        for server in servers.values():
+            await server.server.stop(0)

@@ -20,13 +20,13 @@ SAY = "/demo.Echo/Say"
 class EchoServer:
     """A grpcio server with one raw-bytes unary method: answers "<name>:<request>"; can fail the first calls."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.name = name
         self.calls = 0
         self.fail_first = 0
         self.fail_code = grpc.StatusCode.UNAVAILABLE
         self.delay = 0.0
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = grpc.aio.server()
 
         async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -39,7 +39,7 @@ class EchoServer:
 
         handler = grpc.unary_unary_rpc_method_handler(say, request_deserializer=None, response_serializer=None)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", {"Say": handler}),))
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.add_insecure_port(f"{host}:{self.port}")
 
 
 def grpc_route(name: str, priority: int, match: dict, targets: dict[str, int], **extra) -> dict:
