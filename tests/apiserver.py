@@ -459,6 +459,20 @@ class ApiServer:
                 return _status(404, "NotFound", f'{kind.plural} "{name}" not found')
             return web.json_response(copy.deepcopy(obj))
         body = await request.json() if request.can_read_body else {}
+        apply = request.method == "PATCH" and request.content_type == "application/apply-patch+yaml"
+        if apply:
+            # Server-side apply, simplified: create when absent, merge when present; the manager is recorded.
+            manager = request.query.get("fieldManager", "")
+            if not manager:
+                return _status(422, "Invalid", "fieldManager is required for apply patch")
+            body.setdefault("metadata", {})["managedFields"] = [{"manager": manager, "operation": "Apply"}]
+            if request.query.get("dryRun") == "All":
+                return web.json_response(body)
+            with self._lock:
+                exists = key in store
+            if not exists:
+                body["metadata"].update(name=name, namespace=namespace)
+                return self._create(kind, namespace, body)
         with self._lock:
             current = store.get(key)
             if current is None:
@@ -498,7 +512,7 @@ class ApiServer:
                 **{
                     k: v
                     for k, v in (new.get("metadata") or {}).items()
-                    if k in ("labels", "annotations", "finalizers", "ownerReferences")
+                    if k in ("labels", "annotations", "finalizers", "ownerReferences", "managedFields")
                 },
             }
             result = {**{k: v for k, v in new.items() if k not in ("metadata", "status")}, "metadata": meta}

@@ -109,3 +109,48 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert f"# would write {out / 'howto-k8s.yaml'} (13 objects)" in done.stdout
     assert not out.exists()
+
+
+def test_apply_is_server_side_apply_with_our_field_manager(apiserver, tmp_path: Path) -> None:
+    from kubernetes import client
+
+    from tests.test_apiserver import install_crds
+
+    api = apiserver.client()
+    install_crds(api)
+    config = tmp_path / "kubeconfig"
+    config.write_text(apiserver.kubeconfig())
+    cmd = [sys.executable, "-m", "meshctl", "import", "appmesh", "-f", str(CASES / "color-app" / "input")]
+    cmd += ["--apply", "--kubeconfig", str(config)]
+    dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert "Route howto-k8s/color-route-blue applied (dry run)" in dry.stdout
+    crs = client.CustomObjectsApi(api)
+    assert crs.list_namespaced_custom_object("mesh.meshctl.dev", "v1alpha1", "howto-k8s", "routes")["items"] == []
+    for _ in range(2):  # applying again changes nothing
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.count(" applied\n") == 13
+    node = crs.get_namespaced_custom_object("mesh.meshctl.dev", "v1alpha1", "howto-k8s", "virtualnodes", "front")
+    assert node["metadata"]["managedFields"][0]["manager"] == "meshctl-import"
+    assert node["metadata"]["generation"] == 1
+    assert node["spec"]["backends"] == [{"virtualService": {"virtualServiceRef": {"name": "color"}}}]
+    service = client.CoreV1Api(api).read_namespaced_service("color", "howto-k8s")
+    assert service.spec.selector == {"app": "color"}
+    api.close()
+
+
+def test_apply_without_a_reachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        '{"apiVersion": "v1", "kind": "Config", "current-context": "x", "clusters": [{"name": "x", "cluster": '
+        '{"server": "http://127.0.0.1:1"}}], "users": [{"name": "x", "user": {}}], '
+        '"contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}'
+    )
+    cmd = [sys.executable, "-m", "meshctl", "import", "appmesh", "-f", str(CASES / "color-app" / "input")]
+    done = subprocess.run([*cmd, "--apply", "--kubeconfig", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("meshctl import appmesh: --apply: cannot reach the API server")
+    )
