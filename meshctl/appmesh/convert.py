@@ -16,8 +16,6 @@ Pure: documents in, documents and findings out; deterministic (sorted), so impor
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +24,8 @@ from typing import Any
 from meshctl.appmesh.fields import Report, dns_label
 from meshctl.appmesh.findings import Finding
 from meshctl.appmesh.load import SourceDoc
+from meshctl.appmesh.nodes import NodeConversion
+from meshctl.appmesh.objects import CLUSTER_DNS, AppMeshObject
 from meshctl.appmesh.routes import ROUTE_KINDS, convert_route_body
 from meshctl.xds.model import API_VERSION
 
@@ -34,11 +34,6 @@ __all__ = ["APPMESH_GROUP", "ImportResult", "convert"]
 APPMESH_GROUP = "appmesh.k8s.aws"
 _KINDS = ("Mesh", "VirtualNode", "VirtualService", "VirtualRouter", "VirtualGateway", "GatewayRoute", "BackendGroup")
 _LABELS = {"app.kubernetes.io/managed-by": "meshctl-import"}
-_CLUSTER_DNS = re.compile(
-    r"([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)(?:\.([a-z0-9](?:[-a-z0-9]*[a-z0-9])?))?(?:\.svc(?:\.cluster\.local)?)?"
-)
-_LISTENER = ("portMapping", "connectionPool", "outlierDetection", "healthCheck", "timeout")
-_TLS = "not converted: meshctl sidecars talk plaintext (mTLS is not implemented yet)"
 
 
 @dataclass
@@ -48,22 +43,9 @@ class ImportResult:
     generated_services: set[tuple[str, str]] = field(default_factory=set)  # (namespace, name) not in the input
 
 
-@dataclass(frozen=True)
-class _Obj:
-    kind: str
-    namespace: str
-    name: str
-    spec: dict[str, Any]
-    origin: str
-
-    @property
-    def subject(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
-
-
 def convert(docs: Iterable[SourceDoc], *, default_namespace: str = "default") -> ImportResult:
     report = Report()
-    by_kind: dict[str, dict[tuple[str, str], _Obj]] = {k: {} for k in _KINDS}
+    by_kind: dict[str, dict[tuple[str, str], AppMeshObject]] = {k: {} for k in _KINDS}
     services: dict[tuple[str, str], dict[str, Any]] = {}
     for doc in docs:
         _index(doc, default_namespace, by_kind, services, report)
@@ -73,7 +55,7 @@ def convert(docs: Iterable[SourceDoc], *, default_namespace: str = "default") ->
 def _index(
     doc: SourceDoc,
     default_ns: str,
-    by_kind: dict[str, dict[tuple[str, str], _Obj]],
+    by_kind: dict[str, dict[tuple[str, str], AppMeshObject]],
     services: dict[tuple[str, str], dict[str, Any]],
     report: Report,
 ) -> None:
@@ -100,13 +82,13 @@ def _index(
         report.error(doc.origin, "metadata.name", "is required")
         return
     spec: dict[str, Any] = data["spec"] if isinstance(data.get("spec"), dict) else {}
-    by_kind[kind][(namespace, name)] = _Obj(kind, namespace, name, spec, doc.origin)
+    by_kind[kind][(namespace, name)] = AppMeshObject(kind, namespace, name, spec, doc.origin)
 
 
-class _Converter:
+class _Converter(NodeConversion):
     def __init__(
         self,
-        by_kind: dict[str, dict[tuple[str, str], _Obj]],
+        by_kind: dict[str, dict[tuple[str, str], AppMeshObject]],
         services: dict[tuple[str, str], dict[str, Any]],
         report: Report,
     ) -> None:
@@ -132,10 +114,7 @@ class _Converter:
         ordered = [self.out[k] for k in sorted(self.out, key=lambda k: (k[0], _KIND_ORDER[k[1]], k[2]))]
         return ImportResult(ordered, self.report.findings, self.generated)
 
-    def _all(self, kind: str) -> list[_Obj]:
-        return [self.by_kind[kind][k] for k in sorted(self.by_kind[kind])]
-
-    def _emit(self, kind: str, namespace: str, name: str, spec: dict[str, Any], source: _Obj | None) -> None:
+    def _emit(self, kind: str, namespace: str, name: str, spec: dict[str, Any], source: AppMeshObject | None) -> None:
         meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(_LABELS)}
         if source is not None:
             meta["annotations"] = {"meshctl.dev/imported-from": f"appmesh.k8s.aws/v1beta2 {source.subject}"}
@@ -144,7 +123,7 @@ class _Converter:
 
     # --- Mesh ---------------------------------------------------------------------------------------------
 
-    def _mesh(self, mesh: _Obj) -> None:
+    def _mesh(self, mesh: AppMeshObject) -> None:
         egress = (mesh.spec.get("egressFilter") or {}).get("type")
         if egress == "ALLOW_ALL":
             self.report.lossy(
@@ -159,9 +138,9 @@ class _Converter:
 
     # --- VirtualServices and their routes -----------------------------------------------------------------
 
-    def _service_of(self, vs: _Obj) -> tuple[str, str]:
+    def _service_of(self, vs: AppMeshObject) -> tuple[str, str]:
         aws = vs.spec.get("awsName")
-        if isinstance(aws, str) and (m := _CLUSTER_DNS.fullmatch(aws)):
+        if isinstance(aws, str) and (m := CLUSTER_DNS.fullmatch(aws)):
             return (m.group(2) or vs.namespace, m.group(1))
         if aws is not None:
             self.report.lossy(
@@ -172,7 +151,7 @@ class _Converter:
             )
         return (vs.namespace, vs.name)
 
-    def _virtual_service(self, vs: _Obj) -> None:
+    def _virtual_service(self, vs: AppMeshObject) -> None:
         svc_ns, svc_name = self.vs_service[(vs.namespace, vs.name)]
         provider = vs.spec.get("provider") or {}
         self.service_ports.setdefault((svc_ns, svc_name), set())
@@ -193,7 +172,7 @@ class _Converter:
                 vs.subject, "spec.provider", "has no virtualRouter or virtualNode provider", "no Route written"
             )
 
-    def _router_routes(self, vs: _Obj, router: _Obj, svc_ns: str, svc_name: str) -> None:
+    def _router_routes(self, vs: AppMeshObject, router: AppMeshObject, svc_ns: str, svc_name: str) -> None:
         for i, listener in enumerate(router.spec.get("listeners") or []):
             pm = (listener or {}).get("portMapping") or {}
             if isinstance(pm.get("port"), int):
@@ -227,7 +206,7 @@ class _Converter:
             name = route_name if route_name.startswith(f"{svc_name}-") else dns_label(svc_name, route_name)
             self._emit("Route", svc_ns, name, spec, router)
 
-    def _node_provider(self, vs: _Obj, ref: dict[str, Any], svc_ns: str, svc_name: str) -> None:
+    def _node_provider(self, vs: AppMeshObject, ref: dict[str, Any], svc_ns: str, svc_name: str) -> None:
         key = (ref.get("namespace") or vs.namespace, str(ref.get("name")))
         node = self.by_kind["VirtualNode"].get(key)
         if node is None:
@@ -255,7 +234,7 @@ class _Converter:
             vs.subject, "spec.provider.virtualNode", f"became a catch-all {kind} to VirtualNode {node.name}"
         )
 
-    def _target(self, router: _Obj, target: dict[str, Any], path: str) -> dict[str, Any] | None:
+    def _target(self, router: AppMeshObject, target: dict[str, Any], path: str) -> dict[str, Any] | None:
         if "virtualNodeARN" in target:
             self.report.error(
                 router.subject,
@@ -279,175 +258,6 @@ class _Converter:
             out["port"] = target["port"]
         return out
 
-    # --- VirtualNodes and gateways ------------------------------------------------------------------------
-
-    def _virtual_node(self, node: _Obj) -> None:
-        s, subject = node.spec, node.subject
-        dropped = {
-            "serviceDiscovery": "endpoints come from the Services that select the node's pods",
-            "backendDefaults": _TLS,
-            "meshRef": "not needed",
-            "awsName": "the VirtualNode's own name is used",
-        }
-        known = ("podSelector", "listeners", "backends", "backendGroups", "logging")
-        handled = ("serviceDiscovery", "meshRef", "awsName")  # converted by _discovery, or not needed
-        src = self.report.copy_known({k: v for k, v in s.items() if k not in handled}, known, subject, "spec", dropped)
-        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), subject)}
-        listeners = []
-        for i, listener in enumerate(src.get("listeners") or []):
-            listeners.append(
-                self.report.copy_known(listener, _LISTENER, subject, f"spec.listeners[{i}]", {"tls": _TLS})
-            )
-        if listeners:
-            spec["listeners"] = listeners
-        backends = self._backends(node, src)
-        if backends:
-            spec["backends"] = backends
-        if src.get("logging") is not None:
-            spec["logging"] = src["logging"]
-        self._discovery(node, spec)
-        self._emit("VirtualNode", node.namespace, node.name, spec, node)
-
-    def _selector(self, selector: Any, subject: str) -> dict[str, Any]:
-        sel = self.report.copy_known(
-            selector,
-            ("matchLabels",),
-            subject,
-            "spec.podSelector",
-            {"matchExpressions": "only matchLabels select pods in meshctl"},
-        )
-        return {"matchLabels": dict(sel.get("matchLabels") or {})}
-
-    def _backends(self, node: _Obj, src: dict[str, Any]) -> list[dict[str, Any]]:
-        refs: list[tuple[str, str, str]] = []  # (namespace, name, field path)
-        for i, backend in enumerate(src.get("backends") or []):
-            vs = self.report.copy_known(
-                (backend or {}).get("virtualService"),
-                ("virtualServiceRef",),
-                node.subject,
-                f"spec.backends[{i}].virtualService",
-                {"virtualServiceARN": "cannot be resolved; backend dropped", "clientPolicy": _TLS},
-            )
-            ref = vs.get("virtualServiceRef") or {}
-            if ref.get("name"):
-                refs.append((ref.get("namespace") or node.namespace, ref["name"], f"spec.backends[{i}]"))
-        for i, group in enumerate(src.get("backendGroups") or []):
-            key = ((group or {}).get("namespace") or node.namespace, str((group or {}).get("name")))
-            bg = self.by_kind["BackendGroup"].get(key)
-            if bg is None:
-                self.report.error(
-                    node.subject,
-                    f"spec.backendGroups[{i}]",
-                    f"BackendGroup {key[0]}/{key[1]} not in the input",
-                    "ignored",
-                )
-                continue
-            members = bg.spec.get("virtualservices") or bg.spec.get("virtualServices") or []
-            refs.extend(
-                (str(m.get("namespace") or bg.namespace), str(m.get("name")), f"spec.backendGroups[{i}]")
-                for m in members
-                if isinstance(m, dict)
-            )
-        out: dict[tuple[str, str], dict[str, Any]] = {}
-        for ns, name, path in refs:
-            svc = self.vs_service.get((ns, name))
-            if svc is None:
-                self.report.error(node.subject, path, f"VirtualService {ns}/{name} not in the input", "backend dropped")
-                continue
-            ref_out = {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != node.namespace else {})
-            out[svc] = {"virtualService": {"virtualServiceRef": ref_out}}
-        return [out[k] for k in sorted(out)]
-
-    def _discovery(self, node: _Obj, spec: dict[str, Any]) -> None:
-        """A Service selecting the node's pods, named as App Mesh found it, when the input has none."""
-        sd = node.spec.get("serviceDiscovery") or {}
-        name = None
-        if isinstance(sd.get("dns"), dict) and isinstance(sd["dns"].get("hostname"), str):
-            m = _CLUSTER_DNS.fullmatch(sd["dns"]["hostname"])
-            name = m.group(1) if m else None
-        elif isinstance(sd.get("awsCloudMap"), dict):
-            cm = sd["awsCloudMap"]
-            name = dns_label(str(cm.get("serviceName", node.name)))
-            if cm.get("attributes"):
-                self.report.lossy(
-                    node.subject,
-                    "spec.serviceDiscovery.awsCloudMap.attributes",
-                    "Cloud Map attributes select instances",
-                    f"Service {node.namespace}/{name} selects the pods of spec.podSelector instead",
-                )
-            self.report.note(
-                node.subject,
-                "spec.serviceDiscovery.awsCloudMap",
-                f"Cloud Map discovery: Service {node.namespace}/{name} is written to select the node's pods",
-            )
-        if name and not self._selects(node.namespace, spec["podSelector"]["matchLabels"]):
-            ports = {
-                (li["portMapping"]["port"], str(li["portMapping"].get("protocol", "http")))
-                for li in spec.get("listeners", [])
-                if isinstance((li.get("portMapping") or {}).get("port"), int)
-            }
-            self.service_ports.setdefault((node.namespace, name), set()).update(ports)
-            self.node_selector[(node.namespace, name)] = spec["podSelector"]["matchLabels"]
-
-    def _selects(self, namespace: str, labels: dict[str, str]) -> bool:
-        """Whether an input Service selects pods with these labels (so their endpoints exist)."""
-        for (ns, _), svc in self.input_services.items():
-            selector = (svc.get("spec") or {}).get("selector") or {}
-            if ns == namespace and selector and all(labels.get(k) == v for k, v in selector.items()):
-                return True
-        return False
-
-    def _virtual_gateway(self, gw: _Obj) -> None:
-        dropped = {
-            "namespaceSelector": "every namespace's routes may target the gateway's backends",
-            "gatewayRouteSelector": "all GatewayRoutes in the gateway's namespace are used",
-            "backendDefaults": _TLS,
-            "meshRef": "not needed",
-        }
-        src = self.report.copy_known(gw.spec, ("podSelector", "listeners", "logging"), gw.subject, "spec", dropped)
-        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), gw.subject)}
-        for i, listener in enumerate(src.get("listeners") or []):
-            pm = (listener or {}).get("portMapping") or {}
-            self.report.lossy(
-                gw.subject,
-                f"spec.listeners[{i}]",
-                f"gateway listener {pm.get('port')}/{pm.get('protocol')}",
-                "the gateway's Envoy routes by Host through its egress listener (port 15001); expose that port instead",
-            )
-        if src.get("logging") is not None:
-            spec["logging"] = src["logging"]
-        targets: dict[tuple[str, str], dict[str, Any]] = {}
-        for route in self._all("GatewayRoute"):
-            if route.namespace != gw.namespace:
-                continue
-            kinds = [k for k in ROUTE_KINDS if k in route.spec and k != "tcpRoute"]
-            body = route.spec.get(kinds[0]) if kinds else None
-            target = (((body or {}).get("action") or {}).get("target") or {}).get("virtualService") or {}
-            ref = target.get("virtualServiceRef") or {}
-            svc = self.vs_service.get((ref.get("namespace") or route.namespace, str(ref.get("name"))))
-            if svc is None:
-                self.report.error(route.subject, "spec", f"target VirtualService {ref.get('name')} not in the input")
-                continue
-            targets[svc] = {
-                "virtualService": {
-                    "virtualServiceRef": {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != gw.namespace else {})
-                }
-            }
-            match = (body or {}).get("match") or {}
-            self.report.lossy(
-                route.subject,
-                f"spec.{kinds[0]}.match",
-                f"gateway match {_describe_match(match)} -> {svc[0]}/{svc[1]}",
-                f"the gateway reaches {svc[1]}.{svc[0]} by Host; path-based gateway routing and rewrites "
-                "are not converted (meshctl's ingress will)",
-            )
-        if targets:
-            spec["backends"] = [targets[k] for k in sorted(targets)]
-        self._emit("VirtualNode", gw.namespace, gw.name, spec, gw)
-        self.report.note(
-            gw.subject, "", f"became VirtualNode {gw.namespace}/{gw.name}: run its Envoy with meshctl bootstrap"
-        )
-
     # --- Services -------------------------------------------------------------------------------------------
 
     def _services(self) -> None:
@@ -468,8 +278,3 @@ class _Converter:
 
 
 _KIND_ORDER = {"Service": 0, "VirtualNode": 1, "Route": 2}
-
-
-def _describe_match(match: dict[str, Any]) -> str:
-    parts = [f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(match.items())]
-    return " ".join(parts) or "(any)"

@@ -1,0 +1,205 @@
+"""App Mesh VirtualNodes and VirtualGateways -> our VirtualNodes (and the Services their discovery implies)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meshctl.appmesh.fields import Report, dns_label
+from meshctl.appmesh.objects import CLUSTER_DNS, LISTENER_FIELDS, TLS_NOT_CONVERTED, AppMeshObject
+from meshctl.appmesh.routes import ROUTE_KINDS
+
+__all__ = ["NodeConversion"]
+
+
+class NodeConversion:
+    """The node half of the conversion; ``convert._Converter`` holds the state it reads and writes."""
+
+    report: Report
+    by_kind: dict[str, dict[tuple[str, str], AppMeshObject]]
+    input_services: dict[tuple[str, str], dict[str, Any]]
+    service_ports: dict[tuple[str, str], set[tuple[int, str]]]
+    vs_service: dict[tuple[str, str], tuple[str, str]]
+    node_selector: dict[tuple[str, str], dict[str, str]]
+
+    def _all(self, kind: str) -> list[AppMeshObject]:
+        return [self.by_kind[kind][k] for k in sorted(self.by_kind[kind])]
+
+    def _emit(self, kind: str, namespace: str, name: str, spec: dict[str, Any], source: AppMeshObject | None) -> None:
+        raise NotImplementedError
+
+    # --- VirtualNodes and gateways ------------------------------------------------------------------------
+
+    def _virtual_node(self, node: AppMeshObject) -> None:
+        s, subject = node.spec, node.subject
+        dropped = {
+            "serviceDiscovery": "endpoints come from the Services that select the node's pods",
+            "backendDefaults": TLS_NOT_CONVERTED,
+            "meshRef": "not needed",
+            "awsName": "the VirtualNode's own name is used",
+        }
+        known = ("podSelector", "listeners", "backends", "backendGroups", "logging")
+        handled = ("serviceDiscovery", "meshRef", "awsName")  # converted by _discovery, or not needed
+        src = self.report.copy_known({k: v for k, v in s.items() if k not in handled}, known, subject, "spec", dropped)
+        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), subject)}
+        listeners = []
+        for i, listener in enumerate(src.get("listeners") or []):
+            listeners.append(
+                self.report.copy_known(
+                    listener, LISTENER_FIELDS, subject, f"spec.listeners[{i}]", {"tls": TLS_NOT_CONVERTED}
+                )
+            )
+        if listeners:
+            spec["listeners"] = listeners
+        backends = self._backends(node, src)
+        if backends:
+            spec["backends"] = backends
+        if src.get("logging") is not None:
+            spec["logging"] = src["logging"]
+        self._discovery(node, spec)
+        self._emit("VirtualNode", node.namespace, node.name, spec, node)
+
+    def _selector(self, selector: Any, subject: str) -> dict[str, Any]:
+        sel = self.report.copy_known(
+            selector,
+            ("matchLabels",),
+            subject,
+            "spec.podSelector",
+            {"matchExpressions": "only matchLabels select pods in meshctl"},
+        )
+        return {"matchLabels": dict(sel.get("matchLabels") or {})}
+
+    def _backends(self, node: AppMeshObject, src: dict[str, Any]) -> list[dict[str, Any]]:
+        refs: list[tuple[str, str, str]] = []  # (namespace, name, field path)
+        for i, backend in enumerate(src.get("backends") or []):
+            vs = self.report.copy_known(
+                (backend or {}).get("virtualService"),
+                ("virtualServiceRef",),
+                node.subject,
+                f"spec.backends[{i}].virtualService",
+                {"virtualServiceARN": "cannot be resolved; backend dropped", "clientPolicy": TLS_NOT_CONVERTED},
+            )
+            ref = vs.get("virtualServiceRef") or {}
+            if ref.get("name"):
+                refs.append((ref.get("namespace") or node.namespace, ref["name"], f"spec.backends[{i}]"))
+        for i, group in enumerate(src.get("backendGroups") or []):
+            key = ((group or {}).get("namespace") or node.namespace, str((group or {}).get("name")))
+            bg = self.by_kind["BackendGroup"].get(key)
+            if bg is None:
+                self.report.error(
+                    node.subject,
+                    f"spec.backendGroups[{i}]",
+                    f"BackendGroup {key[0]}/{key[1]} not in the input",
+                    "ignored",
+                )
+                continue
+            members = bg.spec.get("virtualservices") or bg.spec.get("virtualServices") or []
+            refs.extend(
+                (str(m.get("namespace") or bg.namespace), str(m.get("name")), f"spec.backendGroups[{i}]")
+                for m in members
+                if isinstance(m, dict)
+            )
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for ns, name, path in refs:
+            svc = self.vs_service.get((ns, name))
+            if svc is None:
+                self.report.error(node.subject, path, f"VirtualService {ns}/{name} not in the input", "backend dropped")
+                continue
+            ref_out = {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != node.namespace else {})
+            out[svc] = {"virtualService": {"virtualServiceRef": ref_out}}
+        return [out[k] for k in sorted(out)]
+
+    def _discovery(self, node: AppMeshObject, spec: dict[str, Any]) -> None:
+        """A Service selecting the node's pods, named as App Mesh found it, when the input has none."""
+        sd = node.spec.get("serviceDiscovery") or {}
+        name = None
+        if isinstance(sd.get("dns"), dict) and isinstance(sd["dns"].get("hostname"), str):
+            m = CLUSTER_DNS.fullmatch(sd["dns"]["hostname"])
+            name = m.group(1) if m else None
+        elif isinstance(sd.get("awsCloudMap"), dict):
+            cm = sd["awsCloudMap"]
+            name = dns_label(str(cm.get("serviceName", node.name)))
+            if cm.get("attributes"):
+                self.report.lossy(
+                    node.subject,
+                    "spec.serviceDiscovery.awsCloudMap.attributes",
+                    "Cloud Map attributes select instances",
+                    f"Service {node.namespace}/{name} selects the pods of spec.podSelector instead",
+                )
+            self.report.note(
+                node.subject,
+                "spec.serviceDiscovery.awsCloudMap",
+                f"Cloud Map discovery: Service {node.namespace}/{name} is written to select the node's pods",
+            )
+        if name and not self._selects(node.namespace, spec["podSelector"]["matchLabels"]):
+            ports = {
+                (li["portMapping"]["port"], str(li["portMapping"].get("protocol", "http")))
+                for li in spec.get("listeners", [])
+                if isinstance((li.get("portMapping") or {}).get("port"), int)
+            }
+            self.service_ports.setdefault((node.namespace, name), set()).update(ports)
+            self.node_selector[(node.namespace, name)] = spec["podSelector"]["matchLabels"]
+
+    def _selects(self, namespace: str, labels: dict[str, str]) -> bool:
+        """Whether an input Service selects pods with these labels (so their endpoints exist)."""
+        for (ns, _), svc in self.input_services.items():
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            if ns == namespace and selector and all(labels.get(k) == v for k, v in selector.items()):
+                return True
+        return False
+
+    def _virtual_gateway(self, gw: AppMeshObject) -> None:
+        dropped = {
+            "namespaceSelector": "every namespace's routes may target the gateway's backends",
+            "gatewayRouteSelector": "all GatewayRoutes in the gateway's namespace are used",
+            "backendDefaults": TLS_NOT_CONVERTED,
+            "meshRef": "not needed",
+        }
+        src = self.report.copy_known(gw.spec, ("podSelector", "listeners", "logging"), gw.subject, "spec", dropped)
+        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), gw.subject)}
+        for i, listener in enumerate(src.get("listeners") or []):
+            pm = (listener or {}).get("portMapping") or {}
+            self.report.lossy(
+                gw.subject,
+                f"spec.listeners[{i}]",
+                f"gateway listener {pm.get('port')}/{pm.get('protocol')}",
+                "the gateway's Envoy routes by Host through its egress listener (port 15001); expose that port instead",
+            )
+        if src.get("logging") is not None:
+            spec["logging"] = src["logging"]
+        targets: dict[tuple[str, str], dict[str, Any]] = {}
+        for route in self._all("GatewayRoute"):
+            if route.namespace != gw.namespace:
+                continue
+            kinds = [k for k in ROUTE_KINDS if k in route.spec and k != "tcpRoute"]
+            body = route.spec.get(kinds[0]) if kinds else None
+            target = (((body or {}).get("action") or {}).get("target") or {}).get("virtualService") or {}
+            ref = target.get("virtualServiceRef") or {}
+            svc = self.vs_service.get((ref.get("namespace") or route.namespace, str(ref.get("name"))))
+            if svc is None:
+                self.report.error(route.subject, "spec", f"target VirtualService {ref.get('name')} not in the input")
+                continue
+            targets[svc] = {
+                "virtualService": {
+                    "virtualServiceRef": {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != gw.namespace else {})
+                }
+            }
+            match = (body or {}).get("match") or {}
+            self.report.lossy(
+                route.subject,
+                f"spec.{kinds[0]}.match",
+                f"gateway match {_describe_match(match)} -> {svc[0]}/{svc[1]}",
+                f"the gateway reaches {svc[1]}.{svc[0]} by Host; path-based gateway routing and rewrites "
+                "are not converted (meshctl's ingress will)",
+            )
+        if targets:
+            spec["backends"] = [targets[k] for k in sorted(targets)]
+        self._emit("VirtualNode", gw.namespace, gw.name, spec, gw)
+        self.report.note(
+            gw.subject, "", f"became VirtualNode {gw.namespace}/{gw.name}: run its Envoy with meshctl bootstrap"
+        )
+
+
+def _describe_match(match: dict[str, Any]) -> str:
+    parts = [f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(match.items())]
+    return " ".join(parts) or "(any)"
