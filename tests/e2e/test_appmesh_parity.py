@@ -1,12 +1,15 @@
 """Behavioural parity of ``meshctl import appmesh``: imported App Mesh configurations, served by our control plane to
 a real Envoy, route requests the way App Mesh says they should. The color app: header matches in priority order,
 method + path + query with an inverted header range, the 80/20 weighted default, App Mesh's implicit retry on a 503.
-The gRPC service: service/method/metadata matches, a 90/10 split, a gRPC retry event."""
+The gRPC service: service/method/metadata matches, a 90/10 split, a gRPC retry event. The TCP service: a 75/25
+connection split. The policies case: the route's retries on 5xx and its per-retry timeout, on a two-listener node."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -54,7 +57,8 @@ def import_into(m: Mesh, case: Path, tmp_path: Path, port_from: int, port: int) 
     source = tmp_path / "appmesh"
     source.mkdir()
     for file in case.iterdir():
-        (source / file.name).write_text(file.read_text().replace(f"port: {port_from}", f"port: {port}"))
+        text = file.read_text().replace(f"port: {port_from}", f"port: {port}")
+        (source / file.name).write_text(text.replace(f"value: {port_from}", f"value: {port}"))
     cmd = [sys.executable, "-m", "meshctl", "import", "appmesh", "-f", str(source), "-o", str(m.dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -142,3 +146,73 @@ async def test_imported_grpc_routes_as_app_mesh_would(mesh_factory, tmp_path: Pa
     finally:
         for server in servers.values():
             await server.server.stop(0)
+
+
+async def test_imported_tcp_route_splits_connections_as_app_mesh_would(mesh_factory, tmp_path: Path):
+    m: Mesh = await mesh_factory()
+    port = free_port()  # the ledger's port: its pods' and the Service's (the sidecar listens on it)
+    import_into(m, CASE.parent.parent / "grpc-and-tcp" / "input", tmp_path, 5432, port)
+    write(m.dir / "cluster.yaml", pods_and_slices(port, "rpc", "ledger", ("a", "b")))
+
+    async def serve(name: str, host: str) -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(1024):
+                writer.write(f"{name}:".encode() + data)
+                await writer.drain()
+            writer.close()
+
+        return await asyncio.start_server(handle, host, port)
+
+    servers = [await serve("ledger-a", "127.0.0.2"), await serve("ledger-b", "127.0.0.3")]
+    try:
+        await m.start()
+        await m.sidecar("rpc/client")
+
+        async def who() -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"ping")
+                await writer.drain()
+                return (await asyncio.wait_for(reader.read(1024), 5)).decode().split(":")[0]
+            finally:
+                writer.close()
+
+        async def connected() -> bool:
+            try:
+                return await who() in ("ledger-a", "ledger-b")
+            except (OSError, TimeoutError):
+                return False
+
+        await eventually(connected, timeout=15)
+        counts: dict[str, int] = {}
+        for _ in range(300):
+            name = await who()
+            counts[name] = counts.get(name, 0) + 1
+        assert_split(counts, {"ledger-a": 75, "ledger-b": 25})
+    finally:
+        for server in servers:
+            server.close()
+
+
+async def test_imported_policies_retry_and_time_out_as_app_mesh_would(mesh_factory, tmp_path: Path):
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    import_into(m, CASE.parent.parent / "policies" / "input", tmp_path, 8080, port)
+    write(m.dir / "cluster.yaml", pods_and_slices(port, "shop", "catalog", ("v1",)))
+    catalog, _ = await m.app("catalog-v1", port=port, host="127.0.0.2")
+    await m.start()
+    sidecar = await m.sidecar("shop/web")
+    host = "catalog.shop.svc.cluster.local"
+    await m.wait_routable(sidecar, host)
+    # retryPolicy: server-error, maxRetries 2 -> a 500 then a 503 are both retried.
+    catalog.seen.clear()
+    catalog.fail_first, catalog.fail_status = 2, 500
+    assert (await m.get(sidecar, host, "/retried"))[:2] == (200, "catalog-v1")
+    assert catalog.seen["/retried"] == 3
+    # A slow answer: each try is cut by perRetryTimeout (250 ms) and retried twice, so the caller gets a 504 after
+    # three tries, well before the route's 3 s perRequest. Envoy counts the three per-try timeouts.
+    catalog.fail_first, catalog.delay = 0, 2.0  # would answer within the 3 s perRequest, but not within a try
+    started = time.monotonic()
+    status, _, _ = await m.get(sidecar, host, "/slow")
+    assert status == 504 and time.monotonic() - started >= 0.7
+    assert sidecar.envoy.stats()[f"cluster.shop/catalog-v1/{port}.upstream_rq_per_try_timeout"] == 3
