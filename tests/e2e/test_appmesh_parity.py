@@ -2,7 +2,8 @@
 a real Envoy, route requests the way App Mesh says they should. The color app: header matches in priority order,
 method + path + query with an inverted header range, the 80/20 weighted default, App Mesh's implicit retry on a 503.
 The gRPC service: service/method/metadata matches, a 90/10 split, a gRPC retry event. The TCP service: a 75/25
-connection split. The policies case: the route's retries on 5xx and its per-retry timeout, on a two-listener node."""
+connection split. The policies case: the route's retries on 5xx and its per-retry timeout, on a two-listener node.
+The gateway reaches its routes' targets by Host; the secure mesh (TLS reported, not converted) serves in plaintext."""
 
 from __future__ import annotations
 
@@ -216,3 +217,33 @@ async def test_imported_policies_retry_and_time_out_as_app_mesh_would(mesh_facto
     status, _, _ = await m.get(sidecar, host, "/slow")
     assert status == 504 and time.monotonic() - started >= 0.7
     assert sidecar.envoy.stats()[f"cluster.shop/catalog-v1/{port}.upstream_rq_per_try_timeout"] == 3
+
+
+async def test_imported_gateway_reaches_its_gateway_routes_targets(mesh_factory, tmp_path: Path):
+    """What the report says the gateway does: its Envoy reaches each GatewayRoute's target by Host."""
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    import_into(m, CASE.parent.parent / "gateway" / "input", tmp_path, 8080, port)
+    write(m.dir / "cluster.yaml", pods_and_slices(port, "edge", "color", ("red", "blue")))
+    await m.app("red", port=port, host="127.0.0.2")
+    await m.app("blue", port=port, host="127.0.0.3")
+    await m.start()
+    sidecar = await m.sidecar("edge/ingress-gw")
+    for host, color in (("color-paths.edge", "red"), ("color-hosts.edge.svc.cluster.local", "blue")):
+        await m.wait_routable(sidecar, host)
+        assert (await m.split(sidecar, host, 20)) == {color: 20}
+
+
+async def test_imported_secure_mesh_serves_in_plaintext_as_reported(mesh_factory, tmp_path: Path):
+    """TLS was reported as not converted and the route's scheme match as dropped: the payments route serves."""
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    import_into(m, CASE.parent.parent / "reported" / "input", tmp_path, 8443, port)
+    write(m.dir / "cluster.yaml", pods_and_slices(port, "secure", "payments", ("v1",)))
+    # The pod carries app: payments, which the Cloud Map node's podSelector (and the Service written for it) selects.
+    await m.app("payments", port=port, host="127.0.0.2")
+    await m.start()
+    sidecar = await m.sidecar("secure/frontend")
+    host = "payments.secure.svc.cluster.local"
+    await m.wait_routable(sidecar, host)
+    assert (await m.split(sidecar, host, 20)) == {"payments": 20}
