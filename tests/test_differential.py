@@ -45,6 +45,7 @@ from meshctl.xds.model import (
     Model,
     ModelDelta,
     ObjectKey,
+    Pod,
     Service,
     ServicePort,
     VirtualNode,
@@ -68,7 +69,20 @@ _NAME_OF = {
 def _edit(model: Model, draw) -> Model:
     """One random edit, as a source would send it: sometimes with a ModelDelta, sometimes without."""
     kind = draw(
-        st.sampled_from(["weight", "match", "invalid", "route-gone", "endpoints", "slice-gone", "node", "service"])
+        st.sampled_from(
+            [
+                "weight",
+                "match",
+                "invalid",
+                "route-gone",
+                "endpoints",
+                "slice-gone",
+                "pod",
+                "pod-gone",
+                "node",
+                "service",
+            ]
+        )
     )
     i = draw(st.integers(0, N - 1))
     routes, slices = dict(model.routes), dict(model.endpoint_slices)
@@ -101,6 +115,15 @@ def _edit(model: Model, draw) -> Model:
             endpoint_slices=slices,
             delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset({skey})),
         )
+    if kind in ("pod", "pod-gone"):
+        pkey = ObjectKey("Pod", NS, f"svc-{i}-v{version}-{draw(st.integers(0, 4))}")
+        pods = dict(model.pods)
+        if kind == "pod-gone" and draw(st.booleans()):
+            pods.pop(pkey, None)
+        else:  # relabelled (its endpoints may move to the other version's node), or back as it was
+            labels = {"app": f"svc-{i}", "version": draw(st.sampled_from(["v1", "v2", "v3"]))}
+            pods[pkey] = Pod(meta=meshgen.Meta(namespace=NS, name=pkey.name, labels=labels))
+        return _with(model, draw, pods=pods, delta=ModelDelta(base_revision=model.revision, pods=frozenset({pkey})))
     if kind == "slice-gone":
         slices.pop(skey, None)
         return _with(

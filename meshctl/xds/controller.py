@@ -81,6 +81,7 @@ class Controller:
                 merged = ModelDelta(
                     base_revision=pending.delta.base_revision,
                     endpoint_slices=pending.delta.endpoint_slices | model.delta.endpoint_slices,
+                    pods=pending.delta.pods | model.delta.pods,
                     routes=pending.delta.routes | model.delta.routes,
                 )
                 model = replace(model, delta=merged)
@@ -124,6 +125,7 @@ class Controller:
             except BuildError as exc:
                 log.warning("%s; building from scratch to isolate it", exc)
         self._force_full = False
+        self.metrics.full_builds += 1
         mesh, snapshots = self._translate_and_build(model)
         changed = await self.cache.publish(snapshots)
         self.metrics.observe_build(time.perf_counter() - started)
@@ -257,10 +259,10 @@ class Controller:
         if self.on_statuses:
             self.on_statuses(self.mesh.statuses)
 
-    async def _patch_endpoints(self, model: Model, changed_slices: set[ObjectKey]) -> None:
-        """Only EndpointSlices changed: update just the affected ClusterLoadAssignments in each snapshot."""
+    async def _patch_endpoints(self, model: Model, changed_keys: set[ObjectKey]) -> None:
+        """Only EndpointSlices and/or Pods changed: update just the affected ClusterLoadAssignments in each snapshot."""
         assert self.mesh is not None
-        self.mesh, changed = self.mesh.with_endpoint_changes(model, changed_slices)
+        self.mesh, changed = self.mesh.with_endpoint_changes(model, changed_keys)
         snapshots = {}
         for group in self._groups:
             snap = self.cache.get(group)
@@ -307,13 +309,13 @@ class Controller:
 
 
 # Model fields a change may touch and still take a fast path; "revision" and "delta" describe the model itself.
-_FAST_PATHS = frozenset({"endpoint_slices", "routes"})
+_FAST_PATHS = frozenset({"endpoint_slices", "pods", "routes"})
 _BOOKKEEPING = frozenset({"revision", "delta"})
 
 
 def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints", "routes"], set[ObjectKey]] | None:
-    """("endpoints", slices) or ("routes", routes) when only those changed; None when a full translation is
-    needed. Deny by default: every Model field other than the two fast-path ones must be unchanged, so a field
+    """("endpoints", slices and pods) or ("routes", routes) when only those changed; None when a full translation
+    is needed. Deny by default: every Model field other than the fast-path ones must be unchanged, so a field
     added to Model later means a full build until someone proves a faster path for it.
 
     A source's delta is trusted (for which slices or routes changed) when it is relative to ``old``; otherwise
@@ -328,13 +330,13 @@ def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints",
             return None
     delta = new.delta
     if delta is not None and old.revision and delta.base_revision == old.revision:
-        slices, routes = set(delta.endpoint_slices), set(delta.routes)
+        endpoints, routes = set(delta.endpoint_slices | delta.pods), set(delta.routes)
     else:
-        slices = _changed_keys(old.endpoint_slices, new.endpoint_slices)
+        endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)
         routes = _changed_keys(old.routes, new.routes)
-    if slices and routes:
+    if endpoints and routes:
         return None
-    return ("routes", routes) if routes else ("endpoints", slices)
+    return ("routes", routes) if routes else ("endpoints", endpoints)
 
 
 def _changed_keys(before: Mapping[ObjectKey, object], after: Mapping[ObjectKey, object]) -> set[ObjectKey]:

@@ -14,6 +14,7 @@ class Metrics:
     acks: Counter[str] = field(default_factory=Counter)
     nacks: Counter[str] = field(default_factory=Counter)
     builds: int = 0
+    full_builds: int = 0  # of which translated everything (the rest were endpoint or route patches)
     build_seconds_total: float = 0.0
     connected_streams: int = 0
     rejected_objects: int = 0
@@ -44,6 +45,12 @@ class Metrics:
         )
         metric("meshctl_xds_connected_streams", "gauge", "Open ADS streams.", [("", self.connected_streams)])
         metric("meshctl_snapshot_builds_total", "counter", "Model changes translated and built.", [("", self.builds)])
+        metric(
+            "meshctl_snapshot_full_builds_total",
+            "counter",
+            "Builds that translated the whole mesh (not an endpoint or route patch).",
+            [("", self.full_builds)],
+        )
         metric(
             "meshctl_snapshot_build_seconds_total",
             "counter",

@@ -81,12 +81,13 @@ class FieldError:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Meta:
+    """Only what translation reads. No resourceVersion or uid: they change (or differ) without changing anything the
+    mesh does, and carrying them made every Pod status update look like a change (issue 14)."""
+
     namespace: str
     name: str
     generation: int = 1
-    resource_version: str = ""
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    uid: str = ""
     origin: str = ""  # where the object came from, e.g. a manifest file path; shown in error messages
 
 
@@ -340,11 +341,12 @@ class Model:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelDelta:
-    """A source's account of a change: only these EndpointSlices and Routes changed since ``base_revision``.
+    """A source's account of a change: only these EndpointSlices, Pods and Routes changed since ``base_revision``.
 
     Event-driven sources (a Kubernetes watch) know this for free; it lets the controller skip comparing
     every object to find a small change. Without it, the controller compares."""
 
     base_revision: int
     endpoint_slices: frozenset[ObjectKey] = frozenset()
+    pods: frozenset[ObjectKey] = frozenset()
     routes: frozenset[ObjectKey] = frozenset()

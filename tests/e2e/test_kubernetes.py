@@ -172,6 +172,38 @@ async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver
         api.close()
 
 
+async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiserver):
+    """Issue 14: Pod status and annotation updates (new resourceVersions, same labels) are dropped by the source;
+    a label change is one endpoint patch, with no full translation."""
+    api = await cluster_with(apiserver, simple_mesh())
+    source = KubernetesSource(api)
+    plane = ControlPlane(source)
+    await plane.start()
+    try:
+        await plane.wait_synced()
+        builds, full = plane.metrics.builds, plane.metrics.full_builds
+        core = client.CoreV1Api(api)
+
+        def churn() -> None:
+            for i in range(20):
+                core.patch_namespaced_pod("reviews-v1-0", "demo", {"metadata": {"annotations": {"beat": str(i)}}})
+                status = {"status": {"phase": "Running", "podIP": f"10.0.0.{i}"}}  # the mesh reads IPs from slices
+                core.patch_namespaced_pod_status("reviews-v1-0", "demo", status)
+
+        await asyncio.to_thread(churn)
+        await eventually(lambda: source.ignored_events >= 40, timeout=15)
+        assert (plane.metrics.builds, plane.metrics.full_builds) == (builds, full)
+
+        # Relabelled out of reviews-v1's selector: its endpoint leaves the cluster, through the endpoint path.
+        labels = {"app": "reviews", "version": "v9"}
+        await asyncio.to_thread(core.patch_namespaced_pod, "reviews-v1-0", "demo", {"metadata": {"labels": labels}})
+        await eventually(lambda: plane.controller.mesh.endpoints.get("demo/reviews-v1/9080") == (), timeout=15)
+        assert plane.metrics.builds == builds + 1 and plane.metrics.full_builds == full
+    finally:
+        await plane.stop()
+        api.close()
+
+
 async def test_status_conditions_observed_generation_events_and_conflicts(apiserver):
     docs = simple_mesh()
     api = await cluster_with(apiserver, docs)

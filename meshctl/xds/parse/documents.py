@@ -70,9 +70,7 @@ def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
         namespace=str(md.get("namespace") or default_namespace),
         name=md["name"],
         generation=int(md.get("generation") or 1),
-        resource_version=str(md.get("resourceVersion") or ""),
         labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
-        uid=str(md.get("uid") or ""),
         origin=origin,
     )
 

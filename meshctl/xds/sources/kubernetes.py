@@ -150,6 +150,7 @@ class KubernetesSource:
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self._stop = threading.Event()
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
+        self.ignored_events = 0  # watch events that changed nothing the model holds
 
     async def run(self, sink: ModelSink) -> None:
         loop = asyncio.get_running_loop()
@@ -175,6 +176,9 @@ class KubernetesSource:
                 changed = self._apply(batch, synced)
                 if len(synced) < len(informers):
                     continue  # build only after the initial sync of every kind
+                if model is not None and not any(changed.values()):
+                    self.ignored_events += len(batch)
+                    continue  # nothing the mesh uses changed
                 revision += 1
                 model = self._model(revision, model, changed)
                 await sink(model)
@@ -196,18 +200,24 @@ class KubernetesSource:
                         fresh[object_key(obj)] = obj
                 for key in stale - fresh.keys():
                     del store[key]
-                store.update(fresh)
-                keys.update(stale | fresh.keys())
+                    keys.add(key)
+                for key, obj in fresh.items():
+                    if store.get(key) != obj:  # a relist after a 410 mostly finds what we had
+                        store[key] = obj
+                        keys.add(key)
                 continue
             obj = _parse(payload)
             if obj is None:
                 continue
             key = object_key(obj)
-            keys.add(key)
             if event_type == "DELETED":
-                store.pop(key, None)
-            else:
+                if store.pop(key, None) is not None:
+                    keys.add(key)
+            elif store.get(key) != obj:
+                # Only what the model holds counts: a Pod status update or a resourceVersion bump parses to an equal
+                # object and changes nothing, so it never reaches the controller (issue 14).
                 store[key] = obj
+                keys.add(key)
         return changed
 
     def _model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
@@ -219,8 +229,12 @@ class KubernetesSource:
 
         delta = None
         kinds_changed = {k for k, keys in changed.items() if keys}
-        if previous is not None and kinds_changed == {"EndpointSlice"}:
-            delta = ModelDelta(base_revision=previous.revision, endpoint_slices=frozenset(changed["EndpointSlice"]))
+        if previous is not None and kinds_changed and kinds_changed <= {"EndpointSlice", "Pod"}:
+            delta = ModelDelta(
+                base_revision=previous.revision,
+                endpoint_slices=frozenset(changed.get("EndpointSlice", ())),
+                pods=frozenset(changed.get("Pod", ())),
+            )
         elif previous is not None and kinds_changed == {"Route"}:
             delta = ModelDelta(base_revision=previous.revision, routes=frozenset(changed["Route"]))
         return Model(

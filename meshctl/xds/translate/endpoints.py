@@ -27,6 +27,9 @@ class EndpointIndex:
     by_label: Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
     contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
     slices_of_node: Mapping[ObjectKey, frozenset[ObjectKey]]
+    # Which slices name each Pod (endpoint targetRef), whether or not the Pod exists: a Pod change re-translates
+    # exactly these slices, so a label change or a new Pod takes the endpoint fast path (issue 14).
+    slices_of_pod: Mapping[ObjectKey, frozenset[ObjectKey]]
     endpoints: Mapping[str, tuple[EndpointIR, ...]]  # by cluster name
     # What it was computed from, so an unrelated change (a Route) can reuse it as it is.
     nodes: Mapping[ObjectKey, VirtualNodeSpec]
@@ -83,6 +86,12 @@ def _contribution(
     return {key: frozenset(eps) for key, eps in found.items()}
 
 
+def _pods_named(slice_key: ObjectKey, es: EndpointSlice | None) -> frozenset[ObjectKey]:
+    if es is None:
+        return frozenset()
+    return frozenset(ObjectKey("Pod", slice_key.namespace, ep.pod_name) for ep in es.endpoints if ep.pod_name)
+
+
 def _node_endpoints(
     key: ObjectKey, spec: VirtualNodeSpec, slices: Iterable[ObjectKey], contributions: Mapping[ObjectKey, Contribution]
 ) -> dict[str, tuple[EndpointIR, ...]]:
@@ -108,10 +117,15 @@ def index_endpoints(
     endpoints: dict[str, tuple[EndpointIR, ...]] = {}
     for key, spec in nodes.items():
         endpoints.update(_node_endpoints(key, spec, slices_of_node[key], contributions))
+    slices_of_pod: dict[ObjectKey, set[ObjectKey]] = {}
+    for slice_key, es in slices.items():
+        for pod in _pods_named(slice_key, es):
+            slices_of_pod.setdefault(pod, set()).add(slice_key)
     return EndpointIndex(
         by_label=by_label,
         contributions=contributions,
         slices_of_node={k: frozenset(v) for k, v in slices_of_node.items()},
+        slices_of_pod={k: frozenset(v) for k, v in slices_of_pod.items()},
         endpoints=endpoints,
         nodes=nodes,
         slices=slices,
@@ -124,13 +138,29 @@ def update_endpoints(
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     slices: Mapping[ObjectKey, EndpointSlice],
     pods: Mapping[ObjectKey, Pod],
-    changed_slices: Iterable[ObjectKey],
+    changed: Iterable[ObjectKey],
 ) -> tuple[EndpointIndex, set[str]]:
-    """The index after some slices changed (same nodes and pods); also returns the changed cluster names."""
+    """The index after some EndpointSlices and/or Pods changed (same nodes); also returns the changed cluster
+    names. A changed Pod re-translates the slices that name it."""
+    changed_slices: set[ObjectKey] = set()
+    for key in changed:
+        if key.kind == "Pod":
+            changed_slices |= index.slices_of_pod.get(key, frozenset())
+        else:
+            changed_slices.add(key)
     contributions = dict(index.contributions)
     slices_of_node = dict(index.slices_of_node)
+    pod_index: dict[ObjectKey, frozenset[ObjectKey]] | None = None  # copied (it is large) only if a slice renames
     affected: set[ObjectKey] = set()
-    for slice_key in changed_slices:
+    for slice_key in sorted(changed_slices):
+        before, now = _pods_named(slice_key, index.slices.get(slice_key)), _pods_named(slice_key, slices.get(slice_key))
+        if before != now:
+            if pod_index is None:
+                pod_index = dict(index.slices_of_pod)
+            for pod in before - now:
+                pod_index[pod] = pod_index[pod] - {slice_key}
+            for pod in now - before:
+                pod_index[pod] = pod_index.get(pod, frozenset()) | {slice_key}
         old = contributions.pop(slice_key, {})
         es = slices.get(slice_key)
         new = _contribution(slice_key, es, pods, index.by_label) if es is not None else {}
@@ -145,21 +175,22 @@ def update_endpoints(
                 members.add(slice_key)
             slices_of_node[key] = frozenset(members)
     endpoints = dict(index.endpoints)
-    changed: set[str] = set()
+    clusters: set[str] = set()
     for key in affected:
         for name, eps in _node_endpoints(key, nodes[key], slices_of_node[key], contributions).items():
             if endpoints.get(name) != eps:
                 endpoints[name] = eps
-                changed.add(name)
+                clusters.add(name)
     return (
         EndpointIndex(
             by_label=index.by_label,
             contributions=contributions,
             slices_of_node=slices_of_node,
+            slices_of_pod=index.slices_of_pod if pod_index is None else pod_index,
             endpoints=endpoints,
             nodes=nodes,
             slices=slices,
             pods=pods,
         ),
-        changed,
+        clusters,
     )

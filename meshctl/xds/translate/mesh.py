@@ -61,12 +61,12 @@ class MeshIR:
         """VirtualNodes, then Routes, each sorted by namespace and name."""
         return tuple(sorted(self.status_by_key.values(), key=lambda st: (st.key.kind != "VirtualNode", st.key)))
 
-    def with_endpoint_changes(self, model: Model, changed_slices: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
-        """This mesh after only EndpointSlices changed: cost proportional to the change."""
-        index, changed = update_endpoints(
-            self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed_slices
+    def with_endpoint_changes(self, model: Model, changed: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
+        """This mesh after only EndpointSlices and/or Pods changed: cost proportional to the change."""
+        index, clusters = update_endpoints(
+            self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed
         )
-        return replace(self, endpoint_index=index), changed
+        return replace(self, endpoint_index=index), clusters
 
     def with_route_changes(
         self,
