@@ -139,22 +139,17 @@ async def test_grpc_route_timeout(mesh_factory):
     timeout = {"perRequest": {"unit": "ms", "value": 300}}
     async with grpc_mesh(
         mesh_factory, ("v1",), grpc_route("echo", 10, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, timeout=timeout)
-    ) as (_, sidecar, channel, servers):
+    ) as (_, _, channel, servers):
         servers["v1"].delay = 3.0
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary(SAY)(b"slow", timeout=10)
         assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert 0.25 <= time.monotonic() - started < 2.8  # the route's 300 ms cut it, not the 3 s answer or 10 s
-        # The Route's 300 ms is both the route timeout and the cap on the client's 10 s deadline (grpc-timeout):
-        # whichever of Envoy's two timers fires first counts the cut stream.
-
-        def cut_by_envoy() -> bool:
-            stats = sidecar.envoy.stats()
-            route_timeouts = sum(v for k, v in stats.items() if k.endswith(".upstream_rq_timeout"))
-            return route_timeouts + stats["http.outbound.downstream_rq_max_duration_reached"] == 1
-
-        await eventually(cut_by_envoy)
+        # No Envoy counter is the oracle here: the Route's 300 ms is both the route timeout and the cap on the
+        # client's 10 s deadline (grpc-timeout), two timers armed for the same instant, and Envoy counts the cut
+        # as one, both or (measured, ~1 run in 15) neither. The clock is unambiguous instead: the server answers at
+        # 3 s and the client gives up at 10 s, so an end before 2.8 s is the route's cut.
 
 
 async def test_grpc_without_a_route_timeout_lets_the_client_deadline_decide(mesh_factory):
