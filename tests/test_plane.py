@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import aiohttp
 
 from meshctl.xds.plane import ControlPlane
@@ -22,3 +25,47 @@ async def test_a_crashed_source_fails_healthz() -> None:
             assert "source stopped: RuntimeError('cannot read the manifests')" in await r.text()
         async with session.get(url + "/readyz") as r:
             assert r.status == 503
+
+
+class ModelSource:
+    def __init__(self, model) -> None:
+        self.model = model
+
+    async def run(self, sink) -> None:
+        await sink(self.model)
+        await asyncio.Event().wait()
+
+
+async def test_a_large_config_dump_does_not_stall_the_serving_loop() -> None:
+    """Issue 14: the dump's seconds of CPU run in a worker thread, so the loop that serves ADS, /healthz and the
+    lease keeps running. A ticker on that loop measures its longest stall while the dump is rendered; compared with
+    the dump's own duration (a ratio, not a clock bound): before, the stall was the whole render."""
+    import time
+
+    from bench import meshgen
+
+    async with ControlPlane(ModelSource(meshgen.build(2000))) as plane, aiohttp.ClientSession() as session:
+        await plane.controller.attach(meshgen.GATEWAY)
+        await plane.wait_synced(timeout=60)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            started = time.monotonic()
+            async with session.get(f"http://127.0.0.1:{plane.admin_port}/api/v1/config_dump") as r:
+                assert r.status == 200
+                body = await r.read()
+            elapsed = time.monotonic() - started
+        finally:
+            tick.cancel()
+        assert b'"bench/gateway"' in body
+        during = [t for t in ticks if started <= t <= started + elapsed]
+        stall = max(b - a for a, b in itertools.pairwise(during))
+        assert elapsed > 0.2, elapsed  # a dump large enough to matter
+        # Measured: ~0.07 s of ~0.52 s (the JSON encoder holds the GIL for the whole body); 0.50 of 0.50 before.
+        assert stall < elapsed / 3, (stall, elapsed)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 
+from meshctl.xds.cache import Snapshot
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.metrics import Metrics
@@ -31,6 +34,23 @@ def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
             for c in status.conditions
         ],
     }
+
+
+def _render_dump(snapshots: Mapping[str, Snapshot]) -> bytes:
+    groups = {
+        group: {
+            SHORT_NAMES[t]: {
+                "version": snap.version(t),
+                "resources": [
+                    MessageToDict(res.message, preserving_proto_field_name=True)
+                    for _, res in sorted(snap.resources[t].items())
+                ],
+            }
+            for t in snap.resources
+        }
+        for group, snap in snapshots.items()
+    }
+    return json.dumps({"groups": groups}).encode()
 
 
 def build_admin_app(
@@ -93,26 +113,16 @@ def build_admin_app(
     @routes.get("/api/v1/config_dump")
     async def config_dump(request: web.Request) -> web.Response:
         wanted = request.query.get("group")
-        groups = {}
-        for group in controller.cache.groups():
-            if wanted and group != wanted:
-                continue
-            snap = controller.cache.get(group)
-            if snap is None:
-                continue
-            groups[group] = {
-                SHORT_NAMES[t]: {
-                    "version": snap.version(t),
-                    "resources": [
-                        MessageToDict(res.message, preserving_proto_field_name=True)
-                        for _, res in sorted(snap.resources[t].items())
-                    ],
-                }
-                for t in snap.resources
-            }
-        if wanted and not groups:
+        # Snapshots are immutable: take them here, then parse and render them in a worker thread. At 10,000 services
+        # a dump takes seconds of CPU; on the serving loop it would stall every ADS stream, /healthz and the lease
+        # (issue 14). The thread still holds the GIL in turns, but the loop gets its share every few milliseconds.
+        snapshots = {
+            g: s for g in controller.cache.groups() if (not wanted or g == wanted) and (s := controller.cache.get(g))
+        }
+        if wanted and not snapshots:
             raise web.HTTPNotFound(text=f"no snapshot for group {wanted!r}\n")
-        return web.json_response({"groups": groups})
+        body = await asyncio.to_thread(_render_dump, snapshots)
+        return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
     app.add_routes(routes)
