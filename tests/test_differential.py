@@ -13,10 +13,12 @@ Examples: ``MESHCTL_DIFF_EXAMPLES`` (default 25, what CI runs); e.g. 2000 for a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import replace
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.core.v3.base_pb2 import Node
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
@@ -29,6 +31,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryRequest,
     DiscoveryResponse,
 )
+from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,6 +45,7 @@ from meshctl.xds.model import (
     ConnectionPool,
     FieldError,
     HttpMatch,
+    Logging,
     Model,
     ModelDelta,
     ObjectKey,
@@ -50,6 +54,7 @@ from meshctl.xds.model import (
     ServicePort,
     VirtualNode,
 )
+from meshctl.xds.server.node import sidecar_params
 from meshctl.xds.server.stream import StreamState
 
 EXAMPLES = int(os.environ.get("MESHCTL_DIFF_EXAMPLES", "25"))
@@ -160,8 +165,6 @@ def _with(model: Model, draw, delta: ModelDelta | None = None, **changes) -> Mod
 
 
 def _final_change(model: Model) -> Model:
-    from meshctl.xds.model import Logging
-
     slices = {
         k: replace(es, endpoints=(replace(es.endpoints[0], addresses=("10.255.0.1",)),) if es.endpoints else ())
         for k, es in model.endpoint_slices.items()
@@ -282,14 +285,10 @@ class FakeEnvoy:
 
 
 def _value(any_bytes: bytes) -> bytes:
-    from google.protobuf import any_pb2
-
     return any_pb2.Any.FromString(any_bytes).value
 
 
 def _version(any_bytes: bytes) -> str:
-    import hashlib
-
     return hashlib.blake2b(any_bytes, digest_size=8).hexdigest()
 
 
@@ -319,10 +318,6 @@ def _quiesce(envoy: FakeEnvoy, snap: Snapshot) -> None:
 
 async def _controllers():
     model, clients = meshgen.with_clients(meshgen.build(N), groups=2, backends=3)
-    from envoy.config.core.v3.base_pb2 import Node
-
-    from meshctl.xds.server.node import sidecar_params
-
     params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
     pair = []
     for _ in range(2):

@@ -234,11 +234,14 @@ class Controller:
                 blocked.append(owner)
         if blocked:
             log.warning("blocked %s: %s", ", ".join(map(str, blocked)), message)
-            self._force_full = True
-            if self._pending is None:
-                self._pending = self._model
-            self._wake.set()
+            self._rebuild_from_scratch()
         return blocked
+
+    def _rebuild_from_scratch(self) -> None:
+        """Schedules a full build of the newest model, whether or not a new one arrives."""
+        self._force_full = True
+        self._pending = self._pending or self._model
+        self._wake.set()
 
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those, rebuild only the groups that call their Services."""
@@ -292,9 +295,7 @@ class Controller:
                     await self.cache.publish({group: self._build(self.mesh, params)})
                 except BuildError as exc:  # e.g. its own inbound listener: rebuild everything, isolating the cause
                     log.warning("%s; building from scratch to isolate it", exc)
-                    self._force_full = True
-                    self._pending = self._pending or self._model
-                    self._wake.set()
+                    self._rebuild_from_scratch()
         return group
 
     def detach(self, group: str) -> None:

@@ -16,6 +16,8 @@ from meshctl.xds.translate.ir import EndpointIR
 __all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints"]
 
 Contribution = Mapping[ObjectKey, frozenset[EndpointIR]]  # VirtualNode -> its endpoints from one slice
+# (namespace, label, value) -> the nodes filed under that selector label (see _label_index).
+_LabelIndex = Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
 
 
 def cluster_name(vn: ObjectKey, port: int) -> str:
@@ -24,7 +26,7 @@ def cluster_name(vn: ObjectKey, port: int) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointIndex:
-    by_label: Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
+    by_label: _LabelIndex
     contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
     slices_of_node: Mapping[ObjectKey, frozenset[ObjectKey]]
     # Which slices name each Pod (endpoint targetRef), whether or not the Pod exists: a Pod change re-translates
@@ -47,9 +49,6 @@ class EndpointIndex:
             and (self.pods is pods or self.pods == pods)
             and (self.nodes == nodes)
         )
-
-
-_LabelIndex = Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
 
 
 def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> _LabelIndex:

@@ -423,14 +423,9 @@ def _port_status(
     conflicts = allocate_ports(SidecarParams(virtual_node=key), spec, tcp_ports).conflicts
     conditions = tuple(c for c in status.conditions if c.type != "PortsAllocated")
     if conflicts:
-        message = f"{status.origin}: " if status.origin else ""
+        message = _at(status.origin, "; ".join(conflicts))
         conditions += (
-            Condition(
-                type="PortsAllocated",
-                status=ConditionStatus.FALSE,
-                reason="PortConflict",
-                message=message + "; ".join(conflicts),
-            ),
+            Condition(type="PortsAllocated", status=ConditionStatus.FALSE, reason="PortConflict", message=message),
         )
     return status if conditions == status.conditions else replace(status, conditions=conditions)
 
@@ -439,19 +434,23 @@ def _ok(type_: str, reason: str, message: str) -> Condition:
     return Condition(type=type_, status=ConditionStatus.TRUE, reason=reason, message=message)
 
 
-def _describe(origin: str, errors: tuple[FieldError, ...] | list[FieldError]) -> str:
-    where = f"{origin}: " if origin else ""
-    return where + "; ".join(str(e) for e in errors)
+def _at(origin: str, message: str, served: VirtualNode | Route | None = None) -> str:
+    """A status message: where the object came from, what is wrong, and whether an older version is served."""
+    text = f"{origin}: {message}" if origin else message
+    return text + " (its last accepted version is still served)" if served is not None else text
+
+
+def _describe(
+    origin: str, errors: tuple[FieldError, ...] | list[FieldError], served: VirtualNode | Route | None = None
+) -> str:
+    return _at(origin, "; ".join(str(e) for e in errors), served)
 
 
 def _not_programmed(
     key: ObjectKey, generation: int, origin: str, block: Blocked, served: VirtualNode | Route | None
 ) -> ObjectStatus:
     """Valid as written, but Envoy cannot take it: Accepted stays True, Programmed is False with the reason."""
-    where = f"{origin}: " if origin else ""
-    message = where + block.message
-    if served is not None:
-        message += " (its last accepted version is still served)"
+    message = _at(origin, block.message, served)
     return ObjectStatus(
         key=key,
         observed_generation=generation,
@@ -470,9 +469,7 @@ def _rejected(
     errors: tuple[FieldError, ...] | list[FieldError],
     served: VirtualNode | Route | None,
 ) -> ObjectStatus:
-    message = _describe(origin, errors)
-    if served is not None:
-        message += " (its last accepted version is still served)"
+    message = _describe(origin, errors, served)
     reason = "RefNotFound" if all(e.unresolved_ref for e in errors) else "Invalid"
     return ObjectStatus(
         key=key,
