@@ -99,6 +99,11 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
     api.update_params_for_auth(headers, None, ["BearerToken"], "", "PATCH", None)
     for obj in result.objects:
         meta = obj["metadata"]
+        if obj["kind"] == "Service" and (meta["namespace"], meta["name"]) not in result.generated_services:
+            # The input's own Service: it is in the cluster already, owned by whoever applied it; taking its
+            # fields over (force) would fight their next apply. Only Services the import wrote are applied.
+            print(f"Service {meta['namespace']}/{meta['name']} left as it is (from the input)")
+            continue
         url = api.configuration.host + _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]) + query
         what = f"{obj['kind']} {meta['namespace']}/{meta['name']}"
         try:
