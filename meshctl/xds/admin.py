@@ -37,20 +37,34 @@ def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
 
 
 def _render_dump(snapshots: Mapping[str, Snapshot]) -> bytes:
-    groups = {
-        group: {
-            SHORT_NAMES[t]: {
-                "version": snap.version(t),
-                "resources": [
-                    MessageToDict(res.message, preserving_proto_field_name=True)
-                    for _, res in sorted(snap.resources[t].items())
-                ],
-            }
-            for t in snap.resources
-        }
-        for group, snap in snapshots.items()
+    """``{"groups": {group: {type: {"version", "resources"}}}}``, encoded one resource at a time: one json.dumps
+    of the whole dump would hold the GIL for its whole duration (~70 ms at 2,000 services) and stall the loop."""
+    parts = ['{"groups": {']
+    for i, (group, snap) in enumerate(snapshots.items()):
+        parts.append(f"{', ' if i else ''}{json.dumps(group)}: {{")
+        for j, type_url in enumerate(snap.resources):
+            resources = ", ".join(
+                json.dumps(MessageToDict(res.message, preserving_proto_field_name=True))
+                for _, res in sorted(snap.resources[type_url].items())
+            )
+            version = json.dumps(snap.version(type_url))
+            parts.append(
+                f"{', ' if j else ''}{json.dumps(SHORT_NAMES[type_url])}: "
+                f'{{"version": {version}, "resources": [{resources}]}}'
+            )
+        parts.append("}")
+    parts.append("}}")
+    return "".join(parts).encode()
+
+
+def _render_status(controller: Controller) -> bytes:
+    mesh = controller.mesh
+    document = {
+        "synced": controller.synced,
+        "objects": [status_to_dict(s) for s in controller.statuses()],
+        "loadErrors": list(mesh.load_errors) if mesh else [],
     }
-    return json.dumps({"groups": groups}).encode()
+    return json.dumps(document).encode()
 
 
 def build_admin_app(
@@ -101,14 +115,9 @@ def build_admin_app(
 
     @routes.get("/api/v1/status")
     async def status(_: web.Request) -> web.Response:
-        mesh = controller.mesh
-        return web.json_response(
-            {
-                "synced": controller.synced,
-                "objects": [status_to_dict(s) for s in controller.statuses()],
-                "loadErrors": list(mesh.load_errors) if mesh else [],
-            }
-        )
+        # 20,000 objects at 10,000 services: rendered off the serving loop, like the config dump.
+        body = await asyncio.to_thread(_render_status, controller)
+        return web.Response(body=body, content_type="application/json")
 
     @routes.get("/api/v1/config_dump")
     async def config_dump(request: web.Request) -> web.Response:

@@ -123,12 +123,13 @@ class AdsServer:
         reader = asyncio.create_task(read())
         state: StreamState | None = None
         cache = self.controller.cache
-        generation = cache.generation
-        change = asyncio.ensure_future(cache.wait_for_change(generation))
+        generation = 0
+        change: asyncio.Future[int] | None = None  # the next change of this stream's group, once it has one
         incoming = asyncio.ensure_future(inbox.get())
         try:
             while True:
-                done, _ = await asyncio.wait({change, incoming}, return_when=asyncio.FIRST_COMPLETED)
+                waiting = {incoming} if change is None else {incoming, change}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if incoming in done:
                     req = incoming.result()
                     if req is _END:
@@ -136,11 +137,13 @@ class AdsServer:
                     incoming = asyncio.ensure_future(inbox.get())
                     if state is None:
                         state = await self._open(req, delta)
+                        generation = cache.generation(state.group)
                     self._apply(state, req)
-                if change in done:
-                    generation = change.result()
-                    change = asyncio.ensure_future(cache.wait_for_change(generation))
+                if change is not None and change in done:
+                    generation, change = change.result(), None
                 if state is not None:
+                    if change is None:
+                        change = asyncio.ensure_future(cache.wait_for_change(state.group, generation))
                     for type_url, raw in state.next_responses(cache.get(state.group)):
                         self.metrics.responses[SHORT_NAMES[type_url]] += 1
                         if log.isEnabledFor(logging.DEBUG):
@@ -160,7 +163,8 @@ class AdsServer:
             raise
         finally:
             for task in (change, incoming, reader):
-                task.cancel()
+                if task is not None:
+                    task.cancel()
             if state is not None:
                 self._close(state)
 
