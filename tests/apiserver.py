@@ -11,8 +11,10 @@ clients can call it from the test.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import copy
+import itertools
 import json
 import threading
 import uuid
@@ -74,6 +76,7 @@ class _State:
     revision: int = 1
     history: list[_Event] = field(default_factory=list)
     oldest: int = 1  # watches from before this revision get 410 Gone
+    sorted_keys: dict[tuple[str, str, str], list[tuple[str, str]]] = field(default_factory=dict)  # list order, cached
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -207,6 +210,8 @@ class ApiServer:
         obj["metadata"]["resourceVersion"] = str(self.state.revision)
         store = self.state.objects[(kind.group, kind.version, kind.plural)]
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if event_type == "DELETED" or key not in store:
+            self.state.sorted_keys.pop((kind.group, kind.version, kind.plural), None)
         if event_type == "DELETED":
             store.pop(key, None)
         else:
@@ -329,11 +334,25 @@ class ApiServer:
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
     def _items(self, kind: Kind, namespace: str | None) -> Iterator[dict]:
-        for (ns, _), obj in sorted(self.state.objects[(kind.group, kind.version, kind.plural)].items()):
-            if namespace is None or ns == namespace:
-                yield obj
+        for _, obj in self._keyed_items(kind, namespace):
+            yield obj
+
+    def _keyed_items(
+        self, kind: Kind, namespace: str | None, after: tuple[str, str] = ("", "")
+    ) -> Iterator[tuple[tuple[str, str], dict]]:
+        """Objects in list order (namespace, name), starting after ``after``. Caller holds the lock."""
+        plural = (kind.group, kind.version, kind.plural)
+        store = self.state.objects[plural]
+        keys = self.state.sorted_keys.get(plural)
+        if keys is None:
+            keys = self.state.sorted_keys[plural] = sorted(store)
+        for key in keys[bisect.bisect_right(keys, after) :]:
+            if namespace is None or key[0] == namespace:
+                yield key, store[key]
 
     def _list(self, request: web.Request, kind: Kind, namespace: str | None) -> web.Response:
+        """``limit``/``continue`` paginate as a real API server does: each page continues after the previous
+        page's last key, and a token from a compacted revision gets 410 Gone, as etcd's would."""
         with self._lock:
             rv = request.query.get("resourceVersion")
             if (
@@ -344,13 +363,23 @@ class ApiServer:
             ):
                 return _status(410, "Expired", f"too old resource version: {rv} ({self.state.oldest})")
             selector = _selector(request.query.get("labelSelector", ""))
-            items = [copy.deepcopy(o) for o in self._items(kind, namespace) if _matches(o, selector)]
-            body = {
-                "kind": f"{kind.kind}List",
-                "apiVersion": kind.api_version,
-                "metadata": {"resourceVersion": str(self.state.revision)},
-                "items": items,
-            }
+            limit = int(request.query.get("limit") or 0)
+            revision, after = self.state.revision, ("", "")
+            if token := request.query.get("continue"):
+                at, namespace_after, name_after = token.split(":")
+                revision, after = int(at), (namespace_after, name_after)
+                if revision < self.state.oldest:
+                    return _status(410, "Expired", "the continue token has expired; list again")
+            # Our store keeps no old revisions: later pages show objects as they are now. The watch from the first
+            # page's revision delivers those changes again, so a client still ends up consistent.
+            matching = ((key, o) for key, o in self._keyed_items(kind, namespace, after) if _matches(o, selector))
+            page = list(itertools.islice(matching, limit)) if limit else list(matching)
+            items = [copy.deepcopy(o) for _, o in page]
+            metadata: dict = {"resourceVersion": str(revision)}
+            if limit and len(page) == limit and next(matching, None) is not None:
+                last_namespace, last_name = page[-1][0]
+                metadata["continue"] = f"{revision}:{last_namespace}:{last_name}"
+            body = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata, "items": items}
         return web.json_response(body)
 
     async def _watch(self, request: web.Request, kind: Kind, namespace: str | None) -> web.StreamResponse:

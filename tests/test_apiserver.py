@@ -213,3 +213,25 @@ def test_a_dropped_watch_resumes_from_its_resource_version_without_missing_event
     core.create_namespaced_service("demo", service("three"))
     reader.join(15)
     assert seen == ["one", "two", "three"]
+
+
+def test_lists_are_paginated_with_limit_and_continue(api, apiserver):
+    core = client.CoreV1Api(api)
+    for i in range(7):
+        core.create_namespaced_service("demo", service(f"s{i}"))
+    first = core.list_namespaced_service("demo", limit=3)
+    assert [s.metadata.name for s in first.items] == ["s0", "s1", "s2"]
+    core.delete_namespaced_service("s1", "demo")  # behind the cursor: the next pages are not shifted
+    names, token = [], first.metadata._continue
+    while token:
+        page = core.list_namespaced_service("demo", limit=3, _continue=token)
+        assert page.metadata.resource_version == first.metadata.resource_version  # the first page's revision
+        names += [s.metadata.name for s in page.items]
+        token = page.metadata._continue
+    assert names == ["s3", "s4", "s5", "s6"]
+    assert [s.metadata.name for s in core.list_namespaced_service("demo").items] == ["s0", "s2", "s3", "s4", "s5", "s6"]
+
+    apiserver.compact()
+    with pytest.raises(ApiException) as gone:
+        core.list_namespaced_service("demo", limit=3, _continue=first.metadata._continue)
+    assert gone.value.status == 410

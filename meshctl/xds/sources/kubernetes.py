@@ -1,10 +1,11 @@
 """The Kubernetes source: list+watch of Services, EndpointSlices, Pods, VirtualNodes and Routes.
 
-One informer thread per kind (the `kubernetes` client is synchronous): list, then watch from the list's
-resourceVersion with bookmarks; a 410 Gone relists; a broken stream re-watches from the last resourceVersion;
-errors back off with jitter. Events flow to the asyncio side, where a burst is drained at once and turned into
-one Model, with a ModelDelta when only EndpointSlices or only Routes changed. Objects go through the same
-parser as manifest files, so both sources build the same model.
+One informer thread per kind (the `kubernetes` client is synchronous): list in pages of ``_PAGE`` (client-go's
+reflector does the same: one JSON decode of 100,000 Pods would hold the GIL for a second), then watch from the
+list's resourceVersion with bookmarks; a 410 Gone relists; a broken stream re-watches from the last
+resourceVersion; errors back off with jitter. Objects are parsed in the informer thread (through the same parser
+as manifest files, so both sources build the same model) and flow to the asyncio side, where a burst is drained at
+once and turned into one Model, with a ModelDelta when only EndpointSlices/Pods or only Routes changed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from meshctl.xds.sources.base import ModelSink
 __all__ = ["KubernetesSource"]
 
 log = logging.getLogger(__name__)
-# What an informer thread hands the event loop: ("SYNC" | watch event type, kind, namespace, payload).
+# What an informer thread hands the event loop: ("SYNC" | watch event type, kind, namespace, parsed object(s)).
 _Event = tuple[Any, ...]
 _VERSION = "v1alpha1"
+_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,8 @@ class _Informer:
         backoff = 0.2
         while not self.stop.is_set():
             try:
-                response = self._call()
-                listed = json.loads(response.data)
-                for item in listed["items"]:
-                    item.setdefault("kind", self.kind.name)
-                    item.setdefault("apiVersion", self.kind.api_version)
-                self.emit(("SYNC", self.kind.name, self.namespace, listed["items"]))
-                rv = listed["metadata"]["resourceVersion"]
+                objects, rv = self._list()
+                self.emit(("SYNC", self.kind.name, self.namespace, objects))
                 while not self.stop.is_set():
                     rv = self._watch(rv)
                     backoff = 0.2
@@ -108,6 +105,23 @@ class _Informer:
                 log.warning("%s: list/watch failed (%s); retrying in %.1fs", self.kind.name, exc, delay)
                 self.stop.wait(delay)
                 backoff = min(backoff * 2, 10.0)
+
+    def _list(self) -> tuple[list[MeshObject], str]:
+        """Every object, parsed, and the resourceVersion to watch from (the first page's)."""
+        objects: list[MeshObject] = []
+        token, rv = None, None
+        while True:
+            response = self._call(limit=_PAGE, **({"_continue": token} if token else {}))
+            listed = json.loads(response.data)
+            rv = rv or listed["metadata"]["resourceVersion"]
+            for item in listed["items"]:
+                item.setdefault("kind", self.kind.name)
+                item.setdefault("apiVersion", self.kind.api_version)
+                if (obj := _parse(item)) is not None:
+                    objects.append(obj)
+            token = listed["metadata"].get("continue")
+            if not token:
+                return objects, rv
 
     def _watch(self, rv: str) -> str:
         response = self._call(
@@ -126,7 +140,8 @@ class _Informer:
                 if event.get("type") != "BOOKMARK":
                     obj.setdefault("kind", self.kind.name)
                     obj.setdefault("apiVersion", self.kind.api_version)
-                    self.emit((event["type"], self.kind.name, self.namespace, obj))
+                    if (parsed := _parse(obj)) is not None:
+                        self.emit((event["type"], self.kind.name, self.namespace, parsed))
         finally:
             response.release_conn()
         return rv
@@ -194,10 +209,7 @@ class KubernetesSource:
             if event_type == "SYNC":
                 synced.add((kind, namespace))
                 stale = {k for k in store if namespace is None or k.namespace == namespace}
-                fresh = {}
-                for item in payload:
-                    if (obj := _parse(item)) is not None:
-                        fresh[object_key(obj)] = obj
+                fresh = {object_key(obj): obj for obj in payload}
                 for key in stale - fresh.keys():
                     del store[key]
                     keys.add(key)
@@ -206,9 +218,7 @@ class KubernetesSource:
                         store[key] = obj
                         keys.add(key)
                 continue
-            obj = _parse(payload)
-            if obj is None:
-                continue
+            obj = payload
             key = object_key(obj)
             if event_type == "DELETED":
                 if store.pop(key, None) is not None:
