@@ -12,102 +12,21 @@ from pathlib import Path
 
 import yaml
 
+from bench import kubemesh
 from bench.common import rss_mib, table
 from bench.procs import Processes
-from tests.manifests import API
 
 
 def write_mesh(directory: Path, n: int) -> int:
-    """The same shape as bench/meshgen.py, as YAML files (one per 100 services); returns the doc count."""
+    """The benchmark mesh as YAML files (one per 100 services); returns the doc count."""
     directory.mkdir(parents=True)
-    docs_total = 0
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    docs_total = 0
     for start in range(0, n, 100):
-        docs = []
-        for i in range(start, min(n, start + 100)):
-            svc = f"svc-{i}"
-            docs.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {"name": svc, "namespace": "bench"},
-                    "spec": {"ports": [{"name": "http", "port": 80}]},
-                }
-            )
-            for v in ("v1", "v2"):
-                name = f"{svc}-{v}"
-                labels = {"app": svc, "version": v}
-                endpoints = []
-                for j in range(5):
-                    n_ = i * 10 + (0 if v == "v1" else 5) + j
-                    address = f"10.{n_ >> 16 & 255}.{n_ >> 8 & 255}.{n_ & 255}"
-                    docs.append(
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Pod",
-                            "metadata": {"name": f"{name}-{j}", "namespace": "bench", "labels": labels},
-                        }
-                    )
-                    endpoints.append(
-                        {
-                            "addresses": [address],
-                            "conditions": {"ready": True},
-                            "targetRef": {"kind": "Pod", "name": f"{name}-{j}"},
-                        }
-                    )
-                docs.append(
-                    {
-                        "apiVersion": "discovery.k8s.io/v1",
-                        "kind": "EndpointSlice",
-                        "metadata": {"name": name, "namespace": "bench", "labels": {"kubernetes.io/service-name": svc}},
-                        "addressType": "IPv4",
-                        "ports": [{"name": "http", "port": 8080}],
-                        "endpoints": endpoints,
-                    }
-                )
-                docs.append(
-                    {
-                        "apiVersion": API,
-                        "kind": "VirtualNode",
-                        "metadata": {"name": name, "namespace": "bench"},
-                        "spec": {
-                            "podSelector": {"matchLabels": labels},
-                            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
-                        },
-                    }
-                )
-            docs.append(
-                {
-                    "apiVersion": API,
-                    "kind": "Route",
-                    "metadata": {"name": svc, "namespace": "bench"},
-                    "spec": {
-                        "serviceRef": {"name": svc},
-                        "httpRoute": {
-                            "match": {"prefix": "/"},
-                            "action": {
-                                "weightedTargets": [
-                                    {"virtualNodeRef": {"name": f"{svc}-v1"}, "weight": 80},
-                                    {"virtualNodeRef": {"name": f"{svc}-v2"}, "weight": 20},
-                                ]
-                            },
-                            "retryPolicy": {"httpRetryEvents": ["server-error"], "maxRetries": 2},
-                        },
-                    },
-                }
-            )
+        docs = [d for i in range(start, min(n, start + 100)) for d in kubemesh.service_docs(i)]
         (directory / f"mesh-{start // 100:04d}.yaml").write_text(yaml.dump_all(docs, Dumper=dumper))
         docs_total += len(docs)
-    gateway = {
-        "apiVersion": API,
-        "kind": "VirtualNode",
-        "metadata": {"name": "gateway", "namespace": "bench"},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "gateway"}},
-            "backends": [{"virtualService": {"virtualServiceRef": {"name": f"svc-{i}"}}} for i in range(n)],
-        },
-    }
-    (directory / "gateway.yaml").write_text(yaml.dump(gateway, Dumper=dumper))
+    (directory / "gateway.yaml").write_text(yaml.dump(kubemesh.gateway(n), Dumper=dumper))
     return docs_total + 1
 
 

@@ -9,7 +9,7 @@ from envoy.config.core.v3.base_pb2 import Node
 from bench import meshgen
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
-from meshctl.xds.envoy.types import ENDPOINT, TYPE_ORDER
+from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import FieldError, HttpMatch, ObjectKey
 from meshctl.xds.server.node import sidecar_params
@@ -104,13 +104,16 @@ async def test_route_patch_equals_full_translation() -> None:
         await controller._rebuild(model)
         reference._model = None  # forget the previous model: no fast path
         await reference._rebuild(model)
-        assert controller.cache.get(meshgen.GATEWAY.group).parent_versions == {}
+        # The gateway calls every Service: patched (RDS alone) or rebuilt, never left as it was.
+        assert set(controller.cache.get(meshgen.GATEWAY.group).parent_versions) <= {ROUTE}
         assert _state(controller, params_list) == _state(reference, params_list)
     assert controller.metrics.builds == full_builds + len(steps)
     for group, snap in untouched.items():
         assert controller.cache.get(group) is snap
-    # Only groups that call a changed Service were rebuilt (the full path rebuilds every group).
+    # Only groups that call a changed Service were rebuilt (the full path rebuilds every group); the weight change
+    # and the invalid edit patched the RouteConfiguration alone; the deletion (clusters unused) rebuilt.
     assert rebuilt and not set(rebuilt) & set(untouched), rebuilt
+    assert controller.metrics.route_patches > 0
 
 
 async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:

@@ -31,11 +31,12 @@ from typing import Literal, ParamSpec, TypeVar
 
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
 from meshctl.xds.cache.builder import BuildError
-from meshctl.xds.envoy.types import ENDPOINT
+from meshctl.xds.envoy.types import ENDPOINT, ROUTE
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.xds.translate.ir import Blocked, ObjectStatus, SidecarParams
+from meshctl.xds.translate.sidecar import with_route_changes
 
 __all__ = ["Controller", "classify_change"]
 
@@ -289,7 +290,9 @@ class Controller:
         self._wake.set()
 
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
-        """Only Routes changed: re-translate those, rebuild only the groups that call their Services."""
+        """Only Routes changed: re-translate those; in each group that calls their Services, patch just the
+        RouteConfiguration (as endpoint changes patch ClusterLoadAssignments), or rebuild the group when the change
+        reaches further (a tcpRoute, a cluster used or no longer used)."""
         mesh, snapshots = await self._in_worker(
             self._route_patch, model, changed_routes, dict(self._groups), dict(self._last_accepted), dict(self._blocked)
         )
@@ -312,12 +315,22 @@ class Controller:
         blocked: Mapping[ObjectKey, Blocked],
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
         assert self.mesh is not None
-        mesh, services = self.mesh.with_route_changes(model, changed_routes, last_accepted, blocked)
+        old = self.mesh
+        mesh, services = old.with_route_changes(model, changed_routes, last_accepted, blocked)
         snapshots = {}
         for group, params in groups.items():
             spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
-            if spec is not None and any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
-                snapshots[group] = self._build(mesh, params)  # a BuildError leaves everything as it was
+            if spec is None or not any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
+                continue
+            # A BuildError from either leaves everything as it was.
+            snap = self.cache.get(group)
+            ir = with_route_changes(snap.ir, old, mesh, services) if snap is not None and snap.ir else None
+            if snap is not None and ir is not None:
+                self.metrics.route_patches += 1
+                routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
+                snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
+            else:
+                snapshots[group] = self._build(mesh, params)
         return mesh, snapshots
 
     async def _patch_endpoints(self, model: Model, changed_keys: set[ObjectKey]) -> None:

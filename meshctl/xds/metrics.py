@@ -15,6 +15,7 @@ class Metrics:
     nacks: Counter[str] = field(default_factory=Counter)
     builds: int = 0
     full_builds: int = 0  # of which translated everything (the rest were endpoint or route patches)
+    route_patches: int = 0  # node groups a Route change reached by patching their RouteConfiguration alone
     build_seconds_total: float = 0.0
     connected_streams: int = 0
     rejected_objects: int = 0
@@ -50,6 +51,12 @@ class Metrics:
             "counter",
             "Builds that translated the whole mesh (not an endpoint or route patch).",
             [("", self.full_builds)],
+        )
+        metric(
+            "meshctl_snapshot_route_patches_total",
+            "counter",
+            "Node groups a Route change reached by patching only their RouteConfiguration (no group rebuild).",
+            [("", self.route_patches)],
         )
         metric(
             "meshctl_snapshot_build_seconds_total",

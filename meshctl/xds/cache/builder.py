@@ -163,7 +163,7 @@ class SnapshotBuilder:
                 ((CLUSTER, inbound.cluster),),
             )
         if previous is None:
-            return Snapshot(ir.params.group, resources)
+            return Snapshot(ir.params.group, resources, ir=ir)
         # Types whose resources are the very same objects as before keep their map and version: a Route
         # change then costs one RDS version computation, not a hash over every cluster and endpoint.
         kept: dict[str, Mapping[str, CachedResource]] = {}
@@ -174,7 +174,7 @@ class SnapshotBuilder:
                 kept[type_url], versions[type_url] = old, previous.version(type_url)
             else:
                 kept[type_url] = built
-        return Snapshot(ir.params.group, kept, versions=versions)
+        return Snapshot(ir.params.group, kept, versions=versions, ir=ir)
 
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from meshctl.xds.cache.resource import CachedResource, replace_in_version, set_version
 from meshctl.xds.envoy.types import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
+
+if TYPE_CHECKING:
+    from meshctl.xds.translate.ir import SidecarIR
 
 __all__ = ["Snapshot"]
 
 
 class Snapshot:
     """``parent_versions``/``changed``: when this snapshot is a patch of another, the other's versions and
-    the names replaced per type, so a stream that has the parent can send just the change."""
+    the names replaced per type, so a stream that has the parent can send just the change. ``ir``: what its
+    listeners, routes and clusters were built from, so a Route change can patch the RouteConfiguration alone
+    (its endpoints may have been patched since)."""
 
-    __slots__ = ("_versions", "changed", "group", "parent_versions", "resources")
+    __slots__ = ("_versions", "changed", "group", "ir", "parent_versions", "resources")
 
     def __init__(
         self,
@@ -25,8 +31,10 @@ class Snapshot:
         versions: Mapping[str, str] | None = None,
         parent_versions: Mapping[str, str] | None = None,
         changed: Mapping[str, frozenset[str]] | None = None,
+        ir: SidecarIR | None = None,
     ) -> None:
         self.group = group
+        self.ir = ir
         self.resources = MappingProxyType({t: _frozen(resources.get(t, {})) for t in TYPE_ORDER})
         self._versions: dict[str, str] = dict(versions or {})
         self.parent_versions: Mapping[str, str] = parent_versions or {}
@@ -37,8 +45,9 @@ class Snapshot:
             self._versions[type_url] = set_version(self.resources[type_url])
         return self._versions[type_url]
 
-    def patched(self, type_url: str, updates: Mapping[str, CachedResource]) -> Snapshot:
-        """A copy with some resources of one type replaced; its version is updated in O(updates)."""
+    def patched(self, type_url: str, updates: Mapping[str, CachedResource], ir: SidecarIR | None = None) -> Snapshot:
+        """A copy with some resources of one type replaced (and ``ir``, if given); its version is updated in
+        O(updates)."""
         current = self.resources[type_url]
         version = self.version(type_url)
         for name, res in updates.items():
@@ -50,6 +59,7 @@ class Snapshot:
             versions=versions,
             parent_versions={type_url: self.version(type_url)},
             changed={type_url: frozenset(updates)},
+            ir=ir or self.ir,
         )
 
     def inconsistencies(self) -> list[str]:

@@ -13,6 +13,8 @@ Ports never collide: see ``allocate_ports``. What cannot be placed is left out a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshctl.xds.model import ObjectKey, Protocol, Service
 from meshctl.xds.translate.ir import (
     ClusterIR,
@@ -28,7 +30,7 @@ from meshctl.xds.translate.ir import (
 from meshctl.xds.translate.mesh import MeshIR
 from meshctl.xds.translate.ports import allocate_ports, tcp_backends
 
-__all__ = ["OUTBOUND_ROUTE_CONFIG", "service_domains", "translate_sidecar"]
+__all__ = ["OUTBOUND_ROUTE_CONFIG", "service_domains", "translate_sidecar", "with_route_changes"]
 
 OUTBOUND_ROUTE_CONFIG = "outbound"
 
@@ -45,6 +47,50 @@ def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
         hosts.insert(0, name)
     ports = sorted({p.port for p in service.ports if p.port})
     return tuple(hosts + [f"{h}:{p}" for h in hosts for p in ports])
+
+
+def _virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str) -> VirtualHostIR | None:
+    """The outbound virtual host of one backend Service: None without the Service or without HTTP routes."""
+    service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
+    http_routes = tuple(r for r in routes if not r.tcp)
+    if service is None or not http_routes:
+        return None
+    return VirtualHostIR(
+        name=f"{svc_key.namespace}/{svc_key.name}",
+        domains=service_domains(service, client_namespace),
+        routes=http_routes,
+    )
+
+
+def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
+    """``ir`` (translated from ``old``) after only the Routes of ``services`` changed, with just the affected
+    virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)``, or None when the change reaches beyond
+    the RouteConfiguration (a tcpRoute involved, or clusters referenced differently), and the caller translates
+    the whole sidecar. Lets a Route change patch RDS alone (issue 14)."""
+    key = ir.params.virtual_node
+    spec = mesh.virtual_nodes.get(key) if key else None
+    if key is None or spec is None or ir.outbound is None:
+        return None
+    touched = {svc for b in spec.backends if (svc := ObjectKey("Service", b.namespace, b.name)) in services}
+    if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
+        return None
+    by_name = {vh.name: vh for vh in ir.virtual_hosts}
+    before: set[str] = set()
+    after: set[str] = set()
+    for svc in touched:
+        name = f"{svc.namespace}/{svc.name}"
+        previous = by_name.pop(name, None)
+        if previous is not None:
+            before.update(wc.cluster for r in previous.routes for wc in r.clusters)
+        vh = _virtual_host(mesh, svc, key.namespace)
+        if vh is not None:
+            by_name[name] = vh
+            after.update(wc.cluster for r in vh.routes for wc in r.clusters)
+    if before != after:
+        # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
+        return None
+    ordered = tuple(by_name[name] for name in sorted(by_name, key=lambda n: tuple(n.split("/", 1))))
+    return replace(ir, virtual_hosts=ordered)
 
 
 def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
@@ -71,19 +117,9 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
 
     virtual_hosts: list[VirtualHostIR] = []
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
-        svc_key = ObjectKey("Service", backend.namespace, backend.name)
-        service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
-        if service is None:
-            continue
-        http_routes = tuple(r for r in routes if not r.tcp)
-        if http_routes:
-            virtual_hosts.append(
-                VirtualHostIR(
-                    name=f"{backend.namespace}/{backend.name}",
-                    domains=service_domains(service, key.namespace),
-                    routes=http_routes,
-                )
-            )
+        vh = _virtual_host(mesh, ObjectKey("Service", backend.namespace, backend.name), key.namespace)
+        if vh is not None:
+            virtual_hosts.append(vh)
     tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
     ports = allocate_ports(params, spec, [port for _, port, _ in tcp])
     tcp_outbound: dict[int, OutboundTcpListenerIR] = {}

@@ -1,0 +1,107 @@
+"""The test apiserver (tests/apiserver.py) in its own process, seeded with the benchmark mesh, so the Kubernetes
+source is measured over real HTTP list/watch without the server's CPU counted in the control plane's process.
+
+    python -m bench.kubeapi --services N [--clients C] --url-file F    (runs until stdin closes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import kubemesh
+from tests.apiserver import ApiServer
+
+ROOT = Path(__file__).parent.parent
+
+
+def _crds() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kubeapi")
+    parser.add_argument("--services", type=int, required=True)
+    parser.add_argument("--clients", type=int, default=0)
+    parser.add_argument("--demo", action="store_true", help="seed the two-version demo instead (--demo-ports)")
+    parser.add_argument("--demo-ports", default="", help="v1,v2 ports of the demo apps")
+    parser.add_argument("--url-file", required=True)
+    args = parser.parse_args()
+    server = ApiServer(bookmark_interval=1.0)
+    server.seed(_crds())
+    if args.demo:
+        v1, v2 = (int(p) for p in args.demo_ports.split(","))
+        count = server.seed(demo_docs(v1, v2))
+    else:
+        count = server.seed(kubemesh.mesh_docs(args.services, clients=args.clients))
+    url = server.start()
+    Path(args.url_file).write_text(json.dumps({"url": url, "objects": count}))
+    sys.stdin.read()  # until the parent closes our stdin (or dies)
+    server.stop()
+    return 0
+
+
+def demo_docs(v1: int, v2: int) -> list[dict[str, Any]]:
+    """The propagation benchmark's mesh: reviews v1/v2 on local ports, a frontend calling it, a 100/0 Route."""
+    from tests.manifests import route, service, virtual_node, workload
+
+    return [
+        service("reviews"),
+        *workload("reviews", "v1", v1),
+        *workload("reviews", "v2", v2),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100, "reviews-v2": 0}),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def kube_api(*args: str, timeout: float = 900) -> AsyncIterator[tuple[str, Path]]:
+    """Starts the seeded apiserver process; yields its URL and a kubeconfig file for it."""
+    workdir = Path(tempfile.mkdtemp(prefix="meshctl-bench-kube-"))
+    url_file = workdir / "url.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.kubeapi", *args, "--url-file", str(url_file), stdin=asyncio.subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not url_file.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError("the benchmark apiserver did not start")
+            await asyncio.sleep(0.1)
+        url = json.loads(url_file.read_text())["url"]
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "bench",
+                    "clusters": [{"name": "bench", "cluster": {"server": url}}],
+                    "users": [{"name": "bench", "user": {}}],
+                    "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
+                }
+            )
+        )
+        yield url, kubeconfig
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
