@@ -94,7 +94,8 @@ async def main() -> None:
     args = parser.parse_args()
     groups = args.groups.split(",")
     records: list = []
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}") for _ in range(args.channels)]
+    options = [("grpc.max_receive_message_length", 512 * 1024 * 1024)]  # a gateway of 10,000 services: ~20 MiB
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=options) for _ in range(args.channels)]
     stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
     run = delta_stream if args.delta else sotw_stream
     tasks = [

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def machine() -> str:
@@ -65,3 +66,23 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def pinned_to_first_core() -> Iterator[None]:
+    """Keeps this process (the control plane under test) on core 0 meanwhile; load generators started with
+    ``preexec_fn=on_other_cores`` run on the rest. On a 2-core machine five busy processes otherwise take turns on
+    both cores, and a thread waiting 20-100 ms for the OS to schedule it looks like an event-loop stall."""
+    before = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def on_other_cores() -> None:
+    cores = set(range(1, os.cpu_count() or 1))
+    if cores:
+        os.sched_setaffinity(0, cores)

@@ -48,12 +48,14 @@ def _pod_change(model: Model, i: int, k: int) -> Model:
     return replace(model, pods={**model.pods, key: pod}, revision=model.revision + 1, delta=delta)
 
 
-async def _measure(n: int, changes: int, kind: str = "endpoint") -> tuple[list[float], list[float], int, int]:
+async def gateway_stream(n: int) -> tuple[Model, Controller, StreamState]:
+    """A controller with the mesh of N built, and the gateway's stream holding (having ACKed) all of it."""
     model = meshgen.build(n)
     controller = Controller(SnapshotCache(), Metrics())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     snap = controller.cache.get(group)
+    assert snap is not None
     stream = StreamState("gateway", group)
     stream.on_request(DiscoveryRequest(type_url=CLUSTER))
     stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=sorted(snap.resources[ENDPOINT])))
@@ -62,6 +64,12 @@ async def _measure(n: int, changes: int, kind: str = "endpoint") -> tuple[list[f
     for _ in range(4):
         stream.next_responses(controller.cache.get(group))
         _ack_all(stream)
+    return model, controller, stream
+
+
+async def _measure(n: int, changes: int, kind: str = "endpoint") -> tuple[list[float], list[float], int, int]:
+    model, controller, stream = await gateway_stream(n)
+    group = stream.group
     to_snapshot, to_bytes, sizes = [], [], 0
     full_before = controller.metrics.full_builds
     for k in range(changes):

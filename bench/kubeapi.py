@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bench import kubemesh
+from bench.common import on_other_cores
 from tests.apiserver import ApiServer
 
 ROOT = Path(__file__).parent.parent
@@ -70,7 +71,14 @@ async def kube_api(*args: str, timeout: float = 900) -> AsyncIterator[tuple[str,
     workdir = Path(tempfile.mkdtemp(prefix="meshctl-bench-kube-"))
     url_file = workdir / "url.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.kubeapi", *args, "--url-file", str(url_file), stdin=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "bench.kubeapi",
+        *args,
+        "--url-file",
+        str(url_file),
+        stdin=asyncio.subprocess.PIPE,
+        preexec_fn=on_other_cores,
     )
     try:
         deadline = time.monotonic() + timeout

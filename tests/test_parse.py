@@ -363,3 +363,20 @@ def test_a_regex_over_envoys_program_size_limit_is_rejected_before_envoy_sees_it
     assert "over Envoy's limit of 100" in error
     ok = route("r", "svc", {"a": 100}, match={"path": {"regex": "/api/v[0-9]+/.*"}})
     assert errors_of(ok) == []
+
+
+def test_equal_labels_and_listeners_are_shared_between_parsed_objects(monkeypatch) -> None:
+    """Issue 14: 100,000 Pods of a few Deployments hold a few label maps, not 100,000 copies."""
+    from meshctl.xds.parse import shared
+    from meshctl.xds.parse.documents import parse_document
+
+    def pod(name: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "a", "version": "v1"}}}
+
+    first, second = parse_document(pod("a-1")), parse_document(pod("a-2"))
+    assert first.meta.labels is second.meta.labels and dict(first.meta.labels) == {"app": "a", "version": "v1"}
+
+    monkeypatch.setattr(shared, "_LIMIT", 3)
+    for i in range(10):  # a full table is emptied, never grows past its limit
+        shared.shared_labels({"pod": str(i)})
+    assert len(shared._labels) <= 3

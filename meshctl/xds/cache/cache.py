@@ -14,6 +14,11 @@ from meshctl.xds.cache.snapshot import Snapshot
 
 __all__ = ["InconsistentSnapshot", "SnapshotCache", "prepare"]
 
+# Streams woken per event-loop iteration. Each woken stream computes and sends its response in one step; waking
+# a thousand in the same iteration kept the loop from anything else (health checks, the lease, a ticker) for
+# hundreds of milliseconds. Waking them a batch per iteration lets other work in between.
+_WAKE_BATCH = 32
+
 
 class InconsistentSnapshot(ValueError):
     """A snapshot whose references do not resolve: a translator bug, never published."""
@@ -59,13 +64,20 @@ class SnapshotCache:
             if old is None or any(old.version(t) != snap.version(t) for t in snap.resources):
                 self._snapshots[group] = snap
                 changed.append(group)
+        waiters: list[tuple[asyncio.Future[int], int]] = []
         for group in changed:
             generation = self._generations[group] = self._generations[group] + 1
-            for waiter in self._waiters.pop(group, ()):
-                if not waiter.done():
-                    waiter.set_result(generation)
-                    self.wakeups += 1
+            waiters.extend((waiter, generation) for waiter in self._waiters.pop(group, ()))
+        self._wake(waiters)
         return changed
+
+    def _wake(self, waiters: list[tuple[asyncio.Future[int], int]]) -> None:
+        for waiter, generation in waiters[:_WAKE_BATCH]:
+            if not waiter.done():
+                waiter.set_result(generation)
+                self.wakeups += 1
+        if len(waiters) > _WAKE_BATCH:
+            asyncio.get_running_loop().call_soon(self._wake, waiters[_WAKE_BATCH:])
 
     def forget(self, group: str) -> None:
         self._snapshots.pop(group, None)

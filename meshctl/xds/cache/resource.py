@@ -12,7 +12,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from meshctl.xds.cache.wire import encode_any
+from meshctl.xds.cache.wire import encode_any, resource_field_header
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshctl.xds.model import ObjectKey
 
@@ -40,6 +40,7 @@ class CachedResource:
 
     __slots__ = (
         "_any_bytes",
+        "_field_header",
         "_message",
         "_value",
         "_version",
@@ -70,6 +71,7 @@ class CachedResource:
         self._message = message
         self._value = value
         self._any_bytes: bytes | None = None
+        self._field_header: bytes | None = None
         self._version: str | None = None
 
     @classmethod
@@ -98,6 +100,13 @@ class CachedResource:
             self._any_bytes = encode_any(self.type_url, value)
             self._message = self._value = None
         return self._any_bytes
+
+    @property
+    def field_header(self) -> bytes:
+        """What precedes ``any_bytes`` in a DiscoveryResponse (see ``wire.encode_discovery_response_pieces``)."""
+        if self._field_header is None:
+            self._field_header = resource_field_header(len(self.any_bytes))
+        return self._field_header
 
     @property
     def version(self) -> str:

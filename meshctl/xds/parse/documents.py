@@ -21,6 +21,7 @@ from meshctl.xds.model import (
     VirtualNode,
 )
 from meshctl.xds.parse.route import parse_route_spec
+from meshctl.xds.parse.shared import shared, shared_labels, shared_str
 from meshctl.xds.parse.virtualnode import parse_virtual_node_spec
 
 __all__ = ["MeshObject", "UnsupportedDocument", "parse_document"]
@@ -67,20 +68,22 @@ def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
         raise UnsupportedDocument("metadata.name is required")
     labels = md.get("labels") or {}
     return Meta(
-        namespace=str(md.get("namespace") or default_namespace),
-        name=md["name"],
+        namespace=shared_str(str(md.get("namespace") or default_namespace)),
+        name=shared_str(md["name"]),  # also a Pod's name in EndpointSlices: one string for both
         generation=int(md.get("generation") or 1),
-        labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
+        labels=shared_labels(labels) if isinstance(labels, dict) else MappingProxyType({}),
         origin=origin,
     )
 
 
 def _port(p: dict[str, Any]) -> ServicePort:
-    return ServicePort(
-        name=str(p.get("name") or ""),
-        port=int(p.get("port") or 0),
-        target_port=p.get("targetPort"),
-        protocol=str(p.get("protocol") or "TCP"),
+    return shared(
+        ServicePort(
+            name=str(p.get("name") or ""),
+            port=int(p.get("port") or 0),
+            target_port=p.get("targetPort"),
+            protocol=str(p.get("protocol") or "TCP"),
+        )
     )
 
 
@@ -98,13 +101,15 @@ def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
                 addresses=tuple(str(a) for a in ep.get("addresses") or ()),
                 # Kubernetes: a nil "ready" means ready.
                 ready=conditions.get("ready") is not False,
-                pod_name=ref.get("name") if ref.get("kind") == "Pod" else None,
+                pod_name=shared_str(ref["name"])
+                if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str)
+                else None,
                 zone=ep.get("zone"),
             )
         )
     return EndpointSlice(
         meta=meta,
         service_name=meta.labels.get(SERVICE_NAME_LABEL, ""),
-        ports=tuple(_port(p) for p in doc.get("ports") or ()),
+        ports=shared(tuple(_port(p) for p in doc.get("ports") or ())),
         endpoints=tuple(endpoints),
     )

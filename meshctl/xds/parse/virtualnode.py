@@ -18,6 +18,7 @@ from meshctl.xds.model import (
     VirtualNodeSpec,
 )
 from meshctl.xds.parse.fields import UINT32_MAX, Fields
+from meshctl.xds.parse.shared import shared, shared_labels
 
 __all__ = ["parse_virtual_node_spec"]
 
@@ -42,8 +43,8 @@ def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec 
     if errors:
         return None, errors
     return VirtualNodeSpec(
-        pod_selector=match_labels,
-        listeners=tuple(li for li in listeners if li),
+        pod_selector=shared_labels(match_labels),
+        listeners=shared(tuple(li for li in listeners if li)),  # most nodes of a mesh listen alike
         backends=backends,
         logging=logging,
         tracing=tracing,

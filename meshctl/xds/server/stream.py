@@ -23,7 +23,11 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 
 from meshctl.xds.cache import CachedResource, Snapshot, set_version
 from meshctl.xds.cache.resource import replace_in_version
-from meshctl.xds.cache.wire import encode_delta_discovery_response, encode_delta_resource, encode_discovery_response
+from meshctl.xds.cache.wire import (
+    encode_delta_discovery_response,
+    encode_delta_resource,
+    encode_discovery_response_pieces,
+)
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
 
 __all__ = ["Held", "Rejection", "StreamState", "TypeState"]
@@ -108,6 +112,7 @@ class StreamState:
         self._nonces = itertools.count(1)
         self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
         self._in_use: frozenset[str] = frozenset()
+        self._all_in_use_present: tuple[object, object] | None = None  # (in use, clusters) with nothing retained
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -225,7 +230,14 @@ class StreamState:
         if desired is snap.resources[type_url] and st.acked_version == snap.parent_versions.get(type_url):
             # The proxy holds exactly the snapshot this one patched: the patch is the change.
             return {n: desired[n] for n in snap.changed[type_url]}
-        return {n: r for n, r in desired.items() if n not in st.acked or st.acked[n].version != r.version}
+        acked = st.acked
+        changed = {}
+        for name, res in desired.items():
+            held = acked.get(name)
+            # The very same resource object is unchanged: compare versions only when it is not.
+            if held is not res and (held is None or held.version != res.version):
+                changed[name] = res
+        return changed
 
     def _send(
         self,
@@ -244,8 +256,11 @@ class StreamState:
             # join makes anyway, and keeps no second copy of every resource in memory.
             resources = [encode_delta_resource(n, payload[n].version, payload[n].any_bytes) for n in sorted(payload)]
             return encode_delta_discovery_response(version, type_url, st.nonce, resources, removed)
-        ordered = [payload[name].any_bytes for name in sorted(payload)]
-        return encode_discovery_response(version, type_url, st.nonce, ordered)
+        pieces: list[bytes] = []
+        for name in sorted(payload):
+            res = payload[name]
+            pieces += (res.field_header, res.any_bytes)
+        return encode_discovery_response_pieces(version, type_url, st.nonce, pieces)
 
     def _delivered(self, type_url: str) -> dict[str, CachedResource]:
         st = self.types[type_url]
@@ -269,8 +284,13 @@ class StreamState:
     def _retained_clusters(self, snap: Snapshot) -> dict[str, CachedResource]:
         """Clusters the proxy's current listeners/routes still use but the new snapshot dropped."""
         new = snap.resources[CLUSTER]
-        gone = [name for name in self._clusters_in_use() if name not in new]
+        in_use = self._clusters_in_use()
+        memo = self._all_in_use_present
+        if memo is not None and memo[0] is in_use and memo[1] is new:
+            return {}  # checked for these very objects already (a gateway has 20,000 clusters to look up)
+        gone = [name for name in in_use if name not in new]
         if not gone:
+            self._all_in_use_present = (in_use, new)
             return {}
         known = self._delivered(CLUSTER)
         return {name: known[name] for name in gone if name in known}
