@@ -166,11 +166,14 @@ class KubernetesSource:
         self._stop = threading.Event()
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
         self.ignored_events = 0  # watch events that changed nothing the model holds
+        # Now, not in run(): the client's API and model modules load lazily, ~0.5 s of imports that would stall
+        # the serving loop on the first list.
+        self._kinds = _kinds(api)
 
     async def run(self, sink: ModelSink) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Event] = asyncio.Queue()
-        kinds = _kinds(self.api)
+        kinds = self._kinds
         self._objects = {k.name: {} for k in kinds}
         informers = [
             _Informer(k, ns, lambda e: loop.call_soon_threadsafe(queue.put_nowait, e), self._stop)
