@@ -11,6 +11,7 @@ once and turned into one Model, with a ModelDelta when only EndpointSlices/Pods 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -119,6 +120,11 @@ class _Informer:
                 item.setdefault("apiVersion", self.kind.api_version)
                 if (obj := _parse(item)) is not None:
                     objects[object_key(obj)] = obj
+            # What was just parsed lives as long as the model: out of the collector's sight with it. Otherwise each
+            # automatic full collection during a large initial list rescans everything parsed so far (up to 0.25 s
+            # with the GIL held at 100,000 Pods, stalling the serving loop). Cycles are rare here and collected by
+            # the controller's periodic full collection.
+            gc.freeze()
             token = listed["metadata"].get("continue")
             if not token:
                 return objects, rv
