@@ -35,6 +35,7 @@ from meshctl.xds.envoy.types import ENDPOINT, ROUTE
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
+from meshctl.xds.translate.endpoints import release_gently
 from meshctl.xds.translate.ir import Blocked, ObjectStatus, SidecarParams
 from meshctl.xds.translate.sidecar import with_route_changes
 
@@ -156,10 +157,13 @@ class Controller:
         build = await self._in_worker(
             self._full_build, model, dict(self._groups), dict(self._last_accepted), prior, blocked, self.mesh
         )
-        mesh = build.mesh
+        mesh, previous = build.mesh, self.mesh
         # Blocks the build added; the loop may have added others meanwhile (a NACK), which stay.
         self._blocked.update((k, v) for k, v in blocked.items() if self._blocked.get(k) is not v)
+        if previous is not None and previous.endpoint_index is not mesh.endpoint_index:
+            self._worker.submit(release_gently, previous.endpoint_index, mesh.endpoint_index)
         self.mesh, self._statuses = mesh, build.statuses
+        del previous
         self._last_accepted, self._prior = build.last_accepted, prior
         self._drop_stale_blocks(model)
         changed = await self._publish(build.snapshots, check=False)  # prepared by _build

@@ -51,6 +51,18 @@ class EndpointIndex:
         )
 
 
+def release_gently(old: EndpointIndex, new: EndpointIndex) -> None:
+    """Empties the containers of ``old`` that ``new`` does not share, one entry at a time. Dropping a whole index
+    at once (100,000 endpoints at 10,000 services) is ~35 ms of deallocation in one C call, holding the GIL on
+    whichever thread drops the last reference; entry by entry, the interpreter can switch threads in between.
+    Run it where the last reference to ``old`` will then be dropped, after nothing uses it any more."""
+    for name in ("by_label", "contributions", "slices_of_node", "slices_of_pod", "endpoints"):
+        container = getattr(old, name)
+        if container is not getattr(new, name) and isinstance(container, dict):
+            while container:
+                container.popitem()
+
+
 def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> _LabelIndex:
     # Each node is filed under one of its selector labels: an endpoint is checked only against nodes that
     # could select its pod, so matching is linear in endpoints, not endpoints x nodes.
