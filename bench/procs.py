@@ -30,15 +30,18 @@ class Processes:
         )
         await wait_http(f"http://127.0.0.1:{port}/")
 
-    async def serve(self, manifests: Path) -> tuple[int, int, asyncio.subprocess.Process]:
+    async def serve(
+        self, manifests: Path | None, kubeconfig: Path | None = None
+    ) -> tuple[int, int, asyncio.subprocess.Process]:
+        """`meshctl serve` on a manifest directory, or on a cluster (``kubeconfig``)."""
         xds, admin = free_port(), free_port()
+        source = ["--manifests", str(manifests)] if manifests else ["--kubernetes", "--kubeconfig", str(kubeconfig)]
         proc = await self.spawn(
             sys.executable,
             "-m",
             "meshctl",
             "serve",
-            "--manifests",
-            str(manifests),
+            *source,
             "--xds-port",
             str(xds),
             "--admin-port",

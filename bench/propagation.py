@@ -1,7 +1,8 @@
 """Benchmark 6: Route propagation, idle and under load, through a real Envoy.
 
-`meshctl serve` watches a manifest directory; a Route flips between 100% v1 and 100% v2 twenty times.
-For each flip: the time from the file write to the first request sent after it that the new version
+`meshctl serve` watches a manifest directory, or a cluster (the test apiserver in its own process, through list
+and watch); a Route flips between 100% v1 and 100% v2 twenty times, by a file write or by a PATCH of the Route
+object. For each flip: the time from the write to the first request sent after it that the new version
 answered (gateway-api-bench's measure), and every non-2xx response during the run. Requests are sent
 open-loop at a fixed rate: 200/s as the idle probe, 1,000/s under load.
 """
@@ -9,35 +10,59 @@ open-loop at a fixed rate: 200/s as the idle probe, 1,000/s under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from kubernetes import client, config
 
 from bench.common import median, percentile, table
+from bench.kubeapi import kube_api
 from bench.procs import Processes, wait_http
 from meshctl.proxy import free_port
 from tests.manifests import route, service, virtual_node, workload, write
 
 
-async def _run(rate: int, flips: int, gap: float) -> dict:
+def _weights(target: str) -> dict[str, int]:
+    return {"reviews-v1": 100 if target == "v1" else 0, "reviews-v2": 100 if target == "v2" else 0}
+
+
+async def _run(rate: int, flips: int, gap: float, source: str = "files") -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="meshctl-bench-prop-"))
     manifests = workdir / "manifests"
     procs = Processes(workdir)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
         ports = {"v1": free_port(), "v2": free_port()}
         for name, port in ports.items():
             await procs.app(name, port)
-        write(
-            manifests / "w.yaml",
-            service("reviews"),
-            workload("reviews", "v1", ports["v1"]),
-            workload("reviews", "v2", ports["v2"]),
-            virtual_node("frontend", backends=["reviews"]),
-        )
-        write(manifests / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100, "reviews-v2": 0}))
-        xds, _, _ = await procs.serve(manifests)
+        stack.push_async_callback(procs.stop)
+        if source == "kubernetes":
+            demo = ["--services", "0", "--demo", "--demo-ports", f"{ports['v1']},{ports['v2']}"]
+            _, kubeconfig = await stack.enter_async_context(kube_api(*demo))
+            xds, _, _ = await procs.serve(None, kubeconfig=kubeconfig)
+            custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+
+            def write_route(target: str) -> None:
+                patch = {"spec": route("reviews", "reviews", _weights(target))["spec"]}
+                custom.patch_namespaced_custom_object(
+                    "mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews", patch
+                )
+        else:
+            write(
+                manifests / "w.yaml",
+                service("reviews"),
+                workload("reviews", "v1", ports["v1"]),
+                workload("reviews", "v2", ports["v2"]),
+                virtual_node("frontend", backends=["reviews"]),
+            )
+            write(manifests / "route.yaml", route("reviews", "reviews", _weights("v1")))
+            xds, _, _ = await procs.serve(manifests)
+
+            def write_route(target: str) -> None:
+                write(manifests / "route.yaml", route("reviews", "reviews", _weights(target)))
+
         _, egress = await procs.envoy(xds, "demo/frontend", "demo/frontend/bench")
         url = f"http://127.0.0.1:{egress}/"
         await wait_http(url, headers={"Host": "reviews"})
@@ -72,9 +97,8 @@ async def _run(rate: int, flips: int, gap: float) -> dict:
             writes: list[tuple[float, str]] = []
             for k in range(flips):
                 target = "v2" if k % 2 == 0 else "v1"
-                weights = {"reviews-v1": 100 if target == "v1" else 0, "reviews-v2": 100 if target == "v2" else 0}
                 started = time.monotonic()
-                write(manifests / "route.yaml", route("reviews", "reviews", weights))
+                await asyncio.to_thread(write_route, target)
                 writes.append((started, target))
                 await asyncio.sleep(gap)
             stop.set()
@@ -94,14 +118,17 @@ async def _run(rate: int, flips: int, gap: float) -> dict:
             "errors": errors,
             "flips": flips,
         }
-    finally:
-        await procs.stop()
+    raise AssertionError("unreachable")
 
 
-def run(flips: int = 20, gap: float = 0.5) -> str:
+_RATES = (("idle (200 req/s probe)", 200), ("under load (1,000 req/s)", 1000))
+
+
+def run(flips: int = 20, gap: float = 0.5, sources: tuple[str, ...] = ("files", "kubernetes")) -> str:
     rows = []
-    for label, rate in (("idle (200 req/s probe)", 200), ("under load (1,000 req/s)", 1000)):
-        r = asyncio.run(_run(rate, flips, gap))
+    runs = [(f"{source}, {label}", rate, source) for source in sources for label, rate in _RATES]
+    for label, rate, source in runs:
+        r = asyncio.run(_run(rate, flips, gap, source))
         d = r["delays"]
         rows.append(
             [
@@ -115,7 +142,7 @@ def run(flips: int = 20, gap: float = 0.5) -> str:
                 r["errors"],
             ]
         )
-    headers = ["run", "achieved req/s", "requests", "flips seen", "p50 ms", "p99 ms", "max ms", "non-2xx"]
+    headers = ["source, run", "achieved req/s", "requests", "flips seen", "p50 ms", "p99 ms", "max ms", "non-2xx"]
     return table(headers, rows)
 
 

@@ -15,7 +15,9 @@ BENCHMARKS = {
     "fanout": ("3. Fan-out to ADS streams", "bench.fanout"),
     "convergence": ("4. Convergence with real Envoys", "bench.convergence"),
     "startup": ("5. Startup", "bench.startup"),
-    "propagation": ("6. Route propagation under load", "bench.propagation"),
+    "propagation": ("6. Route propagation under load (manifest and Kubernetes sources)", "bench.propagation"),
+    "kubesource": ("7. Kubernetes source at scale: Pod updates, loop stalls, memory", "bench.kubesource"),
+    "churn": ("8. Memory under endpoint churn", "bench.churn"),
 }
 
 

@@ -20,3 +20,14 @@ def test_fanout_benchmark_runs_with_a_few_streams() -> None:
     assert [r[3] for r in rows] == ["eds", "rds"]
     # Column 5 is the p50; column 7 ("all streams") is NaN unless every stream got every change.
     assert all(math.isfinite(r[5]) and math.isfinite(r[7]) for r in rows), rows
+
+
+def test_kubernetes_source_benchmarks_run_at_toy_size() -> None:
+    from bench import churn, kubesource
+
+    pods = asyncio.run(kubesource.pod_updates(20, 3))
+    assert pods[2] == 3 and pods[5] == 0, pods  # every change seen, none took a full build
+    rows, rss, _ = asyncio.run(kubesource.stalls(20, 20, 10))
+    assert [r[0].split(" ")[0] for r in rows] == ["list", "second", "config_dump", "burst"]
+    assert all(math.isfinite(r[2]) for r in rows) and rss > 0
+    assert "| 20 | 200 |" in churn.run(n=20, changes=200, baseline_after=50)
