@@ -107,6 +107,7 @@ async def test_route_patch_equals_full_translation() -> None:
         # The gateway calls every Service: patched (RDS alone) or rebuilt, never left as it was.
         assert set(controller.cache.get(meshgen.GATEWAY.group).parent_versions) <= {ROUTE}
         assert _state(controller, params_list) == _state(reference, params_list)
+        assert controller.statuses() == reference.statuses() == controller.mesh.statuses  # kept sorted, not re-sorted
     assert controller.metrics.builds == full_builds + len(steps)
     for group, snap in untouched.items():
         assert controller.cache.get(group) is snap

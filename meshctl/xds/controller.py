@@ -347,7 +347,7 @@ class Controller:
                 snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
             else:
                 snapshots[group] = self._build(mesh, params)
-        return mesh, snapshots, mesh.statuses
+        return mesh, snapshots, _updated_statuses(self._statuses, mesh)
 
     async def _patch_endpoints(self, model: Model, changed_keys: set[ObjectKey]) -> None:
         """Only EndpointSlices and/or Pods changed: update just the affected ClusterLoadAssignments in each snapshot."""
@@ -415,6 +415,15 @@ class _FullBuild:
     last_accepted: dict[ObjectKey, VirtualNode | Route]
     statuses: tuple[ObjectStatus, ...]
     unhealthy: tuple[ObjectStatus, ...]
+
+
+def _updated_statuses(previous: tuple[ObjectStatus, ...], mesh: MeshIR) -> tuple[ObjectStatus, ...]:
+    """``mesh.statuses`` after a Route patch: the same objects in the same order (only their statuses changed) is a
+    lookup per object, not a sort of 20,000 statuses; when objects came or went, sorted again."""
+    by_key = mesh.status_by_key
+    if len(previous) == len(by_key) and all(s.key in by_key for s in previous):
+        return tuple(by_key[s.key] for s in previous)
+    return mesh.statuses
 
 
 def _remember_accepted(

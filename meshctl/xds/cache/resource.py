@@ -40,6 +40,7 @@ class CachedResource:
 
     __slots__ = (
         "_any_bytes",
+        "_cluster_refs",
         "_field_header",
         "_message",
         "_value",
@@ -72,6 +73,7 @@ class CachedResource:
         self._value = value
         self._any_bytes: bytes | None = None
         self._field_header: bytes | None = None
+        self._cluster_refs: frozenset[str] | None = None
         self._version: str | None = None
 
     @classmethod
@@ -100,6 +102,13 @@ class CachedResource:
             self._any_bytes = encode_any(self.type_url, value)
             self._message = self._value = None
         return self._any_bytes
+
+    @property
+    def cluster_refs(self) -> frozenset[str]:
+        """The names of the clusters it references."""
+        if self._cluster_refs is None:
+            self._cluster_refs = frozenset(name for t, name in self.references if t == CLUSTER)
+        return self._cluster_refs
 
     @property
     def field_header(self) -> bytes:
