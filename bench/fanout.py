@@ -53,9 +53,15 @@ def _versions(plane: ControlPlane, type_url: str) -> dict[str, str]:
 
 
 async def _all_acked(
-    plane: ControlPlane, streams: int, type_urls, old: dict[str, str] | None = None, timeout: float = 120
+    plane: ControlPlane,
+    streams: int,
+    type_urls,
+    old: dict[str, str] | None = None,
+    timeout: float = 120,
+    poll: float = 0.005,
 ) -> float:
-    """Until every stream ACKed its group's snapshot (and, with ``old``, a snapshot newer than that)."""
+    """Until every stream ACKed its group's snapshot (and, with ``old``, a snapshot newer than that). Checked every
+    ``poll`` seconds: the granularity of what is measured with it."""
     deadline = time.monotonic() + timeout
     while True:
         live = plane.registry.streams()
@@ -74,7 +80,7 @@ async def _all_acked(
                 return time.time()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(live)} streams, not all acked")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(poll)
 
 
 async def _run(n: int, streams: int, delta: bool, changes: int) -> list:

@@ -135,7 +135,8 @@ async def _phase(ticker: Ticker, rows: list[Any], label: str, action: Callable[[
     rows.append([label, ended - started, 1e3 * longest, 1e3 * p99])
 
 
-async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tuple[list[Any], float, int]:
+async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tuple[list[Any], tuple[float, float], int]:
+    """Rows of (phase, duration, longest stall, p99 gap); RSS after the first build and at the end; wake-ups."""
     clients = 50
     groups = kubemesh.client_names(clients)
     async with kube_api("--services", str(n), "--clients", str(clients)) as (_, kubeconfig):
@@ -159,6 +160,7 @@ async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tupl
                 await _all_acked(plane, streams, TYPE_ORDER, timeout=900)
 
             await _phase(ticker, rows, f"list + first build, {streams} streams connecting", initial)
+            rss_built = rss_mib()
 
             async def second_build() -> None:
                 old = _versions(plane, CLUSTER)
@@ -233,7 +235,7 @@ async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tupl
                 assert plane.metrics.full_builds == full, "a Pod change took a full build"
 
             await _phase(ticker, rows, f"burst of {churn} Pod relabels (API writes + watch + patches)", burst)
-            rss = rss_mib()
+            rss = (rss_built, rss_mib())
             wakeups = plane.cache.wakeups
         finally:
             ticker.stop()
@@ -247,11 +249,18 @@ async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tupl
 def run(n: int = 10_000, streams: int = 1000, changes: int = 50, churn: int = 1000) -> str:
     with pinned_to_first_core():
         pods = asyncio.run(pod_updates(n, changes))
-        rows, rss, _ = asyncio.run(stalls(n, streams, churn))
+        stall_rows = []
+        for gateway in (False, True):
+            rows, rss, _ = asyncio.run(stalls(n, streams, churn, gateway=gateway))
+            label = f"{streams} client streams" + (" + a gateway stream (every service)" if gateway else "")
+            stall_rows += [[label, *r] for r in rows]
+            stall_rows.append(
+                [label, f"RSS after the first build: {rss[0]:.0f} MiB; at the end: {rss[1]:.0f} MiB", "", "", ""]
+            )
     headers = ["services", "changes", "seen", "p50 PATCH to EDS bytes ms", "p99 ms", "full builds", "events ignored"]
     part_a = table(headers, [pods])
-    part_b = table(["phase", "duration s", "longest loop stall ms", "p99 tick gap ms"], rows)
-    return f"{part_a}\n\n{part_b}\n\nControl-plane RSS with {n} services and {streams} streams: {rss:.0f} MiB"
+    part_b = table(["streams", "phase", "duration s", "longest loop stall ms", "p99 tick gap ms"], stall_rows)
+    return f"{part_a}\n\n{part_b}"
 
 
 if __name__ == "__main__":

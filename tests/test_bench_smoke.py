@@ -27,7 +27,7 @@ def test_kubernetes_source_benchmarks_run_at_toy_size() -> None:
 
     pods = asyncio.run(kubesource.pod_updates(20, 3))
     assert pods[2] == 3 and pods[5] == 0, pods  # every change seen, none took a full build
-    rows, rss, _ = asyncio.run(kubesource.stalls(20, 20, 10))
+    rows, (rss, _), _ = asyncio.run(kubesource.stalls(20, 20, 10))
     assert [r[0].split(" ")[0] for r in rows] == ["list", "second", "config_dump", "burst"]
     assert all(math.isfinite(r[2]) for r in rows) and rss > 0
     assert "| 20 | 200 |" in churn.run(n=20, changes=200, baseline_after=50)
