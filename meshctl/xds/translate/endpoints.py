@@ -51,6 +51,16 @@ class EndpointIndex:
         )
 
 
+def _shared_sets(by_key: Mapping[ObjectKey, set[ObjectKey]]) -> dict[ObjectKey, frozenset[ObjectKey]]:
+    """Frozen, with equal sets shared: the five Pods of a slice point at one set, not five (100,000 Pods)."""
+    seen: dict[frozenset[ObjectKey], frozenset[ObjectKey]] = {}
+    out = {}
+    for key, members in by_key.items():
+        frozen = frozenset(members)
+        out[key] = seen.setdefault(frozen, frozen)
+    return out
+
+
 def release_gently(old: EndpointIndex, new: EndpointIndex) -> None:
     """Empties the containers of ``old`` that ``new`` does not share, one entry at a time. Dropping a whole index
     at once (100,000 endpoints at 10,000 services) is ~35 ms of deallocation in one C call, holding the GIL on
@@ -136,7 +146,7 @@ def index_endpoints(
         by_label=by_label,
         contributions=contributions,
         slices_of_node={k: frozenset(v) for k, v in slices_of_node.items()},
-        slices_of_pod={k: frozenset(v) for k, v in slices_of_pod.items()},
+        slices_of_pod=_shared_sets(slices_of_pod),
         endpoints=endpoints,
         nodes=nodes,
         slices=slices,
