@@ -24,6 +24,19 @@ def test_spliced_response_equals_protobuf_encoding() -> None:
     assert spliced == expected.SerializeToString(deterministic=True)
 
 
+def test_a_response_over_a_mebibyte_is_assembled_the_same() -> None:
+    """Large responses are copied without releasing the GIL (wire._concat); the bytes must not differ."""
+    clusters = [Cluster(name=f"cluster-{i}-" + "x" * 300) for i in range(5000)]  # ~1.6 MiB
+    spliced = encode_discovery_response(
+        "v9", CLUSTER, "3", [encode_any(CLUSTER, c.SerializeToString(deterministic=True)) for c in clusters]
+    )
+    assert len(spliced) > 1 << 20
+    expected = DiscoveryResponse(version_info="v9", type_url=CLUSTER, nonce="3")
+    for c in clusters:
+        expected.resources.add().Pack(c)
+    assert spliced == expected.SerializeToString(deterministic=True)
+
+
 def test_empty_response() -> None:
     resp = DiscoveryResponse.FromString(encode_discovery_response("", CLUSTER, "1", []))
     assert (resp.version_info, resp.type_url, resp.nonce, len(resp.resources)) == ("", CLUSTER, "1", 0)
