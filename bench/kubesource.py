@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import multiprocessing
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,9 @@ def _api(kubeconfig: Path) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def _load_client(port: int, streams: int, groups: list[str], out: Path) -> asyncio.subprocess.Process:
+async def _load_client(
+    port: int, streams: int, groups: list[str], out: Path, delta: bool = False
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,6 +62,7 @@ async def _load_client(port: int, streams: int, groups: list[str], out: Path) ->
         ",".join(groups),
         "--out",
         str(out),
+        *(["--delta"] if delta else []),
         preexec_fn=on_other_cores,
     )
 
@@ -135,7 +140,9 @@ async def _phase(ticker: Ticker, rows: list[Any], label: str, action: Callable[[
     rows.append([label, ended - started, 1e3 * longest, 1e3 * p99])
 
 
-async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tuple[list[Any], tuple[float, float], int]:
+async def stalls(
+    n: int, streams: int, churn: int, gateway: bool = True, delta: bool = False
+) -> tuple[list[Any], tuple[float, float], int]:
     """Rows of (phase, duration, longest stall, p99 gap); RSS after the first build and at the end; wake-ups."""
     clients = 50
     groups = kubemesh.client_names(clients)
@@ -154,7 +161,7 @@ async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tupl
                 nonlocal load
                 await plane.start()
                 load = await _load_client(
-                    plane.xds_port, streams, [*groups, *(["bench/gateway"] if gateway else [])], out
+                    plane.xds_port, streams, [*groups, *(["bench/gateway"] if gateway else [])], out, delta
                 )
                 await plane.wait_synced(timeout=900)
                 await _all_acked(plane, streams, TYPE_ORDER, timeout=900)
@@ -246,17 +253,28 @@ async def stalls(n: int, streams: int, churn: int, gateway: bool = True) -> tupl
     return rows, rss, wakeups
 
 
-def run(n: int = 10_000, streams: int = 1000, changes: int = 50, churn: int = 1000) -> str:
+def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs ``asyncio.run(fn(*args))`` pinned to core 0 in a new process: its RSS is its own (freed memory is rarely
+    returned to the OS, so a configuration measured after another would carry the other's leftovers)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_pinned_run, fn, *args).result()
+
+
+def _pinned_run(fn: Callable[..., Any], *args: Any) -> Any:
     with pinned_to_first_core():
-        pods = asyncio.run(pod_updates(n, changes))
-        stall_rows = []
-        for gateway in (False, True):
-            rows, rss, _ = asyncio.run(stalls(n, streams, churn, gateway=gateway))
-            label = f"{streams} client streams" + (" + a gateway stream (every service)" if gateway else "")
-            stall_rows += [[label, *r] for r in rows]
-            stall_rows.append(
-                [label, f"RSS after the first build: {rss[0]:.0f} MiB; at the end: {rss[1]:.0f} MiB", "", "", ""]
-            )
+        return asyncio.run(fn(*args))
+
+
+def run(n: int = 10_000, streams: int = 1000, changes: int = 50, churn: int = 1000) -> str:
+    pods = _in_fresh_process(pod_updates, n, changes)
+    stall_rows = []
+    for gateway in (False, True):
+        rows, rss, _ = _in_fresh_process(stalls, n, streams, churn, gateway)
+        label = f"{streams} client streams" + (" + a gateway stream (every service)" if gateway else "")
+        stall_rows += [[label, *r] for r in rows]
+        stall_rows.append(
+            [label, f"RSS after the first build: {rss[0]:.0f} MiB; at the end: {rss[1]:.0f} MiB", "", "", ""]
+        )
     headers = ["services", "changes", "seen", "p50 PATCH to EDS bytes ms", "p99 ms", "full builds", "events ignored"]
     part_a = table(headers, [pods])
     part_b = table(["streams", "phase", "duration s", "longest loop stall ms", "p99 tick gap ms"], stall_rows)
