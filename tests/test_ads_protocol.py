@@ -127,3 +127,24 @@ async def test_each_resource_is_serialized_once_however_many_streams(plane):
         assert len(plane.registry.streams()) == 12
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_large_streams_are_served_from_the_streams_thread_with_the_same_protocol(plane, monkeypatch):
+    """Issue 14: a proxy above ads._LARGE resources has its requests applied and responses computed off the serving
+    loop. Here every stream counts as large: the handshake, a NACK and a change behave exactly as inline."""
+    import threading
+
+    from meshctl.xds.server import ads, stream
+
+    monkeypatch.setattr(ads, "_LARGE", 0)
+    threads: set[str] = set()
+    real = stream.StreamState.next_responses
+
+    def recording(self, snap):
+        threads.add(threading.current_thread().name)
+        return real(self, snap)
+
+    monkeypatch.setattr(stream.StreamState, "next_responses", recording)
+    await test_handshake_answers_exactly_the_requested_names(plane)
+    await test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane)
+    assert threads and all(name.startswith("meshctl-streams") for name in threads), threads
