@@ -36,25 +36,23 @@ def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
     }
 
 
-def _render_dump(snapshots: Mapping[str, Snapshot]) -> bytes:
-    """``{"groups": {group: {type: {"version", "resources"}}}}``, encoded one resource at a time: one json.dumps
-    of the whole dump would hold the GIL for its whole duration (~70 ms at 2,000 services) and stall the loop."""
-    parts = ['{"groups": {']
+def _render_dump(snapshots: Mapping[str, Snapshot]) -> list[bytes]:
+    """``{"groups": {group: {type: {"version", "resources"}}}}`` as a list of encoded pieces, one resource at a time:
+    one json.dumps of the whole dump, or one join or encode of it, would hold the GIL for tens of milliseconds and
+    stall the serving loop (a 10,000-service dump is tens of MiB)."""
+    parts = [b'{"groups": {']
     for i, (group, snap) in enumerate(snapshots.items()):
-        parts.append(f"{', ' if i else ''}{json.dumps(group)}: {{")
+        parts.append(f"{', ' if i else ''}{json.dumps(group)}: {{".encode())
         for j, type_url in enumerate(snap.resources):
-            resources = ", ".join(
-                json.dumps(MessageToDict(res.message, preserving_proto_field_name=True))
-                for _, res in sorted(snap.resources[type_url].items())
-            )
-            version = json.dumps(snap.version(type_url))
-            parts.append(
-                f"{', ' if j else ''}{json.dumps(SHORT_NAMES[type_url])}: "
-                f'{{"version": {version}, "resources": [{resources}]}}'
-            )
-        parts.append("}")
-    parts.append("}}")
-    return "".join(parts).encode()
+            name, version = json.dumps(SHORT_NAMES[type_url]), json.dumps(snap.version(type_url))
+            parts.append(f'{", " if j else ""}{name}: {{"version": {version}, "resources": ['.encode())
+            for k, (_, res) in enumerate(sorted(snap.resources[type_url].items())):
+                text = json.dumps(MessageToDict(res.message, preserving_proto_field_name=True))
+                parts.append(f"{', ' if k else ''}{text}".encode())
+            parts.append(b"]}")
+        parts.append(b"}")
+    parts.append(b"}}")
+    return parts
 
 
 def _render_status(controller: Controller) -> bytes:
@@ -70,15 +68,22 @@ def _render_status(controller: Controller) -> bytes:
 _CHUNK = 256 * 1024
 
 
-async def _send_in_chunks(request: web.Request, body: bytes) -> web.StreamResponse:
-    """A large body written a chunk at a time, waiting for the socket in between: handed over whole, aiohttp
-    copies it into the transport's buffer in one go (tens of MiB for a 10,000-service dump) on the serving loop."""
+async def _send_in_chunks(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
+    """A large body written ~256 KiB at a time, waiting for the socket in between: handed over whole, aiohttp copies
+    it into the transport's buffer in one go (tens of MiB for a 10,000-service dump) on the serving loop."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.content_length = len(body)
+    response.content_length = sum(map(len, parts))
     await response.prepare(request)
-    view = memoryview(body)
-    for start in range(0, len(body), _CHUNK):
-        await response.write(view[start : start + _CHUNK])
+    chunk: list[bytes] = []
+    size = 0
+    for part in parts:
+        chunk.append(part)
+        size += len(part)
+        if size >= _CHUNK:
+            await response.write(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        await response.write(b"".join(chunk))
     await response.write_eof()
     return response
 
@@ -146,8 +151,8 @@ def build_admin_app(
         }
         if wanted and not snapshots:
             raise web.HTTPNotFound(text=f"no snapshot for group {wanted!r}\n")
-        body = await asyncio.to_thread(_render_dump, snapshots)
-        return await _send_in_chunks(request, body)
+        parts = await asyncio.to_thread(_render_dump, snapshots)
+        return await _send_in_chunks(request, parts)
 
     app = web.Application()
     app.add_routes(routes)
