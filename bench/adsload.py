@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 import time
+from pathlib import Path
 
 import grpc
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -81,6 +83,29 @@ async def delta_stream(stub, node: Node, index: int, records: list) -> None:
             asked.add(follow)
             subscribe = ["outbound"] if follow == ROUTE else []
             await outbox.put(DeltaDiscoveryRequest(type_url=follow, resource_names_subscribe=subscribe))
+
+
+async def spawn(
+    port: int, streams: int, groups: list[str], out: Path, delta: bool = False
+) -> asyncio.subprocess.Process:
+    """Starts the load client in its own process, on the cores other than the control plane's."""
+    from bench.common import on_other_cores
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.adsload",
+        "--port",
+        str(port),
+        "--streams",
+        str(streams),
+        "--groups",
+        ",".join(groups),
+        "--out",
+        str(out),
+        *(["--delta"] if delta else []),
+        preexec_fn=on_other_cores,
+    )
 
 
 async def main() -> None:

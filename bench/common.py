@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import os
 import platform
 import statistics
@@ -86,3 +88,28 @@ def on_other_cores() -> None:
     cores = set(range(1, os.cpu_count() or 1))
     if cores:
         os.sched_setaffinity(0, cores)
+
+
+class Ticker:
+    """Records the loop's gaps: a 5 ms sleep that took much longer means the loop was busy (stalled)."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def longest(self, since: float, until: float) -> tuple[float, float]:
+        """The longest gap and the 99th percentile gap (s) between two moments."""
+        gaps = [b - a for a, b in itertools.pairwise(t for t in self.ticks if since <= t <= until)]
+        return (max(gaps), percentile(gaps, 99)) if gaps else (float("nan"), float("nan"))

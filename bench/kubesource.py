@@ -15,7 +15,6 @@ b) Event-loop stalls and memory at N services with S ADS streams (50 client grou
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import multiprocessing
 import signal
@@ -30,8 +29,8 @@ from typing import Any
 import aiohttp
 from kubernetes import client, config
 
-from bench import kubemesh
-from bench.common import median, on_other_cores, percentile, pinned_to_first_core, rss_mib, table
+from bench import adsload, kubemesh
+from bench.common import Ticker, median, on_other_cores, percentile, pinned_to_first_core, rss_mib, table
 from bench.fanout import _all_acked, _versions
 from bench.kubeapi import kube_api
 from bench.kubewrite import relabel
@@ -47,26 +46,6 @@ def _api(kubeconfig: Path) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def _load_client(
-    port: int, streams: int, groups: list[str], out: Path, delta: bool = False
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.adsload",
-        "--port",
-        str(port),
-        "--streams",
-        str(streams),
-        "--groups",
-        ",".join(groups),
-        "--out",
-        str(out),
-        *(["--delta"] if delta else []),
-        preexec_fn=on_other_cores,
-    )
-
-
 async def _stop_load(proc: asyncio.subprocess.Process, out: Path) -> list[Any]:
     proc.send_signal(signal.SIGTERM)
     await proc.wait()
@@ -80,7 +59,7 @@ async def pod_updates(n: int, changes: int) -> list[Any]:
         plane = ControlPlane(KubernetesSource(api))
         await plane.start()
         out = Path(tempfile.mkdtemp()) / "records.json"
-        load = await _load_client(plane.xds_port, 1, ["bench/gateway"], out)
+        load = await adsload.spawn(plane.xds_port, 1, ["bench/gateway"], out)
         try:
             await plane.wait_synced(timeout=900)
             await _all_acked(plane, 1, TYPE_ORDER, timeout=900)
@@ -105,31 +84,6 @@ async def pod_updates(n: int, changes: int) -> list[Any]:
         if first is not None:
             latencies.append(first - t0)
     return [n, changes, len(latencies), 1e3 * median(latencies), 1e3 * percentile(latencies, 99), full_builds, ignored]
-
-
-class Ticker:
-    """Records the loop's gaps: a 5 ms sleep that took much longer means the loop was busy (stalled)."""
-
-    def __init__(self) -> None:
-        self.ticks: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            self.ticks.append(time.monotonic())
-            await asyncio.sleep(0.005)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def longest(self, since: float, until: float) -> tuple[float, float]:
-        """The longest gap and the 99th percentile gap (s) between two moments."""
-        gaps = [b - a for a, b in itertools.pairwise(t for t in self.ticks if since <= t <= until)]
-        return (max(gaps), percentile(gaps, 99)) if gaps else (float("nan"), float("nan"))
 
 
 async def _phase(ticker: Ticker, rows: list[Any], label: str, action: Callable[[], Awaitable[object]]) -> None:
@@ -160,7 +114,7 @@ async def stalls(
             async def initial() -> None:
                 nonlocal load
                 await plane.start()
-                load = await _load_client(
+                load = await adsload.spawn(
                     plane.xds_port, streams, [*groups, *(["bench/gateway"] if gateway else [])], out, delta
                 )
                 await plane.wait_synced(timeout=900)

@@ -192,7 +192,14 @@ class Controller:
         previous: MeshIR | None,
     ) -> _FullBuild:
         """In the worker: everything a full build needs that is O(mesh), so the loop only assigns the results."""
-        mesh, snapshots = self._translate_and_build(model, groups, last_accepted, blocked, previous)
+        # No automatic collections while the build allocates: they would be full ones (everything is new), each
+        # holding the GIL for ~80 ms at 2,000 services and finding nothing to free (the build makes no cycles).
+        gc.disable()
+        try:
+            mesh, snapshots = self._translate_and_build(model, groups, last_accepted, blocked, previous)
+        finally:
+            gc.enable()
+            self._collect_garbage()
         statuses = mesh.statuses
         return _FullBuild(
             mesh=mesh,
@@ -213,23 +220,6 @@ class Controller:
         """Full translation and a snapshot per group (in the worker). A resource that cannot be built blocks the
         object version it came from (added to ``blocked``) and translation starts again without it, at most once
         per object. A group that still fails, for a reason no object explains, keeps its last snapshot."""
-        # No automatic collections while the build allocates: they would be full ones (everything is new), each
-        # holding the GIL for ~80 ms at 2,000 services and finding nothing to free (the build makes no cycles).
-        gc.disable()
-        try:
-            return self._translate_and_build_all(model, groups, last_accepted, blocked, previous)
-        finally:
-            gc.enable()
-            self._collect_garbage()
-
-    def _translate_and_build_all(
-        self,
-        model: Model,
-        groups: Mapping[str, SidecarParams],
-        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
-        blocked: dict[ObjectKey, Blocked],
-        previous: MeshIR | None,
-    ) -> tuple[MeshIR, dict[str, Snapshot]]:
         limit = len(model.virtual_nodes) + len(model.routes) + 1
         for _ in range(limit):
             mesh = translate_mesh(model, last_accepted, previous, blocked)
