@@ -176,3 +176,39 @@ async def test_a_pod_relabel_takes_the_endpoint_path_and_equals_full_translation
     v2 = snap.resources[ENDPOINT]["bench/svc-3-v2/8080"].message
     assert len(v2.endpoints[0].lb_endpoints) == 6  # its own five and the relabelled pod's
     assert {t: snap.version(t) for t in TYPE_ORDER} == await built(changed)
+
+
+async def test_a_proxy_attaching_during_a_build_gets_the_new_mesh_and_one_detaching_gets_nothing() -> None:
+    """Builds run in the build thread while the loop keeps serving (issue 14): a group attached meanwhile waits for
+    the build and then gets a snapshot of the mesh just built; a group detached meanwhile is not published."""
+    import asyncio
+
+    model, clients = meshgen.with_clients(meshgen.build(1500), groups=2, backends=5)
+    joining, leaving = (sidecar_params(Node(cluster=c)) for c in clients)
+    controller = Controller(SnapshotCache(), Metrics())
+    await controller.attach(meshgen.GATEWAY)
+    await controller.attach(leaving)
+    building = asyncio.create_task(controller._rebuild(model))
+    while not controller._lock.locked():  # the build took the lock and handed the work to the build thread
+        await asyncio.sleep(0)
+    controller.detach(leaving.group)
+    await controller.attach(joining)  # returns once the build is done and the group has its snapshot
+    await building
+    assert controller.cache.get(leaving.group) is None
+    snap = controller.cache.get(joining.group)
+    assert snap is not None
+    assert {t: snap.version(t) for t in TYPE_ORDER} == await built(model, joining)
+
+
+async def test_a_replaced_endpoint_index_is_emptied_without_touching_the_new_one() -> None:
+    from meshctl.xds.translate.endpoints import index_endpoints, release_gently
+
+    model = meshgen.build(30)
+    nodes = {k: v.spec for k, v in model.virtual_nodes.items()}
+    old = index_endpoints(nodes, model.endpoint_slices, model.pods)
+    new = index_endpoints(nodes, meshgen.with_endpoint_change(model, 3, 2).endpoint_slices, model.pods)
+    expected = dict(new.endpoints)
+    release_gently(old, new)
+    assert not old.contributions and not old.endpoints and not old.slices_of_pod
+    assert new.endpoints == expected and new.contributions and new.slices_of_pod
+    assert model.endpoint_slices and model.pods  # what the index was computed from is never emptied
