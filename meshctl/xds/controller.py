@@ -84,6 +84,10 @@ class Controller:
         back to the loop's thread every switch interval (5 ms), so the loop keeps ticking."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args, **kwargs))
 
+    def close(self) -> None:
+        """Stops taking work: a queued build is dropped (one under way finishes in its thread, unpublished)."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
     async def _publish(self, snapshots: dict[str, Snapshot], *, check: bool = True) -> list[str]:
         """Publishes only groups still attached: one may have gone while its snapshot was built."""
         return await self.cache.publish({g: s for g, s in snapshots.items() if g in self._groups}, check=check)

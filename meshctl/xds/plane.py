@@ -108,6 +108,7 @@ class ControlPlane:
             # A task that crashed was already reported by _task_ended; stopping must not raise it again.
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.ads.stop()
+        self.controller.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
 
