@@ -15,7 +15,9 @@ from meshctl.xds.translate.ir import EndpointIR
 
 __all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints"]
 
-Contribution = Mapping[ObjectKey, frozenset[EndpointIR]]  # VirtualNode -> its endpoints from one slice
+# VirtualNode -> its endpoints from one slice, distinct and in a fixed order: a tuple takes a third of the memory of
+# a frozenset of the same endpoints (20,000 slices at 10,000 services), and compares equal just as reliably.
+Contribution = Mapping[ObjectKey, tuple[EndpointIR, ...]]
 # (namespace, label, value) -> the nodes filed under that selector label (see _label_index).
 _LabelIndex = Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSpec], ...]]
 
@@ -28,7 +30,7 @@ def cluster_name(vn: ObjectKey, port: int) -> str:
 class EndpointIndex:
     by_label: _LabelIndex
     contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
-    slices_of_node: Mapping[ObjectKey, frozenset[ObjectKey]]
+    slices_of_node: Mapping[ObjectKey, tuple[ObjectKey, ...]]  # sorted (tuples: a third of a frozenset's memory)
     # Which slices name each Pod (endpoint targetRef), whether or not the Pod exists: a Pod change re-translates
     # exactly these slices, so a label change or a new Pod takes the endpoint fast path (issue 14).
     slices_of_pod: Mapping[ObjectKey, frozenset[ObjectKey]]
@@ -104,7 +106,11 @@ def _contribution(
         ]
         for key in matched:
             found.setdefault(key, set()).update(eps)
-    return {key: frozenset(eps) for key, eps in found.items()}
+    return {key: tuple(sorted(eps, key=_endpoint_order)) for key, eps in found.items()}
+
+
+def _endpoint_order(e: EndpointIR) -> tuple[str, int, bool, str]:
+    return (e.address, e.port, e.healthy, e.zone or "")
 
 
 def _pods_named(slice_key: ObjectKey, es: EndpointSlice | None) -> frozenset[ObjectKey]:
@@ -118,7 +124,7 @@ def _node_endpoints(
 ) -> dict[str, tuple[EndpointIR, ...]]:
     union: set[EndpointIR] = set()
     for slice_key in slices:
-        union |= contributions[slice_key].get(key, frozenset())
+        union.update(contributions[slice_key].get(key, ()))
     out = {}
     for listener in spec.listeners:
         eps = [e for e in union if e.port == listener.port]
@@ -145,7 +151,7 @@ def index_endpoints(
     return EndpointIndex(
         by_label=by_label,
         contributions=contributions,
-        slices_of_node={k: frozenset(v) for k, v in slices_of_node.items()},
+        slices_of_node={k: tuple(sorted(v)) for k, v in slices_of_node.items()},
         slices_of_pod=_shared_sets(slices_of_pod),
         endpoints=endpoints,
         nodes=nodes,
@@ -194,7 +200,7 @@ def update_endpoints(
             members.discard(slice_key)
             if key in new:
                 members.add(slice_key)
-            slices_of_node[key] = frozenset(members)
+            slices_of_node[key] = tuple(sorted(members))
     endpoints = dict(index.endpoints)
     clusters: set[str] = set()
     for key in affected:
