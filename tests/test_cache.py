@@ -15,14 +15,14 @@ def _snapshot(group: str, version: str) -> Snapshot:
 
 async def test_a_publish_wakes_only_the_streams_of_the_groups_that_changed() -> None:
     cache = SnapshotCache()
-    await cache.publish({"a": _snapshot("a", "1"), "b": _snapshot("b", "1")}, check=False)
+    await cache.publish({"a": _snapshot("a", "1"), "b": _snapshot("b", "1")})
     seen_a, seen_b = cache.generation("a"), cache.generation("b")
     waiting_a = [asyncio.ensure_future(cache.wait_for_change("a", seen_a)) for _ in range(3)]
     waiting_b = [asyncio.ensure_future(cache.wait_for_change("b", seen_b)) for _ in range(5)]
     await asyncio.sleep(0)
     woken_before = cache.wakeups
 
-    assert await cache.publish({"a": _snapshot("a", "2"), "b": _snapshot("b", "1")}, check=False) == ["a"]
+    assert await cache.publish({"a": _snapshot("a", "2"), "b": _snapshot("b", "1")}) == ["a"]
     assert [await w for w in waiting_a] == [seen_a + 1] * 3
     await asyncio.sleep(0)
     assert not any(w.done() for w in waiting_b)
@@ -37,5 +37,5 @@ async def test_a_publish_wakes_only_the_streams_of_the_groups_that_changed() -> 
 async def test_a_change_published_before_the_wait_starts_is_not_missed() -> None:
     cache = SnapshotCache()
     seen = cache.generation("a")
-    await cache.publish({"a": _snapshot("a", "1")}, check=False)
+    await cache.publish({"a": _snapshot("a", "1")})
     assert await asyncio.wait_for(cache.wait_for_change("a", seen), 1) == seen + 1

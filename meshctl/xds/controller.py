@@ -88,9 +88,9 @@ class Controller:
         """Stops taking work: a queued build is dropped (one under way finishes in its thread, unpublished)."""
         self._worker.shutdown(wait=False, cancel_futures=True)
 
-    async def _publish(self, snapshots: dict[str, Snapshot], *, check: bool = True) -> list[str]:
+    async def _publish(self, snapshots: dict[str, Snapshot]) -> list[str]:
         """Publishes only groups still attached: one may have gone while its snapshot was built."""
-        return await self.cache.publish({g: s for g, s in snapshots.items() if g in self._groups}, check=check)
+        return await self.cache.publish({g: s for g, s in snapshots.items() if g in self._groups})
 
     @property
     def synced(self) -> bool:
@@ -170,7 +170,7 @@ class Controller:
         del previous
         self._last_accepted, self._prior = build.last_accepted, prior
         self._drop_stale_blocks(model)
-        changed = await self._publish(build.snapshots, check=False)  # prepared by _build
+        changed = await self._publish(build.snapshots)
         self.metrics.observe_build(time.perf_counter() - started)
         for problem in mesh.load_errors:
             log.warning("%s", problem)
@@ -308,7 +308,7 @@ class Controller:
         )
         self.mesh, self._statuses = mesh, statuses
         self._accept(mesh, model, changed_routes)
-        await self._publish(snapshots, check=False)  # prepared by _build
+        await self._publish(snapshots)
         for key in changed_routes:
             status = mesh.status_by_key.get(key)
             if status is not None and not status.healthy:
@@ -347,7 +347,7 @@ class Controller:
         """Only EndpointSlices and/or Pods changed: update just the affected ClusterLoadAssignments in each snapshot."""
         mesh, snapshots = await self._in_worker(self._endpoint_patch, model, changed_keys, list(self._groups))
         self.mesh = mesh
-        await self._publish(snapshots, check=False)
+        await self._publish(snapshots)
 
     def _endpoint_patch(
         self, model: Model, changed_keys: set[ObjectKey], groups: list[str]
@@ -384,7 +384,7 @@ class Controller:
                 if mesh is not None and group in self._groups and self.cache.get(group) is None:
                     try:
                         snap = await self._in_worker(self._build, mesh, params)
-                        await self._publish({group: snap}, check=False)
+                        await self._publish({group: snap})
                     except BuildError as exc:  # e.g. its own inbound listener: rebuild all, isolating the cause
                         log.warning("%s; building from scratch to isolate it", exc)
                         self._rebuild_from_scratch()

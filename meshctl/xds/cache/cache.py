@@ -26,7 +26,7 @@ class InconsistentSnapshot(ValueError):
 
 def prepare(snap: Snapshot) -> Snapshot:
     """Checks references and computes every type's version: the O(resources) part of publishing, which the
-    controller does in its build thread so that ``publish(check=False)`` on the loop is cheap."""
+    controller does in its build thread so that ``publish`` on the loop is cheap."""
     problems = snap.inconsistencies()
     if problems:
         raise InconsistentSnapshot(f"group {snap.group}: " + "; ".join(problems))
@@ -51,15 +51,13 @@ class SnapshotCache:
     def groups(self) -> list[str]:
         return sorted(self._snapshots)
 
-    async def publish(self, snapshots: dict[str, Snapshot], *, check: bool = True) -> list[str]:
+    async def publish(self, snapshots: dict[str, Snapshot]) -> list[str]:
         """Stores the snapshots whose content changed; returns those groups. Wakes the streams of those groups.
 
-        ``check=False`` is for snapshots already ``prepare``d, and endpoint-only patches (which cannot break a
-        reference)."""
+        Snapshots come consistent: built ones ``prepare``d (which raises on a broken reference), patches by
+        construction (an endpoint patch cannot break a reference; a Route patch keeps the set of clusters)."""
         changed = []
         for group, snap in snapshots.items():
-            if check:
-                prepare(snap)
             old = self._snapshots.get(group)
             if old is None or any(old.version(t) != snap.version(t) for t in snap.resources):
                 self._snapshots[group] = snap
