@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
@@ -29,6 +29,8 @@ __all__ = ["AdsServer", "Keepalive"]
 log = logging.getLogger(__name__)
 _SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 # Requests a stream may have queued before reading from the proxy pauses (gRPC flow control then pushes back):
 # Envoy sends one request per response, so a proxy that floods us is misbehaving, and must not grow our memory.
 _INBOX = 64
@@ -153,12 +155,7 @@ class AdsServer:
                     if state is None:
                         state = await self._open(req, delta)
                         generation = cache.generation(state.group)
-                    if _request_size(req) > _LARGE:
-                        kind = await asyncio.get_running_loop().run_in_executor(
-                            self._large_streams, state.on_request, req
-                        )
-                    else:
-                        kind = state.on_request(req)
+                    kind = await self._step(_request_size(req), state.on_request, req)
                     self._apply(state, req, kind)
                 if change is not None and change in done:
                     generation, change = change.result(), None
@@ -166,13 +163,8 @@ class AdsServer:
                     if change is None:
                         change = asyncio.ensure_future(cache.wait_for_change(state.group, generation))
                     snap = cache.get(state.group)
-                    if snap is not None and sum(map(len, snap.resources.values())) > _LARGE:
-                        responses = await asyncio.get_running_loop().run_in_executor(
-                            self._large_streams, state.next_responses, snap
-                        )
-                    else:
-                        responses = state.next_responses(snap)
-                    for type_url, raw in responses:
+                    size = sum(map(len, snap.resources.values())) if snap is not None else 0
+                    for type_url, raw in await self._step(size, state.next_responses, snap):
                         self.metrics.responses[SHORT_NAMES[type_url]] += 1
                         if log.isEnabledFor(logging.DEBUG):
                             st = state.types[type_url]
@@ -195,6 +187,12 @@ class AdsServer:
                     task.cancel()
             if state is not None:
                 self._close(state)
+
+    async def _step(self, size: int, fn: Callable[[_A], _R], arg: _A) -> _R:
+        """``fn(arg)`` on the loop, or in the streams thread when it is O(``size``) and ``size`` is large."""
+        if size > _LARGE:
+            return await asyncio.get_running_loop().run_in_executor(self._large_streams, fn, arg)
+        return fn(arg)
 
     async def _open(self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool) -> StreamState:
         params = sidecar_params(first.node)
