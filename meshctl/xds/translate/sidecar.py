@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshctl.xds.model import ObjectKey, Protocol, Service
+from meshctl.xds.model import Backend, ObjectKey, Protocol, Service, VirtualNodeSpec
 from meshctl.xds.translate.ir import (
     ClusterIR,
     EndpointIR,
@@ -89,8 +89,13 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     if before != after:
         # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
         return None
-    ordered = tuple(by_name[name] for name in sorted(by_name, key=lambda n: tuple(n.split("/", 1))))
+    ordered = tuple(vh for b in _sorted_backends(spec) if (vh := by_name.get(f"{b.namespace}/{b.name}")) is not None)
     return replace(ir, virtual_hosts=ordered)
+
+
+def _sorted_backends(spec: VirtualNodeSpec) -> list[Backend]:
+    """The order of the outbound virtual hosts."""
+    return sorted(spec.backends, key=lambda b: (b.namespace, b.name))
 
 
 def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
@@ -116,7 +121,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
 
     virtual_hosts: list[VirtualHostIR] = []
-    for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
+    for backend in _sorted_backends(spec):
         vh = _virtual_host(mesh, ObjectKey("Service", backend.namespace, backend.name), key.namespace)
         if vh is not None:
             virtual_hosts.append(vh)
