@@ -107,6 +107,12 @@ class _Informer:
                 self.stop.wait(delay)
                 backoff = min(backoff * 2, 10.0)
 
+    def _parse(self, item: dict[str, Any]) -> MeshObject | None:
+        """Lists and watch events carry items without kind and apiVersion: ours fill them in for the parser."""
+        item.setdefault("kind", self.kind.name)
+        item.setdefault("apiVersion", self.kind.api_version)
+        return _parse(item)
+
     def _list(self) -> tuple[dict[ObjectKey, MeshObject], str]:
         """Every object, parsed and keyed, and the resourceVersion to watch from (the first page's)."""
         objects: dict[ObjectKey, MeshObject] = {}
@@ -116,9 +122,7 @@ class _Informer:
             listed = json.loads(response.data)
             rv = rv or listed["metadata"]["resourceVersion"]
             for item in listed["items"]:
-                item.setdefault("kind", self.kind.name)
-                item.setdefault("apiVersion", self.kind.api_version)
-                if (obj := _parse(item)) is not None:
+                if (obj := self._parse(item)) is not None:
                     objects[object_key(obj)] = obj
             # What was just parsed lives as long as the model: out of the collector's sight with it. Otherwise each
             # automatic full collection during a large initial list rescans everything parsed so far (up to 0.25 s
@@ -143,11 +147,8 @@ class _Informer:
                         raise _Gone
                     raise RuntimeError(f"watch error: {obj.get('message')}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                if event.get("type") != "BOOKMARK":
-                    obj.setdefault("kind", self.kind.name)
-                    obj.setdefault("apiVersion", self.kind.api_version)
-                    if (parsed := _parse(obj)) is not None:
-                        self.emit((event["type"], self.kind.name, self.namespace, parsed))
+                if event.get("type") != "BOOKMARK" and (parsed := self._parse(obj)) is not None:
+                    self.emit((event["type"], self.kind.name, self.namespace, parsed))
         finally:
             response.release_conn()
         return rv
