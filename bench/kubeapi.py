@@ -21,7 +21,7 @@ import yaml
 
 from bench import kubemesh
 from bench.common import on_other_cores
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, kubeconfig_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -88,18 +88,7 @@ async def kube_api(*args: str, timeout: float = 900) -> AsyncIterator[tuple[str,
             await asyncio.sleep(0.1)
         url = json.loads(url_file.read_text())["url"]
         kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "bench",
-                    "clusters": [{"name": "bench", "cluster": {"server": url}}],
-                    "users": [{"name": "bench", "user": {}}],
-                    "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-                }
-            )
-        )
+        kubeconfig.write_text(kubeconfig_for(url))
         yield url, kubeconfig
     finally:
         if proc.stdin is not None:

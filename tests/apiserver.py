@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from kubernetes import client
 
-__all__ = ["ApiServer", "Kind"]
+__all__ = ["ApiServer", "Kind", "kubeconfig_for"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,20 @@ class _State:
     history: list[_Event] = field(default_factory=list)
     oldest: int = 1  # watches from before this revision get 410 Gone
     sorted_keys: dict[tuple[str, str, str], list[tuple[str, str]]] = field(default_factory=dict)  # list order, cached
+
+
+def kubeconfig_for(url: str) -> str:
+    """A kubeconfig (JSON is YAML) whose one context reaches the server at ``url``."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": url}}],
+            "users": [{"name": "test", "user": {}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        }
+    )
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -168,16 +182,7 @@ class ApiServer:
         return client.ApiClient(configuration)
 
     def kubeconfig(self) -> str:
-        return json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "test", "cluster": {"server": self.url}}],
-                "users": [{"name": "test", "user": {}}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            }
-        )
+        return kubeconfig_for(self.url)
 
     # --- chaos, for tests --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from meshctl.appmesh import convert, load_paths
 from meshctl.cli.importer import render, report_text
 from meshctl.xds.sources import load_manifests
 from meshctl.xds.translate import translate_mesh
+from tests.apiserver import kubeconfig_for
 from tests.test_manifests import crd_schemas
 
 CASES = Path(__file__).parent / "testdata" / "appmesh"
@@ -143,11 +144,7 @@ def test_apply_is_server_side_apply_with_our_field_manager(apiserver, tmp_path: 
 
 def test_apply_without_a_reachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "kubeconfig"
-    config.write_text(
-        '{"apiVersion": "v1", "kind": "Config", "current-context": "x", "clusters": [{"name": "x", "cluster": '
-        '{"server": "http://127.0.0.1:1"}}], "users": [{"name": "x", "user": {}}], '
-        '"contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}'
-    )
+    config.write_text(kubeconfig_for("http://127.0.0.1:1"))
     cmd = [sys.executable, "-m", "meshctl", "import", "appmesh", "-f", str(CASES / "color-app" / "input")]
     done = subprocess.run([*cmd, "--apply", "--kubeconfig", str(config)], capture_output=True, text=True, check=False)
     assert done.returncode != 0
