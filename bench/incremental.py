@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
@@ -21,7 +20,7 @@ from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import Meta, Model, ModelDelta, ObjectKey, Pod
+from meshctl.xds.model import Model
 from meshctl.xds.server.stream import StreamState
 
 
@@ -37,15 +36,6 @@ def _ack_all(stream: StreamState) -> None:
                     resource_names=sorted(st.names or ()),
                 )
             )
-
-
-def _pod_change(model: Model, i: int, k: int) -> Model:
-    """Pod svc-i-v1-0 relabelled to v2 on even k and back on odd k."""
-    key = ObjectKey("Pod", meshgen.NS, f"svc-{i}-v1-0")
-    version = "v2" if k % 2 == 0 else "v1"
-    pod = Pod(meta=Meta(namespace=meshgen.NS, name=key.name, labels={"app": f"svc-{i}", "version": version}))
-    delta = ModelDelta(base_revision=model.revision, pods=frozenset({key}))
-    return replace(model, pods={**model.pods, key: pod}, revision=model.revision + 1, delta=delta)
 
 
 async def gateway_stream(n: int) -> tuple[Model, Controller, StreamState]:
@@ -74,7 +64,7 @@ async def _measure(n: int, changes: int, kind: str = "endpoint") -> tuple[list[f
     full_before = controller.metrics.full_builds
     for k in range(changes):
         if kind == "pod":
-            changed = _pod_change(model, (k // 2) % n, k)
+            changed = meshgen.with_pod_relabel(model, (k // 2) % n, "v2" if k % 2 == 0 else "v1")
         else:
             changed = meshgen.with_endpoint_change(model, k % n, generation=k + 2)
         started = time.perf_counter()

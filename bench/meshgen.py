@@ -4,6 +4,7 @@ sidecar receives the whole mesh: 2N clusters, 2N endpoint assignments, one route
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -114,20 +115,34 @@ def build(n: int) -> Model:
     return Model(revision=1, services=services, endpoint_slices=slices, pods=pods, virtual_nodes=nodes, routes=routes)
 
 
+def with_endpoint_objects(
+    model: Model,
+    slices: Mapping[ObjectKey, EndpointSlice] | None = None,
+    pods: Mapping[ObjectKey, Pod] | None = None,
+) -> Model:
+    """The model with these EndpointSlices and Pods replaced, and the ModelDelta a watch source sends for them."""
+    slices, pods = slices or {}, pods or {}
+    return replace(
+        model,
+        endpoint_slices={**model.endpoint_slices, **slices} if slices else model.endpoint_slices,
+        pods={**model.pods, **pods} if pods else model.pods,
+        revision=model.revision + 1,
+        delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset(slices), pods=frozenset(pods)),
+    )
+
+
 def with_endpoint_change(model: Model, i: int, generation: int) -> Model:
     """The same model with the readiness of one endpoint of svc-i v1 flipped."""
-    slices = dict(model.endpoint_slices)
     key = ObjectKey("EndpointSlice", NS, f"svc-{i}-v1")
-    slices[key] = endpoint_slice(i, 1, ready=not slices[key].endpoints[0].ready, generation=generation)
-    return Model(
-        revision=model.revision + 1,
-        delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset({key})),
-        services=model.services,
-        endpoint_slices=slices,
-        pods=model.pods,
-        virtual_nodes=model.virtual_nodes,
-        routes=model.routes,
-    )
+    ready = not model.endpoint_slices[key].endpoints[0].ready
+    return with_endpoint_objects(model, slices={key: endpoint_slice(i, 1, ready=ready, generation=generation)})
+
+
+def with_pod_relabel(model: Model, i: int, version: str) -> Model:
+    """Pod svc-i-v1-0 labelled as ``version`` of svc-i: its endpoint moves to that version's VirtualNode."""
+    key = ObjectKey("Pod", NS, f"svc-{i}-v1-0")
+    labels = MappingProxyType({"app": f"svc-{i}", "version": version})
+    return with_endpoint_objects(model, pods={key: Pod(meta=Meta(namespace=NS, name=key.name, labels=labels))})
 
 
 def with_clients(model: Model, groups: int, backends: int) -> tuple[Model, list[str]]:

@@ -154,21 +154,12 @@ async def test_coalesced_models_merge_their_deltas() -> None:
 async def test_a_pod_relabel_takes_the_endpoint_path_and_equals_full_translation() -> None:
     """Issue 14: a Pod change re-translates only the slices that name it (its endpoint moves to the node its new
     labels select), with no full translation."""
-    from meshctl.xds.model import Meta, ModelDelta, Pod
-
     model = meshgen.build(10)
     controller = Controller(SnapshotCache(), Metrics())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     full = controller.metrics.full_builds
-    key = ObjectKey("Pod", meshgen.NS, "svc-3-v1-0")
-    relabelled = Pod(meta=Meta(namespace=meshgen.NS, name=key.name, labels={"app": "svc-3", "version": "v2"}))
-    changed = replace(
-        model,
-        pods={**model.pods, key: relabelled},
-        revision=model.revision + 1,
-        delta=ModelDelta(base_revision=model.revision, pods=frozenset({key})),
-    )
+    changed = meshgen.with_pod_relabel(model, 3, "v2")
     await controller._rebuild(changed)
     snap = controller.cache.get(group)
     assert controller.metrics.full_builds == full

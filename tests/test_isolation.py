@@ -17,7 +17,7 @@ from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import CLUSTER, ROUTE
 from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import ConnectionPool, Model, ModelDelta, ObjectKey, VirtualNode
+from meshctl.xds.model import ConnectionPool, Model, ObjectKey, VirtualNode
 from meshctl.xds.plane import ControlPlane
 from tests.conftest import eventually
 from tests.manifests import route, service, workload, write
@@ -149,12 +149,7 @@ async def test_endpoint_patches_do_not_grow_the_builder_memo() -> None:
         base = meshgen.endpoint_slice(3, 1)
         endpoint = replace(base.endpoints[0], addresses=(f"10.99.{k // 256}.{k % 256}",))
         es = replace(base, endpoints=(endpoint, *base.endpoints[1:]))
-        changed = replace(
-            model,
-            endpoint_slices={**model.endpoint_slices, key: es},
-            revision=model.revision + 1,
-            delta=ModelDelta(base_revision=model.revision, endpoint_slices=frozenset({key})),
-        )
+        changed = meshgen.with_endpoint_objects(model, slices={key: es})
         await controller._rebuild(changed)
         model = changed
         sizes.append(len(controller._builder))
