@@ -78,10 +78,10 @@ class SnapshotBuilder:
         hc_port = cluster.health_check.port if cluster.health_check else None
 
         def make() -> CachedResource:
-            try:
-                return CachedResource(ENDPOINT, cluster.name, build_load_assignment(cluster.name, endpoints, hc_port))
-            except Exception as exc:  # endpoints come from EndpointSlices: blame the node they belong to
-                raise BuildError(_cluster_owner(cluster, None), ENDPOINT, cluster.name, exc) from exc
+            # Endpoints come from EndpointSlices: blame the node they belong to.
+            build = partial(build_load_assignment, cluster.name, endpoints, hc_port)
+            message = _built(_cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
+            return CachedResource(ENDPOINT, cluster.name, message)
 
         key = (ENDPOINT, cluster.name, endpoints, hc_port)
         old = self._endpoint_keys.get(cluster.name)
@@ -121,10 +121,7 @@ class SnapshotBuilder:
             """``owners``: (object, IR) pairs it is built from, the first one blamed if building fails."""
 
             def cached() -> CachedResource:
-                try:
-                    message = make()
-                except Exception as exc:
-                    raise BuildError(owners[0][0], type_url, name, exc) from exc
+                message = _built(owners[0][0], type_url, name, make)
                 origins: Origins = frozenset((o, v) for o, v in owners if o is not None)
                 return CachedResource(type_url, name, message, refs, origins=origins)
 
@@ -175,6 +172,14 @@ class SnapshotBuilder:
             else:
                 kept[type_url] = built
         return Snapshot(ir.params.group, kept, versions=versions, ir=ir)
+
+
+def _built(owner: ObjectKey | None, type_url: str, name: str, make: Callable[[], Any]) -> Any:
+    """``make()``, its failure turned into a BuildError that blames ``owner``."""
+    try:
+        return make()
+    except Exception as exc:
+        raise BuildError(owner, type_url, name, exc) from exc
 
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:
