@@ -134,9 +134,9 @@ class StatusWriter:
                     continue
                 raise
             self.writes += 1
-            # A Warning Event when the object is newly rejected (Accepted) or newly refused by Envoy (Programmed).
+            # A Warning Event when the object is newly rejected (Accepted), refused by Envoy (Programmed) or shadowed.
             for c in status.conditions:
-                if c.type in ("Accepted", "Programmed") and c.status.value == "False":
+                if c.type in ("Accepted", "Programmed", "Reachable") and c.status.value == "False":
                     if previous.get(c.type, {}).get("status") != "False":
                         self._event(key, current, c.reason, c.message)
                     break

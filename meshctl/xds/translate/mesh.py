@@ -6,9 +6,12 @@ and its last accepted version (passed in by the caller) keeps being served, so o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from meshctl.routing.adapt import match_from_model
+from meshctl.routing.shadow import Shadowing, find_shadowed
+from meshctl.routing.table import RouteRule, Target, VirtualHost
 from meshctl.xds.model import (
     FieldError,
     Model,
@@ -106,6 +109,7 @@ class MeshIR:
             ordered = tuple(p.ir for p in sorted(kept + new, key=lambda p: (p.rank, p.name)))
             if ordered:
                 routes_by_service[svc] = ordered
+        _mark_shadowed(statuses, routes_by_service, affected)
         # Outbound TCP listeners (and so port conflicts) depend on tcpRoutes only: skip the scan for HTTP changes.
         tcp_changed = any(
             p.ir.tcp for p in (self.route_placement.get(k) for k in changed_routes) if p is not None
@@ -191,6 +195,7 @@ def translate_mesh(
     }
     services = {ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()}
     status_by_key = {st.key: st for st in statuses}
+    _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], key, spec, services, routes_by_service)
 
@@ -407,6 +412,47 @@ def _is_blocked(spec: VirtualNodeSpec | RouteSpec | None, block: Blocked | None)
 
 
 # --- Conditions ----------------------------------------------------------------------------------
+
+
+def shadowed_routes(service: ObjectKey, routes: list[RouteIR]) -> list[Shadowing]:
+    """The shadowing findings among one Service's HTTP routes (in evaluation order); witnesses use the Host
+    ``name.namespace``, which reaches the Service from every namespace."""
+    rules = tuple(
+        RouteRule(r.name, match_from_model(r.match), tuple(Target(c.cluster, c.weight) for c in r.clusters))
+        for r in routes
+    )
+    return find_shadowed(
+        VirtualHost(f"{service.namespace}/{service.name}", (f"{service.name}.{service.namespace}",), rules)
+    )
+
+
+def _mark_shadowed(
+    statuses: dict[ObjectKey, ObjectStatus],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    services: Iterable[ObjectKey],
+) -> None:
+    """Reachable=False (or Unknown, when a regex keeps it from proof) on each HTTP Route of ``services`` that
+    earlier Routes of its Service leave no request to, with a witness request; cleared on the others."""
+    for svc in services:
+        routes = [r for r in routes_by_service.get(svc, ()) if not r.tcp]
+        findings = {f.route: f for f in shadowed_routes(svc, routes)} if len(routes) > 1 else {}
+        for r in routes:
+            key = _route_key(r)
+            status = statuses.get(key)
+            if status is None:
+                continue
+            kept = tuple(c for c in status.conditions if c.type != "Reachable")
+            finding = findings.get(r.name)
+            if finding is not None:
+                condition = Condition(
+                    type="Reachable",
+                    status=ConditionStatus.FALSE if finding.certain else ConditionStatus.UNKNOWN,
+                    reason="Shadowed" if finding.certain else "PossiblyShadowed",
+                    message=_at(status.origin, finding.message()),
+                )
+                kept += (condition,)
+            if kept != status.conditions:
+                statuses[key] = replace(status, conditions=_ROUTE_OK if kept == _ROUTE_OK else kept)
 
 
 def _port_status(
