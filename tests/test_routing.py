@@ -261,3 +261,18 @@ def test_shadowed_routes_get_a_reachable_condition_with_a_witness_and_lose_it_wh
     patched, _ = mesh.with_route_changes(fixed_model, {canary}, mesh.accepted)
     for m in (patched, translate_mesh(fixed_model)):
         assert m.status_by_key[canary].healthy, m.status_by_key[canary]
+
+
+def test_union_of_a_header_and_the_inverse_of_a_narrower_one():
+    got = _findings(
+        _rule("present", prefix("/"), header("x-a")),
+        _rule("not-one", prefix("/"), header("x-a", "exact", "1", invert=True)),
+        _rule("later", prefix("/api")),
+    )
+    assert got == {"later": (True, ("present", "not-one"), "not-one")}
+    # NOT present does not take a request whose x-a is "2": no union.
+    assert _findings(
+        _rule("one", prefix("/"), header("x-a", "exact", "1")),
+        _rule("absent", prefix("/"), header("x-a", invert=True)),
+        _rule("later", prefix("/api")),
+    ) == {}

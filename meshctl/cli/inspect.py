@@ -1,117 +1,182 @@
-"""``meshctl get ...``: read the live state from a running control plane's admin API."""
+"""``meshctl get proxies|status|rejections``, ``meshctl status``, ``meshctl config-dump``: live state from a running
+control plane's admin API."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
+import os
+import time
 from typing import Any
 
 import yaml
+from rich.text import Text
 
-__all__ = ["add_commands"]
+from meshctl.cli.client import AdminClient
+from meshctl.cli.output import add_output_flag, emit, table
 
+__all__ = ["add_admin_flag", "add_commands", "age"]
 
-def _fetch(admin: str, path: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(admin.rstrip("/") + path, timeout=10) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-    except urllib.error.URLError as exc:
-        raise SystemExit(f"meshctl: cannot reach the control plane at {admin}: {exc}") from exc
+_TYPES = ("cds", "eds", "lds", "rds")
+_STATE_STYLE = {"SYNCED": "green", "STALE": "yellow", "NACKED": "bold red", "NOT SENT": "dim", "IGNORED": "dim"}
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
+def add_admin_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--admin",
+        default=os.environ.get("MESHCTL_ADMIN", "http://127.0.0.1:19000"),
+        help="control plane admin URL (default $MESHCTL_ADMIN or http://127.0.0.1:19000)",
+    )
 
 
-def _emit(data: dict[str, Any], output: str, table: str) -> None:
-    if output == "json":
-        print(json.dumps(data, indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-    else:
-        print(table)
+def age(seconds: float | None) -> str:
+    """kubectl-style: 45s, 3m, 2h, 4d."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _sync_cell(sync: dict[str, Any]) -> Text:
+    state = sync["state"]
+    text = state if state in ("SYNCED", "IGNORED") or "age" not in sync else f"{state} ({age(sync['age'])})"
+    return Text(text, style=_STATE_STYLE.get(state, ""))
 
 
 def _get_proxies(args: argparse.Namespace) -> int:
-    data = _fetch(args.admin, "/api/v1/proxies")
-    rows = []
-    for p in data["proxies"]:
-        states = []
-        for short in ("cds", "eds", "lds", "rds"):
-            t = p["types"][short]
-            mark = "NACK" if t["rejected"] else ("pending" if t["pending"] else "ok")
-            states.append(f"{mark}:{t['acked_version'][:8] or '-'}")
-        rows.append([p["node_id"], p["group"], *states])
-    _emit(data, args.output, _table(rows, ["NODE", "GROUP", "CDS", "EDS", "LDS", "RDS"]))
+    data = AdminClient(args.admin).get("/api/v1/proxies")
+    proxies = [p for p in data["proxies"] if not args.namespace or p["group"].startswith(f"{args.namespace}/")]
+    rows: list[list[str | Text]] = []
+    nacks: list[str] = []
+    for p in proxies:
+        cells = []
+        for short in _TYPES:
+            sync = p["types"][short].get("sync", {"state": "NOT SENT"})
+            cells.append(_sync_cell(sync))
+            if sync["state"] == "NACKED":
+                nacks.append(f"{p['node_id']} {short.upper()}: {sync['message']}")
+        rows.append([p["node_id"], p["group"].split(";")[0], *cells, p.get("replica", data.get("replica", ""))])
+
+    def render() -> Any:
+        from rich.console import Group
+
+        parts: list[Any] = [table(["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA"], rows)]
+        if nacks:
+            parts.append(Text("\nrejected by Envoy:\n" + "\n".join(f"  {n}" for n in nacks), style="red"))
+        return Group(*parts)
+
+    emit({"replica": data.get("replica"), "proxies": proxies}, args.output, render)
     return 0
 
 
 def _get_status(args: argparse.Namespace) -> int:
-    data = _fetch(args.admin, "/api/v1/status")
-    rows = []
-    for o in data["objects"]:
+    data = AdminClient(args.admin).get("/api/v1/status")
+    objects = [o for o in data["objects"] if not args.namespace or o["namespace"] == args.namespace]
+    rows: list[list[str | Text]] = []
+    for o in objects:
         bad = [c for c in o["conditions"] if c["status"] != "True"]
         programmed = next((c["status"] for c in o["conditions"] if c["type"] == "Programmed"), "True")
         rows.append(
             [
                 o["kind"],
                 f"{o['namespace']}/{o['name']}",
-                "True" if o["accepted"] else "False",
+                "True" if o["accepted"] else Text("False", style="red"),
                 programmed if o["accepted"] else "-",
-                bad[0]["reason"] if bad else "",
+                Text(bad[0]["reason"], style="yellow") if bad else "",
                 bad[0]["message"] if bad else "",
             ]
         )
-    table = _table(rows, ["KIND", "NAME", "ACCEPTED", "PROGRAMMED", "REASON", "MESSAGE"])
-    if data["loadErrors"]:
-        table += "\n\nload errors:\n" + "\n".join(f"  {e}" for e in data["loadErrors"])
-    _emit(data, args.output, table)
-    return 0 if all(o["healthy"] for o in data["objects"]) and not data["loadErrors"] else 1
+
+    def render() -> Any:
+        from rich.console import Group
+
+        parts: list[Any] = [table(["KIND", "NAME", "ACCEPTED", "PROGRAMMED", "REASON", "MESSAGE"], rows)]
+        if data["loadErrors"]:
+            parts.append(Text("\nload errors:\n" + "\n".join(f"  {e}" for e in data["loadErrors"])))
+        return Group(*parts)
+
+    emit({**data, "objects": objects}, args.output, render)
+    return 0 if all(o["healthy"] for o in objects) and not data["loadErrors"] else 1
 
 
 def _get_rejections(args: argparse.Namespace) -> int:
-    data = _fetch(args.admin, "/api/v1/rejections")
-    rows = [[r["node_id"], r["type"], r["version"], r["error"]] for r in data["rejections"]]
-    _emit(data, args.output, _table(rows, ["NODE", "TYPE", "VERSION", "ERROR"]))
+    data = AdminClient(args.admin).get("/api/v1/rejections")
+    rows: list[list[str | Text]] = [[r["node_id"], r["type"], r["version"], r["error"]] for r in data["rejections"]]
+    emit(data, args.output, lambda: table(["NODE", "TYPE", "VERSION", "ERROR"], rows))
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """Control-plane health in one screen (``meshctl status``)."""
+    data = AdminClient(args.admin).get("/api/v1/summary")
+    healthy = data["health"] == "ok" and data["ready"]
+    source = data["source"]
+    where = source.get("directory") or source.get("server") or ""
+    leader = data.get("leader")
+    rows: list[list[str | Text]] = [
+        ["control plane", Text("healthy", style="green") if healthy else Text(data["health"], style="red")],
+        ["ready", "yes" if data["ready"] else Text("no: waiting for the initial sync", style="yellow")],
+        ["replica", data["replica"]],
+        [
+            "leader",
+            "- (no leader election: manifest mode)"
+            if leader is None
+            else ("this replica" if leader["leading"] else leader["holder"] or "none"),
+        ],
+        ["source", f"{source['kind']} {where}".strip()],
+        ["objects", ", ".join(f"{n} {k}" for k, n in data["objects"].items()) or "-"],
+        [
+            "problems",
+            Text(f"{data['unhealthyObjects']} objects with a failing condition", style="yellow")
+            if data["unhealthyObjects"]
+            else "none",
+        ],
+        ["proxies", f"{data['proxies']} connected in {data['groups']} groups"],
+        ["last push", f"{age(time.time() - data['lastPush'])} ago" if data["lastPush"] else "never"],
+        [
+            "rejections",
+            Text(f"{data['rejections']} (meshctl get rejections)", style="red") if data["rejections"] else "none",
+        ],
+    ]
+    emit(data, args.output, lambda: table(["", ""], rows, show_header=False))
+    return 0 if healthy else 1
+
+
 def _config_dump(args: argparse.Namespace) -> int:
-    path = "/api/v1/config_dump" + (f"?group={urllib.parse.quote(args.group)}" if args.group else "")
-    data = _fetch(args.admin, path)
+    data = AdminClient(args.admin, timeout=60).get("/api/v1/config_dump", group=args.group or None)
     print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def common(p: argparse.ArgumentParser, table: bool = True) -> None:
-        p.add_argument("--admin", default="http://127.0.0.1:19000", help="control plane admin URL")
-        p.add_argument(
-            "-o",
-            "--output",
-            choices=("table", "json", "yaml") if table else ("yaml", "json"),
-            default="table" if table else "yaml",
-        )
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    get: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        add_admin_flag(p)
+        add_output_flag(p)
+        p.add_argument("-n", "--namespace", help="only this namespace")
 
-    get = sub.add_parser("get", help="show live state: proxies, status, rejections")
-    what = get.add_subparsers(dest="what", required=True)
-    p = what.add_parser("proxies", help="connected Envoys and the versions they ACKed or NACKed")
+    p = get.add_parser("proxies", help="connected Envoys: per xDS type SYNCED / STALE / NACKED / NOT SENT")
     common(p)
     p.set_defaults(run=_get_proxies)
-    p = what.add_parser("status", help="VirtualNode and Route conditions")
+    p = get.add_parser("status", help="VirtualNode and Route conditions (exit 1 if any is not True)")
     common(p)
     p.set_defaults(run=_get_status)
-    p = what.add_parser("rejections", help="recent configs Envoy rejected, with Envoy's error")
+    p = get.add_parser("rejections", help="recent configs Envoy rejected, with Envoy's error")
     common(p)
     p.set_defaults(run=_get_rejections)
 
+    st = sub.add_parser("status", help="control-plane health, leader, source, object counts, last push, rejections")
+    add_admin_flag(st)
+    add_output_flag(st)
+    st.set_defaults(run=_status)
+
     dump = sub.add_parser("config-dump", help="the Envoy config the control plane serves, per node group")
-    common(dump, table=False)
+    add_admin_flag(dump)
+    add_output_flag(dump, table_default=False)
     dump.add_argument("--group", help="only this node group (e.g. demo/frontend)")
     dump.set_defaults(run=_config_dump)

@@ -121,7 +121,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import importer, inspect
+    from meshctl.cli import importer, inspect, routes
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -176,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     val.set_defaults(run=_validate)
 
-    inspect.add_commands(sub)
+    get = sub.add_parser("get", help="show live state: proxies, routes, status, rejections").add_subparsers(
+        dest="what", required=True
+    )
+    inspect.add_commands(sub, get)
+    routes.add_commands(sub, get)
     importer.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
@@ -198,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from meshctl.cli.client import CliError
+
     try:
         return args.run(args) or 0
+    except CliError as exc:
+        print(f"meshctl: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         return 130
 

@@ -128,13 +128,15 @@ def _covers(a: Match, b: Match, skip_header: str | None = None) -> _Covers:
 
 
 def _split_on(a1: Match, a2: Match, name: str) -> bool:
-    """a1 requires X on header ``name`` and a2 NOT X (or the reverse): together they take every value."""
+    """One route requires X on header ``name``, the other NOT Y, where every value with Y has X: a value either
+    has X, or lacks X and so lacks Y; an absent header satisfies NOT Y. Together they take every request."""
     h1 = [h for h in a1.headers if h.name == name]
     h2 = [h for h in a2.headers if h.name == name]
-    if len(h1) != 1 or len(h2) != 1:
+    if len(h1) != 1 or len(h2) != 1 or h1[0].invert == h2[0].invert:
         return False
-    x, y = h1[0], h2[0]
-    return (x.string, x.range) == (y.string, y.range) and x.invert != y.invert
+    x, not_y = (h1[0], h2[0]) if h2[0].invert else (h2[0], h1[0])
+    y = HeaderMatcher(not_y.name, not_y.string, not_y.range)
+    return _positive_implies(y, x) is _Covers.YES
 
 
 @dataclass(frozen=True, slots=True)

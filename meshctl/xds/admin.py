@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from meshctl.xds.cache import Snapshot
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.metrics import Metrics
+from meshctl.xds.routes_view import NotFound, routes_document
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.translate.ir import ObjectStatus
 
@@ -94,7 +96,10 @@ def build_admin_app(
     metrics: Metrics,
     *,
     health: Callable[[], str | None] = lambda: None,
+    replica: str = "",
+    about: Callable[[], dict[str, Any]] = dict,
 ) -> web.Application:
+    """``replica``: this control plane's name in a multi-replica install (the leader-election identity)."""
     routes = web.RouteTableDef()
 
     @routes.get("/healthz")
@@ -117,7 +122,17 @@ def build_admin_app(
 
     @routes.get("/api/v1/proxies")
     async def proxies(_: web.Request) -> web.Response:
-        return web.json_response({"proxies": registry.describe()})
+        now = time.time()
+        items = []
+        for stream in registry.streams():
+            item = stream.describe()
+            snap = controller.cache.get(stream.group)
+            for type_url, short in SHORT_NAMES.items():
+                if short in item["types"]:
+                    item["types"][short]["sync"] = stream.sync_state(type_url, snap, now)
+            item["replica"] = replica
+            items.append(item)
+        return web.json_response({"replica": replica, "proxies": items})
 
     @routes.get("/api/v1/rejections")
     async def rejections(_: web.Request) -> web.Response:
@@ -139,6 +154,52 @@ def build_admin_app(
         # 20,000 objects at 10,000 services: rendered off the serving loop, like the config dump.
         body = await asyncio.to_thread(_render_status, controller)
         return web.Response(body=body, content_type="application/json")
+
+    @routes.get("/api/v1/summary")
+    async def summary(_: web.Request) -> web.Response:
+        model = controller.model
+        counts = (
+            {
+                "Service": len(model.services),
+                "EndpointSlice": len(model.endpoint_slices),
+                "Pod": len(model.pods),
+                "VirtualNode": len(model.virtual_nodes),
+                "Route": len(model.routes),
+            }
+            if model
+            else {}
+        )
+        statuses = controller.statuses()
+        document = {
+            **about(),
+            "ready": controller.synced,
+            "objects": counts,
+            "unhealthyObjects": sum(not s.healthy for s in statuses),
+            "loadErrors": len(model.load_errors) if model else 0,
+            "groups": len(controller.cache.groups()),
+            "proxies": len(registry.streams()),
+            "lastPush": controller.last_push or None,
+            "rejections": len(registry.rejections),
+        }
+        return web.json_response(document)
+
+    @routes.get("/api/v1/routes")
+    async def route_tables(request: web.Request) -> web.Response:
+        mesh = controller.mesh
+        if mesh is None:
+            raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
+        snapshots = {g: s for g in controller.cache.groups() if (s := controller.cache.get(g)) is not None}
+        try:
+            document = await asyncio.to_thread(
+                routes_document,
+                mesh,
+                snapshots,
+                source=request.query.get("from"),
+                service=request.query.get("service"),
+            )
+        except NotFound as exc:
+            raise web.HTTPNotFound(text=f"{exc}\n") from None
+        return web.json_response(document)
 
     @routes.get("/api/v1/config_dump")
     async def config_dump(request: web.Request) -> web.StreamResponse:

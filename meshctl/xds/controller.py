@@ -64,6 +64,7 @@ class Controller:
         self.on_statuses = on_statuses
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
+        self.last_push = 0.0  # wall clock of the latest snapshot published
         self._builder = SnapshotBuilder()
         self._groups: dict[str, SidecarParams] = {}
         self._attached: Counter[str] = Counter()
@@ -90,7 +91,15 @@ class Controller:
 
     async def _publish(self, snapshots: dict[str, Snapshot]) -> list[str]:
         """Publishes only groups still attached: one may have gone while its snapshot was built."""
-        return await self.cache.publish({g: s for g, s in snapshots.items() if g in self._groups})
+        published = await self.cache.publish({g: s for g, s in snapshots.items() if g in self._groups})
+        if published:
+            self.last_push = time.time()
+        return published
+
+    @property
+    def model(self) -> Model | None:
+        """The newest model built from (what translation last read)."""
+        return self._model
 
     @property
     def synced(self) -> bool:

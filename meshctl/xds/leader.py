@@ -58,6 +58,7 @@ class LeaderElector:
         self.now = now  # only for the timestamps we write, never to judge expiry
         self.monotonic = monotonic
         self._leading = False
+        self.holder = ""  # the lease holder as last read: who leads (for meshctl status)
         self._renewed_at = -float("inf")  # monotonic start of our last successful renewal
         self._observed: tuple[object, ...] | None = None  # the lease record as last read, and when we first saw it
         self._observed_at = 0.0
@@ -143,6 +144,7 @@ class LeaderElector:
         spec, meta = lease.spec, lease.metadata
         assert spec is not None and meta is not None  # the API server always returns both
         holder = spec.holder_identity or ""
+        self.holder = holder
         if holder and holder != self.identity and not self._expired(spec):
             return False
         taking_over = holder != self.identity

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,14 @@ class ControlPlane:
     async def start(self) -> None:
         xds_port, admin_port = self._requested_ports
         self.xds_port = await self.ads.start(self.address, xds_port)
-        app = build_admin_app(self.controller, self.registry, self.metrics, health=self.health_problem)
+        app = build_admin_app(
+            self.controller,
+            self.registry,
+            self.metrics,
+            health=self.health_problem,
+            replica=self.replica,
+            about=self.describe,
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.address, admin_port)
@@ -90,6 +98,23 @@ class ControlPlane:
         exc = task.exception()
         self.failures.append(f"{task.get_name()} stopped: {exc!r}")
         log.error("%s task stopped", task.get_name(), exc_info=exc)
+
+    @property
+    def replica(self) -> str:
+        """This replica's name: its leader-election identity, else the host name."""
+        elector = self.status_writer.elector if self.status_writer is not None else None
+        return elector.identity if elector is not None else socket.gethostname()
+
+    def describe(self) -> dict[str, Any]:
+        """Who we are and where the model comes from (``meshctl status``)."""
+        elector = self.status_writer.elector if self.status_writer is not None else None
+        describe_source = getattr(self.source, "describe", None)
+        return {
+            "replica": self.replica,
+            "leader": None if elector is None else {"holder": elector.holder, "leading": elector.is_leader},
+            "source": describe_source() if describe_source else {"kind": type(self.source).__name__},
+            "health": self.health_problem() or "ok",
+        }
 
     def health_problem(self) -> str | None:
         return "; ".join(self.failures) or None

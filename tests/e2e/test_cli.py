@@ -121,7 +121,13 @@ async def test_serve_health_metrics_and_live_routing(tmp_path: Path) -> None:
 
         proxies = subprocess.run([*MESHCTL, "get", "proxies", "--admin", admin], capture_output=True, text=True)
         assert proxies.returncode == 0 and "demo/frontend/cli" in proxies.stdout, proxies.stderr
-        assert proxies.stdout.splitlines()[0].split() == ["NODE", "GROUP", "CDS", "EDS", "LDS", "RDS"]
+        header, row = proxies.stdout.splitlines()[:2]
+        assert header.split() == ["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA"]
+        assert row.split()[:6] == ["demo/frontend/cli", "demo/frontend", "SYNCED", "SYNCED", "SYNCED", "SYNCED"]
+        summary = subprocess.run([*MESHCTL, "status", "--admin", admin, "-o", "json"], capture_output=True, text=True)
+        assert summary.returncode == 0, summary.stderr
+        about = json.loads(summary.stdout)
+        assert about["source"]["kind"] == "manifests" and about["proxies"] == 1 and about["objects"]["Route"] == 1
         status_cmd = subprocess.run(
             [*MESHCTL, "get", "status", "--admin", admin, "-o", "json"], capture_output=True, text=True
         )

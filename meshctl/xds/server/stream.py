@@ -88,6 +88,8 @@ class TypeState:
     rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
     initial_versions: dict[str, str] | None = None  # delta: what a reconnecting proxy says it has
     last_sent: tuple[int, int] = (0, 0)  # resources and removed names in the latest response
+    sent_at: float = 0.0  # wall clock of the latest response
+    acked_at: float = 0.0  # wall clock of the latest ACK
 
     @property
     def acked(self) -> Mapping[str, CachedResource]:
@@ -148,6 +150,7 @@ class StreamState:
             st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
             return "nack"
         held = Held.of(st.sent, st.sent_version)
+        st.acked_at = time.time()
         # Names unsubscribed while the response was in flight were dropped by Envoy on arrival.
         st.held, st.rejection = held if st.names is None else held.only(st.names), None
         return "ack"
@@ -258,6 +261,7 @@ class StreamState:
         st.nonce = str(next(self._nonces))
         st.sent, st.sent_version, st.inflight, st.ever_sent = desired, version, True, True
         st.last_sent = (len(payload), len(removed))
+        st.sent_at = time.time()
         if self.delta:
             # Each entry wraps the shared Any bytes; building it here costs one copy, which the final
             # join makes anyway, and keeps no second copy of every resource in memory.
@@ -338,6 +342,35 @@ class StreamState:
         return True
 
     # --- reporting -------------------------------------------------------------------------------
+
+    def sync_state(self, type_url: str, snap: Snapshot | None, now: float) -> dict[str, Any]:
+        """Where this proxy stands for one type against the group's latest snapshot, as ``get proxies`` shows it:
+        SYNCED (ACKed what the snapshot holds for it), STALE (behind it: in flight, or held back until the clusters
+        it needs are ACKed), NACKED (rejected the latest version sent; Envoy's message), NOT SENT, or IGNORED (never
+        subscribed). ``age``: seconds since the response still waiting for an ACK was sent, or since the last ACK.
+        Reads only: safe beside the streams thread (clusters retained for make-before-break are not counted)."""
+        st = self.types[type_url]
+        if not st.subscribed:
+            return {"state": "IGNORED"}
+        if snap is None or not st.ever_sent:
+            return {"state": "NOT SENT", "age": round(now - self.connected_at, 3)}
+        current = snap.resources[type_url]
+        if type_url in _NAMED_TYPES:
+            names = st.names or frozenset()
+            version = set_version({n: current[n] for n in names if n in current})
+        else:
+            version = snap.version(type_url)
+        if st.rejection is not None:
+            return {
+                "state": "NACKED",
+                "version": st.rejection.version,
+                "message": st.rejection.message,
+                "age": round(now - st.rejection.at, 3),
+            }
+        if st.acked_version == version:
+            return {"state": "SYNCED", "version": version, "age": round(now - st.acked_at, 3)}
+        since = st.sent_at if st.inflight else st.acked_at
+        return {"state": "STALE", "version": version, "acked": st.acked_version, "age": round(now - since, 3)}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from meshctl.xds.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.xds.parse.documents import MeshObject, object_key
@@ -16,6 +16,10 @@ ModelSink = Callable[[Model], Awaitable[None]]
 class Source(Protocol):
     async def run(self, sink: ModelSink) -> None:
         """Feeds ``sink`` a full model after the initial sync and again after every change; runs until cancelled."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where the model comes from, for ``meshctl status`` and for ``meshctl shift`` to know how to write."""
         ...
 
 

@@ -177,6 +177,10 @@ class KubernetesSource:
         # the serving loop on the first list.
         self._kinds = _kinds(api)
 
+    def describe(self) -> dict[str, Any]:
+        host = self.api.configuration.host
+        return {"kind": "kubernetes", "server": host, "namespaces": [n for n in self.namespaces if n] or ["*"]}
+
     async def run(self, sink: ModelSink) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Event] = asyncio.Queue()

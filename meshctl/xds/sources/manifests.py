@@ -107,6 +107,9 @@ class ManifestSource:
         self.root = root
         self.poll_interval = poll_interval
 
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "manifests", "directory": str(self.root.resolve())}
+
     async def run(self, sink: ModelSink) -> None:
         last: _Stamp | None = None
         revision = 0

@@ -30,7 +30,13 @@ from meshctl.xds.translate.ir import (
 from meshctl.xds.translate.mesh import MeshIR
 from meshctl.xds.translate.ports import allocate_ports, tcp_backends
 
-__all__ = ["OUTBOUND_ROUTE_CONFIG", "service_domains", "translate_sidecar", "with_route_changes"]
+__all__ = [
+    "OUTBOUND_ROUTE_CONFIG",
+    "service_domains",
+    "service_virtual_host",
+    "translate_sidecar",
+    "with_route_changes",
+]
 
 OUTBOUND_ROUTE_CONFIG = "outbound"
 
@@ -49,7 +55,7 @@ def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
     return tuple(hosts + [f"{h}:{p}" for h in hosts for p in ports])
 
 
-def _virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str) -> VirtualHostIR | None:
+def service_virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str) -> VirtualHostIR | None:
     """The outbound virtual host of one backend Service: None without the Service or without HTTP routes."""
     service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
     http_routes = tuple(r for r in routes if not r.tcp)
@@ -82,7 +88,7 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
         previous = by_name.pop(name, None)
         if previous is not None:
             before.update(wc.cluster for r in previous.routes for wc in r.clusters)
-        vh = _virtual_host(mesh, svc, key.namespace)
+        vh = service_virtual_host(mesh, svc, key.namespace)
         if vh is not None:
             by_name[name] = vh
             after.update(wc.cluster for r in vh.routes for wc in r.clusters)
@@ -122,7 +128,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
 
     virtual_hosts: list[VirtualHostIR] = []
     for backend in _sorted_backends(spec):
-        vh = _virtual_host(mesh, ObjectKey("Service", backend.namespace, backend.name), key.namespace)
+        vh = service_virtual_host(mesh, ObjectKey("Service", backend.namespace, backend.name), key.namespace)
         if vh is not None:
             virtual_hosts.append(vh)
     tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
