@@ -89,10 +89,10 @@ def string_matches(m: StringMatcher, value: str) -> bool:
 
 
 def header_matches(h: HeaderMatcher, value: str | None) -> bool:
-    """Envoy's HeaderMatcher on a header's value (None: absent). An inverted matcher matches an absent header,
-    except an inverted presence check, which matches only an absent one."""
+    """Envoy's HeaderMatcher on a header's value (None: absent). An absent header fails every matcher but an
+    inverted presence check: ``invert`` negates the value test, not the header's presence (measured, Envoy 1.40)."""
     if value is None:
-        return h.invert
+        return h.invert and h.string is None and h.range is None
     if h.string is not None:
         result = string_matches(h.string, value)
     elif h.range is not None:

@@ -95,14 +95,26 @@ def _positive_implies(b: HeaderMatcher, a: HeaderMatcher) -> _Covers:
     return _Covers.MAYBE if (a.string and a.string.kind == "regex") else _Covers.NO
 
 
+def _presence_only(h: HeaderMatcher) -> bool:
+    return h.string is None and h.range is None
+
+
 def _header_implies(b: HeaderMatcher, a: HeaderMatcher) -> _Covers:
+    """Does every request ``b`` accepts satisfy ``a`` (same header)? An absent header satisfies only NOT present;
+    every other matcher, inverted or not, needs the header (see ``match.header_matches``)."""
     if b == a:
         return _Covers.YES
+    if b.invert and _presence_only(b):
+        return _Covers.NO  # b: absent only, and a is not NOT present
+    if a.invert and _presence_only(a):
+        return _Covers.NO  # a: absent only, b needs the header
+    if not a.invert and _presence_only(a):
+        return _Covers.YES  # a: present; b needs the header
     if b.invert and a.invert:
         # NOT X implies NOT Y when Y's values are X's.
         return _positive_implies(HeaderMatcher(a.name, a.string, a.range), HeaderMatcher(b.name, b.string, b.range))
     if b.invert:
-        return _Covers.NO  # b admits an absent header, which only an inverted a accepts
+        return _Covers.MAYBE if a.string is not None and a.string.kind == "regex" else _Covers.NO
     if a.invert:
         if b.string is not None and b.string.kind == "exact":
             return _yes(header_matches(a, b.string.value))
@@ -127,16 +139,18 @@ def _covers(a: Match, b: Match, skip_header: str | None = None) -> _Covers:
     return _all([_path(a.path, b.path), _headers(a.headers, b.headers, skip_header)])
 
 
-def _split_on(a1: Match, a2: Match, name: str) -> bool:
-    """One route requires X on header ``name``, the other NOT Y, where every value with Y has X: a value either
-    has X, or lacks X and so lacks Y; an absent header satisfies NOT Y. Together they take every request."""
+def _split_on(a1: Match, a2: Match, b: Match, name: str) -> bool:
+    """One route requires X on header ``name``, the other NOT Y, where every value with Y has X: a present value
+    has X, or lacks X and so lacks Y. An absent header is taken too when NOT Y is NOT present, or never comes when
+    ``b`` needs the header. Together they take every request ``b`` matches."""
     h1 = [h for h in a1.headers if h.name == name]
     h2 = [h for h in a2.headers if h.name == name]
     if len(h1) != 1 or len(h2) != 1 or h1[0].invert == h2[0].invert:
         return False
     x, not_y = (h1[0], h2[0]) if h2[0].invert else (h2[0], h1[0])
     y = HeaderMatcher(not_y.name, not_y.string, not_y.range)
-    return _positive_implies(y, x) is _Covers.YES
+    b_needs_header = any(h.name == name and not (h.invert and _presence_only(h)) for h in b.headers)
+    return _positive_implies(y, x) is _Covers.YES and (_presence_only(not_y) or b_needs_header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +221,6 @@ def _union_cover(earlier: tuple[RouteRule, ...], b: Match) -> tuple[str, str] | 
         covering = [a for a in earlier if _covers(a.match, b, skip_header=name) is _Covers.YES]
         for i, a1 in enumerate(covering):
             for a2 in covering[i + 1 :]:
-                if _split_on(a1.match, a2.match, name):
+                if _split_on(a1.match, a2.match, b, name):
                     return a1.name, a2.name
     return None

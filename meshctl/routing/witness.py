@@ -28,7 +28,7 @@ from typing import Any
 
 import re2
 
-from meshctl.routing.match import Request, first_failure
+from meshctl.routing.match import Request, first_failure, header_matches
 from meshctl.routing.table import HeaderMatcher, RouteRule, StringMatcher
 
 __all__ = ["regex_samples", "witness_for"]
@@ -111,7 +111,10 @@ def string_sample(m: StringMatcher) -> str | None:
 def _header_value(h: HeaderMatcher) -> str | None:
     """A value that satisfies ``h``; None means: leave the header out."""
     if h.invert:
-        return None  # an absent header satisfies an inverted matcher (see header_matches)
+        if h.string is None and h.range is None:
+            return None  # NOT present: leave it out
+        literal = h.string.value if h.string is not None else ""
+        return next((c for c in ("x", "0", literal + "x", "x" + literal) if header_matches(h, c)), None)
     if h.string is not None:
         return string_sample(h.string)
     if h.range is not None:
