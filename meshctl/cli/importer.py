@@ -82,17 +82,15 @@ def _import_appmesh(args: argparse.Namespace) -> int:
 
 def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> int:
     """Server-side apply of every object with our field manager; one line per object; the number that failed."""
-    from kubernetes import client, config
+    from kubernetes import config
     from urllib3.exceptions import HTTPError
 
+    from meshctl.cli.kube import api_client
+
     try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig)
-        else:
-            config.load_kube_config()
+        api = api_client(kubeconfig, in_cluster=False)
     except (config.ConfigException, OSError) as exc:
         raise SystemExit(f"meshctl import appmesh: --apply: no cluster configuration: {exc}") from exc
-    api = client.ApiClient()
     failed = 0
     query = f"?fieldManager={FIELD_MANAGER}&force=true" + ("&dryRun=All" if dry_run else "")
     headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
@@ -109,7 +107,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
         try:
             # JSON is YAML: the apply patch is the whole object, as kubectl apply --server-side sends it.
             response = api.call_api("PATCH", url, header_params=headers, body=json.dumps(obj))
-            response.read()
+            response.read()  # type: ignore[no-untyped-call]  # kubernetes.client has no annotations
         except (HTTPError, OSError) as exc:
             raise SystemExit(f"meshctl import appmesh: --apply: cannot reach the API server: {exc}") from exc
         if 200 <= response.status < 300:

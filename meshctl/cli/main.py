@@ -61,20 +61,12 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
-    from kubernetes import client, config
-
+    from meshctl.cli.kube import api_client
     from meshctl.xds.leader import LeaderElector
     from meshctl.xds.sources.kubernetes import KubernetesSource
     from meshctl.xds.status import StatusWriter
 
-    if args.kubeconfig:
-        config.load_kube_config(config_file=args.kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    api = client.ApiClient()
+    api = api_client(args.kubeconfig)
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
     return KubernetesSource(api, namespaces=args.namespace or None), StatusWriter(api, elector=elector)
 
@@ -121,7 +113,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import importer, inspect, routes
+    from meshctl.cli import importer, inspect, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -181,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_commands(sub, get)
     routes.add_commands(sub, get)
+    shift.add_commands(sub)
     importer.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")

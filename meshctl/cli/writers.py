@@ -1,0 +1,166 @@
+"""Where ``meshctl shift`` writes a Route's weights: the manifest file it came from (an atomic edit that keeps
+comments and layout) or the Kubernetes API (a merge patch carrying the resourceVersion it read, so a concurrent
+edit is refused rather than overwritten)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from meshctl.cli.client import CliError
+
+__all__ = ["KubernetesWriter", "ManifestWriter", "RouteWriter", "route_targets"]
+
+_ROUTE_KINDS = ("httpRoute", "grpcRoute", "http2Route", "tcpRoute")
+
+
+def route_targets(spec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The route kind key (httpRoute, ...) and its weightedTargets list."""
+    for kind in _ROUTE_KINDS:
+        if isinstance(spec.get(kind), dict):
+            targets = spec[kind].get("action", {}).get("weightedTargets")
+            if isinstance(targets, list):
+                return kind, targets
+    raise CliError("the Route has no action.weightedTargets to shift")
+
+
+class RouteWriter(Protocol):
+    def read(self) -> dict[str, Any]:
+        """The Route's spec as written."""
+        ...
+
+    def write(self, targets: list[dict[str, Any]]) -> str:
+        """Replaces its weightedTargets; returns where it was written."""
+        ...
+
+
+class ManifestWriter:
+    def __init__(self, directory: Path, origin: str, namespace: str, name: str) -> None:
+        self.path = directory / origin.split("#", 1)[0]
+        self.namespace, self.name = namespace, name
+        from ruamel.yaml import YAML
+
+        self.yaml = YAML()  # round-trip: comments, order and quoting survive
+        self.yaml.preserve_quotes = True
+
+    def _load(self) -> tuple[list[Any], Any]:
+        try:
+            text = self.path.read_text()
+            mapping, offset = _guess_indent(text)
+            self.yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+            docs = list(self.yaml.load_all(text))
+        except OSError as exc:
+            raise CliError(f"cannot read {self.path}: {exc}") from None
+        for doc in docs:
+            meta = (doc or {}).get("metadata") or {}
+            if (
+                (doc or {}).get("kind") == "Route"
+                and meta.get("name") == self.name
+                and (meta.get("namespace") or "default") == self.namespace
+            ):
+                return docs, doc
+        raise CliError(f"Route {self.namespace}/{self.name} is no longer in {self.path}")
+
+    def read(self) -> dict[str, Any]:
+        _, doc = self._load()
+        return dict(doc.get("spec") or {})
+
+    def write(self, targets: list[dict[str, Any]]) -> str:
+        docs, doc = self._load()
+        _, current = route_targets(doc["spec"])
+        # Edit the weights in place where the target is already listed, so its comments stay beside it.
+        by_name = {_target_key(t): t for t in current}
+        kept = []
+        for t in targets:
+            existing = by_name.get(_target_key(t))
+            if existing is not None:
+                existing["weight"] = t["weight"]
+                kept.append(existing)
+            else:
+                kept.append(t)
+        current[:] = kept
+        out = io.StringIO()
+        self.yaml.dump_all(docs, out)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(out.getvalue())
+        os.chmod(tmp, self.path.stat().st_mode & 0o7777)
+        os.replace(tmp, self.path)  # atomic: the control plane never reads half a file
+        return str(self.path)
+
+
+def _guess_indent(text: str) -> tuple[int, int]:
+    """The file's own style, so an edit changes only the weights: (mapping indent, dash offset under its key)."""
+    mapping, offset = 2, 0
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    found_mapping = found_offset = False
+    for parent, line in zip(lines, lines[1:], strict=False):
+        p_indent = len(parent) - len(parent.lstrip())
+        indent = len(line) - len(line.lstrip())
+        if not parent.rstrip().endswith(":") or parent.lstrip().startswith("- "):
+            continue
+        if line.lstrip().startswith("- ") and not found_offset:
+            offset, found_offset = max(0, indent - p_indent), True
+        elif indent > p_indent and not found_mapping:
+            mapping, found_mapping = indent - p_indent, True
+        if found_mapping and found_offset:
+            break
+    return mapping, offset
+
+
+def _target_key(t: dict[str, Any]) -> tuple[str, str | None, Any]:
+    ref = t.get("virtualNodeRef") or {}
+    return ref.get("name", ""), ref.get("namespace"), t.get("port")
+
+
+class KubernetesWriter:
+    GROUP, VERSION, PLURAL = "mesh.meshctl.dev", "v1alpha1", "routes"
+
+    def __init__(self, kubeconfig: str | None, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        from meshctl.cli.kube import api_client
+
+        try:
+            api = api_client(kubeconfig)
+        except Exception as exc:  # the client raises several kinds for a missing or broken kubeconfig
+            raise CliError(f"cannot load a kubeconfig: {exc}") from None
+        self.api = client.CustomObjectsApi(api)
+        self.namespace, self.name = namespace, name
+        self.resource_version: str | None = None
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(self.GROUP, self.VERSION, self.namespace, self.PLURAL, self.name, *args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise CliError(
+                    f"Route {self.namespace}/{self.name} changed since it was read (resourceVersion "
+                    f"{self.resource_version}); nothing was written, run the command again"
+                ) from None
+            raise CliError(f"Kubernetes API: {exc.status} {exc.reason}") from None
+        except OSError as exc:
+            raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
+
+    def read(self) -> dict[str, Any]:
+        obj = self._call(self.api.get_namespaced_custom_object)
+        self.resource_version = obj["metadata"]["resourceVersion"]
+        self._spec: dict[str, Any] = dict(obj.get("spec") or {})
+        return self._spec
+
+    def write(self, targets: list[dict[str, Any]]) -> str:
+        """Patches the version read last (``read`` first if nothing was read)."""
+        spec = self._spec if self.resource_version is not None else self.read()
+        kind, _ = route_targets(spec)
+        body = {
+            "metadata": {"resourceVersion": self.resource_version},
+            "spec": {kind: {"action": {"weightedTargets": targets}}},
+        }
+        self._call(self.api.patch_namespaced_custom_object, body)
+        self.resource_version = None  # the next write reads again
+        return f"routes.{self.GROUP}/{self.name} in namespace {self.namespace}"
