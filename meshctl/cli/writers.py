@@ -5,6 +5,7 @@ edit is refused rather than overwritten)."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -97,7 +98,7 @@ def _guess_indent(text: str) -> tuple[int, int]:
     mapping, offset = 2, 0
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     found_mapping = found_offset = False
-    for parent, line in zip(lines, lines[1:], strict=False):
+    for parent, line in itertools.pairwise(lines):
         p_indent = len(parent) - len(parent.lstrip())
         indent = len(line) - len(line.lstrip())
         if not parent.rstrip().endswith(":") or parent.lstrip().startswith("- "):
