@@ -18,6 +18,7 @@ from meshctl.xds.metrics import Metrics
 from meshctl.xds.routes_view import NotFound, routes_document
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.translate.ir import ObjectStatus
+from meshctl.xds.whatif import what_if
 
 __all__ = ["build_admin_app", "status_to_dict"]
 
@@ -200,6 +201,21 @@ def build_admin_app(
         except NotFound as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
         return web.json_response(document)
+
+    @routes.post("/api/v1/diff")
+    async def diff(request: web.Request) -> web.Response:
+        """What applying the posted documents (``{"documents": [...]}``) would change; nothing is applied."""
+        model, mesh = controller.model, controller.mesh
+        if model is None or mesh is None:
+            raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
+        try:
+            body = await request.json()
+            documents = body["documents"]
+            if not isinstance(documents, list):
+                raise TypeError("documents must be a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f'expected {{"documents": [...]}}: {exc}\n') from None
+        return web.json_response(await asyncio.to_thread(what_if, model, mesh, documents))
 
     @routes.get("/api/v1/config_dump")
     async def config_dump(request: web.Request) -> web.StreamResponse:
