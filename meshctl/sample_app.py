@@ -22,6 +22,7 @@ class Behavior:
     name: str
     fail_first: int = 0  # answer the first N requests with fail_status
     fail_status: int = 503
+    fail_every: int = 0  # answer every Nth request with fail_status (2: half of them)
     stall_body: float = 0.0  # send the headers and part of the body, then stall this long (idle timeouts)
     delay: float = 0.0  # seconds before answering
     slow_first: int = 0  # only the first N requests are delayed (0: all of them)
@@ -38,7 +39,7 @@ def build_app(behavior: Behavior) -> web.Application:
         total = sum(behavior.seen.values())
         if behavior.delay and (not behavior.slow_first or total <= behavior.slow_first):
             await asyncio.sleep(behavior.delay)
-        if total <= behavior.fail_first:
+        if total <= behavior.fail_first or (behavior.fail_every and total % behavior.fail_every == 0):
             return web.Response(status=behavior.fail_status, text=f"{behavior.name} failing on purpose\n")
         if behavior.stall_body:
             response = web.StreamResponse(headers={"x-served-by": behavior.name})

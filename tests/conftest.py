@@ -74,8 +74,15 @@ class Mesh:
         return b, port
 
     async def sidecar(
-        self, virtual_node: str, node_id: str | None = None, *, delta: bool = False, wait_ready: bool = True
+        self,
+        virtual_node: str,
+        node_id: str | None = None,
+        *,
+        delta: bool = False,
+        wait_ready: bool = True,
+        stats: bool = False,
     ) -> Sidecar:
+        """``stats``: serve /stats/prometheus on a port of its own (what ``meshctl shift --steps`` reads)."""
         egress, ingress = free_port(), free_port()
         envoy = loopback_sidecar(
             self.plane.xds_port,
@@ -84,6 +91,8 @@ class Mesh:
             egress_port=egress,
             ingress_port=ingress,
             delta=delta,
+            stats_port=free_port() if stats else None,
+            admin_port=free_port() if stats else 0,
         )
         await envoy.start()
         self._envoys.append(envoy)

@@ -199,6 +199,10 @@ def _shift(args: argparse.Namespace) -> int:
     client = AdminClient(args.admin)
     to = parse_weights(args.to)
     shift = plan_shift(args, client, to)
+    if args.steps:
+        from meshctl.cli.progressive import run_progressive
+
+        return run_progressive(args, client, shift)
     out = console()
     for line in shift.describe():
         out.print(Text(line))
@@ -226,5 +230,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--wait", action="store_true", help="return once every affected proxy ACKed the change")
     p.add_argument("--timeout", type=float, default=30, help="seconds --wait waits (default 30)")
     p.add_argument("--kubeconfig", help="in a cluster: kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    prog = p.add_argument_group(
+        "progressive shift", "move traffic to the one --to node given 100 in steps, judged by the callers' Envoys"
+    )
+    prog.add_argument("--steps", help="the new target's share at each step, e.g. 10,25,50,100")
+    prog.add_argument("--interval", default="30s", help="traffic watched per step (default 30s)")
+    prog.add_argument("--max-error-rate", default="1%", help="roll back above this 5xx rate (default 1%%)")
+    prog.add_argument("--max-p99", help="roll back above this p99 latency, e.g. 500ms")
+    prog.add_argument("--min-requests", type=int, default=100, help="requests needed to judge a step (default 100)")
+    prog.add_argument("--max-hold", default="5m", help="how long a step waits for enough traffic (default 5m)")
     add_admin_flag(p)
     p.set_defaults(run=_shift)

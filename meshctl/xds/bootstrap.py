@@ -85,6 +85,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         ("meshctl.egress_port", opts.egress_port),
         ("meshctl.ingress_port", opts.ingress_port),
         ("meshctl.bind_address", opts.bind_address),
+        ("meshctl.stats_port", opts.stats_port),  # where callers' metrics can be scraped (meshctl shift --steps)
     ):
         if value is not None:
             metadata[key] = str(value)

@@ -116,17 +116,17 @@ class AdsServer:
     async def _sotw_stream(
         self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        async for raw in self._stream(requests, delta=False):
+        async for raw in self._stream(requests, delta=False, peer=context.peer()):
             yield raw
 
     async def _delta_stream(
         self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        async for raw in self._stream(requests, delta=True):
+        async for raw in self._stream(requests, delta=True, peer=context.peer()):
             yield raw
 
     async def _stream(
-        self, requests: AsyncIterator[DiscoveryRequest | DeltaDiscoveryRequest], *, delta: bool
+        self, requests: AsyncIterator[DiscoveryRequest | DeltaDiscoveryRequest], *, delta: bool, peer: str = ""
     ) -> AsyncIterator[bytes]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=_INBOX)
 
@@ -153,7 +153,7 @@ class AdsServer:
                         return
                     incoming = asyncio.ensure_future(inbox.get())
                     if state is None:
-                        state = await self._open(req, delta)
+                        state = await self._open(req, delta, peer)
                         generation = cache.generation(state.group)
                     kind = await self._step(_request_size(req), state.on_request, req)
                     self._apply(state, req, kind)
@@ -194,10 +194,18 @@ class AdsServer:
             return await asyncio.get_running_loop().run_in_executor(self._large_streams, fn, arg)
         return fn(arg)
 
-    async def _open(self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool) -> StreamState:
+    async def _open(self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool, peer: str) -> StreamState:
         params = sidecar_params(first.node)
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
+        state.peer = peer
+        stats_port = first.node.metadata.fields.get("meshctl.stats_port")
+        if (
+            stats_port is not None
+            and stats_port.WhichOneof("kind") == "string_value"
+            and stats_port.string_value.isdigit()
+        ):
+            state.stats_port = int(stats_port.string_value)
         self.registry.add(state)
         self.metrics.connected_streams += 1
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")

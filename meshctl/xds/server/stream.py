@@ -110,6 +110,8 @@ class StreamState:
         self.node_id = node_id
         self.group = group
         self.connected_at = time.time()
+        self.peer = ""  # gRPC's peer string, e.g. ipv4:10.0.3.7:53422
+        self.stats_port: int | None = None  # the proxy's Prometheus port (node metadata meshctl.stats_port)
         self.types: dict[str, TypeState] = {t: TypeState() for t in TYPE_ORDER}
         self._nonces = itertools.count(1)
         self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
@@ -372,6 +374,14 @@ class StreamState:
         since = st.sent_at if st.inflight else st.acked_at
         return {"state": "STALE", "version": version, "acked": st.acked_version, "age": round(now - since, 3)}
 
+    @property
+    def stats_url(self) -> str | None:
+        """Where this proxy's Prometheus stats can be scraped: its address as we see it, its stats port."""
+        if not self.stats_port or not self.peer.startswith(("ipv4:", "ipv6:")):
+            return None
+        host = self.peer.split(":", 1)[1].rsplit(":", 1)[0]
+        return f"http://{host}:{self.stats_port}/stats/prometheus"
+
     def describe(self) -> dict[str, Any]:
         return {
             "stream": self.stream_id,
@@ -379,6 +389,8 @@ class StreamState:
             "group": self.group,
             "protocol": "delta" if self.delta else "sotw",
             "connected_at": self.connected_at,
+            "peer": self.peer,
+            "statsUrl": self.stats_url,
             "types": {
                 SHORT_NAMES[t]: {
                     "acked_version": st.acked_version,

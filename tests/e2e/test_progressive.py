@@ -1,0 +1,111 @@
+"""Progressive ``meshctl shift --steps``: judged by the callers' own Envoys, rolled back on errors or too little
+traffic, and a rollback reported only once every caller ACKed it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+
+from tests.conftest import Mesh
+from tests.e2e.test_shift import ROUTE_FILE, meshctl
+from tests.manifests import service, virtual_node, workload, write
+
+
+async def canary_mesh(mesh_factory, **v2_behavior) -> tuple[Mesh, object, str]:
+    m: Mesh = await mesh_factory()
+    _, p1 = await m.app("v1")
+    _, p2 = await m.app("v2", **v2_behavior)
+    write(
+        m.dir / "mesh.yaml",
+        service("reviews"),
+        workload("reviews", "v1", p1),
+        workload("reviews", "v2", p2),
+        virtual_node("frontend", backends=["reviews"]),
+    )
+    (m.dir / "route.yaml").write_text(ROUTE_FILE)
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend", stats=True)
+    await m.wait_routable(sidecar, "reviews")
+    return m, sidecar, f"http://127.0.0.1:{m.plane.admin_port}"
+
+
+@contextlib.asynccontextmanager
+async def traffic(m: Mesh, sidecar, concurrency: int = 4, limit: int = 20_000):
+    """Requests through the caller until the block ends (bounded in count)."""
+    stop = asyncio.Event()
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        while not stop.is_set() and sent < limit:
+            sent += 1
+            with contextlib.suppress(aiohttp.ClientError):
+                await m.get(sidecar, "reviews")
+            await asyncio.sleep(0.005)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def progressive(admin: str, *extra: str) -> list[str]:
+    return [
+        "shift", "reviews", "-n", "demo", "--to", "reviews-v2=100", "--steps", "50,100", "--admin", admin,
+        "--max-error-rate", "10%", *extra,
+    ]  # fmt: skip
+
+
+async def test_failing_canary_is_rolled_back_and_gets_nothing_after(mesh_factory):
+    m, sidecar, admin = await canary_mesh(mesh_factory, fail_every=2, fail_status=500)
+    async with traffic(m, sidecar):
+        code, out, err = await meshctl(*progressive(admin, "--interval", "5s", "--min-requests", "20"))
+    assert code == 1, (out, err)
+    assert "rolling back: step 50%: error rate " in out and "% > 10.0%" in out
+    assert "rolled back to reviews-v1 100%, reviews-v2 0%: 1 proxies ACKed the change" in out
+    assert (m.dir / "route.yaml").read_text() == ROUTE_FILE  # the original weights, byte for byte
+    # Reported done means ACKed by the caller: from now on no request reaches v2.
+    reached_v2 = sum(m.apps["v2"].seen.values())
+    assert reached_v2 > 0
+    for _ in range(100):
+        status, body, _ = await m.get(sidecar, "reviews")
+        assert (status, body) == (200, "v1")
+    assert sum(m.apps["v2"].seen.values()) == reached_v2
+
+
+async def test_healthy_canary_reaches_100(mesh_factory):
+    m, sidecar, admin = await canary_mesh(mesh_factory)
+    async with traffic(m, sidecar):
+        code, out, err = await meshctl(*progressive(admin, "--interval", "2s", "--min-requests", "20"))
+    assert code == 0, (out, err)
+    assert "step 1/2: reviews-v2 50%: 1 proxies ACKed the change" in out
+    assert "done: reviews-v2 takes 100% of demo/reviews" in out
+    assert "weight: 100" in (m.dir / "route.yaml").read_text().split("reviews-v2")[1]
+    assert {(await m.get(sidecar, "reviews"))[1] for _ in range(20)} == {"v2"}
+
+
+async def test_too_little_traffic_holds_and_says_so_then_rolls_back(mesh_factory):
+    m, _, admin = await canary_mesh(mesh_factory)
+    code, out, err = await meshctl(*progressive(admin, "--interval", "1s", "--min-requests", "20", "--max-hold", "2s"))
+    assert code == 1, (out, err)
+    assert "holding: only 0 requests reached the new target" in out and "(--min-requests 20)" in out
+    assert "rolling back: step 50%: not enough traffic to judge (0 < 20 requests in 3s)" in out
+    assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
+
+
+async def test_dry_run_prints_the_whole_plan(mesh_factory):
+    m, _, admin = await canary_mesh(mesh_factory)
+    code, out, err = await meshctl(*progressive(admin, "--dry-run", "--interval", "30s", "--max-p99", "500ms"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "progressive shift of Route demo/reviews (demo/reviews, /*) to reviews-v2"
+    assert lines[2].split()[:5] == ["1", "50%", "reviews-v1", "50%,", "reviews-v2"]
+    assert lines[3].split()[:3] == ["2", "100%", "reviews-v2"]
+    assert lines[4].startswith("callers read: demo/frontend/pod-0")
+    assert "p99 <= 500ms" in lines[5] and "roll back to reviews-v1 100%, reviews-v2 0%" in lines[5]
+    assert lines[-1] == "dry run: nothing written"
+    assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
