@@ -41,7 +41,7 @@ def test_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     assert boot["node"] == {
         "id": "demo/frontend/pod-1",
         "cluster": "demo/frontend",
-        "metadata": {"meshctl.virtual_node": "demo/frontend"},
+        "metadata": {"meshctl.virtual_node": "demo/frontend", "meshctl.stats_port": "15090"},
     }
     assert boot["dynamic_resources"]["ads_config"]["set_node_on_first_message_only"] is True
     (tmp_path / "bootstrap.yaml").write_text(out)
