@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.test_shift import ROUTE_FILE, meshctl, two_callers
+from tests.e2e.test_shift import ROUTE_FILE, meshctl, reviews_mesh
 from tests.manifests import route
 
 
@@ -17,7 +17,7 @@ def canary(**match) -> dict:
 
 
 async def test_diff_reports_groups_route_changes_traffic_moves_and_new_shadowing(mesh_factory, tmp_path: Path):
-    m, _, admin = await two_callers(mesh_factory)
+    m, _, admin = await reviews_mesh(mesh_factory)
     served_before = await m.admin("/api/v1/routes?service=demo/reviews")
 
     same = tmp_path / "same"

@@ -9,26 +9,13 @@ import contextlib
 import aiohttp
 
 from tests.conftest import Mesh
-from tests.e2e.test_shift import ROUTE_FILE, meshctl
-from tests.manifests import service, virtual_node, workload, write
+from tests.e2e.test_shift import ROUTE_FILE, meshctl, reviews_mesh
 
 
 async def canary_mesh(mesh_factory, **v2_behavior) -> tuple[Mesh, object, str]:
-    m: Mesh = await mesh_factory()
-    _, p1 = await m.app("v1")
-    _, p2 = await m.app("v2", **v2_behavior)
-    write(
-        m.dir / "mesh.yaml",
-        service("reviews"),
-        workload("reviews", "v1", p1),
-        workload("reviews", "v2", p2),
-        virtual_node("frontend", backends=["reviews"]),
-    )
-    (m.dir / "route.yaml").write_text(ROUTE_FILE)
-    await m.start()
-    sidecar = await m.sidecar("demo/frontend", stats=True)
-    await m.wait_routable(sidecar, "reviews")
-    return m, sidecar, f"http://127.0.0.1:{m.plane.admin_port}"
+    """One caller whose Envoy serves its stats (what the shift reads)."""
+    m, (sidecar,), admin = await reviews_mesh(mesh_factory, callers=1, stats=True, **v2_behavior)
+    return m, sidecar, admin
 
 
 @contextlib.asynccontextmanager

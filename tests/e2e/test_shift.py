@@ -60,10 +60,11 @@ async def answers(m: Mesh, sidecar, n: int = 20) -> set[str]:
     return seen
 
 
-async def two_callers(mesh_factory) -> tuple[Mesh, list, str]:
+async def reviews_mesh(mesh_factory, callers: int = 2, stats: bool = False, **v2_behavior) -> tuple[Mesh, list, str]:
+    """reviews v1 and v2 behind ROUTE_FILE (all to v1) in its own file, ``callers`` frontend sidecars; the admin URL."""
     m: Mesh = await mesh_factory()
     _, p1 = await m.app("v1")
-    _, p2 = await m.app("v2")
+    _, p2 = await m.app("v2", **v2_behavior)
     write(
         m.dir / "mesh.yaml",
         service("reviews"),
@@ -73,14 +74,14 @@ async def two_callers(mesh_factory) -> tuple[Mesh, list, str]:
     )
     (m.dir / "route.yaml").write_text(ROUTE_FILE)
     await m.start()
-    sidecars = [await m.sidecar("demo/frontend", f"demo/frontend/pod-{i}") for i in range(2)]
+    sidecars = [await m.sidecar("demo/frontend", f"demo/frontend/pod-{i}", stats=stats) for i in range(callers)]
     for s in sidecars:
         await m.wait_routable(s, "reviews")
     return m, sidecars, f"http://127.0.0.1:{m.plane.admin_port}"
 
 
 async def test_shift_waits_for_every_proxy_and_keeps_the_file_intact(mesh_factory):
-    m, sidecars, admin = await two_callers(mesh_factory)
+    m, sidecars, admin = await reviews_mesh(mesh_factory)
     code, out, err = await meshctl(
         "shift", "reviews", "-n", "demo", "--to", "reviews-v2=100", "--dry-run", "--admin", admin
     )
@@ -107,7 +108,7 @@ async def test_shift_waits_for_every_proxy_and_keeps_the_file_intact(mesh_factor
 
 
 async def test_shift_wait_names_a_proxy_that_does_not_ack(mesh_factory):
-    _, sidecars, admin = await two_callers(mesh_factory)
+    _, sidecars, admin = await reviews_mesh(mesh_factory)
     stuck = sidecars[1].envoy.process
     stuck.send_signal(signal.SIGSTOP)  # connected, but it will never ACK
     try:
@@ -171,7 +172,7 @@ async def test_shift_in_a_cluster_patches_with_the_resource_version(apiserver: A
 
 
 async def test_shift_bad_input_is_one_line_and_a_nonzero_exit(mesh_factory):
-    m, _, admin = await two_callers(mesh_factory)
+    m, _, admin = await reviews_mesh(mesh_factory)
     cases = [
         (["reviews", "--to", "reviews-v2=60,reviews-v1=30"], "weights sum to 90, not 100"),
         (["reviews", "--to", "reviews-v3=100"], "VirtualNode demo/reviews-v3 not found"),
