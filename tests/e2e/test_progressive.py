@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 
 import aiohttp
 
 from tests.conftest import Mesh
-from tests.e2e.test_shift import ROUTE_FILE, meshctl, reviews_mesh
+from tests.e2e.test_shift import MESHCTL, ROUTE_FILE, meshctl, reviews_mesh
 
 
 async def canary_mesh(mesh_factory, **v2_behavior) -> tuple[Mesh, object, str]:
@@ -95,4 +96,25 @@ async def test_dry_run_prints_the_whole_plan(mesh_factory):
     assert lines[4].startswith("callers read: demo/frontend/pod-0")
     assert "p99 <= 500ms" in lines[5] and "roll back to reviews-v1 100%, reviews-v2 0%" in lines[5]
     assert lines[-1] == "dry run: nothing written"
+    assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
+
+
+async def test_ctrl_c_restores_the_original_weights(mesh_factory):
+    m, sidecar, admin = await canary_mesh(mesh_factory)
+    async with traffic(m, sidecar):
+        proc = await asyncio.create_subprocess_exec(
+            *MESHCTL,
+            *progressive(admin, "--interval", "60s", "--min-requests", "20"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert first.decode().startswith("step 1/2: reviews-v2 50%: 1 proxies ACKed")
+        proc.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    out = first.decode() + rest.decode()
+    assert proc.returncode == 130, (out, err)
+    assert "rolling back: interrupted (Ctrl-C)" in out and "rolled back to reviews-v1 100%, reviews-v2 0%" in out
+    assert "Traceback" not in err.decode()
     assert (m.dir / "route.yaml").read_text() == ROUTE_FILE

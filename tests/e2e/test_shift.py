@@ -165,6 +165,13 @@ async def test_shift_in_a_cluster_patches_with_the_resource_version(apiserver: A
         assert new == [50, 50] and int(after) > int(before)
         served = json.loads((await meshctl("get", "routes", "demo/reviews", "--admin", admin, "-o", "json"))[1])
         assert [t["probability"] for t in served["virtualHosts"][0]["routes"][0]["targets"]] == [0.5, 0.5]
+        # The other commands against a cluster.
+        about = json.loads((await meshctl("status", "--admin", admin, "-o", "json"))[1])
+        assert about["source"] == {"kind": "kubernetes", "server": apiserver.url, "namespaces": ["*"]}
+        code, out, _ = await meshctl("explain", "--admin", admin, "--from", "demo/frontend", "GET", "reviews.demo/")
+        assert code == 0 and "route demo/reviews: targets demo/reviews-v1/9080 50%" in out
+        code, out, _ = await meshctl("get", "proxies", "--admin", admin)
+        assert code == 0 and out.splitlines()[1].split()[:6] == ["demo/frontend/k8s", "demo/frontend", *["SYNCED"] * 4]
     finally:
         await envoy.stop()
         await plane.stop()
