@@ -140,3 +140,27 @@ def test_a_reconnecting_delta_proxy_is_told_to_remove_what_is_no_longer_served()
     resp = DeltaDiscoveryResponse.FromString(raw)
     assert [r.name for r in resp.resources] == ["b"]
     assert list(resp.removed_resources) == ["c"]
+
+
+def test_sync_state_follows_the_proxy_against_the_latest_snapshot() -> None:
+    """What `meshctl get proxies` shows per type: NOT SENT, STALE (in flight), SYNCED, NACKED, IGNORED."""
+    from meshctl.xds.envoy.types import LISTENER
+
+    stream = StreamState("n", "g")
+    snap = snapshot("a")
+    assert stream.sync_state(LISTENER, snap, 0)["state"] == "IGNORED"
+    stream.on_request(DiscoveryRequest(type_url=CLUSTER))
+    assert stream.sync_state(CLUSTER, snap, 0)["state"] == "NOT SENT"
+    [(_, raw)] = stream.next_responses(snap)
+    stale = stream.sync_state(CLUSTER, snap, stream.types[CLUSTER].sent_at + 2.5)
+    assert (stale["state"], stale["age"], stale["acked"]) == ("STALE", 2.5, "")
+    ack(stream, CLUSTER)
+    assert stream.sync_state(CLUSTER, snap, 0)["state"] == "SYNCED"
+    newer = snapshot("a", "c")
+    assert stream.sync_state(CLUSTER, newer, 0)["state"] == "STALE"  # not sent yet: behind the snapshot
+    [(_, raw)] = stream.next_responses(newer)
+    nack = DiscoveryRequest(type_url=CLUSTER, response_nonce=DiscoveryResponse.FromString(raw).nonce)
+    nack.error_detail.message = "bad cluster c"
+    stream.on_request(nack)
+    nacked = stream.sync_state(CLUSTER, newer, 0)
+    assert (nacked["state"], nacked["message"]) == ("NACKED", "bad cluster c")
