@@ -20,7 +20,7 @@ from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.server.blame import blame
-from meshctl.xds.server.node import sidecar_params
+from meshctl.xds.server.node import sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
 
@@ -199,13 +199,7 @@ class AdsServer:
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
         state.peer = peer
-        stats_port = first.node.metadata.fields.get("meshctl.stats_port")
-        if (
-            stats_port is not None
-            and stats_port.WhichOneof("kind") == "string_value"
-            and stats_port.string_value.isdigit()
-        ):
-            state.stats_port = int(stats_port.string_value)
+        state.stats_port = stats_port(first.node)
         self.registry.add(state)
         self.metrics.connected_streams += 1
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")

@@ -13,7 +13,7 @@ from envoy.config.core.v3.base_pb2 import Node
 from meshctl.xds.model import ObjectKey
 from meshctl.xds.translate.ir import SidecarParams
 
-__all__ = ["sidecar_params"]
+__all__ = ["sidecar_params", "stats_port"]
 
 
 def _meta(node: Node, key: str) -> str | None:
@@ -28,6 +28,16 @@ def _meta(node: Node, key: str) -> str | None:
     return None
 
 
+def _port(node: Node, key: str) -> int | None:
+    value = _meta(node, key)
+    return int(value) if value and value.isdigit() else None
+
+
+def stats_port(node: Node) -> int | None:
+    """The port serving the proxy's Prometheus stats (``meshctl.stats_port``), if it announces one."""
+    return _port(node, "meshctl.stats_port")
+
+
 def sidecar_params(node: Node) -> SidecarParams:
     ref = _meta(node, "meshctl.virtual_node") or node.cluster
     vn = None
@@ -35,11 +45,10 @@ def sidecar_params(node: Node) -> SidecarParams:
         ns, _, name = ref.partition("/")
         vn = ObjectKey("VirtualNode", ns, name)
     defaults = SidecarParams(virtual_node=vn)
-    egress = _meta(node, "meshctl.egress_port")
-    ingress = _meta(node, "meshctl.ingress_port")
+    egress, ingress = _port(node, "meshctl.egress_port"), _port(node, "meshctl.ingress_port")
     return SidecarParams(
         virtual_node=vn,
-        egress_port=int(egress) if egress and egress.isdigit() else defaults.egress_port,
-        ingress_port=int(ingress) if ingress and ingress.isdigit() else defaults.ingress_port,
+        egress_port=defaults.egress_port if egress is None else egress,
+        ingress_port=defaults.ingress_port if ingress is None else ingress,
         bind_address=_meta(node, "meshctl.bind_address") or defaults.bind_address,
     )
