@@ -12,25 +12,18 @@ from dataclasses import replace
 from typing import Any
 
 from meshctl.routing.adapt import match_from_model
-from meshctl.xds.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.xds.model import Model, ObjectKey
 from meshctl.xds.parse.documents import UnsupportedDocument, object_key, parse_document
+from meshctl.xds.sources.base import MODEL_FIELDS
 from meshctl.xds.translate.ir import RouteIR, SidecarIR, SidecarParams
 from meshctl.xds.translate.mesh import MeshIR, shadowed_routes, translate_mesh
 from meshctl.xds.translate.sidecar import translate_sidecar
 
 __all__ = ["what_if"]
 
-_FIELDS = {
-    Service: "services",
-    EndpointSlice: "endpoint_slices",
-    Pod: "pods",
-    VirtualNode: "virtual_nodes",
-    Route: "routes",
-}
-
 
 def _overlay(model: Model, documents: list[Any]) -> tuple[Model, list[ObjectKey], list[str]]:
-    buckets = {name: dict(getattr(model, name)) for name in _FIELDS.values()}
+    buckets = {name: dict(getattr(model, name)) for name in MODEL_FIELDS.values()}
     keys, errors = [], []
     for i, doc in enumerate(documents):
         try:
@@ -41,7 +34,7 @@ def _overlay(model: Model, documents: list[Any]) -> tuple[Model, list[ObjectKey]
         if obj is None:
             continue
         key = object_key(obj)
-        buckets[_FIELDS[type(obj)]][key] = obj
+        buckets[MODEL_FIELDS[type(obj)]][key] = obj
         keys.append(key)
     return replace(model, **buckets, delta=None, load_errors=()), keys, errors  # type: ignore[arg-type]
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from meshctl.xds.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.xds.parse.documents import MeshObject, object_key
 
-__all__ = ["ModelSink", "Source", "build_model"]
+__all__ = ["MODEL_FIELDS", "ModelSink", "Source", "build_model"]
 
 ModelSink = Callable[[Model], Awaitable[None]]
 
@@ -23,15 +23,19 @@ class Source(Protocol):
         ...
 
 
+# Which Model mapping holds each kind of object.
+MODEL_FIELDS: dict[type, str] = {
+    Service: "services",
+    EndpointSlice: "endpoint_slices",
+    Pod: "pods",
+    VirtualNode: "virtual_nodes",
+    Route: "routes",
+}
+
+
 def build_model(objects: Iterable[MeshObject], load_errors: Iterable[str] = ()) -> Model:
     """Indexes objects by kind; the first object seen for a key wins, later duplicates become load errors."""
-    buckets: dict[type, dict[ObjectKey, MeshObject]] = {
-        Service: {},
-        EndpointSlice: {},
-        Pod: {},
-        VirtualNode: {},
-        Route: {},
-    }
+    buckets: dict[type, dict[ObjectKey, MeshObject]] = {kind: {} for kind in MODEL_FIELDS}
     errors = list(load_errors)
     for obj in objects:
         key = object_key(obj)
@@ -40,11 +44,5 @@ def build_model(objects: Iterable[MeshObject], load_errors: Iterable[str] = ()) 
             errors.append(f"{obj.meta.origin}: {key} is already defined in {bucket[key].meta.origin}; ignored")
             continue
         bucket[key] = obj
-    return Model(
-        services=buckets[Service],  # type: ignore[arg-type]
-        endpoint_slices=buckets[EndpointSlice],  # type: ignore[arg-type]
-        pods=buckets[Pod],  # type: ignore[arg-type]
-        virtual_nodes=buckets[VirtualNode],  # type: ignore[arg-type]
-        routes=buckets[Route],  # type: ignore[arg-type]
-        load_errors=tuple(errors),
-    )
+    fields: dict[str, Any] = {name: buckets[kind] for kind, name in MODEL_FIELDS.items()}
+    return Model(**fields, load_errors=tuple(errors))
