@@ -92,7 +92,7 @@ def header_matches(h: HeaderMatcher, value: str | None) -> bool:
     """Envoy's HeaderMatcher on a header's value (None: absent). An absent header fails every matcher but an
     inverted presence check: ``invert`` negates the value test, not the header's presence (measured, Envoy 1.40)."""
     if value is None:
-        return h.invert and h.string is None and h.range is None
+        return h.invert and h.presence_only
     if h.string is not None:
         result = string_matches(h.string, value)
     elif h.range is not None:

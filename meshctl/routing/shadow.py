@@ -60,7 +60,7 @@ def _path(a: PathMatcher, b: PathMatcher) -> _Covers:
         return _Covers.NO if b.kind == "prefix" else _Covers.MAYBE
     if b.kind == "exact":
         return _yes(re2.fullmatch(a.value, b.value) is not None)
-    return _yes(a.value == b.value) if b.kind == "regex" and a.value == b.value else _Covers.MAYBE
+    return _Covers.YES if b.kind == "regex" and a.value == b.value else _Covers.MAYBE
 
 
 def _string_implies(b: StringMatcher, a: StringMatcher) -> _Covers:
@@ -82,9 +82,9 @@ def _string_implies(b: StringMatcher, a: StringMatcher) -> _Covers:
 
 def _positive_implies(b: HeaderMatcher, a: HeaderMatcher) -> _Covers:
     """b and a not inverted: b's values are present ones."""
-    if a.string is None and a.range is None:
+    if a.presence_only:
         return _Covers.YES  # a: present
-    if b.string is None and b.range is None:
+    if b.presence_only:
         return _Covers.NO  # b allows any value
     if b.string is not None and b.string.kind == "exact":
         return _yes(header_matches(a, b.string.value))
@@ -95,20 +95,16 @@ def _positive_implies(b: HeaderMatcher, a: HeaderMatcher) -> _Covers:
     return _Covers.MAYBE if (a.string and a.string.kind == "regex") else _Covers.NO
 
 
-def _presence_only(h: HeaderMatcher) -> bool:
-    return h.string is None and h.range is None
-
-
 def _header_implies(b: HeaderMatcher, a: HeaderMatcher) -> _Covers:
     """Does every request ``b`` accepts satisfy ``a`` (same header)? An absent header satisfies only NOT present;
     every other matcher, inverted or not, needs the header (see ``match.header_matches``)."""
     if b == a:
         return _Covers.YES
-    if b.invert and _presence_only(b):
+    if b.invert and b.presence_only:
         return _Covers.NO  # b: absent only, and a is not NOT present
-    if a.invert and _presence_only(a):
+    if a.invert and a.presence_only:
         return _Covers.NO  # a: absent only, b needs the header
-    if not a.invert and _presence_only(a):
+    if not a.invert and a.presence_only:
         return _Covers.YES  # a: present; b needs the header
     if b.invert and a.invert:
         # NOT X implies NOT Y when Y's values are X's.
@@ -149,8 +145,8 @@ def _split_on(a1: Match, a2: Match, b: Match, name: str) -> bool:
         return False
     x, not_y = (h1[0], h2[0]) if h2[0].invert else (h2[0], h1[0])
     y = HeaderMatcher(not_y.name, not_y.string, not_y.range)
-    b_needs_header = any(h.name == name and not (h.invert and _presence_only(h)) for h in b.headers)
-    return _positive_implies(y, x) is _Covers.YES and (_presence_only(not_y) or b_needs_header)
+    b_needs_header = any(h.name == name and not (h.invert and h.presence_only) for h in b.headers)
+    return _positive_implies(y, x) is _Covers.YES and (not_y.presence_only or b_needs_header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +160,13 @@ class Shadowing:
 
     def message(self) -> str:
         by = " and ".join(self.by)
-        head = "shadowed by" if self.certain else "possibly shadowed by"
-        text = f"{head} {by}: every request it matches is taken first"
-        if not self.certain:
-            text = f"{head} {by}: every sample request it matches is taken first (a regex keeps this from proof)"
+        if self.certain:
+            text = f"shadowed by {by}: every request it matches is taken first"
+        else:
+            text = (
+                f"possibly shadowed by {by}: every sample request it matches is taken first "
+                "(a regex keeps this from proof)"
+            )
         if self.witness is not None:
             text += f"; e.g. {describe_request(self.witness)} -> {self.witness_route}"
         return text
@@ -207,9 +206,8 @@ def find_shadowed(vh: VirtualHost) -> list[Shadowing]:
             if not samples or not all(_routed_to(earlier, w) for w in samples):
                 continue
             by, certain = maybe, False
-        samples = samples or witnesses_for(b, authority)
-        witness = next((w for w in samples if _routed_to(earlier, w)), None)
-        to = _routed_to(earlier, witness) if witness else None
+        routed = ((w, _routed_to(earlier, w)) for w in samples or witnesses_for(b, authority))
+        witness, to = next(((w, to) for w, to in routed if to is not None), (None, None))
         findings.append(Shadowing(j, b.name, by, certain, witness, to))
     return findings
 

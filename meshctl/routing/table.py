@@ -1,8 +1,9 @@
 """A route table as Envoy evaluates it: virtual hosts, then routes in order, each with its match and targets.
 
 Plain frozen values with a JSON form, so the control plane can serve a table and the CLI can explain requests,
-find shadowed routes and diff tables without importing the control plane. Built from the translator's IR
-(``from_ir``) or from an Envoy RouteConfiguration in its JSON form (``from_envoy``); both say the same thing.
+find shadowed routes and diff tables without importing the control plane. Built from an Envoy
+RouteConfiguration in its JSON form (``adapt.from_envoy``); a Route's match alone from the model
+(``adapt.match_from_model``); both say the same thing.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ __all__ = [
     "VirtualHost",
 ]
 
-STRING_KINDS = ("exact", "prefix", "suffix", "contains", "regex")
-
 
 @dataclass(frozen=True, slots=True)
 class StringMatcher:
-    kind: str  # one of STRING_KINDS
+    kind: str  # exact | prefix | suffix | contains | regex
     value: str
 
     def describe(self) -> str:
@@ -42,6 +41,11 @@ class HeaderMatcher:
     string: StringMatcher | None = None
     range: tuple[int, int] | None = None  # [start, end) on the header's integer value
     invert: bool = False
+
+    @property
+    def presence_only(self) -> bool:
+        """A presence check (inverted: an absence check), not a test of the value."""
+        return self.string is None and self.range is None
 
     def describe(self) -> str:
         if self.string is not None:

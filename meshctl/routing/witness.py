@@ -31,7 +31,7 @@ import re2
 from meshctl.routing.match import Request, first_failure, header_matches
 from meshctl.routing.table import HeaderMatcher, RouteRule, StringMatcher
 
-__all__ = ["regex_samples", "witness_for"]
+__all__ = ["regex_samples", "witnesses_for"]
 
 _CATEGORY_CHAR = {CATEGORY_DIGIT: "0", CATEGORY_WORD: "a", CATEGORY_SPACE: " "}
 
@@ -111,7 +111,7 @@ def string_sample(m: StringMatcher) -> str | None:
 def _header_value(h: HeaderMatcher) -> str | None:
     """A value that satisfies ``h``; None means: leave the header out."""
     if h.invert:
-        if h.string is None and h.range is None:
+        if h.presence_only:
             return None  # NOT present: leave it out
         literal = h.string.value if h.string is not None else ""
         return next((c for c in ("x", "0", literal + "x", "x" + literal) if header_matches(h, c)), None)
@@ -120,12 +120,6 @@ def _header_value(h: HeaderMatcher) -> str | None:
     if h.range is not None:
         return str(h.range[0])
     return "1"
-
-
-def witness_for(route: RouteRule, authority: str) -> Request | None:
-    """A request ``route`` matches (checked), or None when none could be made (e.g. an exotic regex)."""
-    found = witnesses_for(route, authority, 1)
-    return found[0] if found else None
 
 
 def witnesses_for(route: RouteRule, authority: str, count: int = 6) -> list[Request]:
