@@ -15,7 +15,7 @@ from rich.text import Text
 from meshctl.cli.client import AdminClient
 from meshctl.cli.output import add_output_flag, emit, table
 
-__all__ = ["add_admin_flag", "add_commands", "age"]
+__all__ = ["add_admin_flag", "add_commands", "add_read_flags", "age", "group_node"]
 
 _TYPES = ("cds", "eds", "lds", "rds")
 _STATE_STYLE = {"SYNCED": "green", "STALE": "yellow", "NACKED": "bold red", "NOT SENT": "dim", "IGNORED": "dim"}
@@ -27,6 +27,18 @@ def add_admin_flag(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("MESHCTL_ADMIN", "http://127.0.0.1:19000"),
         help="control plane admin URL (default $MESHCTL_ADMIN or http://127.0.0.1:19000)",
     )
+
+
+def add_read_flags(p: argparse.ArgumentParser, namespace_help: str) -> None:
+    """What every command reading the admin API takes: --admin, -o, -n."""
+    add_admin_flag(p)
+    add_output_flag(p)
+    p.add_argument("-n", "--namespace", help=namespace_help)
+
+
+def group_node(group: str) -> str:
+    """The VirtualNode (namespace/name) of a node group (``ns/vn`` or ``ns/vn;egress=...``)."""
+    return group.split(";")[0]
 
 
 def age(seconds: float | None) -> str:
@@ -58,7 +70,7 @@ def _get_proxies(args: argparse.Namespace) -> int:
             cells.append(_sync_cell(sync))
             if sync["state"] == "NACKED":
                 nacks.append(f"{p['node_id']} {short.upper()}: {sync['message']}")
-        rows.append([p["node_id"], p["group"].split(";")[0], *cells, p.get("replica", data.get("replica", ""))])
+        rows.append([p["node_id"], group_node(p["group"]), *cells, p.get("replica", data.get("replica", ""))])
 
     def render() -> Any:
         from rich.console import Group
@@ -156,9 +168,7 @@ def add_commands(
     get: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     def common(p: argparse.ArgumentParser) -> None:
-        add_admin_flag(p)
-        add_output_flag(p)
-        p.add_argument("-n", "--namespace", help="only this namespace")
+        add_read_flags(p, "only this namespace")
 
     p = get.add_parser("proxies", help="connected Envoys: per xDS type SYNCED / STALE / NACKED / NOT SENT")
     common(p)

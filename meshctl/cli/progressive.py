@@ -21,9 +21,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from meshctl.cli.client import AdminClient, CliError
+from meshctl.cli.inspect import group_node
 from meshctl.cli.output import console, table
-from meshctl.cli.shift import Shift, served_weights, wait_for_proxies
+from meshctl.cli.shift import Shift, callers, wait_for_proxies
 from meshctl.cli.traffic import ClusterWindow, scrape, window
+from meshctl.xds.translate.endpoints import virtual_node_of
 
 __all__ = ["Guard", "parse_duration", "run_progressive", "step_weights"]
 
@@ -86,26 +88,20 @@ def step_weights(original: dict[str, int], new: str, percent: int) -> dict[str, 
 def _clusters_of(client: AdminClient, shift: Shift, nodes: set[str]) -> set[str]:
     """The clusters (namespace/virtualnode/port) the Route sends to, for these nodes."""
     table_ = client.get("/api/v1/routes", service=shift.service)
-    found = set()
-    for vh in table_["virtualHosts"]:
-        for r in vh["routes"]:
-            for t in r["targets"]:
-                if t["cluster"].rsplit("/", 1)[0] in nodes:
-                    found.add(t["cluster"])
-    return found
+    return {
+        t["cluster"]
+        for vh in table_["virtualHosts"]
+        for r in vh["routes"]
+        for t in r["targets"]
+        if virtual_node_of(t["cluster"]) in nodes
+    }
 
 
 def _callers(client: AdminClient, shift: Shift) -> list[dict[str, Any]]:
     """Connected proxies whose node group calls the Route's Service."""
-    calls: dict[str, bool] = {}
-    out = []
-    for p in client.get("/api/v1/proxies")["proxies"]:
-        node = p["group"].split(";")[0]
-        if node not in calls:
-            calls[node] = served_weights(client, shift, node) is not None
-        if calls[node]:
-            out.append(p)
-    return out
+    proxies = client.get("/api/v1/proxies")["proxies"]
+    calling = callers(client, shift, proxies)
+    return [p for p in proxies if group_node(p["group"]) in calling]
 
 
 def _plan(shift: Shift, new: str, steps: list[int], guard: Guard, callers: list[dict[str, Any]]) -> None:

@@ -10,8 +10,8 @@ from rich.console import Group
 from rich.text import Text
 
 from meshctl.cli.client import AdminClient, CliError
-from meshctl.cli.inspect import add_admin_flag
-from meshctl.cli.output import add_output_flag, emit, table
+from meshctl.cli.inspect import add_read_flags
+from meshctl.cli.output import emit, table
 from meshctl.routing.match import Explanation, Request, explain
 from meshctl.routing.shadow import Shadowing, describe_request, find_shadowed
 from meshctl.routing.table import RouteRule, VirtualHost, host_from_json, route_to_json
@@ -228,9 +228,7 @@ def add_commands(
     get: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     def common(p: argparse.ArgumentParser) -> None:
-        add_admin_flag(p)
-        add_output_flag(p)
-        p.add_argument("-n", "--namespace", help="namespace of unqualified names (default: default)")
+        add_read_flags(p, "namespace of unqualified names (default: default)")
         p.add_argument(
             "--from",
             dest="source",

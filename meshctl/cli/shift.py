@@ -13,13 +13,14 @@ from typing import Any
 from rich.text import Text
 
 from meshctl.cli.client import AdminClient, CliError
-from meshctl.cli.inspect import add_admin_flag
+from meshctl.cli.inspect import add_admin_flag, group_node
 from meshctl.cli.output import console
 from meshctl.cli.routes import qualified
 from meshctl.cli.writers import KubernetesWriter, ManifestWriter, RouteWriter, route_targets
 from meshctl.routing.table import route_from_json
+from meshctl.xds.translate.endpoints import virtual_node_of
 
-__all__ = ["Shift", "add_commands", "parse_weights", "wait_for_proxies"]
+__all__ = ["Shift", "add_commands", "callers", "parse_weights", "served_weights", "wait_for_proxies"]
 
 _TYPES = ("cds", "eds", "lds", "rds")
 
@@ -72,8 +73,7 @@ class Shift:
         out: list[dict[str, Any]] = []
         seen = set()
         for t in current:
-            ref = t.get("virtualNodeRef") or {}
-            node = f"{ref.get('namespace') or self.namespace}/{ref.get('name')}"
+            node = _target_node(t, self.namespace)
             seen.add(node)
             out.append({**t, "weight": weights.get(node, 0)})
         for node, weight in weights.items():
@@ -85,6 +85,20 @@ class Shift:
 
     def apply(self, weights: dict[str, int]) -> str:
         return self.writer.write(self.targets(weights))
+
+
+def _target_node(target: dict[str, Any], namespace: str) -> str:
+    """namespace/name of a weightedTarget's VirtualNode (the Route's namespace unless it names one)."""
+    ref = target.get("virtualNodeRef") or {}
+    return f"{ref.get('namespace') or namespace}/{ref.get('name')}"
+
+
+def _served_route(
+    client: AdminClient, route_key: str, service: str, source: str | None = None
+) -> dict[str, Any] | None:
+    """The Route as the control plane serves it (to ``source``'s proxies, if given); None where it is not served."""
+    table = client.get("/api/v1/routes", service=service, **{"from": source})
+    return next((r for vh in table["virtualHosts"] for r in vh["routes"] if r["name"] == route_key), None)
 
 
 def _writer(args: argparse.Namespace, summary: dict[str, Any], route: dict[str, Any]) -> RouteWriter:
@@ -115,36 +129,33 @@ def plan_shift(args: argparse.Namespace, client: AdminClient, to: dict[str, int]
     writer = _writer(args, summary, route)
     spec = writer.read()
     _, targets = route_targets(spec)
-    before = {}
-    for t in targets:
-        ref = t.get("virtualNodeRef") or {}
-        before[f"{ref.get('namespace') or namespace}/{ref.get('name')}"] = int(t.get("weight", 0))
+    before = {_target_node(t, namespace): int(t.get("weight", 0)) for t in targets}
     service = f"{namespace}/{(spec.get('serviceRef') or {}).get('name', '?')}"
-    match = "tcp"
-    table = client.get("/api/v1/routes", service=service) if "tcpRoute" not in spec else {"virtualHosts": []}
-    for vh in table["virtualHosts"]:
-        for r in vh["routes"]:
-            if r["name"] == route_key:
-                match = route_from_json(r).match.describe()
+    served = _served_route(client, route_key, service) if "tcpRoute" not in spec else None
+    match = route_from_json(served).match.describe() if served is not None else "tcp"
     return Shift(namespace, name, service, match, before, after, writer)
 
 
 def served_weights(client: AdminClient, shift: Shift, source: str | None = None) -> dict[str, int] | None:
-    """The weights the control plane serves for the Route (to ``source``'s proxies, if given); None if it does
-    not serve the Route there. Clusters are ``namespace/virtualnode/port``."""
+    """The weights the control plane serves for the Route (to ``source``'s proxies, if given), per VirtualNode;
+    None if it does not serve the Route there."""
     try:
-        table = client.get("/api/v1/routes", service=shift.service, **{"from": source})
+        route = _served_route(client, shift.key, shift.service, source)
     except CliError:
         return None
-    for vh in table["virtualHosts"]:
-        for r in vh["routes"]:
-            if r["name"] == shift.key:
-                weights: dict[str, int] = {}
-                for t in r["targets"]:
-                    node = t["cluster"].rsplit("/", 1)[0]
-                    weights[node] = weights.get(node, 0) + int(t["weight"])
-                return weights
-    return None
+    if route is None:
+        return None
+    weights: dict[str, int] = {}
+    for t in route["targets"]:
+        node = virtual_node_of(t["cluster"])
+        weights[node] = weights.get(node, 0) + int(t["weight"])
+    return weights
+
+
+def callers(client: AdminClient, shift: Shift, proxies: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """The VirtualNodes among ``proxies``' groups whose proxies get the Route, with the weights served to them."""
+    served = {node: served_weights(client, shift, node) for node in {group_node(p["group"]) for p in proxies}}
+    return {node: weights for node, weights in served.items() if weights is not None}
 
 
 def _shares(weights: dict[str, int]) -> dict[str, float]:
@@ -166,23 +177,19 @@ def wait_for_proxies(client: AdminClient, shift: Shift, wanted: dict[str, int], 
         if time.monotonic() > deadline:
             return False, f"the control plane does not serve the new weights of {shift.key} after {timeout:g}s"
         time.sleep(0.05)
-    affected: dict[str, bool] = {}  # virtual node -> its snapshot serves the change
-    laggards: list[str] = []
     while True:
         proxies = client.get("/api/v1/proxies")["proxies"]
+        served = callers(client, shift, proxies)
         laggards = []
         count = 0
         for p in proxies:
-            node = p["group"].split(";")[0]
-            if not affected.get(node):
-                served = served_weights(client, shift, node)
-                if served is None:
-                    continue  # this node does not call the Service
-                affected[node] = _same(served, wanted)
+            node = group_node(p["group"])
+            if node not in served:
+                continue  # this node does not call the Service
             count += 1
             states = {t: p["types"][t].get("sync", {}) for t in _TYPES}
             bad = {t: s for t, s in states.items() if s.get("state") not in ("SYNCED", "IGNORED")}
-            if not affected[node] or bad:
+            if not _same(served[node], wanted) or bad:
                 detail = ", ".join(
                     f"{t.upper()} {s.get('state')}" + (f": {s['message']}" if s.get("message") else "")
                     for t, s in bad.items()

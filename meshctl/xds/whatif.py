@@ -15,6 +15,7 @@ from meshctl.routing.adapt import match_from_model
 from meshctl.xds.model import Model, ObjectKey
 from meshctl.xds.parse.documents import UnsupportedDocument, object_key, parse_document
 from meshctl.xds.sources.base import MODEL_FIELDS
+from meshctl.xds.translate.endpoints import virtual_node_of
 from meshctl.xds.translate.ir import RouteIR, SidecarIR, SidecarParams
 from meshctl.xds.translate.mesh import MeshIR, shadowed_routes, translate_mesh
 from meshctl.xds.translate.sidecar import translate_sidecar
@@ -58,7 +59,7 @@ def _shares(route: RouteIR) -> dict[str, float]:
     total = sum(c.weight for c in route.clusters)
     shares: dict[str, float] = {}
     for c in route.clusters:
-        node = c.cluster.rsplit("/", 1)[0]
+        node = virtual_node_of(c.cluster)
         shares[node] = shares.get(node, 0.0) + (c.weight / total if total else 0.0)
     return shares
 

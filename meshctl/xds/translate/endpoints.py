@@ -26,6 +26,11 @@ def cluster_name(vn: ObjectKey, port: int) -> str:
     return f"{vn.namespace}/{vn.name}/{port}"
 
 
+def virtual_node_of(cluster: str) -> str:
+    """``namespace/virtualnode`` of a cluster named by ``cluster_name``."""
+    return cluster.rsplit("/", 1)[0]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointIndex:
     by_label: _LabelIndex
