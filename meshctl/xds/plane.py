@@ -23,6 +23,7 @@ from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.sources import ManifestSource, Source
 
 if TYPE_CHECKING:
+    from meshctl.xds.leader import LeaderElector
     from meshctl.xds.status import StatusWriter
 
 __all__ = ["ControlPlane"]
@@ -100,14 +101,18 @@ class ControlPlane:
         log.error("%s task stopped", task.get_name(), exc_info=exc)
 
     @property
+    def _elector(self) -> LeaderElector | None:
+        return self.status_writer.elector if self.status_writer is not None else None
+
+    @property
     def replica(self) -> str:
         """This replica's name: its leader-election identity, else the host name."""
-        elector = self.status_writer.elector if self.status_writer is not None else None
+        elector = self._elector
         return elector.identity if elector is not None else socket.gethostname()
 
     def describe(self) -> dict[str, Any]:
         """Who we are and where the model comes from (``meshctl status``)."""
-        elector = self.status_writer.elector if self.status_writer is not None else None
+        elector = self._elector
         describe_source = getattr(self.source, "describe", None)
         return {
             "replica": self.replica,
