@@ -100,7 +100,7 @@ async def test_route_patch_equals_full_translation() -> None:
     build = controller._build
     controller._build = lambda mesh, params: rebuilt.append(params.group) or build(mesh, params)
     for step in steps:
-        model = replace(step, revision=controller._model.revision + 1)
+        model = replace(step, revision=controller.model.revision + 1)
         await controller._rebuild(model)
         reference._model = None  # forget the previous model: no fast path
         await reference._rebuild(model)

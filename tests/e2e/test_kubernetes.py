@@ -184,7 +184,7 @@ async def test_the_initial_list_is_read_in_pages(apiserver, monkeypatch):
     await plane.start()
     try:
         await plane.wait_synced()
-        model = plane.controller._model
+        model = plane.controller.model
         assert model is not None
         expected = {(d["kind"], d["metadata"]["name"]) for d in docs}
         held = {(k.kind, k.name) for m in (model.services, model.endpoint_slices, model.pods) for k in m}
