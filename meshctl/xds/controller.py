@@ -467,6 +467,8 @@ def _block(blocked: dict[ObjectKey, Blocked], owner: ObjectKey | None, mesh: Mes
 # Model fields a change may touch and still take a fast path; "revision" and "delta" describe the model itself.
 _FAST_PATHS = frozenset({"endpoint_slices", "pods", "routes"})
 _BOOKKEEPING = frozenset({"revision", "delta"})
+# Model fields translation never reads (the ingress reconciler's): a change to them alone needs no build.
+INGRESS_ONLY = frozenset({"ingresses", "ingress_classes", "nodes", "target_group_bindings"})
 
 
 def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints", "routes"], set[ObjectKey]] | None:
@@ -479,7 +481,7 @@ def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints",
     if old is None:
         return None
     for f in fields(Model):
-        if f.name in _FAST_PATHS or f.name in _BOOKKEEPING:
+        if f.name in _FAST_PATHS or f.name in _BOOKKEEPING or f.name in INGRESS_ONLY:
             continue
         before, after = getattr(old, f.name), getattr(new, f.name)
         if before is not after and before != after:

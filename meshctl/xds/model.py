@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # ingress_model imports Meta from here
+    from meshctl.xds.ingress_model import Exposure, Ingress, IngressClass, Node, TargetGroupBinding
 
 __all__ = [
     "API_GROUP",
@@ -107,12 +110,14 @@ class ServicePort:
     port: int
     target_port: int | str | None = None
     protocol: str = "TCP"
+    node_port: int | None = None  # Services of type NodePort / LoadBalancer (the ingress's instance targets)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Service:
     meta: Meta
     ports: tuple[ServicePort, ...] = ()
+    exposure: Exposure | None = None  # only for Services the ingress reconciler may act on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +126,8 @@ class Endpoint:
     ready: bool = True
     pod_name: str | None = None  # targetRef of kind Pod, in the slice's namespace
     zone: str | None = None
+    terminating: bool = False  # conditions.terminating: the ingress deregisters it at once
+    node_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +141,9 @@ class EndpointSlice:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pod:
     meta: Meta  # labels decide which VirtualNode a pod belongs to
+    # Only for pods carrying our target-health readiness gates (else empty, so status updates stay no-ops):
+    gates: tuple[tuple[str, bool], ...] = ()  # (condition type, its status is True)
+    containers_ready: bool = False
 
 
 # --- VirtualNode ----------------------------------------------------------------------------------
@@ -333,6 +343,11 @@ class Model:
     pods: Mapping[ObjectKey, Pod] = field(default_factory=dict)
     virtual_nodes: Mapping[ObjectKey, VirtualNode] = field(default_factory=dict)
     routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
+    # Read by the ingress reconciler only (translation never does; see classify_change).
+    ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
+    ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)
+    nodes: Mapping[ObjectKey, Node] = field(default_factory=dict)
+    target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
     # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
     load_errors: tuple[str, ...] = ()
     revision: int = 0  # set by the source; increases with every model it emits

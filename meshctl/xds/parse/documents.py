@@ -5,9 +5,11 @@ Shared by the manifest-directory source and the Kubernetes source, so both build
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from meshctl.xds.ingress_model import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.xds.model import (
     API_GROUP,
     Endpoint,
@@ -20,13 +22,21 @@ from meshctl.xds.model import (
     ServicePort,
     VirtualNode,
 )
+from meshctl.xds.parse.ingress import (
+    parse_exposure,
+    parse_ingress,
+    parse_ingress_class,
+    parse_node,
+    parse_pod_gates,
+    parse_target_group_binding,
+)
 from meshctl.xds.parse.route import parse_route_spec
 from meshctl.xds.parse.shared import shared, shared_labels, shared_str
 from meshctl.xds.parse.virtualnode import parse_virtual_node_spec
 
 __all__ = ["MeshObject", "UnsupportedDocument", "parse_document"]
 
-MeshObject = Service | EndpointSlice | Pod | VirtualNode | Route
+MeshObject = Service | EndpointSlice | Pod | VirtualNode | Route | Ingress | IngressClass | Node | TargetGroupBinding
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -48,11 +58,20 @@ def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "defa
     meta = _meta(doc, origin, default_namespace)
     group = api_version.rpartition("/")[0]
     if kind == "Service" and api_version == "v1":
-        return _service(meta, doc.get("spec") or {})
+        return _service(meta, doc)
     if kind == "EndpointSlice" and group == "discovery.k8s.io":
         return _endpoint_slice(meta, doc)
     if kind == "Pod" and api_version == "v1":
-        return Pod(meta=meta)
+        gates, containers_ready = parse_pod_gates(doc)
+        return Pod(meta=meta, gates=gates, containers_ready=containers_ready) if gates else Pod(meta=meta)
+    if kind == "Ingress" and group == "networking.k8s.io":
+        return parse_ingress(meta, doc)
+    if kind == "IngressClass" and group == "networking.k8s.io":
+        return parse_ingress_class(replace(meta, namespace=""), doc)
+    if kind == "Node" and api_version == "v1":
+        return parse_node(replace(meta, namespace=""), doc)
+    if kind == "TargetGroupBinding" and group == ELBV2_GROUP:
+        return parse_target_group_binding(meta, doc)
     if group == API_GROUP and kind == "VirtualNode":
         vn_spec, errors = parse_virtual_node_spec(doc.get("spec"), meta.namespace)
         return VirtualNode(meta=meta, spec=vn_spec, errors=tuple(errors))
@@ -83,12 +102,14 @@ def _port(p: dict[str, Any]) -> ServicePort:
             port=int(p.get("port") or 0),
             target_port=p.get("targetPort"),
             protocol=str(p.get("protocol") or "TCP"),
+            node_port=p["nodePort"] if isinstance(p.get("nodePort"), int) else None,
         )
     )
 
 
-def _service(meta: Meta, spec: dict[str, Any]) -> Service:
-    return Service(meta=meta, ports=tuple(_port(p) for p in spec.get("ports") or ()))
+def _service(meta: Meta, doc: dict[str, Any]) -> Service:
+    spec = doc.get("spec") or {}
+    return Service(meta=meta, ports=tuple(_port(p) for p in spec.get("ports") or ()), exposure=parse_exposure(doc))
 
 
 def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
@@ -105,6 +126,8 @@ def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
                 if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str)
                 else None,
                 zone=ep.get("zone"),
+                terminating=conditions.get("terminating") is True,
+                node_name=ep.get("nodeName") if isinstance(ep.get("nodeName"), str) else None,
             )
         )
     return EndpointSlice(

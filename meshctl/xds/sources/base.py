@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from meshctl.xds.ingress_model import Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.xds.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.xds.parse.documents import MeshObject, object_key
 
@@ -30,6 +31,10 @@ MODEL_FIELDS: dict[type, str] = {
     Pod: "pods",
     VirtualNode: "virtual_nodes",
     Route: "routes",
+    Ingress: "ingresses",
+    IngressClass: "ingress_classes",
+    Node: "nodes",
+    TargetGroupBinding: "target_group_bindings",
 }
 
 

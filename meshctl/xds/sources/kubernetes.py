@@ -22,9 +22,10 @@ from typing import Any
 
 from kubernetes import client
 
-from meshctl.xds.model import API_GROUP, EndpointSlice, Model, ModelDelta, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.xds.ingress_model import ELBV2_GROUP
+from meshctl.xds.model import API_GROUP, Model, ModelDelta, ObjectKey
 from meshctl.xds.parse.documents import MeshObject, UnsupportedDocument, object_key, parse_document
-from meshctl.xds.sources.base import ModelSink
+from meshctl.xds.sources.base import MODEL_FIELDS, ModelSink
 
 __all__ = ["KubernetesSource"]
 
@@ -37,10 +38,36 @@ _PAGE = 500
 
 @dataclass(frozen=True)
 class _Kind:
-    name: str  # model kind: Service, EndpointSlice, Pod, VirtualNode, Route
+    name: str  # model kind: Service, EndpointSlice, Pod, VirtualNode, Route (+ the ingress reconciler's kinds)
     api_version: str  # set on list items, which the API server sends without it
     list_all: Callable[..., object]
-    list_namespaced: Callable[..., object]
+    list_namespaced: Callable[..., object] | None  # None: cluster-scoped, listed once whatever the namespaces
+
+
+# The kinds only the ingress reconciler reads (see ingress_model); watched with --ingress.
+_INGRESS_KINDS = frozenset({"Ingress", "IngressClass", "Node", "TargetGroupBinding"})
+
+
+def _ingress_kinds(api: client.ApiClient) -> list[_Kind]:
+    networking, core, custom = client.NetworkingV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+    return [
+        _Kind(
+            "Ingress",
+            "networking.k8s.io/v1",
+            networking.list_ingress_for_all_namespaces,
+            networking.list_namespaced_ingress,
+        ),
+        _Kind("IngressClass", "networking.k8s.io/v1", networking.list_ingress_class, None),
+        _Kind("Node", "v1", core.list_node, None),
+        _Kind(
+            "TargetGroupBinding",
+            f"{ELBV2_GROUP}/v1beta1",
+            lambda **kw: custom.list_cluster_custom_object(ELBV2_GROUP, "v1beta1", "targetgroupbindings", **kw),
+            lambda ns, **kw: custom.list_namespaced_custom_object(
+                ELBV2_GROUP, "v1beta1", ns, "targetgroupbindings", **kw
+            ),
+        ),
+    ]
 
 
 def _kinds(api: client.ApiClient) -> list[_Kind]:
@@ -84,7 +111,7 @@ class _Informer:
         self.kind, self.namespace, self.emit, self.stop, self.watch_timeout = kind, namespace, emit, stop, watch_timeout
 
     def _call(self, **kw: Any) -> Any:
-        if self.namespace is None:
+        if self.namespace is None or self.kind.list_namespaced is None:
             return self.kind.list_all(_preload_content=False, **kw)
         return self.kind.list_namespaced(self.namespace, _preload_content=False, **kw)
 
@@ -167,7 +194,8 @@ def _lines(response: Any) -> Iterator[dict[str, Any]]:
 
 
 class KubernetesSource:
-    def __init__(self, api: client.ApiClient, namespaces: list[str] | None = None) -> None:
+    def __init__(self, api: client.ApiClient, namespaces: list[str] | None = None, *, ingress: bool = False) -> None:
+        """``ingress``: also watch Ingresses, IngressClasses, Nodes and TargetGroupBindings for the reconciler."""
         self.api = api
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self._stop = threading.Event()
@@ -175,7 +203,7 @@ class KubernetesSource:
         self.ignored_events = 0  # watch events that changed nothing the model holds
         # Now, not in run(): the client's API and model modules load lazily, ~0.5 s of imports that would stall
         # the serving loop on the first list.
-        self._kinds = _kinds(api)
+        self._kinds = _kinds(api) + (_ingress_kinds(api) if ingress else [])
 
     def describe(self) -> dict[str, Any]:
         host = self.api.configuration.host
@@ -189,7 +217,7 @@ class KubernetesSource:
         informers = [
             _Informer(k, ns, lambda e: loop.call_soon_threadsafe(queue.put_nowait, e), self._stop)
             for k in kinds
-            for ns in self.namespaces
+            for ns in (self.namespaces if k.list_namespaced is not None else [None])
         ]
         threads = [threading.Thread(target=i.run, name=f"watch-{i.kind.name}", daemon=True) for i in informers]
         for thread in threads:
@@ -256,7 +284,7 @@ class KubernetesSource:
             return dict(self._objects[kind])
 
         delta = None
-        kinds_changed = {k for k, keys in changed.items() if keys}
+        kinds_changed = {k for k, keys in changed.items() if keys} - _INGRESS_KINDS  # translation never reads them
         if previous is not None and kinds_changed and kinds_changed <= {"EndpointSlice", "Pod"}:
             delta = ModelDelta(
                 base_revision=previous.revision,
@@ -271,6 +299,11 @@ class KubernetesSource:
             pods=current("Pod", "pods"),
             virtual_nodes=current("VirtualNode", "virtual_nodes"),
             routes=current("Route", "routes"),
+            **{
+                attr: current(kind.__name__, attr)
+                for kind, attr in MODEL_FIELDS.items()
+                if kind.__name__ in self._objects and kind.__name__ in _INGRESS_KINDS
+            },
             revision=revision,
             delta=delta,
         )
@@ -285,5 +318,4 @@ def _parse(item: dict[str, Any]) -> MeshObject | None:
     except UnsupportedDocument as exc:
         log.warning("%s: %s", origin, exc)
         return None
-    assert obj is None or isinstance(obj, Service | EndpointSlice | Pod | VirtualNode | Route)
     return obj

@@ -1,0 +1,443 @@
+"""Ingresses -> ALB stacks (pure: the model in, desired stacks out; no AWS calls).
+
+Ingresses whose IngressClass names our controller are grouped by ``alb.ingress.kubernetes.io/group.name`` (or each
+alone, as ``namespace/name``), ordered by ``group.order`` then name, and merged the way LBC merges them: exclusive
+settings must agree across the group, listen ports and certificates add up. A bad annotation or backend on any
+member becomes a Problem and the whole group is left as AWS has it (never half-applied), as LBC does."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
+from meshctl.ingress.naming import INGRESS_FINALIZER, group_finalizer, load_balancer_name
+from meshctl.ingress.stack import (
+    Action,
+    Condition,
+    FixedResponse,
+    Forward,
+    HealthCheck,
+    Listener,
+    LoadBalancer,
+    Problem,
+    Redirect,
+    Rule,
+    Stack,
+    TargetGroup,
+)
+from meshctl.ingress.target_groups import attributes, health_check, target_group
+from meshctl.xds.ingress_model import Ingress, IngressBackend
+from meshctl.xds.model import Model, ObjectKey
+
+__all__ = ["INGRESS_CONTROLLER", "build_ingress_stacks", "ingress_finalizer_group"]
+
+INGRESS_CONTROLLER = "meshctl.dev/ingress"
+_GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+_CERT_ARN = re.compile(r"^arn:aws[\w-]*:(acm:[a-z0-9-]+:\d{12}:certificate|iam::\d{12}:server-certificate)/[\w./-]+$")
+_TG_ARN = re.compile(r"^arn:aws[\w-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[\w-]+/[0-9a-f]+$")
+_EXCLUSIVE = ("scheme", "ssl-redirect", "ssl-policy", "load-balancer-name", "subnets")
+_HEALTH = {
+    "protocol": "healthcheck-protocol",
+    "port": "healthcheck-port",
+    "path": "healthcheck-path",
+    "interval": "healthcheck-interval-seconds",
+    "timeout": "healthcheck-timeout-seconds",
+    "healthy": "healthy-threshold-count",
+    "unhealthy": "unhealthy-threshold-count",
+    "success_codes": "success-codes",
+}
+_HEALTH_DEFAULTS = HealthCheck(
+    protocol="HTTP",
+    port="traffic-port",
+    path="/",
+    interval_seconds=15,
+    timeout_seconds=5,
+    healthy_threshold=2,
+    unhealthy_threshold=2,
+    success_codes="200",
+)
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def ingress_finalizer_group(finalizer: str, ingress: ObjectKey) -> str | None:
+    """The stack id a finalizer of ours stands for (a group, or the Ingress alone), else None."""
+    if finalizer == INGRESS_FINALIZER:
+        return f"{ingress.namespace}/{ingress.name}"
+    prefix = group_finalizer("")
+    return finalizer[len(prefix) :] if finalizer.startswith(prefix) else None
+
+
+@dataclass
+class _Member:
+    ingress: Ingress
+    key: ObjectKey
+    ann: Annotations
+    order: int
+    ports: dict[int, str] = field(default_factory=dict)  # listen-ports: port -> HTTP | HTTPS
+    certificates: list[str] = field(default_factory=list)
+
+
+def build_ingress_stacks(model: Model, *, cluster: str, default_target_type: str = "instance") -> list[Stack]:
+    """One stack per IngressGroup that has members, or had them (a member leaving or deleted: its finalizer
+    says which group; an empty group's stack deletes what it owns)."""
+    ours = {c.meta.name for c in model.ingress_classes.values() if c.controller == INGRESS_CONTROLLER}
+    groups: dict[str, list[Ingress]] = {}
+    leaving: dict[str, list[ObjectKey]] = {}
+    problems: dict[str, list[Problem]] = {}
+    for key in sorted(model.ingresses):
+        ingress = model.ingresses[key]
+        wanted: str | None = None
+        if ingress.class_name in ours and not ingress.lifecycle.deleting:
+            try:
+                wanted = _stack_id(ingress, key)
+            except AnnotationError as exc:
+                # Without a valid group we cannot know which stack it joins: report it, change nothing.
+                problems.setdefault(f"{key.namespace}/{key.name}", []).append(
+                    Problem(owner=key, reason="InvalidAnnotation", message=str(exc))
+                )
+                wanted = f"{key.namespace}/{key.name}"
+                groups.setdefault(wanted, [])
+                continue
+            groups.setdefault(wanted, []).append(ingress)
+        for finalizer in ingress.lifecycle.finalizers:
+            group = ingress_finalizer_group(finalizer, key)
+            if group is not None and group != wanted:
+                leaving.setdefault(group, []).append(key)
+    stacks = []
+    for stack_id in sorted(groups.keys() | leaving.keys()):
+        members = groups.get(stack_id, [])
+        builder = _GroupBuilder(model, cluster, stack_id, default_target_type)
+        stack = builder.build(members) if members else Stack(id=stack_id, kind="ingress", owners=())
+        stack_problems = tuple(problems.get(stack_id, ())) + stack.problems
+        stacks.append(
+            Stack(
+                id=stack.id,
+                kind="ingress",
+                owners=stack.owners,
+                leaving=tuple(leaving.get(stack_id, ())),
+                finalizer=INGRESS_FINALIZER if "/" in stack_id else group_finalizer(stack_id),
+                load_balancer=stack.load_balancer,
+                listeners=stack.listeners,
+                rules=stack.rules,
+                target_groups=stack.target_groups,
+                problems=stack_problems,
+            )
+        )
+    return stacks
+
+
+def _stack_id(ingress: Ingress, key: ObjectKey) -> str:
+    ann = Annotations(ALB, ingress.lifecycle.annotations)
+    group = ann.string("group.name")
+    if group is None:
+        return f"{key.namespace}/{key.name}"
+    if not _GROUP_NAME.match(group):
+        raise AnnotationError(ALB + "group.name", f"{group!r}: at most 63 lower-case letters, digits, '-' or '.'")
+    return group
+
+
+class _GroupBuilder:
+    def __init__(self, model: Model, cluster: str, stack_id: str, default_target_type: str) -> None:
+        self.model, self.cluster, self.stack_id = model, cluster, stack_id
+        self.default_target_type = default_target_type
+        self.problems: list[Problem] = []
+        self.target_groups: dict[str, TargetGroup] = {}
+
+    def _problem(self, key: ObjectKey, reason: str, message: str) -> None:
+        self.problems.append(Problem(owner=key, reason=reason, message=message))
+
+    def build(self, ingresses: list[Ingress]) -> Stack:
+        members = []
+        for ingress in ingresses:
+            key = ObjectKey("Ingress", ingress.meta.namespace, ingress.meta.name)
+            ann = Annotations(ALB, ingress.lifecycle.annotations)
+            try:
+                order = ann.integer("group.order", 0, minimum=-1000, maximum=1000) or 0
+                member = _Member(ingress=ingress, key=key, ann=ann, order=order)
+                self._listen(member)
+                members.append(member)
+            except AnnotationError as exc:
+                self._problem(key, "InvalidAnnotation", str(exc))
+        members.sort(key=lambda m: (m.order, m.key.namespace, m.key.name))
+        owners = tuple(m.key for m in members)
+        settings = self._exclusive(members)
+        listeners = self._listeners(members, settings)
+        rules = self._rules(members, settings, listeners)
+        if self.problems:
+            return Stack(id=self.stack_id, kind="ingress", owners=owners, problems=tuple(self.problems))
+        scheme = settings.get("scheme") or "internal"
+        tags: dict[str, str] = {}
+        for m in members:
+            tags.update(m.ann.string_map("tags"))
+        balancer = LoadBalancer(
+            name=settings.get("load-balancer-name") or load_balancer_name(self.cluster, self.stack_id, scheme, "alb"),
+            type="application",
+            scheme=scheme,
+            subnets=tuple(s.strip() for s in (settings.get("subnets") or "").split(",") if s.strip()),
+            tags=tuple(sorted(tags.items())),
+        )
+        return Stack(
+            id=self.stack_id,
+            kind="ingress",
+            owners=owners,
+            load_balancer=balancer,
+            listeners=tuple(listeners.values()),
+            rules=tuple(rules),
+            target_groups=tuple(self.target_groups[k] for k in sorted(self.target_groups)),
+        )
+
+    def _listen(self, m: _Member) -> None:
+        m.certificates = m.ann.string_list("certificate-arn")
+        for arn in m.certificates:
+            if not _CERT_ARN.match(arn):
+                raise AnnotationError(ALB + "certificate-arn", f"{arn!r} is not an ACM or IAM certificate ARN")
+        listen = m.ann.json("listen-ports")
+        if listen is None:
+            listen = [{"HTTPS": 443}] if m.certificates else [{"HTTP": 80}]
+        if not isinstance(listen, list) or not all(isinstance(e, dict) and len(e) == 1 for e in listen):
+            raise AnnotationError(ALB + "listen-ports", 'expected a list like [{"HTTP": 80}, {"HTTPS": 443}]')
+        for entry in listen:
+            ((protocol, port),) = entry.items()
+            if protocol not in ("HTTP", "HTTPS"):
+                raise AnnotationError(ALB + "listen-ports", f"protocol {protocol!r} is not HTTP or HTTPS")
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise AnnotationError(ALB + "listen-ports", f"port {port!r} is out of range [1, 65535]")
+            if port in m.ports:
+                raise AnnotationError(ALB + "listen-ports", f"port {port} is listed twice")
+            m.ports[port] = protocol
+
+    def _exclusive(self, members: list[_Member]) -> dict[str, str]:
+        """Settings only one value of which may exist in a group; a disagreement is reported on each member."""
+        settings: dict[str, str] = {}
+        first: dict[str, _Member] = {}
+        for m in members:
+            try:
+                m.ann.string("scheme", choices=("internal", "internet-facing"))
+                m.ann.integer("ssl-redirect", None, minimum=1, maximum=65535)
+                name = m.ann.string("load-balancer-name")
+                if name is not None and not re.match(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$", name):
+                    raise AnnotationError(ALB + "load-balancer-name", f"{name!r}: at most 32 letters, digits or '-'")
+            except AnnotationError as exc:
+                self._problem(m.key, "InvalidAnnotation", str(exc))
+                continue
+            for name in _EXCLUSIVE:
+                value = m.ann.raw(name)
+                if value is None:
+                    continue
+                if name in settings and settings[name] != value:
+                    other = first[name].key
+                    self._problem(
+                        m.key,
+                        "GroupConflict",
+                        f"annotation {ALB}{name}: {value!r} conflicts with {settings[name]!r} on "
+                        f"{other.namespace}/{other.name} in group {self.stack_id}",
+                    )
+                    continue
+                settings[name], first[name] = value, m
+        return settings
+
+    def _listeners(self, members: list[_Member], settings: dict[str, str]) -> dict[int, Listener]:
+        protocols: dict[int, str] = {}
+        certificates: dict[int, list[str]] = {}
+        for m in members:
+            for port, protocol in m.ports.items():
+                if protocols.setdefault(port, protocol) != protocol:
+                    self._problem(
+                        m.key, "GroupConflict", f"port {port} is {protocol} here but {protocols[port]} in the group"
+                    )
+                if protocol == "HTTPS":
+                    certificates.setdefault(port, []).extend(
+                        c for c in m.certificates if c not in certificates.get(port, [])
+                    )
+        redirect = settings.get("ssl-redirect")
+        if redirect is not None and protocols.get(int(redirect)) != "HTTPS":
+            self._problem(
+                members[0].key,
+                "InvalidAnnotation",
+                f"annotation {ALB}ssl-redirect: port {redirect} is not an HTTPS listen port",
+            )
+        listeners = {}
+        for port in sorted(protocols):
+            protocol = protocols[port]
+            if protocol == "HTTPS" and not certificates.get(port):
+                owner = next(m.key for m in members if port in m.ports)
+                self._problem(owner, "InvalidAnnotation", f"HTTPS port {port} needs {ALB}certificate-arn")
+            action: Action = FixedResponse(status_code="404")
+            if protocol == "HTTP" and redirect is not None:
+                action = Redirect(protocol="HTTPS", port=redirect)
+            else:
+                for m in members:
+                    backend = m.ingress.default_backend
+                    if backend is not None and port in m.ports:
+                        action = self._action(m, backend)
+                        break
+            listeners[port] = Listener(
+                port=port,
+                protocol=protocol,
+                default_action=action,
+                certificates=tuple(certificates.get(port, ())),
+                ssl_policy=(settings.get("ssl-policy") or "ELBSecurityPolicy-2016-08") if protocol == "HTTPS" else None,
+            )
+        return listeners
+
+    def _rules(self, members: list[_Member], settings: dict[str, str], listeners: dict[int, Listener]) -> list[Rule]:
+        rules: list[Rule] = []
+        priority: dict[int, int] = {}
+        redirect = settings.get("ssl-redirect") is not None
+        for m in members:
+            for rule in m.ingress.rules:
+                for path in rule.paths:
+                    try:
+                        conditions = _conditions(rule.host, path.path, path.path_type)
+                    except _Invalid as exc:
+                        self._problem(m.key, exc.reason, str(exc))
+                        continue
+                    action = self._action(m, path.backend)
+                    for port in sorted(m.ports):
+                        if redirect and m.ports[port] == "HTTP":
+                            continue  # every HTTP request is redirected: LBC ignores rules there
+                        priority[port] = priority.get(port, 0) + 1
+                        rules.append(
+                            Rule(listener_port=port, priority=priority[port], conditions=conditions, action=action)
+                        )
+        return rules
+
+    def _action(self, m: _Member, backend: IngressBackend) -> Action:
+        if backend.port_name == "use-annotation":
+            try:
+                return self._annotation_action(m, backend.service)
+            except (AnnotationError, _Invalid) as exc:
+                self._problem(m.key, getattr(exc, "reason", "InvalidAnnotation"), str(exc))
+                return FixedResponse(status_code="503")
+        resource_id = self._service_target_group(m, backend.service, backend.port_number, backend.port_name)
+        return Forward(targets=((resource_id, 1),)) if resource_id else FixedResponse(status_code="503")
+
+    def _annotation_action(self, m: _Member, name: str) -> Action:
+        annotation = f"actions.{name}"
+        spec = m.ann.json(annotation)
+        if not isinstance(spec, dict):
+            raise AnnotationError(ALB + annotation, "missing, or not a JSON object (the backend says use-annotation)")
+        kind = spec.get("type")
+        if kind == "fixed-response":
+            config = spec.get("fixedResponseConfig") or {}
+            return FixedResponse(
+                status_code=str(config.get("statusCode", "200")),
+                content_type=config.get("contentType"),
+                message_body=config.get("messageBody"),
+            )
+        if kind == "redirect":
+            config = spec.get("redirectConfig") or {}
+            return Redirect(
+                protocol=str(config.get("protocol", "#{protocol}")),
+                port=str(config.get("port", "#{port}")),
+                host=str(config.get("host", "#{host}")),
+                path=str(config.get("path", "/#{path}")),
+                query=str(config.get("query", "#{query}")),
+                status_code=str(config.get("statusCode", "HTTP_301")),
+            )
+        if kind != "forward":
+            raise AnnotationError(ALB + annotation, f"type {kind!r} is not forward, redirect or fixed-response")
+        groups: list[Any] = (spec.get("forwardConfig") or {}).get("targetGroups") or []
+        if spec.get("targetGroupARN"):
+            groups = [{"targetGroupARN": spec["targetGroupARN"], "weight": 1}]
+        if not groups or len(groups) > 5:
+            raise AnnotationError(ALB + annotation, "forward needs 1 to 5 targetGroups")
+        targets = []
+        for group in groups:
+            weight = group.get("weight", 1)
+            if not isinstance(weight, int) or not 0 <= weight <= 999:
+                raise AnnotationError(ALB + annotation, f"weight {weight!r} is out of range [0, 999]")
+            if group.get("targetGroupARN"):
+                if not _TG_ARN.match(str(group["targetGroupARN"])):
+                    raise AnnotationError(ALB + annotation, f"{group['targetGroupARN']!r} is not a target group ARN")
+                targets.append((str(group["targetGroupARN"]), weight))
+                continue
+            port = group.get("servicePort")
+            number = int(port) if isinstance(port, int) or (isinstance(port, str) and port.isdigit()) else None
+            resource_id = self._service_target_group(
+                m, str(group.get("serviceName") or ""), number, None if number is not None else port
+            )
+            if resource_id is None:
+                raise _Invalid("InvalidBackend", f"annotation {ALB}{annotation}: a backend is invalid (see above)")
+            targets.append((resource_id, weight))
+        if sum(w for _, w in targets) == 0:
+            raise AnnotationError(ALB + annotation, "the weights add up to 0")
+        return Forward(targets=tuple(targets))
+
+    def _service_target_group(self, m: _Member, name: str, number: int | None, port_name: str | None) -> str | None:
+        key = ObjectKey("Service", m.key.namespace, name)
+        service = self.model.services.get(key)
+        if service is None:
+            self._problem(m.key, "InvalidBackend", f"backend Service {key.namespace}/{name} does not exist")
+            return None
+        port = next(
+            (
+                p
+                for p in service.ports
+                if (number is not None and p.port == number) or (port_name and p.name == port_name)
+            ),
+            None,
+        )
+        if port is None:
+            self._problem(m.key, "InvalidBackend", f"Service {key.namespace}/{name} has no port {number or port_name}")
+            return None
+        resource_id = f"{m.key.namespace}/{m.key.name}-{name}:{number if number is not None else port_name}"
+        if resource_id in self.target_groups:
+            return resource_id
+        service_annotations = service.exposure.lifecycle.annotations if service.exposure else {}
+        ann = Annotations(ALB, service_annotations, m.ingress.lifecycle.annotations)  # the Service's win
+        try:
+            target_type = ann.string("target-type", self.default_target_type, choices=("ip", "instance")) or "ip"
+            if target_type == "instance" and port.node_port is None:
+                raise AnnotationError(
+                    ALB + "target-type",
+                    f"instance targets need a NodePort, and Service {key.namespace}/{name} port {port.port} has none "
+                    "(make it type NodePort, or use target-type ip)",
+                )
+            protocol = ann.string("backend-protocol", "HTTP", choices=("HTTP", "HTTPS")) or "HTTP"
+            health = health_check(ann, _HEALTH, _HEALTH_DEFAULTS, ("HTTP", "HTTPS"))
+            attrs = attributes(ann, "target-group-attributes")
+            tags = {**m.ann.string_map("tags"), **Annotations(ALB, service_annotations).string_map("tags")}
+        except AnnotationError as exc:
+            self._problem(m.key, "InvalidAnnotation", str(exc))
+            return None
+        self.target_groups[resource_id] = target_group(
+            cluster=self.cluster,
+            stack=self.stack_id,
+            resource_id=resource_id,
+            service=key,
+            port=port,
+            target_type=target_type,
+            protocol=protocol,
+            health=health,
+            attrs=attrs,
+            tags=tags,
+            owner=m.key,
+        )
+        return resource_id
+
+
+def _conditions(host: str | None, path: str | None, path_type: str) -> tuple[Condition, ...]:
+    conditions = []
+    if host:
+        conditions.append(Condition(field="host-header", values=(host,)))
+    if path is not None and not path.startswith("/"):
+        raise _Invalid("InvalidPath", f"path {path!r} must start with /")
+    if path_type == "Exact":
+        values: tuple[str, ...] = (path or "/",)
+    elif path_type == "Prefix":
+        trimmed = (path or "/").rstrip("/")
+        values = ("/*",) if not trimmed else (trimmed, f"{trimmed}/*")
+    elif path_type == "ImplementationSpecific":
+        values = (path or "/*",)
+    else:
+        raise _Invalid("InvalidPath", f"pathType {path_type!r} is not Exact, Prefix or ImplementationSpecific")
+    conditions.append(Condition(field="path-pattern", values=values))
+    return tuple(conditions)

@@ -1,0 +1,55 @@
+"""Ownership tags, finalizers and the deterministic names of what we create.
+
+Our own keys (not LBC's ``elbv2.k8s.aws/*``), so meshctl and LBC can run side by side without either touching the
+other's load balancers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = [
+    "CHECKPOINT_ANNOTATION",
+    "CLUSTER_TAG",
+    "INGRESS_FINALIZER",
+    "RESOURCE_TAG",
+    "SERVICE_FINALIZER",
+    "STACK_TAG",
+    "TGB_FINALIZER",
+    "group_finalizer",
+    "load_balancer_name",
+    "target_group_name",
+]
+
+CLUSTER_TAG = "elbv2.meshctl.dev/cluster"
+STACK_TAG = "elbv2.meshctl.dev/stack"
+RESOURCE_TAG = "elbv2.meshctl.dev/resource"
+INGRESS_FINALIZER = "ingress.meshctl.dev/resources"
+SERVICE_FINALIZER = "service.meshctl.dev/resources"
+TGB_FINALIZER = "elbv2.meshctl.dev/resources"
+# {target group resource id or TGB: hash of (target group ARN, desired targets)}; skips no-op passes after restart.
+CHECKPOINT_ANNOTATION = "elbv2.meshctl.dev/checkpoints"
+
+
+def group_finalizer(group: str) -> str:
+    return f"group.ingress.meshctl.dev/{group}"
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:10]
+
+
+def _part(text: str, size: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "", text.lower())[:size]
+
+
+def target_group_name(
+    cluster: str, stack: str, resource_id: str, namespace: str, service: str, *immutable: object
+) -> str:
+    """``k8s-<ns:8>-<svc:8>-<hash:10>``: 32 characters at most; any immutable setting is in the hash, so changing
+    one names a new target group (create, then delete the old one)."""
+    return f"k8s-{_part(namespace, 8)}-{_part(service, 8)}-{_digest(cluster, stack, resource_id, *immutable)}"
+
+
+def load_balancer_name(cluster: str, stack: str, *immutable: object) -> str:
+    return f"k8s-{_part(stack, 17)}-{_digest(cluster, stack, *immutable)}"

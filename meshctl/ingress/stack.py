@@ -1,0 +1,156 @@
+"""The desired state of one load balancer and what hangs off it: plain frozen values, no boto3.
+
+A stack is what one IngressGroup (or one Service) wants; the deployer makes AWS match it. Every resource has a
+stable resource id (LBC's formats: ``LoadBalancer``, ``ns/ingress-svc:port``, the listener port) carried as a tag,
+so actual state is matched to desired state by tag, never by a name someone else might have used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshctl.xds.model import ObjectKey, ServicePort
+
+__all__ = [
+    "Action",
+    "Binding",
+    "Condition",
+    "FixedResponse",
+    "Forward",
+    "HealthCheck",
+    "Listener",
+    "LoadBalancer",
+    "Problem",
+    "Redirect",
+    "Rule",
+    "Stack",
+    "TargetGroup",
+]
+
+Tags = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """Bad input on one object: becomes a Warning Event and a log line; the object's stack is not deployed."""
+
+    owner: ObjectKey
+    reason: str  # InvalidAnnotation, InvalidBackend, GroupConflict, ...
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    protocol: str  # HTTP | HTTPS | TCP
+    port: str  # "traffic-port" or a number
+    path: str | None
+    interval_seconds: int
+    timeout_seconds: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+    success_codes: str | None  # the Matcher's HttpCode; None for TCP checks
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """Which endpoints become a target group's targets."""
+
+    service: ObjectKey
+    port: ServicePort
+    target_type: str  # ip | instance
+    gate: str  # readiness-gate suffix this binding answers for (the Service or TargetGroupBinding name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetGroup:
+    resource_id: str
+    name: str  # deterministic, <= 32 characters; it changes whenever an immutable setting does
+    protocol: str  # HTTP | HTTPS | TCP | UDP | TCP_UDP
+    port: int
+    target_type: str
+    health_check: HealthCheck
+    attributes: tuple[tuple[str, str], ...] = ()
+    tags: Tags = ()
+    binding: Binding
+    owner: ObjectKey  # the Ingress or Service whose annotation holds this group's checkpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forward:
+    """Forward to target groups: (our resource id or an existing target group ARN, weight)."""
+
+    targets: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    protocol: str = "#{protocol}"
+    port: str = "#{port}"
+    host: str = "#{host}"
+    path: str = "/#{path}"
+    query: str = "#{query}"
+    status_code: str = "HTTP_301"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FixedResponse:
+    status_code: str
+    content_type: str | None = None
+    message_body: str | None = None
+
+
+Action = Forward | Redirect | FixedResponse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    field: str  # host-header | path-pattern
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    port: int
+    protocol: str  # HTTP | HTTPS | TCP | UDP | TLS | TCP_UDP
+    default_action: Action
+    certificates: tuple[str, ...] = ()  # the first is the default certificate
+    ssl_policy: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    listener_port: int
+    priority: int
+    conditions: tuple[Condition, ...]
+    action: Action
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadBalancer:
+    name: str
+    type: str  # application | network
+    scheme: str  # internal | internet-facing
+    subnets: tuple[str, ...] = ()  # empty: discovered from subnet tags
+    tags: Tags = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stack:
+    """``load_balancer`` None with no problems means: delete whatever this stack owns."""
+
+    id: str  # ingress group name, or namespace/name of an Ingress or Service
+    kind: str  # ingress | service
+    owners: tuple[ObjectKey, ...]  # objects served by it: they carry ``finalizer`` while it exists
+    leaving: tuple[ObjectKey, ...] = ()  # objects with ``finalizer`` it no longer serves: released once deployed
+    finalizer: str = ""
+    load_balancer: LoadBalancer | None = None
+    listeners: tuple[Listener, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    target_groups: tuple[TargetGroup, ...] = ()
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems

@@ -1,0 +1,102 @@
+"""What ALB and NLB target groups share: health checks and attributes read from annotations, and the group itself."""
+
+from __future__ import annotations
+
+import re
+
+from meshctl.ingress.annotations import AnnotationError, Annotations
+from meshctl.ingress.naming import target_group_name
+from meshctl.ingress.stack import Binding, HealthCheck, TargetGroup
+from meshctl.xds.model import ObjectKey, ServicePort
+
+__all__ = ["attributes", "health_check", "target_group"]
+
+_SUCCESS_CODES = re.compile(r"^\d{1,3}(-\d{1,3})?(,\d{1,3}(-\d{1,3})?)*$")
+# Attributes with numeric ranges AWS enforces; checked here so the Event names the annotation, not an AWS error.
+_RANGES = {
+    "deregistration_delay.timeout_seconds": (0, 3600),
+    "slow_start.duration_seconds": (0, 900),
+    "stickiness.lb_cookie.duration_seconds": (1, 604800),
+}
+
+
+def health_check(
+    ann: Annotations, names: dict[str, str], defaults: HealthCheck, protocols: tuple[str, ...]
+) -> HealthCheck:
+    """``names`` maps our field to the annotation name (ALB and NLB spell them differently)."""
+    protocol = ann.string(names["protocol"], defaults.protocol, choices=protocols) or defaults.protocol
+    port = ann.string(names["port"], defaults.port) or defaults.port
+    if port != "traffic-port" and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise AnnotationError(ann.prefix + names["port"], f"{port!r} is not traffic-port or a port 1-65535")
+    http = protocol in ("HTTP", "HTTPS")
+    codes = ann.string(names["success_codes"], defaults.success_codes or "200") if http else None
+    if codes is not None and not _SUCCESS_CODES.match(codes):
+        raise AnnotationError(ann.prefix + names["success_codes"], f"{codes!r} is not codes like 200 or 200-399,404")
+    path = ann.string(names["path"], defaults.path or "/") if http else None
+    if path is not None and not path.startswith("/"):
+        raise AnnotationError(ann.prefix + names["path"], f"{path!r} must start with /")
+    interval = ann.integer(names["interval"], defaults.interval_seconds, minimum=5, maximum=300)
+    timeout = ann.integer(names["timeout"], defaults.timeout_seconds, minimum=2, maximum=120)
+    assert interval is not None and timeout is not None
+    if timeout >= interval:
+        raise AnnotationError(ann.prefix + names["timeout"], f"{timeout}s must be less than the interval ({interval}s)")
+    healthy = ann.integer(names["healthy"], defaults.healthy_threshold, minimum=2, maximum=10)
+    unhealthy = ann.integer(names["unhealthy"], defaults.unhealthy_threshold, minimum=2, maximum=10)
+    assert healthy is not None and unhealthy is not None
+    return HealthCheck(
+        protocol=protocol,
+        port=port,
+        path=path,
+        interval_seconds=interval,
+        timeout_seconds=timeout,
+        healthy_threshold=healthy,
+        unhealthy_threshold=unhealthy,
+        success_codes=codes,
+    )
+
+
+def attributes(ann: Annotations, name: str, extra: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    values = {**ann.string_map(name), **(extra or {})}
+    for key, (low, high) in _RANGES.items():
+        if key in values:
+            value = values[key]
+            if not value.isdigit() or not low <= int(value) <= high:
+                raise AnnotationError(ann.prefix + name, f"{key}={value} is out of range [{low}, {high}]")
+    return tuple(sorted(values.items()))
+
+
+def target_group(
+    *,
+    cluster: str,
+    stack: str,
+    resource_id: str,
+    service: ObjectKey,
+    port: ServicePort,
+    target_type: str,
+    protocol: str,
+    health: HealthCheck,
+    attrs: tuple[tuple[str, str], ...],
+    tags: dict[str, str],
+    owner: ObjectKey,
+) -> TargetGroup:
+    """One target group; its port is the node port (instance) or the numeric target port (ip: each target also
+    carries its own port, resolved from the EndpointSlice, so a named targetPort works too)."""
+    if target_type == "instance":
+        assert port.node_port is not None
+        tg_port = port.node_port
+    else:
+        tg_port = port.target_port if isinstance(port.target_port, int) else port.port
+    return TargetGroup(
+        resource_id=resource_id,
+        name=target_group_name(
+            cluster, stack, resource_id, service.namespace, service.name, protocol, target_type, tg_port
+        ),
+        protocol=protocol,
+        port=tg_port,
+        target_type=target_type,
+        health_check=health,
+        attributes=attrs,
+        tags=tuple(sorted(tags.items())),
+        binding=Binding(service=service, port=port, target_type=target_type, gate=service.name),
+        owner=owner,
+    )
