@@ -181,3 +181,22 @@ async def mesh_factory(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[M
     yield make
     for m in meshes:
         await m.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from tests.aws import Moto
+
+    server = Moto()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_server, monkeypatch):
+    """A fresh moto (state reset) that boto3 reaches through the standard environment settings."""
+    moto_server.reset()
+    for key, value in moto_server.env().items():
+        monkeypatch.setenv(key, value)
+    return moto_server

@@ -28,7 +28,7 @@ from meshctl.ingress.stack import (
     TargetGroup,
 )
 from meshctl.ingress.target_groups import attributes, health_check, target_group
-from meshctl.xds.ingress_model import Ingress, IngressBackend
+from meshctl.xds.ingress_model import Ingress, IngressBackend, IngressPath
 from meshctl.xds.model import Model, ObjectKey
 
 __all__ = ["INGRESS_CONTROLLER", "build_ingress_stacks", "ingress_finalizer_group"]
@@ -292,21 +292,20 @@ class _GroupBuilder:
         priority: dict[int, int] = {}
         redirect = settings.get("ssl-redirect") is not None
         for m in members:
-            for rule in m.ingress.rules:
-                for path in rule.paths:
-                    try:
-                        conditions = _conditions(rule.host, path.path, path.path_type)
-                    except _Invalid as exc:
-                        self._problem(m.key, exc.reason, str(exc))
-                        continue
-                    action = self._action(m, path.backend)
-                    for port in sorted(m.ports):
-                        if redirect and m.ports[port] == "HTTP":
-                            continue  # every HTTP request is redirected: LBC ignores rules there
-                        priority[port] = priority.get(port, 0) + 1
-                        rules.append(
-                            Rule(listener_port=port, priority=priority[port], conditions=conditions, action=action)
-                        )
+            for host, path in _most_specific_first(m.ingress):
+                try:
+                    conditions = _conditions(host, path.path, path.path_type)
+                except _Invalid as exc:
+                    self._problem(m.key, exc.reason, str(exc))
+                    continue
+                action = self._action(m, path.backend)
+                for port in sorted(m.ports):
+                    if redirect and m.ports[port] == "HTTP":
+                        continue  # every HTTP request is redirected: LBC ignores rules there
+                    priority[port] = priority.get(port, 0) + 1
+                    rules.append(
+                        Rule(listener_port=port, priority=priority[port], conditions=conditions, action=action)
+                    )
         return rules
 
     def _action(self, m: _Member, backend: IngressBackend) -> Action:
@@ -422,6 +421,13 @@ class _GroupBuilder:
             owner=m.key,
         )
         return resource_id
+
+
+def _most_specific_first(ingress: Ingress) -> list[tuple[str | None, IngressPath]]:
+    """An Ingress's paths in the order ALB should try them: the Ingress spec says the longest match wins, and an
+    ALB takes the first rule that matches, so rules with a host come first, then Exact paths, then longer paths."""
+    entries = [(rule.host, path) for rule in ingress.rules for path in rule.paths]
+    return sorted(entries, key=lambda e: (e[0] is None, e[1].path_type != "Exact", -len(e[1].path or "")))
 
 
 def _conditions(host: str | None, path: str | None, path_type: str) -> tuple[Condition, ...]:
