@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from meshctl.xds.ingress_model import CHECKPOINT_ANNOTATION
+
 __all__ = [
     "CHECKPOINT_ANNOTATION",
     "CLUSTER_TAG",
@@ -27,8 +29,6 @@ RESOURCE_TAG = "elbv2.meshctl.dev/resource"
 INGRESS_FINALIZER = "ingress.meshctl.dev/resources"
 SERVICE_FINALIZER = "service.meshctl.dev/resources"
 TGB_FINALIZER = "elbv2.meshctl.dev/resources"
-# {target group resource id or TGB: hash of (target group ARN, desired targets)}; skips no-op passes after restart.
-CHECKPOINT_ANNOTATION = "elbv2.meshctl.dev/checkpoints"
 
 
 def group_finalizer(group: str) -> str:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from meshctl.xds.model import Meta
 
 __all__ = [
+    "CHECKPOINT_ANNOTATION",
     "ELBV2_GROUP",
     "GATE_PREFIX",
     "Exposure",
@@ -31,6 +32,9 @@ __all__ = [
 # Our API group for TargetGroupBinding (LBC's is elbv2.k8s.aws) and the readiness-gate condition prefix.
 ELBV2_GROUP = "elbv2.meshctl.dev"
 GATE_PREFIX = "target-health.elbv2.meshctl.dev/"
+# {target group resource id: hash of (target group ARN, desired targets)}: lets a restarted reconciler skip target
+# groups whose targets it already applied (LBC #3326: minutes of throttled re-reconciling after every restart).
+CHECKPOINT_ANNOTATION = "elbv2.meshctl.dev/checkpoints"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -43,6 +47,9 @@ class Lifecycle:
     deleting: bool = False  # metadata.deletionTimestamp is set
     uid: str = ""
     hostnames: tuple[str, ...] = ()  # status.loadBalancer.ingress[].hostname as the cluster has it
+    # The checkpoint annotation as listed. Not compared: our own checkpoint writes must not look like changes (the
+    # reconciler keeps the current ones in memory; this is read only after a restart).
+    checkpoints: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshctl.xds.ingress_model import (
+    CHECKPOINT_ANNOTATION,
     GATE_PREFIX,
     Exposure,
     Ingress,
@@ -54,7 +55,9 @@ def _lifecycle(doc: dict[str, Any], *, keep_all_annotations: bool = False) -> Li
         if keep_all_annotations or str(k).startswith(LB_ANNOTATION_PREFIXES)
     }
     lb = _dict(_dict(doc.get("status")).get("loadBalancer"))
+    checkpoints = _dict(md.get("annotations")).get(CHECKPOINT_ANNOTATION)
     return Lifecycle(
+        checkpoints=checkpoints if isinstance(checkpoints, str) else "",
         annotations=MappingProxyType(annotations),
         finalizers=tuple(str(f) for f in _list(md.get("finalizers"))),
         deleting=bool(md.get("deletionTimestamp")),

@@ -1,0 +1,329 @@
+"""The ingress reconciler: model in, AWS and Kubernetes brought in line. Runs on the leader only.
+
+Each pass (in a worker thread: boto3 and the kubernetes client block) builds the desired stacks from the model
+(pure), deploys the stacks that changed since they were last applied, syncs every target group's targets, flips
+readiness gates, writes hostnames and finalizers, and reports bad input as Events. A stack that fails (AWS error,
+invalid input) leaves every other stack alone and is retried with back-off. With unchanged input a pass makes no
+AWS call at all; every ``resync`` seconds the stacks are compared with AWS again, to heal drift."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from meshctl.ingress.alb import build_ingress_stacks
+from meshctl.ingress.aws import AwsClients, IngressMetrics
+from meshctl.ingress.deploy import Deployed, DeployError, StackDeployer, Subnets
+from meshctl.ingress.inventory import Inventory, read_inventory
+from meshctl.ingress.kube import KubeWriter
+from meshctl.ingress.naming import CHECKPOINT_ANNOTATION, TGB_FINALIZER
+from meshctl.ingress.nlb import build_service_stacks
+from meshctl.ingress.stack import Binding, Problem, Stack
+from meshctl.ingress.target_sync import TargetState, TargetSyncer
+from meshctl.ingress.targets import checkpoint, desired_targets, gated_pod_targets, plan_targets
+from meshctl.ingress.view import stack_view
+from meshctl.xds.ingress_model import GATE_PREFIX, Lifecycle, TargetGroupBinding
+from meshctl.xds.leader import LeaderElector
+from meshctl.xds.model import Model, ObjectKey
+
+__all__ = ["IngressReconciler", "ReconcileSettings"]
+
+log = logging.getLogger(__name__)
+_FAILURES = (ClientError, BotoCoreError, DeployError, ApiException, HTTPError, OSError)
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    cluster: str
+    default_target_type: str = "instance"
+    legacy_nlb: bool = False  # also take Services annotated aws-load-balancer-type: nlb (the in-tree provider's)
+    requeue_seconds: float = 5.0  # while a readiness gate waits for health, or after a failure (doubling to 5 min)
+    resync_seconds: float = 600.0  # compare every stack with AWS again this often
+
+
+@dataclass
+class _Binding:
+    """A target group to keep in sync: where its checkpoint lives, its ARN and which endpoints it takes."""
+
+    owner: ObjectKey
+    checkpoint_key: str
+    arn: str
+    binding: Binding
+
+
+@dataclass
+class _Progress:
+    settled: bool = True  # nothing left to retry or wait for
+
+
+@dataclass
+class IngressReconciler:
+    clients: AwsClients
+    kube: KubeWriter | None
+    settings: ReconcileSettings
+    subnets: Subnets
+    metrics: IngressMetrics = field(default_factory=IngressMetrics)
+    elector: LeaderElector | None = None
+
+    def __post_init__(self) -> None:
+        self.deployer = StackDeployer(self.clients.elbv2, self.subnets, self.settings.cluster)
+        self.targets = TargetSyncer(self.clients.elbv2, self.clients.health)
+        self._model: Model | None = None
+        self._wake = asyncio.Event()
+        self.applied: dict[str, Stack] = {}  # what each stack was last made to match
+        self.deployed: dict[str, Deployed] = {}
+        self.checkpoints: dict[tuple[ObjectKey, str], str] = {}
+        self.target_states: dict[str, TargetState] = {}  # by target group ARN
+        self.views: dict[str, dict[str, Any]] = {}  # by stack id, for `meshctl get ingresses`
+        self.errors: dict[str, str] = {}  # by stack id (or TargetGroupBinding key)
+        self._reported: set[tuple[ObjectKey, str]] = set()
+        self._last_resync = time.monotonic()
+        self.passes = 0
+        if self.elector is not None:
+            previous = self.elector.on_change
+
+            def changed(leading: bool) -> None:
+                if previous is not None:
+                    previous(leading)
+                if leading:  # another replica acted meanwhile: compare everything with AWS again
+                    self.applied.clear()
+                    self._wake.set()
+
+            self.elector.on_change = changed
+
+    # --- the asyncio side --------------------------------------------------------------------------------------
+
+    def submit(self, model: Model) -> None:
+        self._model = model
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = self.settings.resync_seconds
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+            model = self._model
+            if model is None or (self.elector is not None and not self.elector.is_leader):
+                delay = self.settings.resync_seconds
+                continue
+            progress = await asyncio.to_thread(self.reconcile, model)
+            failures = 0 if progress.settled else failures + 1
+            delay = (
+                self.settings.resync_seconds
+                if progress.settled
+                else min(300.0, self.settings.requeue_seconds * 2 ** max(0, min(failures - 1, 6)))
+            )
+
+    # --- one pass (worker thread) ------------------------------------------------------------------------------
+
+    def reconcile(self, model: Model) -> _Progress:
+        self.passes += 1
+        progress = _Progress()
+        if time.monotonic() - self._last_resync > self.settings.resync_seconds:
+            self.applied.clear()
+            self._last_resync = time.monotonic()
+        stacks = build_ingress_stacks(
+            model, cluster=self.settings.cluster, default_target_type=self.settings.default_target_type
+        ) + build_service_stacks(model, cluster=self.settings.cluster, legacy_nlb=self.settings.legacy_nlb)
+        self._report([p for s in stacks for p in s.problems])
+        inventory: list[Inventory] = []  # read once, when the first stack needs it
+        for stack in stacks:
+            started = time.perf_counter()
+            try:
+                self._stack(model, stack, inventory, progress)
+                self.errors.pop(stack.id, None)
+            except _FAILURES as exc:
+                self.errors[stack.id] = _message(exc)
+                self.applied.pop(stack.id, None)
+                self.metrics.reconcile_errors.labels(stack.kind).inc()
+                log.warning("stack %s: %s", stack.id, self.errors[stack.id])
+                progress.settled = False
+            self.metrics.reconcile.labels(stack.kind).observe(time.perf_counter() - started)
+            self._view(stack)
+        for key in sorted(model.target_group_bindings):
+            try:
+                self._target_group_binding(model, model.target_group_bindings[key], progress)
+                self.errors.pop(str(key), None)
+            except _FAILURES as exc:
+                self.errors[str(key)] = _message(exc)
+                log.warning("%s: %s", key, self.errors[str(key)])
+                progress.settled = False
+        return progress
+
+    def _stack(self, model: Model, stack: Stack, inventory: list[Inventory], progress: _Progress) -> None:
+        if not stack.valid:
+            # Bad input: AWS stays as it is (never half-applied); the problems are Events and in `get ingresses`.
+            self.errors[stack.id] = "; ".join(p.message for p in stack.problems)
+            return
+        for owner in stack.owners:  # before anything is created, so a delete cannot skip the cleanup
+            if stack.finalizer not in _lifecycle(model, owner).finalizers and self.kube is not None:
+                self.kube.add_finalizer(owner, stack.finalizer)
+        if self.applied.get(stack.id) != stack:
+            if not inventory:
+                inventory.append(read_inventory(self.clients.elbv2, self.settings.cluster))
+            if stack.load_balancer is not None or stack.id in inventory[0].stacks():
+                self.deployed[stack.id] = self.deployer.deploy(stack, inventory[0])
+            else:
+                self.deployed[stack.id] = Deployed()
+            self.applied[stack.id] = stack
+        deployed = self.deployed[stack.id]
+        for group in stack.target_groups:
+            arn = deployed.target_groups[group.resource_id]
+            self._sync(model, _Binding(group.owner, group.resource_id, arn, group.binding), progress)
+        hostnames = (deployed.dns_name,) if deployed.dns_name else ()
+        for owner in stack.owners:
+            if _lifecycle(model, owner).hostnames != hostnames and self.kube is not None:
+                self.kube.set_hostnames(owner, hostnames)
+        for key in stack.leaving:  # its resources are gone (or no longer its): let Kubernetes finish the delete
+            if self.kube is not None:
+                self.kube.remove_finalizer(key, stack.finalizer)
+        if stack.load_balancer is None:
+            self.applied.pop(stack.id, None)
+            self.deployed.pop(stack.id, None)
+
+    def _sync(self, model: Model, target: _Binding, progress: _Progress) -> None:
+        desired = desired_targets(model, target.binding)
+        mark = checkpoint(target.arn, desired)
+        key = (target.owner, target.checkpoint_key)
+        persisted = _checkpoints(_lifecycle(model, target.owner)).get(target.checkpoint_key, "")
+        gated = gated_pod_targets(model, target.binding)
+        gate = GATE_PREFIX + target.binding.gate
+        waiting = [
+            pod
+            for pod in gated
+            if not dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate, False)
+        ]
+        if self.checkpoints.get(key, persisted) == mark and not waiting:
+            self.checkpoints[key] = mark  # applied already (before a restart, too: LBC #3326)
+            return
+        health = self.targets.read(target.arn)
+        plan = plan_targets(desired, health)
+        if plan and persisted:
+            self._persist_checkpoint(model, target.owner, target.checkpoint_key, "")  # a crash now must not skip
+        state = self.targets.apply(target.arn, health, plan)
+        self.target_states[target.arn] = state
+        self.checkpoints[key] = mark
+        if persisted != mark:
+            self._persist_checkpoint(model, target.owner, target.checkpoint_key, mark)
+        for pod, targets in gated.items():
+            healthy = all(state.health.get(t) == "healthy" for t in targets)
+            current = dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate)
+            if current != healthy and self.kube is not None:
+                states = ", ".join(
+                    f"{ip}:{port} {state.health.get((ip, port), 'unregistered')}" for ip, port in targets
+                )
+                self.kube.set_pod_condition(
+                    ObjectKey("Pod", target.binding.service.namespace, pod), gate, healthy, f"target {states}"
+                )
+            if not healthy:
+                progress.settled = False  # poll health again soon
+
+    def _persist_checkpoint(self, model: Model, owner: ObjectKey, name: str, mark: str) -> None:
+        if self.kube is None:
+            return
+        marks = _checkpoints(_lifecycle(model, owner))
+        marks.update({k: v for (o, k), v in self.checkpoints.items() if o == owner})
+        marks[name] = mark
+        self.kube.set_annotation(owner, CHECKPOINT_ANNOTATION, json.dumps(marks, sort_keys=True))
+
+    def _target_group_binding(self, model: Model, tgb: TargetGroupBinding, progress: _Progress) -> None:
+        key = ObjectKey("TargetGroupBinding", tgb.meta.namespace, tgb.meta.name)
+        if tgb.lifecycle.deleting:
+            if TGB_FINALIZER in tgb.lifecycle.finalizers:
+                arn = self._resolve_arn(tgb)
+                if arn is not None:
+                    self.targets.deregister_all(arn)  # the target group itself is not ours to delete
+                    self.target_states.pop(arn, None)
+                if self.kube is not None:
+                    self.kube.remove_finalizer(key, TGB_FINALIZER)
+            return
+        if TGB_FINALIZER not in tgb.lifecycle.finalizers and self.kube is not None:
+            self.kube.add_finalizer(key, TGB_FINALIZER)
+        arn = self._resolve_arn(tgb)
+        if arn is None:
+            raise DeployError(f"target group {tgb.target_group_name or tgb.target_group_arn} does not exist")
+        service = model.services.get(ObjectKey("Service", key.namespace, tgb.service_name))
+        port = next(
+            (p for p in service.ports if tgb.service_port in (p.port, p.name)) if service is not None else iter(()),
+            None,
+        )
+        if service is None or port is None:
+            ref = f"{tgb.service_name}:{tgb.service_port}"
+            raise DeployError(f"spec.serviceRef: Service port {key.namespace}/{ref} does not exist")
+        target_type = tgb.target_type or self._target_type(arn)
+        service_key = ObjectKey("Service", key.namespace, tgb.service_name)
+        binding = Binding(service=service_key, port=port, target_type=target_type, gate=tgb.meta.name)
+        self._sync(model, _Binding(key, "binding", arn, binding), progress)
+
+    def _resolve_arn(self, tgb: TargetGroupBinding) -> str | None:
+        if tgb.target_group_arn:
+            return tgb.target_group_arn
+        try:
+            found = self.clients.elbv2.describe_target_groups(Names=[tgb.target_group_name])["TargetGroups"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TargetGroupNotFound":
+                return None
+            raise
+        return str(found[0]["TargetGroupArn"]) if found else None
+
+    def _target_type(self, arn: str) -> str:
+        described = self.clients.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+        return str(described["TargetType"])
+
+    def _report(self, problems: list[Problem]) -> None:
+        """Each problem once (a log line and a Warning Event) until it goes away."""
+        current = {(p.owner, p.message) for p in problems}
+        for problem in problems:
+            if (problem.owner, problem.message) in self._reported:
+                continue
+            log.warning("%s", problem)
+            if self.kube is not None:
+                self.kube.event(problem.owner, problem.reason, problem.message)
+        self._reported = current
+
+    def _view(self, stack: Stack) -> None:
+        if stack.load_balancer is None and stack.valid:
+            self.views.pop(stack.id, None)
+            return
+        self.views[stack.id] = stack_view(
+            stack, self.deployed.get(stack.id), self.target_states, self.errors.get(stack.id)
+        )
+
+
+def _lifecycle(model: Model, key: ObjectKey) -> Lifecycle:
+    if key.kind == "Ingress":
+        ingress = model.ingresses.get(key)
+        return ingress.lifecycle if ingress is not None else Lifecycle()
+    if key.kind == "Service":
+        service = model.services.get(key)
+        return service.exposure.lifecycle if service is not None and service.exposure is not None else Lifecycle()
+    binding = model.target_group_bindings.get(key)
+    return binding.lifecycle if binding is not None else Lifecycle()
+
+
+def _checkpoints(lifecycle: Lifecycle) -> dict[str, str]:
+    try:
+        marks = json.loads(lifecycle.checkpoints or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in marks.items()} if isinstance(marks, dict) else {}
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{exc.operation_name}: {error.get('Code')}: {error.get('Message')}"
+    if isinstance(exc, ApiException):
+        return f"Kubernetes API: {exc.status} {exc.reason}"
+    return str(exc) or type(exc).__name__
