@@ -17,6 +17,7 @@ import copy
 import itertools
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -49,6 +50,9 @@ BUILT_IN = [
     Kind("", "v1", "pods", "Pod", status_subresource=True),
     Kind("", "v1", "events", "Event"),
     Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
+    Kind("networking.k8s.io", "v1", "ingresses", "Ingress", status_subresource=True),
+    Kind("networking.k8s.io", "v1", "ingressclasses", "IngressClass", namespaced=False),
+    Kind("", "v1", "nodes", "Node", namespaced=False, status_subresource=True),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind(
         "apiextensions.k8s.io",
@@ -528,6 +532,13 @@ class ApiServer:
             if current is None:
                 return _status(404, "NotFound", f'{kind.plural} "{name}" not found')
             if request.method == "DELETE":
+                if current["metadata"].get("finalizers"):
+                    # Finalizers hold the object: it is only marked; the last finalizer's removal deletes it.
+                    if current["metadata"].get("deletionTimestamp"):
+                        return web.json_response(copy.deepcopy(current))
+                    marked = copy.deepcopy(current)
+                    marked["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    return web.json_response(copy.deepcopy(self._commit(kind, "MODIFIED", marked)))
                 return web.json_response(self._commit(kind, "DELETED", copy.deepcopy(current)))
             if request.method == "PUT":
                 sent_rv = (body.get("metadata") or {}).get("resourceVersion")
@@ -546,6 +557,8 @@ class ApiServer:
             updated = self._apply_update(kind, current, new, status_only=sub == "status")
             if updated is current:
                 return web.json_response(copy.deepcopy(current))
+            if updated["metadata"].get("deletionTimestamp") and not updated["metadata"].get("finalizers"):
+                return web.json_response(copy.deepcopy(self._commit(kind, "DELETED", updated)))
             return web.json_response(copy.deepcopy(self._commit(kind, "MODIFIED", updated)))
 
     @staticmethod

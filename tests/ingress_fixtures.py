@@ -44,6 +44,7 @@ def endpoint_slice(service_name: str, ips: list[str], *, terminating: tuple[str,
             "namespace": NS,
             "labels": {"kubernetes.io/service-name": service_name},
         },
+        "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [
             {
