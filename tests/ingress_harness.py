@@ -76,7 +76,8 @@ class Harness:
 
     def reconciler(self, health: Any = None, **settings: Any) -> tuple[IngressReconciler, Calls]:
         """A new reconciler, as after a restart: fresh clients and no memory."""
-        clients = make_clients(metrics=IngressMetrics(), max_attempts=5)
+        metrics = IngressMetrics()
+        clients = make_clients(metrics=metrics, max_attempts=5)
         if health is not None:
             clients.health = health(clients.elbv2)
         calls = Calls(clients.elbv2)
@@ -85,6 +86,7 @@ class Harness:
             kube=KubeWriter(self.api),
             settings=ReconcileSettings(cluster=CLUSTER, **settings),
             subnets=Subnets(clients.ec2),
+            metrics=metrics,
         )
         return reconciler, calls
 

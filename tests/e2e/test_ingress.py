@@ -133,3 +133,173 @@ async def test_scaling_registers_exactly_the_ready_endpoints_and_deregisters_fir
     assert calls.mutating() == ["DeregisterTargets", "RegisterTargets"]
     await scale(ten[:2])
     assert h.targets(web) == {(ip, 8080) for ip in ten[:2]}
+
+
+def _foreign_resources(h: Harness) -> set[str]:
+    """An untagged load balancer and target group, and another cluster's: none of them may ever change."""
+    arns = set()
+    subnets = h.network.private
+    for name, tags in (
+        ("untagged", []),
+        (
+            "other",
+            [
+                {"Key": "elbv2.meshctl.dev/cluster", "Value": "other"},
+                {"Key": "elbv2.meshctl.dev/stack", "Value": "shop/shop"},
+                {"Key": "elbv2.meshctl.dev/resource", "Value": "LoadBalancer"},
+            ],
+        ),
+    ):
+        lb = h.elbv2.create_load_balancer(
+            Name=f"{name}-lb",
+            Subnets=subnets,
+            Scheme="internal",
+            Type="application",
+            **({"Tags": tags} if tags else {}),
+        )
+        tg = h.elbv2.create_target_group(
+            Name=f"{name}-tg",
+            Protocol="HTTP",
+            Port=80,
+            VpcId=h.network.vpc_id,
+            TargetType="ip",
+            **({"Tags": tags} if tags else {}),
+        )
+        arns |= {lb["LoadBalancers"][0]["LoadBalancerArn"], tg["TargetGroups"][0]["TargetGroupArn"]}
+    return arns
+
+
+async def test_deleting_the_ingress_removes_only_what_we_own_then_releases_it(harness: Harness):
+    h = harness
+    foreign = _foreign_resources(h)
+    h.seed(shop_documents(certificate(h)))
+    await h.start()
+    await h.model_where(lambda m: SHOP in m.ingresses)
+    reconciler, calls = h.reconciler()
+    assert await h.reconcile(reconciler)
+    await h.model_where(lambda m: "ingress.meshctl.dev/resources" in m.ingresses[SHOP].lifecycle.finalizers)
+    assert len(h.balancers()) == 3 and len(h.target_groups()) == 6
+
+    await asyncio.to_thread(h.networking().delete_namespaced_ingress, "shop", NS)
+    await h.model_where(lambda m: m.ingresses[SHOP].lifecycle.deleting)
+    calls.clear()
+    assert await h.reconcile(reconciler)
+    remaining = {b["LoadBalancerArn"] for b in h.balancers()} | {g["TargetGroupArn"] for g in h.target_groups()}
+    assert remaining == foreign
+    # The load balancer goes first (its listeners and rules with it), then the target groups.
+    assert calls.mutating() == ["DeleteLoadBalancer"] + ["DeleteTargetGroup"] * 4
+    await h.model_where(lambda m: SHOP not in m.ingresses)  # the finalizer was released: Kubernetes deleted it
+
+
+class _Killed(BaseException):
+    """Stops a reconcile pass mid-way, as a kill -9 would: nothing after the call runs, nothing is cleaned up."""
+
+
+def _fault(reconciler, operation: str, responses: list[tuple[int, str]]):
+    """The next attempts of ``operation`` get these (status, error code) answers instead of reaching moto."""
+    from botocore.awsrequest import AWSResponse
+
+    pending = list(responses)
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    def before_send(request, **_):
+        if not pending:
+            return None
+        status, code = pending.pop(0)
+        body = f"<ErrorResponse><Error><Code>{code}</Code><Message>injected</Message></Error></ErrorResponse>"
+        return AWSResponse(request.url, status, {"Content-Type": "text/xml"}, Raw(body.encode()))
+
+    reconciler.clients.elbv2.meta.events.register(f"before-send.elastic-load-balancing-v2.{operation}", before_send)
+    return pending
+
+
+def _state(h: Harness) -> dict:
+    """Everything we own, by resource tag, with counts (a duplicate shows as a count of 2)."""
+    state: dict = {"balancers": [], "groups": {}, "rules": {}}
+    for lb in h.balancers():
+        if h.tags(lb["LoadBalancerArn"]).get("elbv2.meshctl.dev/cluster") != "test":
+            continue
+        state["balancers"].append(lb["Type"])
+        for li in h.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
+            state["rules"][li["Port"]] = sorted(int(r["Priority"]) for r in _rules(h, li["ListenerArn"]))
+    for g in h.target_groups():
+        tags = h.tags(g["TargetGroupArn"])
+        if tags.get("elbv2.meshctl.dev/cluster") == "test":
+            entry = state["groups"].setdefault(tags["elbv2.meshctl.dev/resource"], [])
+            entry.append(sorted(h.targets(g["TargetGroupArn"])))
+    return state
+
+
+EXPECTED = {
+    "balancers": ["application"],
+    "rules": {80: [], 443: [1, 2, 3]},
+    "groups": {
+        f"{NS}/shop-checkout-v1:80": [[("10.0.1.30", 8080)]],
+        f"{NS}/shop-checkout-v2:80": [[("10.0.1.40", 8080)]],
+        f"{NS}/shop-orders:80": [[("10.0.1.20", 8080)]],
+        f"{NS}/shop-web:80": [[("10.0.1.10", 8080), ("10.0.1.11", 8080)]],
+    },
+}
+
+
+async def test_throttling_and_server_errors_are_retried_to_the_same_end_state(harness: Harness):
+    h = harness
+    h.seed(shop_documents(certificate(h)))
+    await h.start()
+    await h.model_where(lambda m: SHOP in m.ingresses)
+    reconciler, calls = h.reconciler()
+    # Few enough that standard retries (jittered back-off, up to 1 s, 2 s, ...) keep the test short.
+    throttled = _fault(reconciler, "RegisterTargets", [(400, "Throttling")] * 2)
+    throttled_rules = _fault(reconciler, "CreateRule", [(400, "Throttling")])
+    failed = _fault(reconciler, "CreateLoadBalancer", [(500, "InternalFailure")])
+    assert await h.reconcile(reconciler)
+    assert throttled == throttled_rules == failed == []  # every injected fault was met, and retried past
+    assert _state(h) == EXPECTED
+    metrics = reconciler.metrics
+    assert metrics.throttles.labels("RegisterTargets")._value.get() == 2
+    assert metrics.errors.labels("CreateLoadBalancer", "InternalFailure")._value.get() == 1
+
+
+async def test_a_failed_pass_is_reported_and_the_next_one_finishes(harness: Harness):
+    h = harness
+    h.seed(shop_documents(certificate(h)))
+    await h.start()
+    await h.model_where(lambda m: SHOP in m.ingresses)
+    reconciler, _ = h.reconciler()
+    _fault(reconciler, "CreateListener", [(400, "ValidationError")])  # not retried by boto3
+    assert not await h.reconcile(reconciler)
+    assert "CreateListener: ValidationError: injected" in reconciler.errors["shop/shop"]
+    assert await h.reconcile(reconciler)
+    assert _state(h) == EXPECTED and "shop/shop" not in reconciler.errors
+
+
+@pytest.mark.parametrize(
+    ("operation", "nth"),
+    [("CreateTargetGroup", 2), ("CreateLoadBalancer", 1), ("CreateRule", 2), ("RegisterTargets", 2)],
+    ids=lambda v: str(v),
+)
+async def test_killed_mid_reconcile_a_restart_ends_in_the_same_state(harness: Harness, operation: str, nth: int):
+    h = harness
+    h.seed(shop_documents(certificate(h)))
+    await h.start()
+    await h.model_where(lambda m: SHOP in m.ingresses)
+    doomed, _ = h.reconciler()
+    seen = []
+
+    def kill(**_):
+        seen.append(operation)
+        if len(seen) == nth:
+            raise _Killed  # after nth - 1 calls went through
+
+    doomed.clients.elbv2.meta.events.register(f"before-call.elastic-load-balancing-v2.{operation}", kill)
+    with pytest.raises(_Killed):
+        await h.reconcile(doomed)
+    restarted, _ = h.reconciler()
+    assert await h.reconcile(restarted)
+    assert _state(h) == EXPECTED  # no duplicate, nothing orphaned
