@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
+    from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.xds.sources.kubernetes import KubernetesSource
     from meshctl.xds.status import StatusWriter
 
@@ -32,8 +33,17 @@ async def _serve(args: argparse.Namespace) -> int:
     from meshctl.xds.sources import ManifestSource
 
     writer = None
+    ingress = None
+    if args.ingress and not args.kubernetes:
+        print("meshctl serve: --ingress needs --kubernetes", file=sys.stderr)
+        return 2
+    if args.ingress and not args.cluster_name:
+        print("meshctl serve: --ingress needs --cluster-name (it goes into the ownership tags)", file=sys.stderr)
+        return 2
     if args.kubernetes:
         source, writer = _kubernetes_source(args)
+        if args.ingress:
+            ingress = _ingress_reconciler(args, source, writer)
     else:
         manifests = Path(args.manifests)
         if not manifests.is_dir():
@@ -41,7 +51,12 @@ async def _serve(args: argparse.Namespace) -> int:
             return 2
         source = ManifestSource(manifests)  # type: ignore[assignment]
     plane = ControlPlane(
-        source, address=args.address, xds_port=args.xds_port, admin_port=args.admin_port, status_writer=writer
+        source,
+        address=args.address,
+        xds_port=args.xds_port,
+        admin_port=args.admin_port,
+        status_writer=writer,
+        ingress=ingress,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,7 +83,31 @@ def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, Stat
 
     api = api_client(args.kubeconfig)
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
-    return KubernetesSource(api, namespaces=args.namespace or None), StatusWriter(api, elector=elector)
+    source = KubernetesSource(api, namespaces=args.namespace or None, ingress=args.ingress)
+    return source, StatusWriter(api, elector=elector)
+
+
+def _ingress_reconciler(args: argparse.Namespace, source: KubernetesSource, writer: StatusWriter) -> IngressReconciler:
+    from meshctl.ingress.aws import IngressMetrics, make_clients
+    from meshctl.ingress.deploy import Subnets
+    from meshctl.ingress.kube import KubeWriter
+    from meshctl.ingress.reconciler import IngressReconciler, ReconcileSettings
+
+    metrics = IngressMetrics()
+    clients = make_clients(metrics=metrics)
+    subnets = tuple(s.strip() for s in (args.ingress_subnets or "").split(",") if s.strip())
+    return IngressReconciler(
+        clients=clients,
+        kube=KubeWriter(source.api),
+        settings=ReconcileSettings(
+            cluster=args.cluster_name,
+            default_target_type=args.ingress_default_target_type,
+            legacy_nlb=args.ingress_legacy_nlb,
+        ),
+        subnets=Subnets(clients.ec2, vpc_id=args.ingress_vpc_id, given=subnets),
+        metrics=metrics,
+        elector=writer.elector,
+    )
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -113,7 +152,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import diff, importer, inspect, routes, shift
+    from meshctl.cli import diff, importer, ingresses, inspect, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -134,6 +173,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-namespace",
         default="meshctl-system",
         help="with --kubernetes: namespace of the leader-election Lease (default meshctl-system)",
+    )
+    ingress = serve.add_argument_group(
+        "ingress",
+        "AWS ALB/NLB for Ingresses and Services of type LoadBalancer (credentials, region and endpoints "
+        "from boto3's standard settings: AWS_REGION, AWS_ENDPOINT_URL_*, IRSA or EKS Pod Identity)",
+    )
+    ingress.add_argument(
+        "--ingress", action="store_true", help="with --kubernetes: reconcile load balancers (leader only)"
+    )
+    ingress.add_argument("--cluster-name", help="this cluster's name, carried in every AWS resource's ownership tags")
+    ingress.add_argument("--ingress-vpc-id", help="VPC for target groups (default: the VPC of the discovered subnets)")
+    ingress.add_argument(
+        "--ingress-subnets",
+        help="comma-separated subnet ids (default: discovered by the kubernetes.io/role/elb and "
+        "kubernetes.io/role/internal-elb tags, one per zone)",
+    )
+    ingress.add_argument(
+        "--ingress-default-target-type",
+        choices=("instance", "ip"),
+        default="instance",
+        help="target type when alb.ingress.kubernetes.io/target-type is not set (default instance, as LBC)",
+    )
+    ingress.add_argument(
+        "--ingress-legacy-nlb",
+        action="store_true",
+        help="also take Services annotated service.beta.kubernetes.io/aws-load-balancer-type: nlb (only when the "
+        "in-tree cloud provider does not act on them too)",
     )
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
@@ -173,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_commands(sub, get)
     routes.add_commands(sub, get)
+    ingresses.add_commands(get)
     shift.add_commands(sub)
     diff.add_commands(sub)
     importer.add_commands(sub)

@@ -62,7 +62,8 @@ class _Binding:
 
 @dataclass
 class _Progress:
-    settled: bool = True  # nothing left to retry or wait for
+    settled: bool = True  # nothing failed (else: retry with back-off)
+    polling: bool = False  # targets not yet healthy: read their health again soon (readiness gates, the view)
 
 
 @dataclass
@@ -117,13 +118,16 @@ class IngressReconciler:
             if model is None or (self.elector is not None and not self.elector.is_leader):
                 delay = self.settings.resync_seconds
                 continue
-            progress = await asyncio.to_thread(self.reconcile, model)
+            try:
+                progress = await asyncio.to_thread(self.reconcile, model)
+            except Exception:  # a bug: say so, keep the task alive, try again after a pause
+                log.exception("ingress reconcile pass failed")
+                progress = _Progress(settled=False)
             failures = 0 if progress.settled else failures + 1
-            delay = (
-                self.settings.resync_seconds
-                if progress.settled
-                else min(300.0, self.settings.requeue_seconds * 2 ** max(0, min(failures - 1, 6)))
-            )
+            if not progress.settled:
+                delay = min(300.0, self.settings.requeue_seconds * 2 ** min(failures - 1, 6))
+            else:
+                delay = self.settings.requeue_seconds if progress.polling else self.settings.resync_seconds
 
     # --- one pass (worker thread) ------------------------------------------------------------------------------
 
@@ -204,7 +208,9 @@ class IngressReconciler:
             for pod in gated
             if not dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate, False)
         ]
-        if self.checkpoints.get(key, persisted) == mark and not waiting:
+        known = self.target_states.get(target.arn)
+        settling = known is not None and known.healthy < len(known.health)
+        if self.checkpoints.get(key, persisted) == mark and not waiting and not settling:
             self.checkpoints[key] = mark  # applied already (before a restart, too: LBC #3326)
             return
         health = self.targets.read(target.arn)
@@ -216,6 +222,8 @@ class IngressReconciler:
         self.checkpoints[key] = mark
         if persisted != mark:
             self._persist_checkpoint(model, target.owner, target.checkpoint_key, mark)
+        if state.healthy < len(state.health):
+            progress.polling = True  # registered or draining targets: read health again soon
         for pod, targets in gated.items():
             healthy = all(state.health.get(t) == "healthy" for t in targets)
             current = dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate)
@@ -227,7 +235,7 @@ class IngressReconciler:
                     ObjectKey("Pod", target.binding.service.namespace, pod), gate, healthy, f"target {states}"
                 )
             if not healthy:
-                progress.settled = False  # poll health again soon
+                progress.polling = True
 
     def _persist_checkpoint(self, model: Model, owner: ObjectKey, name: str, mark: str) -> None:
         if self.kube is None:

@@ -99,8 +99,11 @@ def build_admin_app(
     health: Callable[[], str | None] = lambda: None,
     replica: str = "",
     about: Callable[[], dict[str, Any]] = dict,
+    ingresses: Callable[[], list[dict[str, Any]]] | None = None,
+    extra_metrics: Callable[[], str] = str,
 ) -> web.Application:
-    """``replica``: this control plane's name in a multi-replica install (the leader-election identity)."""
+    """``replica``: this control plane's name in a multi-replica install (the leader-election identity).
+    ``ingresses``: the ingress reconciler's load balancers (``/api/v1/ingresses``), when it runs."""
     routes = web.RouteTableDef()
 
     @routes.get("/healthz")
@@ -119,7 +122,16 @@ def build_admin_app(
     @routes.get("/metrics")
     async def prometheus(_: web.Request) -> web.Response:
         metrics.rejected_objects = sum(not s.accepted for s in controller.statuses())
-        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+        text = metrics.render() + extra_metrics()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    @routes.get("/api/v1/ingresses")
+    async def ingress_view(_: web.Request) -> web.Response:
+        if ingresses is None:
+            return web.json_response(
+                {"error": "the ingress reconciler is not running (meshctl serve --ingress)"}, status=404
+            )
+        return web.json_response({"items": ingresses()})
 
     @routes.get("/api/v1/proxies")
     async def proxies(_: web.Request) -> web.Response:

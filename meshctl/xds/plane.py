@@ -18,11 +18,13 @@ from meshctl.xds.admin import build_admin_app
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
 from meshctl.xds.metrics import Metrics
+from meshctl.xds.model import Model
 from meshctl.xds.server.ads import AdsServer, Keepalive
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.sources import ManifestSource, Source
 
 if TYPE_CHECKING:
+    from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.xds.leader import LeaderElector
     from meshctl.xds.status import StatusWriter
 
@@ -41,8 +43,11 @@ class ControlPlane:
         admin_port: int = 0,
         status_writer: StatusWriter | None = None,
         keepalive: Keepalive | None = None,
+        ingress: IngressReconciler | None = None,
     ) -> None:
+        """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes)."""
         self.source = source
+        self.ingress = ingress
         self.address = address
         self.metrics = Metrics()
         self.cache = SnapshotCache()
@@ -73,6 +78,8 @@ class ControlPlane:
             health=self.health_problem,
             replica=self.replica,
             about=self.describe,
+            ingresses=self._ingresses if self.ingress is not None else None,
+            extra_metrics=self._ingress_metrics,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -82,8 +89,10 @@ class ControlPlane:
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._tasks = [
             asyncio.create_task(self.controller.run(), name="controller"),
-            asyncio.create_task(self.source.run(self.controller.submit), name="source"),
+            asyncio.create_task(self.source.run(self._model_changed), name="source"),
         ]
+        if self.ingress is not None:
+            self._tasks.append(asyncio.create_task(self.ingress.run(), name="ingress"))
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
             if self.status_writer.elector is not None:
@@ -91,6 +100,23 @@ class ControlPlane:
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         log.info("xDS on %s:%d, admin on http://%s:%d", self.address, self.xds_port, self.address, self.admin_port)
+
+    async def _model_changed(self, model: Model) -> None:
+        """One model, two consumers: the translator, and the ingress reconciler (which only takes the newest)."""
+        if self.ingress is not None:
+            self.ingress.submit(model)
+        await self.controller.submit(model)
+
+    def _ingresses(self) -> list[dict[str, Any]]:
+        assert self.ingress is not None
+        return [self.ingress.views[k] for k in sorted(self.ingress.views)]
+
+    def _ingress_metrics(self) -> str:
+        if self.ingress is None:
+            return ""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.ingress.metrics.registry).decode()
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """A core task must run until stop(): if one ends, say why and fail /healthz so we get restarted."""
@@ -131,7 +157,7 @@ class ControlPlane:
         """Graceful: stop the watches and the build loop, let the status writer finish what it has, and only
         then stop leader election, which releases the lease for the next replica."""
         by_name = {t.get_name(): t for t in self._tasks}
-        for stage in (("source", "controller"), ("status-writer",), ("leader-election",)):
+        for stage in (("source", "controller", "ingress"), ("status-writer",), ("leader-election",)):
             tasks = [by_name[n] for n in stage if n in by_name]
             for task in tasks:
                 task.cancel()

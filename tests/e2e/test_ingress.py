@@ -87,6 +87,9 @@ async def test_ingress_yields_the_alb_and_a_second_pass_changes_nothing(harness:
     # skips reading target health thanks to the checkpoints stored on the Ingress.
     calls.clear()
     assert await h.reconcile(reconciler)
+    assert set(calls.names) == {"DescribeTargetHealth"}  # only new targets' health (initial -> healthy) is read
+    calls.clear()
+    assert await h.reconcile(reconciler)
     assert calls.names == []
     await h.model_where(lambda m: bool(m.ingresses[SHOP].lifecycle.hostnames))
     restarted, after_restart = h.reconciler()
