@@ -5,7 +5,6 @@ it through the standard ``AWS_ENDPOINT_URL`` setting, exactly as the controller 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

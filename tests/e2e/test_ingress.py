@@ -256,7 +256,7 @@ async def test_throttling_and_server_errors_are_retried_to_the_same_end_state(ha
     h.seed(shop_documents(certificate(h)))
     await h.start()
     await h.model_where(lambda m: SHOP in m.ingresses)
-    reconciler, calls = h.reconciler()
+    reconciler, _calls = h.reconciler()
     # Few enough that standard retries (jittered back-off, up to 1 s, 2 s, ...) keep the test short.
     throttled = _fault(reconciler, "RegisterTargets", [(400, "Throttling")] * 2)
     throttled_rules = _fault(reconciler, "CreateRule", [(400, "Throttling")])

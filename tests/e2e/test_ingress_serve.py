@@ -81,6 +81,7 @@ async def test_serve_reconciles_survives_sigkill_and_shows_it(apiserver, moto, t
         await eventually(done, timeout=60, interval=0.2)
         assert _state(h) == EXPECTED
         code, data = await _get_ingresses(admin)
+        assert code == 0
         (item,) = data["items"]
         (alb,) = h.balancers()
         assert item["loadBalancer"]["dnsName"] == alb["DNSName"] and item["error"] is None
