@@ -387,7 +387,7 @@ class _GroupBuilder:
         if port is None:
             self._problem(m.key, "InvalidBackend", f"Service {key.namespace}/{name} has no port {number or port_name}")
             return None
-        resource_id = f"{m.key.namespace}/{m.key.name}-{name}:{number if number is not None else port_name}"
+        resource_id = f"{m.key.namespace}/{m.key.name}-{name}:{port.port}"  # by number: one group per port
         if resource_id in self.target_groups:
             return resource_id
         service_annotations = service.exposure.lifecycle.annotations if service.exposure else {}
