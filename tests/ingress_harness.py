@@ -52,7 +52,16 @@ class Harness:
         self._task: asyncio.Task[None] | None = None
 
     def seed(self, docs: list[dict]) -> None:
+        """Creates the objects; a status in a doc is then written through the status subresource, as kubelet would
+        (creating an object never sets its status)."""
+        statuses = [(d["kind"], d["metadata"], d.get("status")) for d in docs]  # seed drops them from the docs
         self.apiserver.seed(docs)
+        core = client.CoreV1Api(self.api)
+        for kind, meta, status in statuses:
+            if status and kind == "Pod":
+                core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            elif status and kind == "Node":
+                core.patch_node_status(meta["name"], {"status": status})
 
     async def start(self) -> None:
         source = KubernetesSource(self.api, ingress=True)

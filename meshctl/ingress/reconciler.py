@@ -146,7 +146,8 @@ class IngressReconciler:
             started = time.perf_counter()
             try:
                 self._stack(model, stack, inventory, progress)
-                self.errors.pop(stack.id, None)
+                if stack.valid:
+                    self.errors.pop(stack.id, None)
             except _FAILURES as exc:
                 self.errors[stack.id] = _message(exc)
                 self.applied.pop(stack.id, None)

@@ -2,7 +2,7 @@
 
 ``ip``: every address of the Service's endpoints that is ready, or held back only by one of our readiness gates
 (its containers are ready: LBC registers those so they can become healthy and open the gate), and not terminating.
-``instance``: every Ready node with an internal IP, on the port's NodePort.
+``instance``: every Ready node (its EC2 instance id, from ``spec.providerID``), on the port's NodePort.
 The plan deregisters before it registers and never counts a draining target as present (LBC's
 ``partitionTargetsByDrainingStatus``: re-adding an IP:port that is draining must register it again)."""
 
@@ -16,7 +16,7 @@ from meshctl.xds.model import Model, ObjectKey, ServicePort
 
 __all__ = ["Target", "TargetPlan", "checkpoint", "desired_targets", "gated_pod_targets", "plan_targets"]
 
-Target = tuple[str, int]  # (IP address or instance id, port)
+Target = tuple[str, int]  # (pod IP address or EC2 instance id, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ def desired_targets(model: Model, binding: Binding) -> frozenset[Target]:
         node_port = binding.port.node_port
         if node_port is None:
             return frozenset()
-        return frozenset((n.internal_ip, node_port) for n in model.nodes.values() if n.ready and n.internal_ip)
+        return frozenset((n.instance_id, node_port) for n in model.nodes.values() if n.ready and n.instance_id)
     return frozenset(target for target, _ in _ip_targets(model, binding))
 
 

@@ -104,6 +104,7 @@ class IngressClass:
 class Node:
     meta: Meta  # cluster-scoped: namespace ""
     internal_ip: str | None
+    instance_id: str | None = None  # from spec.providerID aws:///<zone>/<instance id>: instance targets are these
     ready: bool = True
 
 

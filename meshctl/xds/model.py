@@ -142,7 +142,7 @@ class EndpointSlice:
 class Pod:
     meta: Meta  # labels decide which VirtualNode a pod belongs to
     # Only for pods carrying our target-health readiness gates (else empty, so status updates stay no-ops):
-    gates: tuple[tuple[str, bool], ...] = ()  # (condition type, its status is True)
+    gates: tuple[tuple[str, bool | None], ...] = ()  # (condition type, its status is True; None: not set yet)
     containers_ready: bool = False
 
 

@@ -84,7 +84,7 @@ def parse_exposure(doc: dict[str, Any]) -> Exposure | None:
     )
 
 
-def parse_pod_gates(doc: dict[str, Any]) -> tuple[tuple[tuple[str, bool], ...], bool]:
+def parse_pod_gates(doc: dict[str, Any]) -> tuple[tuple[tuple[str, bool | None], ...], bool]:
     """Our readiness gates with their current status, and ContainersReady; ((), False) for ungated pods."""
     gates = [
         str(g.get("conditionType"))
@@ -93,10 +93,10 @@ def parse_pod_gates(doc: dict[str, Any]) -> tuple[tuple[tuple[str, bool], ...], 
     ]
     if not gates:
         return (), False
-    conditions = {
+    conditions: dict[str, bool | None] = {
         str(c.get("type")): c.get("status") == "True" for c in _list(_dict(doc.get("status")).get("conditions"))
     }
-    return tuple((g, conditions.get(g, False)) for g in sorted(gates)), conditions.get("ContainersReady", False)
+    return tuple((g, conditions.get(g)) for g in sorted(gates)), bool(conditions.get("ContainersReady"))
 
 
 def _backend(value: Any) -> IngressBackend | None:
@@ -149,7 +149,14 @@ def parse_node(meta: Meta, doc: dict[str, Any]) -> Node:
     status = _dict(doc.get("status"))
     addresses = {str(_dict(a).get("type")): str(_dict(a).get("address")) for a in _list(status.get("addresses"))}
     ready = {str(_dict(c).get("type")): _dict(c).get("status") for c in _list(status.get("conditions"))}
-    return Node(meta=meta, internal_ip=addresses.get("InternalIP"), ready=ready.get("Ready", "True") == "True")
+    provider = str(_dict(doc.get("spec")).get("providerID") or "")
+    instance = provider.rsplit("/", 1)[-1] if provider.startswith("aws://") else None
+    return Node(
+        meta=meta,
+        internal_ip=addresses.get("InternalIP"),
+        instance_id=instance or None,
+        ready=ready.get("Ready", "True") == "True",
+    )
 
 
 def parse_target_group_binding(meta: Meta, doc: dict[str, Any]) -> TargetGroupBinding:
