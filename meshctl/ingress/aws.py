@@ -141,7 +141,7 @@ def make_clients(
     session: Any = None,
 ) -> AwsClients:
     session = session or boto3.session.Session()
-    config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts})
+    config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts})
     elbv2 = session.client("elbv2", config=config)
     ec2 = session.client("ec2", config=config)
     limiter = limiter or RateLimiter()
