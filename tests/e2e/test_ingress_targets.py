@@ -206,3 +206,24 @@ async def test_a_bad_annotation_is_an_event_and_other_ingresses_keep_reconciling
         len([e for e in client.CoreV1Api(h.api).list_namespaced_event(NS).items if e.involved_object.name == "bad"])
         == 1
     )
+
+
+async def test_without_the_binding_crd_the_rest_is_still_served(apiserver):
+    """--ingress on a cluster without our TargetGroupBinding CRD: that kind counts as empty, not as 'never synced'
+    (which would keep the whole mesh from being built)."""
+    from meshctl.xds.sources.kubernetes import KubernetesSource
+
+    apiserver.seed([ingress_class(), service("web")])
+    models = []
+
+    async def sink(model):
+        models.append(model)
+
+    task = asyncio.create_task(KubernetesSource(apiserver.client(), ingress=True).run(sink))
+    try:
+        from tests.conftest import eventually
+
+        await eventually(lambda: bool(models), timeout=10)
+        assert ObjectKey("Service", NS, "web") in models[-1].services and models[-1].target_group_bindings == {}
+    finally:
+        task.cancel()

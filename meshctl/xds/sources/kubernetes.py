@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from meshctl.xds.ingress_model import ELBV2_GROUP
 from meshctl.xds.model import API_GROUP, Model, ModelDelta, ObjectKey
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 _Event = tuple[Any, ...]
 _VERSION = "v1alpha1"
 _PAGE = 500
+_ABSENT_RETRY = 30.0  # seconds between looks for a kind the API server does not serve
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class _Informer:
 
     def run(self) -> None:
         backoff = 0.2
+        absent_reported = False
         while not self.stop.is_set():
             try:
                 objects, rv = self._list()
@@ -126,13 +129,28 @@ class _Informer:
                     backoff = 0.2
             except _Gone:
                 log.info("%s: resourceVersion expired, relisting", self.kind.name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    backoff = self._retry(exc, backoff)
+                    continue
+                # The kind is not served (its CRD is not installed yet): there are none of it. Say so once, count
+                # it as synced so the rest of the mesh is served, and look again now and then.
+                if not absent_reported:
+                    log.warning("%s: not served by the API server (CRD not installed?); none yet", self.kind.name)
+                    self.emit(("SYNC", self.kind.name, self.namespace, {}))
+                    absent_reported = True
+                self.stop.wait(_ABSENT_RETRY)
             except Exception as exc:  # network errors, server restarts: retry with jittered back-off
                 if self.stop.is_set():
                     return
-                delay = backoff * (0.5 + random.random())
-                log.warning("%s: list/watch failed (%s); retrying in %.1fs", self.kind.name, exc, delay)
-                self.stop.wait(delay)
-                backoff = min(backoff * 2, 10.0)
+                backoff = self._retry(exc, backoff)
+
+    def _retry(self, exc: Exception, backoff: float) -> float:
+        """Waits a jittered ``backoff``; returns the next one."""
+        delay = backoff * (0.5 + random.random())
+        log.warning("%s: list/watch failed (%s); retrying in %.1fs", self.kind.name, exc, delay)
+        self.stop.wait(delay)
+        return min(backoff * 2, 10.0)
 
     def _parse(self, item: dict[str, Any]) -> MeshObject | None:
         """Lists and watch events carry items without kind and apiVersion: ours fill them in for the parser."""
