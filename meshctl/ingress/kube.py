@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from meshctl.xds.events import record_event
 from meshctl.xds.ingress_model import ELBV2_GROUP
 from meshctl.xds.model import ObjectKey
 
@@ -162,31 +163,8 @@ class KubeWriter:
 
         return self._update(key, change, status=True)
 
-    def event(self, key: ObjectKey, reason: str, message: str, kind: str = "Warning") -> None:
-        api_version = {
-            "Ingress": "networking.k8s.io/v1",
-            "TargetGroupBinding": f"{ELBV2_GROUP}/v1beta1",
-        }.get(key.kind, "v1")
-        now = _now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{key.name}.", "namespace": key.namespace},
-            "involvedObject": {
-                "apiVersion": api_version,
-                "kind": key.kind,
-                "name": key.name,
-                "namespace": key.namespace,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": self.component},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.core.create_namespaced_event(key.namespace, event)  # type: ignore[arg-type]  # a dict body works
-        except ApiException as exc:
-            log.warning("cannot record an Event for %s: %s", key, exc.status)
+    def event(self, key: ObjectKey, reason: str, message: str) -> None:
+        api_version = {"Ingress": "networking.k8s.io/v1", "TargetGroupBinding": f"{ELBV2_GROUP}/v1beta1"}.get(
+            key.kind, "v1"
+        )
+        record_event(self.core, key, api_version=api_version, reason=reason, message=message, component=self.component)

@@ -46,27 +46,20 @@ class TargetSyncer:
     def apply(self, target_group_arn: str, health: dict[Target, str], plan: TargetPlan) -> TargetState:
         """Carries out ``plan`` (made from ``health``, as just read); returns the targets as they now are."""
         health = dict(health)
-        for start in range(0, len(plan.deregister), CHUNK):
-            chunk = plan.deregister[start : start + CHUNK]
-            self.elbv2.deregister_targets(
-                TargetGroupArn=target_group_arn, Targets=[{"Id": ip, "Port": port} for ip, port in chunk]
-            )
-            for target in chunk:
-                health[target] = "draining"
-        for start in range(0, len(plan.register), CHUNK):
-            chunk = plan.register[start : start + CHUNK]
-            self.elbv2.register_targets(
-                TargetGroupArn=target_group_arn, Targets=[{"Id": ip, "Port": port} for ip, port in chunk]
-            )
-            for target in chunk:
-                health[target] = "initial"
+        self._in_chunks("deregister_targets", target_group_arn, plan.deregister)
+        health.update(dict.fromkeys(plan.deregister, "draining"))
+        self._in_chunks("register_targets", target_group_arn, plan.register)
+        health.update(dict.fromkeys(plan.register, "initial"))
         return TargetState(health=health, plan=plan)
 
     def deregister_all(self, target_group_arn: str) -> int:
-        present = [t for t, state in self.read(target_group_arn).items() if state != "draining"]
-        for start in range(0, len(present), CHUNK):
-            chunk = present[start : start + CHUNK]
-            self.elbv2.deregister_targets(
+        present = tuple(t for t, state in self.read(target_group_arn).items() if state != "draining")
+        self._in_chunks("deregister_targets", target_group_arn, present)
+        return len(present)
+
+    def _in_chunks(self, operation: str, target_group_arn: str, targets: tuple[Target, ...]) -> None:
+        for start in range(0, len(targets), CHUNK):
+            chunk = targets[start : start + CHUNK]
+            getattr(self.elbv2, operation)(
                 TargetGroupArn=target_group_arn, Targets=[{"Id": ip, "Port": port} for ip, port in chunk]
             )
-        return len(present)

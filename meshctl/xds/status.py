@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from meshctl.xds.events import record_event
 from meshctl.xds.leader import LeaderElector
 from meshctl.xds.model import API_GROUP, ObjectKey
 from meshctl.xds.translate.ir import ObjectStatus
@@ -145,28 +146,13 @@ class StatusWriter:
 
     def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
         meta = obj["metadata"]
-        now = _now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{key.name}.", "namespace": key.namespace},
-            "involvedObject": {
-                "apiVersion": obj["apiVersion"],
-                "kind": key.kind,
-                "name": key.name,
-                "namespace": key.namespace,
-                "uid": meta.get("uid", ""),
-                "resourceVersion": meta.get("resourceVersion", ""),
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning",
-            "source": {"component": self.component},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.core.create_namespaced_event(key.namespace, event)  # type: ignore[arg-type]  # a dict body works
-        except ApiException as exc:
-            log.warning("cannot record an Event for %s: %s", key, exc.status)
+        record_event(
+            self.core,
+            key,
+            api_version=obj["apiVersion"],
+            reason=reason,
+            message=message,
+            component=self.component,
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+        )

@@ -25,6 +25,13 @@ def certificate(h: Harness) -> str:
     return h.moto.client("acm").request_certificate(DomainName="shop.example.com")["CertificateArn"]
 
 
+async def start_shop(h: Harness) -> None:
+    """The issue's Ingress and its Services in the cluster, and the source's model holding them."""
+    h.seed(shop_documents(certificate(h)))
+    await h.start()
+    await h.model_where(lambda m: SHOP in m.ingresses)
+
+
 def _rules(h: Harness, listener_arn: str) -> list[dict]:
     return [r for r in h.elbv2.describe_rules(ListenerArn=listener_arn)["Rules"] if not r["IsDefault"]]
 
@@ -100,9 +107,7 @@ async def test_ingress_yields_the_alb_and_a_second_pass_changes_nothing(harness:
 
 async def test_scaling_registers_exactly_the_ready_endpoints_and_deregisters_first(harness: Harness):
     h = harness
-    h.seed(shop_documents(certificate(h)))
-    await h.start()
-    await h.model_where(lambda m: SHOP in m.ingresses)
+    await start_shop(h)
     reconciler, calls = h.reconciler()
     assert await h.reconcile(reconciler)
     web = h.group_by_resource(f"{NS}/shop-web:80")["TargetGroupArn"]
@@ -175,9 +180,7 @@ def _foreign_resources(h: Harness) -> set[str]:
 async def test_deleting_the_ingress_removes_only_what_we_own_then_releases_it(harness: Harness):
     h = harness
     foreign = _foreign_resources(h)
-    h.seed(shop_documents(certificate(h)))
-    await h.start()
-    await h.model_where(lambda m: SHOP in m.ingresses)
+    await start_shop(h)
     reconciler, calls = h.reconciler()
     assert await h.reconcile(reconciler)
     await h.model_where(lambda m: "ingress.meshctl.dev/resources" in m.ingresses[SHOP].lifecycle.finalizers)
@@ -253,9 +256,7 @@ EXPECTED = {
 
 async def test_throttling_and_server_errors_are_retried_to_the_same_end_state(harness: Harness):
     h = harness
-    h.seed(shop_documents(certificate(h)))
-    await h.start()
-    await h.model_where(lambda m: SHOP in m.ingresses)
+    await start_shop(h)
     reconciler, _calls = h.reconciler()
     # Few enough that standard retries (jittered back-off, up to 1 s, 2 s, ...) keep the test short.
     throttled = _fault(reconciler, "RegisterTargets", [(400, "Throttling")] * 2)
@@ -271,9 +272,7 @@ async def test_throttling_and_server_errors_are_retried_to_the_same_end_state(ha
 
 async def test_a_failed_pass_is_reported_and_the_next_one_finishes(harness: Harness):
     h = harness
-    h.seed(shop_documents(certificate(h)))
-    await h.start()
-    await h.model_where(lambda m: SHOP in m.ingresses)
+    await start_shop(h)
     reconciler, _ = h.reconciler()
     _fault(reconciler, "CreateListener", [(400, "ValidationError")])  # not retried by boto3
     assert not await h.reconcile(reconciler)
@@ -289,9 +288,7 @@ async def test_a_failed_pass_is_reported_and_the_next_one_finishes(harness: Harn
 )
 async def test_killed_mid_reconcile_a_restart_ends_in_the_same_state(harness: Harness, operation: str, nth: int):
     h = harness
-    h.seed(shop_documents(certificate(h)))
-    await h.start()
-    await h.model_where(lambda m: SHOP in m.ingresses)
+    await start_shop(h)
     doomed, _ = h.reconciler()
     seen = []
 
