@@ -303,3 +303,24 @@ async def test_killed_mid_reconcile_a_restart_ends_in_the_same_state(harness: Ha
     restarted, _ = h.reconciler()
     assert await h.reconcile(restarted)
     assert _state(h) == EXPECTED  # no duplicate, nothing orphaned
+
+
+async def test_a_scheme_change_creates_the_new_alb_then_deletes_the_old(harness: Harness):
+    h = harness
+    await start_shop(h)
+    reconciler, calls = h.reconciler()
+    assert await h.reconcile(reconciler)
+    (old,) = h.balancers()
+    patch = {"metadata": {"annotations": {"alb.ingress.kubernetes.io/scheme": "internal"}}}
+    await asyncio.to_thread(h.networking().patch_namespaced_ingress, "shop", NS, patch)
+    await h.model_where(
+        lambda m: m.ingresses[SHOP].lifecycle.annotations["alb.ingress.kubernetes.io/scheme"] == "internal"
+    )
+    calls.clear()
+    assert await h.reconcile(reconciler)
+    (new,) = h.balancers()
+    assert new["Scheme"] == "internal" and new["LoadBalancerArn"] != old["LoadBalancerArn"]
+    mutating = calls.mutating()
+    assert mutating.index("CreateLoadBalancer") < mutating.index("DeleteLoadBalancer")  # create, then delete
+    assert "DeleteTargetGroup" not in mutating and _state(h) == EXPECTED  # target groups kept, with their targets
+    await h.model_where(lambda m: m.ingresses[SHOP].lifecycle.hostnames == (new["DNSName"],))
