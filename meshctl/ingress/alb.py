@@ -8,7 +8,7 @@ member becomes a Problem and the whole group is left as AWS has it (never half-a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
@@ -115,19 +115,12 @@ def build_ingress_stacks(model: Model, *, cluster: str, default_target_type: str
         members = groups.get(stack_id, [])
         builder = _GroupBuilder(model, cluster, stack_id, default_target_type)
         stack = builder.build(members) if members else Stack(id=stack_id, kind="ingress", owners=())
-        stack_problems = tuple(problems.get(stack_id, ())) + stack.problems
         stacks.append(
-            Stack(
-                id=stack.id,
-                kind="ingress",
-                owners=stack.owners,
+            replace(
+                stack,
                 leaving=tuple(leaving.get(stack_id, ())),
                 finalizer=INGRESS_FINALIZER if "/" in stack_id else group_finalizer(stack_id),
-                load_balancer=stack.load_balancer,
-                listeners=stack.listeners,
-                rules=stack.rules,
-                target_groups=stack.target_groups,
-                problems=stack_problems,
+                problems=tuple(problems.get(stack_id, ())) + stack.problems,
             )
         )
     return stacks
@@ -169,7 +162,7 @@ class _GroupBuilder:
         owners = tuple(m.key for m in members)
         settings = self._exclusive(members)
         listeners = self._listeners(members, settings)
-        rules = self._rules(members, settings, listeners)
+        rules = self._rules(members, settings)
         if self.problems:
             return Stack(id=self.stack_id, kind="ingress", owners=owners, problems=tuple(self.problems))
         scheme = settings.get("scheme") or "internal"
@@ -287,7 +280,7 @@ class _GroupBuilder:
             )
         return listeners
 
-    def _rules(self, members: list[_Member], settings: dict[str, str], listeners: dict[int, Listener]) -> list[Rule]:
+    def _rules(self, members: list[_Member], settings: dict[str, str]) -> list[Rule]:
         rules: list[Rule] = []
         priority: dict[int, int] = {}
         redirect = settings.get("ssl-redirect") is not None
