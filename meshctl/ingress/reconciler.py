@@ -69,7 +69,7 @@ class _Progress:
 @dataclass
 class IngressReconciler:
     clients: AwsClients
-    kube: KubeWriter | None
+    kube: KubeWriter
     settings: ReconcileSettings
     subnets: Subnets
     metrics: IngressMetrics = field(default_factory=IngressMetrics)
@@ -84,6 +84,8 @@ class IngressReconciler:
         self.deployed: dict[str, Deployed] = {}
         self.checkpoints: dict[tuple[ObjectKey, str], str] = {}
         self.target_states: dict[str, TargetState] = {}  # by target group ARN
+        # TargetGroupBinding spec (ARN, name, target type) -> (ARN, target type) as described by AWS
+        self._bound: dict[tuple[str | None, str | None, str | None], tuple[str, str]] = {}
         self.views: dict[str, dict[str, Any]] = {}  # by stack id, for `meshctl get ingresses`
         self.errors: dict[str, str] = {}  # by stack id (or TargetGroupBinding key)
         self._reported: set[tuple[ObjectKey, str]] = set()
@@ -161,6 +163,8 @@ class IngressReconciler:
                 self._target_group_binding(model, model.target_group_bindings[key], progress)
                 self.errors.pop(str(key), None)
             except _FAILURES as exc:
+                binding = model.target_group_bindings[key]
+                self._bound.pop((binding.target_group_arn, binding.target_group_name, binding.target_type), None)
                 self.errors[str(key)] = _message(exc)
                 log.warning("%s: %s", key, self.errors[str(key)])
                 progress.settled = False
@@ -172,7 +176,7 @@ class IngressReconciler:
             self.errors[stack.id] = "; ".join(p.message for p in stack.problems)
             return
         for owner in stack.owners:  # before anything is created, so a delete cannot skip the cleanup
-            if stack.finalizer not in _lifecycle(model, owner).finalizers and self.kube is not None:
+            if stack.finalizer not in _lifecycle(model, owner).finalizers:
                 self.kube.add_finalizer(owner, stack.finalizer)
         if self.applied.get(stack.id) != stack:
             if not inventory:
@@ -188,11 +192,10 @@ class IngressReconciler:
             self._sync(model, _Binding(group.owner, group.resource_id, arn, group.binding), progress)
         hostnames = (deployed.dns_name,) if deployed.dns_name else ()
         for owner in stack.owners:
-            if _lifecycle(model, owner).hostnames != hostnames and self.kube is not None:
+            if _lifecycle(model, owner).hostnames != hostnames:
                 self.kube.set_hostnames(owner, hostnames)
         for key in stack.leaving:  # its resources are gone (or no longer its): let Kubernetes finish the delete
-            if self.kube is not None:
-                self.kube.remove_finalizer(key, stack.finalizer)
+            self.kube.remove_finalizer(key, stack.finalizer)
         if stack.load_balancer is None:
             self.applied.pop(stack.id, None)
             self.deployed.pop(stack.id, None)
@@ -204,11 +207,9 @@ class IngressReconciler:
         persisted = _checkpoints(_lifecycle(model, target.owner)).get(target.checkpoint_key, "")
         gated = gated_pod_targets(model, target.binding)
         gate = GATE_PREFIX + target.binding.gate
-        waiting = [
-            pod
-            for pod in gated
-            if not dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate, False)
-        ]
+        namespace = target.binding.service.namespace
+        gate_now = {pod: dict(model.pods[ObjectKey("Pod", namespace, pod)].gates).get(gate) for pod in gated}
+        waiting = not all(gate_now.values())
         known = self.target_states.get(target.arn)
         settling = known is not None and known.healthy < len(known.health)
         if self.checkpoints.get(key, persisted) == mark and not waiting and not settling:
@@ -227,20 +228,15 @@ class IngressReconciler:
             progress.polling = True  # registered or draining targets: read health again soon
         for pod, targets in gated.items():
             healthy = all(state.health.get(t) == "healthy" for t in targets)
-            current = dict(model.pods[ObjectKey("Pod", target.binding.service.namespace, pod)].gates).get(gate)
-            if current != healthy and self.kube is not None:
+            if gate_now[pod] != healthy:
                 states = ", ".join(
                     f"{ip}:{port} {state.health.get((ip, port), 'unregistered')}" for ip, port in targets
                 )
-                self.kube.set_pod_condition(
-                    ObjectKey("Pod", target.binding.service.namespace, pod), gate, healthy, f"target {states}"
-                )
+                self.kube.set_pod_condition(ObjectKey("Pod", namespace, pod), gate, healthy, f"target {states}")
             if not healthy:
                 progress.polling = True
 
     def _persist_checkpoint(self, model: Model, owner: ObjectKey, name: str, mark: str) -> None:
-        if self.kube is None:
-            return
         marks = _checkpoints(_lifecycle(model, owner))
         marks.update({k: v for (o, k), v in self.checkpoints.items() if o == owner})
         marks[name] = mark
@@ -250,18 +246,18 @@ class IngressReconciler:
         key = ObjectKey("TargetGroupBinding", tgb.meta.namespace, tgb.meta.name)
         if tgb.lifecycle.deleting:
             if TGB_FINALIZER in tgb.lifecycle.finalizers:
-                arn = self._resolve_arn(tgb)
-                if arn is not None:
-                    self.targets.deregister_all(arn)  # the target group itself is not ours to delete
-                    self.target_states.pop(arn, None)
-                if self.kube is not None:
-                    self.kube.remove_finalizer(key, TGB_FINALIZER)
+                bound = self._bound_group(tgb)
+                if bound is not None:
+                    self.targets.deregister_all(bound[0])  # the target group itself is not ours to delete
+                    self.target_states.pop(bound[0], None)
+                self.kube.remove_finalizer(key, TGB_FINALIZER)
             return
-        if TGB_FINALIZER not in tgb.lifecycle.finalizers and self.kube is not None:
+        if TGB_FINALIZER not in tgb.lifecycle.finalizers:
             self.kube.add_finalizer(key, TGB_FINALIZER)
-        arn = self._resolve_arn(tgb)
-        if arn is None:
+        bound = self._bound_group(tgb)
+        if bound is None:
             raise DeployError(f"target group {tgb.target_group_name or tgb.target_group_arn} does not exist")
+        arn, target_type = bound
         service = model.services.get(ObjectKey("Service", key.namespace, tgb.service_name))
         port = next(
             (p for p in service.ports if tgb.service_port in (p.port, p.name)) if service is not None else iter(()),
@@ -270,25 +266,30 @@ class IngressReconciler:
         if service is None or port is None:
             ref = f"{tgb.service_name}:{tgb.service_port}"
             raise DeployError(f"spec.serviceRef: Service port {key.namespace}/{ref} does not exist")
-        target_type = tgb.target_type or self._target_type(arn)
         service_key = ObjectKey("Service", key.namespace, tgb.service_name)
         binding = Binding(service=service_key, port=port, target_type=target_type, gate=tgb.meta.name)
         self._sync(model, _Binding(key, "binding", arn, binding), progress)
 
-    def _resolve_arn(self, tgb: TargetGroupBinding) -> str | None:
-        if tgb.target_group_arn:
-            return tgb.target_group_arn
+    def _bound_group(self, tgb: TargetGroupBinding) -> tuple[str, str] | None:
+        """(ARN, target type) of the binding's target group: one DescribeTargetGroups per spec, remembered (not on
+        every pass; forgotten when the binding's pass fails, in case the group was replaced)."""
+        spec = (tgb.target_group_arn, tgb.target_group_name, tgb.target_type)
+        if spec in self._bound:
+            return self._bound[spec]
         try:
-            found = self.clients.elbv2.describe_target_groups(Names=[tgb.target_group_name])["TargetGroups"]
+            if tgb.target_group_arn:
+                found = self.clients.elbv2.describe_target_groups(TargetGroupArns=[tgb.target_group_arn])
+            else:
+                found = self.clients.elbv2.describe_target_groups(Names=[tgb.target_group_name])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "TargetGroupNotFound":
                 return None
             raise
-        return str(found[0]["TargetGroupArn"]) if found else None
-
-    def _target_type(self, arn: str) -> str:
-        described = self.clients.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
-        return str(described["TargetType"])
+        if not found["TargetGroups"]:
+            return None
+        group = found["TargetGroups"][0]
+        self._bound[spec] = (str(group["TargetGroupArn"]), tgb.target_type or str(group["TargetType"]))
+        return self._bound[spec]
 
     def _report(self, problems: list[Problem]) -> None:
         """Each problem once (a log line and a Warning Event) until it goes away."""
@@ -297,8 +298,7 @@ class IngressReconciler:
             if (problem.owner, problem.message) in self._reported:
                 continue
             log.warning("%s", problem)
-            if self.kube is not None:
-                self.kube.event(problem.owner, problem.reason, problem.message)
+            self.kube.event(problem.owner, problem.reason, problem.message)
         self._reported = current
 
     def _view(self, stack: Stack) -> None:
