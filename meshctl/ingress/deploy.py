@@ -114,6 +114,16 @@ class StackDeployer:
                 log.info("stack %s: deleted target group %s", stack.id, group.name)
         return result
 
+    def _create(self, operation: str, taken_code: str, taken: str, **arguments: Any) -> Any:
+        """A create whose name is already used: by a resource of ours the inventory would have matched, so by one
+        we do not own (or another cluster's) -- say so instead of AWS's bare error."""
+        try:
+            return getattr(self.elbv2, operation)(**arguments)
+        except ClientError as exc:
+            if _code(exc) == taken_code:
+                raise DeployError(taken) from exc
+            raise
+
     def _delete(self, operation: str, gone_code: str, **arguments: Any) -> None:
         try:
             getattr(self.elbv2, operation)(**arguments)
@@ -141,23 +151,19 @@ class StackDeployer:
             health["Matcher"] = {"HttpCode": hc.success_codes}
         tags = {**dict(wanted.tags), **self._ownership(stack, wanted.resource_id)}
         if found is None:
-            try:
-                created = self.elbv2.create_target_group(
-                    Name=wanted.name,
-                    Protocol=wanted.protocol,
-                    Port=wanted.port,
-                    VpcId=self.subnets.vpc(stack.load_balancer.scheme if stack.load_balancer else "internal"),
-                    TargetType=wanted.target_type,
-                    HealthCheckEnabled=True,
-                    Tags=_tag_list(tags),
-                    **health,
-                )["TargetGroups"][0]
-            except ClientError as exc:
-                if _code(exc) == "DuplicateTargetGroupName":
-                    raise DeployError(
-                        f"target group name {wanted.name} is taken by a group this cluster does not own"
-                    ) from exc
-                raise
+            created = self._create(
+                "create_target_group",
+                "DuplicateTargetGroupName",
+                f"target group name {wanted.name} is taken by a group this cluster does not own",
+                Name=wanted.name,
+                Protocol=wanted.protocol,
+                Port=wanted.port,
+                VpcId=self.subnets.vpc(stack.load_balancer.scheme if stack.load_balancer else "internal"),
+                TargetType=wanted.target_type,
+                HealthCheckEnabled=True,
+                Tags=_tag_list(tags),
+                **health,
+            )["TargetGroups"][0]
             arn = str(created["TargetGroupArn"])
             log.info("stack %s: created target group %s", stack.id, wanted.name)
             self._attributes(arn, wanted.attributes, {})
@@ -192,23 +198,20 @@ class StackDeployer:
         if found is not None:
             self._tags(found.arn, tags, found.tags)
             return found
-        for old in actual:  # a replacement that keeps the name (load-balancer-name set): the old one must go first
+        for old in list(actual):  # a replacement keeping the name (load-balancer-name set): the old one goes first
             if old.name == wanted.name:
                 self._delete("delete_load_balancer", "LoadBalancerNotFound", LoadBalancerArn=old.arn)
-        try:
-            created = self.elbv2.create_load_balancer(
-                Name=wanted.name,
-                Subnets=list(wanted.subnets or self.subnets.for_scheme(wanted.scheme)),
-                Scheme=wanted.scheme,
-                Type=wanted.type,
-                Tags=_tag_list(tags),
-            )["LoadBalancers"][0]
-        except ClientError as exc:
-            if _code(exc) == "DuplicateLoadBalancerName":
-                raise DeployError(
-                    f"load balancer name {wanted.name} is taken by one this cluster does not own"
-                ) from exc
-            raise
+                actual.remove(old)  # gone: not stale any more
+        created = self._create(
+            "create_load_balancer",
+            "DuplicateLoadBalancerName",
+            f"load balancer name {wanted.name} is taken by one this cluster does not own",
+            Name=wanted.name,
+            Subnets=list(wanted.subnets or self.subnets.for_scheme(wanted.scheme)),
+            Scheme=wanted.scheme,
+            Type=wanted.type,
+            Tags=_tag_list(tags),
+        )["LoadBalancers"][0]
         log.info("stack %s: created %s load balancer %s", stack.id, wanted.type, wanted.name)
         return ActualLoadBalancer(
             arn=created["LoadBalancerArn"],
