@@ -63,3 +63,24 @@ def test_stacks_match_golden(path: Path, request: pytest.FixtureRequest) -> None
 def test_plan_targets(desired, registered, deregister, register) -> None:
     plan = plan_targets(frozenset(desired), registered)
     assert (list(plan.deregister), list(plan.register)) == (deregister, register)
+
+
+def test_a_bad_backend_used_in_several_places_is_one_problem() -> None:
+    """The default backend becomes every listener's default action and two paths use the same Service: the
+    missing Service is still reported once (each report is an Event and part of the error text)."""
+    from tests.ingress_fixtures import ingress_class, model_of, shop_ingress
+
+    ingress = shop_ingress("arn:aws:acm:us-east-1:123456789012:certificate/x", extra={})
+    ingress["spec"]["defaultBackend"] = {"service": {"name": "gone", "port": {"number": 80}}}
+    ingress["spec"]["rules"] = [
+        {
+            "http": {
+                "paths": [
+                    {"path": p, "pathType": "Prefix", "backend": ingress["spec"]["defaultBackend"]}
+                    for p in ("/a", "/b")
+                ]
+            }
+        }
+    ]
+    (stack,) = build_ingress_stacks(model_of([ingress_class(), ingress]), cluster="golden")
+    assert [p.message for p in stack.problems] == ["backend Service shop/gone does not exist"]

@@ -144,7 +144,10 @@ class _GroupBuilder:
         self.target_groups: dict[str, TargetGroup] = {}
 
     def _problem(self, key: ObjectKey, reason: str, message: str) -> None:
-        self.problems.append(Problem(owner=key, reason=reason, message=message))
+        """Once per problem: a backend can be reached from several paths and every listener's default action."""
+        problem = Problem(owner=key, reason=reason, message=message)
+        if problem not in self.problems:
+            self.problems.append(problem)
 
     def build(self, ingresses: list[Ingress]) -> Stack:
         members = []
