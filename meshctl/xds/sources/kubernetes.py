@@ -311,20 +311,10 @@ class KubernetesSource:
             )
         elif previous is not None and kinds_changed == {"Route"}:
             delta = ModelDelta(base_revision=previous.revision, routes=frozenset(changed["Route"]))
-        return Model(
-            services=current("Service", "services"),
-            endpoint_slices=current("EndpointSlice", "endpoint_slices"),
-            pods=current("Pod", "pods"),
-            virtual_nodes=current("VirtualNode", "virtual_nodes"),
-            routes=current("Route", "routes"),
-            **{
-                attr: current(kind.__name__, attr)
-                for kind, attr in MODEL_FIELDS.items()
-                if kind.__name__ in self._objects and kind.__name__ in _INGRESS_KINDS
-            },
-            revision=revision,
-            delta=delta,
-        )
+        watched = {
+            attr: current(kind.__name__, attr) for kind, attr in MODEL_FIELDS.items() if kind.__name__ in self._objects
+        }
+        return Model(**watched, revision=revision, delta=delta)
 
 
 def _parse(item: dict[str, Any]) -> MeshObject | None:
