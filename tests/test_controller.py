@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from envoy.config.core.v3.base_pb2 import Node
 
 from bench import meshgen
@@ -68,9 +69,11 @@ def _edit_routes(model, **changes):
     return replace(model, routes=routes, revision=model.revision + 1, delta=None)
 
 
-async def test_route_patch_equals_full_translation() -> None:
+@pytest.mark.parametrize("capture", [False, True], ids=["direct", "capture"])
+async def test_route_patch_equals_full_translation(capture: bool) -> None:
     model, clients = meshgen.with_clients(meshgen.build(30), groups=4, backends=5)
-    params_list = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
+    params_list = [replace(p, capture=capture) for p in [sidecar_params(Node(cluster=c)) for c in clients]]
+    params_list.append(replace(meshgen.GATEWAY, capture=capture))
     controller = await _controller(params_list)
     reference = await _controller(params_list)  # the same history, always through the full translation
     await controller._rebuild(model)
@@ -105,7 +108,7 @@ async def test_route_patch_equals_full_translation() -> None:
         reference._model = None  # forget the previous model: no fast path
         await reference._rebuild(model)
         # The gateway calls every Service: patched (RDS alone) or rebuilt, never left as it was.
-        assert set(controller.cache.get(meshgen.GATEWAY.group).parent_versions) <= {ROUTE}
+        assert set(controller.cache.get(params_list[-1].group).parent_versions) <= {ROUTE}
         assert _state(controller, params_list) == _state(reference, params_list)
         assert controller.statuses() == reference.statuses() == controller.mesh.statuses  # kept sorted, not re-sorted
     assert controller.metrics.builds == full_builds + len(steps)

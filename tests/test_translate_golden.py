@@ -29,13 +29,14 @@ CASES = Path(__file__).parent / "testdata" / "translate"
 
 
 def render(case: Path) -> dict:
+    """A case's ``params.yaml``, if any, holds SidecarParams fields every proxy of the case uses."""
     mesh = translate_mesh(load_manifests(case / "input"))
+    params = yaml.safe_load((case / "params.yaml").read_text()) if (case / "params.yaml").exists() else {}
     builder = SnapshotBuilder()
     groups = {}
     for key in sorted(mesh.virtual_nodes):
-        snap = builder.build(
-            translate_sidecar(mesh, SidecarParams(virtual_node=ObjectKey("VirtualNode", key.namespace, key.name)))
-        )
+        vn = ObjectKey("VirtualNode", key.namespace, key.name)
+        snap = builder.build(translate_sidecar(mesh, SidecarParams(virtual_node=vn, **params)))
         problems = snap.inconsistencies()
         assert not problems, problems
         groups[snap.group] = {

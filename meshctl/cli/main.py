@@ -152,7 +152,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import diff, importer, ingresses, inspect, routes, shift
+    from meshctl.cli import capture, diff, importer, ingresses, inspect, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     shift.add_commands(sub)
     diff.add_commands(sub)
     importer.add_commands(sub)
+    capture.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
     demo.add_argument(

@@ -43,7 +43,7 @@ def _overlay(model: Model, documents: list[Any]) -> tuple[Model, list[ObjectKey]
 def _parts(before: SidecarIR, after: SidecarIR) -> list[str]:
     """Which xDS types of a node group change."""
     changed = []
-    if (before.outbound, before.inbound, before.tcp_outbound) != (after.outbound, after.inbound, after.tcp_outbound):
+    if before.listeners != after.listeners:
         changed.append("LDS")
     if before.virtual_hosts != after.virtual_hosts:
         changed.append("RDS")

@@ -18,11 +18,16 @@ from meshctl.xds.cache.resource import CachedResource, Origins
 from meshctl.xds.cache.snapshot import Snapshot
 from meshctl.xds.cache.wire import encode_route_configuration
 from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
-from meshctl.xds.envoy.listener import build_inbound_listener, build_outbound_listener, build_outbound_tcp_listener
+from meshctl.xds.envoy.listener import (
+    build_captured_inbound_listener,
+    build_inbound_listener,
+    build_outbound_listener,
+    build_outbound_tcp_listener,
+)
 from meshctl.xds.envoy.route import build_route, build_virtual_host
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 from meshctl.xds.model import ObjectKey
-from meshctl.xds.translate.ir import ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
+from meshctl.xds.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
 
 __all__ = ["BuildError", "SnapshotBuilder", "route_owner"]
 
@@ -134,13 +139,11 @@ class SnapshotBuilder:
             if cluster.eds:
                 resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
         if (outbound := ir.outbound) is not None:
-            put(
-                LISTENER,
-                ((node, outbound),),
-                outbound.name,
-                partial(build_outbound_listener, outbound),
-                ((ROUTE, outbound.route_config_name),),
-            )
+            for http in (outbound, *ir.http_outbound):
+                refs = ((ROUTE, http.route_config_name),)
+                if http.capture:
+                    refs += ((CLUSTER, PASSTHROUGH_CLUSTER),)
+                put(LISTENER, ((node, http),), http.name, partial(build_outbound_listener, http), refs)
             resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
         for tcp in ir.tcp_outbound:
             refs = {(CLUSTER, wc.cluster) for wc in tcp.route.clusters if wc.weight > 0}
@@ -158,6 +161,14 @@ class SnapshotBuilder:
                 inbound.name,
                 partial(build_inbound_listener, inbound),
                 ((CLUSTER, inbound.cluster),),
+            )
+        if (captured := ir.captured_inbound) is not None:
+            put(
+                LISTENER,
+                ((node, captured),),
+                captured.name,
+                partial(build_captured_inbound_listener, captured),
+                tuple((CLUSTER, chain.cluster) for chain in captured.chains),
             )
         if previous is None:
             return Snapshot(ir.params.group, resources, ir=ir)

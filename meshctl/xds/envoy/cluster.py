@@ -36,6 +36,9 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     if ir.static_endpoint is not None:
         cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(build_load_assignment(ir.name, [ir.static_endpoint]))
+    elif ir.original_dst:
+        cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
+        cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
     elif ir.dns_endpoint is not None:
         host, port = ir.dns_endpoint
         cluster.type = cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.LOGICAL_DNS

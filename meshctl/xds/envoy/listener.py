@@ -7,6 +7,7 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
@@ -16,6 +17,8 @@ from meshctl.xds.envoy.route import build_route_configuration
 from meshctl.xds.envoy.tracing import build_tracing
 from meshctl.xds.model import HttpMatch, Logging, Protocol
 from meshctl.xds.translate.ir import (
+    PASSTHROUGH_CLUSTER,
+    CapturedInboundIR,
     InboundListenerIR,
     OutboundListenerIR,
     OutboundTcpListenerIR,
@@ -25,9 +28,16 @@ from meshctl.xds.translate.ir import (
     WeightedClusterIR,
 )
 
-__all__ = ["DEFAULT_ACCESS_LOG", "build_inbound_listener", "build_outbound_listener", "build_outbound_tcp_listener"]
+__all__ = [
+    "DEFAULT_ACCESS_LOG",
+    "build_captured_inbound_listener",
+    "build_inbound_listener",
+    "build_outbound_listener",
+    "build_outbound_tcp_listener",
+]
 
 _HCM = "envoy.filters.network.http_connection_manager"
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 _NO_CALLER = "192.0.2.1"  # TEST-NET-1: the only "internal" address on inbound listeners, i.e. none
 
 
@@ -35,7 +45,39 @@ def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
     hcm = _hcm(stat_prefix="outbound", access_log=ir.access_log, tracing=ir.tracing)
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = ir.route_config_name
-    return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+    listener = _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm), bind=ir.bind_to_port)
+    if ir.capture:
+        # Redirected connections are handed to the listener of their original destination; what no listener
+        # takes goes where it was going. Connections made to the egress port itself are still routed by Host
+        # (the chain matching the egress port), and never passed through to themselves.
+        listener.use_original_dst.value = True
+        _restore_original_destination(listener)
+        listener.filter_chains[0].filter_chain_match.destination_port.value = ir.port
+        passthrough = tcp_proxy_pb2.TcpProxy(stat_prefix=PASSTHROUGH_CLUSTER, cluster=PASSTHROUGH_CLUSTER)
+        listener.default_filter_chain.filters.add(name=_TCP_PROXY, typed_config=any_of(passthrough))
+    return listener
+
+
+def build_captured_inbound_listener(ir: CapturedInboundIR) -> listener_pb2.Listener:
+    """Every redirected app port arrives here: one chain per app port (by original destination port); a
+    connection made to the ingress port itself takes the first."""
+    listener = listener_pb2.Listener(
+        name=ir.name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ir.address, port_value=ir.port)),
+    )
+    _restore_original_destination(listener)
+    for chain_ir in ir.chains:
+        chain = build_inbound_listener(chain_ir).filter_chains[0]
+        chain.filter_chain_match.destination_port.value = chain_ir.port
+        listener.filter_chains.append(chain)
+    listener.default_filter_chain.CopyFrom(build_inbound_listener(ir.chains[0]).filter_chains[0])
+    return listener
+
+
+def _restore_original_destination(listener: listener_pb2.Listener) -> None:
+    listener.listener_filters.add(
+        name="envoy.filters.listener.original_dst", typed_config=any_of(original_dst_pb2.OriginalDst())
+    )
 
 
 def build_outbound_tcp_listener(ir: OutboundTcpListenerIR) -> listener_pb2.Listener:
@@ -48,7 +90,7 @@ def build_outbound_tcp_listener(ir: OutboundTcpListenerIR) -> listener_pb2.Liste
             proxy.weighted_clusters.clusters.add(name=wc.cluster, weight=wc.weight)
     if ir.route.idle_timeout_ms is not None:
         proxy.idle_timeout.CopyFrom(duration_ms(ir.route.idle_timeout_ms))
-    return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
+    return _listener(ir.name, ir.address, ir.port, _TCP_PROXY, any_of(proxy), bind=ir.bind_to_port)
 
 
 def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
@@ -59,7 +101,7 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
             proxy.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
         if ir.access_log:
             proxy.access_log.append(_access_log(ir.access_log))
-        return _listener(ir.name, ir.address, ir.port, "envoy.filters.network.tcp_proxy", any_of(proxy))
+        return _listener(ir.name, ir.address, ir.port, _TCP_PROXY, any_of(proxy))
     hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
     # Callers are never trusted to steer this Envoy: no caller counts as internal, so the x-envoy-* headers they
     # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed. Envoy reads an
@@ -116,11 +158,15 @@ def _access_log(log: Logging) -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=any_of(config))
 
 
-def _listener(name: str, address: str, port: int, filter_name: str, config: any_pb2.Any) -> listener_pb2.Listener:
+def _listener(
+    name: str, address: str, port: int, filter_name: str, config: any_pb2.Any, *, bind: bool = True
+) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(
         name=name,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
     )
+    if not bind:
+        listener.bind_to_port.value = False
     listener.filter_chains.append(
         listener_components_pb2.FilterChain(
             filters=[listener_components_pb2.Filter(name=filter_name, typed_config=config)]

@@ -3,7 +3,7 @@
 The VirtualNode comes from node metadata ``meshctl.virtual_node`` ("namespace/name") if set, else from
 ``node.cluster`` in the same form (what ``meshctl bootstrap`` writes). Ports come from metadata
 ``meshctl.egress_port`` / ``meshctl.ingress_port`` / ``meshctl.bind_address``, defaulting to App Mesh's
-15001 / 15000 / 0.0.0.0.
+15001 / 15000 / 0.0.0.0. ``meshctl.capture: "true"`` says iptables sends the pod's traffic to those ports.
 """
 
 from __future__ import annotations
@@ -51,4 +51,5 @@ def sidecar_params(node: Node) -> SidecarParams:
         egress_port=defaults.egress_port if egress is None else egress,
         ingress_port=defaults.ingress_port if ingress is None else ingress,
         bind_address=_meta(node, "meshctl.bind_address") or defaults.bind_address,
+        capture=(_meta(node, "meshctl.capture") or "").lower() == "true",
     )

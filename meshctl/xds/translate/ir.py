@@ -36,7 +36,9 @@ def _cached_hash(self: Any) -> int:
 
 
 __all__ = [
+    "PASSTHROUGH_CLUSTER",
     "Blocked",
+    "CapturedInboundIR",
     "ClusterIR",
     "Condition",
     "ConditionStatus",
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 
+# With capture: the cluster of connections whose destination is not in the mesh (Envoy keeps their destination).
+PASSTHROUGH_CLUSTER = "passthrough"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SidecarParams:
     """What a proxy tells us about itself (node metadata); proxies with equal params share one snapshot."""
@@ -62,6 +68,8 @@ class SidecarParams:
     egress_port: int = 15001
     ingress_port: int = 15000
     bind_address: str = "0.0.0.0"
+    # Traffic reaches the proxy through iptables (``meshctl capture``): listeners route by original destination.
+    capture: bool = False
 
     @property
     def group(self) -> str:
@@ -69,7 +77,8 @@ class SidecarParams:
         defaults = SidecarParams(virtual_node=self.virtual_node)
         if self == defaults:
             return vn
-        return f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
+        group = f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
+        return group + ";capture" if self.capture else group
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +103,12 @@ class ClusterIR:
     health_check: HealthCheck | None = None
     static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
     dns_endpoint: tuple[str, int] | None = None  # a host name resolved by Envoy (e.g. a tracing collector)
+    original_dst: bool = False  # captured traffic for destinations outside the mesh: to where it was going
 
     @property
     def eds(self) -> bool:
-        """Endpoints come over EDS (every cluster but the local app and collectors)."""
-        return self.static_endpoint is None and self.dns_endpoint is None
+        """Endpoints come over EDS (every cluster but the local app, collectors and the passthrough)."""
+        return self.static_endpoint is None and self.dns_endpoint is None and not self.original_dst
 
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -144,7 +154,12 @@ class TracingIR:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundListenerIR:
-    """The egress listener: the app sends to it with the Service's name as Host."""
+    """The egress listener: the app sends to it with the Service's name as Host.
+
+    With capture, ``capture`` marks the egress listener that every redirected connection reaches first: Envoy
+    hands each to the listener of its original destination port (``bind_to_port=False`` ones: an HTTP backend's
+    port, routed by Host, or a TCP route's), and passes the rest through to where they were going (``passthrough``
+    cluster); connections made to the egress port itself are still routed by Host."""
 
     name: str
     address: str
@@ -152,6 +167,8 @@ class OutboundListenerIR:
     route_config_name: str
     access_log: Logging | None = None
     tracing: TracingIR | None = None
+    capture: bool = False
+    bind_to_port: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +179,7 @@ class OutboundTcpListenerIR:
     address: str
     port: int
     route: RouteIR
+    bind_to_port: bool = True  # False with capture: reached by original destination, never bound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +198,17 @@ class InboundListenerIR:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CapturedInboundIR:
+    """With capture, the ingress port receives every app port's redirected connections: one filter chain per
+    VirtualNode listener, chosen by the original destination port; direct connections take the first."""
+
+    name: str
+    address: str
+    port: int
+    chains: tuple[InboundListenerIR, ...]  # each chain's ``port`` is the app port it serves
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SidecarIR:
     """Everything one node group receives."""
 
@@ -191,6 +220,13 @@ class SidecarIR:
     clusters: tuple[ClusterIR, ...]
     endpoints: dict[str, tuple[EndpointIR, ...]] = field(hash=False, compare=True)
     tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
+    http_outbound: tuple[OutboundListenerIR, ...] = ()  # capture: one per HTTP backend port, Host-routed
+    captured_inbound: CapturedInboundIR | None = None  # capture: replaces ``inbound``
+
+    @property
+    def listeners(self) -> tuple[object, ...]:
+        """Every listener IR: equal tuples mean equal LDS."""
+        return (self.outbound, self.inbound, self.tcp_outbound, self.http_outbound, self.captured_inbound)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

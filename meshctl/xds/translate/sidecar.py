@@ -9,6 +9,9 @@ A sidecar of VirtualNode ``ns/vn`` gets:
 - the clusters and endpoints those reference, nothing more.
 
 Ports never collide: see ``allocate_ports``. What cannot be placed is left out and reported by ``port_conflicts``.
+
+With capture (``SidecarParams.capture``: iptables redirects the pod's traffic) the same routes are reached by
+original destination instead: see ``OutboundListenerIR`` and ``CapturedInboundIR``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import replace
 
 from meshctl.xds.model import Backend, ObjectKey, Protocol, Service, VirtualNodeSpec
 from meshctl.xds.translate.ir import (
+    PASSTHROUGH_CLUSTER,
+    CapturedInboundIR,
     ClusterIR,
     EndpointIR,
     InboundListenerIR,
@@ -95,6 +100,8 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     if before != after:
         # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
         return None
+    if ir.params.capture and {vh.name for vh in ir.virtual_hosts} != set(by_name):
+        return None  # a Service gained or lost its virtual host: its ports' captured listeners change too
     ordered = tuple(vh for b in _sorted_backends(spec) if (vh := by_name.get(f"{b.namespace}/{b.name}")) is not None)
     return replace(ir, virtual_hosts=ordered)
 
@@ -144,6 +151,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                     address=params.bind_address,
                     port=port,
                     route=tcp_route,
+                    bind_to_port=not params.capture,
                 ),
             )
 
@@ -153,6 +161,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
 
     inbound: list[InboundListenerIR] = []
+    app_ports: list[int] = []  # the app port each inbound listener forwards to
     for listener, inbound_port in zip(spec.listeners, ports.inbound, strict=True):
         if inbound_port > 65535:
             continue
@@ -179,6 +188,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                 tracing=tracing,
             )
         )
+        app_ports.append(listener.port)
 
     outbound = OutboundListenerIR(
         name="outbound",
@@ -187,8 +197,9 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         route_config_name=OUTBOUND_ROUTE_CONFIG,
         access_log=access_log,
         tracing=tracing,
+        capture=params.capture,
     )
-    return SidecarIR(
+    ir = SidecarIR(
         params=params,
         outbound=outbound,
         inbound=tuple(inbound),
@@ -198,3 +209,43 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         endpoints=endpoints,
         tcp_outbound=tuple(tcp_outbound.values()),
     )
+    return _captured(ir, mesh, app_ports) if params.capture else ir
+
+
+def _captured(ir: SidecarIR, mesh: MeshIR, app_ports: list[int]) -> SidecarIR:
+    """The capture form of a sidecar: the same routes, reached by original destination (module docstring)."""
+    params, outbound = ir.params, ir.outbound
+    assert outbound is not None
+    own = {params.egress_port, params.ingress_port} | {t.port for t in ir.tcp_outbound}
+    http_ports = sorted(
+        {
+            p.port
+            for vh in ir.virtual_hosts
+            if (svc := mesh.services.get(_service_key(vh.name))) is not None
+            for p in svc.ports
+            if p.port and p.port not in own
+        }
+    )
+    http = tuple(
+        replace(outbound, name=f"outbound|http|{port}", port=port, capture=False, bind_to_port=False)
+        for port in http_ports
+    )
+    chains = tuple(replace(li, port=port) for li, port in zip(ir.inbound, app_ports, strict=True))
+    captured = (
+        CapturedInboundIR(name="inbound", address=params.bind_address, port=params.ingress_port, chains=chains)
+        if chains
+        else None
+    )
+    passthrough = ClusterIR(name=PASSTHROUGH_CLUSTER, protocol=Protocol.TCP, original_dst=True)
+    return replace(
+        ir,
+        inbound=(),
+        captured_inbound=captured,
+        http_outbound=http,
+        clusters=(*ir.clusters, passthrough),
+    )
+
+
+def _service_key(vhost_name: str) -> ObjectKey:
+    namespace, _, name = vhost_name.partition("/")
+    return ObjectKey("Service", namespace, name)

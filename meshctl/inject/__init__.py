@@ -1,0 +1,1 @@
+"""Putting pods in the mesh: traffic capture (iptables), the sidecar injection webhook and its certificates."""
