@@ -13,8 +13,22 @@ from google.rpc import status_pb2
 
 
 class AdsClient:
-    def __init__(self, port: int, node_id: str, virtual_node: str) -> None:
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    def __init__(
+        self,
+        port: int,
+        node_id: str,
+        virtual_node: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        """``credentials``: over TLS, checking the server's certificate for ``server_name``."""
+        target = f"127.0.0.1:{port}"
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(target)
+        else:
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self.node = Node(id=node_id, cluster=virtual_node, metadata=struct_pb2.Struct())
         self.raw: list[bytes] = []
         self._outbox: asyncio.Queue = asyncio.Queue()

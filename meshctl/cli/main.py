@@ -15,6 +15,7 @@ import yaml
 
 if TYPE_CHECKING:
     from meshctl.ingress.reconciler import IngressReconciler
+    from meshctl.xds.server.tls import XdsTls
     from meshctl.xds.sources.kubernetes import KubernetesSource
     from meshctl.xds.status import StatusWriter
 
@@ -34,6 +35,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     writer = None
     ingress = None
+    xds_tls = _xds_tls(args)
     if args.ingress and not args.kubernetes:
         print("meshctl serve: --ingress needs --kubernetes", file=sys.stderr)
         return 2
@@ -57,6 +59,7 @@ async def _serve(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         status_writer=writer,
         ingress=ingress,
+        xds_tls=xds_tls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,7 +113,42 @@ def _ingress_reconciler(args: argparse.Namespace, source: KubernetesSource, writ
     )
 
 
+def _read_text(path: str, flag: str) -> str:
+    from meshctl.cli.client import CliError
+
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
+    from meshctl.cli.client import CliError
+    from meshctl.xds.server.tls import XdsTls
+
+    if not args.xds_tls_cert and not args.xds_tls_key:
+        if args.xds_tls_client_ca:
+            raise CliError("--xds-tls-client-ca needs --xds-tls-cert and --xds-tls-key")
+        return None
+    if not (args.xds_tls_cert and args.xds_tls_key):
+        raise CliError("--xds-tls-cert and --xds-tls-key go together")
+    files = [args.xds_tls_cert, args.xds_tls_key] + ([args.xds_tls_client_ca] if args.xds_tls_client_ca else [])
+    for flag, path in zip(("--xds-tls-cert", "--xds-tls-key", "--xds-tls-client-ca"), files, strict=False):
+        _read_text(path, flag)
+    tls = XdsTls(
+        Path(args.xds_tls_cert),
+        Path(args.xds_tls_key),
+        Path(args.xds_tls_client_ca) if args.xds_tls_client_ca else None,
+    )
+    try:
+        tls.credentials()
+    except Exception as exc:  # grpc reports unusable PEM only as a generic error
+        raise CliError(f"--xds-tls-cert/--xds-tls-key: not a usable certificate and key ({exc})") from None
+    return tls
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
+    from meshctl.cli.client import CliError
     from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 
     opts = BootstrapOptions(
@@ -126,7 +164,16 @@ def _bootstrap(args: argparse.Namespace) -> int:
         delta=args.delta,
         stats_port=args.stats_port or None,
         statsd_address=args.statsd_address,
+        capture=args.capture,
+        xds_ca_pem=_read_text(args.xds_ca, "--xds-ca") if args.xds_ca else None,
+        xds_server_name=args.xds_server_name,
+        xds_client_cert=args.xds_client_cert,
+        xds_client_key=args.xds_client_key,
     )
+    if bool(args.xds_client_cert) != bool(args.xds_client_key):
+        raise CliError("--xds-client-cert and --xds-client-key go together")
+    if args.xds_client_cert and not args.xds_ca:
+        raise CliError("--xds-client-cert needs --xds-ca (mutual TLS is TLS first)")
     _print(render_bootstrap(opts), args.output)
     return 0
 
@@ -204,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
+    tls = serve.add_argument_group("xDS over TLS", "files are re-read when they change (rotation needs no restart)")
+    tls.add_argument("--xds-tls-cert", help="PEM certificate (chain) the xDS port serves")
+    tls.add_argument("--xds-tls-key", help="PEM private key of --xds-tls-cert")
+    tls.add_argument(
+        "--xds-tls-client-ca",
+        help="PEM CA: mutual TLS; each proxy presents a certificate it signed, whose spiffe://.../ns/<ns>[/vn/<name>] "
+        "URI names the VirtualNodes it may stream as",
+    )
     serve.set_defaults(run=lambda a: asyncio.run(_serve(a)))
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar")
@@ -226,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="port serving only /stats/prometheus for scraping (default 15090; 0: none)",
     )
     boot.add_argument("--statsd-address", help="host:port of a StatsD server to push stats to over UDP")
+    boot.add_argument(
+        "--capture", action="store_true", help="the pod's traffic is redirected by iptables (meshctl capture)"
+    )
+    boot.add_argument("--xds-ca", help="PEM file of the CA that signed the control plane's certificate: xDS over TLS")
+    boot.add_argument(
+        "--xds-server-name", help="name the control plane's certificate must carry (default --xds-address)"
+    )
+    boot.add_argument("--xds-client-cert", help="client certificate file, in Envoy's filesystem (mutual TLS)")
+    boot.add_argument("--xds-client-key", help="client key file, in Envoy's filesystem (mutual TLS)")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 

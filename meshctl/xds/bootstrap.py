@@ -27,6 +27,13 @@ class BootstrapOptions:
     delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state-of-the-world
     stats_port: int | None = 15090  # Prometheus scrape port serving only /stats/prometheus; None: off
     statsd_address: str | None = None  # "host:port": also push stats over UDP StatsD
+    capture: bool = False  # iptables sends the pod's traffic to the egress/ingress ports (``meshctl capture``)
+    # xDS over TLS: the CA (PEM, inlined) that signed the control plane's certificate, and the name it must carry
+    # (default: xds_address). With a client certificate and key (file paths), mutual TLS.
+    xds_ca_pem: str | None = None
+    xds_server_name: str | None = None
+    xds_client_cert: str | None = None
+    xds_client_key: str | None = None
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -78,6 +85,31 @@ def _stats_listener(opts: BootstrapOptions) -> tuple[dict[str, Any], dict[str, A
     return listener, cluster
 
 
+def _xds_tls(opts: BootstrapOptions) -> dict[str, Any]:
+    """Envoy verifies the control plane's certificate against the CA and the server name; optionally presents
+    its own certificate (mutual TLS)."""
+    name = opts.xds_server_name or opts.xds_address
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"inline_string": opts.xds_ca_pem},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+        },
+    }
+    if opts.xds_client_cert and opts.xds_client_key:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": opts.xds_client_cert}, "private_key": {"filename": opts.xds_client_key}}
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": common,
+        },
+    }
+
+
 def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     vn = _virtual_node(opts)
     metadata: dict[str, str] = {"meshctl.virtual_node": vn}
@@ -86,6 +118,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         ("meshctl.ingress_port", opts.ingress_port),
         ("meshctl.bind_address", opts.bind_address),
         ("meshctl.stats_port", opts.stats_port),  # where callers' metrics can be scraped (meshctl shift --steps)
+        ("meshctl.capture", "true" if opts.capture else None),
     ):
         if value is not None:
             metadata[key] = str(value)
@@ -146,6 +179,8 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         },
     }
     static: dict[str, Any] = bootstrap["static_resources"]  # type: ignore[assignment]
+    if opts.xds_ca_pem:
+        static["clusters"][0]["transport_socket"] = _xds_tls(opts)
     if opts.stats_port and opts.admin_port:
         listener, cluster = _stats_listener(opts)
         static["listeners"] = [listener]

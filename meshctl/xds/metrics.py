@@ -18,6 +18,7 @@ class Metrics:
     route_patches: int = 0  # node groups a Route change reached by patching their RouteConfiguration alone
     build_seconds_total: float = 0.0
     connected_streams: int = 0
+    unauthorized_streams: int = 0  # mTLS: refused because the certificate does not allow the VirtualNode asked for
     rejected_objects: int = 0
     build_errors: int = 0  # groups left on their last config, or builds abandoned, because of a bug
 
@@ -45,6 +46,12 @@ class Metrics:
             by_type(self.nacks),
         )
         metric("meshctl_xds_connected_streams", "gauge", "Open ADS streams.", [("", self.connected_streams)])
+        metric(
+            "meshctl_xds_unauthorized_streams_total",
+            "counter",
+            "ADS streams refused: the client certificate does not allow the VirtualNode asked for.",
+            [("", self.unauthorized_streams)],
+        )
         metric("meshctl_snapshot_builds_total", "counter", "Model changes translated and built.", [("", self.builds)])
         metric(
             "meshctl_snapshot_full_builds_total",

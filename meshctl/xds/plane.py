@@ -21,6 +21,7 @@ from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model
 from meshctl.xds.server.ads import AdsServer, Keepalive
 from meshctl.xds.server.registry import ProxyRegistry
+from meshctl.xds.server.tls import XdsTls
 from meshctl.xds.sources import ManifestSource, Source
 
 if TYPE_CHECKING:
@@ -44,8 +45,10 @@ class ControlPlane:
         status_writer: StatusWriter | None = None,
         keepalive: Keepalive | None = None,
         ingress: IngressReconciler | None = None,
+        xds_tls: XdsTls | None = None,
     ) -> None:
-        """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes)."""
+        """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
+        ``xds_tls``: serve ADS over TLS (mutual with a client CA)."""
         self.source = source
         self.ingress = ingress
         self.address = address
@@ -56,7 +59,7 @@ class ControlPlane:
         self.status_writer = status_writer
         if status_writer is not None:
             self.controller.on_statuses = status_writer.submit
-        self.ads = AdsServer(self.controller, self.registry, self.metrics, keepalive)
+        self.ads = AdsServer(self.controller, self.registry, self.metrics, keepalive, xds_tls)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
         self.admin_port = 0

@@ -23,6 +23,7 @@ from meshctl.xds.server.blame import blame
 from meshctl.xds.server.node import sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
+from meshctl.xds.server.tls import XdsTls, authorize, peer_identity
 
 __all__ = ["AdsServer", "Keepalive"]
 
@@ -73,10 +74,21 @@ def _request_size(req: DiscoveryRequest | DeltaDiscoveryRequest) -> int:
     return len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe) + len(req.initial_resource_versions)
 
 
+class Unauthorized(Exception):
+    """A proxy's client certificate does not allow the VirtualNode it asked for."""
+
+
 class AdsServer:
     def __init__(
-        self, controller: Controller, registry: ProxyRegistry, metrics: Metrics, keepalive: Keepalive | None = None
+        self,
+        controller: Controller,
+        registry: ProxyRegistry,
+        metrics: Metrics,
+        keepalive: Keepalive | None = None,
+        tls: XdsTls | None = None,
     ) -> None:
+        """``tls``: serve over TLS; with its client CA, mutual TLS and each proxy's identity checked."""
+        self.tls = tls
         self.controller = controller
         self.registry = registry
         self.metrics = metrics
@@ -102,7 +114,10 @@ class AdsServer:
         )
         methods = {"StreamAggregatedResources": sotw, "DeltaAggregatedResources": delta}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, methods),))
-        self.port = server.add_insecure_port(f"{address}:{port}")
+        if self.tls is not None:
+            self.port = server.add_secure_port(f"{address}:{port}", self.tls.credentials())
+        else:
+            self.port = server.add_insecure_port(f"{address}:{port}")
         await server.start()
         self._server = server
         return self.port
@@ -116,17 +131,34 @@ class AdsServer:
     async def _sotw_stream(
         self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        async for raw in self._stream(requests, delta=False, peer=context.peer()):
+        async for raw in self._guarded(requests, context, delta=False):
             yield raw
 
     async def _delta_stream(
         self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        async for raw in self._stream(requests, delta=True, peer=context.peer()):
+        async for raw in self._guarded(requests, context, delta=True):
             yield raw
 
+    async def _guarded(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], *, delta: bool
+    ) -> AsyncIterator[bytes]:
+        identity = peer_identity(context) if self.tls is not None and self.tls.mutual else None
+        try:
+            async for raw in self._stream(requests, delta=delta, peer=context.peer(), identity=identity):
+                yield raw
+        except Unauthorized as exc:
+            self.metrics.unauthorized_streams += 1
+            log.warning("refused an xDS stream from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
     async def _stream(
-        self, requests: AsyncIterator[DiscoveryRequest | DeltaDiscoveryRequest], *, delta: bool, peer: str = ""
+        self,
+        requests: AsyncIterator[DiscoveryRequest | DeltaDiscoveryRequest],
+        *,
+        delta: bool,
+        peer: str = "",
+        identity: str | None = None,
     ) -> AsyncIterator[bytes]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=_INBOX)
 
@@ -153,6 +185,10 @@ class AdsServer:
                         return
                     incoming = asyncio.ensure_future(inbox.get())
                     if state is None:
+                        if self.tls is not None and self.tls.mutual:
+                            refused = authorize(identity, sidecar_params(req.node))
+                            if refused:
+                                raise Unauthorized(refused)
                         state = await self._open(req, delta, peer)
                         generation = cache.generation(state.group)
                     kind = await self._step(_request_size(req), state.on_request, req)
@@ -177,6 +213,8 @@ class AdsServer:
                                 sorted(st.sent),
                             )
                         yield raw
+        except Unauthorized:
+            raise
         except Exception:
             # A bug while serving one proxy must be loud; the proxy reconnects and retries.
             log.exception("ADS stream of %s failed", state.node_id if state else "a new proxy")
