@@ -52,6 +52,21 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"meshctl serve: --manifests {manifests}: not a directory", file=sys.stderr)
             return 2
         source = ManifestSource(manifests)  # type: ignore[assignment]
+    injection = None
+    if args.webhook_port or args.tls_secret:
+        from meshctl.cli.injection import injection_server
+
+        kube = (source.api, writer.elector) if writer is not None else (None, None)
+        injection = injection_server(args, *kube)
+    if xds_tls is None and args.tls_dir:
+        # xDS over TLS with the controller's serving certificate (the one the webhook serves)
+        from meshctl.xds.server.tls import XdsTls
+
+        directory = Path(args.tls_dir)
+        if injection is None:
+            for name in ("tls.crt", "tls.key"):
+                _read_text(str(directory / name), "--tls-dir")
+        xds_tls = XdsTls(directory / "tls.crt", directory / "tls.key")
     plane = ControlPlane(
         source,
         address=args.address,
@@ -60,14 +75,17 @@ async def _serve(args: argparse.Namespace) -> int:
         status_writer=writer,
         ingress=ingress,
         xds_tls=xds_tls,
+        injection=injection,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await plane.start()
+    webhook = f", injection webhook on https://{args.address}:{injection.port}" if injection is not None else ""
     print(
-        f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}",
+        f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}"
+        + webhook,
         file=sys.stderr,
         flush=True,
     )
@@ -199,7 +217,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import capture, diff, importer, ingresses, inspect, routes, shift
+    from meshctl.cli import capture, diff, importer, ingresses, injection, inspect, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -259,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM CA: mutual TLS; each proxy presents a certificate it signed, whose spiffe://.../ns/<ns>[/vn/<name>] "
         "URI names the VirtualNodes it may stream as",
     )
+    injection.add_arguments(serve)
     serve.set_defaults(run=lambda a: asyncio.run(_serve(a)))
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar")

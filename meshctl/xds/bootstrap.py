@@ -51,7 +51,7 @@ def _socket(address: str, port: int, protocol: str | None = None) -> dict[str, A
 
 
 def _stats_listener(opts: BootstrapOptions) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A listener that exposes only Envoy's Prometheus endpoint: the admin API itself stays on loopback."""
+    """A listener that exposes only Envoy's Prometheus endpoint and /ready: the admin API stays on loopback."""
     admin = "meshctl-admin"
     cluster = {
         "name": admin,
@@ -62,12 +62,13 @@ def _stats_listener(opts: BootstrapOptions) -> tuple[dict[str, Any], dict[str, A
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(opts.admin_address, opts.admin_port)}}]}],
         },
     }
-    route = {"match": {"path": "/stats/prometheus"}, "route": {"cluster": admin}}
+    # Prometheus scrapes /stats/prometheus; kubelet probes /ready (200 once Envoy has its config and its workers run).
+    routes = [{"match": {"path": path}, "route": {"cluster": admin}} for path in ("/stats/prometheus", "/ready")]
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
         "HttpConnectionManager",
         "stat_prefix": "prometheus",
-        "route_config": {"virtual_hosts": [{"name": "prometheus", "domains": ["*"], "routes": [route]}]},
+        "route_config": {"virtual_hosts": [{"name": "prometheus", "domains": ["*"], "routes": routes}]},
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",

@@ -26,6 +26,7 @@ from meshctl.xds.sources import ManifestSource, Source
 
 if TYPE_CHECKING:
     from meshctl.ingress.reconciler import IngressReconciler
+    from meshctl.inject.server import InjectionServer
     from meshctl.xds.leader import LeaderElector
     from meshctl.xds.status import StatusWriter
 
@@ -46,9 +47,12 @@ class ControlPlane:
         keepalive: Keepalive | None = None,
         ingress: IngressReconciler | None = None,
         xds_tls: XdsTls | None = None,
+        injection: InjectionServer | None = None,
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
-        ``xds_tls``: serve ADS over TLS (mutual with a client CA)."""
+        ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
+        its certificate files are ready before xDS starts (they may be xDS's too)."""
+        self.injection = injection
         self.source = source
         self.ingress = ingress
         self.address = address
@@ -59,6 +63,8 @@ class ControlPlane:
         self.status_writer = status_writer
         if status_writer is not None:
             self.controller.on_statuses = status_writer.submit
+        if injection is not None:
+            injection.model = lambda: self.controller.model
         self.ads = AdsServer(self.controller, self.registry, self.metrics, keepalive, xds_tls)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
@@ -73,7 +79,11 @@ class ControlPlane:
 
     async def start(self) -> None:
         xds_port, admin_port = self._requested_ports
+        if self.injection is not None:
+            await self.injection.prepare()
         self.xds_port = await self.ads.start(self.address, xds_port)
+        if self.injection is not None:
+            await self.injection.start()
         app = build_admin_app(
             self.controller,
             self.registry,
@@ -96,6 +106,8 @@ class ControlPlane:
         ]
         if self.ingress is not None:
             self._tasks.append(asyncio.create_task(self.ingress.run(), name="ingress"))
+        if self.injection is not None:
+            self._tasks.append(asyncio.create_task(self.injection.run(), name="injection-certificates"))
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
             if self.status_writer.elector is not None:
@@ -160,13 +172,20 @@ class ControlPlane:
         """Graceful: stop the watches and the build loop, let the status writer finish what it has, and only
         then stop leader election, which releases the lease for the next replica."""
         by_name = {t.get_name(): t for t in self._tasks}
-        for stage in (("source", "controller", "ingress"), ("status-writer",), ("leader-election",)):
+        stages = (
+            ("source", "controller", "ingress", "injection-certificates"),
+            ("status-writer",),
+            ("leader-election",),
+        )
+        for stage in stages:
             tasks = [by_name[n] for n in stage if n in by_name]
             for task in tasks:
                 task.cancel()
             # A task that crashed was already reported by _task_ended; stopping must not raise it again.
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.ads.stop()
+        if self.injection is not None:
+            await self.injection.stop()
         self.controller.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()

@@ -1,0 +1,249 @@
+"""What injection adds to a pod: pure (pod JSON in, JSON Patch out), so the webhook only does HTTP.
+
+A pod is injected when its namespace is labelled ``meshctl.dev/inject=enabled`` (the webhook's namespaceSelector
+decides that), it does not opt out (annotation or label ``meshctl.dev/inject: disabled``), it is not on the host
+network, it is not injected already, and exactly one VirtualNode of its namespace selects it (or the annotation
+``meshctl.dev/virtual-node`` names one). Anything else leaves the pod as it is, with a warning saying why: a pod is
+never refused for the mesh's sake.
+
+Added: the ``meshctl-capture`` init container (``meshctl capture``: iptables, root with NET_ADMIN and NET_RAW only)
+and the ``meshctl-proxy`` Envoy (uid 1337, restricted securityContext), as a native sidecar (an init container
+with ``restartPolicy: Always``, Kubernetes >= 1.29) or else as the first container. Envoy's bootstrap is inline in
+its arguments: node id ``<namespace>/<virtual node>/<pod>`` from the downward API, the VirtualNode, the xDS
+address and the CA that signed the control plane's certificate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+
+__all__ = [
+    "ANNOTATION_APP_PORTS",
+    "ANNOTATION_IGNORED_CIDRS",
+    "ANNOTATION_IGNORED_PORTS",
+    "ANNOTATION_INJECTED",
+    "ANNOTATION_VIRTUAL_NODE",
+    "CAPTURE_CONTAINER",
+    "INJECT_KEY",
+    "PROXY_CONTAINER",
+    "InjectConfig",
+    "Injection",
+    "VirtualNodeRef",
+    "inject",
+]
+
+INJECT_KEY = "meshctl.dev/inject"  # namespace label "enabled"; pod annotation or label "disabled" opts out
+ANNOTATION_INJECTED = "meshctl.dev/injected"  # set by injection: the VirtualNode; a pod carrying it is left alone
+ANNOTATION_VIRTUAL_NODE = "meshctl.dev/virtual-node"  # choose the VirtualNode (name in the pod's namespace)
+ANNOTATION_APP_PORTS = "meshctl.dev/app-ports"  # inbound ports to capture (default: the VirtualNode's listeners)
+ANNOTATION_IGNORED_PORTS = "meshctl.dev/egress-ignored-ports"  # added to the configured ones
+ANNOTATION_IGNORED_CIDRS = "meshctl.dev/egress-ignored-cidrs"  # added to the configured ones
+PROXY_CONTAINER = "meshctl-proxy"
+CAPTURE_CONTAINER = "meshctl-capture"
+STATS_PORT = 15090
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualNodeRef:
+    name: str
+    pod_selector: Mapping[str, str]
+    listener_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InjectConfig:
+    proxy_image: str = "envoyproxy/envoy:v1.40.0"
+    capture_image: str = "ghcr.io/meshctl/meshctl:0.1.0"  # the controller's image: it carries `meshctl capture`
+    xds_address: str = "meshctl.meshctl-system.svc"
+    xds_port: int = 18000
+    ca_pem: str | None = None  # the CA of the control plane's certificate: xDS over TLS (None: plaintext)
+    native_sidecars: bool = True
+    proxy_uid: int = 1337
+    egress_port: int = 15001
+    ingress_port: int = 15000
+    # The instance metadata service and the EKS Pod Identity agent: AWS SDKs get credentials there, directly.
+    ignored_cidrs: tuple[str, ...] = ("169.254.169.254/32", "169.254.170.23/32")
+    ignored_ports: tuple[int, ...] = (22,)
+    proxy_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    patch: list[dict[str, Any]]  # empty: the pod is left as it is
+    warnings: tuple[str, ...] = ()
+    virtual_node: str | None = None
+
+
+def _skip(reason: str | None = None) -> Injection:
+    return Injection([], (reason,) if reason else ())
+
+
+def inject(
+    pod: Mapping[str, Any], namespace: str, virtual_nodes: Iterable[VirtualNodeRef], config: InjectConfig
+) -> Injection:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    if "disabled" in (annotations.get(INJECT_KEY), labels.get(INJECT_KEY)):
+        return _skip()
+    if ANNOTATION_INJECTED in annotations or any(
+        c.get("name") in (PROXY_CONTAINER, CAPTURE_CONTAINER)
+        for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    ):
+        return _skip()
+    if spec.get("hostNetwork"):
+        return _skip("meshctl: hostNetwork pods are not injected (capture would rewrite the node's iptables)")
+    chosen = _virtual_node(annotations, labels, list(virtual_nodes))
+    if isinstance(chosen, str):
+        return _skip(chosen)
+    try:
+        app_ports = _ports(annotations.get(ANNOTATION_APP_PORTS)) if ANNOTATION_APP_PORTS in annotations else None
+        ignored_ports = config.ignored_ports + _ports(annotations.get(ANNOTATION_IGNORED_PORTS))
+    except ValueError as exc:
+        return _skip(f"meshctl: not injected: {exc}")
+    cidrs = config.ignored_cidrs + tuple(
+        c.strip() for c in annotations.get(ANNOTATION_IGNORED_CIDRS, "").split(",") if c.strip()
+    )
+    ports = chosen.listener_ports if app_ports is None else app_ports
+    capture = _capture_container(config, ports, ignored_ports, cidrs)
+    proxy = _proxy_container(config, namespace, chosen.name)
+    patch: list[dict[str, Any]] = []
+    if not annotations:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": chosen.name})
+    init_first = [capture, proxy] if config.native_sidecars else [capture]
+    if spec.get("initContainers"):
+        # Ours run before the pod's own init containers, whose traffic is then captured and proxied too.
+        patch.extend({"op": "add", "path": f"/spec/initContainers/{i}", "value": c} for i, c in enumerate(init_first))
+    else:
+        patch.append({"op": "add", "path": "/spec/initContainers", "value": init_first})
+    if not config.native_sidecars:
+        patch.append({"op": "add", "path": "/spec/containers/0", "value": proxy})
+    return Injection(patch, virtual_node=chosen.name)
+
+
+def _virtual_node(
+    annotations: Mapping[str, str], labels: Mapping[str, str], candidates: list[VirtualNodeRef]
+) -> VirtualNodeRef | str:
+    """The VirtualNode the pod belongs to, or why there is none."""
+    if named := annotations.get(ANNOTATION_VIRTUAL_NODE):
+        found = [vn for vn in candidates if vn.name == named]
+        return (
+            found[0] if found else f"meshctl: not injected: VirtualNode {named!r} ({ANNOTATION_VIRTUAL_NODE}) not found"
+        )
+    matching = [
+        vn for vn in candidates if vn.pod_selector and all(labels.get(k) == v for k, v in vn.pod_selector.items())
+    ]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching:
+        return "meshctl: not injected: no VirtualNode's podSelector matches this pod's labels"
+    names = ", ".join(sorted(vn.name for vn in matching))
+    return f"meshctl: not injected: VirtualNodes {names} all select this pod; name one with {ANNOTATION_VIRTUAL_NODE}"
+
+
+def _ports(text: str | None) -> tuple[int, ...]:
+    ports = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ValueError(f"port {part!r} is not a port number")
+        ports.append(int(part))
+    return tuple(ports)
+
+
+def _escape(key: str) -> str:
+    """A JSON Pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+_RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _capture_container(
+    config: InjectConfig, app_ports: tuple[int, ...], ignored_ports: tuple[int, ...], cidrs: tuple[str, ...]
+) -> dict[str, Any]:
+    command = ["meshctl", "capture", "--proxy-uid", str(config.proxy_uid)]
+    command += ["--egress-port", str(config.egress_port), "--ingress-port", str(config.ingress_port)]
+    if app_ports:
+        command += ["--app-ports", ",".join(map(str, app_ports))]
+    command += ["--ignored-ports", ",".join(map(str, ignored_ports))]
+    if cidrs:
+        command += ["--ignored-cidrs", ",".join(cidrs)]
+    return {
+        "name": CAPTURE_CONTAINER,
+        "image": config.capture_image,
+        "command": command,
+        "securityContext": {
+            # iptables needs root and these two capabilities, nothing else; the pod's namespace must allow them
+            # (Pod Security "privileged"), as for App Mesh's proxyinit and istio-init.
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+    }
+
+
+def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str) -> dict[str, Any]:
+    bootstrap = render_bootstrap(
+        BootstrapOptions(
+            node_id=f"{namespace}/{virtual_node}",  # replaced by --service-node: the pod's name is known at run time
+            virtual_node=f"{namespace}/{virtual_node}",
+            xds_address=config.xds_address,
+            xds_port=config.xds_port,
+            egress_port=config.egress_port,
+            ingress_port=config.ingress_port,
+            stats_port=STATS_PORT,
+            capture=True,
+            xds_ca_pem=config.ca_pem,
+        )
+    )
+    ready = {"httpGet": {"path": "/ready", "port": STATS_PORT}}
+    container: dict[str, Any] = {
+        "name": PROXY_CONTAINER,
+        "image": config.proxy_image,
+        "args": [
+            "--config-yaml",
+            json.dumps(bootstrap, separators=(",", ":")),
+            "--service-node",
+            "$(POD_NAMESPACE)/" + virtual_node + "/$(POD_NAME)",
+            "--log-level",
+            "info",
+        ],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "ports": [{"name": "meshctl-stats", "containerPort": STATS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 3},
+        "securityContext": {
+            "runAsUser": config.proxy_uid,
+            "runAsGroup": config.proxy_uid,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            **_RESTRICTED,
+        },
+        "resources": {k: dict(v) for k, v in config.proxy_resources.items()},
+    }
+    if config.native_sidecars:
+        # Starts before the app and stops after it; the app starts once Envoy has its config (startupProbe).
+        container["restartPolicy"] = "Always"
+        container["startupProbe"] = {**ready, "periodSeconds": 1, "failureThreshold": 120}
+    return container

@@ -1,0 +1,233 @@
+"""The injection webhook over real HTTPS, trusting only the CA it serves with: AdmissionReview v1 in, a JSON Patch
+out that applies to the Pod, validates as a Kubernetes 1.30 Pod and keeps the proxy container "restricted"."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import ssl
+import uuid
+from pathlib import Path
+
+import aiohttp
+import jsonpatch
+import kubernetes_validate
+import pytest
+
+from meshctl.inject.certs import issue, new_ca
+from meshctl.inject.server import InjectionServer
+from meshctl.inject.sidecar import CAPTURE_CONTAINER, PROXY_CONTAINER, InjectConfig
+from meshctl.inject.tlsfiles import TlsDir
+from meshctl.inject.webhook import MUTATE_PATH
+from meshctl.xds.sources import load_manifests
+from tests.manifests import service, virtual_node, write
+from tests.pss import restricted_violations
+
+NAME = "meshctl.meshctl-system.svc"
+
+
+def pod(name: str = "web-0", labels: dict | None = None, **spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": labels or {"app": "frontend"}},
+        "spec": {"containers": [{"name": "app", "image": "shop/web:1", "ports": [{"containerPort": 8080}]}], **spec},
+    }
+
+
+def review(obj: dict, uid: str | None = None) -> dict:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid or str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "object": obj,
+        },
+    }
+
+
+class Client:
+    def __init__(self, server: InjectionServer, ca_pem: bytes) -> None:
+        # Trusts only the CA bundle the webhook configuration would carry, and checks the Service's DNS name.
+        self.context = ssl.create_default_context(cadata=ca_pem.decode())
+        self.url = f"https://127.0.0.1:{server.port}{MUTATE_PATH}"
+        self.server = server
+
+    async def post(self, body: bytes | dict) -> tuple[int, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                self.url,
+                data=data,
+                ssl=self.context,
+                server_hostname=NAME,
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    async def mutate(self, obj: dict) -> tuple[dict, dict]:
+        """(the review's response, the pod after its patch)"""
+        sent = review(obj)
+        status, answer = await self.post(sent)
+        assert status == 200 and answer["kind"] == "AdmissionReview"
+        response = answer["response"]
+        assert response["uid"] == sent["request"]["uid"] and response["allowed"] is True
+        patched = copy.deepcopy(obj)
+        if "patch" in response:
+            assert response["patchType"] == "JSONPatch"
+            patched = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(response["patch"])))
+        return response, patched
+
+
+async def start_webhook(tmp_path: Path, *, native: bool = True) -> tuple[InjectionServer, bytes]:
+    ca = new_ca()
+    leaf = issue(ca, NAME, dns_names=(NAME,))
+    tls = TlsDir(tmp_path / "tls")
+    tls.directory.mkdir()
+    for name, data in (("tls.crt", leaf.cert_pem), ("tls.key", leaf.key_pem), ("ca.crt", ca.cert_pem)):
+        (tls.directory / name).write_bytes(data)
+    manifests = tmp_path / "mesh"
+    manifests.mkdir()
+    listeners = [{"portMapping": {"port": 8080, "protocol": "http"}}]
+    write(
+        manifests / "mesh.yaml",
+        service("reviews", "shop"),
+        virtual_node("frontend", "shop", listeners=listeners, backends=["reviews"]),
+        virtual_node("reviews-v1", "shop", selector={"app": "reviews", "version": "v1"}, listeners=listeners),
+        virtual_node("reviews-v2", "shop", selector={"app": "reviews", "version": "v2"}, listeners=listeners),
+        virtual_node("reviews-all", "shop", selector={"app": "reviews"}, listeners=listeners),
+    )
+    model = load_manifests(manifests)
+    server = InjectionServer(tls, InjectConfig(native_sidecars=native), address="127.0.0.1", port=0)
+    server.model = lambda: model
+    await server.prepare()
+    await server.start()
+    return server, ca.cert_pem
+
+
+@pytest.fixture
+async def webhook(tmp_path):
+    server, ca_pem = await start_webhook(tmp_path)
+    yield Client(server, ca_pem)
+    await server.stop()
+
+
+def containers(spec: dict, field: str) -> dict[str, dict]:
+    return {c["name"]: c for c in spec.get(field) or []}
+
+
+async def test_a_pod_gets_capture_and_a_native_sidecar_that_validate_and_stay_restricted(webhook):
+    _, patched = await webhook.mutate(pod())
+    spec = patched["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == [CAPTURE_CONTAINER, PROXY_CONTAINER]
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+    proxy = containers(spec, "initContainers")[PROXY_CONTAINER]
+    assert proxy["restartPolicy"] == "Always" and proxy["startupProbe"]["httpGet"] == {"path": "/ready", "port": 15090}
+    assert patched["metadata"]["annotations"]["meshctl.dev/injected"] == "frontend"
+    capture = containers(spec, "initContainers")[CAPTURE_CONTAINER]
+    assert capture["command"][:2] == ["meshctl", "capture"]
+    assert capture["command"][capture["command"].index("--app-ports") + 1] == "8080"
+    assert capture["securityContext"]["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+
+    # The bootstrap: node id from the pod, the VirtualNode, the xDS Service name and the CA it must verify.
+    args = proxy["args"]
+    bootstrap = json.loads(args[args.index("--config-yaml") + 1])
+    assert args[args.index("--service-node") + 1] == "$(POD_NAMESPACE)/frontend/$(POD_NAME)"
+    assert bootstrap["node"]["metadata"]["meshctl.virtual_node"] == "shop/frontend"
+    assert bootstrap["node"]["metadata"]["meshctl.capture"] == "true"
+    xds = bootstrap["static_resources"]["clusters"][0]
+    socket = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert socket == {"address": NAME, "port_value": 18000}
+    tls = xds["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+    assert tls["trusted_ca"]["inline_string"] == (webhook.server.tls_dir.ca_pem())
+
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(patched, version, strict=True)
+    assert restricted_violations(spec, only={PROXY_CONTAINER}) == []
+    # What is not "restricted" in what we add: the capture init container is root with NET_ADMIN and NET_RAW.
+    assert restricted_violations(spec, only={CAPTURE_CONTAINER}) == [
+        f"{CAPTURE_CONTAINER}: adds capabilities",
+        f"{CAPTURE_CONTAINER}: runAsNonRoot is not true",
+        f"{CAPTURE_CONTAINER}: runs as uid 0",
+        f"{CAPTURE_CONTAINER}: readOnlyRootFilesystem is not true",
+    ]
+
+    again, unchanged = await webhook.mutate(patched)  # re-injection is a no-op
+    assert "patch" not in again and unchanged == patched
+
+
+async def test_pods_the_webhook_leaves_alone(webhook):
+    opted_out = pod(labels={"app": "frontend"})
+    opted_out["metadata"]["annotations"] = {"meshctl.dev/inject": "disabled"}
+    host = pod(hostNetwork=True)
+    unmatched = pod(labels={"app": "batch"})
+    ambiguous = pod(labels={"app": "reviews", "version": "v1"})
+    cases = {
+        "opt-out": (opted_out, None),
+        "hostNetwork": (host, "hostNetwork pods are not injected"),
+        "no VirtualNode": (unmatched, "no VirtualNode's podSelector matches"),
+        "two VirtualNodes": (ambiguous, "VirtualNodes reviews-all, reviews-v1 all select this pod"),
+    }
+    for case, (obj, warning) in cases.items():
+        response, patched = await webhook.mutate(obj)
+        assert "patch" not in response and patched == obj, case
+        assert (
+            (response.get("warnings") or [None])[0] is None if warning is None else warning in response["warnings"][0]
+        )
+
+    named = pod(labels={"app": "reviews", "version": "v1"})
+    named["metadata"]["annotations"] = {"meshctl.dev/virtual-node": "reviews-v1", "meshctl.dev/app-ports": "8080,9090"}
+    _, patched = await webhook.mutate(named)
+    capture = containers(patched["spec"], "initContainers")[CAPTURE_CONTAINER]["command"]
+    assert patched["metadata"]["annotations"]["meshctl.dev/injected"] == "reviews-v1"
+    assert capture[capture.index("--app-ports") + 1] == "8080,9090"
+
+
+async def test_existing_init_containers_run_after_ours_and_old_clusters_get_a_first_container(tmp_path):
+    server, ca_pem = await start_webhook(tmp_path, native=False)
+    client = Client(server, ca_pem)
+    try:
+        with_init = pod(initContainers=[{"name": "migrate", "image": "shop/migrate:1"}])
+        _, patched = await client.mutate(with_init)
+        spec = patched["spec"]
+        assert [c["name"] for c in spec["initContainers"]] == [CAPTURE_CONTAINER, "migrate"]
+        assert [c["name"] for c in spec["containers"]] == [PROXY_CONTAINER, "app"]
+        assert "restartPolicy" not in spec["containers"][0]
+        kubernetes_validate.validate(patched, "1.30.0", strict=True)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "http_status", "message"),
+    [
+        (b"{not json", 400, "the body is not JSON"),
+        ({"kind": "AdmissionReview"}, 400, "request.uid is missing"),
+        ({**review(pod(), uid="u1"), "apiVersion": "admission.k8s.io/v1beta1"}, 200, "only admission.k8s.io/v1"),
+        (review({"kind": "Pod", "metadata": {"name": "x"}}, uid="u2"), 200, "not a Pod with a spec"),
+        (review(["a", "list"], uid="u3"), 200, "not a Pod with a spec"),
+    ],
+)
+async def test_malformed_reviews_get_a_clear_denial(webhook, body, http_status, message):
+    status, answer = await webhook.post(body)
+    assert status == http_status
+    if http_status == 400:
+        assert answer["kind"] == "Status" and message in answer["message"]
+    else:
+        assert answer["response"]["allowed"] is False and message in answer["response"]["status"]["message"]
+        assert answer["response"]["uid"] == body["request"]["uid"]
+    ok, _ = await webhook.mutate(pod())  # and the webhook keeps serving
+    assert "patch" in ok
+
+
+async def test_a_client_trusting_another_ca_cannot_talk_to_the_webhook(webhook):
+    other = Client(webhook.server, new_ca("other").cert_pem)
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await other.post(review(pod()))
