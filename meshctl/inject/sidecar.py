@@ -61,6 +61,7 @@ class InjectConfig:
     capture_image: str = "ghcr.io/meshctl/meshctl:0.1.0"  # the controller's image: it carries `meshctl capture`
     xds_address: str = "meshctl.meshctl-system.svc"
     xds_port: int = 18000
+    xds_server_name: str | None = None  # the name the control plane's certificate carries (default xds_address)
     ca_pem: str | None = None  # the CA of the control plane's certificate: xDS over TLS (None: plaintext)
     native_sidecars: bool = True
     proxy_uid: int = 1337
@@ -213,6 +214,7 @@ def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str) ->
             stats_port=STATS_PORT,
             capture=True,
             xds_ca_pem=config.ca_pem,
+            xds_server_name=config.xds_server_name,
         )
     )
     ready = {"httpGet": {"path": "/ready", "port": STATS_PORT}}
@@ -226,6 +228,7 @@ def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str) ->
             "$(POD_NAMESPACE)/" + virtual_node + "/$(POD_NAME)",
             "--log-level",
             "info",
+            "--disable-hot-restart",  # one Envoy per container: no shared memory to set up
         ],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -1,0 +1,90 @@
+"""Run inside a test-made network namespace (``python -m tests.capture_tool ...``): an app that knows nothing of
+Envoy, calling addresses, and plain TCP servers. Prints JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import urllib.request
+
+
+async def http(url: str, host: str, n: int) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+
+    def one() -> str:
+        request = urllib.request.Request(url, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return str(resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            return str(exc.code)
+
+    for _ in range(n):
+        counts[await asyncio.to_thread(one)] += 1
+    return dict(counts)
+
+
+async def tcp(host: str, port: int, n: int) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            writer.write(b"ping")
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.read(1024), 10)
+            writer.close()
+            counts[reply.decode().split(":")[0] or "closed"] += 1
+        except (OSError, TimeoutError) as exc:
+            counts[type(exc).__name__] += 1
+    return dict(counts)
+
+
+async def echo(host: str, port: int, name: str) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(f"{name}:".encode() + data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    h = sub.add_parser("http")
+    h.add_argument("url")
+    h.add_argument("host")
+    h.add_argument("n", type=int)
+    t = sub.add_parser("tcp")
+    t.add_argument("host")
+    t.add_argument("port", type=int)
+    t.add_argument("n", type=int)
+    e = sub.add_parser("echo")
+    e.add_argument("host")
+    e.add_argument("port", type=int)
+    e.add_argument("name")
+    g = sub.add_parser("get")
+    g.add_argument("url")
+    args = parser.parse_args()
+    if args.what == "http":
+        print(json.dumps(asyncio.run(http(args.url, args.host, args.n))))
+    elif args.what == "tcp":
+        print(json.dumps(asyncio.run(tcp(args.host, args.port, args.n))))
+    elif args.what == "echo":
+        asyncio.run(echo(args.host, args.port, args.name))
+    else:
+        try:
+            with urllib.request.urlopen(args.url, timeout=5) as resp:
+                print(resp.read().decode())
+        except OSError as exc:
+            print(json.dumps({"error": str(exc)}))
+            raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
