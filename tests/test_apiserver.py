@@ -27,7 +27,7 @@ def api(apiserver) -> client.ApiClient:
 
 def install_crds(api: client.ApiClient) -> None:
     ext = client.ApiextensionsV1Api(api)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
+    for path in sorted((ROOT / "crds").glob("*.dev_*.yaml")):
         ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
 
 
@@ -111,7 +111,7 @@ def kubectl(apiserver: ApiServer, tmp_path: Path, *args: str, **kw) -> subproces
 
 
 def test_kubectl_applies_lists_and_watches_what_the_python_client_sees(api, apiserver, tmp_path):
-    applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-f", str(ROOT / "crds"))
+    applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-k", str(ROOT / "crds"))
     assert "customresourcedefinition.apiextensions.k8s.io/virtualnodes.mesh.meshctl.dev created" in applied.stdout
     applied = kubectl(apiserver, tmp_path, "apply", "--validate=false", "-R", "-f", str(ROOT / "examples"))
     assert "route.mesh.meshctl.dev/reviews created" in applied.stdout

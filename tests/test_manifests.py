@@ -14,7 +14,7 @@ from meshctl.xds.model import Meta, ObjectKey, Service, ServicePort
 from meshctl.xds.parse import parse_document
 
 ROOT = Path(__file__).parent.parent
-SHIPPED = sorted([*(ROOT / "crds").glob("*.yaml"), *(ROOT / "deploy").rglob("*.yaml")])
+SHIPPED = sorted(p for p in (ROOT / "crds").glob("*.yaml") if p.name != "kustomization.yaml")
 EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
 VALID_GOLDEN_INPUTS = sorted(
     p for p in (ROOT / "tests" / "testdata" / "translate").rglob("input/*.yaml") if "invalid" not in str(p)
@@ -27,7 +27,7 @@ def docs(path: Path) -> list[dict]:
 
 def crd_schemas() -> dict[str, dict]:
     schemas = {}
-    for path in (ROOT / "crds").glob("*.yaml"):
+    for path in (ROOT / "crds").glob("*.dev_*.yaml"):
         for crd in docs(path):
             (version,) = crd["spec"]["versions"]
             schemas[crd["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]

@@ -217,7 +217,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import capture, diff, importer, ingresses, injection, inspect, routes, shift
+    from meshctl.cli import capture, diff, importer, ingresses, injection, inspect, install, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_commands(sub)
     importer.add_commands(sub)
     capture.add_commands(sub)
+    install.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")
     demo.add_argument(
