@@ -66,11 +66,11 @@ def build_captured_inbound_listener(ir: CapturedInboundIR) -> listener_pb2.Liste
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ir.address, port_value=ir.port)),
     )
     _restore_original_destination(listener)
-    for chain_ir in ir.chains:
-        chain = build_inbound_listener(chain_ir).filter_chains[0]
+    chains = [build_inbound_listener(chain_ir).filter_chains[0] for chain_ir in ir.chains]
+    listener.default_filter_chain.CopyFrom(chains[0])  # before it gets a match of its own
+    for chain, chain_ir in zip(chains, ir.chains, strict=True):
         chain.filter_chain_match.destination_port.value = chain_ir.port
         listener.filter_chains.append(chain)
-    listener.default_filter_chain.CopyFrom(build_inbound_listener(ir.chains[0]).filter_chains[0])
     return listener
 
 
