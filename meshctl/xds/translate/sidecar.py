@@ -134,10 +134,13 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
 
     virtual_hosts: list[VirtualHostIR] = []
+    http_services: list[Service] = []  # the Services those virtual hosts reach
     for backend in _sorted_backends(spec):
-        vh = service_virtual_host(mesh, ObjectKey("Service", backend.namespace, backend.name), key.namespace)
+        svc_key = ObjectKey("Service", backend.namespace, backend.name)
+        vh = service_virtual_host(mesh, svc_key, key.namespace)
         if vh is not None:
             virtual_hosts.append(vh)
+            http_services.append(mesh.services[svc_key])
     tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
     ports = allocate_ports(params, spec, [port for _, port, _ in tcp])
     tcp_outbound: dict[int, OutboundTcpListenerIR] = {}
@@ -209,23 +212,15 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         endpoints=endpoints,
         tcp_outbound=tuple(tcp_outbound.values()),
     )
-    return _captured(ir, mesh, app_ports) if params.capture else ir
+    return _captured(ir, http_services, app_ports) if params.capture else ir
 
 
-def _captured(ir: SidecarIR, mesh: MeshIR, app_ports: list[int]) -> SidecarIR:
+def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int]) -> SidecarIR:
     """The capture form of a sidecar: the same routes, reached by original destination (module docstring)."""
     params, outbound = ir.params, ir.outbound
     assert outbound is not None
     own = {params.egress_port, params.ingress_port} | {t.port for t in ir.tcp_outbound}
-    http_ports = sorted(
-        {
-            p.port
-            for vh in ir.virtual_hosts
-            if (svc := mesh.services.get(_service_key(vh.name))) is not None
-            for p in svc.ports
-            if p.port and p.port not in own
-        }
-    )
+    http_ports = sorted({p.port for svc in http_services for p in svc.ports if p.port and p.port not in own})
     http = tuple(
         replace(outbound, name=f"outbound|http|{port}", port=port, capture=False, bind_to_port=False)
         for port in http_ports
@@ -244,8 +239,3 @@ def _captured(ir: SidecarIR, mesh: MeshIR, app_ports: list[int]) -> SidecarIR:
         http_outbound=http,
         clusters=(*ir.clusters, passthrough),
     )
-
-
-def _service_key(vhost_name: str) -> ObjectKey:
-    namespace, _, name = vhost_name.partition("/")
-    return ObjectKey("Service", namespace, name)
