@@ -185,11 +185,7 @@ class AdsServer:
                         return
                     incoming = asyncio.ensure_future(inbox.get())
                     if state is None:
-                        if self.tls is not None and self.tls.mutual:
-                            refused = authorize(identity, sidecar_params(req.node))
-                            if refused:
-                                raise Unauthorized(refused)
-                        state = await self._open(req, delta, peer)
+                        state = await self._open(req, delta, peer, identity)
                         generation = cache.generation(state.group)
                     kind = await self._step(_request_size(req), state.on_request, req)
                     self._apply(state, req, kind)
@@ -232,8 +228,13 @@ class AdsServer:
             return await asyncio.get_running_loop().run_in_executor(self._large_streams, fn, arg)
         return fn(arg)
 
-    async def _open(self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool, peer: str) -> StreamState:
+    async def _open(
+        self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool, peer: str, identity: str | None
+    ) -> StreamState:
+        """Raises Unauthorized when mutual TLS is on and ``identity`` may not stream as the node's VirtualNode."""
         params = sidecar_params(first.node)
+        if self.tls is not None and self.tls.mutual and (refused := authorize(identity, params)):
+            raise Unauthorized(refused)
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
         state.peer = peer
