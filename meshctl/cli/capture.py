@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meshctl.inject.capture import CaptureConfig, CaptureError, apply_capture, capture_rules, parse_ports
+from meshctl.inject.capture import (
+    CaptureConfig,
+    CaptureError,
+    apply_capture,
+    capture_rules,
+    parse_ports,
+    split_list,
+)
 
 __all__ = ["add_commands"]
 
@@ -19,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
             ingress_port=args.ingress_port,
             app_ports=parse_ports(args.app_ports),
             ignored_ports=parse_ports(args.ignored_ports),
-            ignored_cidrs=tuple(c.strip() for c in (args.ignored_cidrs or "").split(",") if c.strip()),
+            ignored_cidrs=split_list(args.ignored_cidrs),
         )
         rules = capture_rules(config) if args.dry_run else apply_capture(config, iptables=args.iptables)
     except CaptureError as exc:

@@ -24,8 +24,10 @@ __all__ = [
     "CaptureConfig",
     "CaptureError",
     "apply_capture",
+    "capture_arguments",
     "capture_rules",
     "parse_ports",
+    "split_list",
 ]
 
 INBOUND_CHAIN = "MESHCTL_INBOUND"
@@ -61,19 +63,31 @@ class CaptureConfig:
                 raise CaptureError(f"ignored CIDR {cidr!r} is IPv6: capture is IPv4 only")
 
 
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``"a, b,,"`` -> ("a", "b"); empty or None -> ()."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
 def parse_ports(text: str | None) -> tuple[int, ...]:
-    """ "8080,9090" -> (8080, 9090); empty or None -> ()."""
-    if not text:
-        return ()
+    """``"8080,9090"`` -> (8080, 9090); empty or None -> (). The range is CaptureConfig's to check."""
     ports = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in split_list(text):
         if not part.isdigit():
             raise CaptureError(f"port {part!r} is not a number")
         ports.append(int(part))
     return tuple(dict.fromkeys(ports))
+
+
+def capture_arguments(config: CaptureConfig) -> list[str]:
+    """The ``meshctl capture`` flags that write ``config`` (what the injected init container runs)."""
+    args = ["--proxy-uid", str(config.proxy_uid)]
+    args += ["--egress-port", str(config.egress_port), "--ingress-port", str(config.ingress_port)]
+    if config.app_ports:
+        args += ["--app-ports", ",".join(map(str, config.app_ports))]
+    args += ["--ignored-ports", ",".join(map(str, config.ignored_ports))]
+    if config.ignored_cidrs:
+        args += ["--ignored-cidrs", ",".join(config.ignored_cidrs)]
+    return args
 
 
 def _chunks(ports: Sequence[int]) -> Iterable[str]:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshctl.inject.capture import CaptureConfig, CaptureError, capture_arguments, parse_ports, split_list
 from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 
 __all__ = [
@@ -106,15 +107,22 @@ def inject(
     if isinstance(chosen, str):
         return _skip(chosen)
     try:
-        app_ports = _ports(annotations.get(ANNOTATION_APP_PORTS)) if ANNOTATION_APP_PORTS in annotations else None
-        ignored_ports = config.ignored_ports + _ports(annotations.get(ANNOTATION_IGNORED_PORTS))
-    except ValueError as exc:
+        # Checked here as the init container would check it: a pod that cannot be captured stays as it is.
+        rules = CaptureConfig(
+            proxy_uid=config.proxy_uid,
+            egress_port=config.egress_port,
+            ingress_port=config.ingress_port,
+            app_ports=(
+                parse_ports(annotations[ANNOTATION_APP_PORTS])
+                if ANNOTATION_APP_PORTS in annotations
+                else chosen.listener_ports
+            ),
+            ignored_ports=config.ignored_ports + parse_ports(annotations.get(ANNOTATION_IGNORED_PORTS)),
+            ignored_cidrs=config.ignored_cidrs + split_list(annotations.get(ANNOTATION_IGNORED_CIDRS)),
+        )
+    except CaptureError as exc:
         return _skip(f"meshctl: not injected: {exc}")
-    cidrs = config.ignored_cidrs + tuple(
-        c.strip() for c in annotations.get(ANNOTATION_IGNORED_CIDRS, "").split(",") if c.strip()
-    )
-    ports = chosen.listener_ports if app_ports is None else app_ports
-    capture = _capture_container(config, ports, ignored_ports, cidrs)
+    capture = _capture_container(config.capture_image, rules)
     proxy = _proxy_container(config, namespace, chosen.name)
     patch: list[dict[str, Any]] = []
     if not annotations:
@@ -151,18 +159,6 @@ def _virtual_node(
     return f"meshctl: not injected: VirtualNodes {names} all select this pod; name one with {ANNOTATION_VIRTUAL_NODE}"
 
 
-def _ports(text: str | None) -> tuple[int, ...]:
-    ports = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise ValueError(f"port {part!r} is not a port number")
-        ports.append(int(part))
-    return tuple(ports)
-
-
 def _escape(key: str) -> str:
     """A JSON Pointer token (RFC 6901)."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -175,19 +171,11 @@ _RESTRICTED = {
 }
 
 
-def _capture_container(
-    config: InjectConfig, app_ports: tuple[int, ...], ignored_ports: tuple[int, ...], cidrs: tuple[str, ...]
-) -> dict[str, Any]:
-    command = ["meshctl", "capture", "--proxy-uid", str(config.proxy_uid)]
-    command += ["--egress-port", str(config.egress_port), "--ingress-port", str(config.ingress_port)]
-    if app_ports:
-        command += ["--app-ports", ",".join(map(str, app_ports))]
-    command += ["--ignored-ports", ",".join(map(str, ignored_ports))]
-    if cidrs:
-        command += ["--ignored-cidrs", ",".join(cidrs)]
+def _capture_container(image: str, rules: CaptureConfig) -> dict[str, Any]:
+    command = ["meshctl", "capture", *capture_arguments(rules)]
     return {
         "name": CAPTURE_CONTAINER,
-        "image": config.capture_image,
+        "image": image,
         "command": command,
         "securityContext": {
             # iptables needs root and these two capabilities, nothing else; the pod's namespace must allow them

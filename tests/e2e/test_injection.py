@@ -169,11 +169,18 @@ async def test_pods_the_webhook_leaves_alone(webhook):
     host = pod(hostNetwork=True)
     unmatched = pod(labels={"app": "batch"})
     ambiguous = pod(labels={"app": "reviews", "version": "v1"})
+    # Settings the init container would refuse (so the pod would never start): the pod is left as it is.
+    bad_cidr = pod()
+    bad_cidr["metadata"]["annotations"] = {"meshctl.dev/egress-ignored-cidrs": "10.0.0.0/33"}
+    looping = pod()
+    looping["metadata"]["annotations"] = {"meshctl.dev/app-ports": "15001"}
     cases = {
         "opt-out": (opted_out, None),
         "hostNetwork": (host, "hostNetwork pods are not injected"),
         "no VirtualNode": (unmatched, "no VirtualNode's podSelector matches"),
         "two VirtualNodes": (ambiguous, "VirtualNodes reviews-all, reviews-v1 all select this pod"),
+        "bad CIDR": (bad_cidr, "not injected: ignored CIDR '10.0.0.0/33' is not an address or network"),
+        "app port is Envoy's": (looping, "not injected: an app port cannot be Envoy's egress or ingress port"),
     }
     for case, (obj, warning) in cases.items():
         response, patched = await webhook.mutate(obj)
