@@ -1,4 +1,4 @@
-"""``meshctl install``: print the controller's manifests for ``kubectl apply -f -`` (or ``--dry-run`` a summary)."""
+"""``meshctl install``: print the controller's manifests for ``kubectl apply -f -`` (YAML, or a JSON List)."""
 
 from __future__ import annotations
 

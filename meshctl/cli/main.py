@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-port",
         type=int,
         default=15090,
-        help="port serving only /stats/prometheus for scraping (default 15090; 0: none)",
+        help="port serving only /stats/prometheus (scraping) and /ready (probes) (default 15090; 0: none)",
     )
     boot.add_argument("--statsd-address", help="host:port of a StatsD server to push stats to over UDP")
     boot.add_argument(

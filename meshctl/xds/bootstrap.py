@@ -25,7 +25,7 @@ class BootstrapOptions:
     ingress_port: int | None = None
     bind_address: str | None = None
     delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state-of-the-world
-    stats_port: int | None = 15090  # Prometheus scrape port serving only /stats/prometheus; None: off
+    stats_port: int | None = 15090  # serves only /stats/prometheus and /ready (probes); None: off
     statsd_address: str | None = None  # "host:port": also push stats over UDP StatsD
     capture: bool = False  # iptables sends the pod's traffic to the egress/ingress ports (``meshctl capture``)
     # xDS over TLS: the CA (PEM, inlined) that signed the control plane's certificate, and the name it must carry
