@@ -44,7 +44,6 @@ class CertificateKeeper:
     tls_dir: TlsDir
     webhook_config: str | None = None  # MutatingWebhookConfiguration whose caBundle is kept
     is_leader: Callable[[], bool] = lambda: True
-    renewals: int = 0
     _version: str | None = None  # resourceVersion of the Secret as last read
 
     def sync(self) -> None:
@@ -138,7 +137,6 @@ class CertificateKeeper:
             if exc.status != 409:
                 raise
             return self._read(core) or data  # someone else renewed it: theirs
-        self.renewals += 1
         log.info("renewed the serving certificate in Secret %s/%s", self.namespace, self.secret)
         return fresh
 

@@ -37,7 +37,6 @@ class InjectionWebhook:
         self.config = config
         self.virtual_nodes = virtual_nodes
         self.ca_pem = ca_pem
-        self.counts: dict[str, int] = {"injected": 0, "skipped": 0, "denied": 0}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -71,14 +70,10 @@ class InjectionWebhook:
             result = inject(pod, namespace, self.virtual_nodes(namespace), config)
         except Exception:  # a bug must not block pods: allow unchanged, say so, log it
             log.exception("injection failed for a pod in %s", namespace)
-            self.counts["skipped"] += 1
             return self._answer(uid, warnings=["meshctl: injection failed (see the controller's log); not injected"])
         name = (pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get("generateName", "?")
         if result.patch:
-            self.counts["injected"] += 1
             log.info("injected %s/%s as VirtualNode %s", namespace, name, result.virtual_node)
-        else:
-            self.counts["skipped"] += 1
         return self._answer(uid, patch=result.patch, warnings=list(result.warnings))
 
     def _answer(
@@ -92,7 +87,6 @@ class InjectionWebhook:
     ) -> web.Response:
         response: dict[str, Any] = {"uid": uid, "allowed": allowed}
         if not allowed:
-            self.counts["denied"] += 1
             response["status"] = {"code": 400, "reason": "BadRequest", "message": f"meshctl injection: {message}"}
         if patch:
             response["patchType"] = "JSONPatch"
@@ -102,6 +96,5 @@ class InjectionWebhook:
         return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 
     def _deny_unreadable(self, message: str) -> web.Response:
-        self.counts["denied"] += 1
         body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400, "reason": "BadRequest"}
         return web.json_response({**body, "message": f"meshctl injection: {message}"}, status=400)
