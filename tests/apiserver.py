@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 from kubernetes import client
 
-__all__ = ["ApiServer", "Kind", "kubeconfig_for"]
+from meshctl.version import CONTROLLER_USER_AGENT
+
+__all__ = ["ApiCall", "ApiServer", "Kind", "kubeconfig_for"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,14 @@ BUILT_IN = [
     Kind("networking.k8s.io", "v1", "ingressclasses", "IngressClass", namespaced=False),
     Kind("", "v1", "nodes", "Node", namespaced=False, status_subresource=True),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
+    Kind("", "v1", "secrets", "Secret"),
+    Kind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        namespaced=False,
+    ),
     Kind(
         "apiextensions.k8s.io",
         "v1",
@@ -63,6 +73,32 @@ BUILT_IN = [
         status_subresource=True,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request as RBAC authorizes it: a resource request (verb on group/resource[/subresource], in a namespace,
+    for a name) or a non-resource one (``path`` set, verb the lower-case HTTP method)."""
+
+    verb: str
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    path: str = ""
+    user_agent: str = ""
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.verb} {self.path}"
+        what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        group = f".{self.group}" if self.group else ""
+        where = f" -n {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {what}{group}{' ' + self.name if self.name else ''}{where}"
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 @dataclass
@@ -124,6 +160,7 @@ class ApiServer:
         self._drops = 0  # bumped by drop_watches(); a watch ends when it changes
         self._wakers: set[asyncio.Task] = set()
         self.open_watches: Counter[str] = Counter()  # by resource plural, for tests to wait on
+        self.calls: list[ApiCall] = []  # every request, as RBAC would see it (tests/least_privilege.py checks them)
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -184,6 +221,13 @@ class ApiServer:
         for name, value in settings.items():
             setattr(configuration, name, value)
         return client.ApiClient(configuration)
+
+    def controller_client(self, **settings) -> client.ApiClient:
+        """A client that says it is the controller (its user agent), for the controller's parts a test runs in
+        process: the tests' conftest checks those calls against the shipped RBAC."""
+        api = self.client(**settings)
+        api.user_agent = CONTROLLER_USER_AGENT
+        return api
 
     def kubeconfig(self) -> str:
         return kubeconfig_for(self.url)
@@ -260,8 +304,25 @@ class ApiServer:
     def _route(self, path: str) -> tuple[str, ...]:
         return tuple(p for p in path.split("/") if p)
 
+    def _record(self, request: web.Request, group: str | None, namespace: str | None, rest: tuple[str, ...]) -> None:
+        """``group`` None: a non-resource URL; else ``rest`` is PLURAL[/NAME[/SUBRESOURCE]]."""
+        agent = request.headers.get("User-Agent", "")
+        if group is None or not rest:
+            call = ApiCall(request.method.lower(), path=request.path, user_agent=agent)
+        else:
+            name = rest[1] if len(rest) > 1 else ""
+            verb = _VERBS.get(request.method, "get")
+            if request.method == "GET" and not name:
+                verb = "watch" if request.query.get("watch") in ("1", "true") else "list"
+            subresource = rest[2] if len(rest) > 2 else ""
+            call = ApiCall(verb, group, rest[0], subresource, namespace or "", name, user_agent=agent)
+        with self._lock:
+            self.calls.append(call)
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = self._route(request.path)
+        if not parts or parts[0] not in ("api", "apis") or len(parts) <= 3 - (parts[0] == "api"):
+            self._record(request, None, None, ())  # discovery, /version, /openapi: non-resource URLs
         if parts in ((), ("version",)):
             return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshctl-test"})
         if parts == ("api",):
@@ -277,8 +338,9 @@ class ApiServer:
         group, version, rest = ("", parts[1], parts[2:]) if parts[0] == "api" else (parts[1], parts[2], parts[3:])
         namespace = None
         # namespaces/NS/PLURAL[/NAME[/SUB]] is namespaced; namespaces[/NAME[/status]] is the Namespace kind itself.
-        if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in self.state.kinds:
+        if len(rest) >= 3 and rest[0] == "namespaces" and (group or rest[2] not in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
+        self._record(request, group, namespace, rest)  # authorized before it is found, as RBAC does
         kind = self.state.kinds.get((group, version, rest[0])) if rest else None
         if kind is None:
             return _status(404, "NotFound", f"the server could not find the requested resource ({request.path})")

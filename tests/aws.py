@@ -5,6 +5,7 @@ it through the standard ``AWS_ENDPOINT_URL`` setting, exactly as the controller 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -21,14 +22,21 @@ _BIN = Path(sys.executable).parent / "moto_server"
 
 
 class Moto:
-    def __init__(self) -> None:
+    def __init__(self, recording: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.recording = recording  # where moto records every request it serves (tests/least_privilege.py)
 
     def start(self) -> None:
+        env = dict(os.environ)
+        if self.recording is not None:
+            env.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(self.recording))
         self.process = subprocess.Popen(
-            [str(_BIN), "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [str(_BIN), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while True:

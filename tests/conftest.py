@@ -166,6 +166,15 @@ def apiserver():
     server.start()
     yield server
     server.stop()
+    _assert_controller_calls_allowed(server.calls)
+
+
+def _assert_controller_calls_allowed(calls) -> None:
+    """Every call the controller made in this test is one its shipped RBAC allows (tests/least_privilege.py)."""
+    from tests.least_privilege import check_rbac, controller_calls, shipped_grants
+
+    denied = check_rbac(shipped_grants(), controller_calls(calls)).denied
+    assert not denied, "the controller made calls its shipped RBAC does not allow:\n" + "\n".join(denied)
 
 
 @pytest.fixture
@@ -184,10 +193,10 @@ async def mesh_factory(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[M
 
 
 @pytest.fixture(scope="session")
-def moto_server():
+def moto_server(tmp_path_factory: pytest.TempPathFactory):
     from tests.aws import Moto
 
-    server = Moto()
+    server = Moto(recording=tmp_path_factory.mktemp("moto") / "recording.jsonl")
     server.start()
     yield server
     server.stop()
@@ -195,8 +204,15 @@ def moto_server():
 
 @pytest.fixture
 def moto(moto_server, monkeypatch):
-    """A fresh moto (state reset) that boto3 reaches through the standard environment settings."""
+    """A fresh moto (state reset) that boto3 reaches through the standard environment settings. Afterwards: every
+    AWS call the controller made in the test is one the shipped IAM policy allows."""
+    from tests.least_privilege import check_iam, controller_aws_calls, read_recording, shipped_policy
+
     moto_server.reset()
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
-    return moto_server
+    start = moto_server.recording.stat().st_size if moto_server.recording.exists() else 0
+    yield moto_server
+    calls, _ = read_recording(moto_server.recording, start)
+    denied = check_iam(shipped_policy(), controller_aws_calls(calls)).denied
+    assert not denied, "the controller made AWS calls the shipped IAM policy does not allow:\n" + "\n".join(denied)

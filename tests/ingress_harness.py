@@ -44,7 +44,8 @@ class Calls:
 class Harness:
     def __init__(self, apiserver: ApiServer, moto: Moto) -> None:
         self.apiserver, self.moto = apiserver, moto
-        self.api = apiserver.client()
+        self.api = apiserver.client()  # the test's own (kubelet's, the user's) view
+        self.controller_api = apiserver.controller_client()
         install_crds(self.api)
         self.network: Network = seed_network(moto)
         self.elbv2 = moto.client("elbv2")  # the test's own view of AWS
@@ -64,7 +65,7 @@ class Harness:
                 core.patch_node_status(meta["name"], {"status": status})
 
     async def start(self) -> None:
-        source = KubernetesSource(self.api, ingress=True)
+        source = KubernetesSource(self.controller_api, ingress=True)
 
         async def sink(model: Model) -> None:
             self.model = model
@@ -92,7 +93,7 @@ class Harness:
         calls = Calls(clients.elbv2)
         reconciler = IngressReconciler(
             clients=clients,
-            kube=KubeWriter(self.api),
+            kube=KubeWriter(self.controller_api),
             settings=ReconcileSettings(cluster=CLUSTER, **settings),
             subnets=Subnets(clients.ec2),
             metrics=metrics,

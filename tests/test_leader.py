@@ -32,7 +32,7 @@ async def test_a_lease_renewed_by_a_clock_far_ahead_still_expires_by_our_clock(a
     api = apiserver.client()
     leases = client.CoordinationV1Api(api)
     leases.create_namespaced_lease(NS, _lease("skewed-dead-replica", datetime.now(UTC) + timedelta(hours=1)))
-    elector = LeaderElector(api, identity="me", lease_duration=1, retry_period=0.1)
+    elector = LeaderElector(apiserver.controller_client(), identity="me", lease_duration=1, retry_period=0.1)
     task = asyncio.create_task(elector.run())
     try:
         await eventually(lambda: elector.is_leader, timeout=10)
@@ -60,7 +60,7 @@ async def test_a_live_holder_with_a_clock_far_behind_keeps_its_lease(apiserver) 
 
     renewer = threading.Thread(target=renew, daemon=True)
     renewer.start()
-    elector = LeaderElector(api, identity="me", lease_duration=1, retry_period=0.1)
+    elector = LeaderElector(apiserver.controller_client(), identity="me", lease_duration=1, retry_period=0.1)
     task = asyncio.create_task(elector.run())
     seen_leading = False
     try:

@@ -27,6 +27,13 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         "without it, --tls-dir is filled by someone else (cert-manager)",
     )
     group.add_argument(
+        "--tls-secret-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often --tls-secret is read again (renewal by the leader, the caBundle, copies to --tls-dir)",
+    )
+    group.add_argument(
         "--tls-dns-names",
         default="meshctl.meshctl-system.svc,meshctl.meshctl-system.svc.cluster.local",
         help="names in the serving certificate (default: the meshctl Service in meshctl-system)",
@@ -103,4 +110,13 @@ def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderE
         xds_port=args.inject_xds_port,
         native_sidecars=native,
     )
-    return InjectionServer(directory, config, address=args.address, port=args.webhook_port, keeper=keeper)
+    if args.tls_secret_interval <= 0:
+        raise CliError("--tls-secret-interval must be more than 0 seconds")
+    return InjectionServer(
+        directory,
+        config,
+        address=args.address,
+        port=args.webhook_port,
+        keeper=keeper,
+        keep_seconds=args.tls_secret_interval,
+    )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from kubernetes import client, config
 
+from meshctl.version import CLI_USER_AGENT
+
 __all__ = ["api_client"]
 
 
-def api_client(kubeconfig: str | None, *, in_cluster: bool = True) -> client.ApiClient:
+def api_client(
+    kubeconfig: str | None, *, in_cluster: bool = True, user_agent: str = CLI_USER_AGENT
+) -> client.ApiClient:
     """``kubeconfig`` if given; else the in-cluster service account (when ``in_cluster``); else ~/.kube/config.
     Raises ``config.ConfigException`` or ``OSError`` when there is no usable configuration."""
     if kubeconfig:
@@ -19,4 +23,6 @@ def api_client(kubeconfig: str | None, *, in_cluster: bool = True) -> client.Api
             config.load_kube_config()
     else:
         config.load_kube_config()
-    return client.ApiClient()
+    api = client.ApiClient()
+    api.user_agent = user_agent
+    return api

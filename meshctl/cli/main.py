@@ -98,11 +98,12 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
     from meshctl.cli.kube import api_client
+    from meshctl.version import CONTROLLER_USER_AGENT
     from meshctl.xds.leader import LeaderElector
     from meshctl.xds.sources.kubernetes import KubernetesSource
     from meshctl.xds.status import StatusWriter
 
-    api = api_client(args.kubeconfig)
+    api = api_client(args.kubeconfig, user_agent=CONTROLLER_USER_AGENT)
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
     source = KubernetesSource(api, namespaces=args.namespace or None, ingress=args.ingress)
     return source, StatusWriter(api, elector=elector)

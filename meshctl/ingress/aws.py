@@ -18,6 +18,8 @@ import boto3
 from botocore.config import Config
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from meshctl.version import CONTROLLER_USER_AGENT
+
 __all__ = ["DEFAULT_LIMITS", "AwsClients", "IngressMetrics", "RateLimit", "RateLimiter", "make_clients"]
 
 _THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"})
@@ -141,7 +143,10 @@ def make_clients(
     session: Any = None,
 ) -> AwsClients:
     session = session or boto3.session.Session()
-    config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts})
+    config = Config(
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        user_agent_extra=CONTROLLER_USER_AGENT,  # CloudTrail's userAgent tells the controller's calls apart
+    )
     elbv2 = session.client("elbv2", config=config)
     ec2 = session.client("ec2", config=config)
     limiter = limiter or RateLimiter()

@@ -73,7 +73,7 @@ class InjectionServer:
         loop = asyncio.get_running_loop()
         next_keep = loop.time() + self.keep_seconds
         while True:
-            await asyncio.sleep(self.reload_seconds)
+            await asyncio.sleep(min(self.reload_seconds, self.keep_seconds))
             if self.keeper is not None and loop.time() >= next_keep:
                 next_keep = loop.time() + self.keep_seconds
                 try:

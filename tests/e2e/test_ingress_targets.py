@@ -219,7 +219,7 @@ async def test_without_the_binding_crd_the_rest_is_still_served(apiserver):
     async def sink(model):
         models.append(model)
 
-    task = asyncio.create_task(KubernetesSource(apiserver.client(), ingress=True).run(sink))
+    task = asyncio.create_task(KubernetesSource(apiserver.controller_client(), ingress=True).run(sink))
     try:
         from tests.conftest import eventually
 

@@ -72,7 +72,7 @@ async def test_route_applied_through_the_api_moves_traffic_and_matches_manifest_
     ]
     api = await cluster_with(apiserver, docs)
 
-    plane = ControlPlane(KubernetesSource(api))
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
     await plane.start()
     egress = free_port()
     envoy = loopback_sidecar(plane.xds_port, "demo/frontend", "demo/frontend/k8s", egress_port=egress)
@@ -144,7 +144,7 @@ def params_of(stream):
 async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver):
     docs = simple_mesh()
     api = await cluster_with(apiserver, docs)
-    plane = ControlPlane(KubernetesSource(api))
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
     await plane.start()
     try:
         await plane.wait_synced()
@@ -180,7 +180,7 @@ async def test_the_initial_list_is_read_in_pages(apiserver, monkeypatch):
     monkeypatch.setattr(source_module, "_PAGE", 2)
     docs = [*simple_mesh(), *workload("reviews", "v2", 9080), route("extra", "reviews", {"reviews-v2": 100})]
     api = await cluster_with(apiserver, docs)
-    plane = ControlPlane(KubernetesSource(api))
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
     await plane.start()
     try:
         await plane.wait_synced()
@@ -199,7 +199,7 @@ async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiser
     """Issue 14: Pod status and annotation updates (new resourceVersions, same labels) are dropped by the source;
     a label change is one endpoint patch, with no full translation."""
     api = await cluster_with(apiserver, simple_mesh())
-    source = KubernetesSource(api)
+    source = KubernetesSource(apiserver.controller_client())
     plane = ControlPlane(source)
     await plane.start()
     try:
@@ -232,8 +232,8 @@ async def test_status_conditions_observed_generation_events_and_conflicts(apiser
     api = await cluster_with(apiserver, docs)
     crs = client.CustomObjectsApi(api)
     args = ("mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews")
-    writer = StatusWriter(api)
-    plane = ControlPlane(KubernetesSource(api), status_writer=writer)
+    writer = StatusWriter(apiserver.controller_client())
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()), status_writer=writer)
     await plane.start()
 
     async def route_status() -> dict:
@@ -289,9 +289,11 @@ async def test_two_replicas_one_writes_and_a_killed_leader_hands_over_within_the
     lease = 1.5
     replicas = []
     for identity in ("replica-a", "replica-b"):
-        elector = LeaderElector(api, identity=identity, lease_duration=lease, retry_period=0.2)
-        writer = StatusWriter(api, elector=elector)
-        plane = ControlPlane(KubernetesSource(api), status_writer=writer)
+        elector = LeaderElector(
+            apiserver.controller_client(), identity=identity, lease_duration=lease, retry_period=0.2
+        )
+        writer = StatusWriter(apiserver.controller_client(), elector=elector)
+        plane = ControlPlane(KubernetesSource(apiserver.controller_client()), status_writer=writer)
         await plane.start()
         replicas.append((plane, writer, elector))
     crs = client.CustomObjectsApi(api)

@@ -133,8 +133,9 @@ async def test_served_config_and_statuses_converge_through_drops_410s_and_a_rest
         install_crds(api)
         gateway = virtual_node("gateway", NS, backends=[f"app-{i}" for i in range(APPS)])
         create(api, gateway)
-        writer = StatusWriter(api)
-        plane = ControlPlane(KubernetesSource(api), status_writer=writer)
+        controller = apiserver.controller_client(retries=False)
+        writer = StatusWriter(controller)
+        plane = ControlPlane(KubernetesSource(controller), status_writer=writer)
         await plane.start()
         try:
             await plane.wait_synced()

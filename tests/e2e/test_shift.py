@@ -138,7 +138,7 @@ async def test_shift_in_a_cluster_patches_with_the_resource_version(apiserver: A
     api = await cluster_with(apiserver, docs)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kubeconfig_for(apiserver.url))
-    plane = ControlPlane(KubernetesSource(api))
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
     await plane.start()
     envoy = loopback_sidecar(plane.xds_port, "demo/frontend", "demo/frontend/k8s", egress_port=free_port())
     custom = client.CustomObjectsApi(api)
