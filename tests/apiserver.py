@@ -160,6 +160,7 @@ class ApiServer:
         self._drops = 0  # bumped by drop_watches(); a watch ends when it changes
         self._wakers: set[asyncio.Task] = set()
         self.open_watches: Counter[str] = Counter()  # by resource plural, for tests to wait on
+        self.version = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshctl-test"}  # /version (partial)
         self.calls: list[ApiCall] = []  # every request, as RBAC would see it (tests/least_privilege.py checks them)
         self._lock = threading.Lock()
 
@@ -324,7 +325,7 @@ class ApiServer:
         if not parts or parts[0] not in ("api", "apis") or len(parts) <= 3 - (parts[0] == "api"):
             self._record(request, None, None, ())  # discovery, /version, /openapi: non-resource URLs
         if parts in ((), ("version",)):
-            return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshctl-test"})
+            return web.json_response(self.version)
         if parts == ("api",):
             return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         if parts == ("apis",):

@@ -58,12 +58,17 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
 
 
 def native_sidecars_supported(api: Any) -> bool:
-    """Native sidecars are on by default from Kubernetes 1.29 (beta; GA in 1.33)."""
+    """Native sidecars are on by default from Kubernetes 1.29 (beta; GA in 1.33). Read as raw JSON: the client's
+    VersionInfo model refuses a /version missing any of its nine fields, which some distributions omit."""
+    import json
+
     from kubernetes import client
 
-    version = client.VersionApi(api).get_code()
-    minor = "".join(ch for ch in version.minor if ch.isdigit())
-    return (int(version.major), int(minor or 0)) >= (1, 29)
+    raw = client.VersionApi(api).get_code(_preload_content=False)
+    version = json.loads(raw.data)
+    major = "".join(ch for ch in str(version.get("major", "")) if ch.isdigit())
+    minor = "".join(ch for ch in str(version.get("minor", "")) if ch.isdigit())
+    return (int(major or 0), int(minor or 0)) >= (1, 29)
 
 
 def tls_dir(args: argparse.Namespace) -> TlsDir | None:

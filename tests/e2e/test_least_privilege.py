@@ -1,0 +1,468 @@
+"""Least privilege, proven by what the controller calls (issue 12).
+
+`meshctl serve` runs as its Deployment runs it (the container args `meshctl install --ingress` renders, with only
+addresses, ports and paths changed for loopback) against the test apiserver and moto, and goes through its whole
+life: the mesh and its statuses and Events, leader election, its CA and serving certificate in a Secret (created,
+then renewed), the webhook's caBundle, an ALB built, changed in every way the reconciler can change one, and deleted,
+an NLB with instance targets, a TargetGroupBinding, a readiness gate. Every request is recorded on the server side
+(tests/least_privilege.py): the shipped RBAC must allow each Kubernetes call and grant nothing never used, the shipped
+IAM policy the same for the AWS calls; and both checks must fail when a needed rule is removed or an unused one added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from meshctl.inject.certs import KeyPair, issue
+from meshctl.install import InstallOptions, render
+from meshctl.proxy import free_port
+from tests.apiserver import ApiServer, kubeconfig_for
+from tests.aws import Moto
+from tests.conftest import eventually
+from tests.e2e.test_ingress import certificate
+from tests.ingress_fixtures import NS, endpoint_slice, shop_documents
+from tests.ingress_fixtures import service as ingress_service
+from tests.ingress_harness import Harness
+from tests.least_privilege import (
+    Grant,
+    check_iam,
+    check_rbac,
+    controller_aws_calls,
+    controller_calls,
+    grants,
+    policy_actions,
+    read_recording,
+    shipped_grants,
+    shipped_policy,
+)
+from tests.manifests import route, service, virtual_node, workload
+
+SYSTEM = "meshctl-system"
+CLUSTER = "test"
+GATE = "target-health.elbv2.meshctl.dev/web"
+OWNED = "elbv2.meshctl.dev/cluster"
+
+
+def _manifests() -> list[dict[str, Any]]:
+    return render(InstallOptions(ingress=True, cluster_name=CLUSTER))
+
+
+def _controller_args(manifests: list[dict[str, Any]]) -> list[str]:
+    """The controller container's args as the Deployment gives them, $(POD_NAMESPACE) expanded as the kubelet does."""
+    (deployment,) = [d for d in manifests if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return [a.replace("$(POD_NAMESPACE)", SYSTEM) for a in container["args"]]
+
+
+def _mesh() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
+        service("reviews"),
+        *workload("reviews", "v1", 9080),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+        route("broken", "reviews", {"reviews-v9": 100}, match={"prefix": "/broken"}),  # no such VirtualNode
+    ]
+
+
+def _aws_world(h: Harness) -> tuple[list[dict[str, Any]], str]:
+    """Nodes backed by EC2 instances, an NLB Service with instance targets, a hand-made target group and a
+    TargetGroupBinding filling it, and a Pod behind the ALB held by our readiness gate."""
+    ec2 = h.moto.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    (instance,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=h.network.private[0])["Instances"]
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-0"},
+        "spec": {"providerID": f"aws:///us-east-1a/{instance['InstanceId']}"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.10.1"}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    nlb = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "game", "namespace": NS},
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "meshctl.dev/nlb",
+            "ports": [{"name": "tcp", "port": 7000, "targetPort": 7000, "nodePort": 30700, "protocol": "TCP"}],
+        },
+    }
+    group = h.elbv2.create_target_group(
+        Name="hand-made", Protocol="HTTP", Port=8080, VpcId=h.network.vpc_id, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    binding = {
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "TargetGroupBinding",
+        "metadata": {"name": "bound", "namespace": NS},
+        "spec": {"targetGroupName": "hand-made", "serviceRef": {"name": "bound", "port": 80}},
+    }
+    gated = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-10-0-1-10", "namespace": NS, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "web"}], "readinessGates": [{"conditionType": GATE}]},
+        "status": {"podIP": "10.0.1.10", "conditions": [{"type": "ContainersReady", "status": "True"}]},
+    }
+    docs = [node, nlb, binding, gated, ingress_service("bound"), endpoint_slice("bound", ["10.0.5.1", "10.0.5.2"])]
+    return docs, group
+
+
+class Controller:
+    """`meshctl serve` with the Deployment's args, as a process."""
+
+    def __init__(self, h: Harness, tmp: Path) -> None:
+        self.h, self.tmp = h, tmp
+        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig.write_text(kubeconfig_for(h.apiserver.url))
+        self.admin = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, args: list[str]) -> None:
+        overrides = [
+            f"--kubeconfig={self.kubeconfig}",
+            "--address=127.0.0.1",
+            f"--xds-port={free_port()}",
+            f"--admin-port={self.admin}",
+            f"--webhook-port={free_port()}",
+            f"--tls-dir={self.tmp / 'tls'}",
+            "--tls-secret-interval=0.3",
+        ]
+        assert args[0] == "serve", args
+        self.log = (self.tmp / "serve.log").open("wb")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "meshctl",
+            *args,
+            *overrides,
+            env={**os.environ, **self.h.moto.env(), "POD_NAMESPACE": SYSTEM},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=self.log,
+        )
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 30)
+        self.log.close()
+
+    def logs(self) -> str:
+        return (self.tmp / "serve.log").read_text(errors="replace")[-4000:]
+
+
+# --- reading the world ---------------------------------------------------------------------------------------------
+
+
+def _balancer(h: Harness, stack: str) -> dict[str, Any] | None:
+    for lb in h.balancers():
+        tags = h.tags(lb["LoadBalancerArn"])
+        if tags.get(OWNED) == CLUSTER and tags.get("elbv2.meshctl.dev/stack") == stack:
+            return lb
+    return None
+
+
+def _listeners(h: Harness, lb: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    listed = h.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    return {li["Port"]: li for li in listed}
+
+
+def _rules(h: Harness, listener: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in h.elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+
+
+def _extra_certificates(h: Harness, listener: dict[str, Any]) -> set[str]:
+    listed = h.elbv2.describe_listener_certificates(ListenerArn=listener["ListenerArn"])["Certificates"]
+    return {c["CertificateArn"] for c in listed if not c.get("IsDefault")}
+
+
+def _owned_groups(h: Harness) -> dict[str, dict[str, Any]]:
+    groups = {}
+    for g in h.target_groups():
+        tags = h.tags(g["TargetGroupArn"])
+        if tags.get(OWNED) == CLUSTER:
+            groups[tags["elbv2.meshctl.dev/resource"]] = g
+    return groups
+
+
+def _exists(read: Any, *args: Any) -> bool:
+    try:
+        read(*args)
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def _secret(h: Harness) -> dict[str, bytes] | None:
+    try:
+        secret = h.core().read_namespaced_secret("meshctl-tls", SYSTEM)
+    except ApiException:
+        return None
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def _dns_names(pem: bytes) -> set[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    return set(
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
+
+
+def _condition(h: Harness, plural: str, name: str, kind: str) -> str | None:
+    obj = client.CustomObjectsApi(h.api).get_namespaced_custom_object(
+        "mesh.meshctl.dev", "v1alpha1", "demo", plural, name
+    )
+    return next((c["status"] for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def _gate(h: Harness) -> str | None:
+    pod = h.core().read_namespaced_pod("web-10-0-1-10", NS)
+    return next((c.status for c in pod.status.conditions or [] if c.type == GATE), None)
+
+
+def _patch_ingress(h: Harness, body: dict[str, Any]) -> None:
+    h.networking().patch_namespaced_ingress("shop", NS, body)
+
+
+# --- the controller's life -------------------------------------------------------------------------------------
+
+
+async def _first_pass(h: Harness, bound_group: str) -> None:
+    web_ips = {("10.0.1.10", 8080), ("10.0.1.11", 8080)}
+
+    def alb_built() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        groups = _owned_groups(h)
+        web = groups.get(f"{NS}/shop-web:80")
+        return lb is not None and len(groups) >= 4 and web is not None and h.targets(web["TargetGroupArn"]) == web_ips
+
+    await eventually(alb_built, timeout=60, interval=0.2)
+    await eventually(lambda: _balancer(h, f"{NS}/game") is not None, timeout=30, interval=0.2)
+    await eventually(lambda: len(h.targets(bound_group)) == 2, timeout=30, interval=0.2)
+    await eventually(lambda: _gate(h) == "True", timeout=30, interval=0.2)
+    await eventually(lambda: _condition(h, "routes", "broken", "Accepted") == "False", timeout=30, interval=0.2)
+    await eventually(lambda: _condition(h, "virtualnodes", "frontend", "Accepted") == "True", timeout=30)
+    events = lambda: h.core().list_namespaced_event("demo").items  # noqa: E731
+    await eventually(lambda: any(e.involved_object.name == "broken" for e in events()), timeout=30)
+
+    def ca_bundle_set() -> bool:
+        secret = _secret(h)
+        config = client.AdmissionregistrationV1Api(h.api).read_mutating_webhook_configuration(
+            "meshctl-sidecar-injector"
+        )
+        bundle = config.webhooks[0].client_config.ca_bundle
+        return secret is not None and bundle is not None and base64.b64decode(bundle) == secret["ca.crt"]
+
+    await eventually(ca_bundle_set, timeout=30, interval=0.2)
+
+
+async def _every_change(h: Harness, cert: str, second_cert: str) -> None:
+    """Each change makes the reconciler use another part of its API: modify target groups, their attributes, tags,
+    rules; add and remove listener certificates; delete a rule, a target group, a listener; deregister targets."""
+    ingress = h.networking().read_namespaced_ingress("shop", NS)
+    annotations = dict(ingress.metadata.annotations)
+    split = json.loads(annotations["alb.ingress.kubernetes.io/actions.checkout-split"])
+    for group in split["forwardConfig"]["targetGroups"]:
+        group["weight"] = 50
+    first_host = client.ApiClient().sanitize_for_serialization(ingress.spec.rules[0])
+    _patch_ingress(
+        h,
+        {
+            "metadata": {
+                "annotations": {
+                    "alb.ingress.kubernetes.io/healthcheck-path": "/ready",
+                    "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=10",
+                    "alb.ingress.kubernetes.io/tags": "team=shop,tier=web",
+                    "alb.ingress.kubernetes.io/certificate-arn": f"{cert},{second_cert}",
+                    "alb.ingress.kubernetes.io/actions.checkout-split": json.dumps(split),
+                }
+            },
+            "spec": {"rules": [first_host]},  # api.example.com's rule and its target group go
+        },
+    )
+    slice_ = endpoint_slice("web", ["10.0.1.10"])
+    client.DiscoveryV1Api(h.api).replace_namespaced_endpoint_slice(
+        "web-a",
+        NS,
+        {**slice_, "metadata": {**slice_["metadata"], "resourceVersion": _rv(h, "web-a")}},
+    )
+
+    def changed() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        assert lb is not None
+        https = _listeners(h, lb).get(443)
+        groups = _owned_groups(h)
+        if https is None or f"{NS}/shop-orders:80" in groups or len(_rules(h, https)) != 2:
+            return False
+        if second_cert not in _extra_certificates(h, https):
+            return False
+        if any(g["HealthCheckPath"] != "/ready" for g in groups.values() if g["TargetType"] == "ip"):
+            return False
+        web = groups[f"{NS}/shop-web:80"]["TargetGroupArn"]
+        return h.targets(web) == {("10.0.1.10", 8080)} and h.tags(lb["LoadBalancerArn"]).get("tier") == "web"
+
+    await eventually(changed, timeout=60, interval=0.2)
+
+    _patch_ingress(h, {"metadata": {"annotations": {"alb.ingress.kubernetes.io/certificate-arn": cert}}})
+
+    def one_certificate() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        assert lb is not None
+        return second_cert not in _extra_certificates(h, _listeners(h, lb)[443])
+
+    await eventually(one_certificate, timeout=60, interval=0.2)
+
+    _patch_ingress(
+        h,
+        {
+            "metadata": {
+                "annotations": {
+                    "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}]',
+                    "alb.ingress.kubernetes.io/ssl-redirect": None,
+                }
+            }
+        },
+    )
+
+    def http_only() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        assert lb is not None
+        listeners = _listeners(h, lb)
+        return set(listeners) == {80} and listeners[80]["DefaultActions"][0]["Type"] != "redirect"
+
+    await eventually(http_only, timeout=60, interval=0.2)
+
+
+def _rv(h: Harness, slice_name: str) -> str:
+    return str(client.DiscoveryV1Api(h.api).read_namespaced_endpoint_slice(slice_name, NS).metadata.resource_version)
+
+
+async def _renewal(h: Harness) -> None:
+    """A serving certificate for other names (as after a change of --tls-dns-names): the leader issues a new one."""
+    data = _secret(h)
+    assert data is not None
+    expected = _dns_names(data["tls.crt"])
+    wrong = issue(KeyPair(data["ca.crt"], data["ca.key"]), "elsewhere.example", dns_names=("elsewhere.example",))
+    encoded = {**data, "tls.crt": wrong.cert_pem, "tls.key": wrong.key_pem}
+    h.core().patch_namespaced_secret(
+        "meshctl-tls", SYSTEM, {"data": {k: base64.b64encode(v).decode() for k, v in encoded.items()}}
+    )
+    await eventually(lambda: (s := _secret(h)) is not None and _dns_names(s["tls.crt"]) == expected, timeout=30)
+
+
+async def _deletion(h: Harness, bound_group: str) -> None:
+    await asyncio.to_thread(h.networking().delete_namespaced_ingress, "shop", NS)
+    await asyncio.to_thread(h.core().delete_namespaced_service, "game", NS)
+    custom = client.CustomObjectsApi(h.api)
+    await asyncio.to_thread(
+        custom.delete_namespaced_custom_object, "elbv2.meshctl.dev", "v1beta1", NS, "targetgroupbindings", "bound"
+    )
+
+    def gone() -> bool:
+        return (
+            not _owned_groups(h)
+            and _balancer(h, f"{NS}/shop") is None
+            and _balancer(h, f"{NS}/game") is None
+            and not h.targets(bound_group)
+            and not _exists(h.networking().read_namespaced_ingress, "shop", NS)
+            and not _exists(h.core().read_namespaced_service, "game", NS)
+            and not _exists(
+                custom.get_namespaced_custom_object, "elbv2.meshctl.dev", "v1beta1", NS, "targetgroupbindings", "bound"
+            )
+        )
+
+    await eventually(gone, timeout=60, interval=0.2)
+
+
+# --- the test --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def harness(apiserver: ApiServer, moto: Moto):
+    h = Harness(apiserver, moto)
+    yield h
+    await h.stop()
+
+
+async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(harness: Harness, tmp_path: Path):
+    h = harness
+    manifests = _manifests()
+    h.apiserver.seed([d for d in manifests if d["kind"] in ("Namespace", "MutatingWebhookConfiguration")])
+    cert = certificate(h)
+    second_cert = h.moto.client("acm").request_certificate(DomainName="api.example.com")["CertificateArn"]
+    aws_docs, bound_group = _aws_world(h)
+    h.seed([*_mesh(), *shop_documents(cert), *aws_docs])
+    assert h.moto.recording is not None
+    aws_start = h.moto.recording.stat().st_size if h.moto.recording.exists() else 0
+    controller = Controller(h, tmp_path)
+    await controller.start(_controller_args(manifests))
+    try:
+        try:
+            await _first_pass(h, bound_group)
+            await _every_change(h, cert, second_cert)
+            await _renewal(h)
+            await _deletion(h, bound_group)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- meshctl serve:\n{controller.logs()}") from None
+    finally:
+        await controller.stop()
+
+    kube_calls = controller_calls(h.apiserver.calls)
+    aws_calls = controller_aws_calls(read_recording(h.moto.recording, aws_start)[0])
+    granted = shipped_grants()
+    rbac = check_rbac(granted, kube_calls)
+    assert rbac.ok, rbac.report()
+    policy = shipped_policy()
+    iam = check_iam(policy, aws_calls)
+    assert iam.ok, iam.report()
+    assert len(kube_calls) > 100 and len(aws_calls) > 50  # the proof rests on real traffic
+
+    # Each grant is needed: without it some call the controller made is denied ...
+    for grant in granted:
+        assert check_rbac([g for g in granted if g != grant], kube_calls).denied, f"not needed: {grant}"
+    for action in policy_actions(policy):
+        assert check_iam(_policy_without(policy, action), aws_calls).denied, f"not needed: {action}"
+    # ... and a grant nothing uses is reported, whether a verb, a resource or a name too many.
+    for extra in (
+        Grant("ClusterRole/meshctl", None, "", "secrets", "list"),
+        Grant("ClusterRole/meshctl", None, "", "pods", "patch"),
+        Grant("Role/meshctl", SYSTEM, "coordination.k8s.io", "leases", "delete", "meshctl-leader"),
+    ):
+        assert check_rbac([*granted, extra], kube_calls).unused == [str(extra)]
+    # The same through the manifests: a rule taken out of the rendered ClusterRole, then one added.
+    docs = copy.deepcopy(manifests)
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "meshctl-ingress"]
+    removed = role["rules"].pop(0)
+    assert check_rbac(grants(docs), kube_calls).denied
+    role["rules"] += [removed, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    assert check_rbac(grants(docs), kube_calls).unused == ["ClusterRole/meshctl-ingress: get configmaps"]
+    wider = _policy_with(policy, "elasticloadbalancing:SetSecurityGroups")
+    assert check_iam(wider, aws_calls).unused == ["elasticloadbalancing:SetSecurityGroups"]
+
+
+def _policy_without(policy: dict[str, Any], action: str) -> dict[str, Any]:
+    statements = [{**s, "Action": [a for a in s["Action"] if a != action]} for s in policy["Statement"]]
+    return {**policy, "Statement": statements}
+
+
+def _policy_with(policy: dict[str, Any], action: str) -> dict[str, Any]:
+    return {**policy, "Statement": [*policy["Statement"], {"Effect": "Allow", "Action": [action], "Resource": "*"}]}
