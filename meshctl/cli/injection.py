@@ -64,7 +64,8 @@ def native_sidecars_supported(api: Any) -> bool:
 
     from kubernetes import client
 
-    raw = client.VersionApi(api).get_code(_preload_content=False)
+    versions: Any = client.VersionApi(api)  # read raw, not as the typed model
+    raw = versions.get_code(_preload_content=False)
     version = json.loads(raw.data)
     major = "".join(ch for ch in str(version.get("major", "")) if ch.isdigit())
     minor = "".join(ch for ch in str(version.get("minor", "")) if ch.isdigit())
