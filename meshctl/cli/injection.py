@@ -88,6 +88,8 @@ def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderE
     directory = tls_dir(args)
     if directory is None:
         raise CliError("--webhook-port and --tls-secret need --tls-dir")
+    if args.tls_secret_interval <= 0:
+        raise CliError("--tls-secret-interval must be more than 0 seconds")
     keeper = None
     if args.tls_secret:
         if api is None:
@@ -116,8 +118,6 @@ def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderE
         xds_port=args.inject_xds_port,
         native_sidecars=native,
     )
-    if args.tls_secret_interval <= 0:
-        raise CliError("--tls-secret-interval must be more than 0 seconds")
     return InjectionServer(
         directory,
         config,

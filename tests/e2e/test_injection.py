@@ -238,3 +238,25 @@ async def test_a_client_trusting_another_ca_cannot_talk_to_the_webhook(webhook):
     other = Client(webhook.server, new_ca("other").cert_pem)
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await other.post(review(pod()))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--webhook-port", "1"], "meshctl: --webhook-port and --tls-secret need --tls-dir"),
+        (["--webhook-port", "1", "--tls-dir", "x", "--tls-secret-interval", "0"], "must be more than 0 seconds"),
+        (["--webhook-port", "1", "--tls-dir", "x", "--tls-secret", "a/b"], "meshctl: --tls-secret needs --kubernetes"),
+    ],
+)
+def test_serve_flags_that_do_not_fit_are_one_line_and_exit_2(tmp_path: Path, flags: list[str], message: str):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "meshctl", "serve", "--manifests", str(tmp_path), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
