@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
 from meshctl.xds.translate.ir import EndpointIR
@@ -37,8 +38,9 @@ class EndpointIndex:
     contributions: Mapping[ObjectKey, Contribution]  # by EndpointSlice
     slices_of_node: Mapping[ObjectKey, tuple[ObjectKey, ...]]  # sorted (tuples: a third of a frozenset's memory)
     # Which slices name each Pod (endpoint targetRef), whether or not the Pod exists: a Pod change re-translates
-    # exactly these slices, so a label change or a new Pod takes the endpoint fast path (issue 14).
-    slices_of_pod: Mapping[ObjectKey, frozenset[ObjectKey]]
+    # exactly these slices, so a label change or a new Pod takes the endpoint fast path (issue 14). By namespace,
+    # then by the Pod's name (the string the model already holds): no key object per Pod (100,000: 6 MiB).
+    slices_of_pod: Mapping[str, Mapping[str, frozenset[ObjectKey]]]
     endpoints: Mapping[str, tuple[EndpointIR, ...]]  # by cluster name
     # What it was computed from, so an unrelated change (a Route) can reuse it as it is.
     nodes: Mapping[ObjectKey, VirtualNodeSpec]
@@ -58,13 +60,17 @@ class EndpointIndex:
         )
 
 
-def _shared_sets(by_key: Mapping[ObjectKey, set[ObjectKey]]) -> dict[ObjectKey, frozenset[ObjectKey]]:
+def _shared_sets(
+    by_namespace: Mapping[str, Mapping[str, set[ObjectKey]]],
+) -> dict[str, dict[str, frozenset[ObjectKey]]]:
     """Frozen, with equal sets shared: the five Pods of a slice point at one set, not five (100,000 Pods)."""
     seen: dict[frozenset[ObjectKey], frozenset[ObjectKey]] = {}
-    out = {}
-    for key, members in by_key.items():
-        frozen = frozenset(members)
-        out[key] = seen.setdefault(frozen, frozen)
+    out: dict[str, dict[str, frozenset[ObjectKey]]] = {}
+    for namespace, by_name in by_namespace.items():
+        frozen_names = out[namespace] = {}
+        for name, members in by_name.items():
+            frozen = frozenset(members)
+            frozen_names[name] = seen.setdefault(frozen, frozen)
     return out
 
 
@@ -73,11 +79,21 @@ def release_gently(old: EndpointIndex, new: EndpointIndex) -> None:
     at once (100,000 endpoints at 10,000 services) is ~35 ms of deallocation in one C call, holding the GIL on
     whichever thread drops the last reference; entry by entry, the interpreter can switch threads in between.
     Run it where the last reference to ``old`` will then be dropped, after nothing uses it any more."""
-    for name in ("by_label", "contributions", "slices_of_node", "slices_of_pod", "endpoints"):
+    for name in _RELEASED:
         container = getattr(old, name)
         if container is not getattr(new, name) and isinstance(container, dict):
-            while container:
-                container.popitem()
+            _empty(container)
+    for namespace, by_name in old.slices_of_pod.items():
+        if by_name is not new.slices_of_pod.get(namespace) and isinstance(by_name, dict):
+            _empty(by_name)
+
+
+def _empty(container: dict[Any, Any]) -> None:
+    while container:
+        container.popitem()
+
+
+_RELEASED = ("by_label", "contributions", "slices_of_node", "endpoints")
 
 
 def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> _LabelIndex:
@@ -118,10 +134,11 @@ def _endpoint_order(e: EndpointIR) -> tuple[str, int, bool, str]:
     return (e.address, e.port, e.healthy, e.zone or "")
 
 
-def _pods_named(slice_key: ObjectKey, es: EndpointSlice | None) -> frozenset[ObjectKey]:
+def _pods_named(es: EndpointSlice | None) -> frozenset[str]:
+    """The names of the Pods a slice's endpoints point at (in the slice's namespace)."""
     if es is None:
         return frozenset()
-    return frozenset(ObjectKey("Pod", slice_key.namespace, ep.pod_name) for ep in es.endpoints if ep.pod_name)
+    return frozenset(ep.pod_name for ep in es.endpoints if ep.pod_name)
 
 
 def _node_endpoints(
@@ -149,10 +166,11 @@ def index_endpoints(
     endpoints: dict[str, tuple[EndpointIR, ...]] = {}
     for key, spec in nodes.items():
         endpoints.update(_node_endpoints(key, spec, slices_of_node[key], contributions))
-    slices_of_pod: dict[ObjectKey, set[ObjectKey]] = {}
+    slices_of_pod: dict[str, dict[str, set[ObjectKey]]] = {}
     for slice_key, es in slices.items():
-        for pod in _pods_named(slice_key, es):
-            slices_of_pod.setdefault(pod, set()).add(slice_key)
+        by_name = slices_of_pod.setdefault(slice_key.namespace, {})
+        for pod in _pods_named(es):
+            by_name.setdefault(pod, set()).add(slice_key)
     return EndpointIndex(
         by_label=by_label,
         contributions=contributions,
@@ -177,22 +195,27 @@ def update_endpoints(
     changed_slices: set[ObjectKey] = set()
     for key in changed:
         if key.kind == "Pod":
-            changed_slices |= index.slices_of_pod.get(key, frozenset())
+            changed_slices |= index.slices_of_pod.get(key.namespace, {}).get(key.name, frozenset())
         else:
             changed_slices.add(key)
     contributions = dict(index.contributions)
     slices_of_node = dict(index.slices_of_node)
-    pod_index: dict[ObjectKey, frozenset[ObjectKey]] | None = None  # copied (it is large) only if a slice renames
+    # Copied (a namespace's map is large) only for the namespaces where a slice names other Pods than before.
+    pod_index: dict[str, Mapping[str, frozenset[ObjectKey]]] = dict(index.slices_of_pod)
+    copied: dict[str, dict[str, frozenset[ObjectKey]]] = {}
     affected: set[ObjectKey] = set()
     for slice_key in sorted(changed_slices):
-        before, now = _pods_named(slice_key, index.slices.get(slice_key)), _pods_named(slice_key, slices.get(slice_key))
+        before, now = _pods_named(index.slices.get(slice_key)), _pods_named(slices.get(slice_key))
         if before != now:
-            if pod_index is None:
-                pod_index = dict(index.slices_of_pod)
+            namespace = slice_key.namespace
+            by_name = copied.get(namespace)
+            if by_name is None:
+                by_name = copied[namespace] = dict(pod_index.get(namespace, {}))
+                pod_index[namespace] = by_name
             for pod in before - now:
-                pod_index[pod] = pod_index[pod] - {slice_key}
+                by_name[pod] = by_name[pod] - {slice_key}
             for pod in now - before:
-                pod_index[pod] = pod_index.get(pod, frozenset()) | {slice_key}
+                by_name[pod] = by_name.get(pod, frozenset()) | {slice_key}
         old = contributions.pop(slice_key, {})
         es = slices.get(slice_key)
         new = _contribution(slice_key, es, pods, index.by_label) if es is not None else {}
@@ -218,7 +241,7 @@ def update_endpoints(
             by_label=index.by_label,
             contributions=contributions,
             slices_of_node=slices_of_node,
-            slices_of_pod=index.slices_of_pod if pod_index is None else pod_index,
+            slices_of_pod=index.slices_of_pod if not copied else pod_index,
             endpoints=endpoints,
             nodes=nodes,
             slices=slices,
