@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshctl.xds.model import (
     ConnectionPool,
@@ -81,15 +81,14 @@ class SidecarParams:
         return group + ";capture" if self.capture else group
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndpointIR:
+class EndpointIR(NamedTuple):
+    """A tuple, not a dataclass: there is one per endpoint (100,000 at 10,000 services) and they are hashed and
+    compared in sets; a tuple does both in C and needs no cached hash (a third less memory)."""
+
     address: str
     port: int
     healthy: bool = True
     zone: str | None = None
-    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    __hash__ = _cached_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
