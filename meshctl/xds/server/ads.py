@@ -133,12 +133,14 @@ class AdsServer:
     ) -> AsyncIterator[bytes]:
         async for raw in self._guarded(requests, context, delta=False):
             yield raw
+            del raw  # an idle stream must not hold its last response (1,000 streams: ~8 MiB)
 
     async def _delta_stream(
         self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         async for raw in self._guarded(requests, context, delta=True):
             yield raw
+            del raw
 
     async def _guarded(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], *, delta: bool
@@ -147,6 +149,7 @@ class AdsServer:
         try:
             async for raw in self._stream(requests, delta=delta, peer=context.peer(), identity=identity):
                 yield raw
+                del raw
         except Unauthorized as exc:
             self.metrics.unauthorized_streams += 1
             log.warning("refused an xDS stream from %s: %s", context.peer(), exc)
@@ -179,7 +182,9 @@ class AdsServer:
             while True:
                 waiting = {incoming} if change is None else {incoming, change}
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if incoming in done:
+                requested, changed = incoming in done, change is not None and change in done
+                del done  # it holds the request it completed with, until the next wait returns
+                if requested:
                     req = incoming.result()
                     if req is _END:
                         return
@@ -189,14 +194,18 @@ class AdsServer:
                         generation = cache.generation(state.group)
                     kind = await self._step(_request_size(req), state.on_request, req)
                     self._apply(state, req, kind)
-                if change is not None and change in done:
+                    del req  # nor its last request (the node's metadata included) while it waits
+                if changed:
+                    assert change is not None
                     generation, change = change.result(), None
                 if state is not None:
                     if change is None:
                         change = asyncio.ensure_future(cache.wait_for_change(state.group, generation))
                     snap = cache.get(state.group)
                     size = sum(map(len, snap.resources.values())) if snap is not None else 0
-                    for type_url, raw in await self._step(size, state.next_responses, snap):
+                    responses = await self._step(size, state.next_responses, snap)
+                    while responses:
+                        type_url, raw = responses.pop(0)
                         self.metrics.responses[SHORT_NAMES[type_url]] += 1
                         if log.isEnabledFor(logging.DEBUG):
                             st = state.types[type_url]
@@ -209,6 +218,7 @@ class AdsServer:
                                 sorted(st.sent),
                             )
                         yield raw
+                        del raw
         except Unauthorized:
             raise
         except Exception:
