@@ -197,7 +197,7 @@ async def test_the_initial_list_is_read_in_pages(apiserver, monkeypatch):
 
 async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiserver):
     """Issue 14: Pod status and annotation updates (new resourceVersions, same labels) are dropped by the source;
-    a label change is one endpoint patch, with no full translation."""
+    a label change (relabelled out of reviews-v1's selector) is one endpoint patch, with no full translation."""
     api = await cluster_with(apiserver, simple_mesh())
     source = KubernetesSource(apiserver.controller_client())
     plane = ControlPlane(source)
@@ -213,15 +213,21 @@ async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiser
                 status = {"status": {"phase": "Running", "podIP": f"10.0.0.{i}"}}  # the mesh reads IPs from slices
                 core.patch_namespaced_pod_status("reviews-v1-0", "demo", status)
 
+        held = plane.controller.model
+        assert held is not None
+        pods_before = dict(held.pods)
         await asyncio.to_thread(churn)
         await eventually(lambda: source.ignored_events >= 40, timeout=15)
         assert (plane.metrics.builds, plane.metrics.full_builds) == (builds, full)
+        assert source._objects["Pod"] is held.pods  # one dict for the store and the model: nothing was copied
 
-        # Relabelled out of reviews-v1's selector: its endpoint leaves the cluster, through the endpoint path.
+        # A real change copies the store first: the model already handed out never changes under its holder.
         labels = {"app": "reviews", "version": "v9"}
         await asyncio.to_thread(core.patch_namespaced_pod, "reviews-v1-0", "demo", {"metadata": {"labels": labels}})
         await eventually(lambda: plane.controller.mesh.endpoints.get("demo/reviews-v1/9080") == (), timeout=15)
+        assert held.pods == pods_before and source._objects["Pod"] is not held.pods
         assert plane.metrics.builds == builds + 1 and plane.metrics.full_builds == full
+
     finally:
         await plane.stop()
         api.close()

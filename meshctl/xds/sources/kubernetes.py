@@ -218,6 +218,9 @@ class KubernetesSource:
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self._stop = threading.Event()
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
+        # Kinds whose store a model now holds: copied before their next change (copy on write), so the store and
+        # the model share one dict between changes instead of keeping two (100,000 Pods: ~5 MiB each).
+        self._in_model: set[str] = set()
         self.ignored_events = 0  # watch events that changed nothing the model holds
         # Now, not in run(): the client's API and model modules load lazily, ~0.5 s of imports that would stall
         # the serving loop on the first list.
@@ -264,42 +267,52 @@ class KubernetesSource:
         """Updates the store; returns the changed keys by kind (all keys for a relisted kind)."""
         changed: dict[str, set[ObjectKey]] = {}
         for event_type, kind, namespace, payload in batch:
-            store = self._objects[kind]
+            store = self._objects[kind]  # read here; written only through _writable (a model may hold it)
             keys = changed.setdefault(kind, set())
             if event_type == "SYNC":
                 synced.add((kind, namespace))
                 fresh: dict[ObjectKey, MeshObject] = payload
                 if not store:  # the initial list: nothing to compare (100,000 Pods would take ~0.1 s on the loop)
-                    store.update(fresh)
+                    self._objects[kind] = fresh
+                    self._in_model.discard(kind)
                     keys.update(fresh)
                     continue
                 stale = {k for k in store if namespace is None or k.namespace == namespace}
                 for key in stale - fresh.keys():
-                    del store[key]
+                    del self._writable(kind)[key]
                     keys.add(key)
                 for key, obj in fresh.items():
                     if store.get(key) != obj:  # a relist after a 410 mostly finds what we had
-                        store[key] = obj
+                        self._writable(kind)[key] = obj
                         keys.add(key)
                 continue
             obj = payload
             key = object_key(obj)
             if event_type == "DELETED":
-                if store.pop(key, None) is not None:
+                if key in store:
+                    del self._writable(kind)[key]
                     keys.add(key)
             elif store.get(key) != obj:
                 # Only what the model holds counts: a Pod status update or a resourceVersion bump parses to an equal
                 # object and changes nothing, so it never reaches the controller (issue 14).
-                store[key] = obj
+                self._writable(kind)[key] = obj
                 keys.add(key)
         return changed
+
+    def _writable(self, kind: str) -> dict[ObjectKey, MeshObject]:
+        """The store of ``kind``, copied first if a model holds it (once per change, not per event)."""
+        if kind in self._in_model:
+            self._objects[kind] = dict(self._objects[kind])
+            self._in_model.discard(kind)
+        return self._objects[kind]
 
     def _model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
         def current(kind: str, attr: str) -> Any:
             # Unchanged kinds keep the previous mapping object: the controller compares by identity first.
             if previous is not None and not changed.get(kind):
                 return getattr(previous, attr)
-            return dict(self._objects[kind])
+            self._in_model.add(kind)
+            return self._objects[kind]
 
         delta = None
         kinds_changed = {k for k, keys in changed.items() if keys} - _INGRESS_KINDS  # translation never reads them
