@@ -35,6 +35,21 @@ def service(name: str, port: int = 80, node_port: int | None = None, annotations
     }
 
 
+def nlb_service(name: str = "game", **spec: Any) -> dict[str, Any]:
+    """A `type: LoadBalancer` Service of our NLB class on TCP 7000 (node port 30700); ``spec`` adds fields."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "meshctl.dev/nlb",
+            **spec,
+            "ports": [{"name": "tcp", "port": 7000, "targetPort": 7000, "nodePort": 30700, "protocol": "TCP"}],
+        },
+    }
+
+
 def endpoint_slice(service_name: str, ips: list[str], *, terminating: tuple[str, ...] = (), suffix: str = "a") -> dict:
     return {
         "apiVersion": "discovery.k8s.io/v1",

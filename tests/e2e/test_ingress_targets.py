@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from meshctl.xds.model import ObjectKey
-from tests.ingress_fixtures import NS, endpoint_slice, ingress_class, service, shop_ingress
+from tests.ingress_fixtures import NS, endpoint_slice, ingress_class, nlb_service, service, shop_ingress
 from tests.ingress_harness import Harness
 
 GATE = "target-health.elbv2.meshctl.dev/web"
@@ -107,18 +107,7 @@ async def test_nlb_instance_targets_are_the_nodes_and_local_traffic_checks_healt
         }
         for n, instance in enumerate([*instances, "i-0notready"])
     ]
-    nlb = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "game", "namespace": NS},
-        "spec": {
-            "type": "LoadBalancer",
-            "loadBalancerClass": "meshctl.dev/nlb",
-            "externalTrafficPolicy": "Local",
-            "healthCheckNodePort": 32000,
-            "ports": [{"name": "tcp", "port": 7000, "targetPort": 7000, "nodePort": 30700, "protocol": "TCP"}],
-        },
-    }
+    nlb = nlb_service(externalTrafficPolicy="Local", healthCheckNodePort=32000)
     legacy = service("legacy")
     legacy["spec"].update(type="LoadBalancer")
     legacy["spec"]["ports"][0]["nodePort"] = 30800

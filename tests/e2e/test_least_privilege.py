@@ -32,7 +32,7 @@ from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
 from tests.conftest import eventually
 from tests.e2e.test_ingress import certificate
-from tests.ingress_fixtures import NS, endpoint_slice, shop_documents
+from tests.ingress_fixtures import NS, endpoint_slice, nlb_service, shop_documents
 from tests.ingress_fixtures import service as ingress_service
 from tests.ingress_harness import Harness
 from tests.least_privilege import (
@@ -93,16 +93,7 @@ def _aws_world(h: Harness) -> tuple[list[dict[str, Any]], str]:
             "conditions": [{"type": "Ready", "status": "True"}],
         },
     }
-    nlb = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "game", "namespace": NS},
-        "spec": {
-            "type": "LoadBalancer",
-            "loadBalancerClass": "meshctl.dev/nlb",
-            "ports": [{"name": "tcp", "port": 7000, "targetPort": 7000, "nodePort": 30700, "protocol": "TCP"}],
-        },
-    }
+    nlb = nlb_service()
     group = h.elbv2.create_target_group(
         Name="hand-made", Protocol="HTTP", Port=8080, VpcId=h.network.vpc_id, TargetType="ip"
     )["TargetGroups"][0]["TargetGroupArn"]
