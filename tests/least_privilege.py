@@ -16,6 +16,7 @@ Both checks report calls nothing allows and grants nothing used. ``shipped_*`` r
 from __future__ import annotations
 
 import base64
+import copy
 import fnmatch
 import functools
 import json
@@ -29,6 +30,7 @@ from urllib.parse import parse_qs
 from meshctl.install import InstallOptions, render
 from meshctl.version import CONTROLLER_USER_AGENT
 from tests.apiserver import ApiCall
+from tests.ingress_harness import CLUSTER
 
 ROOT = Path(__file__).parent.parent
 POLICY = ROOT / "deploy" / "iam" / "ingress-policy.json"
@@ -139,7 +141,12 @@ def _anonymous(call: ApiCall) -> ApiCall:
 
 @functools.cache
 def _shipped_manifests() -> tuple[dict[str, Any], ...]:
-    return tuple(render(InstallOptions(ingress=True, cluster_name="test")))
+    return tuple(render(InstallOptions(ingress=True, cluster_name=CLUSTER)))
+
+
+def shipped_manifests() -> list[dict[str, Any]]:
+    """What `meshctl install --ingress --cluster-name <the tests' cluster>` prints (a copy: callers may change it)."""
+    return copy.deepcopy(list(_shipped_manifests()))
 
 
 def shipped_grants() -> list[Grant]:

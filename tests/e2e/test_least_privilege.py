@@ -26,7 +26,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from meshctl.inject.certs import KeyPair, issue
-from meshctl.install import InstallOptions, render
 from meshctl.proxy import free_port
 from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
@@ -34,7 +33,7 @@ from tests.conftest import eventually
 from tests.e2e.test_ingress import certificate
 from tests.ingress_fixtures import NS, endpoint_slice, nlb_service, shop_documents
 from tests.ingress_fixtures import service as ingress_service
-from tests.ingress_harness import Harness
+from tests.ingress_harness import CLUSTER, Harness
 from tests.least_privilege import (
     Grant,
     check_iam,
@@ -45,18 +44,14 @@ from tests.least_privilege import (
     policy_actions,
     read_recording,
     shipped_grants,
+    shipped_manifests,
     shipped_policy,
 )
 from tests.manifests import route, service, virtual_node, workload
 
 SYSTEM = "meshctl-system"
-CLUSTER = "test"
 GATE = "target-health.elbv2.meshctl.dev/web"
 OWNED = "elbv2.meshctl.dev/cluster"
-
-
-def _manifests() -> list[dict[str, Any]]:
-    return render(InstallOptions(ingress=True, cluster_name=CLUSTER))
 
 
 def _controller_args(manifests: list[dict[str, Any]]) -> list[str]:
@@ -396,7 +391,7 @@ async def harness(apiserver: ApiServer, moto: Moto):
 
 async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(harness: Harness, tmp_path: Path):
     h = harness
-    manifests = _manifests()
+    manifests = shipped_manifests()  # the Deployment's args and the RBAC checked come from one rendering
     h.apiserver.seed([d for d in manifests if d["kind"] in ("Namespace", "MutatingWebhookConfiguration")])
     cert = certificate(h)
     second_cert = h.moto.client("acm").request_certificate(DomainName="api.example.com")["CertificateArn"]
