@@ -148,3 +148,33 @@ async def test_large_streams_are_served_from_the_streams_thread_with_the_same_pr
     await test_handshake_answers_exactly_the_requested_names(plane)
     await test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane)
     assert threads and all(name.startswith("meshctl-streams") for name in threads), threads
+
+
+def _held_bytes(*needles: bytes) -> list[str]:
+    """Types of the live objects that refer to a bytes object containing every needle."""
+    import gc
+
+    gc.collect()
+    return [
+        type(holder).__name__
+        for holder in gc.get_objects()
+        for ref in gc.get_referents(holder)
+        if type(ref) is bytes and all(n in ref for n in needles)
+    ]
+
+
+async def test_idle_streams_keep_no_last_response_and_share_name_sets(plane):
+    """Issue 14 (memory per stream): grpc.aio kept each stream's last response and request in its frames (~8 KiB
+    per idle stream), and every stream kept its own equal sets of subscribed names and clusters in use."""
+    clients = [AdsClient(plane.xds_port, f"demo/frontend/p{i}", "demo/frontend") for i in range(2)]
+    try:
+        got = [await handshake(c) for c in clients]
+        streams = plane.registry.streams()
+        await eventually(lambda: all(s.types[ROUTE].acked_version == got[0][ROUTE].version_info for s in streams))
+        for type_url, response in got[0].items():
+            assert not _held_bytes(type_url.encode(), response.version_info.encode()), type_url
+        first, second = (s.types[ENDPOINT].names for s in streams)
+        assert first == second and first is second
+        assert streams[0]._clusters_in_use() is streams[1]._clusters_in_use()
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))

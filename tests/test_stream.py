@@ -164,3 +164,14 @@ def test_sync_state_follows_the_proxy_against_the_latest_snapshot() -> None:
     stream.on_request(nack)
     nacked = stream.sync_state(CLUSTER, newer, 0)
     assert (nacked["state"], nacked["message"]) == ("NACKED", "bad cluster c")
+
+
+def test_shared_name_sets_are_bounded_and_only_share_equal_sets():
+    from meshctl.xds.server.stream import _SharedNameSets
+
+    shared = _SharedNameSets(limit=2)
+    a = frozenset({"x", "y"})
+    assert shared(frozenset({"y", "x"})) == a and shared(a) is not a  # the first equal set seen is kept
+    b, c = frozenset({"b"}), frozenset({"c"})
+    assert shared(b) is b and shared(c) is c  # three sets: the oldest ({x, y}) is let go
+    assert shared(a) is a

@@ -32,9 +32,6 @@ _SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
 _A = TypeVar("_A")
 _R = TypeVar("_R")
-# Requests a stream may have queued before reading from the proxy pauses (gRPC flow control then pushes back):
-# Envoy sends one request per response, so a proxy that floods us is misbehaving, and must not grow our memory.
-_INBOX = 64
 # A proxy holding more resources than this (a gateway calling thousands of Services) has its requests applied and
 # responses computed in the streams thread: each is O(resources) of Python (20,000 subscribed names to compare,
 # 20,000 clusters to resend), tens of milliseconds that would stall every other stream, /healthz and the lease.
@@ -74,6 +71,29 @@ def _request_size(req: DiscoveryRequest | DeltaDiscoveryRequest) -> int:
     return len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe) + len(req.initial_resource_versions)
 
 
+def _unbox(box: list[_A]) -> _A:
+    """Takes a message out of the one-element list it travels in. grpc.aio keeps the last message of each
+    direction in its frames until the next one, so an idle stream would hold its last response (~8 KiB at 1,000
+    streams) and request; in a box they hold an empty list."""
+    return box.pop()
+
+
+async def _next_request(requests: AsyncIterator[_A]) -> Any:
+    """The proxy's next request, or ``_END`` once its side of the stream is over (closed, cancelled, broken)."""
+    try:
+        return await anext(requests)
+    except StopAsyncIteration:
+        return _END
+    except grpc.RpcError as exc:  # the proxy went away mid-read; the stream ends as if it had closed
+        log.debug("reading an xDS stream ended: %s", exc)
+        return _END
+
+
+async def _unboxed(requests: AsyncIterator[list[_A]]) -> AsyncIterator[_A]:
+    async for box in requests:
+        yield _unbox(box)
+
+
 class Unauthorized(Exception):
     """A proxy's client certificate does not allow the VirtualNode it asked for."""
 
@@ -104,13 +124,13 @@ class AdsServer:
         server = grpc.aio.server(options=options)
         sotw = grpc.stream_stream_rpc_method_handler(
             self._sotw_stream,
-            request_deserializer=DiscoveryRequest.FromString,
-            response_serializer=lambda raw: raw,  # responses are already wire bytes
+            request_deserializer=lambda data: [DiscoveryRequest.FromString(data)],
+            response_serializer=_unbox,  # responses are already wire bytes
         )
         delta = grpc.stream_stream_rpc_method_handler(
             self._delta_stream,
-            request_deserializer=DeltaDiscoveryRequest.FromString,
-            response_serializer=lambda raw: raw,
+            request_deserializer=lambda data: [DeltaDiscoveryRequest.FromString(data)],
+            response_serializer=_unbox,
         )
         methods = {"StreamAggregatedResources": sotw, "DeltaAggregatedResources": delta}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, methods),))
@@ -129,17 +149,17 @@ class AdsServer:
 
     # grpc.aio recognises streaming handlers by being async generator functions, hence the delegation.
     async def _sotw_stream(
-        self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        async for raw in self._guarded(requests, context, delta=False):
-            yield raw
+        self, requests: AsyncIterator[list[DiscoveryRequest]], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[list[bytes]]:
+        async for raw in self._guarded(_unboxed(requests), context, delta=False):
+            yield [raw]
             del raw  # an idle stream must not hold its last response (1,000 streams: ~8 MiB)
 
     async def _delta_stream(
-        self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        async for raw in self._guarded(requests, context, delta=True):
-            yield raw
+        self, requests: AsyncIterator[list[DeltaDiscoveryRequest]], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[list[bytes]]:
+        async for raw in self._guarded(_unboxed(requests), context, delta=True):
+            yield [raw]
             del raw
 
     async def _guarded(
@@ -163,21 +183,13 @@ class AdsServer:
         peer: str = "",
         identity: str | None = None,
     ) -> AsyncIterator[bytes]:
-        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=_INBOX)
-
-        async def read() -> None:
-            try:
-                async for req in requests:
-                    await inbox.put(req)
-            finally:
-                await inbox.put(_END)
-
-        reader = asyncio.create_task(read())
+        # One read at a time, each in a small task the loop below waits on together with its group's change;
+        # gRPC flow control holds back what the proxy sends meanwhile (Envoy sends one request per response).
         state: StreamState | None = None
         cache = self.controller.cache
         generation = 0
         change: asyncio.Future[int] | None = None  # the next change of this stream's group, once it has one
-        incoming = asyncio.ensure_future(inbox.get())
+        incoming = asyncio.ensure_future(_next_request(requests))
         try:
             while True:
                 waiting = {incoming} if change is None else {incoming, change}
@@ -188,7 +200,7 @@ class AdsServer:
                     req = incoming.result()
                     if req is _END:
                         return
-                    incoming = asyncio.ensure_future(inbox.get())
+                    incoming = asyncio.ensure_future(_next_request(requests))
                     if state is None:
                         state = await self._open(req, delta, peer, identity)
                         generation = cache.generation(state.group)
@@ -226,7 +238,7 @@ class AdsServer:
             log.exception("ADS stream of %s failed", state.node_id if state else "a new proxy")
             raise
         finally:
-            for task in (change, incoming, reader):
+            for task in (change, incoming):
                 if task is not None:
                     task.cancel()
             if state is not None:
