@@ -51,7 +51,7 @@ def endpoint_slice(i: int, version: int, ready: bool = True, generation: int = 1
         ports=(ServicePort(name="http", port=8080),),
         endpoints=tuple(
             Endpoint(
-                addresses=(_address(i, version, j),),
+                address=_address(i, version, j),
                 ready=ready if j == 0 else True,
                 pod_name=f"svc-{i}-v{version}-{j}",
             )

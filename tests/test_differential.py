@@ -166,7 +166,7 @@ def _with(model: Model, draw, delta: ModelDelta | None = None, **changes) -> Mod
 
 def _final_change(model: Model) -> Model:
     slices = {
-        k: replace(es, endpoints=(replace(es.endpoints[0], addresses=("10.255.0.1",)),) if es.endpoints else ())
+        k: replace(es, endpoints=(replace(es.endpoints[0], address="10.255.0.1"),) if es.endpoints else ())
         for k, es in model.endpoint_slices.items()
     }
     nodes = {}

@@ -147,7 +147,7 @@ async def test_endpoint_patches_do_not_grow_the_builder_memo() -> None:
     sizes = []
     for k in range(300):
         base = meshgen.endpoint_slice(3, 1)
-        endpoint = replace(base.endpoints[0], addresses=(f"10.99.{k // 256}.{k % 256}",))
+        endpoint = replace(base.endpoints[0], address=f"10.99.{k // 256}.{k % 256}")
         es = replace(base, endpoints=(endpoint, *base.endpoints[1:]))
         changed = meshgen.with_endpoint_objects(model, slices={key: es})
         await controller._rebuild(changed)

@@ -380,3 +380,23 @@ def test_equal_labels_and_listeners_are_shared_between_parsed_objects(monkeypatc
     for i in range(10):  # a full table is emptied, never grows past its limit
         shared.shared_labels({"pod": str(i)})
     assert len(shared._labels) <= 3
+
+
+def test_an_endpoint_is_routed_to_its_first_address_and_one_without_any_is_left_out() -> None:
+    """Kubernetes: an endpoint's addresses are fungible and consumers may use the first only (kube-proxy does)."""
+    from meshctl.xds.parse.documents import parse_document
+
+    es = parse_document(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "s", "labels": {"kubernetes.io/service-name": "svc"}},
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1", "10.0.0.2"], "targetRef": {"kind": "Pod", "name": "p-1"}},
+                {"addresses": [], "targetRef": {"kind": "Pod", "name": "p-2"}},
+                {"targetRef": {"kind": "Pod", "name": "p-3"}},
+            ],
+        }
+    )
+    assert [(e.address, e.pod_name) for e in es.endpoints] == [("10.0.0.1", "p-1")]

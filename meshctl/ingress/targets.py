@@ -63,7 +63,7 @@ def _ip_targets(model: Model, binding: Binding) -> list[tuple[Target, str | None
                 pod = model.pods.get(ObjectKey("Pod", namespace, endpoint.pod_name or ""))
                 if pod is None or not pod.gates or not pod.containers_ready:
                     continue
-            found.extend(((address, port), endpoint.pod_name) for address in endpoint.addresses)
+            found.append(((endpoint.address, port), endpoint.pod_name))
     return found
 
 

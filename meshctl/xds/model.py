@@ -122,7 +122,9 @@ class Service:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
-    addresses: tuple[str, ...]
+    # The first of the endpoint's addresses: Kubernetes calls them fungible and lets consumers use the first only,
+    # as kube-proxy does (kubernetes/kubernetes#106267). One string, not a tuple: 100,000 endpoints, 6 MiB.
+    address: str
     ready: bool = True
     pod_name: str | None = None  # targetRef of kind Pod, in the slice's namespace
     zone: str | None = None

@@ -117,9 +117,12 @@ def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
     for ep in doc.get("endpoints") or ():
         ref = ep.get("targetRef") or {}
         conditions = ep.get("conditions") or {}
+        addresses = ep.get("addresses") or ()
+        if not addresses:
+            continue  # the API server requires one; nothing to route to without it
         endpoints.append(
             Endpoint(
-                addresses=tuple(str(a) for a in ep.get("addresses") or ()),
+                address=str(addresses[0]),
                 # Kubernetes: a nil "ready" means ready.
                 ready=conditions.get("ready") is not False,
                 pod_name=shared_str(ref["name"])

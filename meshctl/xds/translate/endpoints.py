@@ -121,11 +121,7 @@ def _contribution(
         ]
         if not matched:
             continue
-        eps = [
-            EndpointIR(address=address, port=port.port, healthy=ep.ready, zone=ep.zone)
-            for port in es.ports
-            for address in ep.addresses
-        ]
+        eps = [EndpointIR(address=ep.address, port=port.port, healthy=ep.ready, zone=ep.zone) for port in es.ports]
         for key in matched:
             found.setdefault(key, set()).update(eps)
     return {key: tuple(sorted(eps, key=_endpoint_order)) for key, eps in found.items()}
