@@ -93,10 +93,9 @@ def build(n: int) -> Model:
         for version in (1, 2):
             name = f"svc-{i}-v{version}"
             labels = MappingProxyType({"app": f"svc-{i}", "version": f"v{version}"})
+            pod = Pod(labels=labels)
             for j in range(ENDPOINTS_PER_NODE):
-                pods[ObjectKey("Pod", NS, f"{name}-{j}")] = Pod(
-                    meta=Meta(namespace=NS, name=f"{name}-{j}", labels=labels)
-                )
+                pods[ObjectKey("Pod", NS, f"{name}-{j}")] = pod
             es = endpoint_slice(i, version)
             slices[ObjectKey("EndpointSlice", NS, name)] = es
             nodes[ObjectKey("VirtualNode", NS, name)] = VirtualNode(
@@ -142,7 +141,7 @@ def with_pod_relabel(model: Model, i: int, version: str) -> Model:
     """Pod svc-i-v1-0 labelled as ``version`` of svc-i: its endpoint moves to that version's VirtualNode."""
     key = ObjectKey("Pod", NS, f"svc-{i}-v1-0")
     labels = MappingProxyType({"app": f"svc-{i}", "version": version})
-    return with_endpoint_objects(model, pods={key: Pod(meta=Meta(namespace=NS, name=key.name, labels=labels))})
+    return with_endpoint_objects(model, pods={key: Pod(labels=labels)})
 
 
 def with_clients(model: Model, groups: int, backends: int) -> tuple[Model, list[str]]:

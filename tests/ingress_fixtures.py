@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from meshctl.xds.model import Model
-from meshctl.xds.parse.documents import parse_document
+from meshctl.xds.parse.documents import parse_keyed
 from meshctl.xds.sources.base import build_model
 
 NS = "shop"
@@ -136,5 +136,5 @@ def shop_documents(certificate_arn: str) -> list[dict]:
 
 
 def model_of(docs: list[dict]) -> Model:
-    objects = [o for o in (parse_document(d) for d in docs) if o is not None]
+    objects = [p for p in (parse_keyed(d) for d in docs) if p is not None]
     return build_model(objects)

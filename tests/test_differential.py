@@ -127,7 +127,7 @@ def _edit(model: Model, draw) -> Model:
             pods.pop(pkey, None)
         else:  # relabelled (its endpoints may move to the other version's node), or back as it was
             labels = {"app": f"svc-{i}", "version": draw(st.sampled_from(["v1", "v2", "v3"]))}
-            pods[pkey] = Pod(meta=meshgen.Meta(namespace=NS, name=pkey.name, labels=labels))
+            pods[pkey] = Pod(labels=labels)
         return _with(model, draw, pods=pods, delta=ModelDelta(base_revision=model.revision, pods=frozenset({pkey})))
     if kind == "slice-gone":
         slices.pop(skey, None)

@@ -12,7 +12,7 @@ import yaml
 from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.nlb import build_service_stacks
 from meshctl.ingress.targets import plan_targets
-from meshctl.xds.parse.documents import parse_document
+from meshctl.xds.parse.documents import parse_keyed
 from meshctl.xds.sources.base import build_model
 
 CASES = sorted((Path(__file__).parent / "testdata" / "ingress").glob("*/input.yaml"))
@@ -20,7 +20,7 @@ CASES = sorted((Path(__file__).parent / "testdata" / "ingress").glob("*/input.ya
 
 def _render(input_path: Path, legacy_nlb: bool) -> str:
     docs = [d for d in yaml.safe_load_all(input_path.read_text()) if d]
-    model = build_model(o for o in (parse_document(d) for d in docs) if o is not None)
+    model = build_model(p for p in (parse_keyed(d) for d in docs) if p is not None)
     stacks = build_ingress_stacks(model, cluster="golden") + build_service_stacks(
         model, cluster="golden", legacy_nlb=legacy_nlb
     )

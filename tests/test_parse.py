@@ -374,7 +374,8 @@ def test_equal_labels_and_listeners_are_shared_between_parsed_objects(monkeypatc
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "a", "version": "v1"}}}
 
     first, second = parse_document(pod("a-1")), parse_document(pod("a-2"))
-    assert first.meta.labels is second.meta.labels and dict(first.meta.labels) == {"app": "a", "version": "v1"}
+    assert first.labels is second.labels and dict(first.labels) == {"app": "a", "version": "v1"}
+    assert first is second  # Pods alike are one object: the model's key names each
 
     monkeypatch.setattr(shared, "_LIMIT", 3)
     for i in range(10):  # a full table is emptied, never grows past its limit

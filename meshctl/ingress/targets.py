@@ -74,8 +74,8 @@ def gated_pod_targets(model: Model, binding: Binding) -> dict[str, tuple[Target,
     result: dict[str, list[Target]] = {}
     for target, pod_name in _ip_targets(model, binding):
         pod = model.pods.get(ObjectKey("Pod", binding.service.namespace, pod_name or ""))
-        if pod is not None and any(gate.endswith("/" + binding.gate) for gate, _ in pod.gates):
-            result.setdefault(pod.meta.name, []).append(target)
+        if pod_name and pod is not None and any(gate.endswith("/" + binding.gate) for gate, _ in pod.gates):
+            result.setdefault(pod_name, []).append(target)
     return {name: tuple(targets) for name, targets in result.items()}
 
 

@@ -142,7 +142,10 @@ class EndpointSlice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pod:
-    meta: Meta  # labels decide which VirtualNode a pod belongs to
+    """What the mesh reads of a Pod. No name or namespace (the model's key says them) and no identity of its own:
+    Pods alike are one shared object, so 100,000 Pods of a few Deployments cost their keys, not 100,000 objects."""
+
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # which VirtualNode a pod belongs to
     # Only for pods carrying our target-health readiness gates (else empty, so status updates stay no-ops):
     gates: tuple[tuple[str, bool | None], ...] = ()  # (condition type, its status is True; None: not set yet)
     containers_ready: bool = False

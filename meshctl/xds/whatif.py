@@ -13,7 +13,7 @@ from typing import Any
 
 from meshctl.routing.adapt import match_from_model
 from meshctl.xds.model import Model, ObjectKey
-from meshctl.xds.parse.documents import UnsupportedDocument, object_key, parse_document
+from meshctl.xds.parse.documents import UnsupportedDocument, parse_keyed
 from meshctl.xds.sources.base import MODEL_FIELDS
 from meshctl.xds.translate.endpoints import virtual_node_of
 from meshctl.xds.translate.ir import RouteIR, SidecarIR, SidecarParams
@@ -28,13 +28,13 @@ def _overlay(model: Model, documents: list[Any]) -> tuple[Model, list[ObjectKey]
     keys, errors = [], []
     for i, doc in enumerate(documents):
         try:
-            obj = parse_document(doc, origin=f"document {i}")
+            parsed = parse_keyed(doc, origin=f"document {i}")
         except UnsupportedDocument as exc:
             errors.append(f"document {i}: {exc}")
             continue
-        if obj is None:
+        if parsed is None:
             continue
-        key = object_key(obj)
+        key, obj, _ = parsed
         buckets[MODEL_FIELDS[type(obj)]][key] = obj
         keys.append(key)
     return replace(model, **buckets, delta=None, load_errors=()), keys, errors  # type: ignore[arg-type]

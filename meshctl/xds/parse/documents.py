@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshctl.xds.ingress_model import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.xds.model import (
@@ -31,12 +31,22 @@ from meshctl.xds.parse.ingress import (
     parse_target_group_binding,
 )
 from meshctl.xds.parse.route import parse_route_spec
-from meshctl.xds.parse.shared import shared, shared_labels, shared_str
+from meshctl.xds.parse.shared import shared, shared_labels, shared_pod, shared_str
 from meshctl.xds.parse.virtualnode import parse_virtual_node_spec
 
-__all__ = ["MeshObject", "UnsupportedDocument", "parse_document"]
+__all__ = ["MeshObject", "Parsed", "UnsupportedDocument", "parse_document", "parse_keyed"]
 
 MeshObject = Service | EndpointSlice | Pod | VirtualNode | Route | Ingress | IngressClass | Node | TargetGroupBinding
+
+
+class Parsed(NamedTuple):
+    """A parsed object with its key (a Pod does not carry its own name) and where it came from."""
+
+    key: ObjectKey
+    obj: MeshObject
+    origin: str
+
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -44,18 +54,29 @@ class UnsupportedDocument(ValueError):
     """The document is not a kind the mesh reads, or is too malformed to identify."""
 
 
-def object_key(obj: MeshObject) -> ObjectKey:
-    return ObjectKey(type(obj).__name__, obj.meta.namespace, obj.meta.name)
-
-
 def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "default") -> MeshObject | None:
     """Returns the model object, ``None`` for kinds the mesh ignores, or raises ``UnsupportedDocument``."""
+    parsed = parse_keyed(doc, origin=origin, default_namespace=default_namespace)
+    return parsed.obj if parsed is not None else None
+
+
+def parse_keyed(doc: Any, *, origin: str = "", default_namespace: str = "default") -> Parsed | None:
+    """``parse_document`` with the object's key."""
     if not isinstance(doc, dict):
         raise UnsupportedDocument(f"expected a Kubernetes object, got {type(doc).__name__}")
     kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
     if not isinstance(kind, str) or not kind or not isinstance(api_version, str) or not api_version:
         raise UnsupportedDocument("apiVersion and kind are required")
     meta = _meta(doc, origin, default_namespace)
+    obj = _parse(doc, meta, kind, api_version)
+    if obj is None:
+        return None
+    if isinstance(obj, Pod):
+        return Parsed(ObjectKey("Pod", meta.namespace, meta.name), obj, origin)
+    return Parsed(ObjectKey(type(obj).__name__, obj.meta.namespace, obj.meta.name), obj, origin)
+
+
+def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str) -> MeshObject | None:
     group = api_version.rpartition("/")[0]
     if kind == "Service" and api_version == "v1":
         return _service(meta, doc)
@@ -63,7 +84,7 @@ def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "defa
         return _endpoint_slice(meta, doc)
     if kind == "Pod" and api_version == "v1":
         gates, containers_ready = parse_pod_gates(doc)
-        return Pod(meta=meta, gates=gates, containers_ready=containers_ready) if gates else Pod(meta=meta)
+        return shared_pod(meta.labels, gates, containers_ready)
     if kind == "Ingress" and group == "networking.k8s.io":
         return parse_ingress(meta, doc)
     if kind == "IngressClass" and group == "networking.k8s.io":

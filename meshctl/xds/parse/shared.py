@@ -16,13 +16,17 @@ from collections.abc import Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-__all__ = ["shared", "shared_labels", "shared_str"]
+from meshctl.xds.model import Pod
+
+__all__ = ["shared", "shared_labels", "shared_pod", "shared_str"]
 
 _T = TypeVar("_T", bound=Hashable)
 _LIMIT = 50_000
 _values: dict[Hashable, Hashable] = {}
 _labels: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+# By the identity of the (shared) label map: an entry holds its map, so the id cannot be reused while it is here.
+_pods: dict[tuple[int, tuple[tuple[str, bool | None], ...], bool], Pod] = {}
 
 
 def shared_str(value: str) -> str:
@@ -50,4 +54,15 @@ def shared_labels(labels: Mapping[str, str] | Mapping[Any, Any]) -> Mapping[str,
         if len(_labels) >= _LIMIT:
             _labels.clear()
         found = _labels[items] = MappingProxyType(dict(sorted(items)))
+    return found
+
+
+def shared_pod(labels: Mapping[str, str], gates: tuple[tuple[str, bool | None], ...], containers_ready: bool) -> Pod:
+    """The one Pod object for Pods alike; ``labels`` must come from ``shared_labels``."""
+    key = (id(labels), gates, containers_ready)
+    found = _pods.get(key)
+    if found is None:
+        if len(_pods) >= _LIMIT:
+            _pods.clear()
+        found = _pods[key] = Pod(labels=labels, gates=gates, containers_ready=containers_ready)
     return found

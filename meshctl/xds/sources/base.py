@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from meshctl.xds.ingress_model import Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.xds.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
-from meshctl.xds.parse.documents import MeshObject, object_key
+from meshctl.xds.parse.documents import MeshObject, Parsed
 
 __all__ = ["MODEL_FIELDS", "ModelSink", "Source", "build_model"]
 
@@ -38,16 +38,16 @@ MODEL_FIELDS: dict[type, str] = {
 }
 
 
-def build_model(objects: Iterable[MeshObject], load_errors: Iterable[str] = ()) -> Model:
+def build_model(objects: Iterable[Parsed], load_errors: Iterable[str] = ()) -> Model:
     """Indexes objects by kind; the first object seen for a key wins, later duplicates become load errors."""
     buckets: dict[type, dict[ObjectKey, MeshObject]] = {kind: {} for kind in MODEL_FIELDS}
+    origins: dict[ObjectKey, str] = {}
     errors = list(load_errors)
-    for obj in objects:
-        key = object_key(obj)
+    for key, obj, origin in objects:
         bucket = buckets[type(obj)]
         if key in bucket:
-            errors.append(f"{obj.meta.origin}: {key} is already defined in {bucket[key].meta.origin}; ignored")
+            errors.append(f"{origin}: {key} is already defined in {origins[key]}; ignored")
             continue
-        bucket[key] = obj
+        bucket[key], origins[key] = obj, origin
     fields: dict[str, Any] = {name: buckets[kind] for kind, name in MODEL_FIELDS.items()}
     return Model(**fields, load_errors=tuple(errors))

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from meshctl.xds.model import Model
-from meshctl.xds.parse.documents import MeshObject, UnsupportedDocument, parse_document
+from meshctl.xds.parse.documents import Parsed, UnsupportedDocument, parse_keyed
 from meshctl.xds.sources.base import ModelSink, build_model
 
 __all__ = ["ManifestSource", "load_manifests"]
@@ -72,7 +72,7 @@ def _pure_python_error(text: str) -> str:
 
 def load_manifests(root: Path) -> Model:
     """Reads every manifest under ``root``; a broken file or document is reported, never fatal."""
-    objects: list[MeshObject] = []
+    objects: list[Parsed] = []
     errors: list[str] = []
     for path in _manifest_files(root):
         rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
@@ -90,12 +90,12 @@ def load_manifests(root: Path) -> Model:
                 continue
             origin = rel if len(docs) == 1 else f"{rel}#{index}"
             try:
-                obj = parse_document(doc, origin=origin)
+                parsed = parse_keyed(doc, origin=origin)
             except UnsupportedDocument as exc:
                 errors.append(f"{origin}: {exc}")
                 continue
-            if obj is not None:
-                objects.append(obj)
+            if parsed is not None:
+                objects.append(parsed)
     return build_model(objects, errors)
 
 

@@ -115,7 +115,7 @@ def _contribution(
         pod = pods.get(ObjectKey("Pod", ns, ep.pod_name or ""))
         if pod is None:
             continue
-        labels = pod.meta.labels.items()
+        labels = pod.labels.items()
         matched = [
             key for item in labels for key, spec in by_label.get((ns, *item), ()) if spec.pod_selector.items() <= labels
         ]
