@@ -4,6 +4,7 @@ Envoy routing by them, and the same Envoy config as the manifest-directory sourc
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -228,6 +229,45 @@ async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiser
         assert held.pods == pods_before and source._objects["Pod"] is not held.pods
         assert plane.metrics.builds == builds + 1 and plane.metrics.full_builds == full
 
+    finally:
+        await plane.stop()
+        api.close()
+
+
+def _reachable(*roots: object) -> list[object]:
+    """Every object reachable from ``roots`` (through frames and containers, not through modules or classes)."""
+    import sys
+    import types
+
+    stop = {id(m.__dict__) for m in list(sys.modules.values()) if hasattr(m, "__dict__")}
+    seen: set[int] = set()
+    out, stack = [], list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or id(obj) in stop or isinstance(obj, (type, types.ModuleType)):
+            continue
+        seen.add(id(obj))
+        out.append(obj)
+        stack.extend(gc.get_referents(obj))
+    return out
+
+
+async def test_an_idle_source_holds_no_key_object_per_pod(apiserver):
+    """Issue 14 (memory): Pods are stored by namespace and name, and the keys of the last change (after the initial
+    lists, every object's: 200,000 at 10,000 services) are not kept while the source waits for the next event."""
+    from meshctl.xds.model import ObjectKey
+    from meshctl.xds.namespaced import NamespacedMap
+
+    api = await cluster_with(apiserver, simple_mesh())
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
+    await plane.start()
+    try:
+        await plane.wait_synced()
+        model = plane.controller.model
+        assert model is not None and isinstance(model.pods, NamespacedMap) and len(model.pods) == 1
+        gc.collect()
+        held = [k for k in _reachable(plane, *asyncio.all_tasks()) if type(k) is ObjectKey and k.kind == "Pod"]
+        assert held == []
     finally:
         await plane.stop()
         api.close()

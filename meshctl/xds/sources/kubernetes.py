@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from meshctl.xds.ingress_model import ELBV2_GROUP
 from meshctl.xds.model import API_GROUP, Model, ModelDelta, ObjectKey
+from meshctl.xds.namespaced import NamespacedMap
 from meshctl.xds.parse.documents import MeshObject, Parsed, UnsupportedDocument, parse_keyed
 from meshctl.xds.sources.base import MODEL_FIELDS, ModelSink
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # What an informer thread hands the event loop: ("SYNC", kind, namespace, {key: object}) or (watch event type, kind,
 # namespace, Parsed).
 _Event = tuple[Any, ...]
+# One store per kind; Pods by namespace and name, without a key object each (100,000 at 10,000 services).
+_Store = dict[ObjectKey, MeshObject] | NamespacedMap[MeshObject]
 _VERSION = "v1alpha1"
 _PAGE = 500
 _ABSENT_RETRY = 30.0  # seconds between looks for a kind the API server does not serve
@@ -138,7 +141,7 @@ class _Informer:
                 # it as synced so the rest of the mesh is served, and look again now and then.
                 if not absent_reported:
                     log.warning("%s: not served by the API server (CRD not installed?); none yet", self.kind.name)
-                    self.emit(("SYNC", self.kind.name, self.namespace, {}))
+                    self.emit(("SYNC", self.kind.name, self.namespace, _new_store(self.kind.name)))
                     absent_reported = True
                 self.stop.wait(_ABSENT_RETRY)
             except Exception as exc:  # network errors, server restarts: retry with jittered back-off
@@ -159,9 +162,9 @@ class _Informer:
         item.setdefault("apiVersion", self.kind.api_version)
         return _parse(item)
 
-    def _list(self) -> tuple[dict[ObjectKey, MeshObject], str]:
+    def _list(self) -> tuple[_Store, str]:
         """Every object, parsed and keyed, and the resourceVersion to watch from (the first page's)."""
-        objects: dict[ObjectKey, MeshObject] = {}
+        objects = _new_store(self.kind.name)
         token, rv = None, None
         while True:
             response = self._call(limit=_PAGE, **({"_continue": token} if token else {}))
@@ -218,7 +221,7 @@ class KubernetesSource:
         self.api = api
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self._stop = threading.Event()
-        self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
+        self._objects: dict[str, _Store] = {}
         # Kinds whose store a model now holds: copied before their next change (copy on write), so the store and
         # the model share one dict between changes instead of keeping two (100,000 Pods: ~5 MiB each).
         self._in_model: set[str] = set()
@@ -235,7 +238,7 @@ class KubernetesSource:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Event] = asyncio.Queue()
         kinds = self._kinds
-        self._objects = {k.name: {} for k in kinds}
+        self._objects = {k.name: _new_store(k.name) for k in kinds}
         informers = [
             _Informer(k, ns, lambda e: loop.call_soon_threadsafe(queue.put_nowait, e), self._stop)
             for k in kinds
@@ -252,17 +255,30 @@ class KubernetesSource:
                 batch = [await queue.get()]
                 while not queue.empty():  # a burst becomes one model
                     batch.append(queue.get_nowait())
-                changed = self._apply(batch, synced)
-                if len(synced) < len(informers):
-                    continue  # build only after the initial sync of every kind
-                if model is not None and not any(changed.values()):
-                    self.ignored_events += len(batch)
-                    continue  # nothing the mesh uses changed
-                revision += 1
-                model = self._model(revision, model, changed)
-                await sink(model)
+                if (new := self._next_model(batch, synced, len(informers), model, revision + 1)) is not None:
+                    model, revision = new, revision + 1
+                    await sink(model)
+                del batch  # the events (a whole initial list) are not kept while waiting for the next
         finally:
             self._stop.set()
+
+    def _next_model(
+        self,
+        batch: list[_Event],
+        synced: set[tuple[str, str | None]],
+        informers: int,
+        model: Model | None,
+        revision: int,
+    ) -> Model | None:
+        """The model after ``batch``, or None when there is none to emit yet or nothing the mesh uses changed. A method
+        of its own so that the changed keys (every object's, after the initial lists) are not kept after it."""
+        changed = self._apply(batch, synced)
+        if len(synced) < informers:
+            return None  # build only after the initial sync of every kind
+        if model is not None and not any(changed.values()):
+            self.ignored_events += len(batch)
+            return None
+        return self._model(revision, model, changed)
 
     def _apply(self, batch: list[_Event], synced: set[tuple[str, str | None]]) -> dict[str, set[ObjectKey]]:
         """Updates the store; returns the changed keys by kind (all keys for a relisted kind)."""
@@ -272,7 +288,7 @@ class KubernetesSource:
             keys = changed.setdefault(kind, set())
             if event_type == "SYNC":
                 synced.add((kind, namespace))
-                fresh: dict[ObjectKey, MeshObject] = payload
+                fresh: _Store = payload
                 if not store:  # the initial list: nothing to compare (100,000 Pods would take ~0.1 s on the loop)
                     self._objects[kind] = fresh
                     self._in_model.discard(kind)
@@ -299,10 +315,10 @@ class KubernetesSource:
                 keys.add(key)
         return changed
 
-    def _writable(self, kind: str) -> dict[ObjectKey, MeshObject]:
+    def _writable(self, kind: str) -> _Store:
         """The store of ``kind``, copied first if a model holds it (once per change, not per event)."""
         if kind in self._in_model:
-            self._objects[kind] = dict(self._objects[kind])
+            self._objects[kind] = self._objects[kind].copy()
             self._in_model.discard(kind)
         return self._objects[kind]
 
@@ -328,6 +344,10 @@ class KubernetesSource:
             attr: current(kind.__name__, attr) for kind, attr in MODEL_FIELDS.items() if kind.__name__ in self._objects
         }
         return Model(**watched, revision=revision, delta=delta)
+
+
+def _new_store(kind: str) -> _Store:
+    return NamespacedMap(kind) if kind == "Pod" else {}
 
 
 def _parse(item: dict[str, Any]) -> Parsed | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
+from meshctl.xds.namespaced import names_in
 from meshctl.xds.translate.ir import EndpointIR
 
 __all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints"]
@@ -110,9 +111,10 @@ def _contribution(
     slice_key: ObjectKey, es: EndpointSlice, pods: Mapping[ObjectKey, Pod], by_label: _LabelIndex
 ) -> Contribution:
     ns = slice_key.namespace
+    pods_here = names_in(pods, "Pod", ns)
     found: dict[ObjectKey, set[EndpointIR]] = {}
     for ep in es.endpoints:
-        pod = pods.get(ObjectKey("Pod", ns, ep.pod_name or ""))
+        pod = pods_here.get(ep.pod_name or "")
         if pod is None:
             continue
         labels = pod.labels.items()

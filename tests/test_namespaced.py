@@ -1,0 +1,46 @@
+"""NamespacedMap behaves as a dict keyed by ObjectKey, and its copies never see each other's writes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshctl.xds.model import ObjectKey
+from meshctl.xds.namespaced import NamespacedMap, names_in
+
+keys = st.builds(ObjectKey, st.just("Pod"), st.sampled_from(["a", "b", "c"]), st.sampled_from(["p1", "p2", "p3"]))
+ops = st.lists(st.tuples(st.sampled_from(["set", "del", "copy"]), keys, st.integers(0, 3)), max_size=40)
+
+
+@given(ops)
+def test_same_as_a_dict_and_copies_are_independent(operations) -> None:
+    live, expected = NamespacedMap[int]("Pod"), {}
+    snapshots: list[tuple[NamespacedMap[int], dict[ObjectKey, int]]] = []
+    for op, key, value in operations:
+        if op == "set":
+            live[key] = expected[key] = value
+        elif op == "del":
+            if key in expected:
+                del live[key], expected[key]
+            else:
+                with pytest.raises(KeyError):
+                    del live[key]
+        else:
+            snapshots.append((live, dict(expected)))
+            live = live.copy()
+        assert len(live) == len(expected) and dict(live.items()) == expected and live == expected
+    for held, contents in snapshots:  # a map handed out (to a model) never changed afterwards
+        assert dict(held.items()) == contents
+    for key in {k for _, k, _ in operations}:
+        assert live.get(key) == expected.get(key) and (key in live) == (key in expected)
+        assert names_in(live, "Pod", key.namespace).get(key.name) == expected.get(key)
+        assert names_in(expected, "Pod", key.namespace).get(key.name) == expected.get(key)
+
+
+def test_keys_of_another_kind_are_not_in_it() -> None:
+    pods = NamespacedMap[int]("Pod")
+    pods[ObjectKey("Pod", "a", "x")] = 1
+    assert ObjectKey("Service", "a", "x") not in pods and pods.get(ObjectKey("Service", "a", "x")) is None
+    with pytest.raises(ValueError):
+        pods[ObjectKey("Service", "a", "x")] = 2
