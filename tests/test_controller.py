@@ -206,3 +206,25 @@ async def test_a_replaced_endpoint_index_is_emptied_without_touching_the_new_one
     assert not old.contributions and not old.endpoints and not any(old.slices_of_pod.values())
     assert new.endpoints == expected and new.contributions and all(new.slices_of_pod.values())
     assert model.endpoint_slices and model.pods  # what the index was computed from is never emptied
+
+
+def test_a_virtual_node_change_that_keeps_selectors_reuses_the_endpoint_index() -> None:
+    """Issue 14: a listener change (here a new port) recomputes only that node's clusters; the result equals an
+    index computed from scratch. A selector change (which endpoints belong where) is not taken this way."""
+    from meshctl.xds.translate.endpoints import index_endpoints, update_nodes
+
+    model = meshgen.build(30)
+    nodes = {k: v.spec for k, v in model.virtual_nodes.items()}
+    old = index_endpoints(nodes, model.endpoint_slices, model.pods)
+    key = ObjectKey("VirtualNode", meshgen.NS, "svc-3-v1")
+    listener = replace(nodes[key].listeners[0], port=9090)
+    relistened = {**nodes, key: replace(nodes[key], listeners=(listener,))}
+    reused = update_nodes(old, relistened, model.endpoint_slices, model.pods)
+    assert reused is not None and reused.contributions is old.contributions
+    assert reused.endpoints == index_endpoints(relistened, model.endpoint_slices, model.pods).endpoints
+    assert f"{meshgen.NS}/svc-3-v1/9090" in reused.endpoints and f"{meshgen.NS}/svc-3-v1/8080" not in reused.endpoints
+
+    reselected = {**nodes, key: replace(nodes[key], pod_selector={"app": "svc-4", "version": "v1"})}
+    assert update_nodes(old, reselected, model.endpoint_slices, model.pods) is None
+    fewer = {k: v for k, v in nodes.items() if k != key}
+    assert update_nodes(old, fewer, model.endpoint_slices, model.pods) is None

@@ -8,14 +8,14 @@ endpoints' Pods. A node's endpoints for listener port P are the union of its con
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
 from meshctl.xds.namespaced import names_in
 from meshctl.xds.translate.ir import EndpointIR
 
-__all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints"]
+__all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints", "update_nodes"]
 
 # VirtualNode -> its endpoints from one slice, distinct and in a fixed order: a tuple takes a third of the memory of
 # a frozenset of the same endpoints (20,000 slices at 10,000 services), and compares equal just as reliably.
@@ -180,6 +180,33 @@ def index_endpoints(
         slices=slices,
         pods=pods,
     )
+
+
+def update_nodes(
+    index: EndpointIndex,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    slices: Mapping[ObjectKey, EndpointSlice],
+    pods: Mapping[ObjectKey, Pod],
+) -> EndpointIndex | None:
+    """The index after VirtualNode specs changed but not their selectors (listeners, backends, connection pools:
+    the usual edit), with the same nodes, slices and Pods: which endpoints belong to which node is unchanged, so
+    only the changed nodes' clusters are recomputed. A full index at 10,000 services is 1 s of work and, while the
+    old one is alive, 40 MiB more memory that the allocator keeps. None when that does not hold."""
+    old = index.nodes
+    if old.keys() != nodes.keys():
+        return None
+    if not ((index.slices is slices or index.slices == slices) and (index.pods is pods or index.pods == pods)):
+        return None
+    changed = [key for key, spec in nodes.items() if old[key] is not spec and old[key] != spec]
+    if any(old[key].pod_selector != nodes[key].pod_selector for key in changed):
+        return None
+    endpoints = dict(index.endpoints)
+    for key in changed:
+        for listener in old[key].listeners:
+            endpoints.pop(cluster_name(key, listener.port), None)
+        endpoints.update(_node_endpoints(key, nodes[key], index.slices_of_node[key], index.contributions))
+    # by_label keeps the old specs of changed nodes: only their selectors are read, and those are the same.
+    return replace(index, endpoints=endpoints, nodes=nodes)
 
 
 def update_endpoints(

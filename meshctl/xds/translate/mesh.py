@@ -24,7 +24,13 @@ from meshctl.xds.model import (
     VirtualNodeSpec,
 )
 from meshctl.xds.parse.shared import shared
-from meshctl.xds.translate.endpoints import EndpointIndex, cluster_name, index_endpoints, update_endpoints
+from meshctl.xds.translate.endpoints import (
+    EndpointIndex,
+    cluster_name,
+    index_endpoints,
+    update_endpoints,
+    update_nodes,
+)
 from meshctl.xds.translate.ir import (
     Blocked,
     ClusterIR,
@@ -174,10 +180,14 @@ def translate_mesh(
             accepted[key] = served
 
     clusters = _clusters(nodes, previous)
-    if previous is not None and previous.endpoint_index.still_valid_for(nodes, model.endpoint_slices, model.pods):
-        endpoint_index = previous.endpoint_index  # e.g. only a Route changed
-    else:
-        endpoint_index = index_endpoints(nodes, model.endpoint_slices, model.pods)
+    reused: EndpointIndex | None = None
+    if previous is not None:
+        old_index = previous.endpoint_index
+        if old_index.still_valid_for(nodes, model.endpoint_slices, model.pods):
+            reused = old_index  # e.g. only a Route changed
+        else:
+            reused = update_nodes(old_index, nodes, model.endpoint_slices, model.pods)  # e.g. a listener changed
+    endpoint_index = reused if reused is not None else index_endpoints(nodes, model.endpoint_slices, model.pods)
 
     placement: dict[ObjectKey, _Placement] = {}
     for key in sorted(model.routes):
