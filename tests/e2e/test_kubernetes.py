@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from pathlib import Path
 
@@ -228,6 +229,10 @@ async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiser
         await eventually(lambda: plane.controller.mesh.endpoints.get("demo/reviews-v1/9080") == (), timeout=15)
         assert held.pods == pods_before and source._objects["Pod"] is not held.pods
         assert plane.metrics.builds == builds + 1 and plane.metrics.full_builds == full
+        # Once no model holds the initial list's store, nothing does (the informer thread kept it while watching).
+        listed, pods_before, held = held.pods, None, None
+        gc.collect()
+        assert sys.getrefcount(listed) == 2  # ``listed`` and the call's argument
 
     finally:
         await plane.stop()

@@ -128,6 +128,7 @@ class _Informer:
             try:
                 objects, rv = self._list()
                 self.emit(("SYNC", self.kind.name, self.namespace, objects))
+                del objects  # the store's until its first change; kept here, every copy since would add one
                 while not self.stop.is_set():
                     rv = self._watch(rv)
                     backoff = 0.2
