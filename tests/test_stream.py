@@ -166,12 +166,20 @@ def test_sync_state_follows_the_proxy_against_the_latest_snapshot() -> None:
     assert (nacked["state"], nacked["message"]) == ("NACKED", "bad cluster c")
 
 
-def test_shared_name_sets_are_bounded_and_only_share_equal_sets():
+def test_shared_name_sets_are_bounded_by_the_names_they_hold_and_only_share_equal_sets():
     from meshctl.xds.server.stream import _SharedNameSets
 
-    shared = _SharedNameSets(limit=2)
+    shared = _SharedNameSets(max_names=40)
     a = frozenset({"x", "y"})
     assert shared(frozenset({"y", "x"})) == a and shared(a) is not a  # the first equal set seen is kept
     b, c = frozenset({"b"}), frozenset({"c"})
-    assert shared(b) is b and shared(c) is c  # three sets: the oldest ({x, y}) is let go
-    assert shared(a) is a
+    assert shared(b) is b and shared(c) is c
+    assert shared(frozenset({"x", "y"})) is not a
+
+    # A proxy whose large subscription changes again and again: the table never holds more than its budget.
+    for i in range(200):
+        shared(frozenset(f"cluster-{i}-{j}" for j in range(4)))
+    assert shared._names <= 40 and sum(map(len, shared._sets)) == shared._names
+    assert shared(b) is b  # {b} was let go long ago: a new equal set is kept as given
+    big = frozenset(str(i) for i in range(5))  # over a tenth of the budget: never kept
+    assert shared(big) is big and big not in shared._sets

@@ -39,19 +39,26 @@ _NAMED_TYPES = (ENDPOINT, ROUTE)  # subscribed by name; CDS and LDS are wildcard
 class _SharedNameSets:
     """One frozenset object for equal sets of names, across streams. The proxies of one group subscribe to the
     same names and use the same clusters, but each request brings its own strings: 1,000 streams kept ~8 MiB of
-    equal sets. Bounded: the oldest entry goes first (it then simply stops being shared). Streams of large
+    equal sets. Bounded by the names it holds, not the sets: a gateway re-subscribing to 20,000 names as services
+    come and go makes a new large set each time, and a count of sets would keep thousands of them. The oldest set
+    goes first (it then simply stops being shared); a set over a tenth of the budget is never kept. Streams of large
     proxies run in the streams thread, hence the lock."""
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, max_names: int = 100_000) -> None:
         self._sets: dict[frozenset[str], frozenset[str]] = {}
-        self._limit = limit
+        self._names = 0  # in the sets held
+        self._max_names = max_names
         self._lock = threading.Lock()
 
     def __call__(self, names: frozenset[str]) -> frozenset[str]:
+        if len(names) > self._max_names // 10:
+            return names
         with self._lock:
             shared = self._sets.setdefault(names, names)
-            if shared is names and len(self._sets) > self._limit:
-                del self._sets[next(iter(self._sets))]
+            if shared is names:
+                self._names += len(names)
+                while self._names > self._max_names:
+                    self._names -= len(self._sets.pop(next(iter(self._sets))))
             return shared
 
 
