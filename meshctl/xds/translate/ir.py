@@ -6,8 +6,10 @@ value and a change touches only the resources whose IR changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from meshctl.xds.model import (
@@ -24,13 +26,24 @@ from meshctl.xds.model import (
     VirtualNodeSpec,
 )
 
+_COMPARED: dict[type, Callable[[Any], Any]] = {}  # per class: its compared fields as a tuple, in C
+
+
+def _compared(cls: type) -> Callable[[Any], Any]:
+    names = [f.name for f in fields(cls) if f.compare]
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
 
 def _cached_hash(self: Any) -> int:
     """Frozen dataclasses recompute their hash (recursively) on every call; IR values are memo keys and
     are hashed once per node group per build, so the first result is kept."""
     cached: int | None = self._hash
     if cached is None:
-        cached = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+        values = _COMPARED.get(type(self))
+        if values is None:
+            values = _COMPARED[type(self)] = _compared(type(self))
+        cached = hash(values(self))
         object.__setattr__(self, "_hash", cached)
     return cached
 
@@ -88,7 +101,7 @@ class EndpointIR(NamedTuple):
     address: str
     port: int
     healthy: bool = True
-    zone: str | None = None
+    zone: str = ""  # "" when the slice names none: a string either way, so endpoints sort as plain tuples
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,9 +122,17 @@ class ClusterIR:
         """Endpoints come over EDS (every cluster but the local app, collectors and the passthrough)."""
         return self.static_endpoint is None and self.dns_endpoint is None and not self.original_dst
 
+    def settings(self) -> tuple[Any, ...]:
+        """Every compared field but the name: an EDS cluster is its name and these (cache/builder.py encodes
+        clusters of equal settings once)."""
+        return _cluster_settings(self)
+
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash
+
+
+_cluster_settings = attrgetter(*(f.name for f in fields(ClusterIR) if f.compare and f.name != "name"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
