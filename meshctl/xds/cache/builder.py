@@ -11,20 +11,22 @@ Every resource records the objects it was built from (``origins``). A resource t
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from meshctl.xds.cache.resource import CachedResource, Origins
+from meshctl.xds.cache.route_wire import encode_virtual_host
 from meshctl.xds.cache.snapshot import Snapshot
-from meshctl.xds.cache.wire import encode_route_configuration
-from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
+from meshctl.xds.cache.wire import encode_load_assignment, encode_route_configuration, with_name
+from meshctl.xds.envoy.cluster import build_cluster
 from meshctl.xds.envoy.listener import (
     build_captured_inbound_listener,
     build_inbound_listener,
     build_outbound_listener,
     build_outbound_tcp_listener,
 )
-from meshctl.xds.envoy.route import build_route, build_virtual_host
+from meshctl.xds.envoy.route import build_route
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 from meshctl.xds.model import ObjectKey
 from meshctl.xds.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
@@ -79,14 +81,17 @@ class SnapshotBuilder:
             self._memo[key] = found
         return found
 
-    def endpoints(self, cluster: ClusterIR, endpoints: tuple[EndpointIR, ...]) -> CachedResource:
+    def endpoints(
+        self, cluster: ClusterIR, endpoints: tuple[EndpointIR, ...], owner: ObjectKey | None = None
+    ) -> CachedResource:
+        """``owner``: the node the cluster reaches (``_cluster_owner``), when the caller knows it already."""
         hc_port = cluster.health_check.port if cluster.health_check else None
 
         def make() -> CachedResource:
             # Endpoints come from EndpointSlices: blame the node they belong to.
-            build = partial(build_load_assignment, cluster.name, endpoints, hc_port)
-            message = _built(_cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
-            return CachedResource(ENDPOINT, cluster.name, message)
+            build = partial(encode_load_assignment, cluster.name, endpoints, hc_port)
+            value = _built(owner or _cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
+            return CachedResource(ENDPOINT, cluster.name, value=value)
 
         key = (ENDPOINT, cluster.name, endpoints, hc_port)
         old = self._endpoint_keys.get(cluster.name)
@@ -96,6 +101,15 @@ class SnapshotBuilder:
         self._endpoint_keys[cluster.name] = key
         found: CachedResource = self._get(key, make)
         return found
+
+    def _eds_cluster(self, cluster: ClusterIR) -> bytes:
+        """An EDS cluster's bytes: its name, then those of every cluster with the same settings (one per
+        VirtualNode listener kind, not one per cluster: 20,000 clusters at 10,000 services share a few)."""
+
+        def unnamed() -> bytes:
+            return bytes(build_cluster(replace(cluster, name="")).SerializeToString(deterministic=True))
+
+        return with_name(cluster.name, self._get((CLUSTER, "unnamed", cluster.settings()), unnamed))
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
@@ -126,21 +140,26 @@ class SnapshotBuilder:
             """``owners``: (object, IR) pairs it is built from, the first one blamed if building fails."""
 
             def cached() -> CachedResource:
-                message = _built(owners[0][0], type_url, name, make)
+                built = _built(owners[0][0], type_url, name, make)  # a message, or its bytes
                 origins: Origins = frozenset((o, v) for o, v in owners if o is not None)
-                return CachedResource(type_url, name, message, refs, origins=origins)
+                if isinstance(built, bytes):
+                    return CachedResource(type_url, name, value=built, references=refs, origins=origins)
+                return CachedResource(type_url, name, built, refs, origins=origins)
 
             resources[type_url][name] = self._get((type_url, owners), cached)
 
         for cluster in ir.clusters:
-            refs: Any = ((ENDPOINT, cluster.name),) if cluster.eds else ()
-            owners = ((_cluster_owner(cluster, node), cluster),)
-            put(CLUSTER, owners, cluster.name, partial(build_cluster, cluster), refs)
+            owner = _cluster_owner(cluster, node)
             if cluster.eds:
-                resources[ENDPOINT][cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()))
+                eds_ref = ((ENDPOINT, cluster.name),)
+                put(CLUSTER, ((owner, cluster),), cluster.name, partial(self._eds_cluster, cluster), eds_ref)
+                eps = ir.endpoints.get(cluster.name, ())
+                resources[ENDPOINT][cluster.name] = self.endpoints(cluster, eps, owner)
+            else:
+                put(CLUSTER, ((owner, cluster),), cluster.name, partial(build_cluster, cluster))
         if (outbound := ir.outbound) is not None:
             for http in (outbound, *ir.http_outbound):
-                refs = ((ROUTE, http.route_config_name),)
+                refs: Any = ((ROUTE, http.route_config_name),)
                 if http.capture:
                     refs += ((CLUSTER, PASSTHROUGH_CLUSTER),)
                 put(LISTENER, ((node, http),), http.name, partial(build_outbound_listener, http), refs)
@@ -195,7 +214,7 @@ def _built(owner: ObjectKey | None, type_url: str, name: str, make: Callable[[],
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:
     try:
-        return bytes(build_virtual_host(vh).SerializeToString(deterministic=True))
+        return encode_virtual_host(vh)
     except Exception as exc:
         for route in vh.routes:  # which Route? (rare: only when a value slipped past validation)
             try:

@@ -14,7 +14,15 @@ from meshctl.xds.envoy.common import duration_ms, uint32
 from meshctl.xds.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
 from meshctl.xds.translate.ir import RouteIR, VirtualHostIR
 
-__all__ = ["DEFAULT_RETRY_POLICY", "RETRY_ON", "build_route", "build_route_configuration", "build_virtual_host"]
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "RETRY_ON",
+    "build_action_policies",
+    "build_match",
+    "build_route",
+    "build_route_configuration",
+    "build_virtual_host",
+]
 
 # App Mesh retry events -> Envoy retry_on conditions (App Mesh documents the same mapping).
 RETRY_ON = {
@@ -54,31 +62,42 @@ def build_virtual_host(vh: VirtualHostIR, *, default_retries: bool = True) -> rc
 def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
     """``default_retries``: apply DEFAULT_RETRY_POLICY when the Route sets none (outbound routes; the inbound
     route to the local app never retries)."""
-    route = rc.Route(name=ir.name, match=_match(ir.match))
+    route = rc.Route(name=ir.name, match=build_match(ir.match))
     action = route.route
     if len(ir.clusters) == 1:
         action.cluster = ir.clusters[0].cluster
     else:
         for wc in ir.clusters:
             action.weighted_clusters.clusters.add(name=wc.cluster, weight=uint32(wc.weight))
-    if ir.timeout_ms is not None:
-        action.timeout.CopyFrom(duration_ms(ir.timeout_ms))
-    elif ir.match.grpc:
-        # gRPC streams are long-lived: no 15 s route timeout by surprise; the client's deadline bounds each call.
-        action.timeout.CopyFrom(duration_ms(0))
-    if ir.match.grpc:
-        # The grpc-timeout header (the client's deadline) is honoured, up to the Route's timeout if it sets one.
-        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_ms(ir.timeout_ms or 0))
-    if ir.idle_timeout_ms is not None:
-        action.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
-    if ir.retry_policy is not None:
-        action.retry_policy.CopyFrom(_retry_policy(ir.retry_policy))
-    elif default_retries:
-        action.retry_policy.CopyFrom(_default_retry_policy())
+    policies = build_action_policies(ir.timeout_ms, ir.idle_timeout_ms, ir.retry_policy, ir.match.grpc, default_retries)
+    if policies.ListFields():
+        action.MergeFrom(policies)
     return route
 
 
-def _match(m: HttpMatch) -> rc.RouteMatch:
+def build_action_policies(
+    timeout_ms: int | None, idle_timeout_ms: int | None, retry: RetryPolicy | None, grpc: bool, default_retries: bool
+) -> rc.RouteAction:
+    """What a RouteAction says besides where to go: timeouts and retries."""
+    action = rc.RouteAction()
+    if timeout_ms is not None:
+        action.timeout.CopyFrom(duration_ms(timeout_ms))
+    elif grpc:
+        # gRPC streams are long-lived: no 15 s route timeout by surprise; the client's deadline bounds each call.
+        action.timeout.CopyFrom(duration_ms(0))
+    if grpc:
+        # The grpc-timeout header (the client's deadline) is honoured, up to the Route's timeout if it sets one.
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_ms(timeout_ms or 0))
+    if idle_timeout_ms is not None:
+        action.idle_timeout.CopyFrom(duration_ms(idle_timeout_ms))
+    if retry is not None:
+        action.retry_policy.CopyFrom(_retry_policy(retry))
+    elif default_retries:
+        action.retry_policy.CopyFrom(_default_retry_policy())
+    return action
+
+
+def build_match(m: HttpMatch) -> rc.RouteMatch:
     match = rc.RouteMatch()
     if m.prefix is not None:
         match.prefix = m.prefix
