@@ -86,30 +86,41 @@ class SnapshotBuilder:
     ) -> CachedResource:
         """``owner``: the node the cluster reaches (``_cluster_owner``), when the caller knows it already."""
         hc_port = cluster.health_check.port if cluster.health_check else None
-
-        def make() -> CachedResource:
-            # Endpoints come from EndpointSlices: blame the node they belong to.
-            build = partial(encode_load_assignment, cluster.name, endpoints, hc_port)
-            value = _built(owner or _cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
-            return CachedResource(ENDPOINT, cluster.name, value=value)
-
         key = (ENDPOINT, cluster.name, endpoints, hc_port)
         old = self._endpoint_keys.get(cluster.name)
         if old is not None and old != key:
             self._memo.pop(old, None)
             self._previous.pop(old, None)
         self._endpoint_keys[cluster.name] = key
-        found: CachedResource = self._get(key, make)
+        found: CachedResource | None = self._memo.get(key) or self._previous.get(key)
+        if found is None:
+            # Endpoints come from EndpointSlices: blame the node they belong to.
+            build = partial(encode_load_assignment, cluster.name, endpoints, hc_port)
+            value = _built(owner or _cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
+            found = CachedResource(ENDPOINT, cluster.name, value=value)
+        self._memo[key] = found
         return found
 
-    def _eds_cluster(self, cluster: ClusterIR) -> bytes:
-        """An EDS cluster's bytes: its name, then those of every cluster with the same settings (one per
-        VirtualNode listener kind, not one per cluster: 20,000 clusters at 10,000 services share a few)."""
+    def _eds_cluster(self, cluster: ClusterIR, owner: ObjectKey | None) -> CachedResource:
+        """The cluster's name, then the bytes of every cluster with the same settings (one per kind of VirtualNode
+        listener, not one per cluster: 20,000 clusters at 10,000 services share a few). The same memo key as
+        ``build``'s other resources; this path only skips their generic bookkeeping (40,000 resources)."""
+        key = (CLUSTER, ((owner, cluster),))
+        found: CachedResource | None = self._memo.get(key) or self._previous.get(key)
+        if found is None:
 
-        def unnamed() -> bytes:
-            return bytes(build_cluster(replace(cluster, name="")).SerializeToString(deterministic=True))
+            def unnamed() -> bytes:
+                message = build_cluster(replace(cluster, name=""))
+                return bytes(message.SerializeToString(deterministic=True))
 
-        return with_name(cluster.name, self._get((CLUSTER, "unnamed", cluster.settings()), unnamed))
+            settings = partial(self._get, (CLUSTER, "unnamed", cluster.settings()), unnamed)
+            value = with_name(cluster.name, _built(owner, CLUSTER, cluster.name, settings))
+            origins: Origins = frozenset(((owner, cluster),)) if owner is not None else frozenset()
+            found = CachedResource(
+                CLUSTER, cluster.name, value=value, references=((ENDPOINT, cluster.name),), origins=origins
+            )
+        self._memo[key] = found
+        return found
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
@@ -148,13 +159,12 @@ class SnapshotBuilder:
 
             resources[type_url][name] = self._get((type_url, owners), cached)
 
+        clusters, endpoints = resources[CLUSTER], resources[ENDPOINT]
         for cluster in ir.clusters:
             owner = _cluster_owner(cluster, node)
             if cluster.eds:
-                eds_ref = ((ENDPOINT, cluster.name),)
-                put(CLUSTER, ((owner, cluster),), cluster.name, partial(self._eds_cluster, cluster), eds_ref)
-                eps = ir.endpoints.get(cluster.name, ())
-                resources[ENDPOINT][cluster.name] = self.endpoints(cluster, eps, owner)
+                clusters[cluster.name] = self._eds_cluster(cluster, owner)
+                endpoints[cluster.name] = self.endpoints(cluster, ir.endpoints.get(cluster.name, ()), owner)
             else:
                 put(CLUSTER, ((owner, cluster),), cluster.name, partial(build_cluster, cluster))
         if (outbound := ir.outbound) is not None:

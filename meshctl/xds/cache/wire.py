@@ -169,10 +169,16 @@ def encode_load_assignment(cluster: str, endpoints: Iterable[EndpointIR], health
     """``ClusterLoadAssignment`` serialized as ``envoy/cluster.py``'s ``build_load_assignment`` builds it: one
     ``LocalityLbEndpoints`` per zone (sorted, no locality for endpoints without one), endpoints in the given order."""
     by_zone: dict[str, list[bytes]] = {}
+    no_zone: list[bytes] = []  # (the usual case: one list, without a dict lookup per endpoint)
     for ep in endpoints:
         address = ep.address.encode()
         head, tail = _lb_endpoint_frame(len(address), ep.port, ep.healthy, health_check_port)
-        by_zone.setdefault(ep.zone, []).append(head + address + tail)
+        if ep.zone:
+            by_zone.setdefault(ep.zone, []).append(head + address + tail)
+        else:
+            no_zone.append(head + address + tail)
+    if no_zone:
+        by_zone[""] = no_zone
     out = [length_delimited(b"\x0a", cluster.encode())]  # cluster_name = 1
     for zone in sorted(by_zone):
         locality = (

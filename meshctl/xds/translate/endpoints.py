@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
@@ -120,9 +121,17 @@ def _contribution(
         if not matched:
             continue
         address, ready, zone = ep.address, ep.ready, ep.zone or ""
-        eps = [_endpoint_ir((address, port, ready, zone)) for port in ports]
+        eps: tuple[EndpointIR, ...]
+        if len(ports) == 1:  # (most Services have one port: no comprehension, which is a function call in 3.11)
+            eps = (_endpoint_ir((address, ports[0], ready, zone)),)
+        else:
+            eps = tuple(_endpoint_ir((address, port, ready, zone)) for port in ports)
         for key in matched:
-            found.setdefault(key, []).extend(eps)
+            have = found.get(key)
+            if have is None:
+                found[key] = list(eps)
+            else:
+                have.extend(eps)
     return {key: tuple(sorted(set(eps))) for key, eps in found.items()}
 
 
@@ -154,13 +163,20 @@ def _node_endpoints(
     parts = [contributions[slice_key][key] for slice_key in slices]
     # Each contribution is sorted and distinct already: a node fed by one slice (the usual case) needs no merge.
     merged = parts[0] if len(parts) == 1 else tuple(sorted(set().union(*parts)))  # () when none
-    out = {}
+    out: dict[str, tuple[EndpointIR, ...]] = {}
+    ports = set(map(_port_of, merged))
     for listener in spec.listeners:
         port = listener.port
-        eps = tuple(e for e in merged if e.port == port)
-        # The same tuple as the contribution when every endpoint is on this port: stored once, not twice.
-        out[cluster_name(key, port)] = merged if len(eps) == len(merged) else eps
+        if port not in ports:
+            out[cluster_name(key, port)] = ()
+        elif len(ports) == 1:  # the same tuple as the contribution: stored once, not twice
+            out[cluster_name(key, port)] = merged
+        else:
+            out[cluster_name(key, port)] = tuple(e for e in merged if e.port == port)
     return out
+
+
+_port_of = itemgetter(1)  # EndpointIR.port, in C
 
 
 def index_endpoints(

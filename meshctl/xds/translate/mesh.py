@@ -41,7 +41,7 @@ from meshctl.xds.translate.ir import (
     SidecarParams,
     WeightedClusterIR,
 )
-from meshctl.xds.translate.ports import allocate_ports, tcp_backends
+from meshctl.xds.translate.ports import plan_ports, tcp_backends
 
 __all__ = ["MeshIR", "cluster_name", "translate_mesh"]
 
@@ -121,7 +121,7 @@ class MeshIR:
         ) or any(placement[k].ir.tcp for k in changed_routes if k in placement)
         for key, spec in self.virtual_nodes.items() if tcp_changed else ():
             if any(ObjectKey("Service", b.namespace, b.name) in affected for b in spec.backends):
-                statuses[key] = _port_status(statuses[key], key, spec, self.services, routes_by_service)
+                statuses[key] = _port_status(statuses[key], spec, self.services, routes_by_service)
         mesh = replace(
             self,
             routes_by_service=routes_by_service,
@@ -206,7 +206,7 @@ def translate_mesh(
     status_by_key = {st.key: st for st in statuses}
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
-        status_by_key[key] = _port_status(status_by_key[key], key, spec, services, routes_by_service)
+        status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
 
     return MeshIR(
         virtual_nodes=nodes,
@@ -464,16 +464,21 @@ def _mark_shadowed(
                 statuses[key] = replace(status, conditions=_ROUTE_OK if kept == _ROUTE_OK else kept)
 
 
+_DEFAULTS = SidecarParams(virtual_node=None)
+_EGRESS, _INGRESS = _DEFAULTS.egress_port, _DEFAULTS.ingress_port
+
+
 def _port_status(
     status: ObjectStatus,
-    key: ObjectKey,
     spec: VirtualNodeSpec,
     services: Mapping[ObjectKey, Service],
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
 ) -> ObjectStatus:
     """Adds PortsAllocated=False when a listener of this node's sidecar (default ports) has no port to bind."""
-    tcp_ports = [port for _, port, _ in tcp_backends(spec, services, routes_by_service)]
-    conflicts = allocate_ports(SidecarParams(virtual_node=key), spec, tcp_ports).conflicts
+    tcp_ports = tuple(port for _, port, _ in tcp_backends(spec, services, routes_by_service))
+    conflicts = plan_ports(_EGRESS, _INGRESS, tuple(li.port for li in spec.listeners), tcp_ports).conflicts
+    if not conflicts and status.conditions is _VALID_AND_RESOLVED:
+        return status  # (the usual case, without rebuilding the conditions to compare them)
     conditions = tuple(c for c in status.conditions if c.type != "PortsAllocated")
     if conflicts:
         message = _at(status.origin, "; ".join(conflicts))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from meshctl.xds.model import ObjectKey, Service, VirtualNodeSpec
 from meshctl.xds.translate.ir import RouteIR, SidecarParams
 
-__all__ = ["BOOTSTRAP_PORTS", "PortPlan", "allocate_ports", "tcp_backends"]
+__all__ = ["BOOTSTRAP_PORTS", "PortPlan", "allocate_ports", "plan_ports", "tcp_backends"]
 
 # The bootstrap's admin (9901) and Prometheus (15090) ports: Envoy binds them itself.
 BOOTSTRAP_PORTS = frozenset({9901, 15090})
@@ -26,20 +27,29 @@ class PortPlan:
 
 
 def allocate_ports(params: SidecarParams, spec: VirtualNodeSpec, tcp_ports: list[int]) -> PortPlan:
+    """See ``plan_ports``."""
+    listener_ports = tuple(li.port for li in spec.listeners)
+    return plan_ports(params.egress_port, params.ingress_port, listener_ports, tuple(tcp_ports))
+
+
+@lru_cache(maxsize=1024)  # pure, and nodes alike ask alike: 20,000 nodes at 10,000 services, a handful of answers
+def plan_ports(
+    egress_port: int, ingress_port: int, listener_ports: tuple[int, ...], tcp_ports: tuple[int, ...]
+) -> PortPlan:
     """Inbound listener i takes the i-th free port counting up from the ingress port, skipping the egress port,
     the ports the app itself listens on and the bootstrap's ports, so the node's own listeners are stable. Then
     each outbound TCP port must be free of all of those and the inbound ports; one that is not is left out.
 
     (Before issue 9 the second inbound listener took ingress+1, which is the default egress port: Envoy rejected
     the egress listener and the app could call nothing.)"""
-    app_ports = {li.port for li in spec.listeners}
-    taken = {params.egress_port} | app_ports | BOOTSTRAP_PORTS
+    app_ports = set(listener_ports)
+    taken = {egress_port} | app_ports | BOOTSTRAP_PORTS
     conflicts = []
-    if params.egress_port in app_ports:
-        conflicts.append(f"listener port {params.egress_port} is the sidecar's egress port")
+    if egress_port in app_ports:
+        conflicts.append(f"listener port {egress_port} is the sidecar's egress port")
     inbound = []
-    candidate = params.ingress_port
-    for _ in spec.listeners:
+    candidate = ingress_port
+    for _ in listener_ports:
         while candidate in taken:
             candidate += 1
         inbound.append(candidate)
@@ -51,7 +61,7 @@ def allocate_ports(params: SidecarParams, spec: VirtualNodeSpec, tcp_ports: list
                 "an inbound listener"
                 if port in inbound
                 else "the egress port"
-                if port == params.egress_port
+                if port == egress_port
                 else ("a port the app listens on" if port in app_ports else "a port Envoy's bootstrap uses")
             )
             if port not in tcp:
