@@ -228,3 +228,32 @@ def test_a_virtual_node_change_that_keeps_selectors_reuses_the_endpoint_index() 
     assert update_nodes(old, reselected, model.endpoint_slices, model.pods) is None
     fewer = {k: v for k, v in nodes.items() if k != key}
     assert update_nodes(old, fewer, model.endpoint_slices, model.pods) is None
+
+
+def test_a_full_build_keeps_the_last_builds_objects_where_they_are_equal() -> None:
+    """Issue 14, memory: a second full build holds one copy of what did not change (statuses, Route IR, maps),
+    not equal new copies beside the old ones whose departure leaves the allocator's arenas part used. The result
+    still equals a translation from scratch."""
+    from meshctl.xds.translate import translate_mesh
+
+    model = meshgen.build(30)
+    first = translate_mesh(model)
+    key = ObjectKey("VirtualNode", meshgen.NS, "svc-3-v1")
+    vn = model.virtual_nodes[key]
+    assert vn.spec is not None
+    listener = replace(vn.spec.listeners[0], port=9090)
+    changed = replace(
+        model, virtual_nodes={**model.virtual_nodes, key: replace(vn, spec=replace(vn.spec, listeners=(listener,)))}
+    )
+    second = translate_mesh(changed, previous=first)
+
+    scratch = translate_mesh(changed)
+    assert second.endpoints == scratch.endpoints  # (the index itself keeps the old specs in by_label: update_nodes)
+    assert replace(second, endpoint_index=scratch.endpoint_index) == scratch
+    same_status = [k for k, st in second.status_by_key.items() if st is first.status_by_key.get(k)]
+    assert len(same_status) == len(first.status_by_key)  # the port change leaves every status as it was
+    assert second.services is first.services
+    routes = [k for k, p in second.route_placement.items() if p is first.route_placement[k]]
+    changed_route = ObjectKey("Route", meshgen.NS, "svc-3")  # its target's cluster is now .../9090
+    assert set(routes) == set(first.route_placement) - {changed_route}
+    assert second.route_placement[changed_route].ir != first.route_placement[changed_route].ir
