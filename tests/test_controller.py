@@ -44,6 +44,8 @@ async def test_endpoint_patch_equals_full_translation() -> None:
             assert after.resources[t] == before.resources[t]
     assert {t: after.version(t) for t in TYPE_ORDER} == await built(changed)
     assert controller.metrics.builds == builds_before + 1
+    # The snapshot's IR keeps no endpoints: they would be stale after this patch and hold the replaced ones.
+    assert before.ir is not None and after.ir is before.ir and not after.ir.endpoints
 
 
 async def _controller(params_list) -> Controller:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,9 @@ __all__ = ["Snapshot"]
 class Snapshot:
     """``parent_versions``/``changed``: when this snapshot is a patch of another, the other's versions and
     the names replaced per type, so a stream that has the parent can send just the change. ``ir``: what its
-    listeners, routes and clusters were built from, so a Route change can patch the RouteConfiguration alone
-    (its endpoints may have been patched since)."""
+    listeners, routes and clusters were built from, so a Route change can patch the RouteConfiguration alone;
+    kept without its endpoints, which patches change (the ENDPOINT resources say them): a kept copy would be
+    stale after the first patch and hold the replaced endpoints (a gateway's: 20,000 clusters' worth)."""
 
     __slots__ = ("_versions", "changed", "group", "ir", "parent_versions", "resources")
 
@@ -34,7 +36,7 @@ class Snapshot:
         ir: SidecarIR | None = None,
     ) -> None:
         self.group = group
-        self.ir = ir
+        self.ir = replace(ir, endpoints={}) if ir is not None and ir.endpoints else ir
         self.resources = MappingProxyType({t: _frozen(resources.get(t, {})) for t in TYPE_ORDER})
         self._versions: dict[str, str] = dict(versions or {})
         self.parent_versions: Mapping[str, str] = parent_versions or {}

@@ -75,7 +75,8 @@ def service_virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str
 
 def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
     """``ir`` (translated from ``old``) after only the Routes of ``services`` changed, with just the affected
-    virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)``, or None when the change reaches beyond
+    virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)`` but for the endpoints, which it keeps
+    as they are in ``ir`` (a snapshot's IR has none: see ``Snapshot``), or None when the change reaches beyond
     the RouteConfiguration (a tcpRoute involved, or clusters referenced differently), and the caller translates
     the whole sidecar. Lets a Route change patch RDS alone (issue 14)."""
     key = ir.params.virtual_node
