@@ -7,6 +7,7 @@ endpoints' Pods. A node's endpoints for listener port P are the union of its con
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -27,7 +28,9 @@ _LabelIndex = Mapping[tuple[str, str, str], tuple[tuple[ObjectKey, VirtualNodeSp
 
 
 def cluster_name(vn: ObjectKey, port: int) -> str:
-    return f"{vn.namespace}/{vn.name}/{port}"
+    # Interned: the clusters, the endpoint index and every Route naming the cluster then hold one string, not
+    # three (20,000 clusters at 10,000 services: ~2 MiB). Interned strings are freed when no longer used.
+    return sys.intern(f"{vn.namespace}/{vn.name}/{port}")
 
 
 def virtual_node_of(cluster: str) -> str:

@@ -98,7 +98,7 @@ class MeshIR:
             if route is None:
                 continue
             served, ir, status = _choose_route(
-                route, last_accepted.get(key), model, self.virtual_nodes, (blocked or {}).get(key)
+                key, route, last_accepted.get(key), model, self.virtual_nodes, (blocked or {}).get(key)
             )
             statuses[key] = status
             if served is not None and ir is not None:
@@ -178,7 +178,7 @@ def translate_mesh(
     nodes: dict[ObjectKey, VirtualNodeSpec] = {}
     for key in sorted(model.virtual_nodes):
         vn = model.virtual_nodes[key]
-        served, status = _choose_virtual_node(vn, fallback.get(key), model, blocks.get(key))
+        served, status = _choose_virtual_node(key, vn, fallback.get(key), model, blocks.get(key))
         statuses.append(_same(status, old_statuses.get(key)))
         if served is not None and served.spec is not None:
             nodes[key] = served.spec
@@ -197,7 +197,7 @@ def translate_mesh(
     placement: dict[ObjectKey, _Placement] = {}
     for key in sorted(model.routes):
         route = model.routes[key]
-        served_route, route_ir, status = _choose_route(route, fallback.get(key), model, nodes, blocks.get(key))
+        served_route, route_ir, status = _choose_route(key, route, fallback.get(key), model, nodes, blocks.get(key))
         statuses.append(_same(status, old_statuses.get(key)))
         if served_route is not None and route_ir is not None:
             accepted[key] = served_route
@@ -211,7 +211,7 @@ def translate_mesh(
     routes_by_service = {
         svc: tuple(p.ir for p in sorted(ps, key=lambda p: (p.rank, p.name))) for svc, ps in by_service.items()
     }
-    services = {ObjectKey("Service", k.namespace, k.name): s for k, s in model.services.items()}
+    services = model.services  # (keyed ObjectKey("Service", ns, name) as MeshIR wants; the model's keys, not copies)
     status_by_key = {st.key: st for st in statuses}
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
@@ -269,16 +269,16 @@ def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldE
 
 
 def _choose_virtual_node(
-    vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
+    key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
     if not isinstance(previous, VirtualNode) or _is_blocked(previous.spec, block):
         previous = None
     if vn.spec is not None and _is_blocked(vn.spec, block):
         assert block is not None
         served = previous if previous is not vn else None
-        return served, _not_programmed(vn.key, vn.meta.generation, vn.meta.origin, block, served)
+        return served, _not_programmed(key, vn.meta.generation, vn.meta.origin, block, served)
     if vn.spec is None:
-        return previous, _rejected(vn.key, vn.meta.generation, vn.meta.origin, vn.errors, previous)
+        return previous, _rejected(key, vn.meta.generation, vn.meta.origin, vn.errors, previous)
     # A missing backend Service is not fatal: the node is served without it until it appears.
     ref_errors = _virtual_node_ref_errors(vn.spec, model)
     conditions = _VALID_AND_RESOLVED
@@ -291,7 +291,7 @@ def _choose_virtual_node(
         )
         conditions = (_VALID, unresolved)
     return vn, ObjectStatus(
-        key=vn.key, observed_generation=vn.meta.generation, origin=vn.meta.origin, conditions=conditions
+        key=key, observed_generation=vn.meta.generation, origin=vn.meta.origin, conditions=conditions
     )
 
 
@@ -409,6 +409,7 @@ def _route_ir(
 
 
 def _choose_route(
+    key: ObjectKey,
     route: Route,
     previous: VirtualNode | Route | None,
     model: Model,
@@ -421,19 +422,19 @@ def _choose_route(
     if route.spec is not None and _is_blocked(route.spec, block):
         assert block is not None
         served, served_ir = _previous_route(route, previous, model, nodes)
-        return served, served_ir, _not_programmed(route.key, route.meta.generation, route.meta.origin, block, served)
+        return served, served_ir, _not_programmed(key, route.meta.generation, route.meta.origin, block, served)
     if route.spec is not None:
-        ir, errors = _route_ir(route.key, route.spec, model, nodes)
+        ir, errors = _route_ir(key, route.spec, model, nodes)
         if ir is not None:
             status = ObjectStatus(
-                key=route.key,
+                key=key,
                 observed_generation=route.meta.generation,
                 origin=route.meta.origin,
                 conditions=_ROUTE_OK,
             )
             return route, ir, status
     served, served_ir = _previous_route(route, previous, model, nodes)
-    return served, served_ir, _rejected(route.key, route.meta.generation, route.meta.origin, errors, served)
+    return served, served_ir, _rejected(key, route.meta.generation, route.meta.origin, errors, served)
 
 
 def _previous_route(
