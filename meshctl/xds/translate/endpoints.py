@@ -8,7 +8,7 @@ endpoints' Pods. A node's endpoints for listener port P are the union of its con
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from operator import itemgetter
@@ -135,7 +135,40 @@ def _contribution(
                 found[key] = list(eps)
             else:
                 have.extend(eps)
+    if len(found) == 1:
+        ((only, found_eps),) = found.items()
+        return _OneNode(only, tuple(sorted(set(found_eps))))
     return {key: tuple(sorted(set(eps))) for key, eps in found.items()}
+
+
+class _OneNode(Mapping[ObjectKey, tuple[EndpointIR, ...]]):
+    """A contribution to one node (a slice feeds one VirtualNode, as a rule): 48 bytes where a dict of one
+    entry takes 232 (20,000 slices at 10,000 services: ~3.5 MiB)."""
+
+    __slots__ = ("_endpoints", "_key")
+
+    def __init__(self, key: ObjectKey, endpoints: tuple[EndpointIR, ...]) -> None:
+        self._key, self._endpoints = key, endpoints
+
+    def __getitem__(self, key: ObjectKey) -> tuple[EndpointIR, ...]:
+        if key == self._key:
+            return self._endpoints
+        raise KeyError(key)
+
+    def get(self, key: ObjectKey, default: Any = None) -> Any:
+        return self._endpoints if key == self._key else default
+
+    def __contains__(self, key: object) -> bool:
+        return key == self._key
+
+    def __iter__(self) -> Iterator[ObjectKey]:
+        yield self._key
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"{{{self._key!r}: {self._endpoints!r}}}"
 
 
 # EndpointIR(...) without the Python-level __new__ a NamedTuple has: one per endpoint and port (100,000).
@@ -190,8 +223,10 @@ def index_endpoints(
     contributions = {
         k: _contribution(k, es, pods, by_label, matches.setdefault(k.namespace, {})) for k, es in slices.items()
     }
-    # Slices in key order, so that every list and tuple below is built sorted.
+    # Slices in key order, so that every list and tuple below is built sorted. A tuple of one slice is shared by
+    # every node and Pod that only that slice names (100,000 Pods and 20,000 nodes, a tuple each before).
     ordered = sorted(slices)
+    alone = {slice_key: (slice_key,) for slice_key in ordered}
     slices_of_node: dict[ObjectKey, list[ObjectKey]] = {key: [] for key in nodes}
     for slice_key in ordered:
         for key in contributions[slice_key]:
@@ -202,19 +237,18 @@ def index_endpoints(
     slices_of_pod: dict[str, dict[str, tuple[ObjectKey, ...]]] = {}
     for slice_key in ordered:
         by_name = slices_of_pod.setdefault(slice_key.namespace, {})
-        alone = (slice_key,)  # shared by the slice's Pods that no other slice names (a tuple each: 100,000 Pods)
         for ep in slices[slice_key].endpoints:
             pod = ep.pod_name
             if pod:
                 have = by_name.get(pod)
                 if have is None:
-                    by_name[pod] = alone
+                    by_name[pod] = alone[slice_key]
                 elif have[-1] != slice_key:  # (a slice naming a Pod twice)
                     by_name[pod] = (*have, slice_key)
     return EndpointIndex(
         by_label=by_label,
         contributions=contributions,
-        slices_of_node={k: tuple(v) for k, v in slices_of_node.items()},
+        slices_of_node={k: alone[v[0]] if len(v) == 1 else tuple(v) for k, v in slices_of_node.items()},
         slices_of_pod=slices_of_pod,
         endpoints=endpoints,
         nodes=nodes,
