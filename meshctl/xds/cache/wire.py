@@ -70,7 +70,13 @@ def _field(tag: int, payload: bytes) -> bytes:
 
 def encode_any(type_url: str, value: bytes) -> bytes:
     """``google.protobuf.Any{type_url, value}`` serialized."""
-    return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
+    prefix = _ANY_PREFIXES.get(type_url)
+    if prefix is None:
+        prefix = _ANY_PREFIXES[type_url] = _field(_ANY_TYPE_URL, type_url.encode())
+    return prefix + length_delimited(b"\x12", value)  # value = 2
+
+
+_ANY_PREFIXES: dict[str, bytes] = {}  # the type_url field of each type's Any (a handful of types)
 
 
 def resource_field_header(any_length: int) -> bytes:
@@ -113,7 +119,7 @@ def encode_delta_discovery_response(
 def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes]) -> bytes:
     """``RouteConfiguration{name = 1, virtual_hosts = 2}`` from already serialized VirtualHosts: the bytes
     protobuf itself would write (fields in number order), without rebuilding unchanged hosts."""
-    return _field(0x0A, name.encode()) + b"".join(_field(0x12, vh) for vh in virtual_hosts)
+    return length_delimited(b"\x0a", name.encode()) + b"".join([length_delimited(b"\x12", vh) for vh in virtual_hosts])
 
 
 # --- Resources encoded without protobuf objects ------------------------------------------------------------------
