@@ -3,7 +3,7 @@ message built in Python costs ~10x its serialization (ENVOY-NOTES).
 
 Only the per-Route parts (names, clusters, weights) are written here; the match and the action's timeouts and
 retries are built by ``envoy/route.py`` once per distinct value and their bytes reused, so the meaning stays in one
-place. Protobuf writes fields in number order, which is what makes the splicing exact: ``tests/test_wire.py``
+place. Protobuf writes fields in number order, which is what makes the splicing exact: ``tests/test_resource_wire.py``
 holds the result to ``build_virtual_host``'s bytes for generated hosts.
 """
 
