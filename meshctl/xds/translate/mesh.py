@@ -202,8 +202,7 @@ def translate_mesh(
         if served_route is not None and route_ir is not None:
             accepted[key] = served_route
             old_place = old_placement.get(key)
-            if old_place is not None:
-                route_ir = _same(route_ir, old_place.ir)
+            route_ir = _same(route_ir, old_place.ir if old_place is not None else None)
             placement[key] = _same(_place(key, served_route, route_ir), old_place)
     by_service: dict[ObjectKey, list[_Placement]] = {}
     for p in placement.values():
@@ -216,30 +215,33 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
-    if previous is None:
-        return MeshIR(
-            virtual_nodes=nodes,
-            services=services,
-            clusters=clusters,
-            endpoint_index=endpoint_index,
-            routes_by_service=routes_by_service,
-            route_placement=placement,
-            status_by_key=status_by_key,
-            accepted=accepted,
-            load_errors=model.load_errors,
-        )
-    for key, status in status_by_key.items():  # (shadowing and port conflicts may have replaced some)
-        status_by_key[key] = _same(status, old_statuses.get(key))
-    return MeshIR(
-        virtual_nodes=_same(nodes, previous.virtual_nodes),
-        services=_same(services, previous.services),
-        clusters=_same(clusters, previous.clusters),
+    mesh = MeshIR(
+        virtual_nodes=nodes,
+        services=services,
+        clusters=clusters,
         endpoint_index=endpoint_index,
-        routes_by_service=_same(routes_by_service, previous.routes_by_service),
-        route_placement=_same(placement, old_placement),
-        status_by_key=_same(status_by_key, old_statuses),
-        accepted=_same(accepted, previous.accepted),
+        routes_by_service=routes_by_service,
+        route_placement=placement,
+        status_by_key=status_by_key,
+        accepted=accepted,
         load_errors=model.load_errors,
+    )
+    return mesh if previous is None else _sharing_equal_values(mesh, previous)
+
+
+def _sharing_equal_values(mesh: MeshIR, previous: MeshIR) -> MeshIR:
+    """``mesh`` with each map, and each status (shadowing and port conflicts may have replaced some after the
+    loops above), that equals ``previous``'s replaced by it."""
+    statuses = {key: _same(st, previous.status_by_key.get(key)) for key, st in mesh.status_by_key.items()}
+    return replace(
+        mesh,
+        virtual_nodes=_same(mesh.virtual_nodes, previous.virtual_nodes),
+        services=_same(mesh.services, previous.services),
+        clusters=_same(mesh.clusters, previous.clusters),
+        routes_by_service=_same(mesh.routes_by_service, previous.routes_by_service),
+        route_placement=_same(mesh.route_placement, previous.route_placement),
+        status_by_key=_same(statuses, previous.status_by_key),
+        accepted=_same(mesh.accepted, previous.accepted),
     )
 
 
