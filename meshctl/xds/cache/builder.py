@@ -92,35 +92,27 @@ class SnapshotBuilder:
             self._memo.pop(old, None)
             self._previous.pop(old, None)
         self._endpoint_keys[cluster.name] = key
-        found: CachedResource | None = self._memo.get(key) or self._previous.get(key)
-        if found is None:
-            # Endpoints come from EndpointSlices: blame the node they belong to.
-            build = partial(encode_load_assignment, cluster.name, endpoints, hc_port)
-            value = _built(owner or _cluster_owner(cluster, None), ENDPOINT, cluster.name, build)
-            found = CachedResource(ENDPOINT, cluster.name, value=value)
-        self._memo[key] = found
+        # Endpoints come from EndpointSlices: blame the node they belong to.
+        blamed = owner or _cluster_owner(cluster, None)
+        found: CachedResource = self._get(key, partial(_load_assignment, cluster.name, endpoints, hc_port, blamed))
         return found
 
     def _eds_cluster(self, cluster: ClusterIR, owner: ObjectKey | None) -> CachedResource:
         """The cluster's name, then the bytes of every cluster with the same settings (one per kind of VirtualNode
         listener, not one per cluster: 20,000 clusters at 10,000 services share a few). The same memo key as
-        ``build``'s other resources; this path only skips their generic bookkeeping (40,000 resources)."""
-        key = (CLUSTER, ((owner, cluster),))
-        found: CachedResource | None = self._memo.get(key) or self._previous.get(key)
-        if found is None:
-
-            def unnamed() -> bytes:
-                message = build_cluster(replace(cluster, name=""))
-                return bytes(message.SerializeToString(deterministic=True))
-
-            settings = partial(self._get, (CLUSTER, "unnamed", cluster.settings()), unnamed)
-            value = with_name(cluster.name, _built(owner, CLUSTER, cluster.name, settings))
-            origins: Origins = frozenset(((owner, cluster),)) if owner is not None else frozenset()
-            found = CachedResource(
-                CLUSTER, cluster.name, value=value, references=((ENDPOINT, cluster.name),), origins=origins
-            )
-        self._memo[key] = found
+        ``build``'s other resources, without its generic closures (40,000 resources)."""
+        found: CachedResource = self._get(
+            (CLUSTER, ((owner, cluster),)), partial(self._new_eds_cluster, cluster, owner)
+        )
         return found
+
+    def _new_eds_cluster(self, cluster: ClusterIR, owner: ObjectKey | None) -> CachedResource:
+        settings = partial(self._get, (CLUSTER, "unnamed", cluster.settings()), partial(_unnamed_cluster, cluster))
+        value = with_name(cluster.name, _built(owner, CLUSTER, cluster.name, settings))
+        origins: Origins = frozenset(((owner, cluster),)) if owner is not None else frozenset()
+        return CachedResource(
+            CLUSTER, cluster.name, value=value, references=((ENDPOINT, cluster.name),), origins=origins
+        )
 
     def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
@@ -220,6 +212,17 @@ def _built(owner: ObjectKey | None, type_url: str, name: str, make: Callable[[],
         return make()
     except Exception as exc:
         raise BuildError(owner, type_url, name, exc) from exc
+
+
+def _load_assignment(
+    name: str, endpoints: tuple[EndpointIR, ...], hc_port: int | None, owner: ObjectKey | None
+) -> CachedResource:
+    value = _built(owner, ENDPOINT, name, partial(encode_load_assignment, name, endpoints, hc_port))
+    return CachedResource(ENDPOINT, name, value=value)
+
+
+def _unnamed_cluster(cluster: ClusterIR) -> bytes:
+    return bytes(build_cluster(replace(cluster, name="")).SerializeToString(deterministic=True))
 
 
 def _host_bytes(vh: VirtualHostIR) -> bytes:
