@@ -29,12 +29,18 @@ __all__ = [
 ]
 
 # Field tags: (field_number << 3) | wire type 2 (length-delimited).
-_ANY_TYPE_URL, _ANY_VALUE = 0x0A, 0x12
-_RESP_VERSION, _RESP_RESOURCES, _RESP_TYPE_URL, _RESP_NONCE = 0x0A, 0x12, 0x22, 0x2A
+_ANY_TYPE_URL, _ANY_VALUE = b"\x0a", b"\x12"
+_RESP_VERSION, _RESP_RESOURCES, _RESP_TYPE_URL, _RESP_NONCE = b"\x0a", b"\x12", b"\x22", b"\x2a"
 # envoy.service.discovery.v3.Resource: version = 1, resource = 2, name = 3.
-_RES_VERSION, _RES_RESOURCE, _RES_NAME = 0x0A, 0x12, 0x1A
+_RES_VERSION, _RES_RESOURCE, _RES_NAME = b"\x0a", b"\x12", b"\x1a"
 # DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5, removed_resources = 6.
-_DELTA_VERSION, _DELTA_RESOURCES, _DELTA_TYPE_URL, _DELTA_NONCE, _DELTA_REMOVED = 0x0A, 0x12, 0x22, 0x2A, 0x32
+_DELTA_VERSION, _DELTA_RESOURCES, _DELTA_TYPE_URL, _DELTA_NONCE, _DELTA_REMOVED = (
+    b"\x0a",
+    b"\x12",
+    b"\x22",
+    b"\x2a",
+    b"\x32",
+)
 
 
 _GIL_THRESHOLD = 1 << 20  # bytes.join releases the GIL to copy this much or more (CPython's stringlib/join.h)
@@ -64,16 +70,26 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
+def varint(n: int) -> bytes:
+    """A non-negative integer as protobuf writes it (a length, a uint32 or an enum value)."""
+    return _SMALL_VARINTS[n] if n < 0x80 else _varint(n)
+
+
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (a string, bytes or a message): its tag byte, length and payload."""
+    n = len(payload)
+    return tag + (_SMALL_VARINTS[n] if n < 0x80 else _varint(n)) + payload
 
 
 def encode_any(type_url: str, value: bytes) -> bytes:
     """``google.protobuf.Any{type_url, value}`` serialized."""
     prefix = _ANY_PREFIXES.get(type_url)
     if prefix is None:
-        prefix = _ANY_PREFIXES[type_url] = _field(_ANY_TYPE_URL, type_url.encode())
-    return prefix + length_delimited(b"\x12", value)  # value = 2
+        prefix = _ANY_PREFIXES[type_url] = length_delimited(_ANY_TYPE_URL, type_url.encode())
+    return prefix + length_delimited(_ANY_VALUE, value)
 
 
 _ANY_PREFIXES: dict[str, bytes] = {}  # the type_url field of each type's Any (a handful of types)
@@ -81,7 +97,7 @@ _ANY_PREFIXES: dict[str, bytes] = {}  # the type_url field of each type's Any (a
 
 def resource_field_header(any_length: int) -> bytes:
     """The tag and length that precede one ``Any`` of that length in ``DiscoveryResponse.resources``."""
-    return bytes((_RESP_RESOURCES,)) + _varint(any_length)
+    return _RESP_RESOURCES + varint(any_length)
 
 
 def encode_discovery_response(version: str, type_url: str, nonce: str, any_resources: Iterable[bytes]) -> bytes:
@@ -95,24 +111,28 @@ def encode_discovery_response_pieces(version: str, type_url: str, nonce: str, pi
     """``pieces``: each resource's ``resource_field_header`` then its ``Any`` bytes. Resources' headers are
     cached (``CachedResource.field_header``), so a 20,000-resource response is one join: no per-resource
     encoding or copying on the serving loop."""
-    head = _field(_RESP_VERSION, version.encode())
-    tail = _field(_RESP_TYPE_URL, type_url.encode()) + _field(_RESP_NONCE, nonce.encode())
+    head = length_delimited(_RESP_VERSION, version.encode())
+    tail = length_delimited(_RESP_TYPE_URL, type_url.encode()) + length_delimited(_RESP_NONCE, nonce.encode())
     return _concat([head, *pieces, tail])
 
 
 def encode_delta_resource(name: str, version: str, any_bytes: bytes) -> bytes:
     """``envoy.service.discovery.v3.Resource{name, version, resource}`` serialized."""
-    return _field(_RES_VERSION, version.encode()) + _field(_RES_RESOURCE, any_bytes) + _field(_RES_NAME, name.encode())
+    return (
+        length_delimited(_RES_VERSION, version.encode())
+        + length_delimited(_RES_RESOURCE, any_bytes)
+        + length_delimited(_RES_NAME, name.encode())
+    )
 
 
 def encode_delta_discovery_response(
     system_version: str, type_url: str, nonce: str, resources: Iterable[bytes], removed: Iterable[str]
 ) -> bytes:
-    parts = [_field(_DELTA_VERSION, system_version.encode())]
-    parts.extend(_field(_DELTA_RESOURCES, r) for r in resources)
-    parts.append(_field(_DELTA_TYPE_URL, type_url.encode()))
-    parts.append(_field(_DELTA_NONCE, nonce.encode()))
-    parts.extend(_field(_DELTA_REMOVED, name.encode()) for name in removed)
+    parts = [length_delimited(_DELTA_VERSION, system_version.encode())]
+    parts.extend(length_delimited(_DELTA_RESOURCES, r) for r in resources)
+    parts.append(length_delimited(_DELTA_TYPE_URL, type_url.encode()))
+    parts.append(length_delimited(_DELTA_NONCE, nonce.encode()))
+    parts.extend(length_delimited(_DELTA_REMOVED, name.encode()) for name in removed)
     return _concat(parts)
 
 
@@ -123,21 +143,9 @@ def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes]) -> byt
 
 
 # --- Resources encoded without protobuf objects ------------------------------------------------------------------
-# Building a protobuf message in Python costs ~10x serializing it (ENVOY-NOTES). The two resources a full build makes
-# by the tens of thousands are written here directly; tests/test_wire.py holds each to the bytes protobuf writes.
-
-_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def length_delimited(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field (a string, bytes or a message): its tag byte, length and payload."""
-    n = len(payload)
-    return tag + (_SMALL_VARINTS[n] if n < 0x80 else _varint(n)) + payload
-
-
-def varint(n: int) -> bytes:
-    """A non-negative integer as protobuf writes it (a uint32 or enum field's value)."""
-    return _SMALL_VARINTS[n] if n < 0x80 else _varint(n)
+# Building a protobuf message in Python costs ~10x serializing it (ENVOY-NOTES). The resources a full build makes
+# by the tens of thousands are written here (and VirtualHosts in route_wire.py); tests/test_resource_wire.py holds
+# each to the bytes protobuf writes.
 
 
 # envoy.config.core.v3.HealthStatus in LbEndpoint.health_status (= 2, varint)
@@ -152,20 +160,20 @@ def _lb_endpoint_frame(
     for every address of that length, so an endpoint costs two concatenations (100,000 at 10,000 services).
     LbEndpoint{endpoint = 1 Endpoint{address = 1 Address{socket_address = 1 SocketAddress{address = 2,
     port_value = 3}}, health_check_config = 2 {port_value = 1}}, health_status = 2}."""
-    port_value = b"\x18" + _varint(port)
-    hc = length_delimited(b"\x12", b"\x08" + _varint(health_check_port)) if health_check_port else b""
+    port_value = b"\x18" + varint(port)
+    hc = length_delimited(b"\x12", b"\x08" + varint(health_check_port)) if health_check_port else b""
     health = _HEALTHY if healthy else _UNHEALTHY
-    socket = 1 + len(_varint(address_length)) + address_length + len(port_value)
-    address = 1 + len(_varint(socket)) + socket
-    endpoint = 1 + len(_varint(address)) + address + len(hc)
-    lb = 1 + len(_varint(endpoint)) + endpoint + len(health)
+    socket = 1 + len(varint(address_length)) + address_length + len(port_value)
+    address = 1 + len(varint(socket)) + socket
+    endpoint = 1 + len(varint(address)) + address + len(hc)
+    lb = 1 + len(varint(endpoint)) + endpoint + len(health)
     head = b"".join(
         (
-            b"\x12" + _varint(lb),
-            b"\x0a" + _varint(endpoint),
-            b"\x0a" + _varint(address),
-            b"\x0a" + _varint(socket),
-            b"\x12" + _varint(address_length),
+            b"\x12" + varint(lb),
+            b"\x0a" + varint(endpoint),
+            b"\x0a" + varint(address),
+            b"\x0a" + varint(socket),
+            b"\x12" + varint(address_length),
         )
     )
     return head, port_value + hc + health
