@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshctl.xds.model import ObjectKey
-from meshctl.xds.namespaced import NamespacedMap, names_in
+from meshctl.xds.namespaced import NamespacedMap, by_namespace, names_in
 
 keys = st.builds(ObjectKey, st.just("Pod"), st.sampled_from(["a", "b", "c"]), st.sampled_from(["p1", "p2", "p3"]))
 ops = st.lists(st.tuples(st.sampled_from(["set", "del", "copy"]), keys, st.integers(0, 3)), max_size=40)
@@ -44,3 +44,18 @@ def test_keys_of_another_kind_are_not_in_it() -> None:
     assert ObjectKey("Service", "a", "x") not in pods and pods.get(ObjectKey("Service", "a", "x")) is None
     with pytest.raises(ValueError):
         pods[ObjectKey("Service", "a", "x")] = 2
+
+
+def test_by_namespace_reads_a_plain_map_and_a_namespaced_map_alike() -> None:
+    plain = {
+        ObjectKey("Pod", "a", "p1"): 1,
+        ObjectKey("Pod", "b", "p2"): 2,
+        ObjectKey("Service", "a", "p1"): 3,  # another kind: not a Pod
+    }
+    namespaced: NamespacedMap[int] = NamespacedMap("Pod")
+    for key, value in plain.items():
+        if key.kind == "Pod":
+            namespaced[key] = value
+    for source in (plain, namespaced):
+        pods = by_namespace(source, "Pod")
+        assert dict(pods("a")) == {"p1": 1} and dict(pods("b")) == {"p2": 2} and dict(pods("c")) == {}

@@ -11,13 +11,13 @@ writes to it, so a model handed out never changes and a change copies one namesp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import partial
 from typing import Any, TypeVar, overload
 
 from meshctl.xds.model import ObjectKey
 
-__all__ = ["NamespacedMap", "names_in"]
+__all__ = ["NamespacedMap", "by_namespace", "names_in"]
 
 _V = TypeVar("_V")
 _D = TypeVar("_D")
@@ -143,3 +143,16 @@ def names_in(mapping: Mapping[ObjectKey, _V], kind: str, namespace: str) -> Mapp
     if isinstance(mapping, NamespacedMap) and mapping.kind == kind:
         return mapping.in_namespace(namespace)
     return _ByKey(mapping, kind, namespace)
+
+
+def by_namespace(mapping: Mapping[ObjectKey, _V], kind: str) -> Callable[[str], Mapping[str, _V]]:
+    """namespace -> name -> value of ``kind``, for many lookups: a NamespacedMap is that already; any other mapping
+    is regrouped once (one pass), where ``names_in`` would make a key per lookup (100,000 endpoints' Pods)."""
+    if isinstance(mapping, NamespacedMap) and mapping.kind == kind:
+        return mapping.in_namespace
+    grouped: dict[str, dict[str, _V]] = {}
+    for key, value in mapping.items():
+        if key.kind == kind:
+            grouped.setdefault(key.namespace, {})[key.name] = value
+    empty: dict[str, _V] = {}
+    return lambda namespace: grouped.get(namespace, empty)

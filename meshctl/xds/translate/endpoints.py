@@ -8,14 +8,14 @@ endpoints' Pods. A node's endpoints for listener port P are the union of its con
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from operator import itemgetter
 from typing import Any
 
 from meshctl.xds.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
-from meshctl.xds.namespaced import NamespacedMap, names_in
+from meshctl.xds.namespaced import by_namespace, names_in
 from meshctl.xds.translate.ir import EndpointIR
 
 __all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints", "update_nodes"]
@@ -215,25 +215,12 @@ def _node_endpoints(
 _port_of = itemgetter(1)  # EndpointIR.port, in C
 
 
-def _pods_by_namespace(pods: Mapping[ObjectKey, Pod]) -> Callable[[str], Mapping[str, Pod]]:
-    """namespace -> its Pods by name. A NamespacedMap (the Kubernetes source) is that already; a plain map (files)
-    is regrouped once, so that each of 100,000 endpoints is one dict lookup, not an ObjectKey and a lookup."""
-    if isinstance(pods, NamespacedMap) and pods.kind == "Pod":
-        return pods.in_namespace
-    grouped: dict[str, dict[str, Pod]] = {}
-    for key, pod in pods.items():
-        if key.kind == "Pod":
-            grouped.setdefault(key.namespace, {})[key.name] = pod
-    empty: dict[str, Pod] = {}
-    return lambda namespace: grouped.get(namespace, empty)
-
-
 def index_endpoints(
     nodes: Mapping[ObjectKey, VirtualNodeSpec], slices: Mapping[ObjectKey, EndpointSlice], pods: Mapping[ObjectKey, Pod]
 ) -> EndpointIndex:
     by_label = _label_index(nodes)
     matches: dict[str, dict[int, tuple[ObjectKey, ...]]] = {}  # by namespace, see _contribution
-    pods_of = _pods_by_namespace(pods)
+    pods_of = by_namespace(pods, "Pod")
     contributions = {
         k: _contribution(k, es, pods_of(k.namespace), by_label, matches.setdefault(k.namespace, {}))
         for k, es in slices.items()
