@@ -23,8 +23,9 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Literal, ParamSpec, TypeVar
@@ -207,12 +208,8 @@ class Controller:
         """In the worker: everything a full build needs that is O(mesh), so the loop only assigns the results."""
         # No automatic collections while the build allocates: they would be full ones (everything is new), each
         # holding the GIL for ~80 ms at 2,000 services and finding nothing to free (the build makes no cycles).
-        gc.disable()
-        try:
+        with self._collector_paused(full_build=True):
             mesh, snapshots = self._translate_and_build(model, groups, last_accepted, blocked, previous)
-        finally:
-            gc.enable()
-            self._collect_garbage()
         statuses = mesh.statuses
         return _FullBuild(
             mesh=mesh,
@@ -257,17 +254,26 @@ class Controller:
                 break
         return mesh, snapshots
 
-    def _collect_garbage(self) -> None:
-        """The model, IR and resources just built live until the next change: move them out of the collector's
-        sight, or every gen-2 collection rescans millions of objects (100+ ms pauses). Acyclic garbage is still
-        freed by reference counting; cycles among frozen objects wait for the full collection done every
-        _FULL_GC_EVERY full builds."""
-        self._builds_since_gc += 1
-        if self._builds_since_gc >= _FULL_GC_EVERY:
-            gc.unfreeze()
-            gc.collect()
-            self._builds_since_gc = 0
-        gc.freeze()
+    @contextmanager
+    def _collector_paused(self, *, full_build: bool) -> Iterator[None]:
+        """In the worker: no automatic collections while a build or patch allocates, then what it made (the model,
+        IR and resources live until the next change) moved out of the collector's sight, or each young collection
+        rescans its 20,000- and 100,000-entry maps until they age out (issue 14: 11-16 ms with the GIL held, on the
+        loop's thread or this one, during a Pod burst; every gen-2 collection rescans millions of objects: 100+
+        ms). Acyclic garbage is still freed by reference counting; cycles among frozen objects wait for the full
+        collection done every _FULL_GC_EVERY full builds."""
+        gc.disable()
+        try:
+            yield
+        finally:
+            if full_build:
+                self._builds_since_gc += 1
+                if self._builds_since_gc >= _FULL_GC_EVERY:
+                    gc.unfreeze()
+                    gc.collect()
+                    self._builds_since_gc = 0
+            gc.freeze()
+            gc.enable()
 
     def _accept(self, mesh: MeshIR, model: Model, changed: set[ObjectKey] | None = None) -> None:
         """Remember what is served now, the version served before it (what a NACK falls back to), and drop
@@ -334,23 +340,27 @@ class Controller:
         blocked: Mapping[ObjectKey, Blocked],
     ) -> tuple[MeshIR, dict[str, Snapshot], tuple[ObjectStatus, ...]]:
         assert self.mesh is not None
-        old = self.mesh
-        mesh, services = old.with_route_changes(model, changed_routes, last_accepted, blocked)
-        snapshots = {}
-        for group, params in groups.items():
-            spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
-            if spec is None or not any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends):
-                continue
-            # A BuildError from either leaves everything as it was.
-            snap = self.cache.get(group)
-            ir = with_route_changes(snap.ir, old, mesh, services) if snap is not None and snap.ir else None
-            if snap is not None and ir is not None:
-                self.metrics.route_patches += 1
-                routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
-                snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
-            else:
-                snapshots[group] = self._build(mesh, params)
-        return mesh, snapshots, _updated_statuses(self._statuses, mesh)
+        with self._collector_paused(full_build=False):
+            old = self.mesh
+            mesh, services = old.with_route_changes(model, changed_routes, last_accepted, blocked)
+            snapshots = {}
+            for group, params in groups.items():
+                spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
+                if spec is None or not any(
+                    ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends
+                ):
+                    continue
+                # A BuildError from either leaves everything as it was.
+                snap = self.cache.get(group)
+                ir = with_route_changes(snap.ir, old, mesh, services) if snap is not None and snap.ir else None
+                if snap is not None and ir is not None:
+                    self.metrics.route_patches += 1
+                    routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
+                    snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
+                else:
+                    snapshots[group] = self._build(mesh, params)
+            statuses = _updated_statuses(self._statuses, mesh)
+        return mesh, snapshots, statuses
 
     async def _patch_endpoints(self, model: Model, changed_keys: set[ObjectKey]) -> None:
         """Only EndpointSlices and/or Pods changed: update just the affected ClusterLoadAssignments in each snapshot."""
@@ -362,20 +372,21 @@ class Controller:
         self, model: Model, changed_keys: set[ObjectKey], groups: list[str]
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
         assert self.mesh is not None
-        mesh, changed = self.mesh.with_endpoint_changes(model, changed_keys)
-        snapshots = {}
-        for group in groups:
-            snap = self.cache.get(group)
-            if snap is None:
-                continue
-            present = snap.resources[ENDPOINT]
-            updates = {
-                name: self._builder.endpoints(mesh.clusters[name], mesh.endpoints[name])
-                for name in changed
-                if name in present
-            }
-            if updates:
-                snapshots[group] = snap.patched(ENDPOINT, updates)
+        with self._collector_paused(full_build=False):
+            mesh, changed = self.mesh.with_endpoint_changes(model, changed_keys)
+            snapshots = {}
+            for group in groups:
+                snap = self.cache.get(group)
+                if snap is None:
+                    continue
+                present = snap.resources[ENDPOINT]
+                updates = {
+                    name: self._builder.endpoints(mesh.clusters[name], mesh.endpoints[name])
+                    for name in changed
+                    if name in present
+                }
+                if updates:
+                    snapshots[group] = snap.patched(ENDPOINT, updates)
         return mesh, snapshots
 
     def _build(self, mesh: MeshIR, params: SidecarParams) -> Snapshot:

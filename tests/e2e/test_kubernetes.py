@@ -197,6 +197,45 @@ async def test_the_initial_list_is_read_in_pages(apiserver, monkeypatch):
         api.close()
 
 
+async def test_informers_decode_one_at_a_time_and_models_are_out_of_the_collectors_sight(apiserver, monkeypatch):
+    """Issue 14: informers parsing their lists at once each made one more thread the serving loop waited behind
+    (up to 77 ms at 10,000 services), and each model's copy of the Pod store (100,000 entries) was rescanned by
+    every young collection on the loop until it aged out (11-16 ms)."""
+    import threading
+
+    from meshctl.xds.sources import kubernetes as source_module
+
+    parse, lock, parsing, most = source_module._parse, threading.Lock(), [0], [0]
+
+    def slow_parse(item):
+        with lock:
+            parsing[0] += 1
+            most[0] = max(most[0], parsing[0])
+        time.sleep(0.002)  # lets another informer's thread run, if it may
+        with lock:
+            parsing[0] -= 1
+        return parse(item)
+
+    monkeypatch.setattr(source_module, "_PAGE", 2)
+    monkeypatch.setattr(source_module, "_parse", slow_parse)
+    docs = [*simple_mesh(), *workload("reviews", "v2", 9080), route("extra", "reviews", {"reviews-v2": 100})]
+    api = await cluster_with(apiserver, docs)
+    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
+    await plane.start()
+    try:
+        await plane.wait_synced()
+        labels = {"app": "reviews", "version": "v9"}
+        core = client.CoreV1Api(api)
+        await asyncio.to_thread(core.patch_namespaced_pod, "reviews-v1-0", "demo", {"metadata": {"labels": labels}})
+        await eventually(lambda: plane.controller.mesh.endpoints.get("demo/reviews-v1/9080") == (), timeout=15)
+        assert most[0] == 1
+        pods = plane.controller.model.pods
+        assert id(pods._by_namespace["demo"]) not in {id(o) for o in gc.get_objects()}
+    finally:
+        await plane.stop()
+        api.close()
+
+
 async def test_pod_updates_that_change_nothing_never_reach_the_controller(apiserver):
     """Issue 14: Pod status and annotation updates (new resourceVersions, same labels) are dropped by the source;
     a label change (relabelled out of reviews-v1's selector) is one endpoint patch, with no full translation."""
