@@ -50,12 +50,44 @@ def _render_dump(snapshots: Mapping[str, Snapshot]) -> list[bytes]:
             name, version = json.dumps(SHORT_NAMES[type_url]), json.dumps(snap.version(type_url))
             parts.append(f'{", " if j else ""}{name}: {{"version": {version}, "resources": ['.encode())
             for k, (_, res) in enumerate(sorted(snap.resources[type_url].items())):
-                text = json.dumps(MessageToDict(res.message, preserving_proto_field_name=True))
-                parts.append(f"{', ' if k else ''}{text}".encode())
+                if k:
+                    parts.append(b", ")
+                parts.extend(json_pieces(MessageToDict(res.message, preserving_proto_field_name=True)))
             parts.append(b"]}")
         parts.append(b"}")
     parts.append(b"}}")
     return parts
+
+
+_SPLIT = 64
+
+
+def json_pieces(value: Any) -> list[bytes]:
+    """``json.dumps(value).encode()`` in pieces: a list longer than ``_SPLIT``, and a dict holding one, are written
+    element by element. json.dumps is one C call that holds the GIL throughout: 70 ms for a route configuration
+    with 10,000 virtual hosts, a stall of the serving loop (issue 14). Anything else is one piece, as most
+    resources are (a piece per small element would cost memory)."""
+    out: list[bytes] = []
+    _append_json(value, out)
+    return out
+
+
+def _append_json(value: Any, out: list[bytes]) -> None:
+    if isinstance(value, list) and len(value) > _SPLIT:
+        out.append(b"[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(b", ")
+            _append_json(item, out)
+        out.append(b"]")
+    elif isinstance(value, dict) and any(isinstance(v, list) and len(v) > _SPLIT for v in value.values()):
+        out.append(b"{")
+        for i, (key, item) in enumerate(value.items()):
+            out.append(f"{', ' if i else ''}{json.dumps(key)}: ".encode())
+            _append_json(item, out)
+        out.append(b"}")
+    else:
+        out.append(json.dumps(value).encode())
 
 
 def _render_status(controller: Controller) -> bytes:
@@ -85,6 +117,9 @@ async def _send_in_chunks(request: web.Request, parts: list[bytes]) -> web.Strea
         if size >= _CHUNK:
             await response.write(b"".join(chunk))
             chunk, size = [], 0
+            # write() returns at once while the socket takes it all (a fast reader): yield anyway, one chunk per
+            # step, or the whole dump goes out in one step of the loop (55 ms at 10,000 services with a gateway).
+            await asyncio.sleep(0)
     if chunk:
         await response.write(b"".join(chunk))
     await response.write_eof()

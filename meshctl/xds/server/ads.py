@@ -7,6 +7,7 @@ bytes are built once per version whatever the number of streams.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,15 @@ def _unbox(box: list[_A]) -> _A:
     direction in its frames until the next one, so an idle stream would hold its last response (~8 KiB at 1,000
     streams) and request; in a box they hold an empty list."""
     return box.pop()
+
+
+def _frozen_after(fn: Callable[[_A], _R], arg: _A) -> _R:
+    """``fn(arg)``, then what it made moved out of the collector's sight: a large stream's state (sets of 20,000
+    names, kept until the next change) was rescanned by every collection on the serving loop (issue 14)."""
+    try:
+        return fn(arg)
+    finally:
+        gc.freeze()
 
 
 async def _next_request(requests: AsyncIterator[_A]) -> Any:
@@ -247,7 +257,7 @@ class AdsServer:
     async def _step(self, size: int, fn: Callable[[_A], _R], arg: _A) -> _R:
         """``fn(arg)`` on the loop, or in the streams thread when it is O(``size``) and ``size`` is large."""
         if size > _LARGE:
-            return await asyncio.get_running_loop().run_in_executor(self._large_streams, fn, arg)
+            return await asyncio.get_running_loop().run_in_executor(self._large_streams, _frozen_after, fn, arg)
         return fn(arg)
 
     async def _open(
