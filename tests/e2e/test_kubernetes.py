@@ -174,33 +174,11 @@ async def test_a_burst_of_endpoint_changes_becomes_a_handful_of_builds(apiserver
         api.close()
 
 
-async def test_the_initial_list_is_read_in_pages(apiserver, monkeypatch):
+async def test_the_initial_list_is_read_in_pages_one_informer_at_a_time(apiserver, monkeypatch):
     """Issue 14: lists come in pages (one JSON decode of a whole large list held the GIL for a second); every
-    object of every page reaches the model."""
-    from meshctl.xds.sources import kubernetes as source_module
-
-    monkeypatch.setattr(source_module, "_PAGE", 2)
-    docs = [*simple_mesh(), *workload("reviews", "v2", 9080), route("extra", "reviews", {"reviews-v2": 100})]
-    api = await cluster_with(apiserver, docs)
-    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
-    await plane.start()
-    try:
-        await plane.wait_synced()
-        model = plane.controller.model
-        assert model is not None
-        expected = {(d["kind"], d["metadata"]["name"]) for d in docs}
-        held = {(k.kind, k.name) for m in (model.services, model.endpoint_slices, model.pods) for k in m}
-        held |= {(k.kind, k.name) for m in (model.virtual_nodes, model.routes) for k in m}
-        assert held == expected
-    finally:
-        await plane.stop()
-        api.close()
-
-
-async def test_informers_decode_one_at_a_time_and_models_are_out_of_the_collectors_sight(apiserver, monkeypatch):
-    """Issue 14: informers parsing their lists at once each made one more thread the serving loop waited behind
-    (up to 77 ms at 10,000 services), and each model's copy of the Pod store (100,000 entries) was rescanned by
-    every young collection on the loop until it aged out (11-16 ms)."""
+    object of every page reaches the model. Informers parse one at a time: parsing their lists at once, each was
+    one more thread the serving loop waited behind (up to 77 ms at 10,000 services). And a model's copy of the Pod
+    store (100,000 entries) is frozen, not rescanned by every young collection on the loop until it ages out."""
     import threading
 
     from meshctl.xds.sources import kubernetes as source_module
@@ -224,11 +202,18 @@ async def test_informers_decode_one_at_a_time_and_models_are_out_of_the_collecto
     await plane.start()
     try:
         await plane.wait_synced()
+        model = plane.controller.model
+        assert model is not None
+        expected = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        held = {(k.kind, k.name) for m in (model.services, model.endpoint_slices, model.pods) for k in m}
+        held |= {(k.kind, k.name) for m in (model.virtual_nodes, model.routes) for k in m}
+        assert held == expected
+        assert most[0] == 1
+
         labels = {"app": "reviews", "version": "v9"}
         core = client.CoreV1Api(api)
         await asyncio.to_thread(core.patch_namespaced_pod, "reviews-v1-0", "demo", {"metadata": {"labels": labels}})
         await eventually(lambda: plane.controller.mesh.endpoints.get("demo/reviews-v1/9080") == (), timeout=15)
-        assert most[0] == 1
         pods = plane.controller.model.pods
         assert id(pods._by_namespace["demo"]) not in {id(o) for o in gc.get_objects()}
     finally:
