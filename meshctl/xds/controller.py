@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import partial
+from operator import attrgetter
 from typing import Literal, ParamSpec, TypeVar
 
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
@@ -44,6 +45,7 @@ __all__ = ["Controller", "classify_change"]
 
 log = logging.getLogger(__name__)
 _FULL_GC_EVERY = 50
+_STATUS_KEY = attrgetter("key")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -435,9 +437,12 @@ def _updated_statuses(previous: tuple[ObjectStatus, ...], mesh: MeshIR) -> tuple
     """``mesh.statuses`` after a Route patch: the same objects in the same order (only their statuses changed) is a
     lookup per object, not a sort of 20,000 statuses; when objects came or went, sorted again."""
     by_key = mesh.status_by_key
-    if len(previous) == len(by_key) and all(s.key in by_key for s in previous):
-        return tuple(by_key[s.key] for s in previous)
-    return mesh.statuses
+    if len(previous) != len(by_key):
+        return mesh.statuses
+    try:  # as many keys and every previous one still there: the same objects (map: C speed, ~5x a genexpr)
+        return tuple(map(by_key.__getitem__, map(_STATUS_KEY, previous)))
+    except KeyError:
+        return mesh.statuses
 
 
 def _remember_accepted(

@@ -83,7 +83,8 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None or ir.outbound is None:
         return None
-    touched = {svc for b in spec.backends if (svc := ObjectKey("Service", b.namespace, b.name)) in services}
+    # The changed Services this node calls (a change is a few Services; a node may call hundreds).
+    touched = {s for s in services if any(b.name == s.name and b.namespace == s.namespace for b in spec.backends)}
     if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
         return None
     by_name = {vh.name: vh for vh in ir.virtual_hosts}
@@ -101,8 +102,11 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     if before != after:
         # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
         return None
-    if ir.params.capture and {vh.name for vh in ir.virtual_hosts} != set(by_name):
+    same_hosts = len(by_name) == len(ir.virtual_hosts) and all(vh.name in by_name for vh in ir.virtual_hosts)
+    if ir.params.capture and not same_hosts:
         return None  # a Service gained or lost its virtual host: its ports' captured listeners change too
+    if same_hosts:  # each in its place
+        return replace(ir, virtual_hosts=tuple(by_name[vh.name] for vh in ir.virtual_hosts))
     ordered = tuple(vh for b in _sorted_backends(spec) if (vh := by_name.get(f"{b.namespace}/{b.name}")) is not None)
     return replace(ir, virtual_hosts=ordered)
 
