@@ -24,6 +24,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryRequest,
 )
 
+from bench.common import on_other_cores
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
@@ -88,9 +89,7 @@ async def delta_stream(stub, node: Node, index: int, records: list) -> None:
 async def spawn(
     port: int, streams: int, groups: list[str], out: Path, delta: bool = False
 ) -> asyncio.subprocess.Process:
-    """Starts the load client in its own process, on the cores other than the control plane's."""
-    from bench.common import on_other_cores
-
+    """Starts the load client in its own process, on the cores other than the control plane's (it moves itself)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -104,7 +103,6 @@ async def spawn(
         "--out",
         str(out),
         *(["--delta"] if delta else []),
-        preexec_fn=on_other_cores,
     )
 
 
@@ -141,4 +139,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    on_other_cores()  # load for the control plane under test, which stays on core 0
     asyncio.run(main())

@@ -72,9 +72,10 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 @contextlib.contextmanager
 def pinned_to_first_core() -> Iterator[None]:
-    """Keeps this process (the control plane under test) on core 0 meanwhile; load generators started with
-    ``preexec_fn=on_other_cores`` run on the rest. On a 2-core machine five busy processes otherwise take turns on
-    both cores, and a thread waiting 20-100 ms for the OS to schedule it looks like an event-loop stall."""
+    """Keeps this process (the control plane under test) on core 0 meanwhile; load generators (adsload, kubeapi,
+    kubewrite) move themselves to the rest with ``on_other_cores``. On a 2-core machine five busy processes
+    otherwise take turns on both cores, and a thread waiting 20-100 ms for the OS to schedule it looks like an
+    event-loop stall."""
     before = os.sched_getaffinity(0)
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
@@ -85,6 +86,10 @@ def pinned_to_first_core() -> Iterator[None]:
 
 
 def on_other_cores() -> None:
+    """Moves this process off core 0. Called by a load generator itself, not as a ``preexec_fn`` (Python code
+    between fork and exec, which the subprocess docs call unsafe with threads running: with gRPC's and the
+    informers' threads, the Pod burst's writer now and then exited non-zero with no traceback, and once a load
+    client never started)."""
     cores = set(range(1, os.cpu_count() or 1))
     if cores:
         os.sched_setaffinity(0, cores)

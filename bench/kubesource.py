@@ -30,7 +30,7 @@ import aiohttp
 from kubernetes import client, config
 
 from bench import adsload, kubemesh
-from bench.common import Ticker, median, on_other_cores, percentile, pinned_to_first_core, rss_mib, table
+from bench.common import Ticker, median, percentile, pinned_to_first_core, rss_mib, table
 from bench.fanout import _all_acked, _versions
 from bench.kubeapi import kube_api
 from bench.kubewrite import relabel
@@ -187,7 +187,6 @@ async def stalls(
                     str(churn),
                     str(n),
                     "v2",
-                    preexec_fn=on_other_cores,
                 )
                 assert await writer.wait() == 0
                 last = f"bench/svc-{(churn - 1) % n}-v1/{kubemesh.PORT}"

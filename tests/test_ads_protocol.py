@@ -191,3 +191,29 @@ async def test_idle_streams_keep_no_last_response_and_share_name_sets(plane):
         assert streams[0]._clusters_in_use() is streams[1]._clusters_in_use()
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_new_streams_start_a_few_per_loop_iteration():
+    """Issue 14: a thousand proxies reconnecting at once opened their streams in one loop iteration (23 ms). At
+    most ``per_turn`` pass per iteration, in arrival order; one cancelled while waiting takes no turn."""
+    from itertools import pairwise
+
+    from meshctl.xds.server import ads
+
+    turns = ads._Turns(2)
+    passed: list[int] = []
+
+    async def opening(i: int) -> None:
+        await turns.wait()
+        passed.append(i)
+
+    tasks = [asyncio.create_task(opening(i)) for i in range(7)]
+    await asyncio.sleep(0)  # every task has asked: two passed, five wait
+    tasks[3].cancel()
+    seen = [len(passed)]
+    for _ in range(12):
+        await asyncio.sleep(0)  # one loop iteration
+        seen.append(len(passed))
+    assert passed == [0, 1, 2, 4, 5, 6]
+    assert all(b - a <= 2 for a, b in pairwise([0, *seen])), seen
+    assert not turns._waiting
