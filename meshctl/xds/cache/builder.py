@@ -143,11 +143,9 @@ class SnapshotBuilder:
             """``owners``: (object, IR) pairs it is built from, the first one blamed if building fails."""
 
             def cached() -> CachedResource:
-                built = _built(owners[0][0], type_url, name, make)  # a message, or its bytes
+                message = _built(owners[0][0], type_url, name, make)
                 origins: Origins = frozenset((o, v) for o, v in owners if o is not None)
-                if isinstance(built, bytes):
-                    return CachedResource(type_url, name, value=built, references=refs, origins=origins)
-                return CachedResource(type_url, name, built, refs, origins=origins)
+                return CachedResource(type_url, name, message, refs, origins=origins)
 
             resources[type_url][name] = self._get((type_url, owners), cached)
 
