@@ -39,6 +39,7 @@ from meshctl.xds.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.xds.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.xds.translate.endpoints import release_gently
 from meshctl.xds.translate.ir import Blocked, ObjectStatus, SidecarParams
+from meshctl.xds.translate.mesh import services_called
 from meshctl.xds.translate.sidecar import with_route_changes
 
 __all__ = ["Controller", "classify_change"]
@@ -348,9 +349,7 @@ class Controller:
             snapshots = {}
             for group, params in groups.items():
                 spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
-                if spec is None or not any(
-                    ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends
-                ):
+                if spec is None or not services_called(spec, services):
                     continue
                 # A BuildError from either leaves everything as it was.
                 snap = self.cache.get(group)

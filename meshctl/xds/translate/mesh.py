@@ -44,7 +44,7 @@ from meshctl.xds.translate.ir import (
 )
 from meshctl.xds.translate.ports import plan_ports, tcp_backends
 
-__all__ = ["MeshIR", "cluster_name", "translate_mesh"]
+__all__ = ["MeshIR", "cluster_name", "services_called", "translate_mesh"]
 
 _UNSET_PRIORITY = 1001  # routes without a priority are evaluated after all with one
 _HTTP_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
@@ -121,7 +121,7 @@ class MeshIR:
             p.ir.tcp for p in (self.route_placement.get(k) for k in changed_routes) if p is not None
         ) or any(placement[k].ir.tcp for k in changed_routes if k in placement)
         for key, spec in self.virtual_nodes.items() if tcp_changed else ():
-            if any(ObjectKey("Service", b.namespace, b.name) in affected for b in spec.backends):
+            if services_called(spec, affected):
                 statuses[key] = _port_status(statuses[key], spec, self.services, routes_by_service)
         mesh = replace(
             self,
@@ -243,6 +243,12 @@ def _sharing_equal_values(mesh: MeshIR, previous: MeshIR) -> MeshIR:
         status_by_key=_same(statuses, previous.status_by_key),
         accepted=_same(mesh.accepted, previous.accepted),
     )
+
+
+def services_called(spec: VirtualNodeSpec, services: Iterable[ObjectKey]) -> set[ObjectKey]:
+    """Those of ``services`` (Service keys: the few a change touched) that the node calls. Scans the change, not
+    the node's backends (hundreds, each needing a key made to look up)."""
+    return {s for s in services if any(b.name == s.name and b.namespace == s.namespace for b in spec.backends)}
 
 
 _T = TypeVar("_T")
@@ -432,7 +438,7 @@ def _choose_route(
                 key=key,
                 observed_generation=route.meta.generation,
                 origin=route.meta.origin,
-                conditions=_ROUTE_OK,
+                conditions=_VALID_AND_RESOLVED,
             )
             return route, ir, status
     served, served_ir = _previous_route(route, previous, model, nodes)
@@ -494,7 +500,7 @@ def _mark_shadowed(
                 )
                 kept += (condition,)
             if kept != status.conditions:
-                statuses[key] = replace(status, conditions=_ROUTE_OK if kept == _ROUTE_OK else kept)
+                statuses[key] = replace(status, conditions=_VALID_AND_RESOLVED if kept == _VALID_AND_RESOLVED else kept)
 
 
 _DEFAULTS = SidecarParams(virtual_node=None)
@@ -528,7 +534,6 @@ def _ok(type_: str, reason: str, message: str) -> Condition:
 # Most objects are fine: their conditions are one shared tuple, not 10,000 equal ones (issue 14, memory).
 _VALID = _ok("Accepted", "Accepted", "valid")
 _VALID_AND_RESOLVED = (_VALID, _ok("ResolvedRefs", "ResolvedRefs", "all references resolved"))
-_ROUTE_OK = _VALID_AND_RESOLVED
 
 
 def _at(origin: str, message: str, served: VirtualNode | Route | None = None) -> str:

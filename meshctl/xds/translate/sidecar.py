@@ -32,7 +32,7 @@ from meshctl.xds.translate.ir import (
     TracingIR,
     VirtualHostIR,
 )
-from meshctl.xds.translate.mesh import MeshIR
+from meshctl.xds.translate.mesh import MeshIR, services_called
 from meshctl.xds.translate.ports import allocate_ports, tcp_backends
 
 __all__ = [
@@ -83,8 +83,7 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None or ir.outbound is None:
         return None
-    # The changed Services this node calls (a change is a few Services; a node may call hundreds).
-    touched = {s for s in services if any(b.name == s.name and b.namespace == s.namespace for b in spec.backends)}
+    touched = services_called(spec, services)
     if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
         return None
     by_name = {vh.name: vh for vh in ir.virtual_hosts}
