@@ -38,9 +38,10 @@ _Event = tuple[Any, ...]
 # One store per kind; Pods by namespace and name, without a key object each (100,000 at 10,000 services).
 _Store = dict[ObjectKey, MeshObject] | NamespacedMap[MeshObject]
 _VERSION = "v1alpha1"
-# One informer decodes and parses at a time. Their CPU work cannot run in parallel under the GIL anyway, but each
-# runnable thread is one more the serving loop waits behind for its turn: five informers parsing their initial
-# lists at once stalled it up to 77 ms at 10,000 services, one at a time ~30 ms (issue 14). Fetching stays parallel.
+# One informer parses at a time (a list page's JSON decode included; a watch event's one line is decoded before).
+# Their CPU work cannot run in parallel under the GIL anyway, but each runnable thread is one more the serving loop
+# waits behind for its turn: five informers parsing their initial lists at once stalled it up to 77 ms at 10,000
+# services, one at a time ~30 ms (issue 14). Fetching stays parallel.
 _DECODING = threading.Lock()
 _PAGE = 500
 _ABSENT_RETRY = 30.0  # seconds between looks for a kind the API server does not serve
