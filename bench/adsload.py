@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryRequest,
 )
 
-from bench.common import on_other_cores
+from bench import offcore
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
@@ -89,20 +88,20 @@ async def delta_stream(stub, node: Node, index: int, records: list) -> None:
 async def spawn(
     port: int, streams: int, groups: list[str], out: Path, delta: bool = False
 ) -> asyncio.subprocess.Process:
-    """Starts the load client in its own process, on the cores other than the control plane's (it moves itself)."""
+    """Starts the load client in its own process, on the cores other than the control plane's."""
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.adsload",
-        "--port",
-        str(port),
-        "--streams",
-        str(streams),
-        "--groups",
-        ",".join(groups),
-        "--out",
-        str(out),
-        *(["--delta"] if delta else []),
+        *offcore.command(
+            "bench.adsload",
+            "--port",
+            str(port),
+            "--streams",
+            str(streams),
+            "--groups",
+            ",".join(groups),
+            "--out",
+            str(out),
+            *(["--delta"] if delta else []),
+        )
     )
 
 
@@ -139,5 +138,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    on_other_cores()  # load for the control plane under test, which stays on core 0
     asyncio.run(main())

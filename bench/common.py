@@ -73,7 +73,7 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 @contextlib.contextmanager
 def pinned_to_first_core() -> Iterator[None]:
     """Keeps this process (the control plane under test) on core 0 meanwhile; load generators (adsload, kubeapi,
-    kubewrite) move themselves to the rest with ``on_other_cores``. On a 2-core machine five busy processes
+    kubewrite) start on the rest through ``bench.offcore``. On a 2-core machine five busy processes
     otherwise take turns on both cores, and a thread waiting 20-100 ms for the OS to schedule it looks like an
     event-loop stall."""
     before = os.sched_getaffinity(0)
@@ -83,16 +83,6 @@ def pinned_to_first_core() -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-def on_other_cores() -> None:
-    """Moves this process off core 0. Called by a load generator itself, not as a ``preexec_fn`` (Python code
-    between fork and exec, which the subprocess docs call unsafe with threads running: with gRPC's and the
-    informers' threads, the Pod burst's writer now and then exited non-zero with no traceback, and once a load
-    client never started)."""
-    cores = set(range(1, os.cpu_count() or 1))
-    if cores:
-        os.sched_setaffinity(0, cores)
 
 
 class Ticker:

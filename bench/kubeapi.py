@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from bench import kubemesh
-from bench.common import on_other_cores
+from bench import kubemesh, offcore
 from tests.apiserver import ApiServer, kubeconfig_for
 
 ROOT = Path(__file__).parent.parent
@@ -71,12 +70,7 @@ async def kube_api(*args: str, timeout: float = 900) -> AsyncIterator[tuple[str,
     workdir = Path(tempfile.mkdtemp(prefix="meshctl-bench-kube-"))
     url_file = workdir / "url.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.kubeapi",
-        *args,
-        "--url-file",
-        str(url_file),
+        *offcore.command("bench.kubeapi", *args, "--url-file", str(url_file)),
         stdin=asyncio.subprocess.PIPE,
     )
     try:
@@ -100,5 +94,4 @@ async def kube_api(*args: str, timeout: float = 900) -> AsyncIterator[tuple[str,
 
 
 if __name__ == "__main__":
-    on_other_cores()  # load for the control plane under test, which stays on core 0
     sys.exit(main())

@@ -18,7 +18,6 @@ import asyncio
 import json
 import multiprocessing
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client, config
 
-from bench import adsload, kubemesh
+from bench import adsload, kubemesh, offcore
 from bench.common import Ticker, median, percentile, pinned_to_first_core, rss_mib, table
 from bench.fanout import _all_acked, _versions
 from bench.kubeapi import kube_api
@@ -179,14 +178,7 @@ async def stalls(
                 full = plane.metrics.full_builds
 
                 writer = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "bench.kubewrite",
-                    str(kubeconfig),
-                    "relabel",
-                    str(churn),
-                    str(n),
-                    "v2",
+                    *offcore.command("bench.kubewrite", str(kubeconfig), "relabel", str(churn), str(n), "v2")
                 )
                 assert await writer.wait() == 0
                 last = f"bench/svc-{(churn - 1) % n}-v1/{kubemesh.PORT}"

@@ -11,7 +11,6 @@ import sys
 from kubernetes import client, config
 
 from bench import kubemesh
-from bench.common import on_other_cores
 
 
 def relabel(core: client.CoreV1Api, i: int, version: str) -> None:
@@ -30,5 +29,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    on_other_cores()  # load for the control plane under test, which stays on core 0
     sys.exit(main())

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
-from bench import fanout, incremental, translation
+import pytest
+
+from bench import fanout, incremental, offcore, translation
+from bench.common import pinned_to_first_core
 
 
 def test_translation_and_incremental_benchmarks_run() -> None:
@@ -31,3 +38,18 @@ def test_kubernetes_source_benchmarks_run_at_toy_size() -> None:
     assert [r[0].split(" ")[0] for r in rows] == ["list", "second", "config_dump", "burst"]
     assert all(math.isfinite(r[2]) for r in rows) and rss > 0
     assert "| 20 | 200 |" in churn.run(n=20, changes=200, baseline_after=50)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: nothing to move to")
+def test_a_load_process_is_off_the_measured_core_before_its_first_import(tmp_path: Path) -> None:
+    # Children inherit the control plane's pinning to core 0; a load process that moved itself in its __main__ had
+    # imported grpc (or the kubernetes client) there first, on the core being measured.
+    (tmp_path / "probe.py").write_text(
+        "import json, os, sys\nprint(json.dumps([sorted(os.sched_getaffinity(0)), sys.argv, 'grpc' in sys.modules]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    with pinned_to_first_core():
+        out = subprocess.run(offcore.command("probe", "--flag", "x"), env=env, capture_output=True, check=True)
+    cores, argv, grpc_loaded = json.loads(out.stdout)
+    assert 0 not in cores and cores
+    assert argv[1:] == ["--flag", "x"] and not grpc_loaded
