@@ -17,7 +17,6 @@ from aiohttp import web
 from meshctl.xds.admin import build_admin_app
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.controller import Controller
-from meshctl.xds.malloc import return_large_blocks_to_the_os
 from meshctl.xds.metrics import Metrics
 from meshctl.xds.model import Model
 from meshctl.xds.server.ads import AdsServer, Keepalive
@@ -79,7 +78,6 @@ class ControlPlane:
         return cls(ManifestSource(directory), **kwargs)
 
     async def start(self) -> None:
-        return_large_blocks_to_the_os()  # before the first build: RSS that follows the model's size, not its history
         xds_port, admin_port = self._requested_ports
         if self.injection is not None:
             await self.injection.prepare()
