@@ -5,8 +5,11 @@ its own (80 bytes) and a general dict entry; stored by namespace and then by nam
 interned), it costs one str-keyed dict entry: ~9 MiB less (issue 14). Keys are made when iterated, which only a
 relist or a full comparison does; lookups by key or by (namespace, name) make none.
 
-``copy`` is copy-on-write per namespace: the copy and the original share each namespace's dict until one of them
-writes to it, so a model handed out never changes and a change copies one namespace, not the kind.
+Each namespace is a persistent map (``immutables.Map``, a hash array mapped trie in C): a write makes a new map
+that shares all but a few small nodes with the old one, so ``copy`` copies only the namespace -> map dict, a model
+handed out never changes, and a change costs microseconds. A namespace had been a dict copied on its first write
+after each copy: 1.5 ms and a new 5 MiB table per model at 100,000 Pods in one namespace, ~200 times during a
+1,000-Pod burst (on the serving loop, and glibc kept much of the churn resident). Lookups cost ~1.3x a dict's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import partial
 from typing import Any, TypeVar, overload
 
+import immutables
+
 from meshctl.xds.model import ObjectKey
 
 __all__ = ["NamespacedMap", "by_namespace", "names_in"]
@@ -22,19 +27,21 @@ __all__ = ["NamespacedMap", "by_namespace", "names_in"]
 _V = TypeVar("_V")
 _D = TypeVar("_D")
 
+_EMPTY: immutables.Map[str, Any] = immutables.Map()
+
 
 class NamespacedMap(MutableMapping[ObjectKey, _V]):
-    __slots__ = ("_by_namespace", "_len", "_shared", "kind")
+    __slots__ = ("_by_namespace", "_len", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._by_namespace: dict[str, dict[str, _V]] = {}
-        self._shared: set[str] = set()  # namespaces whose dict another map holds too
+        self._by_namespace: dict[str, immutables.Map[str, _V]] = {}
         self._len = 0
 
     def in_namespace(self, namespace: str) -> Mapping[str, _V]:
-        """name -> value in ``namespace``: read it, never keep it past the next write to this map."""
-        return self._by_namespace.get(namespace) or {}
+        """name -> value in ``namespace``, as it is now (later writes to this map make new ones)."""
+        names: Mapping[str, _V] = self._by_namespace.get(namespace, _EMPTY)
+        return names
 
     def __getitem__(self, key: ObjectKey) -> _V:
         if key.kind != self.kind:
@@ -72,36 +79,26 @@ class NamespacedMap(MutableMapping[ObjectKey, _V]):
     def __setitem__(self, key: ObjectKey, value: _V) -> None:
         if key.kind != self.kind:
             raise ValueError(f"a {key.kind} key in a map of {self.kind}")
-        names = self._writable(key.namespace)
+        names = self._by_namespace.get(key.namespace, _EMPTY)
         if key.name not in names:
             self._len += 1
-        names[key.name] = value
+        self._by_namespace[key.namespace] = names.set(key.name, value)
 
     def __delitem__(self, key: ObjectKey) -> None:
         if key not in self:
             raise KeyError(key)
-        names = self._writable(key.namespace)
-        del names[key.name]
+        names = self._by_namespace[key.namespace].delete(key.name)
         self._len -= 1
-        if not names:
+        if names:
+            self._by_namespace[key.namespace] = names
+        else:
             del self._by_namespace[key.namespace]
-            self._shared.discard(key.namespace)
-
-    def _writable(self, namespace: str) -> dict[str, _V]:
-        names = self._by_namespace.get(namespace)
-        if names is None:
-            names = self._by_namespace[namespace] = {}
-        elif namespace in self._shared:
-            names = self._by_namespace[namespace] = dict(names)
-            self._shared.discard(namespace)
-        return names
 
     def copy(self) -> NamespacedMap[_V]:
+        """Independent of this map from now on; O(namespaces)."""
         other: NamespacedMap[_V] = NamespacedMap(self.kind)
         other._by_namespace = dict(self._by_namespace)
         other._len = self._len
-        other._shared = set(self._by_namespace)
-        self._shared = set(self._by_namespace)
         return other
 
     def __eq__(self, other: object) -> bool:

@@ -292,10 +292,11 @@ class KubernetesSource:
             self.ignored_events += len(batch)
             return None
         new = self._model(revision, model, changed, listed)
-        # The model and the stores it shares live until the next change, and a change copies a whole namespace of
-        # Pods (100,000 entries): out of the collector's sight, or young collections on the serving loop rescan
-        # each copy until it ages out (11-16 ms each during a 1,000-Pod burst, issue 14). Cheap: freezing moves
-        # lists, it visits nothing.
+        # The model and the stores it shares live until the next change, and a change copies the store of its kind
+        # (20,000 EndpointSlices; Pods, persistent maps, take a few new nodes): out of the collector's sight, or
+        # young collections on the serving loop rescan each copy until it ages out (11-16 ms each during a
+        # 1,000-Pod burst when a Pod change copied its namespace, issue 14). Cheap: freezing moves lists, it visits
+        # nothing.
         gc.freeze()
         return new
 
