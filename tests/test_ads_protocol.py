@@ -198,13 +198,13 @@ async def test_new_streams_start_a_few_per_loop_iteration():
     most ``per_turn`` pass per iteration, in arrival order; one cancelled while waiting takes no turn."""
     from itertools import pairwise
 
-    from meshctl.xds.server import ads
+    from meshctl.xds.pacing import PerIteration
 
-    turns = ads._Turns(2)
+    turns: PerIteration[None] = PerIteration(2)
     passed: list[int] = []
 
     async def opening(i: int) -> None:
-        await turns.wait()
+        await turns.turn()
         passed.append(i)
 
     tasks = [asyncio.create_task(opening(i)) for i in range(7)]

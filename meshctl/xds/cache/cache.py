@@ -11,12 +11,11 @@ import asyncio
 from collections import defaultdict
 
 from meshctl.xds.cache.snapshot import Snapshot
+from meshctl.xds.pacing import PerIteration
 
 __all__ = ["InconsistentSnapshot", "SnapshotCache", "prepare"]
 
-# Streams woken per event-loop iteration. Each woken stream computes and sends its response in one step; waking
-# a thousand in the same iteration kept the loop from anything else (health checks, the lease, a ticker) for
-# hundreds of milliseconds. Waking them a batch per iteration lets other work in between.
+# Streams woken per event-loop iteration (pacing.py says why); the rest in later iterations, other work between.
 _WAKE_BATCH = 32
 
 
@@ -40,7 +39,12 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         self._generations: defaultdict[str, int] = defaultdict(int)  # per group, bumped when its snapshot changes
         self._waiters: defaultdict[str, set[asyncio.Future[int]]] = defaultdict(set)
-        self.wakeups = 0  # streams woken by publishes: the cost of fan-out, for tests and metrics
+        self._wakes: PerIteration[int] = PerIteration(_WAKE_BATCH)
+
+    @property
+    def wakeups(self) -> int:
+        """Streams woken by publishes: the cost of fan-out, for tests and metrics."""
+        return self._wakes.resolved
 
     def generation(self, group: str) -> int:
         return self._generations.get(group, 0)
@@ -62,20 +66,11 @@ class SnapshotCache:
             if old is None or any(old.version(t) != snap.version(t) for t in snap.resources):
                 self._snapshots[group] = snap
                 changed.append(group)
-        waiters: list[tuple[asyncio.Future[int], int]] = []
         for group in changed:
             generation = self._generations[group] = self._generations[group] + 1
-            waiters.extend((waiter, generation) for waiter in self._waiters.pop(group, ()))
-        self._wake(waiters)
+            for waiter in self._waiters.pop(group, ()):
+                self._wakes.resolve(waiter, generation)
         return changed
-
-    def _wake(self, waiters: list[tuple[asyncio.Future[int], int]]) -> None:
-        for waiter, generation in waiters[:_WAKE_BATCH]:
-            if not waiter.done():
-                waiter.set_result(generation)
-                self.wakeups += 1
-        if len(waiters) > _WAKE_BATCH:
-            asyncio.get_running_loop().call_soon(self._wake, waiters[_WAKE_BATCH:])
 
     def forget(self, group: str) -> None:
         self._snapshots.pop(group, None)

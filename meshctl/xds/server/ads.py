@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.metrics import Metrics
+from meshctl.xds.pacing import PerIteration
 from meshctl.xds.server.blame import blame
 from meshctl.xds.server.node import sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
@@ -106,43 +106,6 @@ async def _unboxed(requests: AsyncIterator[list[_A]]) -> AsyncIterator[_A]:
         yield _unbox(box)
 
 
-class _Turns:
-    """At most ``per_turn`` callers pass per event-loop iteration; the rest wait, in order, for later ones. A
-    thousand proxies reconnecting at once (a control-plane restart) otherwise open their streams in one iteration:
-    23 ms of the loop at 1,000 streams, with nothing else between (issue 14)."""
-
-    def __init__(self, per_turn: int) -> None:
-        self.per_turn = per_turn
-        self._passed = 0  # in this iteration
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._turn_scheduled = False
-
-    async def wait(self) -> None:
-        if self._passed < self.per_turn and not self._waiting:
-            self._passed += 1
-            self._schedule_next_turn()
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        self._schedule_next_turn()
-        await waiter
-
-    def _schedule_next_turn(self) -> None:
-        if not self._turn_scheduled:
-            self._turn_scheduled = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._turn_scheduled, self._passed = False, 0
-        while self._waiting and self._passed < self.per_turn:
-            waiter = self._waiting.popleft()
-            if not waiter.done():  # a cancelled one (its stream closed while waiting) takes no turn
-                waiter.set_result(None)
-                self._passed += 1
-        if self._waiting or self._passed:
-            self._schedule_next_turn()
-
-
 class Unauthorized(Exception):
     """A proxy's client certificate does not allow the VirtualNode it asked for."""
 
@@ -167,7 +130,7 @@ class AdsServer:
         # One thread for large streams' protocol work. A stream's state is only ever touched by its own coroutine,
         # one step at a time, so handing a step to this thread and awaiting it keeps that true.
         self._large_streams = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshctl-streams")
-        self._openings = _Turns(_OPENINGS_PER_TURN)
+        self._openings: PerIteration[None] = PerIteration(_OPENINGS_PER_TURN)
 
     async def start(self, address: str, port: int) -> int:
         options = [("grpc.max_send_message_length", 256 * 1024 * 1024), *self.keepalive.options()]
@@ -239,7 +202,7 @@ class AdsServer:
         cache = self.controller.cache
         generation = 0
         change: asyncio.Future[int] | None = None  # the next change of this stream's group, once it has one
-        await self._openings.wait()
+        await self._openings.turn()
         incoming = asyncio.ensure_future(_next_request(requests))
         try:
             while True:
