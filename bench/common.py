@@ -25,7 +25,7 @@ def machine() -> str:
 
 
 def envoy_version() -> str:
-    from meshctl.proxy import envoy_binary
+    from meshctl.devtools.envoy_process import envoy_binary
 
     out = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True).stdout
     return out.strip().split("version:")[-1].strip().split("/")[1] if "version:" in out else "unknown"

@@ -20,16 +20,16 @@ from bench import meshgen
 from bench.common import median, table
 from bench.fanout import PushSource, _all_acked, _versions
 from bench.procs import Processes
-from meshctl.proxy import free_port
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import free_port
+from meshctl.model import ObjectKey
+from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import Snapshot, SnapshotCache
 from meshctl.xds.cache.wire import encode_discovery_response
-from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import ROUTE, TYPE_ORDER
-from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.plane import ControlPlane
 from meshctl.xds.server.node import sidecar_params
-from meshctl.xds.translate.ir import SidecarParams
 
 ENVOYS = 20
 SERVICES = 1000

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench import adsload, meshgen
 from bench.common import median, percentile, rss_mib, table
+from meshctl.controlplane.plane import ControlPlane
 from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
-from meshctl.xds.plane import ControlPlane
 
 
 class PushSource:

@@ -16,11 +16,11 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from bench import meshgen
 from bench.common import median, percentile, table
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
+from meshctl.model import Model
 from meshctl.xds.cache import SnapshotCache
-from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import Model
 from meshctl.xds.server.stream import StreamState
 
 

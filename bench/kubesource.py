@@ -33,9 +33,9 @@ from bench.common import Ticker, median, percentile, pinned_to_first_core, rss_m
 from bench.fanout import _all_acked, _versions
 from bench.kubeapi import kube_api
 from bench.kubewrite import relabel
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.sources.kubernetes import KubernetesSource
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, TYPE_ORDER
-from meshctl.xds.plane import ControlPlane
-from meshctl.xds.sources.kubernetes import KubernetesSource
 
 
 def _api(kubeconfig: Path) -> client.ApiClient:

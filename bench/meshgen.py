@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from meshctl.xds.model import (
+from meshctl.model import (
     Backend,
     ConnectionPool,
     Endpoint,
@@ -32,7 +32,7 @@ from meshctl.xds.model import (
     VirtualNodeSpec,
     WeightedTarget,
 )
-from meshctl.xds.translate.ir import SidecarParams
+from meshctl.translate.ir import SidecarParams
 
 NS = "bench"
 ENDPOINTS_PER_NODE = 5

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
+from meshctl.devtools.envoy_process import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
 
 
 class Processes:
@@ -26,7 +26,7 @@ class Processes:
 
     async def app(self, name: str, port: int) -> None:
         await self.spawn(
-            sys.executable, "-m", "meshctl.sample_app", "--name", name, "--port", str(port), log=f"{name}.log"
+            sys.executable, "-m", "meshctl.devtools.sample_app", "--name", name, "--port", str(port), log=f"{name}.log"
         )
         await wait_http(f"http://127.0.0.1:{port}/")
 

@@ -21,7 +21,7 @@ from kubernetes import client, config
 from bench.common import median, percentile, table
 from bench.kubeapi import kube_api
 from bench.procs import Processes, wait_http
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 from tests.manifests import route, service, virtual_node, workload, write
 
 

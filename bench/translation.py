@@ -17,8 +17,8 @@ import tracemalloc
 
 from bench import meshgen
 from bench.common import best_of, table
+from meshctl.translate import translate_mesh, translate_sidecar
 from meshctl.xds.cache import SnapshotBuilder
-from meshctl.xds.translate import translate_mesh, translate_sidecar
 
 
 def run(sizes: tuple[int, ...] = (100, 1_000, 10_000)) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import boto3
 
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 
 REGION = "us-east-1"
 _BIN = Path(sys.executable).parent / "moto_server"

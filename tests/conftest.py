@@ -12,9 +12,9 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar
-from meshctl.sample_app import Behavior, start_app
-from meshctl.xds.plane import ControlPlane
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import EnvoyProcess, free_port, loopback_sidecar
+from meshctl.devtools.sample_app import Behavior, start_app
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

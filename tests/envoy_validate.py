@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from meshctl.proxy import envoy_binary
+from meshctl.devtools.envoy_process import envoy_binary
 
 __all__ = ["envoy_validate", "inline_group"]
 

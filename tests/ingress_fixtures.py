@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshctl.xds.model import Model
-from meshctl.xds.parse.documents import parse_keyed
-from meshctl.xds.sources.base import build_model
+from meshctl.model import Model
+from meshctl.parse.documents import parse_keyed
+from meshctl.sources.base import build_model
 
 NS = "shop"
 

@@ -14,8 +14,8 @@ from meshctl.ingress.aws import IngressMetrics, make_clients
 from meshctl.ingress.deploy import Subnets
 from meshctl.ingress.kube import KubeWriter
 from meshctl.ingress.reconciler import IngressReconciler, ReconcileSettings
-from meshctl.xds.model import Model
-from meshctl.xds.sources.kubernetes import KubernetesSource
+from meshctl.model import Model
+from meshctl.sources.kubernetes import KubernetesSource
 from tests.apiserver import ApiServer
 from tests.aws import Moto, Network, seed_network
 from tests.conftest import eventually

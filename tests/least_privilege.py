@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from meshctl.install import InstallOptions, render
+from meshctl.kube.install_manifests import InstallOptions, render
 from meshctl.version import CONTROLLER_USER_AGENT
 from tests.apiserver import ApiCall
 from tests.ingress_harness import CLUSTER

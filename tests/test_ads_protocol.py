@@ -11,8 +11,8 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from meshctl.controlplane.plane import ControlPlane
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.plane import ControlPlane
 from tests.ads_client import AdsClient
 from tests.conftest import eventually
 

@@ -19,8 +19,8 @@ import yaml
 
 from meshctl.appmesh import convert, load_paths
 from meshctl.cli.importer import render, report_text
-from meshctl.xds.sources import load_manifests
-from meshctl.xds.translate import translate_mesh
+from meshctl.sources import load_manifests
+from meshctl.translate import translate_mesh
 from tests.apiserver import kubeconfig_for
 from tests.test_manifests import crd_schemas
 

@@ -12,10 +12,10 @@ import pytest
 from kubernetes import client
 
 from meshctl.cli.injection import native_sidecars_supported
-from meshctl.inject.certificates import CertificateKeeper
-from meshctl.inject.certs import KeyPair, issue, needs_renewal, new_ca
+from meshctl.inject.certificate_keeper import CertificateKeeper
+from meshctl.inject.pki import KeyPair, issue, needs_renewal, new_ca
 from meshctl.inject.tlsfiles import TlsDir
-from meshctl.install import InstallOptions, render
+from meshctl.kube.install_manifests import InstallOptions, render
 from tests.apiserver import ApiServer
 
 NS, SECRET, WEBHOOK = "meshctl-system", "meshctl-tls", "meshctl-sidecar-injector"

@@ -8,11 +8,11 @@ import pytest
 from envoy.config.core.v3.base_pb2 import Node
 
 from bench import meshgen
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
+from meshctl.model import FieldError, HttpMatch, ObjectKey
 from meshctl.xds.cache import SnapshotCache
-from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
-from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import FieldError, HttpMatch, ObjectKey
 from meshctl.xds.server.node import sidecar_params
 
 
@@ -123,7 +123,7 @@ async def test_route_patch_equals_full_translation(capture: bool) -> None:
 
 
 async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:
-    from meshctl.xds.controller import classify_change
+    from meshctl.controlplane.controller import classify_change
 
     model = meshgen.build(3)
     changed = meshgen.with_endpoint_change(model, 1, generation=2)
@@ -197,7 +197,7 @@ async def test_a_proxy_attaching_during_a_build_gets_the_new_mesh_and_one_detach
 
 
 async def test_a_replaced_endpoint_index_is_emptied_without_touching_the_new_one() -> None:
-    from meshctl.xds.translate.endpoints import index_endpoints, release_gently
+    from meshctl.translate.endpoints import index_endpoints, release_gently
 
     model = meshgen.build(30)
     nodes = {k: v.spec for k, v in model.virtual_nodes.items()}
@@ -213,7 +213,7 @@ async def test_a_replaced_endpoint_index_is_emptied_without_touching_the_new_one
 def test_a_virtual_node_change_that_keeps_selectors_reuses_the_endpoint_index() -> None:
     """Issue 14: a listener change (here a new port) recomputes only that node's clusters; the result equals an
     index computed from scratch. A selector change (which endpoints belong where) is not taken this way."""
-    from meshctl.xds.translate.endpoints import index_endpoints, update_nodes
+    from meshctl.translate.endpoints import index_endpoints, update_nodes
 
     model = meshgen.build(30)
     nodes = {k: v.spec for k, v in model.virtual_nodes.items()}
@@ -236,7 +236,7 @@ def test_a_full_build_keeps_the_last_builds_objects_where_they_are_equal() -> No
     """Issue 14, memory: a second full build holds one copy of what did not change (statuses, Route IR, maps),
     not equal new copies beside the old ones whose departure leaves the allocator's arenas part used. The result
     still equals a translation from scratch."""
-    from meshctl.xds.translate import translate_mesh
+    from meshctl.translate import translate_mesh
 
     model = meshgen.build(30)
     first = translate_mesh(model)
@@ -264,7 +264,7 @@ def test_a_full_build_keeps_the_last_builds_objects_where_they_are_equal() -> No
 def test_the_mesh_ir_holds_the_models_keys_and_one_string_per_cluster_name() -> None:
     """Issue 14, memory: statuses name their object with the model's own key, the Services map is the model's,
     and a cluster's name is one string wherever it appears (clusters, endpoints, Routes): 10,000 services, ~4 MiB."""
-    from meshctl.xds.translate import translate_mesh
+    from meshctl.translate import translate_mesh
 
     model = meshgen.build(5)
     mesh = translate_mesh(model)

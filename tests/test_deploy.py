@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from meshctl.install import InstallOptions, render
+from meshctl.kube.install_manifests import InstallOptions, render
 from tests.pss import restricted_violations
 
 ROOT = Path(__file__).parent.parent

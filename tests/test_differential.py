@@ -37,11 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import meshgen
-from meshctl.xds.cache import Snapshot, SnapshotCache
-from meshctl.xds.controller import Controller
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
-from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import (
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
+from meshctl.model import (
     ConnectionPool,
     FieldError,
     HttpMatch,
@@ -54,6 +52,8 @@ from meshctl.xds.model import (
     ServicePort,
     VirtualNode,
 )
+from meshctl.xds.cache import Snapshot, SnapshotCache
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 from meshctl.xds.server.node import sidecar_params
 from meshctl.xds.server.stream import StreamState
 

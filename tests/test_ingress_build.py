@@ -12,8 +12,8 @@ import yaml
 from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.nlb import build_service_stacks
 from meshctl.ingress.targets import plan_targets
-from meshctl.xds.parse.documents import parse_keyed
-from meshctl.xds.sources.base import build_model
+from meshctl.parse.documents import parse_keyed
+from meshctl.sources.base import build_model
 
 CASES = sorted((Path(__file__).parent / "testdata" / "ingress").glob("*/input.yaml"))
 

@@ -13,12 +13,12 @@ from dataclasses import replace
 import aiohttp
 
 from bench import meshgen
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.model import ConnectionPool, Model, ObjectKey, VirtualNode
 from meshctl.xds.cache import SnapshotCache
-from meshctl.xds.controller import Controller
 from meshctl.xds.envoy.types import CLUSTER, ROUTE
-from meshctl.xds.metrics import Metrics
-from meshctl.xds.model import ConnectionPool, Model, ObjectKey, VirtualNode
-from meshctl.xds.plane import ControlPlane
 from tests.conftest import eventually
 from tests.manifests import route, service, workload, write
 

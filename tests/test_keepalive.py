@@ -8,8 +8,8 @@ import contextlib
 import shutil
 from pathlib import Path
 
+from meshctl.controlplane.plane import ControlPlane
 from meshctl.xds.envoy.types import CLUSTER
-from meshctl.xds.plane import ControlPlane
 from meshctl.xds.server.ads import Keepalive
 from tests.ads_client import AdsClient
 from tests.conftest import eventually

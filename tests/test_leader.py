@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
-from meshctl.xds.leader import LeaderElector
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.status import StatusWriter
-from meshctl.xds.translate.ir import Condition, ConditionStatus, ObjectStatus
+from meshctl.kube.leader import LeaderElector
+from meshctl.kube.status_writer import StatusWriter
+from meshctl.model import ObjectKey
+from meshctl.translate.ir import Condition, ConditionStatus, ObjectStatus
 from tests.conftest import eventually
 
 NS, NAME = "meshctl-system", "meshctl-leader"

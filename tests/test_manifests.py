@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from meshctl.xds.model import Meta, ObjectKey, Service, ServicePort
-from meshctl.xds.parse import parse_document
+from meshctl.model import Meta, ObjectKey, Service, ServicePort
+from meshctl.parse import parse_document
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted(p for p in (ROOT / "crds").glob("*.yaml") if p.name != "kustomization.yaml")
@@ -100,8 +100,8 @@ def test_crd_schema_rejects_out_of_range_values(kind: str, spec_change: dict) ->
     ids=lambda p: p.name,
 )
 def test_each_example_set_translates_cleanly(directory: Path) -> None:
-    from meshctl.xds.sources import load_manifests
-    from meshctl.xds.translate import translate_mesh
+    from meshctl.sources import load_manifests
+    from meshctl.translate import translate_mesh
 
     mesh = translate_mesh(load_manifests(directory))
     assert mesh.load_errors == ()
@@ -112,7 +112,7 @@ def test_each_example_set_translates_cleanly(directory: Path) -> None:
 def test_the_ingress_examples_build_load_balancers_without_problems() -> None:
     from meshctl.ingress.alb import build_ingress_stacks
     from meshctl.ingress.nlb import build_service_stacks
-    from meshctl.xds.sources import load_manifests
+    from meshctl.sources import load_manifests
 
     model = load_manifests(ROOT / "examples" / "ingress")
     services = {"web": 80, "orders": 80, "checkout-v1": 80, "checkout-v2": 80}

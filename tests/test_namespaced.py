@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.namespaced import NamespacedMap, by_namespace, names_in
+from meshctl.model import ObjectKey
+from meshctl.model.namespaced import NamespacedMap, by_namespace, names_in
 
 keys = st.builds(ObjectKey, st.just("Pod"), st.sampled_from(["a", "b", "c"]), st.sampled_from(["p1", "p2", "p3"]))
 ops = st.lists(st.tuples(st.sampled_from(["set", "del", "copy"]), keys, st.integers(0, 3)), max_size=40)

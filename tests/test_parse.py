@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshctl.xds.parse import parse_document
-from meshctl.xds.parse.fields import parse_duration_ms
+from meshctl.parse import parse_document
+from meshctl.parse.fields import parse_duration_ms
 from tests.manifests import route, virtual_node
 
 
@@ -367,8 +367,8 @@ def test_a_regex_over_envoys_program_size_limit_is_rejected_before_envoy_sees_it
 
 def test_equal_labels_and_listeners_are_shared_between_parsed_objects(monkeypatch) -> None:
     """Issue 14: 100,000 Pods of a few Deployments hold a few label maps, not 100,000 copies."""
-    from meshctl.xds.parse import shared
-    from meshctl.xds.parse.documents import parse_document
+    from meshctl.parse import shared
+    from meshctl.parse.documents import parse_document
 
     def pod(name: str) -> dict:
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "a", "version": "v1"}}}
@@ -385,7 +385,7 @@ def test_equal_labels_and_listeners_are_shared_between_parsed_objects(monkeypatc
 
 def test_an_endpoint_is_routed_to_its_first_address_and_one_without_any_is_left_out() -> None:
     """Kubernetes: an endpoint's addresses are fungible and consumers may use the first only (kube-proxy does)."""
-    from meshctl.xds.parse.documents import parse_document
+    from meshctl.parse.documents import parse_document
 
     es = parse_document(
         {

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 
 from bench.common import Ticker
-from meshctl.xds.plane import ControlPlane
+from meshctl.controlplane.plane import ControlPlane
 from tests.conftest import eventually
 
 

@@ -9,13 +9,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshctl.xds.cache import SnapshotBuilder
-from meshctl.xds.cache.route_wire import encode_virtual_host
-from meshctl.xds.cache.wire import encode_load_assignment, with_name
-from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
-from meshctl.xds.envoy.route import RETRY_ON, build_virtual_host
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT
-from meshctl.xds.model import (
+from meshctl.model import (
     ConnectionPool,
     HeaderMatch,
     HealthCheck,
@@ -27,7 +21,7 @@ from meshctl.xds.model import (
     RetryPolicy,
     StringMatch,
 )
-from meshctl.xds.translate.ir import (
+from meshctl.translate.ir import (
     ClusterIR,
     EndpointIR,
     RouteIR,
@@ -36,6 +30,12 @@ from meshctl.xds.translate.ir import (
     VirtualHostIR,
     WeightedClusterIR,
 )
+from meshctl.xds.cache import SnapshotBuilder
+from meshctl.xds.cache.route_wire import encode_virtual_host
+from meshctl.xds.cache.wire import encode_load_assignment, with_name
+from meshctl.xds.envoy.cluster import build_cluster, build_load_assignment
+from meshctl.xds.envoy.route import RETRY_ON, build_virtual_host
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT
 
 # Strings long enough, now and then, for two-byte lengths (>= 128), which the encoders handle apart.
 names = st.one_of(st.text(min_size=1, max_size=12), st.text(min_size=120, max_size=300))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.json_format import MessageToDict
 
+from meshctl.model import HeaderMatch, HttpMatch, QueryParameterMatch, RetryPolicy, StringMatch
 from meshctl.routing.adapt import from_envoy, match_from_model
 from meshctl.routing.match import Request, explain
 from meshctl.routing.shadow import find_shadowed
@@ -19,9 +20,8 @@ from meshctl.routing.table import (
     host_from_json,
     host_to_json,
 )
+from meshctl.translate.ir import RouteIR, VirtualHostIR, WeightedClusterIR
 from meshctl.xds.envoy.route import build_route_configuration
-from meshctl.xds.model import HeaderMatch, HttpMatch, QueryParameterMatch, RetryPolicy, StringMatch
-from meshctl.xds.translate.ir import RouteIR, VirtualHostIR, WeightedClusterIR
 
 
 def _rule(name: str, path: PathMatcher, *headers: HeaderMatcher, query=(), grpc=False) -> RouteRule:
@@ -235,9 +235,9 @@ def test_regex_is_decided_against_literals_and_otherwise_only_possible():
 
 
 def test_shadowed_routes_get_a_reachable_condition_with_a_witness_and_lose_it_when_fixed(tmp_path):
-    from meshctl.xds.model import ObjectKey
-    from meshctl.xds.sources import load_manifests
-    from meshctl.xds.translate import translate_mesh
+    from meshctl.model import ObjectKey
+    from meshctl.sources import load_manifests
+    from meshctl.translate import translate_mesh
     from tests.manifests import route, service, virtual_node, workload, write
 
     def docs(canary_priority: int) -> list:

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from meshctl.xds.admin import status_to_dict
+from meshctl.admin.app import status_to_dict
+from meshctl.model import ObjectKey
+from meshctl.sources import load_manifests
+from meshctl.translate import translate_mesh, translate_sidecar
+from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import SnapshotBuilder
 from meshctl.xds.envoy.types import SHORT_NAMES
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.sources import load_manifests
-from meshctl.xds.translate import translate_mesh, translate_sidecar
-from meshctl.xds.translate.ir import SidecarParams
 from tests.envoy_validate import envoy_validate, inline_group
 
 CASES = Path(__file__).parent / "testdata" / "translate"

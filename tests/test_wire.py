@@ -43,10 +43,10 @@ def test_empty_response() -> None:
 
 
 def test_spliced_route_configuration_is_byte_identical() -> None:
+    from meshctl.model import HttpMatch
+    from meshctl.translate.ir import RouteIR, VirtualHostIR, WeightedClusterIR
     from meshctl.xds.cache.wire import encode_route_configuration
     from meshctl.xds.envoy.route import build_route_configuration, build_virtual_host
-    from meshctl.xds.model import HttpMatch
-    from meshctl.xds.translate.ir import RouteIR, VirtualHostIR, WeightedClusterIR
 
     hosts = tuple(
         VirtualHostIR(

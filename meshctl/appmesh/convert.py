@@ -27,7 +27,7 @@ from meshctl.appmesh.load import SourceDoc
 from meshctl.appmesh.nodes import NodeConversion
 from meshctl.appmesh.objects import CLUSTER_DNS, AppMeshObject
 from meshctl.appmesh.routes import ROUTE_KINDS, convert_route_body
-from meshctl.xds.model import API_VERSION
+from meshctl.model import API_VERSION
 
 __all__ = ["APPMESH_GROUP", "ImportResult", "convert"]
 

@@ -1,6 +1,6 @@
 """``meshctl demo``: the control plane, two versions of a service and a real Envoy sidecar, on loopback.
 
-Every piece is a real process a user would run (``meshctl serve``, ``python -m meshctl.sample_app``,
+Every piece is a real process a user would run (``meshctl serve``, ``python -m meshctl.devtools.sample_app``,
 ``envoy``); the demo only wires them together, sends traffic, edits the Route file and shows the split
 moving with no restart. Ctrl-C (or ``--duration``) stops every process it started.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from meshctl.proxy import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
+from meshctl.devtools.envoy_process import EnvoyProcess, free_port, loopback_sidecar, spawn_logged
 
 __all__ = ["run_demo"]
 
@@ -95,7 +95,7 @@ class _Demo:
         py = sys.executable
         for name, port in APP_PORTS.items():
             await self._spawn(
-                py, "-m", "meshctl.sample_app", "--name", name, "--port", str(port), log=f"app-{name}.log"
+                py, "-m", "meshctl.devtools.sample_app", "--name", name, "--port", str(port), log=f"app-{name}.log"
             )
         await self._spawn(
             py,
@@ -123,8 +123,8 @@ class _Demo:
         )
         await self.envoy.start()
         await self._wait_http(f"http://127.0.0.1:{self.egress}/", headers={"Host": HOST})
-        _say("  reviews v1       python -m meshctl.sample_app   http://127.0.0.1:18081")
-        _say("  reviews v2       python -m meshctl.sample_app   http://127.0.0.1:18082")
+        _say("  reviews v1       python -m meshctl.devtools.sample_app   http://127.0.0.1:18081")
+        _say("  reviews v2       python -m meshctl.devtools.sample_app   http://127.0.0.1:18082")
         _say(f"  control plane    meshctl serve                  xDS 127.0.0.1:{self.xds_port}, admin {self.admin}")
         sidecar = f"egress 127.0.0.1:{self.egress}, admin {self.envoy.admin_url}"
         _say(f"  envoy sidecar    demo/frontend (envoy 1.40)     {sidecar}")

@@ -85,7 +85,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
     from kubernetes import config
     from urllib3.exceptions import HTTPError
 
-    from meshctl.cli.kube import api_client
+    from meshctl.kube.config import api_client
 
     try:
         api = api_client(kubeconfig, in_cluster=False)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from meshctl.inject.server import InjectionServer
     from meshctl.inject.tlsfiles import TlsDir
-    from meshctl.xds.leader import LeaderElector
+    from meshctl.kube.leader import LeaderElector
 
 __all__ = ["add_arguments", "injection_server", "native_sidecars_supported"]
 
@@ -81,9 +81,9 @@ def tls_dir(args: argparse.Namespace) -> TlsDir | None:
 def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderElector | None) -> InjectionServer:
     """The webhook (and certificate keeper) ``args`` ask for; raises CliError on options that do not fit."""
     from meshctl.cli.client import CliError
-    from meshctl.inject.certificates import CertificateKeeper
+    from meshctl.inject.certificate_keeper import CertificateKeeper
+    from meshctl.inject.pod_patch import InjectConfig
     from meshctl.inject.server import InjectionServer
-    from meshctl.inject.sidecar import InjectConfig
 
     directory = tls_dir(args)
     if directory is None:

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from meshctl.install import DEFAULT_IMAGE, DEFAULT_NAMESPACE, InstallError, InstallOptions, render
+from meshctl.kube.install_manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, InstallError, InstallOptions, render
 
 __all__ = ["add_commands"]
 

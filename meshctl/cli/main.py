@@ -15,9 +15,9 @@ import yaml
 
 if TYPE_CHECKING:
     from meshctl.ingress.reconciler import IngressReconciler
+    from meshctl.kube.status_writer import StatusWriter
+    from meshctl.sources.kubernetes import KubernetesSource
     from meshctl.xds.server.tls import XdsTls
-    from meshctl.xds.sources.kubernetes import KubernetesSource
-    from meshctl.xds.status import StatusWriter
 
 __all__ = ["main"]
 
@@ -30,8 +30,8 @@ def _print(data: Any, output: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from meshctl.xds.plane import ControlPlane
-    from meshctl.xds.sources import ManifestSource
+    from meshctl.controlplane.plane import ControlPlane
+    from meshctl.sources import ManifestSource
 
     writer = None
     ingress = None
@@ -97,11 +97,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
-    from meshctl.cli.kube import api_client
+    from meshctl.kube.config import api_client
+    from meshctl.kube.leader import LeaderElector
+    from meshctl.kube.status_writer import StatusWriter
+    from meshctl.sources.kubernetes import KubernetesSource
     from meshctl.version import CONTROLLER_USER_AGENT
-    from meshctl.xds.leader import LeaderElector
-    from meshctl.xds.sources.kubernetes import KubernetesSource
-    from meshctl.xds.status import StatusWriter
 
     api = api_client(args.kubeconfig, user_agent=CONTROLLER_USER_AGENT)
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
@@ -198,9 +198,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from meshctl.xds.admin import status_to_dict
-    from meshctl.xds.sources import load_manifests
-    from meshctl.xds.translate import translate_mesh
+    from meshctl.admin.app import status_to_dict
+    from meshctl.sources import load_manifests
+    from meshctl.translate import translate_mesh
 
     mesh = translate_mesh(load_manifests(Path(args.manifests)))
     bad = [s for s in mesh.statuses if not s.healthy]

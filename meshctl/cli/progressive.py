@@ -25,7 +25,7 @@ from meshctl.cli.inspect import group_node
 from meshctl.cli.output import console, table
 from meshctl.cli.shift import Shift, callers, wait_for_proxies
 from meshctl.cli.traffic import ClusterWindow, scrape, window
-from meshctl.xds.translate.endpoints import virtual_node_of
+from meshctl.translate.endpoints import virtual_node_of
 
 __all__ = ["Guard", "parse_duration", "run_progressive", "step_weights"]
 

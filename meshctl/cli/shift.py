@@ -18,7 +18,7 @@ from meshctl.cli.output import console
 from meshctl.cli.routes import qualified
 from meshctl.cli.writers import KubernetesWriter, ManifestWriter, RouteWriter, route_targets
 from meshctl.routing.table import route_from_json
-from meshctl.xds.translate.endpoints import virtual_node_of
+from meshctl.translate.endpoints import virtual_node_of
 
 __all__ = ["Shift", "add_commands", "callers", "parse_weights", "served_weights", "wait_for_proxies"]
 

@@ -123,7 +123,7 @@ class KubernetesWriter:
     def __init__(self, kubeconfig: str | None, namespace: str, name: str) -> None:
         from kubernetes import client
 
-        from meshctl.cli.kube import api_client
+        from meshctl.kube.config import api_client
 
         try:
             api = api_client(kubeconfig)

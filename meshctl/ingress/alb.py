@@ -28,8 +28,8 @@ from meshctl.ingress.stack import (
     TargetGroup,
 )
 from meshctl.ingress.target_groups import attributes, health_check, target_group
-from meshctl.xds.ingress_model import Ingress, IngressBackend, IngressPath
-from meshctl.xds.model import Model, ObjectKey
+from meshctl.model import Model, ObjectKey
+from meshctl.model.ingress import Ingress, IngressBackend, IngressPath
 
 __all__ = ["INGRESS_CONTROLLER", "build_ingress_stacks", "ingress_finalizer_group"]
 

@@ -14,9 +14,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshctl.xds.events import record_event
-from meshctl.xds.ingress_model import ELBV2_GROUP
-from meshctl.xds.model import ObjectKey
+from meshctl.kube.events import record_event
+from meshctl.model import ObjectKey
+from meshctl.model.ingress import ELBV2_GROUP
 
 __all__ = ["KubeWriter"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from meshctl.xds.ingress_model import CHECKPOINT_ANNOTATION
+from meshctl.model.ingress import CHECKPOINT_ANNOTATION
 
 __all__ = [
     "CHECKPOINT_ANNOTATION",

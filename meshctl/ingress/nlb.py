@@ -13,7 +13,7 @@ from meshctl.ingress.annotations import NLB, AnnotationError, Annotations
 from meshctl.ingress.naming import SERVICE_FINALIZER, load_balancer_name
 from meshctl.ingress.stack import Forward, HealthCheck, Listener, LoadBalancer, Problem, Stack, TargetGroup
 from meshctl.ingress.target_groups import attributes, health_check, target_group
-from meshctl.xds.model import Model, ObjectKey, Service
+from meshctl.model import Model, ObjectKey, Service
 
 __all__ = ["NLB_CLASS", "build_service_stacks", "nlb_target_type"]
 

@@ -31,9 +31,9 @@ from meshctl.ingress.stack import Binding, Problem, Stack
 from meshctl.ingress.target_sync import TargetState, TargetSyncer
 from meshctl.ingress.targets import checkpoint, desired_targets, gated_pod_targets, plan_targets
 from meshctl.ingress.view import stack_view
-from meshctl.xds.ingress_model import GATE_PREFIX, Lifecycle, TargetGroupBinding
-from meshctl.xds.leader import LeaderElector
-from meshctl.xds.model import Model, ObjectKey
+from meshctl.kube.leader import LeaderElector
+from meshctl.model import Model, ObjectKey
+from meshctl.model.ingress import GATE_PREFIX, Lifecycle, TargetGroupBinding
 
 __all__ = ["IngressReconciler", "ReconcileSettings"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshctl.xds.model import ObjectKey, ServicePort
+from meshctl.model import ObjectKey, ServicePort
 
 __all__ = [
     "Action",

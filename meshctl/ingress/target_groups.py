@@ -7,7 +7,7 @@ import re
 from meshctl.ingress.annotations import AnnotationError, Annotations
 from meshctl.ingress.naming import target_group_name
 from meshctl.ingress.stack import Binding, HealthCheck, TargetGroup
-from meshctl.xds.model import ObjectKey, ServicePort
+from meshctl.model import ObjectKey, ServicePort
 
 __all__ = ["attributes", "health_check", "target_group"]
 

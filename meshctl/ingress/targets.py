@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from meshctl.ingress.stack import Binding
-from meshctl.xds.model import Model, ObjectKey, ServicePort
+from meshctl.model import Model, ObjectKey, ServicePort
 
 __all__ = ["Target", "TargetPlan", "checkpoint", "desired_targets", "gated_pod_targets", "plan_targets"]
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from meshctl.inject.certificates import CertificateKeeper
-from meshctl.inject.sidecar import InjectConfig, VirtualNodeRef
+from meshctl.inject.certificate_keeper import CertificateKeeper
+from meshctl.inject.pod_patch import InjectConfig, VirtualNodeRef
 from meshctl.inject.tlsfiles import TlsDir
 from meshctl.inject.webhook import InjectionWebhook
-from meshctl.xds.model import Model
+from meshctl.model import Model
 
 __all__ = ["InjectionServer", "virtual_node_refs"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshctl.inject.sidecar import InjectConfig, VirtualNodeRef, inject
+from meshctl.inject.pod_patch import InjectConfig, VirtualNodeRef, inject
 
 __all__ = ["MUTATE_PATH", "InjectionWebhook"]
 

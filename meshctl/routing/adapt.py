@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from meshctl.model import HeaderMatch, HttpMatch
 from meshctl.routing.table import (
     HeaderMatcher,
     Match,
@@ -20,7 +21,6 @@ from meshctl.routing.table import (
     Target,
     VirtualHost,
 )
-from meshctl.xds.model import HeaderMatch, HttpMatch
 
 __all__ = ["from_envoy", "match_from_model"]
 

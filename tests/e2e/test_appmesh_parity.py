@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_grpc import SAY, EchoServer
 from tests.manifests import write

@@ -13,11 +13,11 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
-from meshctl.inject.certs import issue, new_ca
+from meshctl.devtools.envoy_process import envoy_binary
+from meshctl.inject.pki import issue, new_ca
+from meshctl.inject.pod_patch import CAPTURE_CONTAINER, PROXY_CONTAINER, InjectConfig, inject
 from meshctl.inject.server import virtual_node_refs
-from meshctl.inject.sidecar import CAPTURE_CONTAINER, PROXY_CONTAINER, InjectConfig, inject
-from meshctl.proxy import envoy_binary
-from meshctl.xds.sources import load_manifests
+from meshctl.sources import load_manifests
 from tests.conftest import eventually
 from tests.e2e.test_tcp import tcp_route
 from tests.manifests import API, route, service, virtual_node, write
@@ -110,7 +110,7 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
             await peer.start(
                 PY,
                 "-m",
-                "meshctl.sample_app",
+                "meshctl.devtools.sample_app",
                 "--host",
                 PEER,
                 "--port",
@@ -146,7 +146,16 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
         uid = proxy["securityContext"]["runAsUser"]
         await pod.start(str(envoy_binary()), *args, uid=uid, log=logs / "envoy.log")
         await pod.start(
-            PY, "-m", "meshctl.sample_app", "--host", "0.0.0.0", "--port", "8080", "--name", "web", log=logs / "app.log"
+            PY,
+            "-m",
+            "meshctl.devtools.sample_app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+            "--name",
+            "web",
+            log=logs / "app.log",
         )
 
         def ready() -> bool:

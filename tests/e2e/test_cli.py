@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from meshctl.proxy import EnvoyProcess, envoy_binary, free_port
-from meshctl.sample_app import Behavior, start_app
+from meshctl.devtools.envoy_process import EnvoyProcess, envoy_binary, free_port
+from meshctl.devtools.sample_app import Behavior, start_app
 from tests.conftest import eventually
 
 ROOT = Path(__file__).parent.parent.parent

@@ -10,7 +10,7 @@ import aiohttp
 import grpc
 import pytest
 
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 from tests.conftest import Mesh, eventually
 from tests.manifests import API, service, virtual_node, workload, write
 

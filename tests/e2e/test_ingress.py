@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from meshctl.xds.model import ObjectKey
+from meshctl.model import ObjectKey
 from tests.ingress_fixtures import NS, endpoint_slice, shop_documents
 from tests.ingress_harness import Harness
 

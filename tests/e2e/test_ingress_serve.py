@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 from tests.apiserver import kubeconfig_for
 from tests.conftest import eventually
 from tests.e2e.test_ingress import EXPECTED, SHOP, _state, certificate

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from meshctl.xds.model import ObjectKey
+from meshctl.model import ObjectKey
 from tests.ingress_fixtures import NS, endpoint_slice, ingress_class, nlb_service, service, shop_ingress
 from tests.ingress_harness import Harness
 
@@ -200,7 +200,7 @@ async def test_a_bad_annotation_is_an_event_and_other_ingresses_keep_reconciling
 async def test_without_the_binding_crd_the_rest_is_still_served(apiserver):
     """--ingress on a cluster without our TargetGroupBinding CRD: that kind counts as empty, not as 'never synced'
     (which would keep the whole mesh from being built)."""
-    from meshctl.xds.sources.kubernetes import KubernetesSource
+    from meshctl.sources.kubernetes import KubernetesSource
 
     apiserver.seed([ingress_class(), service("web")])
     models = []

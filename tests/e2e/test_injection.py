@@ -15,12 +15,12 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 
-from meshctl.inject.certs import issue, new_ca
+from meshctl.inject.pki import issue, new_ca
+from meshctl.inject.pod_patch import CAPTURE_CONTAINER, PROXY_CONTAINER, InjectConfig
 from meshctl.inject.server import InjectionServer
-from meshctl.inject.sidecar import CAPTURE_CONTAINER, PROXY_CONTAINER, InjectConfig
 from meshctl.inject.tlsfiles import TlsDir
 from meshctl.inject.webhook import MUTATE_PATH
-from meshctl.xds.sources import load_manifests
+from meshctl.sources import load_manifests
 from tests.manifests import service, virtual_node, write
 from tests.pss import restricted_violations
 

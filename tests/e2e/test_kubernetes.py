@@ -12,16 +12,16 @@ from pathlib import Path
 import aiohttp
 from kubernetes import client
 
-from meshctl.proxy import free_port, loopback_sidecar
-from meshctl.sample_app import Behavior, start_app
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import free_port, loopback_sidecar
+from meshctl.devtools.sample_app import Behavior, start_app
+from meshctl.kube.leader import LeaderElector
+from meshctl.kube.status_writer import StatusWriter
+from meshctl.sources import load_manifests
+from meshctl.sources.kubernetes import KubernetesSource
+from meshctl.translate import translate_mesh, translate_sidecar
 from meshctl.xds.cache import SnapshotBuilder
 from meshctl.xds.envoy.types import TYPE_ORDER
-from meshctl.xds.leader import LeaderElector
-from meshctl.xds.plane import ControlPlane
-from meshctl.xds.sources import load_manifests
-from meshctl.xds.sources.kubernetes import KubernetesSource
-from meshctl.xds.status import StatusWriter
-from meshctl.xds.translate import translate_mesh, translate_sidecar
 from tests.apiserver import ApiServer
 from tests.conftest import eventually
 from tests.manifests import route, service, virtual_node, workload, write
@@ -130,8 +130,8 @@ async def _is(result, expected: str) -> bool:
 
 def params_of(stream):
     """The SidecarParams the control plane derived for this stream's node (its group key)."""
-    from meshctl.xds.model import ObjectKey
-    from meshctl.xds.translate.ir import SidecarParams
+    from meshctl.model import ObjectKey
+    from meshctl.translate.ir import SidecarParams
 
     vn, *settings = stream.group.split(";")
     values = dict(s.split("=") for s in settings)
@@ -181,7 +181,7 @@ async def test_the_initial_list_is_read_in_pages_one_informer_at_a_time(apiserve
     store (100,000 entries) is frozen, not rescanned by every young collection on the loop until it ages out."""
     import threading
 
-    from meshctl.xds.sources import kubernetes as source_module
+    from meshctl.sources import kubernetes as source_module
 
     parse, lock, parsing, most = source_module._parse, threading.Lock(), [0], [0]
 
@@ -284,8 +284,8 @@ def _reachable(*roots: object) -> list[object]:
 async def test_an_idle_source_holds_no_key_object_per_pod(apiserver):
     """Issue 14 (memory): Pods are stored by namespace and name, and the keys of the last change (after the initial
     lists, every object's: 200,000 at 10,000 services) are not kept while the source waits for the next event."""
-    from meshctl.xds.model import ObjectKey
-    from meshctl.xds.namespaced import NamespacedMap
+    from meshctl.model import ObjectKey
+    from meshctl.model.namespaced import NamespacedMap
 
     api = await cluster_with(apiserver, simple_mesh())
     plane = ControlPlane(KubernetesSource(apiserver.controller_client()))

@@ -12,15 +12,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.kube.status_writer import StatusWriter
+from meshctl.model import ObjectKey
+from meshctl.sources import load_manifests
+from meshctl.sources.kubernetes import KubernetesSource
+from meshctl.translate import translate_mesh, translate_sidecar
+from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import SnapshotBuilder
 from meshctl.xds.envoy.types import TYPE_ORDER
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.plane import ControlPlane
-from meshctl.xds.sources import load_manifests
-from meshctl.xds.sources.kubernetes import KubernetesSource
-from meshctl.xds.status import StatusWriter
-from meshctl.xds.translate import translate_mesh, translate_sidecar
-from meshctl.xds.translate.ir import SidecarParams
 from tests.apiserver import ApiServer
 from tests.conftest import eventually
 from tests.e2e.test_kubernetes import create

@@ -25,8 +25,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshctl.inject.certs import KeyPair, issue
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
+from meshctl.inject.pki import KeyPair, issue
 from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
 from tests.conftest import eventually

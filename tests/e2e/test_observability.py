@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from meshctl.proxy import free_port, loopback_sidecar
+from meshctl.devtools.envoy_process import free_port, loopback_sidecar
 from tests.conftest import Mesh, eventually
 from tests.manifests import route, service, virtual_node, workload, write
 

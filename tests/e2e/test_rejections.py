@@ -24,7 +24,7 @@ async def test_nack_blames_the_route_and_everything_else_keeps_flowing(mesh_fact
     """Issue 9, NACK blast radius. The parser checks the RE2 program size against Envoy's default limit (100);
     here it believes the limit is higher than this Envoy's, as with a sidecar whose runtime is stricter, so only
     Envoy can tell and it NACKs the route update."""
-    monkeypatch.setattr("meshctl.xds.parse.route.REGEX_PROGRAM_SIZE_LIMIT", 10**6)
+    monkeypatch.setattr("meshctl.parse.route.REGEX_PROGRAM_SIZE_LIMIT", 10**6)
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
     good_version = await route_version(m)
     write(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from kubernetes import client
 
-from meshctl.proxy import free_port, loopback_sidecar
-from meshctl.xds.plane import ControlPlane
-from meshctl.xds.sources.kubernetes import KubernetesSource
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import free_port, loopback_sidecar
+from meshctl.sources.kubernetes import KubernetesSource
 from tests.apiserver import ApiServer, kubeconfig_for
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_kubernetes import cluster_with

@@ -6,7 +6,7 @@ import asyncio
 import collections
 import time
 
-from meshctl.proxy import free_port
+from meshctl.devtools.envoy_process import free_port
 from tests.conftest import Mesh, eventually
 from tests.manifests import API, service, virtual_node, workload, write
 from tests.stats import assert_split

@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from meshctl.inject.certs import KeyPair, issue, new_ca, spiffe_identity
-from meshctl.proxy import EnvoyProcess, free_port
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import EnvoyProcess, free_port
+from meshctl.inject.pki import KeyPair, issue, new_ca, spiffe_identity
 from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 from meshctl.xds.envoy.types import CLUSTER
-from meshctl.xds.plane import ControlPlane
 from meshctl.xds.server.tls import XdsTls
 from tests.ads_client import AdsClient
 from tests.conftest import Mesh, Sidecar, eventually

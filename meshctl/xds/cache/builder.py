@@ -15,6 +15,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from meshctl.model import ObjectKey
+from meshctl.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
 from meshctl.xds.cache.resource import CachedResource, Origins
 from meshctl.xds.cache.route_wire import encode_virtual_host
 from meshctl.xds.cache.snapshot import Snapshot
@@ -28,8 +30,6 @@ from meshctl.xds.envoy.listener import (
 )
 from meshctl.xds.envoy.route import build_route
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
 
 __all__ = ["BuildError", "SnapshotBuilder", "route_owner"]
 

@@ -12,9 +12,9 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from meshctl.model import ObjectKey
 from meshctl.xds.cache.wire import encode_any, resource_field_header
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshctl.xds.model import ObjectKey
 
 __all__ = ["CachedResource", "Origins", "replace_in_version", "set_version"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from meshctl.model import HttpMatch, RetryPolicy
+from meshctl.translate.ir import RouteIR, VirtualHostIR
 from meshctl.xds.cache.wire import length_delimited, varint
 from meshctl.xds.envoy.route import build_action_policies, build_match
-from meshctl.xds.model import HttpMatch, RetryPolicy
-from meshctl.xds.translate.ir import RouteIR, VirtualHostIR
 
 __all__ = ["encode_route", "encode_virtual_host"]
 

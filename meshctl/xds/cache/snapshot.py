@@ -11,7 +11,7 @@ from meshctl.xds.cache.resource import CachedResource, replace_in_version, set_v
 from meshctl.xds.envoy.types import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
 
 if TYPE_CHECKING:
-    from meshctl.xds.translate.ir import SidecarIR
+    from meshctl.translate.ir import SidecarIR
 
 __all__ = ["Snapshot"]
 

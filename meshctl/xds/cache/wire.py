@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshctl.xds.translate.ir import EndpointIR
+    from meshctl.translate.ir import EndpointIR
 
 __all__ = [
     "encode_any",

@@ -11,9 +11,9 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 
+from meshctl.model import ConnectionPool, Protocol
+from meshctl.translate.ir import ClusterIR, EndpointIR
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms, uint32
-from meshctl.xds.model import ConnectionPool, Protocol
-from meshctl.xds.translate.ir import ClusterIR, EndpointIR
 
 __all__ = ["CONNECT_TIMEOUT_MS", "HEALTHY_PANIC_PERCENT", "UNLIMITED", "build_cluster", "build_load_assignment"]
 

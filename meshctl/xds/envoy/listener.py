@@ -12,11 +12,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
 
-from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
-from meshctl.xds.envoy.route import build_route_configuration
-from meshctl.xds.envoy.tracing import build_tracing
-from meshctl.xds.model import HttpMatch, Logging, Protocol
-from meshctl.xds.translate.ir import (
+from meshctl.model import HttpMatch, Logging, Protocol
+from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
     InboundListenerIR,
@@ -27,6 +24,9 @@ from meshctl.xds.translate.ir import (
     VirtualHostIR,
     WeightedClusterIR,
 )
+from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
+from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.envoy.tracing import build_tracing
 
 __all__ = [
     "DEFAULT_ACCESS_LOG",

@@ -10,9 +10,9 @@ from envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2 import Pre
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 
+from meshctl.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
+from meshctl.translate.ir import RouteIR, VirtualHostIR
 from meshctl.xds.envoy.common import duration_ms, uint32
-from meshctl.xds.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
-from meshctl.xds.translate.ir import RouteIR, VirtualHostIR
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",

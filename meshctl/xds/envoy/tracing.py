@@ -6,8 +6,8 @@ from envoy.config.core.v3 import address_pb2, http_service_pb2, http_uri_pb2
 from envoy.config.trace.v3 import opentelemetry_pb2, xray_pb2, zipkin_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from meshctl.translate.ir import TracingIR
 from meshctl.xds.envoy.common import any_of, duration_ms
-from meshctl.xds.translate.ir import TracingIR
 
 __all__ = ["build_tracing"]
 

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
-from meshctl.xds.controller import Controller
+from meshctl.controlplane.controller import Controller
+from meshctl.controlplane.metrics import Metrics
 from meshctl.xds.envoy.types import SHORT_NAMES
-from meshctl.xds.metrics import Metrics
 from meshctl.xds.pacing import PerIteration
 from meshctl.xds.server.blame import blame
 from meshctl.xds.server.node import sidecar_params, stats_port

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 
+from meshctl.model import ObjectKey
 from meshctl.xds.cache import CachedResource
-from meshctl.xds.model import ObjectKey
 
 __all__ = ["blame"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from envoy.config.core.v3.base_pb2 import Node
 
-from meshctl.xds.model import ObjectKey
-from meshctl.xds.translate.ir import SidecarParams
+from meshctl.model import ObjectKey
+from meshctl.translate.ir import SidecarParams
 
 __all__ = ["sidecar_params", "stats_port"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from meshctl.xds.translate.ir import SidecarParams
+from meshctl.translate.ir import SidecarParams
 
 __all__ = ["XdsTls", "authorize", "peer_identity"]
 

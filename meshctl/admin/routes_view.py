@@ -1,0 +1,100 @@
+"""The route tables behind ``GET /api/v1/routes``: what ``meshctl get routes`` and ``meshctl explain`` read.
+
+With ``from`` (a VirtualNode), the outbound RouteConfiguration that node's proxies are sent (read from the group's
+snapshot when one exists, else translated for it now); without, each Service's routes as a caller in its own
+namespace sees them. Either way the clusters they name come with their healthy endpoint counts and the
+circuit-breaker, outlier-detection and health-check settings Envoy gets. Reads immutable state only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from meshctl.model import ObjectKey
+from meshctl.routing.adapt import from_envoy
+from meshctl.routing.table import VirtualHost, host_to_json
+from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
+from meshctl.translate.mesh import MeshIR
+from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_host, translate_sidecar
+from meshctl.xds.cache import Snapshot
+from meshctl.xds.envoy.cluster import build_cluster
+from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.envoy.types import ROUTE
+
+__all__ = ["NotFound", "routes_document"]
+
+
+class NotFound(Exception):
+    """An unknown VirtualNode or Service was asked for."""
+
+
+def _key(kind: str, text: str) -> ObjectKey:
+    namespace, _, name = text.partition("/")
+    if not name:
+        raise NotFound(f"{kind} must be namespace/name, got {text!r}")
+    return ObjectKey(kind, namespace, name)
+
+
+def _hosts_from_ir(hosts: list[VirtualHostIR]) -> tuple[VirtualHost, ...]:
+    config = build_route_configuration(OUTBOUND_ROUTE_CONFIG, hosts)
+    return from_envoy(MessageToDict(config, preserving_proto_field_name=True))
+
+
+def _cluster_view(ir: ClusterIR, mesh: MeshIR) -> dict[str, Any]:
+    built = build_cluster(ir)
+    endpoints = mesh.endpoints.get(ir.name, ())
+    return {
+        "protocol": str(ir.protocol),
+        "endpoints": {"healthy": sum(e.healthy for e in endpoints), "total": len(endpoints)},
+        "circuitBreakers": MessageToDict(built.circuit_breakers) if built.HasField("circuit_breakers") else None,
+        "outlierDetection": MessageToDict(built.outlier_detection) if built.HasField("outlier_detection") else None,
+        "healthChecks": [MessageToDict(h) for h in built.health_checks],
+        "connectTimeout": MessageToDict(built.connect_timeout) if built.HasField("connect_timeout") else None,
+    }
+
+
+def _snapshot_for(snapshots: dict[str, Snapshot], key: ObjectKey) -> Snapshot | None:
+    """The snapshot of the node's default group (the one ``meshctl bootstrap`` proxies join)."""
+    return snapshots.get(SidecarParams(virtual_node=key).group)
+
+
+def routes_document(
+    mesh: MeshIR, snapshots: dict[str, Snapshot], *, source: str | None = None, service: str | None = None
+) -> dict[str, Any]:
+    """``source``: ``namespace/virtualnode`` whose proxies' view to show; ``service``: only this Service."""
+    wanted = _key("Service", service) if service else None
+    if wanted is not None and wanted not in mesh.services:
+        raise NotFound(f"Service {service} not found")
+    clusters: dict[str, ClusterIR]
+    if source:
+        node = _key("VirtualNode", source)
+        if node not in mesh.virtual_nodes:
+            raise NotFound(f"VirtualNode {source} not found (or not accepted)")
+        snap = _snapshot_for(snapshots, node)
+        sidecar = snap.ir if snap is not None and snap.ir is not None else None
+        if sidecar is None:
+            sidecar = translate_sidecar(mesh, SidecarParams(virtual_node=node))
+        clusters = {c.name: c for c in sidecar.clusters}
+        if snap is not None and OUTBOUND_ROUTE_CONFIG in snap.resources[ROUTE]:
+            message = snap.resources[ROUTE][OUTBOUND_ROUTE_CONFIG].message
+            hosts = from_envoy(MessageToDict(message, preserving_proto_field_name=True))
+        else:
+            hosts = _hosts_from_ir(list(sidecar.virtual_hosts))
+        origin = "snapshot" if snap is not None else "translated"
+    else:
+        services = [wanted] if wanted else sorted(mesh.routes_by_service)
+        irs = [vh for svc in services if (vh := service_virtual_host(mesh, svc, svc.namespace)) is not None]
+        hosts = _hosts_from_ir(irs)
+        clusters = dict(mesh.clusters)
+        origin = "mesh"
+    if wanted is not None:
+        hosts = tuple(h for h in hosts if h.name == f"{wanted.namespace}/{wanted.name}")
+    used = sorted({t.cluster for h in hosts for r in h.routes for t in r.targets})
+    return {
+        "from": source,
+        "origin": origin,
+        "virtualHosts": [host_to_json(h) for h in hosts],
+        "clusters": {name: _cluster_view(clusters[name], mesh) for name in used if name in clusters},
+    }

@@ -1,0 +1,158 @@
+"""Writes VirtualNode and Route conditions back to the cluster, through the status subresource.
+
+Only changes are written (a condition keeps its lastTransitionTime while its status stays the same). Each write
+reads the object and updates its status with that resourceVersion; a 409 Conflict means someone wrote in between,
+so it reads again and retries. A newly rejected object also gets a Warning Event naming the field, as
+`kubectl describe` users expect. Runs the synchronous client in a worker thread; the newest statuses win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from meshctl.kube.events import record_event
+from meshctl.kube.leader import LeaderElector
+from meshctl.model import API_GROUP, ObjectKey
+from meshctl.translate.ir import ObjectStatus
+
+__all__ = ["StatusWriter"]
+
+log = logging.getLogger(__name__)
+_PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes"}
+_ATTEMPTS = 5
+_RETRY_AFTER = 0.5  # seconds before failed writes are tried again
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusWriter:
+    def __init__(self, api: client.ApiClient, component: str = "meshctl", elector: LeaderElector | None = None) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.component = component
+        self.written: dict[ObjectKey, tuple[Any, ...]] = {}  # what the cluster has, to write only changes
+        self.writes = 0
+        self.conflicts = 0
+        self._current: tuple[ObjectStatus, ...] = ()
+        self._wake = asyncio.Event()
+        self.elector = elector
+        if elector is not None:
+            elector.on_change = self._leadership_changed
+
+    def submit(self, statuses: tuple[ObjectStatus, ...]) -> None:
+        """The controller's on_statuses hook: remember the newest statuses, wake the writer."""
+        self._current = statuses
+        self._wake.set()
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if leading:  # another replica may have written meanwhile: write everything once more
+            self.written.clear()
+            self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.elector is not None and not self.elector.is_leader:
+                    continue  # followers only remember; they write after taking over
+                if self._current and not await asyncio.to_thread(self.write_all, self._current):
+                    # Some writes failed (API server unreachable, say): try those again after a pause.
+                    await asyncio.sleep(_RETRY_AFTER)
+                    self._wake.set()
+        finally:
+            # Shutting down: write what is still pending once, while (if electing) we still hold the lease.
+            if self._current and (self.elector is None or self.elector.is_leader):
+                await asyncio.shield(asyncio.to_thread(self.write_all, self._current))
+
+    def write_all(self, statuses: tuple[ObjectStatus, ...]) -> bool:
+        """Writes what changed; False if any write failed (it stays unwritten, to be retried) or leadership was
+        lost part way: leadership is checked before every write, not once per batch (issue 9)."""
+        complete = True
+        for status in statuses:
+            if status.key.kind not in _PLURALS:
+                continue
+            if self.elector is not None and not self.elector.is_leader:
+                return False
+            wanted = (
+                status.observed_generation,
+                tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),
+            )
+            if self.written.get(status.key) == wanted:
+                continue
+            try:
+                if self.write(status):
+                    self.written[status.key] = wanted
+            except ApiException as exc:
+                log.warning("cannot write status of %s: %s %s", status.key, exc.status, exc.reason)
+                complete = False
+            except (HTTPError, OSError) as exc:  # connection refused or reset: the API server is away
+                log.warning("cannot write status of %s: %s", status.key, exc)
+                complete = False
+        return complete
+
+    def write(self, status: ObjectStatus) -> bool:
+        """Read, update status with that resourceVersion, retry on conflict. False if the object is gone."""
+        key = status.key
+        args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
+        for _ in range(_ATTEMPTS):
+            try:
+                current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
+            conditions = []
+            for c in status.conditions:
+                before = previous.get(c.type) or {}
+                changed = not before or before.get("status") != c.status.value
+                conditions.append(
+                    {
+                        "type": c.type,
+                        "status": c.status.value,
+                        "reason": c.reason,
+                        "message": c.message,
+                        "observedGeneration": status.observed_generation,
+                        "lastTransitionTime": _now() if changed else before.get("lastTransitionTime", _now()),
+                    }
+                )
+            current["status"] = {"observedGeneration": status.observed_generation, "conditions": conditions}
+            try:
+                self.custom.replace_namespaced_custom_object_status(*args, current)
+            except ApiException as exc:
+                if exc.status == 409:  # written in between: read the fresh object and try again
+                    self.conflicts += 1
+                    continue
+                raise
+            self.writes += 1
+            # A Warning Event when the object is newly rejected (Accepted), refused by Envoy (Programmed) or shadowed.
+            for c in status.conditions:
+                if c.type in ("Accepted", "Programmed", "Reachable") and c.status.value == "False":
+                    if previous.get(c.type, {}).get("status") != "False":
+                        self._event(key, current, c.reason, c.message)
+                    break
+            return True
+        raise ApiException(status=409, reason=f"still conflicting after {_ATTEMPTS} attempts")
+
+    def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        record_event(
+            self.core,
+            key,
+            api_version=obj["apiVersion"],
+            reason=reason,
+            message=message,
+            component=self.component,
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+        )

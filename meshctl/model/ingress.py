@@ -1,0 +1,121 @@
+"""The model objects only the ingress reconciler reads: Ingresses, IngressClasses, Nodes, TargetGroupBindings and
+how a Service is exposed (type LoadBalancer / NodePort, annotations, finalizers).
+
+They live in the same immutable ``Model`` as the mesh (one source, one model), but translation never reads them:
+``classify_change`` knows these fields, so an Ingress edit never rebuilds the mesh. Plain Services carry no
+``Exposure`` at all, keeping a 10,000-Service model as slim as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from meshctl.model.meta import Meta
+
+__all__ = [
+    "CHECKPOINT_ANNOTATION",
+    "ELBV2_GROUP",
+    "GATE_PREFIX",
+    "Exposure",
+    "Ingress",
+    "IngressBackend",
+    "IngressClass",
+    "IngressPath",
+    "IngressRule",
+    "Lifecycle",
+    "Node",
+    "TargetGroupBinding",
+]
+
+# Our API group for TargetGroupBinding (LBC's is elbv2.k8s.aws) and the readiness-gate condition prefix.
+ELBV2_GROUP = "elbv2.meshctl.dev"
+GATE_PREFIX = "target-health.elbv2.meshctl.dev/"
+# {target group resource id: hash of (target group ARN, desired targets)}: lets a restarted reconciler skip target
+# groups whose targets it already applied (LBC #3326: minutes of throttled re-reconciling after every restart).
+CHECKPOINT_ANNOTATION = "elbv2.meshctl.dev/checkpoints"
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lifecycle:
+    """What a reconciler that owns cloud resources needs of an object's metadata and status."""
+
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    finalizers: tuple[str, ...] = ()
+    deleting: bool = False  # metadata.deletionTimestamp is set
+    uid: str = ""
+    hostnames: tuple[str, ...] = ()  # status.loadBalancer.ingress[].hostname as the cluster has it
+    # The checkpoint annotation as listed. Not compared: our own checkpoint writes must not look like changes (the
+    # reconciler keeps the current ones in memory; this is read only after a restart).
+    checkpoints: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exposure:
+    """How a Service is exposed beyond the mesh; only Services that are not plain ClusterIP (or that carry load
+    balancer annotations or our finalizer) have one."""
+
+    type: str  # ClusterIP | NodePort | LoadBalancer
+    load_balancer_class: str | None = None
+    external_traffic_policy: str = "Cluster"
+    health_check_node_port: int | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressBackend:
+    service: str  # a Service in the Ingress's namespace (or an actions.<name> annotation, with port "use-annotation")
+    port_number: int | None = None
+    port_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressPath:
+    path: str | None
+    path_type: str  # Prefix | Exact | ImplementationSpecific
+    backend: IngressBackend
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressRule:
+    host: str | None
+    paths: tuple[IngressPath, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ingress:
+    meta: Meta
+    class_name: str | None
+    rules: tuple[IngressRule, ...] = ()
+    default_backend: IngressBackend | None = None
+    tls_hosts: tuple[str, ...] = ()
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressClass:
+    meta: Meta  # cluster-scoped: namespace ""
+    controller: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    meta: Meta  # cluster-scoped: namespace ""
+    internal_ip: str | None
+    instance_id: str | None = None  # from spec.providerID aws:///<zone>/<instance id>: instance targets are these
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetGroupBinding:
+    """Binds an existing target group to a Service port (LBC's ``elbv2.k8s.aws/v1beta1`` spec shape)."""
+
+    meta: Meta
+    target_group_arn: str | None
+    target_group_name: str | None
+    service_name: str
+    service_port: int | str
+    target_type: str | None = None  # ip | instance; read from the target group when unset
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)

@@ -1,0 +1,329 @@
+"""The mesh model: one immutable snapshot of everything the sources know.
+
+Every source (manifest directory, Kubernetes watch) produces this same shape, and the translator reads
+nothing else. Specs use App Mesh v1beta2 field names (in snake_case) so App Mesh users feel at home.
+An object whose spec failed validation keeps ``spec=None`` and carries its ``errors``; the translator
+then serves that object's last accepted version, if it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from meshctl.model.ingress import Exposure, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "Backend",
+    "ConnectionPool",
+    "Endpoint",
+    "EndpointSlice",
+    "FieldError",
+    "HeaderMatch",
+    "HealthCheck",
+    "HttpMatch",
+    "HttpRoute",
+    "Listener",
+    "ListenerTimeout",
+    "Logging",
+    "Meta",
+    "Model",
+    "ModelDelta",
+    "ObjectKey",
+    "OutlierDetection",
+    "Pod",
+    "Protocol",
+    "QueryParameterMatch",
+    "RetryPolicy",
+    "Route",
+    "RouteSpec",
+    "Service",
+    "ServicePort",
+    "StringMatch",
+    "Tracing",
+    "VirtualNode",
+    "VirtualNodeSpec",
+    "WeightedTarget",
+]
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+# --- Kubernetes core objects (only the fields the mesh needs) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+    node_port: int | None = None  # Services of type NodePort / LoadBalancer (the ingress's instance targets)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    meta: Meta
+    ports: tuple[ServicePort, ...] = ()
+    exposure: Exposure | None = None  # only for Services the ingress reconciler may act on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    # The first of the endpoint's addresses: Kubernetes calls them fungible and lets consumers use the first only,
+    # as kube-proxy does (kubernetes/kubernetes#106267). One string, not a tuple: 100,000 endpoints, 6 MiB.
+    address: str
+    ready: bool = True
+    pod_name: str | None = None  # targetRef of kind Pod, in the slice's namespace
+    zone: str | None = None
+    terminating: bool = False  # conditions.terminating: the ingress deregisters it at once
+    node_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSlice:
+    meta: Meta
+    service_name: str  # the kubernetes.io/service-name label
+    ports: tuple[ServicePort, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pod:
+    """What the mesh reads of a Pod. No name or namespace (the model's key says them) and no identity of its own:
+    Pods alike are one shared object, so 100,000 Pods of a few Deployments cost their keys, not 100,000 objects."""
+
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)  # which VirtualNode a pod belongs to
+    # Only for pods carrying our target-health readiness gates (else empty, so status updates stay no-ops):
+    gates: tuple[tuple[str, bool | None], ...] = ()  # (condition type, its status is True; None: not set yet)
+    containers_ready: bool = False
+
+
+# --- VirtualNode ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionPool:
+    """Circuit-breaker thresholds (App Mesh ``connectionPool``); ``None`` keeps Envoy's default."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+    retry_budget_percent: int | None = None  # retries may be at most this % of active requests ...
+    retry_budget_min_concurrency: int | None = None  # ... or this many, whichever is more
+    connect_timeout_ms: int | None = None  # how long callers wait for a TCP connection
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    max_server_errors: int
+    interval_ms: int
+    base_ejection_duration_ms: int
+    max_ejection_percent: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    protocol: Protocol
+    path: str | None
+    port: int | None
+    interval_ms: int
+    timeout_ms: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTimeout:
+    per_request_ms: int | None = None
+    idle_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    port: int
+    protocol: Protocol
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    timeout: ListenerTimeout | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    """A Kubernetes Service this node may call (App Mesh ``backends[].virtualService``)."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Logging:
+    """An access log file; ``text_format`` or ``json_format`` (key, Envoy command) pairs, else DEFAULT_ACCESS_LOG."""
+
+    access_log_path: str
+    text_format: str | None = None
+    json_format: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """Where this node's Envoy sends spans: a Zipkin or OpenTelemetry (OTLP/HTTP) collector, or an X-Ray daemon."""
+
+    provider: str  # zipkin | opentelemetry | xray
+    host: str
+    port: int
+    path: str  # zipkin: /api/v2/spans, opentelemetry: /v1/traces; unused for xray
+    sampling_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualNodeSpec:
+    pod_selector: Mapping[str, str]
+    listeners: tuple[Listener, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    logging: Logging | None = None
+    tracing: Tracing | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualNode:
+    meta: Meta
+    spec: VirtualNodeSpec | None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("VirtualNode", self.meta.namespace, self.meta.name)
+
+
+# --- Route ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StringMatch:
+    """Exactly one of the fields is set (the parser guarantees it)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    regex: str | None = None
+    range_start: int | None = None  # header range: [start, end)
+    range_end: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    name: str
+    match: StringMatch | None = None  # None: the header must be present
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryParameterMatch:
+    name: str
+    exact: str | None = None  # None: the parameter must be present
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpMatch:
+    prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: str | None = None
+    method: str | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_parameters: tuple[QueryParameterMatch, ...] = ()
+    grpc: bool = False  # only gRPC requests (content-type application/grpc): set for every grpcRoute
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedTarget:
+    namespace: str
+    virtual_node: str
+    weight: int
+    port: int | None = None  # which listener of the VirtualNode; optional when it has one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    http_retry_events: tuple[str, ...] = ()
+    tcp_retry_events: tuple[str, ...] = ()
+    grpc_retry_events: tuple[str, ...] = ()
+    max_retries: int = 1
+    per_retry_timeout_ms: int | None = None
+    backoff_base_ms: int | None = None  # Envoy's default 25 ms when unset
+    backoff_max_ms: int | None = None  # default 10x the base
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRoute:
+    match: HttpMatch
+    weighted_targets: tuple[WeightedTarget, ...]
+    retry_policy: RetryPolicy | None = None
+    timeout: ListenerTimeout | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSpec:
+    service: str  # the Kubernetes Service (virtual service) the Route is attached to, same namespace
+    http_route: HttpRoute  # an httpRoute, or a grpcRoute expressed as the HTTP/2 route it is
+    grpc: bool = False  # written as a grpcRoute: its targets must speak HTTP/2 (grpc or http2 listeners)
+    tcp: bool = False  # written as a tcpRoute: only weighted targets and the idle timeout apply
+    priority: int | None = None  # 0 is evaluated first; unset routes come after every set one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    meta: Meta
+    spec: RouteSpec | None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("Route", self.meta.namespace, self.meta.name)
+
+
+# --- The whole model -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Model:
+    """Everything the translator reads, keyed by ``ObjectKey``."""
+
+    services: Mapping[ObjectKey, Service] = field(default_factory=dict)
+    endpoint_slices: Mapping[ObjectKey, EndpointSlice] = field(default_factory=dict)
+    pods: Mapping[ObjectKey, Pod] = field(default_factory=dict)
+    virtual_nodes: Mapping[ObjectKey, VirtualNode] = field(default_factory=dict)
+    routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
+    # Read by the ingress reconciler only (translation never does; see classify_change).
+    ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
+    ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)
+    nodes: Mapping[ObjectKey, Node] = field(default_factory=dict)
+    target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
+    # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
+    load_errors: tuple[str, ...] = ()
+    revision: int = 0  # set by the source; increases with every model it emits
+    delta: ModelDelta | None = None  # what changed since an earlier revision, when the source knows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelDelta:
+    """A source's account of a change: only these EndpointSlices, Pods and Routes changed since ``base_revision``.
+
+    Event-driven sources (a Kubernetes watch) know this for free; it lets the controller skip comparing
+    every object to find a small change. Without it, the controller compares."""
+
+    base_revision: int
+    endpoint_slices: frozenset[ObjectKey] = frozenset()
+    pods: frozenset[ObjectKey] = frozenset()
+    routes: frozenset[ObjectKey] = frozenset()

@@ -1,0 +1,228 @@
+"""VirtualNode ``spec`` -> ``VirtualNodeSpec``, collecting field errors (App Mesh v1beta2 field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshctl.model import (
+    Backend,
+    ConnectionPool,
+    FieldError,
+    HealthCheck,
+    Listener,
+    ListenerTimeout,
+    Logging,
+    OutlierDetection,
+    Protocol,
+    Tracing,
+    VirtualNodeSpec,
+)
+from meshctl.parse.fields import UINT32_MAX, Fields
+from meshctl.parse.shared import shared, shared_labels
+
+__all__ = ["parse_virtual_node_spec"]
+
+_PROTOCOLS = tuple(p.value for p in Protocol)
+_POOL_FIELDS = ("maxConnections", "maxPendingRequests", "maxRequests", "maxRetries")
+
+
+def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    f = Fields(spec, "spec", errors)
+    selector = f.obj("podSelector", required=True)
+    match_labels = selector.string_map("matchLabels") if selector else {}
+    if selector and not match_labels:
+        selector.error("matchLabels", "must select at least one label")
+    listeners = tuple(_listener(lf) for lf in f.objects("listeners"))
+    ports = [li.port for li in listeners if li]
+    if len(ports) != len(set(ports)):
+        f.error("listeners", "ports must be unique")
+    backends = tuple(b for bf in f.objects("backends") if (b := _backend(bf, namespace)))
+    logging = _logging(f.obj("logging"))
+    tracing = _tracing(f.obj("tracing"))
+    if errors:
+        return None, errors
+    return VirtualNodeSpec(
+        pod_selector=shared_labels(match_labels),
+        listeners=shared(tuple(li for li in listeners if li)),  # most nodes of a mesh listen alike
+        backends=backends,
+        logging=logging,
+        tracing=tracing,
+    ), errors
+
+
+def _listener(f: Fields) -> Listener | None:
+    mapping = f.obj("portMapping", required=True)
+    if mapping is None:
+        return None
+    port = mapping.integer("port", required=True, minimum=1, maximum=65535)
+    protocol = mapping.string("protocol", required=True, choices=_PROTOCOLS)
+    pool = _connection_pool(f.obj("connectionPool"))
+    outlier = _outlier_detection(f.obj("outlierDetection"))
+    health = _health_check(f.obj("healthCheck"))
+    timeout = _protocol_timeout(f.obj("timeout"))
+    if port is None or protocol is None:
+        return None
+    return Listener(
+        port=port,
+        protocol=Protocol(protocol),
+        connection_pool=pool,
+        outlier_detection=outlier,
+        health_check=health,
+        timeout=timeout,
+    )
+
+
+def _connection_pool(f: Fields | None) -> ConnectionPool | None:
+    """App Mesh nests the pool under the protocol (``http``, ``http2``, ``grpc``, ``tcp``)."""
+    if f is None:
+        return None
+    values: dict[str, int | None] = {}
+    for proto in f.field_names():
+        if proto not in _PROTOCOLS:
+            f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
+            continue
+        pf = f.obj(proto)
+        if pf is None:
+            continue
+        for name in _POOL_FIELDS:
+            if (value := pf.integer(name, minimum=1, maximum=UINT32_MAX)) is not None:
+                values[name] = value
+        if (bf := pf.obj("retryBudget")) is not None:
+            values["budgetPercent"] = bf.integer("budgetPercent", required=True, minimum=0, maximum=100)
+            values["minRetryConcurrency"] = bf.integer("minRetryConcurrency", minimum=0, maximum=UINT32_MAX)
+        if (ms := pf.duration_ms("connectTimeout", positive=True)) is not None:
+            values["connectTimeout"] = ms
+    return ConnectionPool(
+        max_connections=values.get("maxConnections"),
+        max_pending_requests=values.get("maxPendingRequests"),
+        max_requests=values.get("maxRequests"),
+        max_retries=values.get("maxRetries"),
+        retry_budget_percent=values.get("budgetPercent"),
+        retry_budget_min_concurrency=values.get("minRetryConcurrency"),
+        connect_timeout_ms=values.get("connectTimeout"),
+    )
+
+
+def _outlier_detection(f: Fields | None) -> OutlierDetection | None:
+    if f is None:
+        return None
+    errors = f.integer("maxServerErrors", required=True, minimum=1, maximum=UINT32_MAX)
+    interval = f.duration_ms("interval", required=True, positive=True)
+    ejection = f.duration_ms("baseEjectionDuration", required=True, positive=True)
+    percent = f.integer("maxEjectionPercent", required=True, minimum=0, maximum=100)
+    if None in (errors, interval, ejection, percent):
+        return None
+    return OutlierDetection(
+        max_server_errors=errors,  # type: ignore[arg-type]
+        interval_ms=interval,  # type: ignore[arg-type]
+        base_ejection_duration_ms=ejection,  # type: ignore[arg-type]
+        max_ejection_percent=percent,  # type: ignore[arg-type]
+    )
+
+
+def _health_check(f: Fields | None) -> HealthCheck | None:
+    if f is None:
+        return None
+    protocol = f.string("protocol", required=True, choices=_PROTOCOLS)
+    path = f.string("path")
+    if protocol in ("http", "http2") and not path:
+        f.error("path", "is required for an http health check")
+    port = f.integer("port", minimum=1, maximum=65535)
+    interval = f.integer("intervalMillis", required=True, minimum=5000, maximum=300000)
+    timeout = f.integer("timeoutMillis", required=True, minimum=2000, maximum=60000)
+    healthy = f.integer("healthyThreshold", required=True, minimum=2, maximum=10)
+    unhealthy = f.integer("unhealthyThreshold", required=True, minimum=2, maximum=10)
+    if protocol is None or None in (interval, timeout, healthy, unhealthy):
+        return None
+    return HealthCheck(
+        protocol=Protocol(protocol),
+        path=path,
+        port=port,
+        interval_ms=interval,  # type: ignore[arg-type]
+        timeout_ms=timeout,  # type: ignore[arg-type]
+        healthy_threshold=healthy,  # type: ignore[arg-type]
+        unhealthy_threshold=unhealthy,  # type: ignore[arg-type]
+    )
+
+
+def _protocol_timeout(f: Fields | None) -> ListenerTimeout | None:
+    """App Mesh listener timeouts sit under the protocol: ``timeout: {http: {perRequest, idle}}``."""
+    if f is None:
+        return None
+    found: ListenerTimeout | None = None
+    for proto in f.field_names():
+        if proto not in _PROTOCOLS:
+            f.error(proto, f"unknown protocol; expected one of {', '.join(_PROTOCOLS)}")
+            continue
+        if (pf := f.obj(proto)) is not None:
+            found = parse_timeout(pf)
+    return found
+
+
+def parse_timeout(f: Fields) -> ListenerTimeout:
+    return ListenerTimeout(per_request_ms=f.duration_ms("perRequest"), idle_ms=f.duration_ms("idle"))
+
+
+def _backend(f: Fields, namespace: str) -> Backend | None:
+    vs = f.obj("virtualService", required=True)
+    ref = vs.obj("virtualServiceRef", required=True) if vs else None
+    if ref is None:
+        return None
+    name = ref.string("name", required=True)
+    ns = ref.string("namespace") or namespace
+    return Backend(namespace=ns, name=name) if name else None
+
+
+def _logging(f: Fields | None) -> Logging | None:
+    if f is None:
+        return None
+    access = f.obj("accessLog", required=True)
+    file = access.obj("file", required=True) if access else None
+    if file is None:
+        return None
+    path = file.string("path", required=True)
+    text: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    if (ff := file.obj("format")) is not None:
+        if ff.has("text") == ff.has("json"):
+            ff.error("", "must set exactly one of text, json")
+        text = ff.string("text")
+        if text is not None and not text.endswith("\n"):
+            text += "\n"  # one line per request
+        fields = tuple(
+            (k, v)
+            for jf in ff.objects("json")
+            if (k := jf.string("key", required=True)) and (v := jf.string("value", required=True))
+        )
+    return Logging(access_log_path=path, text_format=text, json_format=fields) if path else None
+
+
+_TRACING_PATHS = {"zipkin": "/api/v2/spans", "opentelemetry": "/v1/traces", "xray": ""}
+
+
+def _tracing(f: Fields | None) -> Tracing | None:
+    if f is None:
+        return None
+    providers = [p for p in _TRACING_PATHS if f.has(p)]
+    if len(providers) != 1:
+        f.error("", f"must set exactly one of {', '.join(_TRACING_PATHS)}")
+        return None
+    provider = providers[0]
+    pf = f.obj(provider)
+    address = pf.string("address", required=True) if pf else None
+    path = (pf.string("path") if pf and provider != "xray" else None) or _TRACING_PATHS[provider]
+    raw_percent = f.raw("samplingPercent")
+    percent = 100.0
+    if raw_percent is not None:
+        if isinstance(raw_percent, bool) or not isinstance(raw_percent, int | float) or not 0 <= raw_percent <= 100:
+            f.error("samplingPercent", f"must be a number from 0 to 100, got {raw_percent!r}")
+        else:
+            percent = float(raw_percent)
+    if address is None or pf is None:
+        return None
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        pf.error("address", f"must be host:port, got {address!r}")
+        return None
+    return Tracing(provider=provider, host=host, port=int(port_text), path=path, sampling_percent=percent)

@@ -1,0 +1,127 @@
+"""The manifest-directory source: ordinary Kubernetes YAML files, re-read when they change.
+
+The embedded default of ``meshctl serve``: the same objects a cluster would hold, no cluster needed.
+Change detection polls file stats (name, size, mtime_ns), which is portable and cheap for the few
+hundred files a directory holds; a change is picked up within one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshctl.model import Model
+from meshctl.parse.documents import Parsed, UnsupportedDocument, parse_keyed
+from meshctl.sources.base import ModelSink, build_model
+
+__all__ = ["ManifestSource", "load_manifests"]
+
+log = logging.getLogger(__name__)
+_SUFFIXES = (".yaml", ".yml", ".json")
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+try:  # A Rust parser, ~10x faster than libyaml-backed PyYAML on large directories (docs/benchmarks.md).
+    import yaml_rs
+except ImportError:  # pragma: no cover - PyYAML alone works, just slower
+    yaml_rs = None  # type: ignore[assignment]
+
+
+def _parse_all(text: str) -> list[Any]:
+    if yaml_rs is None:
+        return list(yaml.load_all(text, Loader=_Loader))
+    try:
+        parsed = yaml_rs.loads(text, parse_datetime=False)
+    except Exception as exc:  # its error types vary; PyYAML below gives the message users see
+        raise yaml.YAMLError(str(exc)) from exc
+    # One document comes back as itself, several as a list (a top-level list is never a Kubernetes object).
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+_Stamp = tuple[tuple[str, int, int], ...]
+
+
+def _manifest_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+
+
+def _stamp(root: Path) -> _Stamp:
+    stamps = []
+    for path in _manifest_files(root):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+def _pure_python_error(text: str) -> str:
+    """libyaml's messages lack the offending line; the pure-Python parser shows it (errors are rare)."""
+    try:
+        list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        return str(exc)
+    return "invalid YAML"
+
+
+def load_manifests(root: Path) -> Model:
+    """Reads every manifest under ``root``; a broken file or document is reported, never fatal."""
+    objects: list[Parsed] = []
+    errors: list[str] = []
+    for path in _manifest_files(root):
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        try:
+            text = path.read_text()
+            docs = _parse_all(text)
+        except OSError as exc:
+            errors.append(f"{rel}: cannot read: {exc}")
+            continue
+        except yaml.YAMLError:
+            errors.append(f"{rel}: cannot read: {_pure_python_error(text)}")
+            continue
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            origin = rel if len(docs) == 1 else f"{rel}#{index}"
+            try:
+                parsed = parse_keyed(doc, origin=origin)
+            except UnsupportedDocument as exc:
+                errors.append(f"{origin}: {exc}")
+                continue
+            if parsed is not None:
+                objects.append(parsed)
+    return build_model(objects, errors)
+
+
+class ManifestSource:
+    """Polls file stats every ``poll_interval`` seconds, or 5x the time one scan takes if that is longer,
+    so a small directory is watched closely and a huge one costs at most ~20% of a core."""
+
+    def __init__(self, root: Path, *, poll_interval: float = 0.01) -> None:
+        self.root = root
+        self.poll_interval = poll_interval
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "manifests", "directory": str(self.root.resolve())}
+
+    async def run(self, sink: ModelSink) -> None:
+        last: _Stamp | None = None
+        revision = 0
+        while True:
+            started = time.perf_counter()
+            stamp = await asyncio.to_thread(_stamp, self.root)
+            scan = time.perf_counter() - started
+            if stamp != last:
+                # The stamp is taken before loading: a write that lands mid-read is seen on the next poll.
+                last = stamp
+                revision += 1
+                model = await asyncio.to_thread(load_manifests, self.root)
+                log.info("loaded %d files from %s", len(stamp), self.root)
+                await sink(replace(model, revision=revision))
+            await asyncio.sleep(max(self.poll_interval, 5 * scan))

@@ -1,0 +1,296 @@
+"""Intermediate representation between the mesh model and Envoy protos.
+
+Plain frozen, hashable values, so the Envoy layer can memoize one built resource per distinct IR
+value and a change touches only the resources whose IR changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from meshctl.model import (
+    ConnectionPool,
+    HealthCheck,
+    HttpMatch,
+    Logging,
+    ObjectKey,
+    OutlierDetection,
+    Protocol,
+    RetryPolicy,
+    RouteSpec,
+    Tracing,
+    VirtualNodeSpec,
+)
+
+_COMPARED: dict[type, Callable[[Any], Any]] = {}  # per class: its compared fields as a tuple, in C
+
+
+def _compared(cls: type) -> Callable[[Any], Any]:
+    names = [f.name for f in fields(cls) if f.compare]
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+def _cached_hash(self: Any) -> int:
+    """Frozen dataclasses recompute their hash (recursively) on every call; IR values are memo keys and
+    are hashed once per node group per build, so the first result is kept."""
+    cached: int | None = self._hash
+    if cached is None:
+        values = _COMPARED.get(type(self))
+        if values is None:
+            values = _COMPARED[type(self)] = _compared(type(self))
+        cached = hash(values(self))
+        object.__setattr__(self, "_hash", cached)
+    return cached
+
+
+__all__ = [
+    "PASSTHROUGH_CLUSTER",
+    "Blocked",
+    "CapturedInboundIR",
+    "ClusterIR",
+    "Condition",
+    "ConditionStatus",
+    "EndpointIR",
+    "InboundListenerIR",
+    "ObjectStatus",
+    "OutboundListenerIR",
+    "OutboundTcpListenerIR",
+    "RouteIR",
+    "SidecarIR",
+    "SidecarParams",
+    "TracingIR",
+    "VirtualHostIR",
+    "WeightedClusterIR",
+]
+
+
+# With capture: the cluster of connections whose destination is not in the mesh (Envoy keeps their destination).
+PASSTHROUGH_CLUSTER = "passthrough"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarParams:
+    """What a proxy tells us about itself (node metadata); proxies with equal params share one snapshot."""
+
+    virtual_node: ObjectKey | None  # None: a proxy not bound to any VirtualNode gets an empty config
+    egress_port: int = 15001
+    ingress_port: int = 15000
+    bind_address: str = "0.0.0.0"
+    # Traffic reaches the proxy through iptables (``meshctl capture``): listeners route by original destination.
+    capture: bool = False
+
+    @property
+    def group(self) -> str:
+        vn = f"{self.virtual_node.namespace}/{self.virtual_node.name}" if self.virtual_node else "-"
+        defaults = SidecarParams(virtual_node=self.virtual_node)
+        if self == defaults:
+            return vn
+        group = f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
+        return group + ";capture" if self.capture else group
+
+
+class EndpointIR(NamedTuple):
+    """A tuple, not a dataclass: there is one per endpoint (100,000 at 10,000 services) and they are hashed and
+    compared in sets; a tuple does both in C and needs no cached hash (a third less memory)."""
+
+    address: str
+    port: int
+    healthy: bool = True
+    zone: str = ""  # "" when the slice names none: a string either way, so endpoints sort as plain tuples
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterIR:
+    """An upstream: a VirtualNode listener seen from its callers (EDS), or the local app (static)."""
+
+    name: str
+    protocol: Protocol
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
+    dns_endpoint: tuple[str, int] | None = None  # a host name resolved by Envoy (e.g. a tracing collector)
+    original_dst: bool = False  # captured traffic for destinations outside the mesh: to where it was going
+
+    @property
+    def eds(self) -> bool:
+        """Endpoints come over EDS (every cluster but the local app, collectors and the passthrough)."""
+        return self.static_endpoint is None and self.dns_endpoint is None and not self.original_dst
+
+    def settings(self) -> tuple[Any, ...]:
+        """Every compared field but the name: an EDS cluster is its name and these (cache/builder.py encodes
+        clusters of equal settings once)."""
+        return _cluster_settings(self)
+
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
+
+
+_cluster_settings = attrgetter(*(f.name for f in fields(ClusterIR) if f.compare and f.name != "name"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedClusterIR:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteIR:
+    name: str  # namespace/route
+    match: HttpMatch
+    clusters: tuple[WeightedClusterIR, ...]
+    retry_policy: RetryPolicy | None = None
+    timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    tcp: bool = False  # a tcpRoute: only clusters and idle_timeout_ms apply
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualHostIR:
+    name: str  # namespace/service
+    domains: tuple[str, ...]
+    routes: tuple[RouteIR, ...]
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    __hash__ = _cached_hash
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracingIR:
+    config: Tracing
+    service_name: str  # how this node appears in traces: namespace/virtualnode
+    collector_cluster: str | None  # None for X-Ray (UDP to the daemon, no cluster)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundListenerIR:
+    """The egress listener: the app sends to it with the Service's name as Host.
+
+    With capture, ``capture`` marks the egress listener that every redirected connection reaches first: Envoy
+    hands each to the listener of its original destination port (``bind_to_port=False`` ones: an HTTP backend's
+    port, routed by Host, or a TCP route's), and passes the rest through to where they were going (``passthrough``
+    cluster); connections made to the egress port itself are still routed by Host."""
+
+    name: str
+    address: str
+    port: int
+    route_config_name: str
+    access_log: Logging | None = None
+    tracing: TracingIR | None = None
+    capture: bool = False
+    bind_to_port: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundTcpListenerIR:
+    """A Service reached over TCP: the sidecar listens on the Service's port and splits connections."""
+
+    name: str
+    address: str
+    port: int
+    route: RouteIR
+    bind_to_port: bool = True  # False with capture: reached by original destination, never bound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundListenerIR:
+    """Traffic arriving for one VirtualNode listener, forwarded to the local app."""
+
+    name: str
+    address: str
+    port: int
+    protocol: Protocol
+    cluster: str
+    timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    access_log: Logging | None = None
+    tracing: TracingIR | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapturedInboundIR:
+    """With capture, the ingress port receives every app port's redirected connections: one filter chain per
+    VirtualNode listener, chosen by the original destination port; direct connections take the first."""
+
+    name: str
+    address: str
+    port: int
+    chains: tuple[InboundListenerIR, ...]  # each chain's ``port`` is the app port it serves
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarIR:
+    """Everything one node group receives."""
+
+    params: SidecarParams
+    outbound: OutboundListenerIR | None
+    inbound: tuple[InboundListenerIR, ...]
+    route_config_name: str
+    virtual_hosts: tuple[VirtualHostIR, ...]
+    clusters: tuple[ClusterIR, ...]
+    endpoints: dict[str, tuple[EndpointIR, ...]] = field(hash=False, compare=True)
+    tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
+    http_outbound: tuple[OutboundListenerIR, ...] = ()  # capture: one per HTTP backend port, Host-routed
+    captured_inbound: CapturedInboundIR | None = None  # capture: replaces ``inbound``
+
+    @property
+    def listeners(self) -> tuple[object, ...]:
+        """Every listener IR: equal tuples mean equal LDS."""
+        return (self.outbound, self.inbound, self.tcp_outbound, self.http_outbound, self.captured_inbound)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Blocked:
+    """One version of an object that cannot be programmed into Envoy: the builder could not build it
+    (``InvalidForEnvoy``) or Envoy rejected the update that carried it (``RejectedByEnvoy``). That version is left
+    out and the object's previous one is served; the block ends when the object changes."""
+
+    spec: VirtualNodeSpec | RouteSpec
+    reason: str
+    message: str
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    type: str  # Accepted, ResolvedRefs, Programmed
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectStatus:
+    key: ObjectKey
+    observed_generation: int
+    origin: str
+    conditions: tuple[Condition, ...]
+
+    @property
+    def accepted(self) -> bool:
+        """The Accepted condition: the object (or its last accepted version) is being served."""
+        return any(c.type == "Accepted" and c.status is ConditionStatus.TRUE for c in self.conditions)
+
+    @property
+    def healthy(self) -> bool:
+        """Every condition is True: accepted and all references resolved."""
+        return all(c.status is ConditionStatus.TRUE for c in self.conditions)
+
+    def summary(self) -> str:
+        bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]
+        return "; ".join(c.message for c in bad) if bad else "ok"

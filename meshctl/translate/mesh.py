@@ -1,0 +1,581 @@
+"""Model -> mesh IR and object statuses. Pure: no I/O, no clock; same input, same output.
+
+Bad input never raises: an invalid or unresolvable VirtualNode or Route gets a status naming the field,
+and its last accepted version (passed in by the caller) keeps being served, so one bad edit loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from meshctl.model import (
+    FieldError,
+    Model,
+    ObjectKey,
+    Protocol,
+    Route,
+    RouteSpec,
+    Service,
+    VirtualNode,
+    VirtualNodeSpec,
+)
+from meshctl.routing.adapt import match_from_model
+from meshctl.routing.shadow import Shadowing, find_shadowed
+from meshctl.routing.table import RouteRule, Target, VirtualHost
+from meshctl.translate.endpoints import (
+    EndpointIndex,
+    cluster_name,
+    index_endpoints,
+    update_endpoints,
+    update_nodes,
+)
+from meshctl.translate.ir import (
+    Blocked,
+    ClusterIR,
+    Condition,
+    ConditionStatus,
+    EndpointIR,
+    ObjectStatus,
+    RouteIR,
+    SidecarParams,
+    WeightedClusterIR,
+)
+from meshctl.translate.ports import plan_ports, tcp_backends
+
+__all__ = ["MeshIR", "cluster_name", "services_called", "translate_mesh"]
+
+_UNSET_PRIORITY = 1001  # routes without a priority are evaluated after all with one
+_HTTP_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeshIR:
+    virtual_nodes: Mapping[ObjectKey, VirtualNodeSpec]  # the accepted spec of each node being served
+    services: Mapping[ObjectKey, Service]  # keyed as ObjectKey("Service", ns, name)
+    clusters: Mapping[str, ClusterIR]  # one per VirtualNode listener, as its callers see it
+    endpoint_index: EndpointIndex
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]  # in evaluation order
+    route_placement: Mapping[ObjectKey, _Placement]  # each served Route: its Service and sort position
+    status_by_key: Mapping[ObjectKey, ObjectStatus]
+    accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
+    load_errors: tuple[str, ...] = ()
+
+    @property
+    def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
+        return self.endpoint_index.endpoints
+
+    @property
+    def statuses(self) -> tuple[ObjectStatus, ...]:
+        """VirtualNodes, then Routes, each sorted by namespace and name."""
+        return tuple(sorted(self.status_by_key.values(), key=lambda st: (st.key.kind != "VirtualNode", st.key)))
+
+    def with_endpoint_changes(self, model: Model, changed: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
+        """This mesh after only EndpointSlices and/or Pods changed: cost proportional to the change."""
+        index, clusters = update_endpoints(
+            self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed
+        )
+        return replace(self, endpoint_index=index), clusters
+
+    def with_route_changes(
+        self,
+        model: Model,
+        changed_routes: set[ObjectKey],
+        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
+        blocked: Mapping[ObjectKey, Blocked] | None = None,
+    ) -> tuple[MeshIR, set[ObjectKey]]:
+        """This mesh after only Routes changed; returns it and the Services whose routes changed."""
+        placement, statuses, accepted = dict(self.route_placement), dict(self.status_by_key), dict(self.accepted)
+        affected: set[ObjectKey] = set()
+        for key in changed_routes:
+            old = placement.pop(key, None)
+            if old is not None:
+                affected.add(old.service)
+            statuses.pop(key, None)
+            accepted.pop(key, None)
+            route = model.routes.get(key)
+            if route is None:
+                continue
+            served, ir, status = _choose_route(
+                key, route, last_accepted.get(key), model, self.virtual_nodes, (blocked or {}).get(key)
+            )
+            statuses[key] = status
+            if served is not None and ir is not None:
+                accepted[key] = served
+                placement[key] = _place(key, served, ir)
+                affected.add(placement[key].service)
+        routes_by_service = dict(self.routes_by_service)
+        for svc in affected:
+            # Keep the routes of this Service that did not change, add the changed ones, sort again.
+            kept = [
+                placement[_route_key(r)] for r in routes_by_service.pop(svc, ()) if _route_key(r) not in changed_routes
+            ]
+            new = [placement[k] for k in changed_routes if k in placement and placement[k].service == svc]
+            ordered = tuple(p.ir for p in sorted(kept + new, key=lambda p: (p.rank, p.name)))
+            if ordered:
+                routes_by_service[svc] = ordered
+        _mark_shadowed(statuses, routes_by_service, affected)
+        # Outbound TCP listeners (and so port conflicts) depend on tcpRoutes only: skip the scan for HTTP changes.
+        tcp_changed = any(
+            p.ir.tcp for p in (self.route_placement.get(k) for k in changed_routes) if p is not None
+        ) or any(placement[k].ir.tcp for k in changed_routes if k in placement)
+        for key, spec in self.virtual_nodes.items() if tcp_changed else ():
+            if services_called(spec, affected):
+                statuses[key] = _port_status(statuses[key], spec, self.services, routes_by_service)
+        mesh = replace(
+            self,
+            routes_by_service=routes_by_service,
+            route_placement=placement,
+            status_by_key=statuses,
+            accepted=accepted,
+        )
+        return mesh, affected
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    service: ObjectKey
+    rank: int
+    name: str
+    ir: RouteIR
+
+
+def _place(key: ObjectKey, route: Route, ir: RouteIR) -> _Placement:
+    assert route.spec is not None
+    priority = route.spec.priority
+    return _Placement(
+        ObjectKey("Service", key.namespace, route.spec.service),
+        _UNSET_PRIORITY if priority is None else priority,
+        key.name,
+        ir,
+    )
+
+
+def _route_key(ir: RouteIR) -> ObjectKey:
+    namespace, _, name = ir.name.partition("/")
+    return ObjectKey("Route", namespace, name)
+
+
+def translate_mesh(
+    model: Model,
+    last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None,
+    previous: MeshIR | None = None,
+    blocked: Mapping[ObjectKey, Blocked] | None = None,
+) -> MeshIR:
+    """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed.
+    ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is)."""
+    fallback = last_accepted or {}
+    blocks = blocked or {}
+    statuses: list[ObjectStatus] = []
+    accepted: dict[ObjectKey, VirtualNode | Route] = {}
+    # Values equal to the last build's are replaced by those at once: a full build then holds one copy of what did
+    # not change, and what it allocates is freed while it runs, instead of old and new copies of 30,000 objects
+    # side by side whose departure leaves the allocator's arenas part used (issue 14: RSS after later builds).
+    old_statuses = previous.status_by_key if previous is not None else {}
+    old_placement = previous.route_placement if previous is not None else {}
+
+    nodes: dict[ObjectKey, VirtualNodeSpec] = {}
+    for key in sorted(model.virtual_nodes):
+        vn = model.virtual_nodes[key]
+        served, status = _choose_virtual_node(key, vn, fallback.get(key), model, blocks.get(key))
+        statuses.append(_same(status, old_statuses.get(key)))
+        if served is not None and served.spec is not None:
+            nodes[key] = served.spec
+            accepted[key] = served
+
+    clusters = _clusters(nodes, previous)
+    reused: EndpointIndex | None = None
+    if previous is not None:
+        old_index = previous.endpoint_index
+        if old_index.still_valid_for(nodes, model.endpoint_slices, model.pods):
+            reused = old_index  # e.g. only a Route changed
+        else:
+            reused = update_nodes(old_index, nodes, model.endpoint_slices, model.pods)  # e.g. a listener changed
+    endpoint_index = reused if reused is not None else index_endpoints(nodes, model.endpoint_slices, model.pods)
+
+    placement: dict[ObjectKey, _Placement] = {}
+    for key in sorted(model.routes):
+        route = model.routes[key]
+        served_route, route_ir, status = _choose_route(key, route, fallback.get(key), model, nodes, blocks.get(key))
+        statuses.append(_same(status, old_statuses.get(key)))
+        if served_route is not None and route_ir is not None:
+            accepted[key] = served_route
+            old_place = old_placement.get(key)
+            route_ir = _same(route_ir, old_place.ir if old_place is not None else None)
+            placement[key] = _same(_place(key, served_route, route_ir), old_place)
+    by_service: dict[ObjectKey, list[_Placement]] = {}
+    for p in placement.values():
+        by_service.setdefault(p.service, []).append(p)
+    routes_by_service = {
+        svc: tuple(p.ir for p in sorted(ps, key=lambda p: (p.rank, p.name))) for svc, ps in by_service.items()
+    }
+    services = model.services  # (keyed ObjectKey("Service", ns, name) as MeshIR wants; the model's keys, not copies)
+    status_by_key = {st.key: st for st in statuses}
+    _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
+    for key, spec in nodes.items():
+        status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
+    mesh = MeshIR(
+        virtual_nodes=nodes,
+        services=services,
+        clusters=clusters,
+        endpoint_index=endpoint_index,
+        routes_by_service=routes_by_service,
+        route_placement=placement,
+        status_by_key=status_by_key,
+        accepted=accepted,
+        load_errors=model.load_errors,
+    )
+    return mesh if previous is None else _sharing_equal_values(mesh, previous)
+
+
+def _sharing_equal_values(mesh: MeshIR, previous: MeshIR) -> MeshIR:
+    """``mesh`` with each map, and each status (shadowing and port conflicts may have replaced some after the
+    loops above), that equals ``previous``'s replaced by it."""
+    statuses = {key: _same(st, previous.status_by_key.get(key)) for key, st in mesh.status_by_key.items()}
+    return replace(
+        mesh,
+        virtual_nodes=_same(mesh.virtual_nodes, previous.virtual_nodes),
+        services=_same(mesh.services, previous.services),
+        clusters=_same(mesh.clusters, previous.clusters),
+        routes_by_service=_same(mesh.routes_by_service, previous.routes_by_service),
+        route_placement=_same(mesh.route_placement, previous.route_placement),
+        status_by_key=_same(statuses, previous.status_by_key),
+        accepted=_same(mesh.accepted, previous.accepted),
+    )
+
+
+def services_called(spec: VirtualNodeSpec, services: Iterable[ObjectKey]) -> set[ObjectKey]:
+    """Those of ``services`` (Service keys: the few a change touched) that the node calls. Scans the change, not
+    the node's backends (hundreds, each needing a key made to look up)."""
+    return {s for s in services if any(b.name == s.name and b.namespace == s.namespace for b in spec.backends)}
+
+
+_T = TypeVar("_T")
+
+
+def _same(new: _T, old: _T | None) -> _T:
+    """``old`` if it equals ``new`` (a value of the previous build), else ``new``."""
+    return old if old is not None and (old is new or old == new) else new
+
+
+# --- VirtualNodes --------------------------------------------------------------------------------
+
+
+def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldError]:
+    errors = []
+    for i, backend in enumerate(spec.backends):
+        if ObjectKey("Service", backend.namespace, backend.name) not in model.services:
+            errors.append(
+                FieldError(
+                    path=f"spec.backends[{i}].virtualService.virtualServiceRef",
+                    message=f"Service {backend.namespace}/{backend.name} not found",
+                    unresolved_ref=True,
+                )
+            )
+    return errors
+
+
+def _choose_virtual_node(
+    key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
+) -> tuple[VirtualNode | None, ObjectStatus]:
+    if not isinstance(previous, VirtualNode) or _is_blocked(previous.spec, block):
+        previous = None
+    if vn.spec is not None and _is_blocked(vn.spec, block):
+        assert block is not None
+        served = previous if previous is not vn else None
+        return served, _not_programmed(key, vn.meta.generation, vn.meta.origin, block, served)
+    if vn.spec is None:
+        return previous, _rejected(key, vn.meta.generation, vn.meta.origin, vn.errors, previous)
+    # A missing backend Service is not fatal: the node is served without it until it appears.
+    ref_errors = _virtual_node_ref_errors(vn.spec, model)
+    conditions = _VALID_AND_RESOLVED
+    if ref_errors:
+        unresolved = Condition(
+            type="ResolvedRefs",
+            status=ConditionStatus.FALSE,
+            reason="BackendNotFound",
+            message=_describe(vn.meta.origin, ref_errors),
+        )
+        conditions = (_VALID, unresolved)
+    return vn, ObjectStatus(
+        key=key, observed_generation=vn.meta.generation, origin=vn.meta.origin, conditions=conditions
+    )
+
+
+def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | None) -> dict[str, ClusterIR]:
+    clusters: dict[str, ClusterIR] = {}
+    for key, spec in nodes.items():
+        if previous is not None and previous.virtual_nodes.get(key) is spec:
+            # Same spec object: reuse the same IR objects, whose hashes are already known to the builder.
+            clusters.update((n, previous.clusters[n]) for n in (cluster_name(key, li.port) for li in spec.listeners))
+            continue
+        for listener in spec.listeners:
+            name = cluster_name(key, listener.port)
+            clusters[name] = ClusterIR(
+                name=name,
+                protocol=listener.protocol,
+                connection_pool=listener.connection_pool,
+                outlier_detection=listener.outlier_detection,
+                health_check=listener.health_check,
+            )
+    return clusters
+
+
+# --- Routes --------------------------------------------------------------------------------------
+
+
+def _route_ir(
+    key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[RouteIR | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    if ObjectKey("Service", key.namespace, spec.service) not in model.services:
+        errors.append(
+            FieldError(
+                path="spec.serviceRef.name",
+                message=f"Service {key.namespace}/{spec.service} not found",
+                unresolved_ref=True,
+            )
+        )
+    http = spec.http_route
+    weighted: list[WeightedClusterIR] = []
+    kind = "tcpRoute" if spec.tcp else "grpcRoute" if spec.grpc else "httpRoute"
+
+    def at(i: int) -> str:  # a target's field path, made only for an error (10,000 Routes, 20,000 targets)
+        return f"spec.{kind}.action.weightedTargets[{i}]"
+
+    for i, target in enumerate(http.weighted_targets):
+        vn_key = ObjectKey("VirtualNode", target.namespace, target.virtual_node)
+        node = nodes.get(vn_key)
+        if node is None:
+            reason = "is not valid" if vn_key in model.virtual_nodes else "not found"
+            errors.append(
+                FieldError(
+                    path=f"{at(i)}.virtualNodeRef",
+                    message=f"VirtualNode {target.namespace}/{target.virtual_node} {reason}",
+                    unresolved_ref=True,
+                )
+            )
+            continue
+        if target.port is not None:
+            listener = next((li for li in node.listeners if li.port == target.port), None)
+            if listener is None:
+                errors.append(
+                    FieldError(
+                        path=f"{at(i)}.port", message=f"VirtualNode {vn_key.name} has no listener on port {target.port}"
+                    )
+                )
+                continue
+        elif len(node.listeners) == 1:
+            listener = node.listeners[0]
+        else:
+            errors.append(
+                FieldError(
+                    path=f"{at(i)}.port",
+                    message=f"is required: VirtualNode {vn_key.name} has {len(node.listeners)} listeners",
+                )
+            )
+            continue
+        if spec.tcp:
+            if listener.protocol is not Protocol.TCP:
+                errors.append(
+                    FieldError(
+                        path=f"{at(i)}.port",
+                        message=f"listener {listener.port} speaks {listener.protocol}; a tcpRoute needs a tcp listener",
+                    )
+                )
+                continue
+        elif spec.grpc and listener.protocol not in (Protocol.GRPC, Protocol.HTTP2):
+            errors.append(
+                FieldError(
+                    path=f"{at(i)}.port",
+                    message=f"listener {listener.port} speaks {listener.protocol}; "
+                    "a grpcRoute needs a grpc or http2 listener",
+                )
+            )
+            continue
+        elif listener.protocol not in _HTTP_PROTOCOLS:
+            errors.append(
+                FieldError(
+                    path=f"{at(i)}.port", message=f"listener {listener.port} speaks {listener.protocol}, not HTTP"
+                )
+            )
+            continue
+        weighted.append(WeightedClusterIR(cluster=cluster_name(vn_key, listener.port), weight=target.weight))
+    if errors:
+        return None, errors
+    timeout = http.timeout
+    return RouteIR(
+        name=f"{key.namespace}/{key.name}",
+        match=http.match,
+        clusters=tuple(weighted),
+        retry_policy=http.retry_policy,
+        timeout_ms=timeout.per_request_ms if timeout else None,
+        idle_timeout_ms=timeout.idle_ms if timeout else None,
+        tcp=spec.tcp,
+    ), []
+
+
+def _choose_route(
+    key: ObjectKey,
+    route: Route,
+    previous: VirtualNode | Route | None,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    block: Blocked | None = None,
+) -> tuple[Route | None, RouteIR | None, ObjectStatus]:
+    errors: list[FieldError] = list(route.errors)
+    if not isinstance(previous, Route) or _is_blocked(previous.spec, block):
+        previous = None
+    if route.spec is not None and _is_blocked(route.spec, block):
+        assert block is not None
+        served, served_ir = _previous_route(route, previous, model, nodes)
+        return served, served_ir, _not_programmed(key, route.meta.generation, route.meta.origin, block, served)
+    if route.spec is not None:
+        ir, errors = _route_ir(key, route.spec, model, nodes)
+        if ir is not None:
+            status = ObjectStatus(
+                key=key,
+                observed_generation=route.meta.generation,
+                origin=route.meta.origin,
+                conditions=_VALID_AND_RESOLVED,
+            )
+            return route, ir, status
+    served, served_ir = _previous_route(route, previous, model, nodes)
+    return served, served_ir, _rejected(key, route.meta.generation, route.meta.origin, errors, served)
+
+
+def _previous_route(
+    route: Route, previous: Route | None, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
+) -> tuple[Route | None, RouteIR | None]:
+    """The last accepted version, if there is one and it still resolves."""
+    if previous is None or previous.spec is None or previous is route:
+        return None, None
+    served_ir, _ = _route_ir(route.key, previous.spec, model, nodes)
+    return (previous, served_ir) if served_ir is not None else (None, None)
+
+
+def _is_blocked(spec: VirtualNodeSpec | RouteSpec | None, block: Blocked | None) -> bool:
+    return block is not None and spec is not None and spec == block.spec
+
+
+# --- Conditions ----------------------------------------------------------------------------------
+
+
+def shadowed_routes(service: ObjectKey, routes: list[RouteIR]) -> list[Shadowing]:
+    """The shadowing findings among one Service's HTTP routes (in evaluation order); witnesses use the Host
+    ``name.namespace``, which reaches the Service from every namespace."""
+    rules = tuple(
+        RouteRule(r.name, match_from_model(r.match), tuple(Target(c.cluster, c.weight) for c in r.clusters))
+        for r in routes
+    )
+    return find_shadowed(
+        VirtualHost(f"{service.namespace}/{service.name}", (f"{service.name}.{service.namespace}",), rules)
+    )
+
+
+def _mark_shadowed(
+    statuses: dict[ObjectKey, ObjectStatus],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    services: Iterable[ObjectKey],
+) -> None:
+    """Reachable=False (or Unknown, when a regex keeps it from proof) on each HTTP Route of ``services`` that
+    earlier Routes of its Service leave no request to, with a witness request; cleared on the others."""
+    for svc in services:
+        routes = [r for r in routes_by_service.get(svc, ()) if not r.tcp]
+        findings = {f.route: f for f in shadowed_routes(svc, routes)} if len(routes) > 1 else {}
+        for r in routes:
+            key = _route_key(r)
+            status = statuses.get(key)
+            if status is None:
+                continue
+            kept = tuple(c for c in status.conditions if c.type != "Reachable")
+            finding = findings.get(r.name)
+            if finding is not None:
+                condition = Condition(
+                    type="Reachable",
+                    status=ConditionStatus.FALSE if finding.certain else ConditionStatus.UNKNOWN,
+                    reason="Shadowed" if finding.certain else "PossiblyShadowed",
+                    message=_at(status.origin, finding.message()),
+                )
+                kept += (condition,)
+            if kept != status.conditions:
+                statuses[key] = replace(status, conditions=_VALID_AND_RESOLVED if kept == _VALID_AND_RESOLVED else kept)
+
+
+_DEFAULTS = SidecarParams(virtual_node=None)
+_EGRESS, _INGRESS = _DEFAULTS.egress_port, _DEFAULTS.ingress_port
+
+
+def _port_status(
+    status: ObjectStatus,
+    spec: VirtualNodeSpec,
+    services: Mapping[ObjectKey, Service],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+) -> ObjectStatus:
+    """Adds PortsAllocated=False when a listener of this node's sidecar (default ports) has no port to bind."""
+    tcp_ports = tuple(port for _, port, _ in tcp_backends(spec, services, routes_by_service))
+    conflicts = plan_ports(_EGRESS, _INGRESS, tuple(li.port for li in spec.listeners), tcp_ports).conflicts
+    if not conflicts and status.conditions is _VALID_AND_RESOLVED:
+        return status  # (the usual case, without rebuilding the conditions to compare them)
+    conditions = tuple(c for c in status.conditions if c.type != "PortsAllocated")
+    if conflicts:
+        message = _at(status.origin, "; ".join(conflicts))
+        conditions += (
+            Condition(type="PortsAllocated", status=ConditionStatus.FALSE, reason="PortConflict", message=message),
+        )
+    return status if conditions == status.conditions else replace(status, conditions=conditions)
+
+
+def _ok(type_: str, reason: str, message: str) -> Condition:
+    return Condition(type=type_, status=ConditionStatus.TRUE, reason=reason, message=message)
+
+
+# Most objects are fine: their conditions are one shared tuple, not 10,000 equal ones (issue 14, memory).
+_VALID = _ok("Accepted", "Accepted", "valid")
+_VALID_AND_RESOLVED = (_VALID, _ok("ResolvedRefs", "ResolvedRefs", "all references resolved"))
+
+
+def _at(origin: str, message: str, served: VirtualNode | Route | None = None) -> str:
+    """A status message: where the object came from, what is wrong, and whether an older version is served."""
+    text = f"{origin}: {message}" if origin else message
+    return text + " (its last accepted version is still served)" if served is not None else text
+
+
+def _describe(
+    origin: str, errors: tuple[FieldError, ...] | list[FieldError], served: VirtualNode | Route | None = None
+) -> str:
+    return _at(origin, "; ".join(str(e) for e in errors), served)
+
+
+def _not_programmed(
+    key: ObjectKey, generation: int, origin: str, block: Blocked, served: VirtualNode | Route | None
+) -> ObjectStatus:
+    """Valid as written, but Envoy cannot take it: Accepted stays True, Programmed is False with the reason."""
+    message = _at(origin, block.message, served)
+    return ObjectStatus(
+        key=key,
+        observed_generation=generation,
+        origin=origin,
+        conditions=(
+            _ok("Accepted", "Accepted", "valid"),
+            Condition(type="Programmed", status=ConditionStatus.FALSE, reason=block.reason, message=message),
+        ),
+    )
+
+
+def _rejected(
+    key: ObjectKey,
+    generation: int,
+    origin: str,
+    errors: tuple[FieldError, ...] | list[FieldError],
+    served: VirtualNode | Route | None,
+) -> ObjectStatus:
+    message = _describe(origin, errors, served)
+    reason = "RefNotFound" if all(e.unresolved_ref for e in errors) else "Invalid"
+    return ObjectStatus(
+        key=key,
+        observed_generation=generation,
+        origin=origin,
+        conditions=(Condition(type="Accepted", status=ConditionStatus.FALSE, reason=reason, message=message),),
+    )

@@ -1,0 +1,245 @@
+"""Mesh IR + one proxy's params -> what that proxy receives. Pure.
+
+A sidecar of VirtualNode ``ns/vn`` gets:
+- one outbound listener (``outbound``, the egress port) whose route config has a virtual host per backend
+  Service that has Routes, reachable by the Service's DNS names as Host;
+- one inbound listener per VirtualNode listener forwarding to the local app on ``127.0.0.1:<listener port>``,
+  on ports allocated by ``allocate_ports``;
+- one outbound TCP listener per port of each backend Service with a tcpRoute;
+- the clusters and endpoints those reference, nothing more.
+
+Ports never collide: see ``allocate_ports``. What cannot be placed is left out and reported by ``port_conflicts``.
+
+With capture (``SidecarParams.capture``: iptables redirects the pod's traffic) the same routes are reached by
+original destination instead: see ``OutboundListenerIR`` and ``CapturedInboundIR``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from meshctl.model import Backend, ObjectKey, Protocol, Service, VirtualNodeSpec
+from meshctl.translate.ir import (
+    PASSTHROUGH_CLUSTER,
+    CapturedInboundIR,
+    ClusterIR,
+    EndpointIR,
+    InboundListenerIR,
+    OutboundListenerIR,
+    OutboundTcpListenerIR,
+    SidecarIR,
+    SidecarParams,
+    TracingIR,
+    VirtualHostIR,
+)
+from meshctl.translate.mesh import MeshIR, services_called
+from meshctl.translate.ports import allocate_ports, tcp_backends
+
+__all__ = [
+    "OUTBOUND_ROUTE_CONFIG",
+    "service_domains",
+    "service_virtual_host",
+    "translate_sidecar",
+    "with_route_changes",
+]
+
+OUTBOUND_ROUTE_CONFIG = "outbound"
+
+
+def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
+    """The Host values that reach a Service, as cluster DNS would resolve them for the client.
+
+    The bare name is included only within the client's own namespace: otherwise two Services of the same
+    name in different namespaces would claim the same domain, which Envoy rejects.
+    """
+    ns, name = service.meta.namespace, service.meta.name
+    hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    if ns == client_namespace:
+        hosts.insert(0, name)
+    ports = sorted({p.port for p in service.ports if p.port})
+    return tuple(hosts + [f"{h}:{p}" for h in hosts for p in ports])
+
+
+def service_virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str) -> VirtualHostIR | None:
+    """The outbound virtual host of one backend Service: None without the Service or without HTTP routes."""
+    service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
+    http_routes = tuple(r for r in routes if not r.tcp)
+    if service is None or not http_routes:
+        return None
+    return VirtualHostIR(
+        name=f"{svc_key.namespace}/{svc_key.name}",
+        domains=service_domains(service, client_namespace),
+        routes=http_routes,
+    )
+
+
+def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
+    """``ir`` (translated from ``old``) after only the Routes of ``services`` changed, with just the affected
+    virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)`` but for the endpoints, which it keeps
+    as they are in ``ir`` (a snapshot's IR has none: see ``Snapshot``), or None when the change reaches beyond
+    the RouteConfiguration (a tcpRoute involved, or clusters referenced differently), and the caller translates
+    the whole sidecar. Lets a Route change patch RDS alone (issue 14)."""
+    key = ir.params.virtual_node
+    spec = mesh.virtual_nodes.get(key) if key else None
+    if key is None or spec is None or ir.outbound is None:
+        return None
+    touched = services_called(spec, services)
+    if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
+        return None
+    by_name = {vh.name: vh for vh in ir.virtual_hosts}
+    before: set[str] = set()
+    after: set[str] = set()
+    for svc in touched:
+        name = f"{svc.namespace}/{svc.name}"
+        previous = by_name.pop(name, None)
+        if previous is not None:
+            before.update(wc.cluster for r in previous.routes for wc in r.clusters)
+        vh = service_virtual_host(mesh, svc, key.namespace)
+        if vh is not None:
+            by_name[name] = vh
+            after.update(wc.cluster for r in vh.routes for wc in r.clusters)
+    if before != after:
+        # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
+        return None
+    same_hosts = len(by_name) == len(ir.virtual_hosts) and all(vh.name in by_name for vh in ir.virtual_hosts)
+    if ir.params.capture and not same_hosts:
+        return None  # a Service gained or lost its virtual host: its ports' captured listeners change too
+    if same_hosts:  # each in its place
+        return replace(ir, virtual_hosts=tuple(by_name[vh.name] for vh in ir.virtual_hosts))
+    ordered = tuple(vh for b in _sorted_backends(spec) if (vh := by_name.get(f"{b.namespace}/{b.name}")) is not None)
+    return replace(ir, virtual_hosts=ordered)
+
+
+def _sorted_backends(spec: VirtualNodeSpec) -> list[Backend]:
+    """The order of the outbound virtual hosts."""
+    return sorted(spec.backends, key=lambda b: (b.namespace, b.name))
+
+
+def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
+    key = params.virtual_node
+    spec = mesh.virtual_nodes.get(key) if key else None
+    if key is None or spec is None:
+        return SidecarIR(
+            params=params,
+            outbound=None,
+            inbound=(),
+            route_config_name=OUTBOUND_ROUTE_CONFIG,
+            virtual_hosts=(),
+            clusters=(),
+            endpoints={},
+        )
+    access_log = spec.logging
+    tracing = None
+    collector: list[ClusterIR] = []
+    if (tc := spec.tracing) is not None:
+        cluster = None if tc.provider == "xray" else f"tracing|{tc.host}:{tc.port}"
+        tracing = TracingIR(config=tc, service_name=f"{key.namespace}/{key.name}", collector_cluster=cluster)
+        if cluster is not None:
+            collector.append(ClusterIR(name=cluster, protocol=Protocol.HTTP, dns_endpoint=(tc.host, tc.port)))
+
+    virtual_hosts: list[VirtualHostIR] = []
+    http_services: list[Service] = []  # the Services those virtual hosts reach
+    for backend in _sorted_backends(spec):
+        svc_key = ObjectKey("Service", backend.namespace, backend.name)
+        vh = service_virtual_host(mesh, svc_key, key.namespace)
+        if vh is not None:
+            virtual_hosts.append(vh)
+            http_services.append(mesh.services[svc_key])
+    tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
+    ports = allocate_ports(params, spec, [port for _, port, _ in tcp])
+    tcp_outbound: dict[int, OutboundTcpListenerIR] = {}
+    for svc_key, port, tcp_route in tcp:
+        if port in ports.tcp:
+            # One listener per port: with two TCP Services on one port, the first by name keeps it.
+            tcp_outbound.setdefault(
+                port,
+                OutboundTcpListenerIR(
+                    name=f"outbound|tcp|{svc_key.namespace}/{svc_key.name}|{port}",
+                    address=params.bind_address,
+                    port=port,
+                    route=tcp_route,
+                    bind_to_port=not params.capture,
+                ),
+            )
+
+    routes_used = [r for vh in virtual_hosts for r in vh.routes] + [t.route for t in tcp_outbound.values()]
+    used = sorted({wc.cluster for r in routes_used for wc in r.clusters})
+    clusters: list[ClusterIR] = [mesh.clusters[name] for name in used] + collector
+    endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
+
+    inbound: list[InboundListenerIR] = []
+    app_ports: list[int] = []  # the app port each inbound listener forwards to
+    for listener, inbound_port in zip(spec.listeners, ports.inbound, strict=True):
+        if inbound_port > 65535:
+            continue
+        local = f"inbound|{key.namespace}/{key.name}|{listener.port}"
+        clusters.append(
+            ClusterIR(
+                name=local,
+                protocol=listener.protocol,
+                connection_pool=listener.connection_pool,
+                static_endpoint=EndpointIR(address="127.0.0.1", port=listener.port),
+            )
+        )
+        timeout = listener.timeout
+        inbound.append(
+            InboundListenerIR(
+                name=f"inbound|{listener.port}",
+                address=params.bind_address,
+                port=inbound_port,
+                protocol=listener.protocol,
+                cluster=local,
+                timeout_ms=timeout.per_request_ms if timeout else None,
+                idle_timeout_ms=timeout.idle_ms if timeout else None,
+                access_log=access_log,
+                tracing=tracing,
+            )
+        )
+        app_ports.append(listener.port)
+
+    outbound = OutboundListenerIR(
+        name="outbound",
+        address=params.bind_address,
+        port=params.egress_port,
+        route_config_name=OUTBOUND_ROUTE_CONFIG,
+        access_log=access_log,
+        tracing=tracing,
+        capture=params.capture,
+    )
+    ir = SidecarIR(
+        params=params,
+        outbound=outbound,
+        inbound=tuple(inbound),
+        route_config_name=OUTBOUND_ROUTE_CONFIG,
+        virtual_hosts=tuple(virtual_hosts),
+        clusters=tuple(clusters),
+        endpoints=endpoints,
+        tcp_outbound=tuple(tcp_outbound.values()),
+    )
+    return _captured(ir, http_services, app_ports) if params.capture else ir
+
+
+def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int]) -> SidecarIR:
+    """The capture form of a sidecar: the same routes, reached by original destination (module docstring)."""
+    params, outbound = ir.params, ir.outbound
+    assert outbound is not None
+    own = {params.egress_port, params.ingress_port} | {t.port for t in ir.tcp_outbound}
+    http_ports = sorted({p.port for svc in http_services for p in svc.ports if p.port and p.port not in own})
+    http = tuple(
+        replace(outbound, name=f"outbound|http|{port}", port=port, capture=False, bind_to_port=False)
+        for port in http_ports
+    )
+    chains = tuple(replace(li, port=port) for li, port in zip(ir.inbound, app_ports, strict=True))
+    captured = (
+        CapturedInboundIR(name="inbound", address=params.bind_address, port=params.ingress_port, chains=chains)
+        if chains
+        else None
+    )
+    passthrough = ClusterIR(name=PASSTHROUGH_CLUSTER, protocol=Protocol.TCP, original_dst=True)
+    return replace(
+        ir,
+        inbound=(),
+        captured_inbound=captured,
+        http_outbound=http,
+        clusters=(*ir.clusters, passthrough),
+    )
