@@ -21,7 +21,6 @@ from bench.common import median, table
 from bench.fanout import PushSource, _all_acked, _versions
 from bench.procs import Processes
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.controlplane.plane import ControlPlane
 from meshctl.devtools.envoy_process import free_port
 from meshctl.model import ObjectKey
@@ -91,7 +90,7 @@ def _params(groups: list[str]) -> dict[str, SidecarParams]:
 
 
 async def _snapshots(models: list, params: dict[str, SidecarParams]) -> list[dict[str, Snapshot]]:
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     for p in params.values():
         await controller.attach(p)
     out = []

@@ -17,7 +17,6 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from bench import meshgen
 from bench.common import median, percentile, table
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.model import Model
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -41,7 +40,7 @@ def _ack_all(stream: StreamState) -> None:
 async def gateway_stream(n: int) -> tuple[Model, Controller, StreamState]:
     """A controller with the mesh of N built, and the gateway's stream holding (having ACKed) all of it."""
     model = meshgen.build(n)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     snap = controller.cache.get(group)

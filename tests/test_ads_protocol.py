@@ -79,7 +79,7 @@ async def test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane):
         await eventually(lambda: stream.types[ROUTE].rejection is not None)
         assert stream.types[ROUTE].rejection.message == "boom: bad route"
         assert stream.types[ROUTE].acked_version == got[ROUTE].version_info
-        assert plane.metrics.nacks["rds"] == 1
+        assert plane.xds_metrics.count("nacks", "rds") == 1
 
         # An endpoint-only change: the next response must be EDS, never the rejected RDS again.
         slice_file = plane.dir / "reviews-v1.yaml"
@@ -89,10 +89,10 @@ async def test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane):
         assert [ClusterLoadAssignment.FromString(a.value).cluster_name for a in nxt.resources] == [
             "demo/reviews-v1/18081"
         ]
-        responses_before = plane.metrics.responses["rds"]
+        responses_before = plane.xds_metrics.count("responses", "rds")
         await client.ack(nxt, [r for r in stream.types[ENDPOINT].names])
         await eventually(lambda: stream.types[ENDPOINT].acked_version == nxt.version_info)
-        assert plane.metrics.responses["rds"] == responses_before
+        assert plane.xds_metrics.count("responses", "rds") == responses_before
     finally:
         await client.close()
 
@@ -102,14 +102,14 @@ async def test_stale_nonce_is_ignored(plane):
     try:
         got = await handshake(client)
         stream = plane.registry.streams()[0]
-        acks = plane.metrics.acks["cds"]
+        acks = plane.xds_metrics.count("acks", "cds")
         await client.send(CLUSTER, version="old", nonce="not-a-nonce-we-sent", error="late NACK of something old")
         # Round trip another request so the server has surely processed the stale one.
         names = ["outbound", "not-there"]
         await client.send(ROUTE, names, version=got[ROUTE].version_info, nonce=got[ROUTE].nonce)
         await eventually(lambda: stream.types[ROUTE].names == frozenset(names))
         assert stream.types[CLUSTER].rejection is None
-        assert plane.metrics.acks["cds"] == acks
+        assert plane.xds_metrics.count("acks", "cds") == acks
     finally:
         await client.close()
 

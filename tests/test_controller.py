@@ -9,7 +9,6 @@ from envoy.config.core.v3.base_pb2 import Node
 
 from bench import meshgen
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.model import FieldError, HttpMatch, ObjectKey
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
@@ -17,7 +16,7 @@ from meshctl.xds.server.node import sidecar_params
 
 
 async def built(model, params=meshgen.GATEWAY) -> dict[str, str]:
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     await controller.attach(params)
     await controller._rebuild(model)
     snap = controller.cache.get(params.group)
@@ -26,7 +25,7 @@ async def built(model, params=meshgen.GATEWAY) -> dict[str, str]:
 
 async def test_endpoint_patch_equals_full_translation() -> None:
     model = meshgen.build(20)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     before = controller.cache.get(group)
@@ -49,7 +48,7 @@ async def test_endpoint_patch_equals_full_translation() -> None:
 
 
 async def _controller(params_list) -> Controller:
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     for params in params_list:
         await controller.attach(params)
     return controller
@@ -139,7 +138,7 @@ async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model
 
 async def test_coalesced_models_merge_their_deltas() -> None:
     model = meshgen.build(5)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     await controller.submit(model)
     first = meshgen.with_endpoint_change(model, 1, generation=2)
     second = meshgen.with_endpoint_change(first, 2, generation=3)
@@ -160,7 +159,7 @@ async def test_a_pod_relabel_takes_the_endpoint_path_and_equals_full_translation
     """Issue 14: a Pod change re-translates only the slices that name it (its endpoint moves to the node its new
     labels select), with no full translation."""
     model = meshgen.build(10)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     full = controller.metrics.full_builds
@@ -181,7 +180,7 @@ async def test_a_proxy_attaching_during_a_build_gets_the_new_mesh_and_one_detach
 
     model, clients = meshgen.with_clients(meshgen.build(1500), groups=2, backends=5)
     joining, leaving = (sidecar_params(Node(cluster=c)) for c in clients)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     await controller.attach(meshgen.GATEWAY)
     await controller.attach(leaving)
     building = asyncio.create_task(controller._rebuild(model))
@@ -286,7 +285,7 @@ async def test_what_a_patch_makes_is_out_of_the_collectors_sight(change: str) ->
     import gc
 
     model = meshgen.build(10)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     if change == "endpoints":

@@ -38,7 +38,6 @@ from hypothesis import strategies as st
 
 from bench import meshgen
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.model import (
     ConnectionPool,
     FieldError,
@@ -321,7 +320,7 @@ async def _controllers():
     params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
     pair = []
     for _ in range(2):
-        controller = Controller(SnapshotCache(), Metrics())
+        controller = Controller(SnapshotCache())
         for p in params:
             await controller.attach(p)
         await controller._rebuild(model)

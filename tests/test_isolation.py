@@ -14,7 +14,6 @@ import aiohttp
 
 from bench import meshgen
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.controlplane.plane import ControlPlane
 from meshctl.model import ConnectionPool, Model, ObjectKey, VirtualNode
 from meshctl.xds.cache import SnapshotCache
@@ -42,7 +41,7 @@ def _conditions(controller: Controller, key: ObjectKey) -> dict[str, tuple[str, 
 
 async def test_an_unbuildable_edit_is_blocked_and_its_previous_version_served() -> None:
     model = meshgen.build(3)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     good_cluster = controller.cache.get(group).resources[CLUSTER]["bench/svc-1-v1/8080"]
@@ -70,7 +69,7 @@ async def test_an_unbuildable_edit_is_blocked_and_its_previous_version_served() 
 async def test_an_unbuildable_object_with_no_previous_version_is_left_out_after_a_restart() -> None:
     """A fresh controller (a restart) meets the bad object first: it is left out, the rest is served."""
     poisoned = _poisoned(meshgen.build(3), "svc-2-v2")
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     group = await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(poisoned)
     assert controller.synced
@@ -86,7 +85,7 @@ async def test_an_unbuildable_object_with_no_previous_version_is_left_out_after_
 
 async def test_the_build_loop_survives_a_bug_and_keeps_taking_changes() -> None:
     model = meshgen.build(2)
-    controller = Controller(SnapshotCache(), Metrics(), holdoff=0.001)
+    controller = Controller(SnapshotCache(), holdoff=0.001)
     group = await controller.attach(meshgen.GATEWAY)
     task = asyncio.create_task(controller.run())
     try:
@@ -140,7 +139,7 @@ async def test_out_of_range_manifest_is_reported_and_everything_else_flows(tmp_p
 async def test_endpoint_patches_do_not_grow_the_builder_memo() -> None:
     """Issue 9, unbounded state: every endpoint patch used to add a memo entry, freed only by a full build."""
     model = meshgen.build(5)
-    controller = Controller(SnapshotCache(), Metrics())
+    controller = Controller(SnapshotCache())
     await controller.attach(meshgen.GATEWAY)
     await controller._rebuild(model)
     key = ObjectKey("EndpointSlice", meshgen.NS, "svc-3-v1")

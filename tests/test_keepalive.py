@@ -78,7 +78,7 @@ async def test_a_proxy_that_went_silent_is_dropped_by_keepalive(tmp_path) -> Non
         assert len(plane.registry.streams()) == 1 and plane.cache.get("demo/frontend") is not None
         relay.frozen.set()
         await eventually(lambda: not plane.registry.streams(), timeout=15)
-        assert plane.metrics.connected_streams == 0
+        assert plane.xds_metrics.streams == 0
         assert plane.cache.get("demo/frontend") is None  # its group is no longer kept alive
     finally:
         await client.close()

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
+from prometheus_client import CollectorRegistry, generate_latest
 
 from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
 from meshctl.translate.ir import ObjectStatus
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import SHORT_NAMES
@@ -129,15 +129,15 @@ async def _send_in_chunks(request: web.Request, parts: list[bytes]) -> web.Strea
 def build_admin_app(
     controller: Controller,
     registry: ProxyRegistry,
-    metrics: Metrics,
+    metrics: Callable[[], Sequence[CollectorRegistry]],
     *,
     health: Callable[[], str | None] = lambda: None,
     replica: str = "",
     about: Callable[[], dict[str, Any]] = dict,
     ingresses: Callable[[], list[dict[str, Any]]] | None = None,
-    extra_metrics: Callable[[], str] = str,
 ) -> web.Application:
-    """``replica``: this control plane's name in a multi-replica install (the leader-election identity).
+    """``metrics``: the Prometheus registries ``/metrics`` exposes.
+    ``replica``: this control plane's name in a multi-replica install (the leader-election identity).
     ``ingresses``: the ingress reconciler's load balancers (``/api/v1/ingresses``), when it runs."""
     routes = web.RouteTableDef()
 
@@ -156,8 +156,7 @@ def build_admin_app(
 
     @routes.get("/metrics")
     async def prometheus(_: web.Request) -> web.Response:
-        metrics.rejected_objects = sum(not s.accepted for s in controller.statuses())
-        text = metrics.render() + extra_metrics()
+        text = "".join(generate_latest(registry).decode() for registry in metrics())
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     @routes.get("/api/v1/ingresses")

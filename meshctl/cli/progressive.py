@@ -23,7 +23,7 @@ from rich.text import Text
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.inspect import group_node
 from meshctl.cli.output import console, table
-from meshctl.cli.shift import Shift, callers, wait_for_proxies
+from meshctl.cli.shift_plan import Shift, callers, wait_for_proxies
 from meshctl.cli.traffic import ClusterWindow, scrape, window
 from meshctl.translate.endpoints import virtual_node_of
 

@@ -31,7 +31,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Literal, ParamSpec, TypeVar
 
-from meshctl.controlplane.metrics import Metrics
+from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.endpoints import release_gently
@@ -55,14 +55,15 @@ class Controller:
     def __init__(
         self,
         cache: SnapshotCache,
-        metrics: Metrics,
+        metrics: BuildMetrics | None = None,
         *,
         holdoff: float = 0.02,
         max_holdoff: float = 0.5,
         on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
     ) -> None:
         self.cache = cache
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else BuildMetrics()
+        self.metrics.count_rejected(lambda: sum(not s.accepted for s in self.statuses()))
         self.holdoff = holdoff
         self.max_holdoff = max_holdoff
         self.on_statuses = on_statuses
@@ -143,7 +144,7 @@ class Controller:
                     # A bug, not bad input (that is blocked per object): keep serving the last snapshots and keep
                     # taking changes; the next one is built from scratch.
                     log.exception("build failed; proxies keep the last good config")
-                    self.metrics.build_errors += 1
+                    self.metrics.build_failed()
                     self._force_full = True
             await asyncio.sleep(holdoff)
             # More changes already waiting means a burst: wait longer next time. A quiet hold-off resets it.
@@ -164,12 +165,12 @@ class Controller:
                     await self._patch_endpoints(model, keys)
                 else:
                     await self._patch_routes(model, keys)
-                self.metrics.observe_build(time.perf_counter() - started)
+                self.metrics.observe_build(kind, time.perf_counter() - started)
                 return
             except BuildError as exc:
                 log.warning("%s; building from scratch to isolate it", exc)
         self._force_full = False
-        self.metrics.full_builds += 1
+        self.metrics.full_build_started()
         blocked, prior = dict(self._blocked), dict(self._prior)
         build = await self._in_worker(
             self._full_build, model, dict(self._groups), dict(self._last_accepted), prior, blocked, self.mesh
@@ -184,7 +185,7 @@ class Controller:
         self._last_accepted, self._prior = build.last_accepted, prior
         self._drop_stale_blocks(model)
         changed = await self._publish(build.snapshots)
-        self.metrics.observe_build(time.perf_counter() - started)
+        self.metrics.observe_build("full", time.perf_counter() - started)
         for problem in mesh.load_errors:
             log.warning("%s", problem)
         for status in build.unhealthy:
@@ -249,10 +250,10 @@ class Controller:
                         retry = True
                         break
                     log.error("group %s keeps its last config: %s", group, exc)
-                    self.metrics.build_errors += 1
+                    self.metrics.build_failed()
                 except Exception:
                     log.exception("group %s keeps its last config", group)
-                    self.metrics.build_errors += 1
+                    self.metrics.build_failed()
             if not retry:
                 break
         return mesh, snapshots
@@ -355,7 +356,7 @@ class Controller:
                 snap = self.cache.get(group)
                 ir = with_route_changes(snap.ir, old, mesh, services) if snap is not None and snap.ir else None
                 if snap is not None and ir is not None:
-                    self.metrics.route_patches += 1
+                    self.metrics.route_patched()
                     routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
                     snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
                 else:

@@ -1,86 +1,85 @@
-"""Control-plane counters, rendered in the Prometheus text format (no client library needed)."""
+"""The controller's metrics (prometheus_client): builds and how long they take, by path (a full translation, an
+endpoint patch or a Route patch), build errors, and the objects currently rejected."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["BuildMetrics"]
+
+# A Route patch at 10,000 services takes ~5 ms, a full translation ~0.8 s (docs/benchmarks.md).
+_BUILD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-@dataclass
-class Metrics:
-    responses: Counter[str] = field(default_factory=Counter)  # by short type name
-    acks: Counter[str] = field(default_factory=Counter)
-    nacks: Counter[str] = field(default_factory=Counter)
-    builds: int = 0
-    full_builds: int = 0  # of which translated everything (the rest were endpoint or route patches)
-    route_patches: int = 0  # node groups a Route change reached by patching their RouteConfiguration alone
-    build_seconds_total: float = 0.0
-    connected_streams: int = 0
-    unauthorized_streams: int = 0  # mTLS: refused because the certificate does not allow the VirtualNode asked for
-    rejected_objects: int = 0
-    build_errors: int = 0  # groups left on their last config, or builds abandoned, because of a bug
-
-    def observe_build(self, seconds: float) -> None:
-        self.builds += 1
-        self.build_seconds_total += seconds
-
-    def render(self) -> str:
-        lines = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value}" for labels, value in samples)
-
-        def by_type(counter: Counter[str]) -> list[tuple[str, float]]:
-            return [(f'{{type="{t}"}}', counter[t]) for t in sorted(counter)] or [("", 0)]
-
-        metric("meshctl_xds_responses_total", "counter", "xDS responses sent, by type.", by_type(self.responses))
-        metric("meshctl_xds_acks_total", "counter", "xDS responses ACKed by Envoy, by type.", by_type(self.acks))
-        metric(
-            "meshctl_xds_nacks_total",
-            "counter",
-            "xDS responses rejected (NACKed) by Envoy, by type.",
-            by_type(self.nacks),
-        )
-        metric("meshctl_xds_connected_streams", "gauge", "Open ADS streams.", [("", self.connected_streams)])
-        metric(
-            "meshctl_xds_unauthorized_streams_total",
-            "counter",
-            "ADS streams refused: the client certificate does not allow the VirtualNode asked for.",
-            [("", self.unauthorized_streams)],
-        )
-        metric("meshctl_snapshot_builds_total", "counter", "Model changes translated and built.", [("", self.builds)])
-        metric(
-            "meshctl_snapshot_full_builds_total",
-            "counter",
+class BuildMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._builds = Counter("meshctl_snapshot_builds", "Model changes translated and built.", registry=self.registry)
+        self._full_builds = Counter(
+            "meshctl_snapshot_full_builds",
             "Builds that translated the whole mesh (not an endpoint or route patch).",
-            [("", self.full_builds)],
+            registry=self.registry,
         )
-        metric(
-            "meshctl_snapshot_route_patches_total",
-            "counter",
+        self._route_patches = Counter(
+            "meshctl_snapshot_route_patches",
             "Node groups a Route change reached by patching only their RouteConfiguration (no group rebuild).",
-            [("", self.route_patches)],
+            registry=self.registry,
         )
-        metric(
-            "meshctl_snapshot_build_seconds_total",
-            "counter",
-            "Time spent translating and building.",
-            [("", round(self.build_seconds_total, 6))],
+        self._build_seconds = Counter(
+            "meshctl_snapshot_build_seconds", "Time spent translating and building.", registry=self.registry
         )
-        metric(
-            "meshctl_build_errors_total",
-            "counter",
+        self._build_duration = Histogram(
+            "meshctl_snapshot_build_duration_seconds",
+            "One build, from the model's arrival to its snapshots published, by path (full, endpoints, routes).",
+            ["path"],
+            buckets=_BUILD_BUCKETS,
+            registry=self.registry,
+        )
+        self._build_errors = Counter(
+            "meshctl_build_errors",
             "Builds or node groups that failed for a reason no single object explains (their last config is kept).",
-            [("", self.build_errors)],
+            registry=self.registry,
         )
-        metric(
-            "meshctl_rejected_objects",
-            "gauge",
-            "VirtualNodes and Routes currently rejected.",
-            [("", self.rejected_objects)],
+        self._rejected = Gauge(
+            "meshctl_rejected_objects", "VirtualNodes and Routes currently rejected.", registry=self.registry
         )
-        return "\n".join(lines) + "\n"
+
+    def observe_build(self, path: str, seconds: float) -> None:
+        self._builds.inc()
+        self._build_seconds.inc(seconds)
+        self._build_duration.labels(path).observe(seconds)
+
+    def full_build_started(self) -> None:
+        self._full_builds.inc()
+
+    def route_patched(self) -> None:
+        self._route_patches.inc()
+
+    def build_failed(self) -> None:
+        self._build_errors.inc()
+
+    def count_rejected(self, count: Callable[[], int]) -> None:
+        """The gauge reads ``count()`` at every scrape (the controller's current statuses)."""
+        self._rejected.set_function(count)
+
+    def _value(self, name: str) -> float:
+        return self.registry.get_sample_value(name) or 0.0
+
+    # Read by tests, benchmarks and the admin API.
+    @property
+    def builds(self) -> int:
+        return int(self._value("meshctl_snapshot_builds_total"))
+
+    @property
+    def full_builds(self) -> int:
+        return int(self._value("meshctl_snapshot_full_builds_total"))
+
+    @property
+    def route_patches(self) -> int:
+        return int(self._value("meshctl_snapshot_route_patches_total"))
+
+    @property
+    def build_errors(self) -> int:
+        return int(self._value("meshctl_build_errors_total"))

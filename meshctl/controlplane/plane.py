@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from meshctl.admin.app import build_admin_app
 from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
+from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.model import Model
 from meshctl.sources import ManifestSource, Source
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.server.ads import AdsServer, Keepalive
+from meshctl.xds.server.metrics import XdsMetrics
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.tls import XdsTls
 
@@ -56,7 +58,9 @@ class ControlPlane:
         self.source = source
         self.ingress = ingress
         self.address = address
-        self.metrics = Metrics()
+        self.metrics_registry = CollectorRegistry()  # /metrics; the ingress reconciler's is added beside it
+        self.metrics = BuildMetrics(self.metrics_registry)
+        self.xds_metrics = XdsMetrics(self.metrics_registry)
         self.cache = SnapshotCache()
         self.controller = Controller(self.cache, self.metrics)
         self.registry = ProxyRegistry()
@@ -65,7 +69,7 @@ class ControlPlane:
             self.controller.on_statuses = status_writer.submit
         if injection is not None:
             injection.model = lambda: self.controller.model
-        self.ads = AdsServer(self.controller, self.registry, self.metrics, keepalive, xds_tls)
+        self.ads = AdsServer(self.controller, self.registry, self.xds_metrics, keepalive, xds_tls)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
         self.admin_port = 0
@@ -87,12 +91,11 @@ class ControlPlane:
         app = build_admin_app(
             self.controller,
             self.registry,
-            self.metrics,
+            self._metric_registries,
             health=self.health_problem,
             replica=self.replica,
             about=self.describe,
             ingresses=self._ingresses if self.ingress is not None else None,
-            extra_metrics=self._ingress_metrics,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -126,12 +129,10 @@ class ControlPlane:
         assert self.ingress is not None
         return [self.ingress.views[k] for k in sorted(self.ingress.views)]
 
-    def _ingress_metrics(self) -> str:
+    def _metric_registries(self) -> list[CollectorRegistry]:
         if self.ingress is None:
-            return ""
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.ingress.metrics.registry).decode()
+            return [self.metrics_registry]
+        return [self.metrics_registry, self.ingress.metrics.registry]
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """A core task must run until stop(): if one ends, say why and fail /healthz so we get restarted."""

@@ -116,7 +116,7 @@ async def test_mutual_tls_needs_a_certificate_of_the_client_ca_naming_the_virtua
     # A valid certificate for another namespace may not stream as demo/frontend: PERMISSION_DENIED.
     other = _files(tmp_path, "other", issue(clients, "other", uris=(spiffe_identity("shop", "frontend"),), client=True))
     intruder = await _envoy(m, ca.cert_pem, client=other)
-    await eventually(lambda: m.plane.metrics.unauthorized_streams >= 2, timeout=20)
+    await eventually(lambda: m.plane.xds_metrics.refused_streams >= 2, timeout=20)
     assert not intruder.envoy.ready()
     assert len((await m.admin("/api/v1/proxies"))["proxies"]) == 1
 

@@ -8,6 +8,7 @@ streams whose group changed (a Route change for 20 groups does not run the other
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 from meshctl.xds.cache.snapshot import Snapshot
@@ -40,6 +41,7 @@ class SnapshotCache:
         self._generations: defaultdict[str, int] = defaultdict(int)  # per group, bumped when its snapshot changes
         self._waiters: defaultdict[str, set[asyncio.Future[int]]] = defaultdict(set)
         self._wakes: PerIteration[int] = PerIteration(_WAKE_BATCH)
+        self._published_at: dict[str, float] = {}  # per group, monotonic time of its latest change
 
     @property
     def wakeups(self) -> int:
@@ -66,14 +68,21 @@ class SnapshotCache:
             if old is None or any(old.version(t) != snap.version(t) for t in snap.resources):
                 self._snapshots[group] = snap
                 changed.append(group)
+        now = time.monotonic()
         for group in changed:
+            self._published_at[group] = now
             generation = self._generations[group] = self._generations[group] + 1
             for waiter in self._waiters.pop(group, ()):
                 self._wakes.resolve(waiter, generation)
         return changed
 
+    def since_published(self, group: str) -> float:
+        """Seconds since the group's snapshot last changed (push latency, measured where it is sent)."""
+        return time.monotonic() - self._published_at.get(group, time.monotonic())
+
     def forget(self, group: str) -> None:
         self._snapshots.pop(group, None)
+        self._published_at.pop(group, None)
 
     async def wait_for_change(self, group: str, seen_generation: int) -> int:
         """Returns the group's generation once it differs from ``seen_generation``."""

@@ -9,25 +9,28 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
-from meshctl.controlplane.controller import Controller
-from meshctl.controlplane.metrics import Metrics
+from meshctl.model import ObjectKey
+from meshctl.translate.ir import SidecarParams
+from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.pacing import PerIteration
 from meshctl.xds.server.blame import blame
+from meshctl.xds.server.metrics import XdsMetrics
 from meshctl.xds.server.node import sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
 from meshctl.xds.server.tls import XdsTls, authorize, peer_identity
 
-__all__ = ["AdsServer", "Keepalive"]
+__all__ = ["AdsServer", "Keepalive", "NodeGroups"]
 
 log = logging.getLogger(__name__)
 _SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -39,6 +42,19 @@ _R = TypeVar("_R")
 # 20,000 clusters to resend), tens of milliseconds that would stall every other stream, /healthz and the lease.
 _LARGE = 2000
 _OPENINGS_PER_TURN = 32  # new streams starting per loop iteration (as SnapshotCache wakes 32 per iteration)
+
+
+class NodeGroups(Protocol):
+    """What the server needs of the controller above it: the snapshots it serves, a group for each proxy that
+    connects (built before ``attach`` returns), and where to report objects a NACK blamed."""
+
+    cache: SnapshotCache
+
+    async def attach(self, params: SidecarParams) -> str: ...
+
+    def detach(self, group: str) -> None: ...
+
+    def reject_from_envoy(self, owners: set[ObjectKey], type_name: str, message: str) -> list[ObjectKey]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +129,9 @@ class Unauthorized(Exception):
 class AdsServer:
     def __init__(
         self,
-        controller: Controller,
+        controller: NodeGroups,
         registry: ProxyRegistry,
-        metrics: Metrics,
+        metrics: XdsMetrics,
         keepalive: Keepalive | None = None,
         tls: XdsTls | None = None,
     ) -> None:
@@ -184,7 +200,7 @@ class AdsServer:
                 yield raw
                 del raw
         except Unauthorized as exc:
-            self.metrics.unauthorized_streams += 1
+            self.metrics.unauthorized_streams.inc()
             log.warning("refused an xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
@@ -232,7 +248,10 @@ class AdsServer:
                     responses = await self._step(size, state.next_responses, snap)
                     while responses:
                         type_url, raw = responses.pop(0)
-                        self.metrics.responses[SHORT_NAMES[type_url]] += 1
+                        short = SHORT_NAMES[type_url]
+                        self.metrics.responses.labels(short).inc()
+                        if changed:  # pushed because a snapshot was published, not asked for
+                            self.metrics.push_latency.labels(short).observe(cache.since_published(state.group))
                         if log.isEnabledFor(logging.DEBUG):
                             st = state.types[type_url]
                             log.debug(
@@ -276,14 +295,14 @@ class AdsServer:
         state.peer = peer
         state.stats_port = stats_port(first.node)
         self.registry.add(state)
-        self.metrics.connected_streams += 1
+        self.metrics.connected_streams.inc()
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")
         return state
 
     def _close(self, state: StreamState) -> None:
         self.registry.remove(state)
         self.controller.detach(state.group)
-        self.metrics.connected_streams -= 1
+        self.metrics.connected_streams.dec()
         log.info("proxy %s disconnected", state.node_id)
 
     def _apply(self, state: StreamState, req: DiscoveryRequest | DeltaDiscoveryRequest, kind: str) -> None:
@@ -293,9 +312,11 @@ class AdsServer:
             names = list(req.resource_names_subscribe) if state.delta else list(req.resource_names)
             log.debug("%s <- %s %s nonce=%s names=%s", state.node_id, short, kind, req.response_nonce, names)
         if kind == "ack":
-            self.metrics.acks[short] += 1
+            self.metrics.acks.labels(short).inc()
+            self.metrics.time_to_ack.labels(short).observe(max(0.0, time.time() - state.types[req.type_url].sent_at))
         elif kind == "nack":
-            self.metrics.nacks[short] += 1
+            self.metrics.nacks.labels(short).inc()
+            self.metrics.time_to_ack.labels(short).observe(max(0.0, time.time() - state.types[req.type_url].sent_at))
             rejection = state.types[req.type_url].rejection
             assert rejection is not None
             self.registry.record_rejection(state, rejection)
