@@ -603,8 +603,9 @@ class ApiServer:
                     marked["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                     return web.json_response(copy.deepcopy(self._commit(kind, "MODIFIED", marked)))
                 return web.json_response(self._commit(kind, "DELETED", copy.deepcopy(current)))
-            if request.method == "PUT":
-                sent_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if request.method in ("PUT", "PATCH"):
+                # A resourceVersion in a replace, or in a patch's metadata, is a precondition (optimistic locking).
+                sent_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
                 if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
                     return _status(
                         409,
@@ -612,6 +613,7 @@ class ApiServer:
                         f'Operation cannot be fulfilled on {kind.plural} "{name}": '
                         "the object has been modified; please apply your changes to the latest version",
                     )
+            if request.method == "PUT":
                 new = body
             elif request.method == "PATCH":
                 new = _merge(copy.deepcopy(current), body)

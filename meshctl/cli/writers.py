@@ -139,11 +139,8 @@ class KubernetesWriter:
         try:
             return fn(self.GROUP, self.VERSION, self.namespace, self.PLURAL, self.name, *args, **kwargs)
         except ApiException as exc:
-            if exc.status == 409:
-                raise CliError(
-                    f"Route {self.namespace}/{self.name} changed since it was read (resourceVersion "
-                    f"{self.resource_version}); nothing was written, run the command again"
-                ) from None
+            if exc.status == 409:  # for the caller to decide (write)
+                raise
             raise CliError(f"Kubernetes API: {exc.status} {exc.reason}") from None
         except OSError as exc:
             raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
@@ -162,6 +159,13 @@ class KubernetesWriter:
             "metadata": {"resourceVersion": self.resource_version},
             "spec": {kind: {"action": {"weightedTargets": targets}}},
         }
-        self._call(self.api.patch_namespaced_custom_object, body)
+        from meshctl.kube.conflicts import unless_conflict
+
+        # A conflict is not retried: the change shown was computed from what was read, and someone changed it since.
+        if not unless_conflict(lambda: self._call(self.api.patch_namespaced_custom_object, body)):
+            raise CliError(
+                f"Route {self.namespace}/{self.name} changed since it was read (resourceVersion "
+                f"{self.resource_version}); nothing was written, run the command again"
+            )
         self.resource_version = None  # the next write reads again
         return f"routes.{self.GROUP}/{self.name} in namespace {self.namespace}"

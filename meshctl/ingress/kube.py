@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
 from meshctl.model import ObjectKey
 from meshctl.model.ingress import ELBV2_GROUP
@@ -22,7 +23,6 @@ __all__ = ["KubeWriter"]
 
 log = logging.getLogger(__name__)
 _MERGE = "application/merge-patch+json"
-_ATTEMPTS = 5
 
 
 def _now() -> str:
@@ -80,8 +80,10 @@ class KubeWriter:
         self.writes += 1
 
     def _update(self, key: ObjectKey, change: Callable[[dict[str, Any]], dict[str, Any] | None], **kw: Any) -> bool:
-        """Reads, asks ``change`` for a patch (None: nothing to do), patches with the resourceVersion read."""
-        for _ in range(_ATTEMPTS):
+        """Reads, asks ``change`` for a patch (None: nothing to do), patches with the resourceVersion read; a 409
+        reads again. False if the object is gone."""
+
+        def once() -> bool:
             obj = self._read(key)
             if obj is None:
                 return False
@@ -91,14 +93,13 @@ class KubeWriter:
             patch.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
             try:
                 self._patch(key, patch, **kw)
-                return True
             except ApiException as exc:
-                if exc.status == 409:
-                    continue
                 if exc.status == 404:
                     return False
                 raise
-        raise ApiException(status=409, reason=f"{key}: still conflicting after {_ATTEMPTS} attempts")
+            return True
+
+        return retry_on_conflict(once, what=str(key))
 
     # --- what the reconciler writes ----------------------------------------------------------------------------
 

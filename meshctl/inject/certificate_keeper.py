@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from meshctl.inject.pki import KeyPair, issue, needs_renewal, new_ca
 from meshctl.inject.tlsfiles import TlsDir
+from meshctl.kube.conflicts import unless_conflict
 
 __all__ = ["CertificateKeeper", "default_dns_names"]
 
@@ -90,13 +91,9 @@ class CertificateKeeper:
 
     def _create(self, core: Any) -> dict[str, bytes]:
         data = self._issue(new_ca("meshctl"))
-        try:
-            core.create_namespaced_secret(self.namespace, self._body(data))
+        if unless_conflict(lambda: core.create_namespaced_secret(self.namespace, self._body(data))):
             log.info("created the CA and serving certificate in Secret %s/%s", self.namespace, self.secret)
             return data
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
         found = self._read(core)  # another replica created it first
         assert found is not None
         return found
@@ -131,11 +128,7 @@ class CertificateKeeper:
         fresh = self._issue(ca)
         body = self._body(fresh)
         body["metadata"]["resourceVersion"] = self._version
-        try:
-            core.replace_namespaced_secret(self.secret, self.namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        if not unless_conflict(lambda: core.replace_namespaced_secret(self.secret, self.namespace, body)):
             return self._read(core) or data  # someone else renewed it: theirs
         log.info("renewed the serving certificate in Secret %s/%s", self.namespace, self.secret)
         return fresh

@@ -26,6 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from meshctl.kube.conflicts import unless_conflict
+
 __all__ = ["LeaderElector"]
 
 log = logging.getLogger(__name__)
@@ -134,13 +136,8 @@ class LeaderElector:
             if exc.status != 404:
                 raise
             body = self._body(self._spec(True, 0))
-            try:
-                self.leases.create_namespaced_lease(self.namespace, body)
-                return True
-            except ApiException as create_exc:
-                if create_exc.status == 409:  # another replica created it first
-                    return False
-                raise
+            # False: another replica created it first.
+            return unless_conflict(lambda: self.leases.create_namespaced_lease(self.namespace, body))
         spec, meta = lease.spec, lease.metadata
         assert spec is not None and meta is not None  # the API server always returns both
         holder = spec.holder_identity or ""
@@ -153,13 +150,8 @@ class LeaderElector:
         if not taking_over and spec.acquire_time:
             acquired = spec.acquire_time
             body["spec"]["acquireTime"] = acquired if isinstance(acquired, str) else _micro(acquired)
-        try:
-            self.leases.replace_namespaced_lease(self.name, self.namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:  # someone else wrote the lease since we read it
-                return False
-            raise
-        return True
+        # False: someone else wrote the lease since we read it.
+        return unless_conflict(lambda: self.leases.replace_namespaced_lease(self.name, self.namespace, body))
 
     def _release(self) -> None:
         """Give the lease up so another replica can take over without waiting for it to expire."""

@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
 from meshctl.kube.leader import LeaderElector
 from meshctl.model import API_GROUP, ObjectKey
@@ -26,7 +27,6 @@ __all__ = ["StatusWriter"]
 
 log = logging.getLogger(__name__)
 _PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes"}
-_ATTEMPTS = 5
 _RETRY_AFTER = 0.5  # seconds before failed writes are tried again
 
 
@@ -102,47 +102,46 @@ class StatusWriter:
 
     def write(self, status: ObjectStatus) -> bool:
         """Read, update status with that resourceVersion, retry on conflict. False if the object is gone."""
+
+        def counted() -> None:
+            self.conflicts += 1
+
+        return retry_on_conflict(lambda: self._write_once(status), what=str(status.key), on_conflict=counted)
+
+    def _write_once(self, status: ObjectStatus) -> bool:
         key = status.key
         args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
-        for _ in range(_ATTEMPTS):
-            try:
-                current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
-            conditions = []
-            for c in status.conditions:
-                before = previous.get(c.type) or {}
-                changed = not before or before.get("status") != c.status.value
-                conditions.append(
-                    {
-                        "type": c.type,
-                        "status": c.status.value,
-                        "reason": c.reason,
-                        "message": c.message,
-                        "observedGeneration": status.observed_generation,
-                        "lastTransitionTime": _now() if changed else before.get("lastTransitionTime", _now()),
-                    }
-                )
-            current["status"] = {"observedGeneration": status.observed_generation, "conditions": conditions}
-            try:
-                self.custom.replace_namespaced_custom_object_status(*args, current)
-            except ApiException as exc:
-                if exc.status == 409:  # written in between: read the fresh object and try again
-                    self.conflicts += 1
-                    continue
-                raise
-            self.writes += 1
-            # A Warning Event when the object is newly rejected (Accepted), refused by Envoy (Programmed) or shadowed.
-            for c in status.conditions:
-                if c.type in ("Accepted", "Programmed", "Reachable") and c.status.value == "False":
-                    if previous.get(c.type, {}).get("status") != "False":
-                        self._event(key, current, c.reason, c.message)
-                    break
-            return True
-        raise ApiException(status=409, reason=f"still conflicting after {_ATTEMPTS} attempts")
+        try:
+            current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
+        conditions = []
+        for c in status.conditions:
+            before = previous.get(c.type) or {}
+            changed = not before or before.get("status") != c.status.value
+            conditions.append(
+                {
+                    "type": c.type,
+                    "status": c.status.value,
+                    "reason": c.reason,
+                    "message": c.message,
+                    "observedGeneration": status.observed_generation,
+                    "lastTransitionTime": _now() if changed else before.get("lastTransitionTime", _now()),
+                }
+            )
+        current["status"] = {"observedGeneration": status.observed_generation, "conditions": conditions}
+        self.custom.replace_namespaced_custom_object_status(*args, current)  # a 409 reruns this (write)
+        self.writes += 1
+        # A Warning Event when the object is newly rejected (Accepted), refused by Envoy (Programmed) or shadowed.
+        for c in status.conditions:
+            if c.type in ("Accepted", "Programmed", "Reachable") and c.status.value == "False":
+                if previous.get(c.type, {}).get("status") != "False":
+                    self._event(key, current, c.reason, c.message)
+                break
+        return True
 
     def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
         meta = obj["metadata"]
