@@ -93,6 +93,13 @@ async def test_nack_is_recorded_and_the_rejected_version_is_not_resent(plane):
         await client.ack(nxt, [r for r in stream.types[ENDPOINT].names])
         await eventually(lambda: stream.types[ENDPOINT].acked_version == nxt.version_info)
         assert plane.xds_metrics.count("responses", "rds") == responses_before
+
+        # A new version is sent: the NACK parked only the version it rejected.
+        route_file.write_text(
+            route_file.read_text().replace("weight: 70", "weight: 60").replace("weight: 30", "weight: 40")
+        )
+        rds3 = await client.recv()
+        assert rds3.type_url == ROUTE and rds3.version_info not in (got[ROUTE].version_info, rds2.version_info)
     finally:
         await client.close()
 

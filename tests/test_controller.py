@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -13,27 +14,29 @@ from meshctl.model import FieldError, HttpMatch, ObjectKey
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
 from meshctl.xds.server.node import sidecar_params
+from tests.conftest import eventually
+from tests.controller_driver import apply, controller_for, running
 
 
 async def built(model, params=meshgen.GATEWAY) -> dict[str, str]:
-    controller = Controller(SnapshotCache())
-    await controller.attach(params)
-    await controller._rebuild(model)
-    snap = controller.cache.get(params.group)
-    return {t: snap.version(t) for t in TYPE_ORDER}
+    """The versions a controller that only ever translates from scratch serves this model with."""
+    async with controller_for([params], incremental=False) as controller:
+        await apply(controller, model)
+        snap = controller.cache.get(params.group)
+        return {t: snap.version(t) for t in TYPE_ORDER}
 
 
 async def test_endpoint_patch_equals_full_translation() -> None:
     model = meshgen.build(20)
-    controller = Controller(SnapshotCache())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
-    before = controller.cache.get(group)
-    builds_before = controller.metrics.builds
+    async with controller_for([meshgen.GATEWAY]) as controller:
+        group = meshgen.GATEWAY.group
+        await apply(controller, model)
+        before = controller.cache.get(group)
+        builds_before, full_before = controller.metrics.builds, controller.metrics.full_builds
 
-    changed = meshgen.with_endpoint_change(model, 7, generation=3)
-    await controller._rebuild(changed)
-    after = controller.cache.get(group)
+        changed = meshgen.with_endpoint_change(model, 7, generation=3)
+        await apply(controller, changed)
+        after = controller.cache.get(group)
 
     assert after.parent_versions == {ENDPOINT: before.version(ENDPOINT)}
     assert after.changed == {ENDPOINT: frozenset({"bench/svc-7-v1/8080"})}
@@ -42,16 +45,9 @@ async def test_endpoint_patch_equals_full_translation() -> None:
         if t != ENDPOINT:
             assert after.resources[t] == before.resources[t]
     assert {t: after.version(t) for t in TYPE_ORDER} == await built(changed)
-    assert controller.metrics.builds == builds_before + 1
+    assert controller.metrics.builds == builds_before + 1 and controller.metrics.full_builds == full_before
     # The snapshot's IR keeps no endpoints: they would be stale after this patch and hold the replaced ones.
     assert before.ir is not None and after.ir is before.ir and not after.ir.endpoints
-
-
-async def _controller(params_list) -> Controller:
-    controller = Controller(SnapshotCache())
-    for params in params_list:
-        await controller.attach(params)
-    return controller
 
 
 def _state(controller: Controller, params_list) -> tuple[dict, dict]:
@@ -75,50 +71,55 @@ async def test_route_patch_equals_full_translation(capture: bool) -> None:
     model, clients = meshgen.with_clients(meshgen.build(30), groups=4, backends=5)
     params_list = [replace(p, capture=capture) for p in [sidecar_params(Node(cluster=c)) for c in clients]]
     params_list.append(replace(meshgen.GATEWAY, capture=capture))
-    controller = await _controller(params_list)
-    reference = await _controller(params_list)  # the same history, always through the full translation
-    await controller._rebuild(model)
-    await reference._rebuild(model)
-    full_builds = controller.metrics.builds
-    untouched = {
-        p.group: controller.cache.get(p.group)
-        for p in params_list
-        if not {"svc-1", "svc-2", "svc-29"} & {b.name for b in controller.mesh.virtual_nodes[p.virtual_node].backends}
-    }
-    assert untouched
+    async with (
+        controller_for(params_list) as controller,
+        controller_for(params_list, incremental=False) as reference,  # the same history, always translated whole
+    ):
+        await apply(controller, model)
+        await apply(reference, model)
+        full_builds = controller.metrics.builds
+        untouched = {
+            p.group: controller.cache.get(p.group)
+            for p in params_list
+            if not {"svc-1", "svc-2", "svc-29"}
+            & {b.name for b in controller.mesh.virtual_nodes[p.virtual_node].backends}
+        }
+        assert untouched
 
-    invalid = replace(meshgen.route(1), spec=None, errors=(FieldError(path="spec.httpRoute", message="broken"),))
-    extra = meshgen.route(2, w1=100)
-    extra = replace(
-        extra,
-        meta=replace(extra.meta, name="svc-2-canary"),
-        spec=replace(extra.spec, priority=1, http_route=replace(extra.spec.http_route, match=HttpMatch(prefix="/x"))),
-    )
-    steps = [
-        _edit_routes(model, svc_29=meshgen.route(29, w1=10)),  # a weight change
-        _edit_routes(model, svc_29=None),  # a deletion
-        _edit_routes(model, svc_1=invalid),  # an invalid edit: the last accepted version stays served
-        _edit_routes(model, svc_2_canary=extra),  # a new Route, evaluated first
-    ]
-    rebuilt: list[str] = []
-    build = controller._build
-    controller._build = lambda mesh, params: rebuilt.append(params.group) or build(mesh, params)
-    for step in steps:
-        model = replace(step, revision=controller.model.revision + 1)
-        await controller._rebuild(model)
-        reference._model = None  # forget the previous model: no fast path
-        await reference._rebuild(model)
-        # The gateway calls every Service: patched (RDS alone) or rebuilt, never left as it was.
-        assert set(controller.cache.get(params_list[-1].group).parent_versions) <= {ROUTE}
-        assert _state(controller, params_list) == _state(reference, params_list)
-        assert controller.statuses() == reference.statuses() == controller.mesh.statuses  # kept sorted, not re-sorted
-    assert controller.metrics.builds == full_builds + len(steps)
-    for group, snap in untouched.items():
-        assert controller.cache.get(group) is snap
-    # Only groups that call a changed Service were rebuilt (the full path rebuilds every group); the weight change
-    # and the invalid edit patched the RouteConfiguration alone; the deletion (clusters unused) rebuilt.
-    assert rebuilt and not set(rebuilt) & set(untouched), rebuilt
-    assert controller.metrics.route_patches > 0
+        invalid = replace(meshgen.route(1), spec=None, errors=(FieldError(path="spec.httpRoute", message="broken"),))
+        extra = meshgen.route(2, w1=100)
+        extra = replace(
+            extra,
+            meta=replace(extra.meta, name="svc-2-canary"),
+            spec=replace(
+                extra.spec, priority=1, http_route=replace(extra.spec.http_route, match=HttpMatch(prefix="/x"))
+            ),
+        )
+        steps = [
+            _edit_routes(model, svc_29=meshgen.route(29, w1=10)),  # a weight change
+            _edit_routes(model, svc_29=None),  # a deletion
+            _edit_routes(model, svc_1=invalid),  # an invalid edit: the last accepted version stays served
+            _edit_routes(model, svc_2_canary=extra),  # a new Route, evaluated first
+        ]
+        rebuilt: set[str] = set()
+        for step in steps:
+            before = {p.group: controller.cache.get(p.group) for p in params_list}
+            model = replace(step, revision=controller.model.revision + 1)
+            await apply(controller, model)
+            await apply(reference, model)
+            # The gateway calls every Service: patched (RDS alone) or rebuilt, never left as it was.
+            assert set(controller.cache.get(params_list[-1].group).parent_versions) <= {ROUTE}
+            assert _state(controller, params_list) == _state(reference, params_list)
+            assert controller.statuses() == reference.statuses() == controller.mesh.statuses  # kept sorted
+            rebuilt |= {g for g, snap in before.items() if controller.cache.get(g) is not snap}
+        assert controller.metrics.builds == full_builds + len(steps)
+        assert reference.metrics.full_builds == 1 + len(steps)
+        # Only groups that call a changed Service got new snapshots (the full path builds every group); the
+        # weight change and the invalid edit patched the RouteConfiguration alone.
+        for group, snap in untouched.items():
+            assert controller.cache.get(group) is snap
+        assert rebuilt and not rebuilt & set(untouched), rebuilt
+        assert controller.metrics.route_patches > 0
 
 
 async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model() -> None:
@@ -137,36 +138,54 @@ async def test_a_source_delta_is_used_only_when_it_is_relative_to_the_last_model
 
 
 async def test_coalesced_models_merge_their_deltas() -> None:
+    """Models submitted while the build loop is busy are built once, as the newest; their deltas are merged so the
+    newest takes the endpoint path and still gives what a translation from scratch gives."""
     model = meshgen.build(5)
-    controller = Controller(SnapshotCache())
-    await controller.submit(model)
+    controller = Controller(SnapshotCache(), holdoff=0.001, max_holdoff=0.001)
+    await controller.attach(meshgen.GATEWAY)
+    async with running(controller):
+        await apply(controller, model)
     first = meshgen.with_endpoint_change(model, 1, generation=2)
     second = meshgen.with_endpoint_change(first, 2, generation=3)
-    controller._pending = None
-    await controller.submit(first)
-    await controller.submit(second)  # the build loop will only ever see ``second``
-    merged = controller._pending.delta
-    assert merged.base_revision == model.revision
-    assert merged.endpoint_slices == first.delta.endpoint_slices | second.delta.endpoint_slices
-    # A model whose delta is not relative to the pending one loses its delta (the controller compares instead).
-    unrelated = replace(meshgen.with_endpoint_change(model, 3, generation=4), revision=99)
-    await controller.submit(unrelated)
-    await controller.submit(replace(meshgen.with_endpoint_change(model, 4, generation=5), revision=100))
-    assert controller._pending.delta is None
+    await controller.submit(first)  # the loop is stopped: both wait, and it will only ever see ``second``
+    await controller.submit(second)
+    full, builds = controller.metrics.full_builds, controller.metrics.builds
+    async with running(controller):
+        await eventually(lambda: controller.metrics.builds > builds, interval=0.001)
+        assert controller.model.revision == second.revision and controller.metrics.builds == builds + 1
+        assert controller.model.delta.base_revision == model.revision
+        assert controller.model.delta.endpoint_slices == first.delta.endpoint_slices | second.delta.endpoint_slices
+        assert controller.metrics.full_builds == full  # the merged delta named both slices: endpoint path
+        snap = controller.cache.get(meshgen.GATEWAY.group)
+        assert {t: snap.version(t) for t in TYPE_ORDER} == await built(second)
+        assert snap.changed == {ENDPOINT: frozenset({"bench/svc-1-v1/8080", "bench/svc-2-v1/8080"})}
+
+    # A model whose delta is not relative to the pending one loses its delta (the controller compares instead):
+    # ``last`` holds the pending model's svc-3 change too, but its delta names svc-4 alone, relative to ``second``.
+    pending = meshgen.with_endpoint_change(second, 3, generation=4)
+    last = meshgen.with_endpoint_change(pending, 4, generation=5)
+    last = replace(last, delta=replace(last.delta, base_revision=second.revision))
+    await controller.submit(pending)
+    await controller.submit(last)
+    builds = controller.metrics.builds
+    async with running(controller):
+        await eventually(lambda: controller.metrics.builds > builds, interval=0.001)
+        assert controller.model.revision == last.revision and controller.model.delta is None
+        snap = controller.cache.get(meshgen.GATEWAY.group)
+        assert {t: snap.version(t) for t in TYPE_ORDER} == await built(last)  # svc-3's change is not lost
 
 
 async def test_a_pod_relabel_takes_the_endpoint_path_and_equals_full_translation() -> None:
     """Issue 14: a Pod change re-translates only the slices that name it (its endpoint moves to the node its new
     labels select), with no full translation."""
     model = meshgen.build(10)
-    controller = Controller(SnapshotCache())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
-    full = controller.metrics.full_builds
-    changed = meshgen.with_pod_relabel(model, 3, "v2")
-    await controller._rebuild(changed)
-    snap = controller.cache.get(group)
-    assert controller.metrics.full_builds == full
+    async with controller_for([meshgen.GATEWAY]) as controller:
+        await apply(controller, model)
+        full = controller.metrics.full_builds
+        changed = meshgen.with_pod_relabel(model, 3, "v2")
+        await apply(controller, changed)
+        snap = controller.cache.get(meshgen.GATEWAY.group)
+        assert controller.metrics.full_builds == full
     assert snap.changed == {ENDPOINT: frozenset({"bench/svc-3-v1/8080", "bench/svc-3-v2/8080"})}
     v2 = snap.resources[ENDPOINT]["bench/svc-3-v2/8080"].message
     assert len(v2.endpoints[0].lb_endpoints) == 6  # its own five and the relabelled pod's
@@ -176,23 +195,20 @@ async def test_a_pod_relabel_takes_the_endpoint_path_and_equals_full_translation
 async def test_a_proxy_attaching_during_a_build_gets_the_new_mesh_and_one_detaching_gets_nothing() -> None:
     """Builds run in the build thread while the loop keeps serving (issue 14): a group attached meanwhile waits for
     the build and then gets a snapshot of the mesh just built; a group detached meanwhile is not published."""
-    import asyncio
-
     model, clients = meshgen.with_clients(meshgen.build(1500), groups=2, backends=5)
     joining, leaving = (sidecar_params(Node(cluster=c)) for c in clients)
-    controller = Controller(SnapshotCache())
-    await controller.attach(meshgen.GATEWAY)
-    await controller.attach(leaving)
-    building = asyncio.create_task(controller._rebuild(model))
-    while not controller._lock.locked():  # the build took the lock and handed the work to the build thread
-        await asyncio.sleep(0)
-    controller.detach(leaving.group)
-    await controller.attach(joining)  # returns once the build is done and the group has its snapshot
-    await building
-    assert controller.cache.get(leaving.group) is None
-    snap = controller.cache.get(joining.group)
-    assert snap is not None
-    assert {t: snap.version(t) for t in TYPE_ORDER} == await built(model, joining)
+    async with controller_for([meshgen.GATEWAY, leaving]) as controller:
+        await controller.submit(model)
+        while controller.model is not model:  # the loop took the model and handed the build to its thread
+            await asyncio.sleep(0)
+        assert controller.metrics.builds == 0
+        controller.detach(leaving.group)
+        await controller.attach(joining)  # returns once the build is done and the group has its snapshot
+        assert controller.metrics.builds == 1
+        assert controller.cache.get(leaving.group) is None
+        snap = controller.cache.get(joining.group)
+        assert snap is not None
+        assert {t: snap.version(t) for t in TYPE_ORDER} == await built(model, joining)
 
 
 async def test_a_replaced_endpoint_index_is_emptied_without_touching_the_new_one() -> None:
@@ -275,27 +291,3 @@ def test_the_mesh_ir_holds_the_models_keys_and_one_string_per_cluster_name() -> 
     for placement in mesh.route_placement.values():
         for wc in placement.ir.clusters:
             assert wc.cluster is names[wc.cluster] is endpoint_names[wc.cluster]
-
-
-@pytest.mark.parametrize("change", ["endpoints", "route"])
-async def test_what_a_patch_makes_is_out_of_the_collectors_sight(change: str) -> None:
-    """Issue 14: a patch's new maps (20,000 entries at 10,000 services) were young objects that each automatic
-    collection rescanned until they aged out, 11-16 ms with the GIL held during a Pod burst. Frozen objects are the
-    ones ``gc.get_objects()`` no longer lists."""
-    import gc
-
-    model = meshgen.build(10)
-    controller = Controller(SnapshotCache())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
-    if change == "endpoints":
-        changed = meshgen.with_pod_relabel(model, 3, "v2")
-    else:
-        changed = _edit_routes(model, svc_2=meshgen.route(2, w1=10))  # a weight change
-    full = controller.metrics.full_builds
-    await controller._rebuild(changed)
-    assert controller.metrics.full_builds == full, "the change took a full build"
-    collected = {id(o) for o in gc.get_objects()}
-    patched = controller.cache.get(group)
-    assert id(controller.mesh.endpoints) not in collected
-    assert id(patched.resources) not in collected

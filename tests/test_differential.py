@@ -13,6 +13,7 @@ Examples: ``MESHCTL_DIFF_EXAMPLES`` (default 25, what CI runs); e.g. 2000 for a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import replace
@@ -51,10 +52,11 @@ from meshctl.model import (
     ServicePort,
     VirtualNode,
 )
-from meshctl.xds.cache import Snapshot, SnapshotCache
+from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 from meshctl.xds.server.node import sidecar_params
 from meshctl.xds.server.stream import StreamState
+from tests.controller_driver import apply, controller_for
 
 EXAMPLES = int(os.environ.get("MESHCTL_DIFF_EXAMPLES", "25"))
 N = 5
@@ -315,15 +317,14 @@ def _quiesce(envoy: FakeEnvoy, snap: Snapshot) -> None:
 # --- the test --------------------------------------------------------------------------------------------------
 
 
-async def _controllers():
+async def _controllers(stack: contextlib.AsyncExitStack):
+    """An incremental controller and a reference that translates every model whole, both with the mesh built."""
     model, clients = meshgen.with_clients(meshgen.build(N), groups=2, backends=3)
     params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
     pair = []
-    for _ in range(2):
-        controller = Controller(SnapshotCache())
-        for p in params:
-            await controller.attach(p)
-        await controller._rebuild(model)
+    for incremental in (True, False):
+        controller = await stack.enter_async_context(controller_for(params, incremental=incremental))
+        await apply(controller, model)
         pair.append(controller)
     return model, params, pair
 
@@ -337,7 +338,12 @@ def _served(controller: Controller, params) -> tuple[dict, dict]:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), delta=st.booleans())
 async def test_incremental_equals_from_scratch_and_envoy_ends_with_the_snapshot(data, delta: bool) -> None:
-    model, params, (incremental, reference) = await _controllers()
+    async with contextlib.AsyncExitStack() as stack:
+        await _compare(data, delta, stack)
+
+
+async def _compare(data, delta: bool, stack: contextlib.AsyncExitStack) -> None:
+    model, params, (incremental, reference) = await _controllers(stack)
     group = meshgen.GATEWAY.group
     envoy = FakeEnvoy(delta)
     for _ in range(data.draw(st.integers(1, 12), label="steps")):
@@ -346,9 +352,8 @@ async def test_incremental_equals_from_scratch_and_envoy_ends_with_the_snapshot(
         )
         if action == "edit":
             model = _edit(model, data.draw)
-            await incremental._rebuild(model)
-            reference._force_full = True
-            await reference._rebuild(model)
+            await apply(incremental, model)
+            await apply(reference, model)
             assert _served(incremental, params) == _served(reference, params)
         elif action in ("ack", "nack") and envoy.pending:
             type_url = data.draw(st.sampled_from(sorted(envoy.pending)))
@@ -370,9 +375,8 @@ async def test_incremental_equals_from_scratch_and_envoy_ends_with_the_snapshot(
     # A NACKed version is rightly never resent; so end with a change that gives every type a new version, which
     # Envoy accepts, together with everything still pending: then it must hold exactly the snapshot.
     model = _final_change(model)
-    await incremental._rebuild(model)
-    reference._force_full = True
-    await reference._rebuild(model)
+    await apply(incremental, model)
+    await apply(reference, model)
     assert _served(incremental, params) == _served(reference, params)
     snap = incremental.cache.get(group)
     assert snap is not None

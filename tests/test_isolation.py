@@ -19,6 +19,7 @@ from meshctl.model import ConnectionPool, Model, ObjectKey, VirtualNode
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import CLUSTER, ROUTE
 from tests.conftest import eventually
+from tests.controller_driver import apply, controller_for
 from tests.manifests import route, service, workload, write
 
 POISON = ConnectionPool(max_connections=5_000_000_000)  # over UInt32: building the Cluster raises
@@ -41,13 +42,17 @@ def _conditions(controller: Controller, key: ObjectKey) -> dict[str, tuple[str, 
 
 async def test_an_unbuildable_edit_is_blocked_and_its_previous_version_served() -> None:
     model = meshgen.build(3)
-    controller = Controller(SnapshotCache())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
+    async with controller_for([meshgen.GATEWAY]) as controller:
+        await _blocked_then_fixed(controller, model)
+
+
+async def _blocked_then_fixed(controller: Controller, model: Model) -> None:
+    group = meshgen.GATEWAY.group
+    await apply(controller, model)
     good_cluster = controller.cache.get(group).resources[CLUSTER]["bench/svc-1-v1/8080"]
 
     poisoned = _poisoned(model, "svc-1-v1")
-    await controller._rebuild(poisoned)
+    await apply(controller, poisoned)
     key = ObjectKey("VirtualNode", meshgen.NS, "svc-1-v1")
     programmed = _conditions(controller, key)["Programmed"]
     assert programmed[:2] == ("False", "InvalidForEnvoy")
@@ -58,20 +63,20 @@ async def test_an_unbuildable_edit_is_blocked_and_its_previous_version_served() 
     # Everything else keeps changing: a Route edit reaches the snapshot.
     before = controller.cache.get(group).version(ROUTE)
     routes = {**poisoned.routes, meshgen.route(0).key: meshgen.route(0, w1=10)}
-    await controller._rebuild(replace(poisoned, routes=routes, revision=poisoned.revision + 1))
+    await apply(controller, replace(poisoned, routes=routes, revision=poisoned.revision + 1))
     assert controller.cache.get(group).version(ROUTE) != before
 
     # Fixing the object lifts the block.
-    await controller._rebuild(replace(model, revision=poisoned.revision + 2))
+    await apply(controller, replace(model, revision=poisoned.revision + 2))
     assert "Programmed" not in _conditions(controller, key)
 
 
 async def test_an_unbuildable_object_with_no_previous_version_is_left_out_after_a_restart() -> None:
     """A fresh controller (a restart) meets the bad object first: it is left out, the rest is served."""
     poisoned = _poisoned(meshgen.build(3), "svc-2-v2")
-    controller = Controller(SnapshotCache())
-    group = await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(poisoned)
+    async with controller_for([meshgen.GATEWAY]) as controller:
+        await apply(controller, poisoned)
+    group = meshgen.GATEWAY.group
     assert controller.synced
     clusters = controller.cache.get(group).resources[CLUSTER]
     assert "bench/svc-2-v2/8080" not in clusters
@@ -139,18 +144,17 @@ async def test_out_of_range_manifest_is_reported_and_everything_else_flows(tmp_p
 async def test_endpoint_patches_do_not_grow_the_builder_memo() -> None:
     """Issue 9, unbounded state: every endpoint patch used to add a memo entry, freed only by a full build."""
     model = meshgen.build(5)
-    controller = Controller(SnapshotCache())
-    await controller.attach(meshgen.GATEWAY)
-    await controller._rebuild(model)
-    key = ObjectKey("EndpointSlice", meshgen.NS, "svc-3-v1")
-    sizes = []
-    for k in range(300):
-        base = meshgen.endpoint_slice(3, 1)
-        endpoint = replace(base.endpoints[0], address=f"10.99.{k // 256}.{k % 256}")
-        es = replace(base, endpoints=(endpoint, *base.endpoints[1:]))
-        changed = meshgen.with_endpoint_objects(model, slices={key: es})
-        await controller._rebuild(changed)
-        model = changed
-        sizes.append(len(controller._builder))
-    assert controller.metrics.builds == 301  # all of them patches after the first full build
+    async with controller_for([meshgen.GATEWAY]) as controller:
+        await apply(controller, model)
+        key = ObjectKey("EndpointSlice", meshgen.NS, "svc-3-v1")
+        sizes = []
+        for k in range(300):
+            base = meshgen.endpoint_slice(3, 1)
+            endpoint = replace(base.endpoints[0], address=f"10.99.{k // 256}.{k % 256}")
+            es = replace(base, endpoints=(endpoint, *base.endpoints[1:]))
+            changed = meshgen.with_endpoint_objects(model, slices={key: es})
+            await apply(controller, changed)
+            model = changed
+            sizes.append(len(controller._builder))
+    assert controller.metrics.builds == 301 and controller.metrics.full_builds == 1  # then only patches
     assert max(sizes) == sizes[0], (sizes[0], max(sizes))

@@ -16,7 +16,7 @@ def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
     """lint-imports on the copy of the package in ``tree`` (first on the path, so it is the one analysed)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
-        [str(LINT), "--config", str(tree / "pyproject.toml"), "--no-cache"],
+        [str(LINT), str(tree / "pyproject.toml"), "--no-cache", "--no-logo"],
         cwd=tree,
         env=env,
         capture_output=True,

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Group
 from rich.text import Text
 
@@ -19,21 +18,21 @@ __all__ = ["add_commands", "read_documents"]
 
 
 def read_documents(paths: list[str]) -> list[Any]:
-    """Every YAML document in these files and directories (``*.yaml``, ``*.yml``, recursively)."""
+    """Every document in these files and directories (``*.yaml``, ``*.yml``, ``*.json``, recursively), read as the
+    manifest source reads them."""
+    from meshctl.sources.files import ManifestError, manifest_files
+    from meshctl.sources.files import read_documents as read_file
+
     docs: list[Any] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        elif path.is_file():
-            files = [path]
-        else:
+        if not path.exists():
             raise CliError(f"-f {given}: no such file or directory")
-        for f in files:
+        for f in manifest_files(path):
             try:
-                docs.extend(d for d in yaml.safe_load_all(f.read_text()) if d is not None)
-            except (OSError, yaml.YAMLError) as exc:
-                raise CliError(f"{f}: cannot read: {str(exc).splitlines()[0]}") from None
+                docs.extend(d for d in read_file(f) if d is not None)
+            except ManifestError as exc:
+                raise CliError(f"{f}: {str(exc).splitlines()[0]}") from None
     return docs
 
 

@@ -5,7 +5,6 @@ edit is refused rather than overwritten)."""
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -50,8 +49,8 @@ class ManifestWriter:
     def _load(self) -> tuple[list[Any], Any]:
         try:
             text = self.path.read_text()
-            mapping, offset = _guess_indent(text)
-            self.yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+            mapping, sequence, offset = _guess_indent(text)
+            self.yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
             docs = list(self.yaml.load_all(text))
         except OSError as exc:
             raise CliError(f"cannot read {self.path}: {exc}") from None
@@ -93,23 +92,26 @@ class ManifestWriter:
         return str(self.path)
 
 
-def _guess_indent(text: str) -> tuple[int, int]:
-    """The file's own style, so an edit changes only the weights: (mapping indent, dash offset under its key)."""
-    mapping, offset = 2, 0
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    found_mapping = found_offset = False
-    for parent, line in itertools.pairwise(lines):
-        p_indent = len(parent) - len(parent.lstrip())
-        indent = len(line) - len(line.lstrip())
-        if not parent.rstrip().endswith(":") or parent.lstrip().startswith("- "):
-            continue
-        if line.lstrip().startswith("- ") and not found_offset:
-            offset, found_offset = max(0, indent - p_indent), True
-        elif indent > p_indent and not found_mapping:
-            mapping, found_mapping = indent - p_indent, True
-        if found_mapping and found_offset:
-            break
-    return mapping, offset
+class _GuessOnly:
+    """``load_yaml_guess_indent`` loads one document with the YAML object it is given; a manifest may hold several
+    (read by ``load_all`` after), so only its guess is taken."""
+
+    def load(self, _stream: str) -> None:
+        return None
+
+
+def _guess_indent(text: str) -> tuple[int, int, int]:
+    """The file's own style, from ruamel.yaml's guess, so an edit changes only the weights: (mapping indent,
+    sequence indent, dash offset). ruamel guesses the mapping indent only where there is no sequence; with one, it
+    is the sequence's content indent less the dash offset (2 in the usual styles)."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, sequence, offset = load_yaml_guess_indent(text, yaml=_GuessOnly())
+    if sequence is None:
+        return 2, 2, 0
+    if offset is None:  # no sequence: the guess is the mapping indent
+        return sequence, sequence, 0
+    return max(sequence - offset, 1), sequence, offset
 
 
 def _target_key(t: dict[str, Any]) -> tuple[str, str | None, Any]:

@@ -60,8 +60,12 @@ class Controller:
         holdoff: float = 0.02,
         max_holdoff: float = 0.5,
         on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
+        incremental: bool = True,
     ) -> None:
+        """``incremental=False``: every model is translated whole, never patched (the reference the incremental
+        paths are tested against)."""
         self.cache = cache
+        self.incremental = incremental
         self.metrics = metrics if metrics is not None else BuildMetrics()
         self.metrics.count_rejected(lambda: sum(not s.accepted for s in self.statuses()))
         self.holdoff = holdoff
@@ -156,7 +160,8 @@ class Controller:
 
     async def _rebuild_locked(self, model: Model) -> None:
         started = time.perf_counter()
-        change = None if self.mesh is None or self._force_full else classify_change(self._model, model)
+        full = self.mesh is None or self._force_full or not self.incremental
+        change = None if full else classify_change(self._model, model)
         self._model = model
         if change is not None:
             kind, keys = change

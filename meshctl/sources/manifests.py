@@ -14,45 +14,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from meshctl.model import Model
 from meshctl.parse.documents import Parsed, UnsupportedDocument, parse_keyed
 from meshctl.sources.base import ModelSink, build_model
+from meshctl.sources.files import ManifestError, manifest_files, read_documents
 
 __all__ = ["ManifestSource", "load_manifests"]
 
 log = logging.getLogger(__name__)
-_SUFFIXES = (".yaml", ".yml", ".json")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-try:  # A Rust parser, ~10x faster than libyaml-backed PyYAML on large directories (docs/benchmarks.md).
-    import yaml_rs
-except ImportError:  # pragma: no cover - PyYAML alone works, just slower
-    yaml_rs = None  # type: ignore[assignment]
-
-
-def _parse_all(text: str) -> list[Any]:
-    if yaml_rs is None:
-        return list(yaml.load_all(text, Loader=_Loader))
-    try:
-        parsed = yaml_rs.loads(text, parse_datetime=False)
-    except Exception as exc:  # its error types vary; PyYAML below gives the message users see
-        raise yaml.YAMLError(str(exc)) from exc
-    # One document comes back as itself, several as a list (a top-level list is never a Kubernetes object).
-    return parsed if isinstance(parsed, list) else [parsed]
-
-
 _Stamp = tuple[tuple[str, int, int], ...]
-
-
-def _manifest_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
 
 
 def _stamp(root: Path) -> _Stamp:
     stamps = []
-    for path in _manifest_files(root):
+    for path in manifest_files(root):
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -61,29 +36,16 @@ def _stamp(root: Path) -> _Stamp:
     return tuple(stamps)
 
 
-def _pure_python_error(text: str) -> str:
-    """libyaml's messages lack the offending line; the pure-Python parser shows it (errors are rare)."""
-    try:
-        list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        return str(exc)
-    return "invalid YAML"
-
-
 def load_manifests(root: Path) -> Model:
     """Reads every manifest under ``root``; a broken file or document is reported, never fatal."""
     objects: list[Parsed] = []
     errors: list[str] = []
-    for path in _manifest_files(root):
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    for path in manifest_files(root):
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) and path != root else str(path)
         try:
-            text = path.read_text()
-            docs = _parse_all(text)
-        except OSError as exc:
-            errors.append(f"{rel}: cannot read: {exc}")
-            continue
-        except yaml.YAMLError:
-            errors.append(f"{rel}: cannot read: {_pure_python_error(text)}")
+            docs = read_documents(path)
+        except ManifestError as exc:
+            errors.append(f"{rel}: {exc}")
             continue
         for index, doc in enumerate(docs):
             if doc is None:

@@ -1,6 +1,6 @@
 """An Envoy bootstrap for a sidecar that points at the control plane over ADS.
 
-Uses what ENVOY-NOTES measured: node sent only on the first message, an HTTP/2 xDS cluster, V3 ADS.
+Envoy's documented xDS behaviour: node sent only on the first message, an HTTP/2 xDS cluster, V3 ADS.
 """
 
 from __future__ import annotations

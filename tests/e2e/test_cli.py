@@ -56,8 +56,14 @@ def test_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
 
 
 async def test_serve_health_metrics_and_live_routing(tmp_path: Path) -> None:
+    # The demo manifests with the upstreams on ports the OS chose (the demo itself uses 18081 and 18082).
+    runners = [await start_app(Behavior(name="v1"), 0), await start_app(Behavior(name="v2"), 0)]
     manifests = tmp_path / "manifests"
     shutil.copytree(ROOT / "examples" / "demo", manifests)
+    for fixed, runner in zip(("18081", "18082"), runners, strict=True):
+        port = str(runner.addresses[0][1])
+        for path in manifests.glob("*.yaml"):
+            path.write_text(path.read_text().replace(fixed, port))
     xds_port, admin_port = free_port(), free_port()
     serve = await asyncio.create_subprocess_exec(
         *MESHCTL,
@@ -73,12 +79,10 @@ async def test_serve_health_metrics_and_live_routing(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     admin = f"http://127.0.0.1:{admin_port}"
-    runners, envoy = [], None
+    envoy = None
     try:
         await eventually(lambda: _up(admin + "/readyz"), timeout=20)
         assert http_get(admin + "/healthz") == (200, "ok\n")
-        # The demo manifests name fixed app ports; run the upstreams there.
-        runners = [await start_app(Behavior(name="v1"), 18081), await start_app(Behavior(name="v2"), 18082)]
         egress = free_port()
         out = subprocess.run(
             [

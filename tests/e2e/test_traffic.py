@@ -1,4 +1,5 @@
-"""Real Envoy, real HTTP: weighted split, live shift with zero errors, retries, timeouts, circuit breaking."""
+"""Real Envoy, real HTTP: weighted split, live shift with zero errors, make-before-break (state-of-the-world and
+incremental xDS alike), retries, timeouts, circuit breaking."""
 
 from __future__ import annotations
 
@@ -81,8 +82,19 @@ class LoadClient:
         return self.statuses
 
 
-async def test_weighted_split_then_live_shift_without_errors(mesh_factory):
-    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20})
+PROTOCOLS = pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+
+
+async def acked_types(m: Mesh, delta: bool) -> dict:
+    """The frontend's proxy as `meshctl get proxies -o json` shows it: its per-type state; it speaks what it asked."""
+    proxy = await m.proxy()
+    assert proxy["protocol"] == ("delta" if delta else "sotw")
+    return proxy["types"]
+
+
+@PROTOCOLS
+async def test_weighted_split_then_live_shift_without_errors(mesh_factory, delta: bool):
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 80, "reviews-v2": 20}, delta=delta)
     counts = await m.split(sidecar, "reviews", 2000)
     assert_split(counts, {"v1": 80, "v2": 20})
 
@@ -99,28 +111,76 @@ async def test_weighted_split_then_live_shift_without_errors(mesh_factory):
     assert sidecar.envoy.process.returncode is None and sidecar.envoy.process.pid == envoy_pid  # no restart
     assert sum(statuses.values()) > 100, statuses
     assert set(statuses) == {200}, f"non-2xx responses during the shift: {statuses}"
+    await acked_types(m, delta)
 
 
-async def test_shift_to_a_new_version_and_drop_the_old_is_make_before_break(mesh_factory):
+@PROTOCOLS
+async def test_shift_to_a_new_version_and_drop_the_old_is_make_before_break(mesh_factory, delta: bool):
     """A new cluster must reach Envoy before the route using it, and the old one leave only after."""
-    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100}, delta=delta)
     _, p3 = await m.app("v3")
+    ports = {"v1": m.ports["v1"], "v3": p3}
     load = LoadClient(m, sidecar, "reviews")
     load.start()
     for _ in range(3):  # back and forth, each time a cluster appears and another disappears
-        old = await route_version(m)
-        write(m.dir / "v3.yaml", workload("reviews", "v3", p3))
-        write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v3": 100}))
-        await wait_converged(m, sidecar, old)
-        assert (await m.get(sidecar, "reviews"))[1] == "v3"
-        old = await route_version(m)
-        write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v1": 100}))
-        (m.dir / "v3.yaml").unlink()
-        await wait_converged(m, sidecar, old)
-        assert (await m.get(sidecar, "reviews"))[1] == "v1"
+        for target in ("v3", "v1"):
+            old = await route_version(m)
+            write(m.dir / "v3.yaml", workload("reviews", "v3", p3))
+            write(m.dir / "route.yaml", route("reviews", "reviews", {f"reviews-{target}": 100}))
+            if target == "v1":
+                (m.dir / "v3.yaml").unlink()
+            await wait_converged(m, sidecar, old)
+            only = {f"demo/reviews-{target}/{ports[target]}"}
+
+            async def holds_only(only: set[str] = only) -> bool:  # the old cluster is gone from the proxy
+                return set((await acked_types(m, delta))["cds"]["resources"]) == only
+
+            await eventually(holds_only)
+            assert (await m.get(sidecar, "reviews"))[1] == target
     statuses = await load.stop()
     assert sum(statuses.values()) > 100, statuses
     assert set(statuses) == {200}, f"non-2xx responses during the switches: {statuses}"
+    if delta:  # incremental xDS removes clusters by name
+        assert (await acked_types(m, delta))["cds"]["last_response"]["removed"] >= 1
+
+
+async def test_delta_one_endpoint_change_sends_one_resource(mesh_factory):
+    m: Mesh = await mesh_factory()
+    _, p1 = await m.app("v1")
+    _, p2 = await m.app("v2")
+    await m.app("v1-second", port=p1, host="127.0.0.2")
+    v1 = workload("reviews", "v1", p1)
+    rest = [
+        workload("reviews", "v2", p2),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": 100}),
+    ]
+    write(m.dir / "w.yaml", service("reviews"), v1, *rest)
+    await m.start()
+    sidecar = await m.sidecar("demo/frontend", delta=True)
+    await m.wait_routable(sidecar, "reviews")
+    assert (await m.split(sidecar, "reviews", 50)) == {"v1": 50}
+
+    eds_before = (await acked_types(m, True))["eds"]["acked_version"]
+    v1[1]["endpoints"].append(
+        {
+            "addresses": ["127.0.0.2"],
+            "conditions": {"ready": True},
+            "targetRef": {"kind": "Pod", "name": "reviews-v1-0"},
+        }
+    )
+    write(m.dir / "w.yaml", service("reviews"), v1, *rest)  # the same manifests, one more endpoint
+
+    async def converged() -> bool:
+        proxy = await m.proxy()
+        version = (await m.served_versions(proxy["group"]))["eds"]
+        return version != eds_before and proxy["types"]["eds"]["acked_version"] == version
+
+    await eventually(converged, timeout=15)
+    # One ClusterLoadAssignment, nothing removed.
+    assert (await acked_types(m, True))["eds"]["last_response"] == {"resources": 1, "removed": 0}
+    counts = await m.split(sidecar, "reviews", 200)
+    assert set(counts) == {"v1", "v1-second"}, counts
 
 
 async def test_retry_policy_turns_a_first_503_into_200(mesh_factory):

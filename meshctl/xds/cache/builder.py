@@ -1,6 +1,6 @@
 """SidecarIR -> Snapshot, reusing the CachedResource of every IR value seen in the previous build.
 
-Building protobuf messages costs ~10x more than serializing them (ENVOY-NOTES), so equal IR maps to
+Building protobuf messages costs ~10x more than serializing them (docs/benchmarks.md), so equal IR maps to
 the same CachedResource object: unchanged resources are neither rebuilt nor re-serialized, and groups
 that share a cluster share its bytes.
 

@@ -1,5 +1,5 @@
 """VirtualHost bytes written directly: a full build encodes 10,000 of them at 10,000 services, and a protobuf
-message built in Python costs ~10x its serialization (ENVOY-NOTES).
+message built in Python costs ~10x its serialization (docs/benchmarks.md).
 
 Only the per-Route parts (names, clusters, weights) are written here; the match and the action's timeouts and
 retries are built by ``envoy/route.py`` once per distinct value and their bytes reused, so the meaning stays in one

@@ -143,7 +143,7 @@ def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes]) -> byt
 
 
 # --- Resources encoded without protobuf objects ------------------------------------------------------------------
-# Building a protobuf message in Python costs ~10x serializing it (ENVOY-NOTES). The resources a full build makes
+# Building a protobuf message in Python costs ~10x serializing it (docs/benchmarks.md). The resources a full build makes
 # by the tens of thousands are written here (and VirtualHosts in route_wire.py); tests/test_resource_wire.py holds
 # each to the bytes protobuf writes.
 

@@ -1,7 +1,9 @@
-"""The state-of-the-world ADS server on grpc.aio.
+"""The ADS server on grpc.aio: state-of-the-world (StreamAggregatedResources) and incremental
+(DeltaAggregatedResources) streams, one ``StreamState`` each.
 
 Responses go out as pre-spliced bytes (a generic handler with an identity serializer), so a resource's
-bytes are built once per version whatever the number of streams.
+bytes are built once per version whatever the number of streams. The server asks the controller above it only
+for what ``NodeGroups`` names; mutual TLS, when on, checks each proxy's certificate against its node id.
 """
 
 from __future__ import annotations

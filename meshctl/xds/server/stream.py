@@ -1,6 +1,7 @@
-"""The state of one state-of-the-world ADS stream, and what to send next. No grpc here: pure logic.
+"""The state of one ADS stream, state-of-the-world or delta (``delta=True``), and what to send next. No grpc
+here: pure logic.
 
-Rules (see ../shared/ENVOY-NOTES.md for Envoy's side):
+Rules (docs/design.md, "Protocol rules" and "Delta xDS"):
 - A request whose ``response_nonce`` is not the latest we sent for that type is stale and ignored.
 - ACK: the in-flight set becomes the accepted set. NACK (``error_detail``): recorded, and that exact
   version is never resent (no resend storm); the proxy keeps its last good config until the desired
