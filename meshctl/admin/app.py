@@ -191,6 +191,8 @@ def build_admin_app(
                 "version": r.version,
                 "error": r.message,
                 "at": r.at,
+                # Whether Envoy's validator rejects it too (then its objects are blocked for everyone).
+                "verdict": controller.nacks.verdict(group, r.type_url, r.version),
             }
             for node, group, r in registry.rejections
         ]

@@ -116,8 +116,12 @@ def _get_status(args: argparse.Namespace) -> int:
 
 def _get_rejections(args: argparse.Namespace) -> int:
     data = AdminClient(args.admin).get("/api/v1/rejections")
-    rows: list[list[str | Text]] = [[r["node_id"], r["type"], r["version"], r["error"]] for r in data["rejections"]]
-    emit(data, args.output, lambda: table(["NODE", "TYPE", "VERSION", "ERROR"], rows))
+    # VERDICT: confirmed (Envoy's validator rejects it too: its objects are blocked), not-confirmed (that proxy's
+    # alone: only it keeps its last config), pending, superseded, unknown; "-" when no object was new in it.
+    rows: list[list[str | Text]] = [
+        [r["node_id"], r["type"], r["version"], r.get("verdict") or "-", r["error"]] for r in data["rejections"]
+    ]
+    emit(data, args.output, lambda: table(["NODE", "TYPE", "VERSION", "VERDICT", "ERROR"], rows))
     return 0
 
 

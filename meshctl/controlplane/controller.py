@@ -32,6 +32,7 @@ from operator import attrgetter
 from typing import Literal, ParamSpec, TypeVar
 
 from meshctl.controlplane.metrics import BuildMetrics
+from meshctl.controlplane.nacks import NackJudge
 from meshctl.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.endpoints import release_gently
@@ -40,7 +41,8 @@ from meshctl.translate.mesh import services_called
 from meshctl.translate.sidecar import with_route_changes
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
 from meshctl.xds.cache.builder import BuildError
-from meshctl.xds.envoy.types import ENDPOINT, ROUTE
+from meshctl.xds.envoy.types import ENDPOINT, ROUTE, SHORT_NAMES
+from meshctl.xds.server.nack import Nack
 
 __all__ = ["Controller", "classify_change"]
 
@@ -88,6 +90,7 @@ class Controller:
         self._builds_since_gc = 0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshctl-build")
         self._lock = asyncio.Lock()  # one compute-and-publish step at a time
+        self.nacks = NackJudge(self.cache.get, self._block_rejected, on_verdict=self.metrics.nack_judged)
 
     async def _in_worker(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Runs CPU work in the build thread. It holds the GIL while it runs, but the interpreter hands the GIL
@@ -297,14 +300,21 @@ class Controller:
             if current is None or current.spec != block.spec:
                 del self._blocked[key]
 
-    def reject_from_envoy(self, owners: set[ObjectKey], type_name: str, message: str) -> list[ObjectKey]:
-        """Envoy NACKed an update and ``owners`` are the objects new in it: block their served versions, fall
-        back to the versions served before, and rebuild so every other change keeps flowing."""
+    def reject_from_envoy(self, nack: Nack) -> None:
+        """A proxy NACKed an update. Only that proxy is affected until Envoy's validator confirms the rejection
+        (``NackJudge``, off the serving loop); then the objects new in it are blocked (``_block_rejected``)."""
+        if self.mesh is not None:
+            self.nacks.submit(nack)
+
+    def _block_rejected(self, nack: Nack) -> list[ObjectKey]:
+        """A confirmed rejection: block the served versions of the objects new in it, fall back to the versions
+        served before, and rebuild so every other change keeps flowing."""
         if self.mesh is None:
             return []
         blocked = []
-        for owner in sorted(owners):
-            text = f"Envoy rejected the {type_name.upper()} update that carried this version: {message}"
+        type_name = SHORT_NAMES.get(nack.type_url, nack.type_url)
+        for owner in sorted(nack.owners):
+            text = f"Envoy rejected the {type_name.upper()} update that carried this version: {nack.message}"
             if _block(self._blocked, owner, self.mesh, "RejectedByEnvoy", text):
                 prior = self._prior.pop(owner, None)
                 if prior is not None and prior.spec != self._blocked[owner].spec:
@@ -313,7 +323,7 @@ class Controller:
                     self._last_accepted.pop(owner, None)
                 blocked.append(owner)
         if blocked:
-            log.warning("blocked %s: %s", ", ".join(map(str, blocked)), message)
+            log.warning("blocked %s: %s", ", ".join(map(str, blocked)), nack.message)
             self._rebuild_from_scratch()
         return blocked
 

@@ -42,6 +42,13 @@ class BuildMetrics:
             "Builds or node groups that failed for a reason no single object explains (their last config is kept).",
             registry=self.registry,
         )
+        self._nack_verdicts = Counter(
+            "meshctl_nack_verdicts",
+            "Proxy NACKs judged by Envoy's validator, by verdict (confirmed: blocked for everyone; not-confirmed: "
+            "that proxy's alone; superseded; unknown).",
+            ["verdict"],
+            registry=self.registry,
+        )
         self._rejected = Gauge(
             "meshctl_rejected_objects", "VirtualNodes and Routes currently rejected.", registry=self.registry
         )
@@ -59,6 +66,10 @@ class BuildMetrics:
 
     def build_failed(self) -> None:
         self._build_errors.inc()
+
+    def nack_judged(self, verdict: str) -> None:
+        if verdict != "pending":
+            self._nack_verdicts.labels(verdict).inc()
 
     def count_rejected(self, count: Callable[[], int]) -> None:
         """The gauge reads ``count()`` at every scrape (the controller's current statuses)."""

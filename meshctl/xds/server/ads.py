@@ -20,13 +20,13 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
-from meshctl.model import ObjectKey
 from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import SHORT_NAMES
 from meshctl.xds.pacing import PerIteration
 from meshctl.xds.server.blame import blame
 from meshctl.xds.server.metrics import XdsMetrics
+from meshctl.xds.server.nack import Nack
 from meshctl.xds.server.node import sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
@@ -56,7 +56,7 @@ class NodeGroups(Protocol):
 
     def detach(self, group: str) -> None: ...
 
-    def reject_from_envoy(self, owners: set[ObjectKey], type_name: str, message: str) -> list[ObjectKey]: ...
+    def reject_from_envoy(self, nack: Nack) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +329,16 @@ class AdsServer:
             others = (s.types[req.type_url].acked for s in self.registry.streams() if s is not state)
             owners = blame(st.sent, st.acked, others)
             if owners:
-                self.controller.reject_from_envoy(owners, short, rejection.message)
+                self.controller.reject_from_envoy(
+                    Nack(
+                        node_id=state.node_id,
+                        group=state.group,
+                        type_url=req.type_url,
+                        version=rejection.version,
+                        message=rejection.message,
+                        owners=frozenset(owners),
+                        sent=st.sent,
+                    )
+                )
         elif kind == "unknown-type":
             log.warning("proxy %s asked for unsupported type %s", state.node_id, req.type_url)
