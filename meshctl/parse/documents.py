@@ -6,7 +6,6 @@ Shared by the manifest-directory source and the Kubernetes source, so both build
 from __future__ import annotations
 
 from dataclasses import replace
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from meshctl.model import (
@@ -54,6 +53,52 @@ class UnsupportedDocument(ValueError):
     """The document is not a kind the mesh reads, or is too malformed to identify."""
 
 
+class InvalidObject(UnsupportedDocument):
+    """A document of a kind the mesh reads with a field it cannot read; the message names the object and the field
+    (``Service demo/reviews: spec.ports[0].port: must be an integer from 0 to 65535, got 'http'``). The object is
+    left out; everything else is read."""
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(path, f"must be an object, got {_shown(value)}")
+    return value
+
+
+def _items(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Bad(path, f"must be a list, got {_shown(value)}")
+    return value
+
+
+def _int(value: Any, path: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Bad(path, f"must be an integer from {low} to {high}, got {_shown(value)}")
+    return value
+
+
+def _text(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(path, f"must be a string, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "default") -> MeshObject | None:
     """Returns the model object, ``None`` for kinds the mesh ignores, or raises ``UnsupportedDocument``."""
     parsed = parse_keyed(doc, origin=origin, default_namespace=default_namespace)
@@ -67,8 +112,19 @@ def parse_keyed(doc: Any, *, origin: str = "", default_namespace: str = "default
     kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
     if not isinstance(kind, str) or not kind or not isinstance(api_version, str) or not api_version:
         raise UnsupportedDocument("apiVersion and kind are required")
-    meta = _meta(doc, origin, default_namespace)
-    obj = _parse(doc, meta, kind, api_version)
+    try:
+        meta = _meta(doc, origin, default_namespace)
+    except _Bad as exc:
+        raise InvalidObject(f"{kind}: {exc}") from None
+    try:
+        obj = _parse(doc, meta, kind, api_version)
+    except _Bad as exc:
+        raise InvalidObject(f"{kind} {meta.namespace}/{meta.name}: {exc}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        # A field no check above names: still this object's problem alone, never the reader's.
+        raise InvalidObject(
+            f"{kind} {meta.namespace}/{meta.name}: cannot read it: {type(exc).__name__}: {exc}"
+        ) from None
     if obj is None:
         return None
     if isinstance(obj, Pod):
@@ -106,57 +162,76 @@ def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
     md = doc.get("metadata")
     if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
         raise UnsupportedDocument("metadata.name is required")
-    labels = md.get("labels") or {}
+    labels = _obj(md.get("labels"), "metadata.labels")
+    for k, v in labels.items():
+        if isinstance(v, dict | list) or not isinstance(k, str):
+            raise _Bad(f"metadata.labels.{k}", f"must be a string, got {_shown(v)}")
+    namespace = _text(md.get("namespace"), "metadata.namespace")
+    generation = md.get("generation")
     return Meta(
-        namespace=shared_str(str(md.get("namespace") or default_namespace)),
+        namespace=shared_str(namespace or default_namespace),
         name=shared_str(md["name"]),  # also a Pod's name in EndpointSlices: one string for both
-        generation=int(md.get("generation") or 1),
-        labels=shared_labels(labels) if isinstance(labels, dict) else MappingProxyType({}),
+        generation=1 if generation is None else _int(generation, "metadata.generation", 0, 2**63 - 1) or 1,
+        labels=shared_labels(labels),
         origin=origin,
     )
 
 
-def _port(p: dict[str, Any]) -> ServicePort:
+def _port(p: Any, path: str) -> ServicePort:
+    p = _obj(p, path)
+    target = p.get("targetPort")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | str)):
+        raise _Bad(f"{path}.targetPort", f"must be a port number or name, got {_shown(target)}")
+    port = p.get("port")
+    node_port = p.get("nodePort")
     return shared(
         ServicePort(
-            name=str(p.get("name") or ""),
-            port=int(p.get("port") or 0),
-            target_port=p.get("targetPort"),
-            protocol=str(p.get("protocol") or "TCP"),
-            node_port=p["nodePort"] if isinstance(p.get("nodePort"), int) else None,
+            name=_text(p.get("name"), f"{path}.name") or "",
+            port=0 if port is None else _int(port, f"{path}.port", 0, 65535),
+            target_port=target,
+            protocol=_text(p.get("protocol"), f"{path}.protocol") or "TCP",
+            node_port=None if node_port is None else _int(node_port, f"{path}.nodePort", 0, 65535),
         )
     )
 
 
+def _ports(value: Any, path: str) -> tuple[ServicePort, ...]:
+    return tuple(_port(p, f"{path}[{i}]") for i, p in enumerate(_items(value, path)))
+
+
 def _service(meta: Meta, doc: dict[str, Any]) -> Service:
-    spec = doc.get("spec") or {}
-    return Service(meta=meta, ports=tuple(_port(p) for p in spec.get("ports") or ()), exposure=parse_exposure(doc))
+    spec = _obj(doc.get("spec"), "spec")
+    return Service(meta=meta, ports=_ports(spec.get("ports"), "spec.ports"), exposure=parse_exposure(doc))
 
 
 def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:
     endpoints = []
-    for ep in doc.get("endpoints") or ():
-        ref = ep.get("targetRef") or {}
-        conditions = ep.get("conditions") or {}
-        addresses = ep.get("addresses") or ()
+    for i, ep in enumerate(_items(doc.get("endpoints"), "endpoints")):
+        at = f"endpoints[{i}]"
+        ep = _obj(ep, at)
+        ref = _obj(ep.get("targetRef"), f"{at}.targetRef")
+        conditions = _obj(ep.get("conditions"), f"{at}.conditions")
+        addresses = _items(ep.get("addresses"), f"{at}.addresses")
         if not addresses:
             continue  # the API server requires one; nothing to route to without it
+        address = _text(addresses[0], f"{at}.addresses[0]")
+        if not address:
+            raise _Bad(f"{at}.addresses[0]", "must be an IP address")
+        pod_name = _text(ref.get("name"), f"{at}.targetRef.name")
         endpoints.append(
             Endpoint(
-                address=str(addresses[0]),
+                address=address,
                 # Kubernetes: a nil "ready" means ready.
                 ready=conditions.get("ready") is not False,
-                pod_name=shared_str(ref["name"])
-                if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str)
-                else None,
-                zone=ep.get("zone"),
+                pod_name=shared_str(pod_name) if ref.get("kind") == "Pod" and pod_name else None,
+                zone=_text(ep.get("zone"), f"{at}.zone"),
                 terminating=conditions.get("terminating") is True,
-                node_name=ep.get("nodeName") if isinstance(ep.get("nodeName"), str) else None,
+                node_name=_text(ep.get("nodeName"), f"{at}.nodeName"),
             )
         )
     return EndpointSlice(
         meta=meta,
         service_name=meta.labels.get(SERVICE_NAME_LABEL, ""),
-        ports=shared(tuple(_port(p) for p in doc.get("ports") or ())),
+        ports=shared(_ports(doc.get("ports"), "ports")),
         endpoints=tuple(endpoints),
     )

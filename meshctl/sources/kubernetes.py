@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from meshctl.model import API_GROUP, Model, ModelDelta, ObjectKey
 from meshctl.model.ingress import ELBV2_GROUP
 from meshctl.model.namespaced import NamespacedMap
-from meshctl.parse.documents import MeshObject, Parsed, UnsupportedDocument, parse_keyed
+from meshctl.parse.documents import InvalidObject, MeshObject, Parsed, UnsupportedDocument, parse_keyed
 from meshctl.sources.base import MODEL_FIELDS, ModelSink
 
 __all__ = ["KubernetesSource"]
@@ -120,6 +120,7 @@ class _Informer:
         watch_timeout: int = 300,
     ) -> None:
         self.kind, self.namespace, self.emit, self.stop, self.watch_timeout = kind, namespace, emit, stop, watch_timeout
+        self._invalid_listed: list[tuple[ObjectKey, str | None]] = []
 
     def _call(self, **kw: Any) -> Any:
         if self.namespace is None or self.kind.list_namespaced is None:
@@ -133,6 +134,9 @@ class _Informer:
             try:
                 objects, rv = self._list()
                 self.emit(("SYNC", self.kind.name, self.namespace, objects))
+                for key, message in self._invalid_listed:
+                    self.emit(("INVALID", self.kind.name, self.namespace, (key, message)))
+                self._invalid_listed = []
                 del objects  # the store's until its first change; kept here, every copy since would add one
                 while not self.stop.is_set():
                     rv = self._watch(rv)
@@ -168,6 +172,22 @@ class _Informer:
         item.setdefault("apiVersion", self.kind.api_version)
         return _parse(item)
 
+    def _parse_or_report(self, item: dict[str, Any], event_type: str | None = None) -> Parsed | None:
+        """``_parse``, an object it cannot read reported (INVALID events: the source lists them as load errors
+        until the object is fixed or deleted) and left out: its last readable version stays in the store."""
+        try:
+            return self._parse(item)
+        except InvalidObject as exc:
+            meta: dict[str, Any] = item["metadata"] if isinstance(item.get("metadata"), dict) else {}
+            namespace = meta.get("namespace")
+            key = ObjectKey(self.kind.name, namespace if isinstance(namespace, str) else "", str(meta.get("name")))
+            message = None if event_type == "DELETED" else str(exc)
+            if event_type is None:
+                self._invalid_listed.append((key, message))
+            else:
+                self.emit(("INVALID", self.kind.name, self.namespace, (key, message)))
+            return None
+
     def _list(self) -> tuple[_Store, str]:
         """Every object, parsed and keyed, and the resourceVersion to watch from (the first page's)."""
         objects = _new_store(self.kind.name)
@@ -179,7 +199,7 @@ class _Informer:
                 listed = json.loads(body)
                 rv = rv or listed["metadata"]["resourceVersion"]
                 for item in listed["items"]:
-                    if (parsed := self._parse(item)) is not None:
+                    if (parsed := self._parse_or_report(item)) is not None:
                         objects[parsed.key] = parsed.obj
                 # What was just parsed lives as long as the model: out of the collector's sight with it. Otherwise
                 # each automatic full collection during a large initial list rescans everything parsed so far (up
@@ -208,7 +228,7 @@ class _Informer:
                 if event.get("type") == "BOOKMARK":
                     continue
                 with _DECODING:
-                    parsed = self._parse(obj)
+                    parsed = self._parse_or_report(obj, event["type"])
                 if parsed is not None:
                     self.emit((event["type"], self.kind.name, self.namespace, parsed))
         finally:
@@ -239,6 +259,9 @@ class KubernetesSource:
         # the model share one dict between changes instead of keeping two (100,000 Pods: ~5 MiB each).
         self._in_model: set[str] = set()
         self.ignored_events = 0  # watch events that changed nothing the model holds
+        # Objects the parser cannot read, by key: the model's load errors until each is fixed or deleted.
+        self._invalid: dict[ObjectKey, str] = {}
+        self._invalid_changed = False
         # Now, not in run(): the client's API and model modules load lazily, ~0.5 s of imports that would stall
         # the serving loop on the first list.
         self._kinds = _kinds(api) + (_ingress_kinds(api) if ingress else [])
@@ -288,7 +311,8 @@ class KubernetesSource:
         changed, listed = self._apply(batch, synced)
         if len(synced) < informers:
             return None  # build only after the initial sync of every kind
-        if model is not None and not any(changed.values()) and not listed:
+        invalid_changed, self._invalid_changed = self._invalid_changed, False
+        if model is not None and not any(changed.values()) and not listed and not invalid_changed:
             self.ignored_events += len(batch)
             return None
         new = self._model(revision, model, changed, listed)
@@ -310,8 +334,19 @@ class KubernetesSource:
         for event_type, kind, namespace, payload in batch:
             store = self._objects[kind]  # read here; written only through _writable (a model may hold it)
             keys = changed.setdefault(kind, set())
+            if event_type == "INVALID":
+                bad_key, message = payload
+                if message is None:
+                    self._invalid_changed |= self._invalid.pop(bad_key, None) is not None
+                elif self._invalid.get(bad_key) != message:
+                    self._invalid[bad_key] = message
+                    self._invalid_changed = True
+                continue
             if event_type == "SYNC":
                 synced.add((kind, namespace))
+                for bad_key in [k for k in self._invalid if k.kind == kind and namespace in (None, k.namespace)]:
+                    del self._invalid[bad_key]  # reported again after this SYNC if still unreadable
+                    self._invalid_changed = True
                 fresh: _Store = payload
                 if not store:  # the initial list: nothing to compare (100,000 Pods would take ~0.1 s on the loop)
                     self._objects[kind] = fresh
@@ -329,6 +364,9 @@ class KubernetesSource:
                         keys.add(key)
                 continue
             key, obj, _ = payload
+            if key in self._invalid:  # readable again (or deleted)
+                del self._invalid[key]
+                self._invalid_changed = True
             if event_type == "DELETED":
                 if key in store:
                     del self._writable(kind)[key]
@@ -372,7 +410,8 @@ class KubernetesSource:
         watched = {
             attr: current(kind.__name__, attr) for kind, attr in MODEL_FIELDS.items() if kind.__name__ in self._objects
         }
-        return Model(**watched, revision=revision, delta=delta)
+        load_errors = tuple(self._invalid[k] for k in sorted(self._invalid))
+        return Model(**watched, revision=revision, delta=delta, load_errors=load_errors)
 
 
 def _new_store(kind: str) -> _Store:
@@ -385,6 +424,8 @@ def _parse(item: dict[str, Any]) -> Parsed | None:
     try:
         # Only VirtualNodes and Routes show their origin (in statuses); 100,000 Pods need not carry theirs.
         return parse_keyed(item, origin=origin if item.get("kind") in ("VirtualNode", "Route") else "")
+    except InvalidObject:
+        raise
     except UnsupportedDocument as exc:
         log.warning("%s: %s", origin, exc)
         return None
