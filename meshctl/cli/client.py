@@ -22,7 +22,11 @@ class CliError(Exception):
 
 class AdminClient:
     def __init__(self, url: str, timeout: float = 10) -> None:
-        self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CliError(f"--admin {url!r}: expected a URL like http://127.0.0.1:19000")
+        # A bare host:port (``--admin 127.0.0.1:19000``) means http, as kubectl's --server takes it.
+        self.url = urllib.parse.urlunsplit(parts).rstrip("/")
         self.timeout = timeout
 
     def get(self, path: str, **query: str | None) -> dict[str, Any]:
@@ -45,6 +49,6 @@ class AdminClient:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace").strip() or exc.reason
             raise CliError(detail, code=1 if exc.code == 404 else 2) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot use
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach the control plane at {self.url}: {reason}") from None

@@ -12,6 +12,7 @@ import yaml
 
 from meshctl.appmesh import ImportResult, convert, load_paths
 from meshctl.appmesh.findings import Finding, Level
+from meshctl.cli.client import CliError
 
 __all__ = ["add_commands"]
 
@@ -64,11 +65,18 @@ def _import_appmesh(args: argparse.Namespace) -> int:
             if args.dry_run:
                 print(f"# would write {target} ({len(objects)} objects)\n---\n{render(objects)}", end="")
             else:
-                out.mkdir(parents=True, exist_ok=True)
-                target.write_text(render(objects))
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    target.write_text(render(objects))
+                except OSError as exc:
+                    raise CliError(f"-o {args.output_dir}: cannot write {target.name}: {exc}") from None
         if not args.dry_run:
             # Not a manifest suffix: `meshctl serve --manifests DIR` reads only .yaml/.yml/.json.
-            (out / "import-report.txt").write_text(report_text(findings, len(result.objects)))
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "import-report.txt").write_text(report_text(findings, len(result.objects)))
+            except OSError as exc:
+                raise CliError(f"-o {args.output_dir}: cannot write the report: {exc}") from None
     elif args.apply:
         failed = _apply(result, dry_run=args.dry_run, kubeconfig=args.kubeconfig)
         if failed:

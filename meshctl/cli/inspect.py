@@ -157,6 +157,15 @@ def _status(args: argparse.Namespace) -> int:
             Text(f"{data['rejections']} (meshctl get rejections)", style="red") if data["rejections"] else "none",
         ],
     ]
+    errors = data.get("backgroundErrors") or {}
+    rows.append(
+        [
+            "background errors",
+            Text(", ".join(f"{task} {n}" for task, n in sorted(errors.items())) + " (see the log)", style="yellow")
+            if errors
+            else "none",
+        ]
+    )
     emit(data, args.output, lambda: table(["", ""], rows, show_header=False))
     return 0 if healthy else 1
 

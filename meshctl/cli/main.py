@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from meshctl.cli.client import CliError
+
 if TYPE_CHECKING:
     from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.kube.status_writer import StatusWriter
@@ -81,7 +83,11 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await plane.start()
+    try:
+        await plane.start()
+    except OSError as exc:  # a port in use, an address not on this host
+        await plane.stop()
+        raise CliError(str(exc) if "xDS:" in str(exc) else f"cannot listen: {exc}") from None
     webhook = f", injection webhook on https://{args.address}:{injection.port}" if injection is not None else ""
     print(
         f"meshctl: serving xDS on {args.address}:{plane.xds_port}, admin on http://{args.address}:{plane.admin_port}"
@@ -103,7 +109,11 @@ def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, Stat
     from meshctl.sources.kubernetes import KubernetesSource
     from meshctl.version import CONTROLLER_USER_AGENT
 
-    api = api_client(args.kubeconfig, user_agent=CONTROLLER_USER_AGENT)
+    try:
+        api = api_client(args.kubeconfig, user_agent=CONTROLLER_USER_AGENT)
+    except Exception as exc:  # the client raises several kinds for a missing or broken kubeconfig
+        where = args.kubeconfig or "in-cluster config or ~/.kube/config"
+        raise CliError(f"cannot load a Kubernetes configuration ({where}): {exc}") from None
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
     source = KubernetesSource(api, namespaces=args.namespace or None, ingress=args.ingress)
     return source, StatusWriter(api, elector=elector)
@@ -133,7 +143,6 @@ def _ingress_reconciler(args: argparse.Namespace, source: KubernetesSource, writ
 
 
 def _read_text(path: str, flag: str) -> str:
-    from meshctl.cli.client import CliError
 
     try:
         return Path(path).read_text()
@@ -142,7 +151,6 @@ def _read_text(path: str, flag: str) -> str:
 
 
 def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
-    from meshctl.cli.client import CliError
     from meshctl.xds.server.tls import XdsTls
 
     if not args.xds_tls_cert and not args.xds_tls_key:
@@ -167,7 +175,6 @@ def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from meshctl.cli.client import CliError
     from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
 
     opts = BootstrapOptions(
@@ -189,6 +196,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_client_cert=args.xds_client_cert,
         xds_client_key=args.xds_client_key,
     )
+    if args.statsd_address:
+        host, _, port = args.statsd_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise CliError(f"--statsd-address {args.statsd_address!r}: expected host:port, e.g. 127.0.0.1:8125")
     if bool(args.xds_client_cert) != bool(args.xds_client_key):
         raise CliError("--xds-client-cert and --xds-client-key go together")
     if args.xds_client_cert and not args.xds_ca:
@@ -202,7 +213,10 @@ def _validate(args: argparse.Namespace) -> int:
     from meshctl.sources import load_manifests
     from meshctl.translate import translate_mesh
 
-    mesh = translate_mesh(load_manifests(Path(args.manifests)))
+    root = Path(args.manifests)
+    if not root.exists():
+        raise CliError(f"{args.manifests}: no such file or directory")
+    mesh = translate_mesh(load_manifests(root))
     bad = [s for s in mesh.statuses if not s.healthy]
     if args.output in ("json", "yaml"):
         _print(
@@ -349,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from meshctl.cli.client import CliError
 
     try:
         return args.run(args) or 0
@@ -358,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line; the traceback with -vv
+        logging.getLogger("meshctl").debug("unexpected error", exc_info=True)
+        print(f"meshctl: internal error: {type(exc).__name__}: {exc} (-vv shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -189,7 +189,10 @@ def explanation_json(e: Explanation, clusters: dict[str, Any]) -> dict[str, Any]
 
 
 def _explain(args: argparse.Namespace) -> int:
-    request = Request.from_url(args.method, args.url, parse_headers(args.header))
+    try:
+        request = Request.from_url(args.method, args.url, parse_headers(args.header))
+    except ValueError as exc:  # urllib's: "Invalid IPv6 URL", a port that is not a number
+        raise CliError(f"{args.url!r} is not a URL: {exc}") from None
     data, hosts = _fetch(args)
     result = explain(hosts, request)
     clusters = data["clusters"]

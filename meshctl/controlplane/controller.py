@@ -24,7 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import partial
@@ -96,6 +96,12 @@ class Controller:
         """Runs CPU work in the build thread. It holds the GIL while it runs, but the interpreter hands the GIL
         back to the loop's thread every switch interval (5 ms), so the loop keeps ticking."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args, **kwargs))
+
+    def _background_done(self, future: Future[None]) -> None:
+        """Work handed to the build thread without waiting for it: its failure is logged and counted, not lost."""
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            log.error("emptying a replaced endpoint index failed", exc_info=exc)
+            self.metrics.background_failed("release-endpoint-index")
 
     def close(self) -> None:
         """Stops taking work: a queued build is dropped (one under way finishes in its thread, unpublished)."""
@@ -187,7 +193,8 @@ class Controller:
         # Blocks the build added; the loop may have added others meanwhile (a NACK), which stay.
         self._blocked.update((k, v) for k, v in blocked.items() if self._blocked.get(k) is not v)
         if previous is not None and previous.endpoint_index is not mesh.endpoint_index:
-            self._worker.submit(release_gently, previous.endpoint_index, mesh.endpoint_index)
+            released = self._worker.submit(release_gently, previous.endpoint_index, mesh.endpoint_index)
+            released.add_done_callback(self._background_done)
         self.mesh, self._statuses = mesh, build.statuses
         del previous
         self._last_accepted, self._prior = build.last_accepted, prior

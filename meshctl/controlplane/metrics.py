@@ -49,6 +49,12 @@ class BuildMetrics:
             ["verdict"],
             registry=self.registry,
         )
+        self._background_errors = Counter(
+            "meshctl_background_errors",
+            "Failures of work done in the background (each logged with its traceback), by task.",
+            ["task"],
+            registry=self.registry,
+        )
         self._rejected = Gauge(
             "meshctl_rejected_objects", "VirtualNodes and Routes currently rejected.", registry=self.registry
         )
@@ -70,6 +76,18 @@ class BuildMetrics:
     def nack_judged(self, verdict: str) -> None:
         if verdict != "pending":
             self._nack_verdicts.labels(verdict).inc()
+
+    def background_failed(self, task: str) -> None:
+        self._background_errors.labels(task).inc()
+
+    def background_errors(self) -> dict[str, int]:
+        """Failures so far by task (``meshctl status``)."""
+        return {
+            s.labels["task"]: int(s.value)
+            for metric in self._background_errors.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
 
     def count_rejected(self, count: Callable[[], int]) -> None:
         """The gauge reads ``count()`` at every scrape (the controller's current statuses)."""

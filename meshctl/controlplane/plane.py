@@ -69,6 +69,7 @@ class ControlPlane:
             self.controller.on_statuses = status_writer.submit
         if injection is not None:
             injection.model = lambda: self.controller.model
+            injection.on_error = self.metrics.background_failed
         self.ads = AdsServer(self.controller, self.registry, self.xds_metrics, keepalive, xds_tls)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
@@ -140,6 +141,7 @@ class ControlPlane:
             return
         exc = task.exception()
         self.failures.append(f"{task.get_name()} stopped: {exc!r}")
+        self.metrics.background_failed(task.get_name())
         log.error("%s task stopped", task.get_name(), exc_info=exc)
 
     @property
@@ -161,6 +163,8 @@ class ControlPlane:
             "leader": None if elector is None else {"holder": elector.holder, "leading": elector.is_leader},
             "source": describe_source() if describe_source else {"kind": type(self.source).__name__},
             "health": self.health_problem() or "ok",
+            # Failures of background work that kept running (each logged with its traceback), by task.
+            "backgroundErrors": self.metrics.background_errors(),
         }
 
     def health_problem(self) -> str | None:

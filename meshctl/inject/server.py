@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from meshctl.inject.certificate_keeper import CertificateKeeper
 from meshctl.inject.pod_patch import InjectConfig, VirtualNodeRef
@@ -46,7 +48,9 @@ class InjectionServer:
         self.tls_dir = tls_dir
         self.keeper = keeper
         self.model: Callable[[], Model | None] = lambda: None  # the control plane's (``ControlPlane`` sets it)
+        self.on_error: Callable[[str], None] = lambda task: None  # counts a background failure (the plane's)
         self.webhook = InjectionWebhook(config, lambda ns: virtual_node_refs(self.model(), ns), tls_dir.ca_pem)
+        self.webhook.on_error = lambda task: self.on_error(task)
         self.address, self.requested_port = address, port
         self.port = 0
         self.reload_seconds, self.keep_seconds = reload_seconds, keep_seconds
@@ -78,8 +82,11 @@ class InjectionServer:
                 next_keep = loop.time() + self.keep_seconds
                 try:
                     await asyncio.to_thread(self.keeper.sync)
-                except Exception as exc:  # the API server may be away for a while: keep serving, try again
+                except (ApiException, HTTPError, OSError) as exc:  # the API server away for a while: try again
                     log.warning("certificate Secret sync failed: %s", exc)
+                except Exception:  # a bug: keep serving with the files we have, but loudly
+                    log.exception("certificate Secret sync failed")
+                    self.on_error("certificate-sync")
             self.tls_dir.reload()
 
     async def stop(self) -> None:

@@ -37,6 +37,7 @@ class InjectionWebhook:
         self.config = config
         self.virtual_nodes = virtual_nodes
         self.ca_pem = ca_pem
+        self.on_error: Callable[[str], None] = lambda task: None  # counts a failure (the plane's metrics)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -70,6 +71,7 @@ class InjectionWebhook:
             result = inject(pod, namespace, self.virtual_nodes(namespace), config)
         except Exception:  # a bug must not block pods: allow unchanged, say so, log it
             log.exception("injection failed for a pod in %s", namespace)
+            self.on_error("injection-webhook")
             return self._answer(uid, warnings=["meshctl: injection failed (see the controller's log); not injected"])
         name = (pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get("generateName", "?")
         if result.patch:

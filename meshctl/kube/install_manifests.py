@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 __all__ = ["InstallError", "InstallOptions", "deploy_dir", "render"]
 
 DEFAULT_NAMESPACE = "meshctl-system"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label: what Kubernetes takes
 DEFAULT_IMAGE = "ghcr.io/meshctl/meshctl:0.1.0"
 _CLUSTER_SCOPED = {
     "Namespace",
@@ -80,6 +82,8 @@ def _load(kustomization_dir: Path) -> list[dict[str, Any]]:
 def render(options: InstallOptions, directory: Path | None = None) -> list[dict[str, Any]]:
     if options.replicas < 1:
         raise InstallError("--replicas must be at least 1")
+    if not _DNS_LABEL.fullmatch(options.namespace):
+        raise InstallError(f"--namespace {options.namespace!r}: not a namespace name (lowercase letters, digits, '-')")
     if options.ingress and not options.cluster_name:
         raise InstallError("--ingress needs --cluster-name (it goes into the AWS resources' ownership tags)")
     root = directory or deploy_dir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,16 @@ _R = TypeVar("_R")
 # 20,000 clusters to resend), tens of milliseconds that would stall every other stream, /healthz and the lease.
 _LARGE = 2000
 _OPENINGS_PER_TURN = 32  # new streams starting per loop iteration (as SnapshotCache wakes 32 per iteration)
+
+
+def _check_free(address: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise OSError(f"xDS: cannot listen on {address}:{port}: {exc.strerror or exc}") from None
 
 
 class NodeGroups(Protocol):
@@ -165,10 +176,16 @@ class AdsServer:
         )
         methods = {"StreamAggregatedResources": sotw, "DeltaAggregatedResources": delta}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, methods),))
-        if self.tls is not None:
-            self.port = server.add_secure_port(f"{address}:{port}", self.tls.credentials())
-        else:
-            self.port = server.add_insecure_port(f"{address}:{port}")
+        if port:
+            _check_free(address, port)  # before grpc, which would also log its own multi-line error
+        try:
+            if self.tls is not None:
+                self.port = server.add_secure_port(f"{address}:{port}", self.tls.credentials())
+            else:
+                self.port = server.add_insecure_port(f"{address}:{port}")
+        except RuntimeError:  # grpc's "Failed to bind": the port is taken, or the address is not this host's
+            await server.stop(None)
+            raise OSError(f"xDS: cannot listen on {address}:{port} (in use, or not an address of this host)") from None
         await server.start()
         self._server = server
         return self.port
@@ -292,10 +309,11 @@ class AdsServer:
         params = sidecar_params(first.node)
         if self.tls is not None and self.tls.mutual and (refused := authorize(identity, params)):
             raise Unauthorized(refused)
+        port = stats_port(first.node)  # read before attaching: nothing after the attach may fail and leak the group
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
         state.peer = peer
-        state.stats_port = stats_port(first.node)
+        state.stats_port = port
         self.registry.add(state)
         self.metrics.connected_streams.inc()
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")

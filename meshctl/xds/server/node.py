@@ -8,6 +8,8 @@ The VirtualNode comes from node metadata ``meshctl.virtual_node`` ("namespace/na
 
 from __future__ import annotations
 
+import math
+
 from envoy.config.core.v3.base_pb2 import Node
 
 from meshctl.model import ObjectKey
@@ -24,13 +26,15 @@ def _meta(node: Node, key: str) -> str | None:
     if kind == "string_value":
         return str(field.string_value)
     if kind == "number_value":
-        return str(int(field.number_value))
+        number = field.number_value
+        return str(int(number)) if math.isfinite(number) and number == int(number) else None
     return None
 
 
 def _port(node: Node, key: str) -> int | None:
+    """A port from metadata; anything else a client sends (text, NaN, 10**20) reads as absent."""
     value = _meta(node, key)
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and value.isdigit() and 0 < int(value) < 65536 else None
 
 
 def stats_port(node: Node) -> int | None:
