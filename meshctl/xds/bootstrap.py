@@ -132,7 +132,17 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
                 "api_type": "DELTA_GRPC" if opts.delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            # Envoy waits a random time up to base * 2^attempt, capped at max, between attempts to
+                            # reopen the ADS stream; its defaults (0.5 s, 30 s) left proxies 2-4 s behind a restarted
+                            # control plane. Capped at 0.5 s, every proxy is back within ~0.5 s of it being ready.
+                            "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}},
+                        }
+                    }
+                ],
             },
             "cds_config": dict(ads),
             "lds_config": dict(ads),
