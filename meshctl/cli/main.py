@@ -216,8 +216,8 @@ def _validate(args: argparse.Namespace) -> int:
     root = Path(args.manifests)
     if not root.exists():
         raise CliError(f"{args.manifests}: no such file or directory")
-    mesh = translate_mesh(load_manifests(root))
-    bad = [s for s in mesh.statuses if not s.healthy]
+    mesh = translate_mesh(load_manifests(root, strict=args.strict))
+    bad = [s for s in mesh.statuses if s.problems]
     if args.output in ("json", "yaml"):
         _print(
             {"objects": [status_to_dict(s) for s in mesh.statuses], "loadErrors": list(mesh.load_errors)}, args.output
@@ -226,8 +226,12 @@ def _validate(args: argparse.Namespace) -> int:
         for problem in mesh.load_errors:
             print(f"error: {problem}")
         for status in mesh.statuses:
-            mark = "ok   " if status.healthy else "error"
-            print(f"{mark} {status.key}: {status.summary() if not status.healthy else status.origin}")
+            if status.problems:
+                print(f"error {status.key}: {'; '.join(c.message for c in status.problems)}")
+            else:
+                print(f"ok    {status.key}: {status.origin}")
+            for warning in status.warnings:
+                print(f"warning {status.key}: {warning.message}")
     return 1 if bad or mesh.load_errors else 0
 
 
@@ -328,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.set_defaults(run=_bootstrap)
 
     val = sub.add_parser("validate", help="check a manifest directory offline, as serve would")
+    val.add_argument("--strict", action="store_true", help="unknown or not-implemented fields are errors, not warnings")
     val.add_argument("manifests")
     val.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     val.set_defaults(run=_validate)

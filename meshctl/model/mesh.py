@@ -201,6 +201,8 @@ class VirtualNode:
     meta: Meta
     spec: VirtualNodeSpec | None
     errors: tuple[FieldError, ...] = ()
+    # Fields the parser does not know, or knows but does not implement yet: served without them, and said so.
+    warnings: tuple[FieldError, ...] = ()
 
     @property
     def key(self) -> ObjectKey:
@@ -287,6 +289,8 @@ class Route:
     meta: Meta
     spec: RouteSpec | None
     errors: tuple[FieldError, ...] = ()
+    # Fields the parser does not know, or knows but does not implement yet: served without them, and said so.
+    warnings: tuple[FieldError, ...] = ()
 
     @property
     def key(self) -> ObjectKey:

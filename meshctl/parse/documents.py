@@ -12,6 +12,7 @@ from meshctl.model import (
     API_GROUP,
     Endpoint,
     EndpointSlice,
+    FieldError,
     Meta,
     ObjectKey,
     Pod,
@@ -105,8 +106,11 @@ def parse_document(doc: Any, *, origin: str = "", default_namespace: str = "defa
     return parsed.obj if parsed is not None else None
 
 
-def parse_keyed(doc: Any, *, origin: str = "", default_namespace: str = "default") -> Parsed | None:
-    """``parse_document`` with the object's key."""
+def parse_keyed(
+    doc: Any, *, origin: str = "", default_namespace: str = "default", strict: bool = False
+) -> Parsed | None:
+    """``parse_document`` with the object's key. ``strict``: fields of our kinds that the parser does not know (or
+    does not implement yet) are errors, not warnings."""
     if not isinstance(doc, dict):
         raise UnsupportedDocument(f"expected a Kubernetes object, got {type(doc).__name__}")
     kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
@@ -117,7 +121,7 @@ def parse_keyed(doc: Any, *, origin: str = "", default_namespace: str = "default
     except _Bad as exc:
         raise InvalidObject(f"{kind}: {exc}") from None
     try:
-        obj = _parse(doc, meta, kind, api_version)
+        obj = _parse(doc, meta, kind, api_version, strict)
     except _Bad as exc:
         raise InvalidObject(f"{kind} {meta.namespace}/{meta.name}: {exc}") from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
@@ -132,7 +136,7 @@ def parse_keyed(doc: Any, *, origin: str = "", default_namespace: str = "default
     return Parsed(ObjectKey(type(obj).__name__, obj.meta.namespace, obj.meta.name), obj, origin)
 
 
-def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str) -> MeshObject | None:
+def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict: bool = False) -> MeshObject | None:
     group = api_version.rpartition("/")[0]
     if kind == "Service" and api_version == "v1":
         return _service(meta, doc)
@@ -150,12 +154,25 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str) -> Mesh
     if kind == "TargetGroupBinding" and group == ELBV2_GROUP:
         return parse_target_group_binding(meta, doc)
     if group == API_GROUP and kind == "VirtualNode":
-        vn_spec, errors = parse_virtual_node_spec(doc.get("spec"), meta.namespace)
-        return VirtualNode(meta=meta, spec=vn_spec, errors=tuple(errors))
+        warnings: list[FieldError] = _unknown_top_level(doc)
+        vn_spec, errors = parse_virtual_node_spec(doc.get("spec"), meta.namespace, warnings)
+        if strict and warnings:
+            vn_spec, errors, warnings = None, [*errors, *warnings], []
+        return VirtualNode(meta=meta, spec=vn_spec, errors=tuple(errors), warnings=tuple(warnings))
     if group == API_GROUP and kind == "Route":
-        route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace)
-        return Route(meta=meta, spec=route_spec, errors=tuple(errors))
+        warnings = _unknown_top_level(doc)
+        route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace, warnings)
+        if strict and warnings:
+            route_spec, errors, warnings = None, [*errors, *warnings], []
+        return Route(meta=meta, spec=route_spec, errors=tuple(errors), warnings=tuple(warnings))
     return None
+
+
+_KNOWN_TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+
+
+def _unknown_top_level(doc: dict[str, Any]) -> list[FieldError]:
+    return [FieldError(path=str(k), message="unknown field: ignored") for k in doc if k not in _KNOWN_TOP_LEVEL]
 
 
 def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:

@@ -7,12 +7,21 @@ manifest in one round; each error names the field the way ``kubectl explain`` wo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from meshctl.model import FieldError
 
-__all__ = ["INT64_MAX", "INT64_MIN", "MAX_DURATION_MS", "UINT32_MAX", "Fields", "parse_duration_ms"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_DURATION_MS",
+    "UINT32_MAX",
+    "Fields",
+    "field_warnings",
+    "parse_duration_ms",
+]
 
 _UNIT_MS = {"ms": 1, "s": 1000}
 # Envoy's limits, so that a value that parses can always be built and accepted (issue 9: a maxConnections of
@@ -44,11 +53,14 @@ def parse_duration_ms(value: Any) -> tuple[int | None, str | None]:
 class Fields:
     """A view of one mapping in a manifest, at a known path, appending problems to a shared list."""
 
-    __slots__ = ("_data", "errors", "path")
+    __slots__ = ("_data", "_read", "_views", "errors", "path")
 
-    def __init__(self, data: Any, path: str, errors: list[FieldError]) -> None:
+    def __init__(self, data: Any, path: str, errors: list[FieldError], _views: list[Fields] | None = None) -> None:
         self.path = path
         self.errors = errors
+        self._read: set[str] = set()  # the keys the parser asked for: the rest are fields it does not know
+        self._views = _views if _views is not None else []  # every view of the same document, for unread()
+        self._views.append(self)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -62,24 +74,33 @@ class Fields:
     def error(self, key: str, message: str) -> None:
         self.errors.append(FieldError(path=self.at(key) if key else self.path, message=message))
 
-    def has(self, key: str) -> bool:
-        return self._data.get(key) is not None
-
-    def raw(self, key: str) -> Any:
+    def _get(self, key: str) -> Any:
+        self._read.add(key)
         return self._data.get(key)
 
+    def has(self, key: str) -> bool:
+        return self._get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        return self._get(key)
+
     def field_names(self) -> list[str]:
+        self._read.update(self._data)
         return list(self._data)
+
+    def unread(self) -> list[str]:
+        """The paths of fields present in the document that no view of it read: fields the parser does not know."""
+        return [view.at(key) for view in self._views for key in view._data if key not in view._read]
 
     def obj(self, key: str, *, required: bool = False) -> Fields | None:
         if not self.has(key):
             if required:
                 self.error(key, "is required")
             return None
-        return Fields(self._data[key], self.at(key), self.errors)
+        return Fields(self._data[key], self.at(key), self.errors, self._views)
 
     def objects(self, key: str, *, required: bool = False) -> Iterator[Fields]:
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             if required:
                 self.error(key, "is required")
@@ -90,10 +111,10 @@ class Fields:
         if required and not value:
             self.error(key, "must not be empty")
         for i, item in enumerate(value):
-            yield Fields(item, f"{self.at(key)}[{i}]", self.errors)
+            yield Fields(item, f"{self.at(key)}[{i}]", self.errors, self._views)
 
     def string(self, key: str, *, required: bool = False, choices: tuple[str, ...] = ()) -> str | None:
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             if required:
                 self.error(key, "is required")
@@ -111,7 +132,7 @@ class Fields:
 
     def integer(self, key: str, *, minimum: int, maximum: int, required: bool = False) -> int | None:
         """Both bounds are required: every number must be one Envoy can hold (UINT32_MAX for its UInt32 fields)."""
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             if required:
                 self.error(key, "is required")
@@ -128,7 +149,7 @@ class Fields:
         return value
 
     def boolean(self, key: str, default: bool = False) -> bool:
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -137,7 +158,7 @@ class Fields:
         return value
 
     def duration_ms(self, key: str, *, required: bool = False, positive: bool = False) -> int | None:
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             if required:
                 self.error(key, "is required")
@@ -152,10 +173,33 @@ class Fields:
         return ms
 
     def string_map(self, key: str) -> dict[str, str]:
-        value = self._data.get(key)
+        value = self._get(key)
         if value is None:
             return {}
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             self.error(key, "must be a map of strings to strings")
             return {}
         return dict(value)
+
+
+# App Mesh fields meshctl knows but does not implement yet: a user who sets one must hear that it does nothing.
+_NOT_IMPLEMENTED = (
+    (r"spec\.listeners\[\d+\]\.tls", "listener TLS is not implemented yet: traffic to this listener stays plaintext"),
+    (r"spec\.backendDefaults", "backend defaults (client TLS policy) are not implemented yet"),
+    (r"spec\.backends\[\d+\]\.virtualService\.clientPolicy", "a backend's client TLS policy is not implemented yet"),
+    (
+        r"spec\.serviceDiscovery",
+        "service discovery (DNS, Cloud Map) is not implemented yet: endpoints come from EndpointSlices",
+    ),
+    (r"spec\.(awsName|meshRef|meshName)", "App Mesh only: ignored"),
+)
+
+
+def field_warnings(fields: Fields) -> list[FieldError]:
+    """A warning for every field of the document the parser did not read: unknown (a typo, a field of another
+    version) or known but not implemented yet. Served without them; ``--strict`` makes them errors."""
+    warnings = []
+    for path in fields.unread():
+        message = next((m for pattern, m in _NOT_IMPLEMENTED if re.fullmatch(pattern, path)), "unknown field: ignored")
+        warnings.append(FieldError(path=path, message=message))
+    return warnings

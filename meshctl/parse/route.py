@@ -20,7 +20,7 @@ from meshctl.model import (
     StringMatch,
     WeightedTarget,
 )
-from meshctl.parse.fields import INT64_MAX, INT64_MIN, Fields
+from meshctl.parse.fields import INT64_MAX, INT64_MIN, Fields, field_warnings
 from meshctl.parse.virtualnode import parse_timeout
 
 __all__ = [
@@ -41,7 +41,10 @@ _STRING_MATCH_KINDS = ("exact", "prefix", "suffix", "regex", "range")
 REGEX_PROGRAM_SIZE_LIMIT = 100
 
 
-def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[FieldError]]:
+def parse_route_spec(
+    spec: Any, namespace: str, warnings: list[FieldError] | None = None
+) -> tuple[RouteSpec | None, list[FieldError]]:
+    """The spec, or None and the errors. ``warnings`` collects the fields it does not know or implement."""
     errors: list[FieldError] = []
     f = Fields(spec, "spec", errors)
     ref = f.obj("serviceRef", required=True)
@@ -61,6 +64,8 @@ def parse_route_spec(spec: Any, namespace: str) -> tuple[RouteSpec | None, list[
     spec = RouteSpec(
         service=service, http_route=http, priority=priority, grpc=kinds[0] == "grpcRoute", tcp=kinds[0] == "tcpRoute"
     )
+    if warnings is not None:
+        warnings.extend(field_warnings(f))
     return spec, errors
 
 

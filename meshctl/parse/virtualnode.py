@@ -17,7 +17,7 @@ from meshctl.model import (
     Tracing,
     VirtualNodeSpec,
 )
-from meshctl.parse.fields import UINT32_MAX, Fields
+from meshctl.parse.fields import UINT32_MAX, Fields, field_warnings
 from meshctl.parse.shared import shared, shared_labels
 
 __all__ = ["parse_virtual_node_spec"]
@@ -26,7 +26,10 @@ _PROTOCOLS = tuple(p.value for p in Protocol)
 _POOL_FIELDS = ("maxConnections", "maxPendingRequests", "maxRequests", "maxRetries")
 
 
-def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec | None, list[FieldError]]:
+def parse_virtual_node_spec(
+    spec: Any, namespace: str, warnings: list[FieldError] | None = None
+) -> tuple[VirtualNodeSpec | None, list[FieldError]]:
+    """The spec, or None and the errors. ``warnings`` collects the fields it does not know or implement."""
     errors: list[FieldError] = []
     f = Fields(spec, "spec", errors)
     selector = f.obj("podSelector", required=True)
@@ -42,6 +45,8 @@ def parse_virtual_node_spec(spec: Any, namespace: str) -> tuple[VirtualNodeSpec 
     tracing = _tracing(f.obj("tracing"))
     if errors:
         return None, errors
+    if warnings is not None:
+        warnings.extend(field_warnings(f))
     return VirtualNodeSpec(
         pod_selector=shared_labels(match_labels),
         listeners=shared(tuple(li for li in listeners if li)),  # most nodes of a mesh listen alike

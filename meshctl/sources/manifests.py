@@ -36,8 +36,9 @@ def _stamp(root: Path) -> _Stamp:
     return tuple(stamps)
 
 
-def load_manifests(root: Path) -> Model:
-    """Reads every manifest under ``root``; a broken file or document is reported, never fatal."""
+def load_manifests(root: Path, *, strict: bool = False) -> Model:
+    """Reads every manifest under ``root``; a broken file or document is reported, never fatal. ``strict``: unknown
+    fields of our kinds are errors (``meshctl validate --strict``)."""
     objects: list[Parsed] = []
     errors: list[str] = []
     for path in manifest_files(root):
@@ -52,7 +53,7 @@ def load_manifests(root: Path) -> Model:
                 continue
             origin = rel if len(docs) == 1 else f"{rel}#{index}"
             try:
-                parsed = parse_keyed(doc, origin=origin)
+                parsed = parse_keyed(doc, origin=origin, strict=strict)
             except UnsupportedDocument as exc:
                 errors.append(f"{origin}: {exc}")
                 continue

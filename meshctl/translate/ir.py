@@ -274,6 +274,9 @@ class Condition:
     message: str
 
 
+_FIELDS = "FieldsRecognized"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStatus:
     key: ObjectKey
@@ -290,6 +293,19 @@ class ObjectStatus:
     def healthy(self) -> bool:
         """Every condition is True: accepted and all references resolved."""
         return all(c.status is ConditionStatus.TRUE for c in self.conditions)
+
+    @property
+    def problems(self) -> tuple[Condition, ...]:
+        """Conditions not True, except FieldsRecognized (fields ignored: a warning, unless parsed --strict)."""
+        return tuple(
+            c for c in self.conditions if c.status is not ConditionStatus.TRUE and c.type != "FieldsRecognized"
+        )
+
+    @property
+    def warnings(self) -> tuple[Condition, ...]:
+        return tuple(
+            c for c in self.conditions if c.type == "FieldsRecognized" and c.status is not ConditionStatus.TRUE
+        )
 
     def summary(self) -> str:
         bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]

@@ -279,6 +279,24 @@ def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldE
 def _choose_virtual_node(
     key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
+    served, status = _choose_virtual_node_as_is(key, vn, previous, model, block)
+    return served, _with_warnings(status, vn)
+
+
+def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route) -> ObjectStatus:
+    """Fields the parser did not know (or does not implement yet) as a condition of their own: served without
+    them. Positive polarity, as Kubernetes conditions go: FieldsRecognized=False names them."""
+    if not obj.warnings:
+        return status
+    reason = "UnknownFields" if any(w.message.startswith("unknown field") for w in obj.warnings) else "NotImplemented"
+    message = _describe(obj.meta.origin, list(obj.warnings))
+    warning = Condition(type="FieldsRecognized", status=ConditionStatus.FALSE, reason=reason, message=message)
+    return replace(status, conditions=(*status.conditions, warning))
+
+
+def _choose_virtual_node_as_is(
+    key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
+) -> tuple[VirtualNode | None, ObjectStatus]:
     if not isinstance(previous, VirtualNode) or _is_blocked(previous.spec, block):
         previous = None
     if vn.spec is not None and _is_blocked(vn.spec, block):
@@ -417,6 +435,18 @@ def _route_ir(
 
 
 def _choose_route(
+    key: ObjectKey,
+    route: Route,
+    previous: VirtualNode | Route | None,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    block: Blocked | None = None,
+) -> tuple[Route | None, RouteIR | None, ObjectStatus]:
+    served, ir, status = _choose_route_as_is(key, route, previous, model, nodes, block)
+    return served, ir, _with_warnings(status, route)
+
+
+def _choose_route_as_is(
     key: ObjectKey,
     route: Route,
     previous: VirtualNode | Route | None,
