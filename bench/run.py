@@ -18,6 +18,7 @@ BENCHMARKS = {
     "propagation": ("6. Route propagation under load (manifest and Kubernetes sources)", "bench.propagation"),
     "kubesource": ("7. Kubernetes source at scale: Pod updates, loop stalls, memory", "bench.kubesource"),
     "churn": ("8. Memory under endpoint churn", "bench.churn"),
+    "manifestchurn": ("9. The manifest source under churn", "bench.manifestchurn"),
 }
 
 

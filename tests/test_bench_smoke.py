@@ -53,3 +53,10 @@ def test_a_load_process_is_off_the_measured_core_before_its_first_import(tmp_pat
     cores, argv, grpc_loaded = json.loads(out.stdout)
     assert 0 not in cores and cores
     assert argv[1:] == ["--flag", "x"] and not grpc_loaded
+
+
+def test_manifest_churn_benchmark_runs_at_toy_size() -> None:
+    from bench import manifestchurn
+
+    out = manifestchurn.run(burst_services=20, sustained_services=20, burst=10, rate=20, seconds=3)
+    assert "| 20 | burst of 10 EndpointSlice files |" in out and "slice files/s" in out, out
