@@ -116,7 +116,9 @@ def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, Stat
         raise CliError(f"cannot load a Kubernetes configuration ({where}): {exc}") from None
     elector = LeaderElector(api, namespace=args.lease_namespace)  # only the lease holder writes status
     source = KubernetesSource(api, namespaces=args.namespace or None, ingress=args.ingress)
-    return source, StatusWriter(api, elector=elector)
+    writer = StatusWriter(api, elector=elector)
+    source.on_invalid = writer.report_invalid  # a Warning Event on each object the source cannot read
+    return source, writer
 
 
 def _ingress_reconciler(args: argparse.Namespace, source: KubernetesSource, writer: StatusWriter) -> IngressReconciler:

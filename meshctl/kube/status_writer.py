@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes import client
@@ -47,6 +48,21 @@ class StatusWriter:
         self.elector = elector
         if elector is not None:
             elector.on_change = self._leadership_changed
+
+    def report_invalid(self, key: ObjectKey, api_version: str, message: str) -> None:
+        """A Warning Event on an object the source cannot read (leader only), recorded from a worker thread."""
+        if self.elector is not None and not self.elector.is_leader:
+            return
+        record = partial(
+            record_event,
+            self.core,
+            key,
+            api_version=api_version,
+            reason="InvalidObject",
+            message=message,
+            component=self.component,
+        )
+        asyncio.get_running_loop().run_in_executor(None, record)
 
     def submit(self, statuses: tuple[ObjectStatus, ...]) -> None:
         """The controller's on_statuses hook: remember the newest statuses, wake the writer."""

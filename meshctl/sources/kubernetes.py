@@ -135,7 +135,7 @@ class _Informer:
                 objects, rv = self._list()
                 self.emit(("SYNC", self.kind.name, self.namespace, objects))
                 for key, message in self._invalid_listed:
-                    self.emit(("INVALID", self.kind.name, self.namespace, (key, message)))
+                    self.emit(("INVALID", self.kind.name, self.namespace, (key, message, self.kind.api_version)))
                 self._invalid_listed = []
                 del objects  # the store's until its first change; kept here, every copy since would add one
                 while not self.stop.is_set():
@@ -185,7 +185,7 @@ class _Informer:
             if event_type is None:
                 self._invalid_listed.append((key, message))
             else:
-                self.emit(("INVALID", self.kind.name, self.namespace, (key, message)))
+                self.emit(("INVALID", self.kind.name, self.namespace, (key, message, self.kind.api_version)))
             return None
 
     def _list(self) -> tuple[_Store, str]:
@@ -262,6 +262,9 @@ class KubernetesSource:
         # Objects the parser cannot read, by key: the model's load errors until each is fixed or deleted.
         self._invalid: dict[ObjectKey, str] = {}
         self._invalid_changed = False
+        self._reported: dict[ObjectKey, str] = {}  # what on_invalid was told, so a relist does not repeat it
+        # Told of each object it cannot read (key, apiVersion, message): the status writer records a Warning Event.
+        self.on_invalid: Callable[[ObjectKey, str, str], None] | None = None
         # Now, not in run(): the client's API and model modules load lazily, ~0.5 s of imports that would stall
         # the serving loop on the first list.
         self._kinds = _kinds(api) + (_ingress_kinds(api) if ingress else [])
@@ -335,12 +338,17 @@ class KubernetesSource:
             store = self._objects[kind]  # read here; written only through _writable (a model may hold it)
             keys = changed.setdefault(kind, set())
             if event_type == "INVALID":
-                bad_key, message = payload
+                bad_key, message, api_version = payload
                 if message is None:
                     self._invalid_changed |= self._invalid.pop(bad_key, None) is not None
-                elif self._invalid.get(bad_key) != message:
+                    self._reported.pop(bad_key, None)
+                    continue
+                if self._invalid.get(bad_key) != message:
                     self._invalid[bad_key] = message
                     self._invalid_changed = True
+                if self._reported.get(bad_key) != message and self.on_invalid is not None:
+                    self.on_invalid(bad_key, api_version, message)  # a Warning Event, once per message
+                self._reported[bad_key] = message
                 continue
             if event_type == "SYNC":
                 synced.add((kind, namespace))
@@ -366,6 +374,7 @@ class KubernetesSource:
             key, obj, _ = payload
             if key in self._invalid:  # readable again (or deleted)
                 del self._invalid[key]
+                self._reported.pop(key, None)
                 self._invalid_changed = True
             if event_type == "DELETED":
                 if key in store:

@@ -10,6 +10,7 @@ import asyncio
 from kubernetes import client
 
 from meshctl.controlplane.plane import ControlPlane
+from meshctl.kube.status_writer import StatusWriter
 from meshctl.sources.kubernetes import KubernetesSource
 from tests.conftest import eventually
 from tests.e2e.test_kubernetes import cluster_with, simple_mesh
@@ -51,7 +52,11 @@ async def test_a_malformed_endpoint_slice_file_is_named_and_everything_else_flow
 
 async def test_a_malformed_service_in_a_cluster_is_reported_until_fixed(apiserver):
     api = await cluster_with(apiserver, simple_mesh())
-    plane = ControlPlane(KubernetesSource(apiserver.controller_client()))
+    controller_api = apiserver.controller_client()
+    source = KubernetesSource(controller_api)
+    writer = StatusWriter(controller_api)
+    source.on_invalid = writer.report_invalid  # as `meshctl serve --kubernetes` wires them
+    plane = ControlPlane(source, status_writer=writer)
     await plane.start()
     try:
         await plane.wait_synced()
@@ -68,6 +73,15 @@ async def test_a_malformed_service_in_a_cluster_is_reported_until_fixed(apiserve
         (error,) = plane.controller.model.load_errors
         assert error == "Service demo/ratings: spec.ports[0].port: must be an integer from 0 to 65535, got 70000"
         assert plane.health_problem() is None
+
+        def warned() -> bool:
+            events = core.list_namespaced_event("demo").items
+            return any(e.reason == "InvalidObject" and e.involved_object.name == "ratings" for e in events)
+
+        await eventually(lambda: asyncio.to_thread(warned))
+        (event,) = [e for e in core.list_namespaced_event("demo").items if e.reason == "InvalidObject"]
+        assert event.type == "Warning" and event.involved_object.kind == "Service"
+        assert "spec.ports[0].port: must be an integer from 0 to 65535" in event.message
 
         # Fixed: the report goes and the Service is in the model.
         fixed = await asyncio.to_thread(core.read_namespaced_service, "ratings", "demo")
