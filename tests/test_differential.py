@@ -351,7 +351,22 @@ async def _compare(data, delta: bool, stack: contextlib.AsyncExitStack) -> None:
             st.sampled_from(["edit", "edit", "ack", "nack", "stale", "unsubscribe", "reconnect", "receive"])
         )
         if action == "edit":
+            base = model
             model = _edit(model, data.draw)
+            if data.draw(st.booleans(), label="another edit in the same model"):
+                # One model for two edits, as a source that saw both at once hands it over: the two deltas merged
+                # when both have one (an EndpointSlice file and a Route file in one manifest poll), else none.
+                second = _edit(model, data.draw)
+                first_delta, second_delta = model.delta, second.delta
+                merged = None
+                if first_delta is not None and second_delta is not None:
+                    merged = ModelDelta(
+                        base_revision=base.revision,
+                        endpoint_slices=first_delta.endpoint_slices | second_delta.endpoint_slices,
+                        pods=first_delta.pods | second_delta.pods,
+                        routes=first_delta.routes | second_delta.routes,
+                    )
+                model = replace(second, delta=merged)
             await apply(incremental, model)
             await apply(reference, model)
             assert _served(incremental, params) == _served(reference, params)

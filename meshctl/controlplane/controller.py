@@ -177,8 +177,11 @@ class Controller:
             try:
                 if kind == "endpoints":
                     await self._patch_endpoints(model, keys)
-                else:
+                elif kind == "routes":
                     await self._patch_routes(model, keys)
+                else:  # both in one model (a manifest poll that saw slice files and a Route file): one, then the other
+                    await self._patch_endpoints(model, {k for k in keys if k.kind != "Route"})
+                    await self._patch_routes(model, {k for k in keys if k.kind == "Route"})
                 self.metrics.observe_build(kind, time.perf_counter() - started)
                 return
             except BuildError as exc:
@@ -509,10 +512,13 @@ _BOOKKEEPING = frozenset({"revision", "delta"})
 INGRESS_ONLY = frozenset({"ingresses", "ingress_classes", "nodes", "target_group_bindings"})
 
 
-def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints", "routes"], set[ObjectKey]] | None:
-    """("endpoints", slices and pods) or ("routes", routes) when only those changed; None when a full translation
-    is needed. Deny by default: every Model field other than the fast-path ones must be unchanged, so a field
-    added to Model later means a full build until someone proves a faster path for it.
+def classify_change(
+    old: Model | None, new: Model
+) -> tuple[Literal["endpoints", "routes", "endpoints+routes"], set[ObjectKey]] | None:
+    """("endpoints", slices and pods), ("routes", routes), or both ("endpoints+routes": patched one after the other)
+    when only those changed; None when a full translation is needed. Deny by default: every Model field other than
+    the fast-path ones must be unchanged, so a field added to Model later means a full build until someone proves a
+    faster path for it.
 
     A source's delta is trusted (for which slices or routes changed) when it is relative to ``old``; otherwise
     objects are compared, identity before equality, so a source that keeps unchanged objects makes this cheap."""
@@ -531,7 +537,7 @@ def classify_change(old: Model | None, new: Model) -> tuple[Literal["endpoints",
         endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)
         routes = _changed_keys(old.routes, new.routes)
     if endpoints and routes:
-        return None
+        return "endpoints+routes", endpoints | routes
     return ("routes", routes) if routes else ("endpoints", endpoints)
 
 
