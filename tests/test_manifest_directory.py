@@ -4,7 +4,9 @@ broken files), and the delta it hands over names every object that changed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -86,3 +88,39 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path_factory, steps) -> None:
                 assert moved <= named, (field, moved - named)
         model = new
         _same(model, load_manifests(root))
+
+
+async def _follows_edits(tmp_path: Path) -> None:
+
+    from meshctl.sources.manifests import ManifestSource
+    from tests.conftest import eventually
+
+    (tmp_path / "svc.yaml").write_text(yaml.safe_dump(service("a")))
+    models: list[Model] = []
+
+    async def sink(model: Model) -> None:
+        models.append(model)
+
+    task = asyncio.create_task(ManifestSource(tmp_path).run(sink))
+    try:
+        await eventually(lambda: models and len(models[-1].services) == 1)
+        (tmp_path / "more.yaml").write_text(yaml.safe_dump(service("b")))
+        await eventually(lambda: len(models[-1].services) == 2)
+        (tmp_path / "svc.yaml").unlink()
+        await eventually(lambda: [k.name for k in models[-1].services] == ["b"])
+        assert not task.done()
+    finally:
+        task.cancel()
+
+
+async def test_the_source_follows_edits_with_a_watcher(tmp_path: Path) -> None:
+    await _follows_edits(tmp_path)
+
+
+async def test_without_a_watcher_it_polls(tmp_path: Path, monkeypatch, caplog) -> None:
+    def no_inotify(*args, **kwargs):
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr("meshctl.sources.manifests.watchfiles.awatch", no_inotify)
+    await _follows_edits(tmp_path)
+    assert "polling it instead" in caplog.text

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import watchfiles
+
 from meshctl.model import EndpointSlice, Model, ModelDelta, ObjectKey, Pod, Route
 from meshctl.parse.documents import MeshObject, Parsed, UnsupportedDocument, parse_keyed
 from meshctl.sources.base import MODEL_FIELDS, ModelSink
-from meshctl.sources.files import ManifestError, manifest_files, read_documents
+from meshctl.sources.files import SUFFIXES, ManifestError, read_documents
 
 __all__ = ["ManifestDirectory", "ManifestSource", "load_manifests"]
 
 log = logging.getLogger(__name__)
-_SETTLE_ROUNDS = 5
-Stamps = dict[Path, tuple[int, int]]  # relative path -> (size, mtime_ns)
+_SETTLE_ROUNDS = 3  # under sustained churn the stamps never hold still: the model reflects the last round
+Stamps = dict[str, tuple[int, int]]  # path relative to the root, "/"-separated -> (size, mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,33 +40,57 @@ class _File:
     errors: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, order=True)
+def _order(rel: str) -> tuple[str, ...]:
+    """Directory order, as Path sorts: a/b before a-b (a plain string sort puts '-' before '/')."""
+    return tuple(rel.split("/"))
+
+
+@dataclass(frozen=True, slots=True)
 class _Definition:
     """Where an object is defined: the first definition (file order, then document order) wins."""
 
-    rel: Path
+    rel: str
     position: int
     origin: str
 
+    def order(self) -> tuple[tuple[str, ...], int]:
+        return _order(self.rel), self.position
+
 
 def scan(root: Path) -> Stamps:
+    """Every manifest file's (size, mtime_ns), by path relative to ``root`` ("/"-separated; ``root`` itself when it is
+    a file). os.scandir with the entries' own stat calls and string paths: 20,000 files in ~0.055 s, where
+    Path.rglob and Path.stat took 0.34 s."""
+    if root.is_file():
+        st = root.stat()
+        return {str(root): (st.st_size, st.st_mtime_ns)}
     stamps: Stamps = {}
-    for path in manifest_files(root):
+    pending = [(str(root), "")]
+    while pending:
+        directory, rel = pending.pop()
         try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        stamps[_relative(root, path)] = (st.st_size, st.st_mtime_ns)
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir():
+                            pending.append((entry.path, f"{rel}{entry.name}/"))
+                        elif entry.name.endswith(SUFFIXES) and entry.is_file():
+                            st = entry.stat()
+                            stamps[rel + entry.name] = (st.st_size, st.st_mtime_ns)
+                    except OSError:
+                        continue  # removed meanwhile
+        except OSError:
+            continue  # a directory removed or unreadable meanwhile
     return stamps
 
 
-def _relative(root: Path, path: Path) -> Path:
-    return path.relative_to(root) if path.is_relative_to(root) and path != root else path
+def _path(root: Path, rel: str) -> Path:
+    return root if rel == str(root) else root / rel
 
 
-def read_file(root: Path, rel: Path, *, strict: bool = False) -> tuple[list[Parsed], list[str]]:
+def read_file(root: Path, rel: str, *, strict: bool = False) -> tuple[list[Parsed], list[str]]:
     """One file's objects and problems; a broken file or document is reported, never fatal."""
-    path = root / rel if rel != root else rel
+    path = _path(root, rel)
     objects: list[Parsed] = []
     try:
         docs = read_documents(path)
@@ -91,7 +118,7 @@ class ManifestDirectory:
     def __init__(self, root: Path, *, strict: bool = False) -> None:
         self.root = root
         self.strict = strict
-        self._files: dict[Path, _File] = {}
+        self._files: dict[str, _File] = {}
         self._stores: dict[str, dict[ObjectKey, MeshObject]] = {name: {} for name in MODEL_FIELDS.values()}
         self._in_model: set[str] = set()  # stores a model holds: copied before their next change
         self._definitions: dict[ObjectKey, list[tuple[_Definition, MeshObject]]] = defaultdict(list)
@@ -101,16 +128,39 @@ class ManifestDirectory:
         self._duplicated: set[ObjectKey] = set()
 
     def update(self, stamps: Stamps) -> dict[str, set[ObjectKey]]:
-        """Reads the files that are new or changed, forgets the removed ones; the keys that changed, by field."""
+        """Reads the files that are new or changed, forgets the removed ones; the keys that changed, by field. A
+        file gone between its scan and its read is left as it was: the next scan sees it gone."""
         changed_files = {rel: st for rel, st in stamps.items() if (f := self._files.get(rel)) is None or f.stamp != st}
         removed = [rel for rel in self._files if rel not in stamps]
+        return self._apply(changed_files, removed, vanished_later=True)
+
+    def update_paths(self, rels: set[str]) -> dict[str, set[ObjectKey]]:
+        """``update`` for the files a watcher named (events arrive in order, so a file gone now is removed)."""
+        changed_files: Stamps = {}
+        removed = []
+        for rel in rels:
+            try:
+                st = _path(self.root, rel).stat()
+            except OSError:
+                if rel in self._files:
+                    removed.append(rel)
+                continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            if (f := self._files.get(rel)) is None or f.stamp != stamp:
+                changed_files[rel] = stamp
+        return self._apply(changed_files, removed, vanished_later=False)
+
+    def _apply(self, changed_files: Stamps, removed: list[str], *, vanished_later: bool) -> dict[str, set[ObjectKey]]:
         touched: set[ObjectKey] = set()
         for rel in removed:
             touched |= self._forget(rel)
             self._errors_stale |= bool(self._files.pop(rel).errors)
         for rel, stamp in changed_files.items():
-            if not (self.root / rel).exists():
-                continue  # removed since it was stamped: the next scan sees it gone
+            if not _path(self.root, rel).exists():
+                if not vanished_later and rel in self._files:  # a watcher's news: it is gone
+                    touched |= self._forget(rel)
+                    self._errors_stale |= bool(self._files.pop(rel).errors)
+                continue  # (after a scan: the next scan sees it gone)
             if rel in self._files:
                 touched |= self._forget(rel)
             objects, errors = read_file(self.root, rel, strict=self.strict)
@@ -125,7 +175,7 @@ class ManifestDirectory:
             field = self._field_of[key]
             definitions = self._definitions.get(key) or []
             self._errors_stale |= len(definitions) > 1 or key in self._duplicated
-            winner = min(definitions, key=lambda d: d[0])[1] if definitions else None
+            winner = min(definitions, key=lambda d: d[0].order())[1] if definitions else None
             if not definitions:
                 del self._field_of[key]
                 self._definitions.pop(key, None)
@@ -139,7 +189,7 @@ class ManifestDirectory:
             changed[field].add(key)
         return changed
 
-    def _forget(self, rel: Path) -> set[ObjectKey]:
+    def _forget(self, rel: str) -> set[ObjectKey]:
         keys = set()
         for parsed in self._files[rel].objects:
             keys.add(parsed.key)
@@ -162,13 +212,13 @@ class ManifestDirectory:
         return self._errors
 
     def _compute_errors(self) -> tuple[str, ...]:
-        errors = [e for rel in sorted(self._files) for e in self._files[rel].errors]
+        errors = [e for rel in sorted(self._files, key=_order) for e in self._files[rel].errors]
         duplicates = []
         for key, definitions in self._definitions.items():
             if len(definitions) > 1:
-                first, *rest = sorted(d for d, _ in definitions)
+                first, *rest = sorted((d for d, _ in definitions), key=_Definition.order)
                 duplicates += [(d, f"{d.origin}: {key} is already defined in {first.origin}; ignored") for d in rest]
-        return (*errors, *(message for _, message in sorted(duplicates)))
+        return (*errors, *(message for _, message in sorted(duplicates, key=lambda d: d[0].order())))
 
     def next_model(self, stamps: Stamps, revision: int, previous: Model | None) -> tuple[Model | None, Stamps]:
         """``update`` then ``model`` (None when nothing the model holds changed), and the stamps it reflects. Runs in
@@ -188,6 +238,13 @@ class ManifestDirectory:
         if previous is not None and not any(changed.values()) and self.load_errors() == previous.load_errors:
             return None, stamps
         return self.model(revision, previous, changed), stamps
+
+    def next_model_for_paths(self, rels: set[str], revision: int, previous: Model) -> Model | None:
+        """``update_paths`` then ``model``; None when nothing the model holds changed. Runs in a worker thread."""
+        changed = self.update_paths(rels)
+        if not any(changed.values()) and self.load_errors() == previous.load_errors:
+            return None
+        return self.model(revision, previous, changed)
 
     def model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
         """The next model: unchanged fields keep the previous mapping objects (compared by identity first), and a
@@ -221,28 +278,90 @@ def load_manifests(root: Path, *, strict: bool = False) -> Model:
 
 
 class ManifestSource:
-    """Polls file stats every ``poll_interval`` seconds, or 5x the time one scan takes if that is longer,
-    so a small directory is watched closely and a huge one costs at most ~20% of a core."""
+    """Watches the directory (inotify through ``watchfiles``: a change is read within ~10 ms, whatever the number of
+    files) and reads what changed; a full scan after start-up and every ``rescan_interval`` catches anything a
+    watcher missed (its queue overflowed, a change raced its start). Where no watcher can be had, it polls file
+    stats every ``poll_interval`` seconds, or 5x the time one scan takes if that is longer."""
 
-    def __init__(self, root: Path, *, poll_interval: float = 0.01) -> None:
+    def __init__(self, root: Path, *, poll_interval: float = 0.01, rescan_interval: float = 10.0) -> None:
         self.root = root
         self.poll_interval = poll_interval
+        self.rescan_interval = rescan_interval
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "manifests", "directory": str(self.root.resolve())}
 
     async def run(self, sink: ModelSink) -> None:
         directory = ManifestDirectory(self.root)
-        last: Stamps | None = None
-        model: Model | None = None
-        revision = 0
+        state = _Emitter(sink)
+        changes: asyncio.Queue[set[str] | None] = asyncio.Queue()
+        watcher = asyncio.create_task(self._watch(changes), name="manifest-watcher")
+        try:
+            await asyncio.sleep(0.05)  # the watcher's inotify watches are set before the first scan
+            await state.scanned(directory, self.root)
+            await state.scanned(directory, self.root)  # what changed while the first read ran and the watcher started
+            next_rescan = time.monotonic() + self.rescan_interval
+            while True:
+                timeout = max(0.0, next_rescan - time.monotonic())
+                try:
+                    batch = await asyncio.wait_for(changes.get(), timeout)
+                except TimeoutError:
+                    batch = set()
+                if batch is None:  # no watcher here: poll
+                    await self._poll(directory, state)
+                    return
+                while not changes.empty() and (more := changes.get_nowait()) is not None:
+                    batch |= more
+                if batch:
+                    await state.watched(directory, batch)
+                if time.monotonic() >= next_rescan:
+                    await state.scanned(directory, self.root)
+                    next_rescan = time.monotonic() + self.rescan_interval
+        finally:
+            watcher.cancel()
+
+    async def _watch(self, changes: asyncio.Queue[set[str] | None]) -> None:
+        root = str(self.root.resolve())
+        try:
+            # step: a batch ends after 5 ms without a change; debounce: or after 50 ms of changes that do not stop.
+            async for batch in watchfiles.awatch(root, debounce=50, step=5, recursive=True, watch_filter=None):
+                rels = {os.path.relpath(path, root).replace(os.sep, "/") for _, path in batch}
+                changes.put_nowait({rel for rel in rels if rel.endswith(SUFFIXES)})
+        except (OSError, RuntimeError) as exc:  # no inotify (limits, platform): polling works everywhere
+            log.warning("cannot watch %s (%s); polling it instead", self.root, exc)
+            changes.put_nowait(None)
+        except Exception:  # a bug: said with its traceback, and the directory is still followed, by polling
+            log.exception("watching %s failed; polling it instead", self.root)
+            changes.put_nowait(None)
+
+    async def _poll(self, directory: ManifestDirectory, state: _Emitter) -> None:
         while True:
             started = time.perf_counter()
-            stamps = await asyncio.to_thread(scan, self.root)
-            took = time.perf_counter() - started
-            if stamps != last:
-                new, last = await asyncio.to_thread(directory.next_model, stamps, revision + 1, model)
-                if new is not None:
-                    model, revision = new, revision + 1
-                    await sink(model)
-            await asyncio.sleep(max(self.poll_interval, 5 * took))
+            await state.scanned(directory, self.root)
+            await asyncio.sleep(max(self.poll_interval, 5 * (time.perf_counter() - started)))
+
+
+class _Emitter:
+    """The models handed to the sink, numbered; reading and model-making run in a worker thread."""
+
+    def __init__(self, sink: ModelSink) -> None:
+        self.sink = sink
+        self.model: Model | None = None
+        self.revision = 0
+        self.last: Stamps | None = None
+
+    async def scanned(self, directory: ManifestDirectory, root: Path) -> None:
+        stamps = await asyncio.to_thread(scan, root)
+        if stamps != self.last:
+            new, self.last = await asyncio.to_thread(directory.next_model, stamps, self.revision + 1, self.model)
+            await self._emit(new)
+
+    async def watched(self, directory: ManifestDirectory, rels: set[str]) -> None:
+        assert self.model is not None  # a scan came first
+        self.last = None  # the next scan compares file by file anyway
+        await self._emit(await asyncio.to_thread(directory.next_model_for_paths, rels, self.revision + 1, self.model))
+
+    async def _emit(self, new: Model | None) -> None:
+        if new is not None:
+            self.model, self.revision = new, self.revision + 1
+            await self.sink(new)
