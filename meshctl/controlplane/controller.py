@@ -19,6 +19,7 @@ and the next change is built from scratch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -86,6 +87,7 @@ class Controller:
         self._force_full = False  # the next build is from scratch, whatever changed
         self._pending: Model | None = None
         self._wake = asyncio.Event()
+        self._route_waiting = asyncio.Event()  # a pending model changes Routes: end the hold-off now
         self._synced = asyncio.Event()
         self._builds_since_gc = 0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshctl-build")
@@ -143,6 +145,8 @@ class Controller:
                 model = replace(model, delta=None)
         self._pending = model
         self._wake.set()
+        if model.delta is not None and model.delta.routes:
+            self._route_waiting.set()  # cuts a burst's hold-off short: a Route edit is not kept behind endpoint churn
 
     async def run(self) -> None:
         holdoff = self.holdoff
@@ -159,7 +163,9 @@ class Controller:
                     log.exception("build failed; proxies keep the last good config")
                     self.metrics.build_failed()
                     self._force_full = True
-            await asyncio.sleep(holdoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._route_waiting.wait(), holdoff)
+            self._route_waiting.clear()
             # More changes already waiting means a burst: wait longer next time. A quiet hold-off resets it.
             holdoff = min(holdoff * 2, self.max_holdoff) if self._wake.is_set() else self.holdoff
 

@@ -1,11 +1,11 @@
 """The manifest-directory source: ordinary Kubernetes YAML files, re-read when they change.
 
-The embedded default of ``meshctl serve``: the same objects a cluster would hold, no cluster needed.
-Change detection polls file stats (name, size, mtime_ns), which is portable and cheap; a change is picked up within
-one poll interval. Only the files that changed are read again (``ManifestDirectory``), and the model that follows
-says what changed (a ``ModelDelta`` when only EndpointSlices and Pods, or only Routes, changed) and keeps the maps of
-kinds that did not change, as the Kubernetes source does: an EndpointSlice file rewritten takes the endpoint fast
-path, a Route file the Route patch, with no full translation and no re-read of the other files.
+The embedded default of ``meshctl serve``: the same objects a cluster would hold, no cluster needed. A watcher
+(inotify) names the files that changed, and scans of file stats (size, mtime_ns) catch what it missed (or do all the
+work where no watcher can be had). Only the files that changed are read again (``ManifestDirectory``); the model
+that follows keeps the maps of kinds that did not change and says what changed (a ``ModelDelta`` when only
+EndpointSlices, Pods and Routes did), as the Kubernetes source does: an EndpointSlice file rewritten takes the
+endpoint fast path, a Route file the Route patch, with no full translation and no re-read of the other files.
 """
 
 from __future__ import annotations
@@ -179,8 +179,9 @@ class ManifestDirectory:
             if not definitions:
                 del self._field_of[key]
                 self._definitions.pop(key, None)
-            if self._stores[field].get(key) is winner:
-                continue
+            current = self._stores[field].get(key)
+            if current is winner or (winner is not None and current == winner):
+                continue  # re-read but equal (another object of its file changed): keep the one the model holds
             store = self._writable(field)
             if winner is None:
                 del store[key]
@@ -248,7 +249,7 @@ class ManifestDirectory:
 
     def model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
         """The next model: unchanged fields keep the previous mapping objects (compared by identity first), and a
-        delta when only EndpointSlices and Pods, or only Routes, changed since ``previous``."""
+        delta when only EndpointSlices, Pods and Routes changed since ``previous`` (the controller patches them)."""
         fields: dict[str, Any] = {}
         for name in MODEL_FIELDS.values():
             if previous is not None and not changed.get(name):
@@ -259,14 +260,13 @@ class ManifestDirectory:
         kinds = {name for name, keys in changed.items() if keys}
         delta = None
         slices, pods, routes = MODEL_FIELDS[EndpointSlice], MODEL_FIELDS[Pod], MODEL_FIELDS[Route]
-        if previous is not None and kinds and kinds <= {slices, pods}:
+        if previous is not None and kinds and kinds <= {slices, pods, routes}:
             delta = ModelDelta(
                 base_revision=previous.revision,
                 endpoint_slices=frozenset(changed.get(slices, ())),
                 pods=frozenset(changed.get(pods, ())),
+                routes=frozenset(changed.get(routes, ())),
             )
-        elif previous is not None and kinds == {routes}:
-            delta = ModelDelta(base_revision=previous.revision, routes=frozenset(changed[routes]))
         return Model(**fields, load_errors=self.load_errors(), revision=revision, delta=delta)
 
 
