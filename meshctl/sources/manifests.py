@@ -16,6 +16,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,12 @@ class _Definition:
         return _order(self.rel), self.position
 
 
-def scan(root: Path) -> Stamps:
+def scan(root: Path, *, gentle: bool = False) -> Stamps:
     """Every manifest file's (size, mtime_ns), by path relative to ``root`` ("/"-separated; ``root`` itself when it is
     a file). os.scandir with the entries' own stat calls and string paths: 20,000 files in ~0.055 s, where
-    Path.rglob and Path.stat took 0.34 s."""
+    Path.rglob and Path.stat took 0.34 s. ``gentle`` (a background check): hands the GIL back every 256 files, so
+    a scan in a worker thread does not slow the loop's and the build thread's work (a Route edit's p99 at 10,000
+    services under churn: 197.5 ms with a scan every 10 s, 94.9 without)."""
     if root.is_file():
         st = root.stat()
         return {str(root): (st.st_size, st.st_mtime_ns)}
@@ -77,6 +80,8 @@ def scan(root: Path) -> Stamps:
                         elif entry.name.endswith(SUFFIXES) and entry.is_file():
                             st = entry.stat()
                             stamps[rel + entry.name] = (st.st_size, st.st_mtime_ns)
+                            if gentle and not len(stamps) % 256:
+                                time.sleep(0.001)
                     except OSError:
                         continue  # removed meanwhile
         except OSError:
@@ -221,7 +226,9 @@ class ManifestDirectory:
                 duplicates += [(d, f"{d.origin}: {key} is already defined in {first.origin}; ignored") for d in rest]
         return (*errors, *(message for _, message in sorted(duplicates, key=lambda d: d[0].order())))
 
-    def next_model(self, stamps: Stamps, revision: int, previous: Model | None) -> tuple[Model | None, Stamps]:
+    def next_model(
+        self, stamps: Stamps, revision: int, previous: Model | None, *, settle: bool = True
+    ) -> tuple[Model | None, Stamps]:
         """``update`` then ``model`` (None when nothing the model holds changed), and the stamps it reflects. Runs in
         a worker thread.
 
@@ -229,7 +236,7 @@ class ManifestDirectory:
         stamp as read (a few rounds at most), so the model is the directory as it was at one moment, not a mix (a
         Route read after its new target's file was removed, but before its own new version was seen: a 404)."""
         changed: dict[str, set[ObjectKey]] = defaultdict(set)
-        for _ in range(_SETTLE_ROUNDS):
+        for _ in range(_SETTLE_ROUNDS if settle else 1):
             for field, keys in self.update(stamps).items():
                 changed[field] |= keys
             again = scan(self.root)
@@ -315,7 +322,7 @@ class ManifestSource:
                 if batch:
                     await state.watched(directory, batch)
                 if time.monotonic() >= next_rescan:
-                    await state.scanned(directory, self.root)
+                    await state.scanned(directory, self.root, watched=True)
                     next_rescan = time.monotonic() + self.rescan_interval
         finally:
             watcher.cancel()
@@ -350,10 +357,13 @@ class _Emitter:
         self.revision = 0
         self.last: Stamps | None = None
 
-    async def scanned(self, directory: ManifestDirectory, root: Path) -> None:
-        stamps = await asyncio.to_thread(scan, root)
+    async def scanned(self, directory: ManifestDirectory, root: Path, *, watched: bool = False) -> None:
+        """A scan: the one that polls, or with a watcher (``watched``) a background check, gentle on the GIL and
+        with no settling rounds (the watcher reports what changes after it)."""
+        stamps = await asyncio.to_thread(partial(scan, root, gentle=watched))
         if stamps != self.last:
-            new, self.last = await asyncio.to_thread(directory.next_model, stamps, self.revision + 1, self.model)
+            step = partial(directory.next_model, stamps, self.revision + 1, self.model, settle=not watched)
+            new, self.last = await asyncio.to_thread(step)
             await self._emit(new)
 
     async def watched(self, directory: ManifestDirectory, rels: set[str]) -> None:
