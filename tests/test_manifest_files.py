@@ -72,3 +72,13 @@ def test_a_file_that_is_not_text_is_named_not_fatal(tmp_path: Path) -> None:
     assert ObjectKey("Service", "demo", "reviews") in model.services  # everything else still read
     with pytest.raises(CliError, match=r"broken.yaml: cannot read"):
         read_documents([str(root)])
+
+
+def test_a_directory_link_is_not_walked(tmp_path: Path) -> None:
+    """As Path.rglob did before the walker moved to os.scandir: a link back up the tree would list every file again
+    (41 entries for one file, until the path grew too long)."""
+    root = _directory(tmp_path)
+    before = read_documents([str(root)])
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    assert read_documents([str(root)]) == before
+    assert len(load_manifests(root).services) == 2 and not load_manifests(root).load_errors

@@ -57,7 +57,7 @@ def scan(root: Path, *, gentle: bool = False) -> Stamps:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     try:
-                        if entry.is_dir():
+                        if entry.is_dir(follow_symlinks=False):  # as Path.rglob: a link loop is not walked
                             pending.append((entry.path, f"{rel}{entry.name}/"))
                         elif entry.name.endswith(SUFFIXES) and entry.is_file():
                             st = entry.stat()
