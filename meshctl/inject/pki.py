@@ -7,6 +7,7 @@ certificates of 90 days renewed at half their lifetime (Istio's grace ratio, doc
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -78,18 +79,20 @@ def issue(
     common_name: str,
     *,
     dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
     uris: tuple[str, ...] = (),
     client: bool = False,
     days: int = LEAF_DAYS,
     now: datetime.datetime | None = None,
 ) -> KeyPair:
-    """A leaf signed by ``ca``: a server certificate for ``dns_names``, or (``client``) a client certificate
-    whose identity is in ``uris`` (e.g. ``spiffe_identity``)."""
+    """A leaf signed by ``ca``: a server certificate for ``dns_names`` and ``ip_addresses``, or (``client``) a
+    client certificate whose identity is in ``uris`` (e.g. ``spiffe_identity``)."""
     key, key_pem = _key()
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     start = now or _now()
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     names += [x509.UniformResourceIdentifier(u) for u in uris]
     builder = (
         x509.CertificateBuilder()

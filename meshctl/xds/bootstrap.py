@@ -5,6 +5,7 @@ Envoy's documented xDS behaviour: node sent only on the first message, an HTTP/2
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,15 +87,30 @@ def _stats_listener(opts: BootstrapOptions) -> tuple[dict[str, Any], dict[str, A
     return listener, cluster
 
 
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _xds_tls(opts: BootstrapOptions) -> dict[str, Any]:
-    """Envoy verifies the control plane's certificate against the CA and the server name; optionally presents
-    its own certificate (mutual TLS)."""
+    """Envoy verifies the control plane's certificate against the CA and the server name (an IP SAN when the
+    name is an address: what a CA issues for one; no SNI then, which names hosts only); optionally presents its
+    own certificate (mutual TLS)."""
     name = opts.xds_server_name or opts.xds_address
+    ip = _is_ip(name)
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "validation_context": {
             "trusted_ca": {"inline_string": opts.xds_ca_pem},
-            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+            "match_typed_subject_alt_names": [
+                {
+                    "san_type": "IP_ADDRESS" if ip else "DNS",
+                    "matcher": {"exact": str(ipaddress.ip_address(name)) if ip else name},
+                }
+            ],
         },
     }
     if opts.xds_client_cert and opts.xds_client_key:
@@ -105,7 +121,7 @@ def _xds_tls(opts: BootstrapOptions) -> dict[str, Any]:
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": name,
+            **({} if ip else {"sni": name}),
             "common_tls_context": common,
         },
     }

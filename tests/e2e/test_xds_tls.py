@@ -28,9 +28,16 @@ def _files(directory: Path, name: str, pair: KeyPair) -> tuple[Path, Path]:
     return cert, key
 
 
-async def _mesh(mesh_factory, tmp_path: Path, *, client_ca: KeyPair | None = None) -> tuple[Mesh, KeyPair]:
+async def _mesh(
+    mesh_factory, tmp_path: Path, *, client_ca: KeyPair | None = None, ip_san: bool = False
+) -> tuple[Mesh, KeyPair]:
     ca = new_ca()
-    cert, key = _files(tmp_path, "xds", issue(ca, SERVER_NAME, dns_names=(SERVER_NAME,)))
+    serving = (
+        issue(ca, "127.0.0.1", ip_addresses=("127.0.0.1",))
+        if ip_san
+        else issue(ca, SERVER_NAME, dns_names=(SERVER_NAME,))
+    )
+    cert, key = _files(tmp_path, "xds", serving)
     client_ca_file = None
     if client_ca is not None:
         client_ca_file = tmp_path / "client-ca.crt"
@@ -49,7 +56,9 @@ async def _mesh(mesh_factory, tmp_path: Path, *, client_ca: KeyPair | None = Non
     return m, ca
 
 
-async def _envoy(m: Mesh, ca_pem: bytes, *, client: tuple[Path, Path] | None = None) -> Sidecar:
+async def _envoy(
+    m: Mesh, ca_pem: bytes, *, client: tuple[Path, Path] | None = None, server_name: str | None = SERVER_NAME
+) -> Sidecar:
     egress = free_port()
     options = BootstrapOptions(
         node_id="demo/frontend/pod-0",
@@ -60,7 +69,7 @@ async def _envoy(m: Mesh, ca_pem: bytes, *, client: tuple[Path, Path] | None = N
         ingress_port=free_port(),
         bind_address="127.0.0.1",
         xds_ca_pem=ca_pem.decode(),
-        xds_server_name=SERVER_NAME,
+        xds_server_name=server_name,
         xds_client_cert=str(client[0]) if client else None,
         xds_client_key=str(client[1]) if client else None,
     )
@@ -93,6 +102,16 @@ async def test_envoy_verifies_the_control_plane_and_refuses_a_certificate_of_ano
     assert not wrong.envoy.ready()
     assert [p["node_id"] for p in (await m.admin("/api/v1/proxies"))["proxies"]] == ["demo/frontend/pod-0"]
     assert _xds_stat(wrong.envoy, "ssl.handshake") == 0
+
+
+async def test_an_address_is_matched_against_the_certificate_s_ip_san(mesh_factory, tmp_path):
+    """--xds-address 127.0.0.1 (the default) and a control-plane certificate for that address, as a CA issues it
+    (an IP SAN): Envoy connects. It was matched as a DNS name and refused (CERTIFICATE_UNKNOWN)."""
+    m, ca = await _mesh(mesh_factory, tmp_path, ip_san=True)
+    sidecar = await _envoy(m, ca.cert_pem, server_name=None)
+    await eventually(sidecar.envoy.ready, timeout=30)
+    await m.wait_routable(sidecar, "reviews")
+    assert _xds_stat(sidecar.envoy, "ssl.handshake") >= 1
 
 
 async def test_mutual_tls_needs_a_certificate_of_the_client_ca_naming_the_virtual_node(mesh_factory, tmp_path):
