@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import collections
 import json
+import ssl
+import urllib.error
 import urllib.request
 
 
@@ -53,6 +55,29 @@ async def echo(host: str, port: int, name: str) -> None:
         await server.serve_forever()
 
 
+def peek(url: str, host: str, cert: str | None, key: str | None) -> dict[str, object]:
+    """One request; with ``cert``, over TLS presenting that client certificate (the server's is not checked:
+    this is the client whose certificate is being judged). An error is reported by its class, never raised."""
+    context = None
+    if cert:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(cert, key)
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            return {
+                "status": resp.status,
+                "body": resp.read().decode(),
+                "client_cert": resp.headers.get("x-client-cert"),
+            }
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code}
+    except (OSError, ssl.SSLError) as exc:
+        return {"error": type(exc).__name__}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -70,6 +95,11 @@ def main() -> None:
     e.add_argument("name")
     g = sub.add_parser("get")
     g.add_argument("url")
+    p = sub.add_parser("peek")
+    p.add_argument("url")
+    p.add_argument("host")
+    p.add_argument("--cert")
+    p.add_argument("--key")
     args = parser.parse_args()
     if args.what == "http":
         print(json.dumps(asyncio.run(http(args.url, args.host, args.n))))
@@ -77,6 +107,8 @@ def main() -> None:
         print(json.dumps(asyncio.run(tcp(args.host, args.port, args.n))))
     elif args.what == "echo":
         asyncio.run(echo(args.host, args.port, args.name))
+    elif args.what == "peek":
+        print(json.dumps(peek(args.url, args.host, args.cert, args.key)))
     else:
         try:
             with urllib.request.urlopen(args.url, timeout=5) as resp:

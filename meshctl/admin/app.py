@@ -17,7 +17,7 @@ from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
 from meshctl.translate.ir import ObjectStatus
 from meshctl.xds.cache import Snapshot
-from meshctl.xds.envoy.types import SHORT_NAMES
+from meshctl.xds.envoy.types import SECRET, SHORT_NAMES
 from meshctl.xds.server.registry import ProxyRegistry
 
 __all__ = ["build_admin_app", "status_to_dict"]
@@ -46,7 +46,9 @@ def _render_dump(snapshots: Mapping[str, Snapshot]) -> list[bytes]:
     parts = [b'{"groups": {']
     for i, (group, snap) in enumerate(snapshots.items()):
         parts.append(f"{', ' if i else ''}{json.dumps(group)}: {{".encode())
-        for j, type_url in enumerate(snap.resources):
+        # Secrets (redacted) only for groups that have them: most proxies use no mTLS.
+        types = [t for t in snap.resources if t != SECRET or snap.resources[t]]
+        for j, type_url in enumerate(types):
             name, version = json.dumps(SHORT_NAMES[type_url]), json.dumps(snap.version(type_url))
             parts.append(f'{", " if j else ""}{name}: {{"version": {version}, "resources": ['.encode())
             for k, (_, res) in enumerate(sorted(snap.resources[type_url].items())):

@@ -16,6 +16,7 @@ import yaml
 from meshctl.cli.client import CliError
 
 if TYPE_CHECKING:
+    from meshctl.identity.keeper import IdentityKeeper
     from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.kube.status_writer import StatusWriter
     from meshctl.sources.kubernetes import KubernetesSource
@@ -71,6 +72,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_tls = XdsTls(directory / "tls.crt", directory / "tls.key")
     plane = ControlPlane(
         source,
+        identities=_identities(args),
         address=args.address,
         xds_port=args.xds_port,
         admin_port=args.admin_port,
@@ -100,6 +102,25 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         await plane.stop()
     return 0
+
+
+def _identities(args: argparse.Namespace) -> IdentityKeeper:
+    """The mesh CA: kept in --ca-dir (created there the first time), else made in memory for this run."""
+    import datetime
+
+    from meshctl.identity.ca import MeshCA
+    from meshctl.identity.keeper import IdentityKeeper
+
+    if args.workload_cert_lifetime < 60:
+        raise CliError(f"--workload-cert-lifetime {args.workload_cert_lifetime}: at least 60 seconds")
+    if args.ca_dir:
+        try:
+            ca = MeshCA.load_or_create(Path(args.ca_dir), args.trust_domain)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--ca-dir {args.ca_dir}: {exc}") from None
+    else:
+        ca = MeshCA.generate(args.trust_domain)
+    return IdentityKeeper(ca, lifetime=datetime.timedelta(seconds=args.workload_cert_lifetime))
 
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
@@ -197,6 +218,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_server_name=args.xds_server_name,
         xds_client_cert=args.xds_client_cert,
         xds_client_key=args.xds_client_key,
+        service_account=args.service_account,
     )
     if args.statsd_address:
         host, _, port = args.statsd_address.rpartition(":")
@@ -288,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
         "in-tree cloud provider does not act on them too)",
     )
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
+    identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
+    identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
+    identity.add_argument("--trust-domain", default="meshctl.local", help="SPIFFE trust domain (default meshctl.local)")
+    identity.add_argument(
+        "--workload-cert-lifetime",
+        type=int,
+        default=86400,
+        metavar="SECONDS",
+        help="workload certificate lifetime; renewed at about half of it (default 86400: 24 h)",
+    )
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
     tls = serve.add_argument_group("xDS over TLS", "files are re-read when they change (rotation needs no restart)")
@@ -330,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--xds-client-cert", help="client certificate file, in Envoy's filesystem (mutual TLS)")
     boot.add_argument("--xds-client-key", help="client key file, in Envoy's filesystem (mutual TLS)")
+    boot.add_argument("--service-account", help="the workload's service account: its mTLS identity (default: default)")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 

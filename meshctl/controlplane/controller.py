@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import time
@@ -34,15 +35,19 @@ from typing import Literal, ParamSpec, TypeVar
 
 from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.controlplane.nacks import NackJudge
+from meshctl.identity.ca import MeshCA
+from meshctl.identity.keeper import Identity, IdentityKeeper
 from meshctl.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.endpoints import release_gently
-from meshctl.translate.ir import Blocked, ObjectStatus, SidecarParams
+from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
 from meshctl.translate.mesh import services_called
 from meshctl.translate.sidecar import with_route_changes
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
 from meshctl.xds.cache.builder import BuildError
-from meshctl.xds.envoy.types import ENDPOINT, ROUTE, SHORT_NAMES
+from meshctl.xds.cache.resource import CachedResource
+from meshctl.xds.envoy.tls import identity_secret, trust_secret
+from meshctl.xds.envoy.types import ENDPOINT, ROUTE, SECRET, SHORT_NAMES
 from meshctl.xds.server.nack import Nack
 
 __all__ = ["Controller", "classify_change"]
@@ -64,6 +69,7 @@ class Controller:
         max_holdoff: float = 0.5,
         on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
         incremental: bool = True,
+        identities: IdentityKeeper | None = None,
     ) -> None:
         """``incremental=False``: every model is translated whole, never patched (the reference the incremental
         paths are tested against)."""
@@ -74,6 +80,8 @@ class Controller:
         self.holdoff = holdoff
         self.max_holdoff = max_holdoff
         self.on_statuses = on_statuses
+        self._identities = identities
+        self._secret_resources: dict[tuple[Identity, int, bytes], dict[str, CachedResource]] = {}
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
         self.last_push = 0.0  # wall clock of the latest snapshot published
@@ -424,7 +432,73 @@ class Controller:
 
     def _build(self, mesh: MeshIR, params: SidecarParams) -> Snapshot:
         """In the worker: the group's snapshot, checked and with its versions computed (see ``prepare``)."""
-        return prepare(self._builder.build(translate_sidecar(mesh, params), self.cache.get(params.group)))
+        ir = translate_sidecar(mesh, params)
+        secrets = self._secrets(params) if ir.uses_mesh_secrets else None
+        return prepare(self._builder.build(ir, self.cache.get(params.group), secrets))
+
+    @property
+    def identities(self) -> IdentityKeeper:
+        """The workload certificates; an in-memory CA unless one was given (``meshctl serve --ca-dir``)."""
+        if self._identities is None:
+            self._identities = IdentityKeeper(MeshCA.generate())
+        return self._identities
+
+    @staticmethod
+    def _identity(params: SidecarParams) -> Identity | None:
+        vn = params.virtual_node
+        return None if vn is None else (vn.namespace, params.service_account)
+
+    def _secrets(self, params: SidecarParams) -> dict[str, CachedResource] | None:
+        """The group's SDS secrets: its workload certificate and key, and the roots. Shared by the groups of one
+        identity, built once per certificate."""
+        identity = self._identity(params)
+        if identity is None:
+            return None
+        keeper = self.identities
+        cert, bundle = keeper.certificate(identity), keeper.ca.bundle_pem
+        key = (identity, cert.serial, bundle)
+        found = self._secret_resources.get(key)
+        if found is None:
+            found = {
+                IDENTITY_SECRET: CachedResource(SECRET, IDENTITY_SECRET, identity_secret(cert.chain_pem, cert.key_pem)),
+                TRUST_SECRET: CachedResource(SECRET, TRUST_SECRET, trust_secret(bundle)),
+            }
+            # Only current certificates: an entry per identity (a replaced one is dropped, key and all).
+            for old in [k for k in self._secret_resources if k[0] == identity]:
+                del self._secret_resources[old]
+            self._secret_resources[key] = found
+        return found
+
+    async def renew_identities(self, *, longest_wait: float = 60.0) -> None:
+        """Issues each workload certificate again at its renewal time and sends it to the groups of that
+        identity (only their SDS secret changes: Envoy keeps its listeners and clusters, and uses the new
+        certificate for new connections)."""
+        while True:
+            keeper = self.identities
+            due_at = keeper.next_renewal()
+            wait = longest_wait
+            if due_at is not None:
+                wait = min(longest_wait, max(0.0, (due_at - datetime.datetime.now(datetime.UTC)).total_seconds()))
+            await asyncio.sleep(wait)
+            renewed = await self._in_worker(keeper.renew_due)
+            if renewed:
+                await self.republish_secrets(set(renewed))
+
+    async def republish_secrets(self, identities: set[Identity] | None = None) -> None:
+        """Sends the current secrets to every group of these identities (all, when None) that uses them."""
+        async with self._lock:
+            snapshots = {}
+            for group, params in self._groups.items():
+                snap = self.cache.get(group)
+                identity = self._identity(params)
+                if snap is None or not snap.resources[SECRET] or identity is None:
+                    continue
+                if identities is not None and identity not in identities:
+                    continue
+                secrets = await self._in_worker(self._secrets, params)
+                if secrets:
+                    snapshots[group] = snap.patched(SECRET, secrets)
+            await self._publish(snapshots)
 
     async def attach(self, params: SidecarParams) -> str:
         """A proxy connected: make sure its group has a snapshot (if the mesh is loaded)."""

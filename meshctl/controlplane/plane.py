@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from meshctl.admin.app import build_admin_app
 from meshctl.controlplane.controller import Controller
 from meshctl.controlplane.metrics import BuildMetrics
+from meshctl.identity.keeper import IdentityKeeper
 from meshctl.model import Model
 from meshctl.sources import ManifestSource, Source
 from meshctl.xds.cache import SnapshotCache
@@ -50,6 +51,7 @@ class ControlPlane:
         ingress: IngressReconciler | None = None,
         xds_tls: XdsTls | None = None,
         injection: InjectionServer | None = None,
+        identities: IdentityKeeper | None = None,
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
         ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
@@ -62,7 +64,7 @@ class ControlPlane:
         self.metrics = BuildMetrics(self.metrics_registry)
         self.xds_metrics = XdsMetrics(self.metrics_registry)
         self.cache = SnapshotCache()
-        self.controller = Controller(self.cache, self.metrics)
+        self.controller = Controller(self.cache, self.metrics, identities=identities)
         self.registry = ProxyRegistry()
         self.status_writer = status_writer
         if status_writer is not None:
@@ -107,6 +109,7 @@ class ControlPlane:
         self._tasks = [
             asyncio.create_task(self.controller.run(), name="controller"),
             asyncio.create_task(self.source.run(self._model_changed), name="source"),
+            asyncio.create_task(self.controller.renew_identities(), name="identity-renewal"),
         ]
         if self.ingress is not None:
             self._tasks.append(asyncio.create_task(self.ingress.run(), name="ingress"))

@@ -48,7 +48,10 @@ def build_app(behavior: Behavior) -> web.Application:
             await asyncio.sleep(behavior.stall_body)
             await response.write(b"rest")
             return response
-        return web.Response(status=behavior.status, text=behavior.name, headers={"x-served-by": behavior.name})
+        headers = {"x-served-by": behavior.name}
+        if request.path == "/whoami":  # who called, as the sidecar told it over mTLS (x-forwarded-client-cert)
+            headers["x-client-cert"] = request.headers.get("x-forwarded-client-cert", "")
+        return web.Response(status=behavior.status, text=behavior.name, headers=headers)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

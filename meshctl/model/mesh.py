@@ -29,6 +29,7 @@ __all__ = [
     "HttpRoute",
     "Listener",
     "ListenerTimeout",
+    "ListenerTls",
     "Logging",
     "Meta",
     "Model",
@@ -44,6 +45,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "StringMatch",
+    "TlsMode",
     "Tracing",
     "VirtualNode",
     "VirtualNodeSpec",
@@ -149,6 +151,32 @@ class ListenerTimeout:
     idle_ms: int | None = None
 
 
+class TlsMode(StrEnum):
+    """App Mesh's listener TLS modes: STRICT takes only mTLS, PERMISSIVE takes mTLS and plaintext on one port."""
+
+    STRICT = "STRICT"
+    PERMISSIVE = "PERMISSIVE"
+    DISABLED = "DISABLED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTls:
+    """``listeners[].tls``. With no ``certificate``, the mesh CA's certificate for the workload's identity (served
+    over SDS); with one, files on the proxy's file system (App Mesh's ``certificate.file``). ``trust_file``:
+    ``validation.trust.file.certificateChain`` (else the mesh CA's bundle); ``subject_alt_names``: the callers
+    accepted (``validation.subjectAlternativeNames.match.exact``; else any identity of the trust domain)."""
+
+    mode: TlsMode
+    certificate_chain_file: str | None = None
+    private_key_file: str | None = None
+    trust_file: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+
+    @property
+    def mesh_issued(self) -> bool:
+        return self.certificate_chain_file is None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     port: int
@@ -157,6 +185,12 @@ class Listener:
     outlier_detection: OutlierDetection | None = None
     health_check: HealthCheck | None = None
     timeout: ListenerTimeout | None = None
+    tls: ListenerTls | None = None
+
+    @property
+    def accepts_mtls(self) -> bool:
+        """Meshed callers should originate mTLS to it (STRICT or PERMISSIVE)."""
+        return self.tls is not None and self.tls.mode is not TlsMode.DISABLED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -130,6 +130,20 @@ class Fields:
             return None
         return value
 
+    def string_list(self, key: str, *, required: bool = False) -> list[str]:
+        """A list of non-empty strings (empty when absent or wrong, with an error saying which)."""
+        value = self._get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(key, "must be a list of non-empty strings")
+            return []
+        if required and not value:
+            self.error(key, "must not be empty")
+        return list(value)
+
     def integer(self, key: str, *, minimum: int, maximum: int, required: bool = False) -> int | None:
         """Both bounds are required: every number must be one Envoy can hold (UINT32_MAX for its UInt32 fields)."""
         value = self._get(key)
@@ -184,7 +198,10 @@ class Fields:
 
 # App Mesh fields meshctl knows but does not implement yet: a user who sets one must hear that it does nothing.
 _NOT_IMPLEMENTED = (
-    (r"spec\.listeners\[\d+\]\.tls", "listener TLS is not implemented yet: traffic to this listener stays plaintext"),
+    (
+        r"spec\.listeners\[\d+\]\.tls\.(certificate|validation\.trust)\.(sds|acm)",
+        "this certificate source is not implemented yet: the mesh CA's is used (or give certificate.file)",
+    ),
     (r"spec\.backendDefaults", "backend defaults (client TLS policy) are not implemented yet"),
     (r"spec\.backends\[\d+\]\.virtualService\.clientPolicy", "a backend's client TLS policy is not implemented yet"),
     (

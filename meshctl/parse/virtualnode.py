@@ -11,9 +11,11 @@ from meshctl.model import (
     HealthCheck,
     Listener,
     ListenerTimeout,
+    ListenerTls,
     Logging,
     OutlierDetection,
     Protocol,
+    TlsMode,
     Tracing,
     VirtualNodeSpec,
 )
@@ -66,6 +68,7 @@ def _listener(f: Fields) -> Listener | None:
     outlier = _outlier_detection(f.obj("outlierDetection"))
     health = _health_check(f.obj("healthCheck"))
     timeout = _protocol_timeout(f.obj("timeout"))
+    tls = _listener_tls(f.obj("tls"))
     if port is None or protocol is None:
         return None
     return Listener(
@@ -75,6 +78,40 @@ def _listener(f: Fields) -> Listener | None:
         outlier_detection=outlier,
         health_check=health,
         timeout=timeout,
+        tls=tls,
+    )
+
+
+_TLS_MODES = tuple(m.value for m in TlsMode)
+
+
+def _listener_tls(f: Fields | None) -> ListenerTls | None:
+    """App Mesh's ``listeners[].tls``: ``mode``; ``certificate.file`` (else the mesh CA issues it);
+    ``validation.trust.file`` and ``validation.subjectAlternativeNames.match.exact``. Sources meshctl does not
+    serve yet (``sds``, ``acm``) are left unread: a warning names them."""
+    if f is None:
+        return None
+    mode = f.string("mode", required=True, choices=_TLS_MODES)
+    chain = key = trust = None
+    if (cert := f.obj("certificate")) is not None and (file := cert.obj("file")) is not None:
+        chain = file.string("certificateChain", required=True)
+        key = file.string("privateKey", required=True)
+    names: tuple[str, ...] = ()
+    if (validation := f.obj("validation")) is not None:
+        if (tf := validation.obj("trust")) is not None and (tfile := tf.obj("file")) is not None:
+            trust = tfile.string("certificateChain", required=True)
+        if (sans := validation.obj("subjectAlternativeNames")) is not None and (
+            match := sans.obj("match", required=True)
+        ) is not None:
+            names = tuple(match.string_list("exact", required=True))
+    if mode is None:
+        return None
+    return ListenerTls(
+        mode=TlsMode(mode),
+        certificate_chain_file=chain,
+        private_key_file=key,
+        trust_file=trust,
+        subject_alt_names=names,
     )
 
 

@@ -22,6 +22,7 @@ from meshctl.model import (
     Protocol,
     RetryPolicy,
     RouteSpec,
+    TlsMode,
     Tracing,
     VirtualNodeSpec,
 )
@@ -49,12 +50,15 @@ def _cached_hash(self: Any) -> int:
 
 
 __all__ = [
+    "IDENTITY_SECRET",
     "PASSTHROUGH_CLUSTER",
+    "TRUST_SECRET",
     "Blocked",
     "CapturedInboundIR",
     "ClusterIR",
     "Condition",
     "ConditionStatus",
+    "DownstreamTlsIR",
     "EndpointIR",
     "InboundListenerIR",
     "ObjectStatus",
@@ -64,6 +68,7 @@ __all__ = [
     "SidecarIR",
     "SidecarParams",
     "TracingIR",
+    "UpstreamTlsIR",
     "VirtualHostIR",
     "WeightedClusterIR",
 ]
@@ -71,6 +76,10 @@ __all__ = [
 
 # With capture: the cluster of connections whose destination is not in the mesh (Envoy keeps their destination).
 PASSTHROUGH_CLUSTER = "passthrough"
+# The SDS secrets every proxy of a group is sent when it uses the mesh CA: its workload certificate and key, and
+# the roots it trusts (the same two names in every group, so clusters and listeners stay shared between groups).
+IDENTITY_SECRET = "meshctl-identity"
+TRUST_SECRET = "meshctl-trust"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +92,7 @@ class SidecarParams:
     bind_address: str = "0.0.0.0"
     # Traffic reaches the proxy through iptables (``meshctl capture``): listeners route by original destination.
     capture: bool = False
+    service_account: str = "default"  # the workload identity's service account (node metadata)
 
     @property
     def group(self) -> str:
@@ -91,7 +101,8 @@ class SidecarParams:
         if self == defaults:
             return vn
         group = f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
-        return group + ";capture" if self.capture else group
+        group += ";capture" if self.capture else ""
+        return group + (f";sa={self.service_account}" if self.service_account != "default" else "")
 
 
 class EndpointIR(NamedTuple):
@@ -102,6 +113,30 @@ class EndpointIR(NamedTuple):
     port: int
     healthy: bool = True
     zone: str = ""  # "" when the slice names none: a string either way, so endpoints sort as plain tuples
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTlsIR:
+    """mTLS a caller originates to a listener that takes it: the caller presents its mesh identity and accepts
+    a peer whose certificate the mesh roots signed, for an identity of the callee's namespace."""
+
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamTlsIR:
+    """A listener's TLS: STRICT takes only mTLS; PERMISSIVE mTLS and plaintext (told apart by the first bytes).
+    ``certificate_files``: (chain, key) on the proxy's file system, else the mesh identity (SDS);
+    ``trust_file``: else the mesh roots (SDS); ``subject_alt_names``: the callers taken, else any mesh identity."""
+
+    mode: TlsMode
+    certificate_files: tuple[str, str] | None = None
+    trust_file: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+
+    @property
+    def uses_mesh_secrets(self) -> bool:
+        return self.certificate_files is None or self.trust_file is None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +151,7 @@ class ClusterIR:
     static_endpoint: EndpointIR | None = None  # set for the inbound cluster to the local app, else EDS
     dns_endpoint: tuple[str, int] | None = None  # a host name resolved by Envoy (e.g. a tracing collector)
     original_dst: bool = False  # captured traffic for destinations outside the mesh: to where it was going
+    tls: UpstreamTlsIR | None = None  # the listener it reaches takes mTLS: originate it
 
     @property
     def eds(self) -> bool:
@@ -215,6 +251,7 @@ class InboundListenerIR:
     idle_timeout_ms: int | None = None
     access_log: Logging | None = None
     tracing: TracingIR | None = None
+    tls: DownstreamTlsIR | None = None  # None (or DISABLED): plaintext
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +279,14 @@ class SidecarIR:
     tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
     http_outbound: tuple[OutboundListenerIR, ...] = ()  # capture: one per HTTP backend port, Host-routed
     captured_inbound: CapturedInboundIR | None = None  # capture: replaces ``inbound``
+
+    @property
+    def uses_mesh_secrets(self) -> bool:
+        """Whether a listener or cluster names the mesh identity or roots (IDENTITY_SECRET, TRUST_SECRET)."""
+        chains = self.captured_inbound.chains if self.captured_inbound else self.inbound
+        return any(c.tls is not None for c in self.clusters) or any(
+            li.tls is not None and li.tls.uses_mesh_secrets for li in chains
+        )
 
     @property
     def listeners(self) -> tuple[object, ...]:

@@ -40,6 +40,7 @@ from meshctl.translate.ir import (
     ObjectStatus,
     RouteIR,
     SidecarParams,
+    UpstreamTlsIR,
     WeightedClusterIR,
 )
 from meshctl.translate.ports import plan_ports, tcp_backends
@@ -336,6 +337,9 @@ def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | Non
                 connection_pool=listener.connection_pool,
                 outlier_detection=listener.outlier_detection,
                 health_check=listener.health_check,
+                # Callers originate mTLS to a listener that takes it (STRICT or PERMISSIVE): App Mesh made every
+                # caller configure a client policy; meshed callers here need none.
+                tls=UpstreamTlsIR(namespace=key.namespace) if listener.accepts_mtls else None,
             )
     return clusters
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshctl.model import Backend, ObjectKey, Protocol, Service, VirtualNodeSpec
+from meshctl.model import Backend, ListenerTls, ObjectKey, Protocol, Service, TlsMode, VirtualNodeSpec
 from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
     ClusterIR,
+    DownstreamTlsIR,
     EndpointIR,
     InboundListenerIR,
     OutboundListenerIR,
@@ -193,6 +194,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                 idle_timeout_ms=timeout.idle_ms if timeout else None,
                 access_log=access_log,
                 tracing=tracing,
+                tls=_downstream_tls(listener.tls),
             )
         )
         app_ports.append(listener.port)
@@ -217,6 +219,17 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         tcp_outbound=tuple(tcp_outbound.values()),
     )
     return _captured(ir, http_services, app_ports) if params.capture else ir
+
+
+def _downstream_tls(tls: ListenerTls | None) -> DownstreamTlsIR | None:
+    if tls is None or tls.mode is TlsMode.DISABLED:
+        return None
+    files = None
+    if tls.certificate_chain_file is not None and tls.private_key_file is not None:
+        files = (tls.certificate_chain_file, tls.private_key_file)
+    return DownstreamTlsIR(
+        mode=tls.mode, certificate_files=files, trust_file=tls.trust_file, subject_alt_names=tls.subject_alt_names
+    )
 
 
 def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int]) -> SidecarIR:

@@ -35,6 +35,7 @@ class BootstrapOptions:
     xds_server_name: str | None = None
     xds_client_cert: str | None = None
     xds_client_key: str | None = None
+    service_account: str | None = None  # the workload identity's service account (Kubernetes: the pod's)
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -136,6 +137,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         ("meshctl.bind_address", opts.bind_address),
         ("meshctl.stats_port", opts.stats_port),  # where callers' metrics can be scraped (meshctl shift --steps)
         ("meshctl.capture", "true" if opts.capture else None),
+        ("meshctl.service_account", opts.service_account),
     ):
         if value is not None:
             metadata[key] = str(value)

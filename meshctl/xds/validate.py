@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import datetime
+import functools
 import json
 import os
 import shutil
@@ -73,10 +75,74 @@ def inline_group(group: Mapping[str, list[dict[str, Any]]], *, check_clusters: b
                     config["route_config"] = copy.deepcopy(routes.get(name, {"name": name}))
                     if not check_clusters:
                         config["route_config"]["validate_clusters"] = False
-    return {
-        "node": {"id": "validate", "cluster": "validate"},
-        "static_resources": {"clusters": clusters, "listeners": listeners},
-    }
+    secrets: dict[str, dict[str, Any]] = {}
+    _static_tls(clusters, secrets)
+    _static_tls(listeners, secrets)
+    resources: dict[str, Any] = {"clusters": clusters, "listeners": listeners}
+    if secrets:
+        resources["secrets"] = list(secrets.values())
+    return {"node": {"id": "validate", "cluster": "validate"}, "static_resources": resources}
+
+
+@functools.cache
+def _placeholder_pem() -> tuple[str, str]:
+    """A self-signed certificate and key standing in for the real ones (validate mode reads them: it checks they
+    parse and match, not what they are)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meshctl validate placeholder")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+def _static_tls(node: Any, secrets: dict[str, dict[str, Any]]) -> None:
+    """In place: secrets named over SDS become static secrets of the bootstrap (a static bootstrap has no ADS to
+    fetch them from: Envoy's validate mode crashed on them), and certificate files, which exist only where the
+    proxy runs, become inline placeholders."""
+    cert, key = _placeholder_pem()
+    if isinstance(node, list):
+        for item in node:
+            _static_tls(item, secrets)
+        return
+    if not isinstance(node, dict):
+        return
+    for config in node.get("tls_certificate_sds_secret_configs", []):
+        if config.pop("sds_config", None) is not None:
+            chain, private = {"inline_string": cert}, {"inline_string": key}
+            secrets[config["name"]] = {
+                "name": config["name"],
+                "tls_certificate": {"certificate_chain": chain, "private_key": private},
+            }
+    config = node.get("validation_context_sds_secret_config")
+    if config is not None and config.pop("sds_config", None) is not None:
+        secrets[config["name"]] = {
+            "name": config["name"],
+            "validation_context": {"trusted_ca": {"inline_string": cert}},
+        }
+    for field in ("certificate_chain", "private_key", "trusted_ca"):
+        source = node.get(field)
+        if isinstance(source, dict) and "filename" in source:
+            node[field] = {"inline_string": key if field == "private_key" else cert}
+    for value in node.values():
+        _static_tls(value, secrets)
 
 
 def _json(resources: Mapping[str, CachedResource]) -> list[dict[str, Any]]:

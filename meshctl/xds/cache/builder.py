@@ -29,7 +29,7 @@ from meshctl.xds.envoy.listener import (
     build_outbound_tcp_listener,
 )
 from meshctl.xds.envoy.route import build_route
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SHORT_NAMES
 
 __all__ = ["BuildError", "SnapshotBuilder", "route_owner"]
 
@@ -128,9 +128,18 @@ class SnapshotBuilder:
         found: CachedResource = self._get((ROUTE, name, virtual_hosts), make)
         return found
 
-    def build(self, ir: SidecarIR, previous: Snapshot | None = None) -> Snapshot:
-        """Raises BuildError for a resource that cannot be built (a value the parser should have refused)."""
-        resources: dict[str, dict[str, CachedResource]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+    def build(
+        self, ir: SidecarIR, previous: Snapshot | None = None, secrets: Mapping[str, CachedResource] | None = None
+    ) -> Snapshot:
+        """Raises BuildError for a resource that cannot be built (a value the parser should have refused).
+        ``secrets``: the group's SDS secrets (its workload identity and the roots), when it uses the mesh CA."""
+        resources: dict[str, dict[str, CachedResource]] = {
+            CLUSTER: {},
+            ENDPOINT: {},
+            LISTENER: {},
+            ROUTE: {},
+            SECRET: dict(secrets or {}),
+        }
         node = ir.params.virtual_node
 
         def put(

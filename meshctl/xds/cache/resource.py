@@ -9,12 +9,13 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.extensions.transport_sockets.tls.v3.secret_pb2 import Secret
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from meshctl.model import ObjectKey
 from meshctl.xds.cache.wire import encode_any, resource_field_header
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 __all__ = ["CachedResource", "Origins", "replace_in_version", "set_version"]
 
@@ -27,7 +28,9 @@ _MESSAGE_TYPES: dict[str, type[Message]] = {
     ENDPOINT: ClusterLoadAssignment,
     LISTENER: Listener,
     ROUTE: RouteConfiguration,
+    SECRET: Secret,
 }
+REDACTED = "[redacted]"
 
 
 class CachedResource:
@@ -86,9 +89,19 @@ class CachedResource:
 
     @property
     def message(self) -> Message:
-        if self._message is not None:
-            return self._message
-        return _MESSAGE_TYPES[self.type_url].FromString(any_pb2.Any.FromString(self.any_bytes).value)
+        """The resource as a message, for the admin API and tests: a Secret's private key is redacted (only the
+        bytes sent to the proxy hold it)."""
+        message: Message = self._message or _MESSAGE_TYPES[self.type_url].FromString(
+            any_pb2.Any.FromString(self.any_bytes).value
+        )
+        if isinstance(message, Secret) and message.HasField("tls_certificate"):
+            redacted = Secret()
+            redacted.CopyFrom(message)
+            key = redacted.tls_certificate.private_key
+            if key.WhichOneof("specifier") in ("inline_bytes", "inline_string"):
+                key.inline_string = REDACTED
+            return redacted  # type: ignore[no-any-return]
+        return message
 
     @property
     def any_bytes(self) -> bytes:

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from meshctl.xds.cache.resource import CachedResource, replace_in_version, set_version
-from meshctl.xds.envoy.types import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
+from meshctl.xds.envoy.types import CLUSTER, LISTENER, ROUTE, SERVED_TYPES
 
 if TYPE_CHECKING:
     from meshctl.translate.ir import SidecarIR
@@ -37,7 +37,7 @@ class Snapshot:
     ) -> None:
         self.group = group
         self.ir = replace(ir, endpoints={}) if ir is not None and ir.endpoints else ir
-        self.resources = MappingProxyType({t: _frozen(resources.get(t, {})) for t in TYPE_ORDER})
+        self.resources = MappingProxyType({t: _frozen(resources.get(t, {})) for t in SERVED_TYPES})
         self._versions: dict[str, str] = dict(versions or {})
         self.parent_versions: Mapping[str, str] = parent_versions or {}
         self.changed: Mapping[str, frozenset[str]] = changed or {}
@@ -54,7 +54,7 @@ class Snapshot:
         version = self.version(type_url)
         for name, res in updates.items():
             version = replace_in_version(version, name, current.get(name), res)
-        versions = {t: self.version(t) for t in TYPE_ORDER} | {type_url: version}
+        versions = {t: self.version(t) for t in SERVED_TYPES} | {type_url: version}
         return Snapshot(
             self.group,
             {**self.resources, type_url: {**current, **updates}},

@@ -14,6 +14,7 @@ from envoy.type.v3 import http_pb2
 from meshctl.model import ConnectionPool, Protocol
 from meshctl.translate.ir import ClusterIR, EndpointIR
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms, uint32
+from meshctl.xds.envoy.tls import upstream_transport_socket
 
 __all__ = ["CONNECT_TIMEOUT_MS", "HEALTHY_PANIC_PERCENT", "UNLIMITED", "build_cluster", "build_load_assignment"]
 
@@ -46,6 +47,8 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    if ir.tls is not None:
+        cluster.transport_socket.CopyFrom(upstream_transport_socket(ir.tls))
     if ir.protocol in (Protocol.HTTP2, Protocol.GRPC):
         options = http_protocol_options_pb2.HttpProtocolOptions()
         options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())

@@ -8,11 +8,12 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
 
-from meshctl.model import HttpMatch, Logging, Protocol
+from meshctl.model import HttpMatch, Logging, Protocol, TlsMode
 from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
@@ -26,6 +27,7 @@ from meshctl.translate.ir import (
 )
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
 from meshctl.xds.envoy.route import build_route_configuration
+from meshctl.xds.envoy.tls import downstream_transport_socket
 from meshctl.xds.envoy.tracing import build_tracing
 
 __all__ = [
@@ -66,12 +68,42 @@ def build_captured_inbound_listener(ir: CapturedInboundIR) -> listener_pb2.Liste
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ir.address, port_value=ir.port)),
     )
     _restore_original_destination(listener)
-    chains = [build_inbound_listener(chain_ir).filter_chains[0] for chain_ir in ir.chains]
-    listener.default_filter_chain.CopyFrom(chains[0])  # before it gets a match of its own
-    for chain, chain_ir in zip(chains, ir.chains, strict=True):
-        chain.filter_chain_match.destination_port.value = chain_ir.port
-        listener.filter_chains.append(chain)
+    built = [build_inbound_listener(chain_ir) for chain_ir in ir.chains]
+    if any(len(b.filter_chains) > 1 for b in built):  # a PERMISSIVE listener tells mTLS from plaintext
+        _inspect_tls(listener)
+    listener.default_filter_chain.CopyFrom(built[0].filter_chains[0])  # before it gets a match of its own
+    for one, chain_ir in zip(built, ir.chains, strict=True):
+        for chain in one.filter_chains:
+            chain.filter_chain_match.destination_port.value = chain_ir.port
+            listener.filter_chains.append(chain)
     return listener
+
+
+def _inspect_tls(listener: listener_pb2.Listener) -> None:
+    listener.listener_filters.add(
+        name="envoy.filters.listener.tls_inspector", typed_config=any_of(tls_inspector_pb2.TlsInspector())
+    )
+
+
+def _with_tls(listener: listener_pb2.Listener, ir: InboundListenerIR, secured_filter: any_pb2.Any | None) -> None:
+    """STRICT: the one chain takes only mTLS. PERMISSIVE: a TLS chain (mTLS) and a plaintext chain, told apart
+    by the TLS inspector; unmeshed callers keep working on the same port while callers move to mTLS."""
+    tls = ir.tls
+    if tls is None:
+        return
+    plain = listener.filter_chains[0]
+    secured = listener_components_pb2.FilterChain()
+    secured.CopyFrom(plain)
+    if secured_filter is not None:
+        secured.filters[0].typed_config.CopyFrom(secured_filter)
+    secured.transport_socket.CopyFrom(downstream_transport_socket(tls, http=ir.protocol is not Protocol.TCP))
+    if tls.mode is TlsMode.PERMISSIVE:
+        _inspect_tls(listener)
+        secured.filter_chain_match.transport_protocol = "tls"
+        plain.filter_chain_match.transport_protocol = "raw_buffer"
+        listener.filter_chains.insert(0, secured)
+    else:
+        listener.filter_chains[0].CopyFrom(secured)
 
 
 def _restore_original_destination(listener: listener_pb2.Listener) -> None:
@@ -101,7 +133,9 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
             proxy.idle_timeout.CopyFrom(duration_ms(ir.idle_timeout_ms))
         if ir.access_log:
             proxy.access_log.append(_access_log(ir.access_log))
-        return _listener(ir.name, ir.address, ir.port, _TCP_PROXY, any_of(proxy))
+        listener = _listener(ir.name, ir.address, ir.port, _TCP_PROXY, any_of(proxy))
+        _with_tls(listener, ir, None)
+        return listener
     hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
     # Callers are never trusted to steer this Envoy: no caller counts as internal, so the x-envoy-* headers they
     # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed. Envoy reads an
@@ -122,7 +156,14 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
         ir.name, [VirtualHostIR(name=ir.name, domains=("*",), routes=(local,))], default_retries=False
     )
     hcm.route_config.CopyFrom(config)
-    return _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+    listener = _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+    if ir.tls is not None:
+        # Over mTLS the app learns who called: the caller's SPIFFE ID in x-forwarded-client-cert, set by this
+        # proxy alone (a header the caller sent is replaced; plaintext callers' is removed).
+        hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        hcm.set_current_client_cert_details.uri = True
+        _with_tls(listener, ir, any_of(hcm))
+    return listener
 
 
 def _hcm(*, stat_prefix: str, access_log: Logging | None, tracing: TracingIR | None) -> hcm_pb2.HttpConnectionManager:

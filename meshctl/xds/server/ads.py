@@ -314,6 +314,9 @@ class AdsServer:
         state = StreamState(first.node.id, group, delta=delta)
         state.peer = peer
         state.stats_port = port
+        # Workload keys go only to a proxy that proved it may stream as its VirtualNode (its xDS client
+        # certificate names it); any other stream is sent no Secret at all, whatever it claims.
+        state.proven_identity = identity if self.tls is not None and self.tls.mutual else None
         self.registry.add(state)
         self.metrics.connected_streams.inc()
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")

@@ -9,6 +9,7 @@ The VirtualNode comes from node metadata ``meshctl.virtual_node`` ("namespace/na
 from __future__ import annotations
 
 import math
+import re
 
 from envoy.config.core.v3.base_pb2 import Node
 
@@ -16,6 +17,8 @@ from meshctl.model import ObjectKey
 from meshctl.translate.ir import SidecarParams
 
 __all__ = ["sidecar_params", "stats_port"]
+
+_DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _meta(node: Node, key: str) -> str | None:
@@ -56,4 +59,12 @@ def sidecar_params(node: Node) -> SidecarParams:
         ingress_port=defaults.ingress_port if ingress is None else ingress,
         bind_address=_meta(node, "meshctl.bind_address") or defaults.bind_address,
         capture=(_meta(node, "meshctl.capture") or "").lower() == "true",
+        service_account=_name(_meta(node, "meshctl.service_account")) or defaults.service_account,
     )
+
+
+def _name(value: str | None) -> str | None:
+    """A Kubernetes name (DNS-1123 subdomain), or None: anything else a client sends reads as absent."""
+    if value and len(value) <= 253 and _DNS1123.fullmatch(value):
+        return value
+    return None

@@ -30,11 +30,11 @@ from meshctl.xds.cache.wire import (
     encode_delta_resource,
     encode_discovery_response_pieces,
 )
-from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, TYPE_ORDER
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SERVED_TYPES, SHORT_NAMES
 
 __all__ = ["Held", "Rejection", "StreamState", "TypeState"]
 
-_NAMED_TYPES = (ENDPOINT, ROUTE)  # subscribed by name; CDS and LDS are wildcard
+_NAMED_TYPES = (ENDPOINT, ROUTE, SECRET)  # subscribed by name; CDS and LDS are wildcard
 
 
 class _SharedNameSets:
@@ -143,7 +143,8 @@ class StreamState:
         self.connected_at = time.time()
         self.peer = ""  # gRPC's peer string, e.g. ipv4:10.0.3.7:53422
         self.stats_port: int | None = None  # the proxy's Prometheus port (node metadata meshctl.stats_port)
-        self.types: dict[str, TypeState] = {t: TypeState() for t in TYPE_ORDER}
+        self.proven_identity: str | None = None  # the identity its xDS client certificate proved; None: no secrets
+        self.types: dict[str, TypeState] = {t: TypeState() for t in SERVED_TYPES}
         self._nonces = itertools.count(1)
         self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
         self._in_use: frozenset[str] = frozenset()
@@ -206,7 +207,7 @@ class StreamState:
             return []
         out: list[tuple[str, bytes]] = []
         retained = self._retained_clusters(snap)
-        for type_url in TYPE_ORDER:
+        for type_url in SERVED_TYPES:
             st = self.types[type_url]
             if not st.subscribed or st.inflight:
                 continue
@@ -345,6 +346,8 @@ class StreamState:
         """What the proxy should have of this type, and its version. Returns the snapshot's own mapping
         (and precomputed version) whenever nothing needs adding or filtering: the common, cheap case."""
         current: Mapping[str, CachedResource] = snap.resources[type_url]
+        if type_url == SECRET and self.proven_identity is None:
+            return {}, set_version({})
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
                 return current, snap.version(type_url)
@@ -422,6 +425,7 @@ class StreamState:
             "connected_at": self.connected_at,
             "peer": self.peer,
             "statsUrl": self.stats_url,
+            "identity": self.proven_identity,  # what the proxy proved on the xDS stream (None: nothing)
             "types": {
                 SHORT_NAMES[t]: {
                     "acked_version": st.acked_version,

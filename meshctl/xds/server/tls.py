@@ -1,8 +1,10 @@
 """xDS over TLS: the server certificate (re-read when its files change, so rotation needs no restart) and, with a
 client CA, mutual TLS where each proxy's certificate names the VirtualNode it may stream as.
 
-A client certificate's identity is its ``spiffe://<trust domain>/ns/<namespace>[/vn/<virtual node>]`` URI SAN:
-a proxy may only ask for a VirtualNode of that namespace (and of that name, when the identity names one).
+A client certificate's identity is its ``spiffe://<trust domain>/ns/<namespace>[/vn/<virtual node>][/sa/<service
+account>]`` URI SAN: a proxy may only ask for a VirtualNode of that namespace (and of that name, when the identity
+names one), and the workload identity of that service account (when it names one; its workload certificate
+follows from it).
 """
 
 from __future__ import annotations
@@ -87,4 +89,6 @@ def authorize(identity: str | None, params: SidecarParams) -> str | None:
     if vn is None or vn.namespace != claims["ns"] or claims.get("vn", vn.name) != vn.name:
         asked = f"{vn.namespace}/{vn.name}" if vn else "no VirtualNode"
         return f"identity {identity} may not stream as {asked}"
+    if claims.get("sa", params.service_account) != params.service_account:
+        return f"identity {identity} may not claim service account {params.service_account}"
     return None

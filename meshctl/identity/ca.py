@@ -1,0 +1,255 @@
+"""The mesh's built-in CA: a root and an intermediate (ECDSA P-256), and the short-lived workload certificates the
+intermediate signs.
+
+A workload certificate carries one URI SAN, its SPIFFE ID ``spiffe://<trust domain>/ns/<namespace>/sa/<service
+account>``, is usable for both ends of a connection, lives 24 h by default and starts two minutes in the past
+(clock skew between nodes broke new pods in Istio until it backdated: istio#32176). Its chain is the leaf and the
+intermediate; peers trust the root (the bundle may hold several roots while one replaces another).
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "CLOCK_SKEW",
+    "WORKLOAD_LIFETIME",
+    "MeshCA",
+    "WorkloadCertificate",
+    "renewal_time",
+    "spiffe_id",
+]
+
+WORKLOAD_LIFETIME = datetime.timedelta(hours=24)
+CLOCK_SKEW = datetime.timedelta(minutes=2)
+_ROOT_LIFETIME = datetime.timedelta(days=3650)
+_INTERMEDIATE_LIFETIME = datetime.timedelta(days=365)
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _ca_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca_cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    lifetime: datetime.timedelta,
+    path_length: int,
+    trust_domain: str,
+) -> x509.Certificate:
+    now = _now()
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshctl"), x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_ca_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]), critical=False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadCertificate:
+    """A workload's key and certificate chain (leaf, then intermediate), PEM. ``repr`` leaves the key out."""
+
+    spiffe_id: str
+    chain_pem: bytes
+    key_pem: bytes
+    issued_at: datetime.datetime
+    not_before: datetime.datetime  # backdated from issued_at by CLOCK_SKEW
+    not_after: datetime.datetime
+    serial: int
+
+    def __repr__(self) -> str:
+        return f"WorkloadCertificate({self.spiffe_id}, serial={self.serial:x}, not_after={self.not_after.isoformat()})"
+
+
+class MeshCA:
+    """A root and an intermediate; ``bundle_pem``: every root peers trust (more than one during a root rotation)."""
+
+    def __init__(
+        self,
+        trust_domain: str,
+        root: x509.Certificate,
+        intermediate: x509.Certificate,
+        intermediate_key: ec.EllipticCurvePrivateKey,
+        extra_roots: tuple[x509.Certificate, ...] = (),
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.root = root
+        self.intermediate = intermediate
+        self._key = intermediate_key
+        self.extra_roots = extra_roots
+
+    def __repr__(self) -> str:
+        return f"MeshCA({self.trust_domain}, root serial {self.root.serial_number:x})"
+
+    @classmethod
+    def generate(cls, trust_domain: str = "meshctl.local") -> MeshCA:
+        """A new root (its key is not kept: the intermediate signs, a new root means a new CA) and intermediate."""
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root = _ca_cert("meshctl root CA", root_key, None, root_key, _ROOT_LIFETIME, 1, trust_domain)
+        key = ec.generate_private_key(ec.SECP256R1())
+        intermediate = _ca_cert("meshctl intermediate CA", key, root, root_key, _INTERMEDIATE_LIFETIME, 0, trust_domain)
+        return cls(trust_domain, root, intermediate, key)
+
+    def rotated(self, new: MeshCA) -> MeshCA:
+        """The root rotation's middle step: ``new`` signs, and peers trust both roots until the old one is dropped
+        (bundle first, re-sign, then remove: an old root removed early cut Linkerd users off, linkerd#4287)."""
+        return MeshCA(new.trust_domain, new.root, new.intermediate, new._key, (self.root, *self.extra_roots))
+
+    @property
+    def bundle_pem(self) -> bytes:
+        return b"".join(_pem(c) for c in (self.root, *self.extra_roots))
+
+    def issue(
+        self,
+        namespace: str,
+        service_account: str,
+        *,
+        lifetime: datetime.timedelta = WORKLOAD_LIFETIME,
+        now: datetime.datetime | None = None,
+    ) -> WorkloadCertificate:
+        """A fresh key and a certificate for the workload identity; never longer-lived than the intermediate."""
+        identity = spiffe_id(self.trust_domain, namespace, service_account)
+        key = ec.generate_private_key(ec.SECP256R1())
+        issued = now or _now()
+        start = issued - CLOCK_SKEW
+        end = min(issued + lifetime, self.intermediate.not_valid_after_utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshctl")]))
+            .issuer_name(self.intermediate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return WorkloadCertificate(
+            spiffe_id=identity,
+            chain_pem=_pem(cert) + _pem(self.intermediate),
+            key_pem=_pem_key(key),
+            issued_at=issued,
+            not_before=start,
+            not_after=end,
+            serial=cert.serial_number,
+        )
+
+    # --- persistence: the CA survives restarts (a new CA would re-issue every identity and break trust) --------
+
+    def save(self, directory: Path) -> None:
+        """``root.crt``, ``ca.crt`` (intermediate), ``ca.key`` (0600) and ``bundle.crt``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "root.crt").write_bytes(_pem(self.root))
+        (directory / "ca.crt").write_bytes(_pem(self.intermediate))
+        (directory / "bundle.crt").write_bytes(self.bundle_pem)
+        key_path = directory / "ca.key"
+        key_path.touch(mode=0o600, exist_ok=True)
+        key_path.chmod(0o600)
+        key_path.write_bytes(_pem_key(self._key))
+        (directory / "trust-domain").write_text(self.trust_domain + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> MeshCA:
+        """Raises ValueError naming the file that is missing or unreadable."""
+        try:
+            trust_domain = (directory / "trust-domain").read_text().strip()
+            root = x509.load_pem_x509_certificate((directory / "root.crt").read_bytes())
+            intermediate = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+            key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+            bundle = x509.load_pem_x509_certificates((directory / "bundle.crt").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load the mesh CA from {directory}: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{directory / 'ca.key'}: not an ECDSA key")
+        extra = tuple(c for c in bundle if c != root)
+        return cls(trust_domain, root, intermediate, key, extra)
+
+    @classmethod
+    def load_or_create(cls, directory: Path, trust_domain: str = "meshctl.local") -> MeshCA:
+        if (directory / "ca.key").exists():
+            return cls.load(directory)
+        ca = cls.generate(trust_domain)
+        ca.save(directory)
+        return ca
+
+
+def renewal_time(
+    cert: WorkloadCertificate, *, ratio: float = 0.5, jitter: float = 0.1, rng: random.Random | None = None
+) -> datetime.datetime:
+    """When to issue the next certificate: at ``ratio`` ± ``jitter``/2 of the lifetime from issue (the backdating
+    does not count: a 2-minute certificate backdated 2 minutes would be renewed at once). Istio renews at half-life
+    ± 1 %; a wider spread keeps a thousand proxies issued together from renewing in the same second."""
+    fraction = ratio + ((rng or random).random() - 0.5) * jitter
+    return cert.issued_at + (cert.not_after - cert.issued_at) * fraction

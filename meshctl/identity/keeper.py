@@ -1,0 +1,104 @@
+"""The workload certificates in use, by identity (namespace, service account): issued on first use, renewed at a
+fraction of their lifetime with jitter, swapped when the CA rotates.
+
+The control plane makes the keys (Kuma's way, not Istio's in-pod agent): no process is added to each pod, and
+a proxy receives its key only over an xDS stream that proved its identity. Keys live in this process's memory
+only; a restart issues new ones (docs/security.md weighs this against an in-pod agent).
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import threading
+from collections.abc import Callable
+
+from meshctl.identity.ca import WORKLOAD_LIFETIME, MeshCA, WorkloadCertificate, renewal_time
+
+__all__ = ["Identity", "IdentityKeeper"]
+
+Identity = tuple[str, str]  # (namespace, service account)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class IdentityKeeper:
+    def __init__(
+        self,
+        ca: MeshCA,
+        *,
+        lifetime: datetime.timedelta = WORKLOAD_LIFETIME,
+        clock: Callable[[], datetime.datetime] = _now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ca = ca
+        self.lifetime = lifetime
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()  # builds run in a worker thread, renewals on the loop
+        self._certs: dict[Identity, tuple[WorkloadCertificate, datetime.datetime]] = {}  # and when to renew it
+        self.issued = 0
+
+    def __repr__(self) -> str:
+        return f"IdentityKeeper({self.ca!r}, {len(self._certs)} identities)"
+
+    def certificate(self, identity: Identity) -> WorkloadCertificate:
+        """The identity's current certificate, issued now if it has none (or its renewal time has passed)."""
+        with self._lock:
+            held = self._certs.get(identity)
+            if held is not None and held[1] > self._clock():
+                return held[0]
+            return self._issue(identity)
+
+    def _issue(self, identity: Identity) -> WorkloadCertificate:
+        cert = self.ca.issue(*identity, lifetime=self.lifetime, now=self._clock())
+        self._certs[identity] = (cert, renewal_time(cert, rng=self._rng))
+        self.issued += 1
+        return cert
+
+    def next_renewal(self) -> datetime.datetime | None:
+        with self._lock:
+            return min((at for _, at in self._certs.values()), default=None)
+
+    def renew_due(self) -> list[Identity]:
+        """Issues a new certificate for every identity whose renewal time has passed; returns them."""
+        now = self._clock()
+        with self._lock:
+            due = [identity for identity, (_, at) in self._certs.items() if at <= now]
+            for identity in due:
+                self._issue(identity)
+        return due
+
+    def rotate_ca(self, ca: MeshCA) -> list[Identity]:
+        """A new signing CA: every identity is issued again by it (the bundle should hold both roots by now)."""
+        with self._lock:
+            self.ca = ca
+            identities = list(self._certs)
+            for identity in identities:
+                self._issue(identity)
+        return identities
+
+    def forget(self, keep: set[Identity]) -> None:
+        """Drops the keys of identities no proxy uses any more."""
+        with self._lock:
+            for identity in [i for i in self._certs if i not in keep]:
+                del self._certs[identity]
+
+    def described(self) -> list[dict[str, object]]:
+        """For ``meshctl get identities``: no key material."""
+        with self._lock:
+            return [
+                {
+                    "namespace": ns,
+                    "serviceAccount": sa,
+                    "spiffeId": cert.spiffe_id,
+                    "serial": f"{cert.serial:x}",
+                    "notBefore": cert.not_before.isoformat(),
+                    "notAfter": cert.not_after.isoformat(),
+                    "renewAt": at.isoformat(),
+                    "issuer": "meshctl CA",
+                }
+                for (ns, sa), (cert, at) in sorted(self._certs.items())
+            ]
