@@ -183,6 +183,14 @@ def build_admin_app(
             items.append(item)
         return web.json_response({"replica": replica, "proxies": items})
 
+    @routes.get("/api/v1/identities")
+    async def identities(_: web.Request) -> web.Response:
+        """The workload certificates in use (no key material): ``meshctl get identities``."""
+        keeper = controller.identities
+        return web.json_response(
+            {"trustDomain": keeper.ca.trust_domain, "identities": keeper.described(), "issued": keeper.issued}
+        )
+
     @routes.get("/api/v1/rejections")
     async def rejections(_: web.Request) -> web.Response:
         items = [

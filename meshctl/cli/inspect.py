@@ -125,6 +125,20 @@ def _get_rejections(args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_identities(args: argparse.Namespace) -> int:
+    """Workload identities with a certificate now: who, until when, renewed when, issued by whom."""
+    data = AdminClient(args.admin).get("/api/v1/identities")
+    items = [i for i in data["identities"] if not args.namespace or i["namespace"] == args.namespace]
+    data = {**data, "identities": items}
+    rows: list[list[str | Text]] = [
+        [i["namespace"], i["serviceAccount"], i["spiffeId"], i["notAfter"], i["renewAt"], i["serial"], i["issuer"]]
+        for i in items
+    ]
+    headers = ["NAMESPACE", "SERVICE ACCOUNT", "SPIFFE ID", "EXPIRES", "RENEWS", "SERIAL", "ISSUER"]
+    emit(data, args.output, lambda: table(headers, rows))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     """Control-plane health in one screen (``meshctl status``)."""
     data = AdminClient(args.admin).get("/api/v1/summary")
@@ -189,6 +203,9 @@ def add_commands(
     p = get.add_parser("status", help="VirtualNode and Route conditions (exit 1 if any is not True)")
     common(p)
     p.set_defaults(run=_get_status)
+    p = get.add_parser("identities", help="workload identities (mTLS): SPIFFE ID, expiry, renewal, issuer")
+    add_read_flags(p, "only this namespace")
+    p.set_defaults(run=_get_identities)
     p = get.add_parser("rejections", help="recent configs Envoy rejected, with Envoy's error")
     common(p)
     p.set_defaults(run=_get_rejections)
