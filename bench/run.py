@@ -19,6 +19,7 @@ BENCHMARKS = {
     "kubesource": ("7. Kubernetes source at scale: Pod updates, loop stalls, memory", "bench.kubesource"),
     "churn": ("8. Memory under endpoint churn", "bench.churn"),
     "manifestchurn": ("9. The manifest source under churn", "bench.manifestchurn"),
+    "identity": ("10. Workload identities: issuing, a rotation wave", "bench.identity"),
 }
 
 

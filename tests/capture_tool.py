@@ -78,6 +78,36 @@ def peek(url: str, host: str, cert: str | None, key: str | None) -> dict[str, ob
         return {"error": type(exc).__name__}
 
 
+async def load(url: str, host: str, rate: int, seconds: float) -> dict[str, int]:
+    """``rate`` requests a second for ``seconds`` (bounded: rate x seconds requests), each on its own schedule so a
+    slow answer does not lower the rate; counts statuses and errors by kind."""
+    import time
+
+    import aiohttp
+
+    counts: collections.Counter[str] = collections.Counter()
+    total, interval = int(rate * seconds), 1 / rate
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+
+        async def one() -> None:
+            try:
+                async with session.get(url, headers={"Host": host}) as resp:
+                    await resp.read()
+                    counts[str(resp.status)] += 1
+            except Exception as exc:  # counted by kind: the test asserts there are none
+                counts[type(exc).__name__] += 1
+
+        started = time.monotonic()
+        tasks = []
+        for i in range(total):
+            delay = started + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return dict(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -95,6 +125,11 @@ def main() -> None:
     e.add_argument("name")
     g = sub.add_parser("get")
     g.add_argument("url")
+    lo = sub.add_parser("load")
+    lo.add_argument("url")
+    lo.add_argument("host")
+    lo.add_argument("rate", type=int)
+    lo.add_argument("seconds", type=float)
     p = sub.add_parser("peek")
     p.add_argument("url")
     p.add_argument("host")
@@ -107,6 +142,8 @@ def main() -> None:
         print(json.dumps(asyncio.run(tcp(args.host, args.port, args.n))))
     elif args.what == "echo":
         asyncio.run(echo(args.host, args.port, args.name))
+    elif args.what == "load":
+        print(json.dumps(asyncio.run(load(args.url, args.host, args.rate, args.seconds))))
     elif args.what == "peek":
         print(json.dumps(peek(args.url, args.host, args.cert, args.key)))
     else:

@@ -60,3 +60,11 @@ def test_manifest_churn_benchmark_runs_at_toy_size() -> None:
 
     out = manifestchurn.run(burst_services=20, sustained_services=20, burst=10, rate=20, seconds=3)
     assert "| 20 | burst of 10 EndpointSlice files |" in out and "slice files/s" in out, out
+
+
+def test_identity_benchmark_runs_at_toy_size() -> None:
+    from bench import identity
+
+    out = identity.run(count=10, streams=10)
+    assert "issue 10 workload certificates" in out and "rotation wave: 10 identities" in out
+    assert "(20 SDS responses in all)" in out  # each stream: its first secrets, then the wave's

@@ -81,3 +81,40 @@ def test_the_ca_is_kept_on_disk_with_a_private_key_only_its_owner_reads(tmp_path
     (tmp_path / "ca" / "ca.key").write_text("not a key")
     with pytest.raises(ValueError, match="cannot load the mesh CA"):
         MeshCA.load(tmp_path / "ca")
+
+
+def test_a_root_rotation_in_three_stages_on_disk(tmp_path) -> None:
+    """trust (the next root joins the bundle, the old CA still signs), sign (the next CA signs, both trusted),
+    finish (the old root leaves); the keeper follows the directory and re-issues when the signer changes."""
+    from meshctl.identity.ca import rotate
+
+    directory = tmp_path / "ca"
+    old = MeshCA.load_or_create(directory, "t")
+    keeper = IdentityKeeper(MeshCA.load(directory), ca_dir=directory)
+    first = keeper.certificate(("a", "b"))
+    assert not keeper.reload_ca()  # nothing changed
+
+    rotate(directory, "trust")
+    assert keeper.reload_ca()
+    assert len(x509.load_pem_x509_certificates(keeper.ca.bundle_pem)) == 2
+    assert keeper.certificate(("a", "b")) is first  # still signed by the old CA
+    with pytest.raises(ValueError, match="under way"):
+        rotate(directory, "trust")
+
+    rotate(directory, "sign")
+    assert keeper.reload_ca()
+    second = keeper.certificate(("a", "b"))
+    assert second.serial != first.serial and keeper.ca.root != old.root
+    x509.load_pem_x509_certificates(second.chain_pem)[1].verify_directly_issued_by(keeper.ca.root)
+    assert {r.serial_number for r in x509.load_pem_x509_certificates(keeper.ca.bundle_pem)} == {
+        old.root.serial_number,
+        keeper.ca.root.serial_number,
+    }
+
+    rotate(directory, "finish")
+    assert keeper.reload_ca()
+    assert [r.serial_number for r in x509.load_pem_x509_certificates(keeper.ca.bundle_pem)] == [
+        keeper.ca.root.serial_number
+    ]
+    with pytest.raises(ValueError, match="no rotation under way"):
+        rotate(directory, "sign")

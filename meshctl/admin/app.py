@@ -188,7 +188,13 @@ def build_admin_app(
         """The workload certificates in use (no key material): ``meshctl get identities``."""
         keeper = controller.identities
         return web.json_response(
-            {"trustDomain": keeper.ca.trust_domain, "identities": keeper.described(), "issued": keeper.issued}
+            {
+                "trustDomain": keeper.ca.trust_domain,
+                "signingRoot": f"{keeper.ca.root.serial_number:x}",
+                "trustedRoots": [f"{r.serial_number:x}" for r in (keeper.ca.root, *keeper.ca.extra_roots)],
+                "identities": keeper.described(),
+                "issued": keeper.issued,
+            }
         )
 
     @routes.get("/api/v1/rejections")

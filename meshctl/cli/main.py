@@ -111,8 +111,8 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
     from meshctl.identity.ca import MeshCA
     from meshctl.identity.keeper import IdentityKeeper
 
-    if args.workload_cert_lifetime < 60:
-        raise CliError(f"--workload-cert-lifetime {args.workload_cert_lifetime}: at least 60 seconds")
+    if args.workload_cert_lifetime < 10:
+        raise CliError(f"--workload-cert-lifetime {args.workload_cert_lifetime}: at least 10 seconds")
     if args.ca_dir:
         try:
             ca = MeshCA.load_or_create(Path(args.ca_dir), args.trust_domain)
@@ -120,7 +120,11 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
             raise CliError(f"--ca-dir {args.ca_dir}: {exc}") from None
     else:
         ca = MeshCA.generate(args.trust_domain)
-    return IdentityKeeper(ca, lifetime=datetime.timedelta(seconds=args.workload_cert_lifetime))
+    return IdentityKeeper(
+        ca,
+        lifetime=datetime.timedelta(seconds=args.workload_cert_lifetime),
+        ca_dir=Path(args.ca_dir) if args.ca_dir else None,
+    )
 
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
@@ -260,7 +264,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshctl.cli import capture, diff, importer, ingresses, injection, inspect, install, routes, shift
+    from meshctl.cli import ca, capture, diff, importer, ingresses, injection, inspect, install, routes, shift
 
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -382,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_commands(sub)
     importer.add_commands(sub)
     capture.add_commands(sub)
+    ca.add_commands(sub)
     install.add_commands(sub)
 
     demo = sub.add_parser("demo", help="control plane + real Envoy + sample services, with a live traffic shift")

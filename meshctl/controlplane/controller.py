@@ -476,10 +476,13 @@ class Controller:
         while True:
             keeper = self.identities
             due_at = keeper.next_renewal()
-            wait = longest_wait
+            # With a CA directory, look at it every second (``meshctl ca rotate`` is taken within ~1 s).
+            wait = 1.0 if keeper.ca_dir is not None else longest_wait
             if due_at is not None:
-                wait = min(longest_wait, max(0.0, (due_at - datetime.datetime.now(datetime.UTC)).total_seconds()))
+                wait = min(wait, max(0.0, (due_at - datetime.datetime.now(datetime.UTC)).total_seconds()))
             await asyncio.sleep(wait)
+            if await self._in_worker(keeper.reload_ca):
+                await self.republish_secrets()
             renewed = await self._in_worker(keeper.renew_due)
             if renewed:
                 await self.republish_secrets(set(renewed))

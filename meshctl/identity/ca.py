@@ -21,10 +21,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CLOCK_SKEW",
+    "ROTATION_STAGES",
     "WORKLOAD_LIFETIME",
     "MeshCA",
     "WorkloadCertificate",
+    "files_stamp",
     "renewal_time",
+    "rotate",
     "spiffe_id",
 ]
 
@@ -233,6 +236,8 @@ class MeshCA:
             raise ValueError(f"cannot load the mesh CA from {directory}: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{directory / 'ca.key'}: not an ECDSA key")
+        if key.public_key() != intermediate.public_key():  # (half-way through a rotation's writes, say)
+            raise ValueError(f"{directory / 'ca.key'} is not the key of {directory / 'ca.crt'}")
         extra = tuple(c for c in bundle if c != root)
         return cls(trust_domain, root, intermediate, key, extra)
 
@@ -243,6 +248,70 @@ class MeshCA:
         ca = cls.generate(trust_domain)
         ca.save(directory)
         return ca
+
+
+ROTATION_STAGES = ("trust", "sign", "finish")
+
+
+def files_stamp(directory: Path) -> tuple[int, ...]:
+    """What changes when the CA directory does (``meshctl ca rotate`` writes it): mtimes and sizes."""
+    stamp: list[int] = []
+    for name in ("root.crt", "ca.crt", "ca.key", "bundle.crt"):
+        try:
+            st = (directory / name).stat()
+        except OSError:
+            stamp += [-1, -1]
+            continue
+        stamp += [st.st_mtime_ns, st.st_size]
+    return tuple(stamp)
+
+
+def rotate(directory: Path, stage: str) -> str:
+    """One step of a root rotation in a CA directory, each taken by the running control plane when it sees the
+    files change: ``trust`` makes the next CA (in ``next/``) and adds its root to the bundle peers trust, while the
+    current CA still signs; ``sign`` makes the next CA sign (every identity is issued again), both roots still
+    trusted; ``finish`` drops the old root from the bundle. Waiting for every proxy between the steps is what makes
+    it safe (an old root removed early cut Linkerd users off: linkerd#4287). Returns what it did; ValueError if the
+    step does not follow."""
+    current = MeshCA.load(directory)
+    pending = directory / "next"
+    if stage == "trust":
+        if pending.exists():
+            raise ValueError(f"a rotation is under way ({pending} exists): run the 'sign' stage next")
+        new = MeshCA.generate(current.trust_domain)
+        new.save(pending)
+        _write_bundle(directory, (current.root, *current.extra_roots, new.root))
+        return (
+            f"new root {new.root.serial_number:x} trusted beside {current.root.serial_number:x}; the old CA still signs"
+        )
+    if stage == "sign":
+        if not pending.exists():
+            raise ValueError("no rotation under way: run the 'trust' stage first")
+        new = MeshCA.load(pending)
+        for name in ("root.crt", "ca.crt"):
+            (directory / name).write_bytes((pending / name).read_bytes())
+        (directory / "ca.key").write_bytes((pending / "ca.key").read_bytes())
+        _write_bundle(directory, (new.root, current.root, *current.extra_roots))
+        for leftover in pending.iterdir():
+            leftover.unlink()
+        pending.rmdir()
+        return f"the CA of root {new.root.serial_number:x} signs now; both roots trusted"
+    if stage == "finish":
+        if pending.exists():
+            raise ValueError("the next CA does not sign yet: run the 'sign' stage first")
+        _write_bundle(directory, (current.root,))
+        return f"only root {current.root.serial_number:x} is trusted now"
+    raise ValueError(f"unknown stage {stage!r}: one of {', '.join(ROTATION_STAGES)}")
+
+
+def _write_bundle(directory: Path, roots: tuple[x509.Certificate, ...]) -> None:
+    seen: list[x509.Certificate] = []
+    for root in roots:
+        if root not in seen:
+            seen.append(root)
+    tmp = directory / "bundle.crt.tmp"
+    tmp.write_bytes(b"".join(_pem(r) for r in seen))
+    tmp.replace(directory / "bundle.crt")
 
 
 def renewal_time(

@@ -9,15 +9,18 @@ only; a restart issues new ones (docs/security.md weighs this against an in-pod 
 from __future__ import annotations
 
 import datetime
+import logging
 import random
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
-from meshctl.identity.ca import WORKLOAD_LIFETIME, MeshCA, WorkloadCertificate, renewal_time
+from meshctl.identity.ca import WORKLOAD_LIFETIME, MeshCA, WorkloadCertificate, files_stamp, renewal_time
 
 __all__ = ["Identity", "IdentityKeeper"]
 
 Identity = tuple[str, str]  # (namespace, service account)
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime.datetime:
@@ -32,8 +35,12 @@ class IdentityKeeper:
         lifetime: datetime.timedelta = WORKLOAD_LIFETIME,
         clock: Callable[[], datetime.datetime] = _now,
         rng: random.Random | None = None,
+        ca_dir: Path | None = None,
     ) -> None:
+        """``ca_dir``: where ``ca`` was loaded from; ``reload_ca`` follows it (``meshctl ca rotate``)."""
         self.ca = ca
+        self.ca_dir = ca_dir
+        self._ca_stamp = files_stamp(ca_dir) if ca_dir else ()
         self.lifetime = lifetime
         self._clock = clock
         self._rng = rng or random.Random()
@@ -79,6 +86,27 @@ class IdentityKeeper:
             for identity in identities:
                 self._issue(identity)
         return identities
+
+    def reload_ca(self) -> bool:
+        """Takes the CA directory's new contents, if it changed: a new signing CA issues every identity again; a
+        new bundle only changes what peers trust. True when secrets must be sent again. A directory caught half
+        written (or broken) is left for the next look, the current CA kept."""
+        if self.ca_dir is None or (stamp := files_stamp(self.ca_dir)) == self._ca_stamp:
+            return False
+        try:
+            new = MeshCA.load(self.ca_dir)
+        except ValueError as exc:
+            log.warning("mesh CA: %s; keeping the current one", exc)
+            return False
+        self._ca_stamp = stamp
+        if new.intermediate != self.ca.intermediate:
+            log.info("mesh CA: a new CA signs (root %x); issuing every identity again", new.root.serial_number)
+            self.rotate_ca(new)
+        else:
+            log.info("mesh CA: the trusted roots changed (%d now)", 1 + len(new.extra_roots))
+            with self._lock:
+                self.ca = new
+        return True
 
     def forget(self, keep: set[Identity]) -> None:
         """Drops the keys of identities no proxy uses any more."""

@@ -12,6 +12,7 @@ Needs root (``ip netns``) and iptables (scripts/setup installs it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -99,60 +100,85 @@ def readable_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def test_sidecars_talk_mtls_strict_refuses_others_permissive_takes_both(namespaces, tmp_path, readable_dir):
-    pod, peer = namespaces
-    files = readable_dir
-    ca, clients = new_ca(), new_ca("meshctl xDS clients")
-    (files / "ca.crt").write_bytes(ca.cert_pem)
-    (files / "clients.crt").write_bytes(clients.cert_pem)
-    server = _files(files, "xds", issue(ca, NAME, dns_names=(NAME,)))
-    callee_xds = _files(
-        files, "reviews", issue(clients, "r", uris=(spiffe_identity("shop", "reviews-v1"),), client=True)
-    )
-    caller_xds = _files(
-        files, "frontend", issue(clients, "f", uris=(spiffe_identity("shop", "frontend"),), client=True)
-    )
-    stranger = _files(
-        files, "stranger", issue(new_ca("someone else"), "s", uris=("spiffe://shop.test/ns/shop/sa/x",), client=True)
-    )
-    manifests = tmp_path / "mesh"
-    manifests.mkdir()
-    _mesh(manifests, "STRICT")
-    logs = tmp_path / "logs"
-    logs.mkdir()
+class Rig:
+    """The two namespaces set up: the control plane and a meshed caller on the peer, the callee pod captured."""
 
-    def bootstrap(name: str, node: str, xds: tuple[str, str], *extra: str) -> Path:
-        args = ["bootstrap", "--node-id", node, "--xds-address", PEER, "--xds-ca", str(files / "ca.crt")]
+    def __init__(self, pod: NetNs, peer: NetNs, files: Path, tmp_path: Path) -> None:
+        self.pod, self.peer, self.files = pod, peer, files
+        self.ca, self.clients = new_ca(), new_ca("meshctl xDS clients")
+        (files / "ca.crt").write_bytes(self.ca.cert_pem)
+        (files / "clients.crt").write_bytes(self.clients.cert_pem)
+        self.manifests = tmp_path / "mesh"
+        self.manifests.mkdir()
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.ca_dir = tmp_path / "mesh-ca"
+
+    def client_files(self, name: str, vn: str) -> tuple[str, str]:
+        return _files(self.files, name, issue(self.clients, name, uris=(spiffe_identity("shop", vn),), client=True))
+
+    def bootstrap(self, name: str, node: str, xds: tuple[str, str], *extra: str) -> Path:
+        args = ["bootstrap", "--node-id", node, "--xds-address", PEER, "--xds-ca", str(self.files / "ca.crt")]
         args += ["--xds-server-name", NAME, "--xds-client-cert", xds[0], "--xds-client-key", xds[1], "-o", "json"]
-        done = peer.run(MESHCTL, *args, *extra)
-        path = files / f"{name}.json"
+        done = self.peer.run(MESHCTL, *args, *extra)
+        path = self.files / f"{name}.json"
         path.write_text(done.stdout)
         path.chmod(0o644)
         return path
 
-    try:
-        serve = ["serve", "--manifests", str(manifests), "--address", "0.0.0.0", "--xds-port", "18000"]
+    async def start(self, *serve_flags: str) -> None:
+        server = _files(self.files, "xds", issue(self.ca, NAME, dns_names=(NAME,)))
+        serve = ["serve", "--manifests", str(self.manifests), "--address", "0.0.0.0", "--xds-port", "18000"]
         serve += ["--admin-port", "19000", "--trust-domain", "shop.test", "--xds-tls-cert", server[0]]
-        serve += ["--xds-tls-key", server[1], "--xds-tls-client-ca", str(files / "clients.crt")]
-        await peer.start(MESHCTL, *serve, log=logs / "plane.log")
-        await pod.start(
+        serve += ["--xds-tls-key", server[1], "--xds-tls-client-ca", str(self.files / "clients.crt"), *serve_flags]
+        await self.peer.start(MESHCTL, *serve, log=self.logs / "plane.log")
+        await self.pod.start(
             PY, "-m", "meshctl.devtools.sample_app", "--host", "0.0.0.0", "--port", str(APP_PORT), "--name", "reviews",
-            log=logs / "app.log",
+            log=self.logs / "app.log",
         )  # fmt: skip
-        pod.run(MESHCTL, "capture", "--proxy-uid", "1337", "--app-ports", str(APP_PORT))
-        callee = bootstrap(
-            "callee", "shop/reviews-v1/reviews-0", callee_xds, "--capture", "--service-account", "reviews",
-            "--admin-port", "9901", "--stats-port", "0",
+        self.pod.run(MESHCTL, "capture", "--proxy-uid", "1337", "--app-ports", str(APP_PORT))
+        callee = self.bootstrap(
+            "callee", "shop/reviews-v1/reviews-0", self.client_files("reviews", "reviews-v1"), "--capture",
+            "--service-account", "reviews", "--admin-port", "9901", "--stats-port", "0",
         )  # fmt: skip
-        await pod.start(str(envoy_binary()), "-c", str(callee), "--base-id", "11", uid=1337, log=logs / "callee.log")
-        caller = bootstrap(
-            "caller", "shop/frontend/web-0", caller_xds, "--service-account", "web", "--bind-address", "127.0.0.1",
-            "--admin-port", "9902", "--stats-port", "0",
+        await self.pod.start(
+            str(envoy_binary()), "-c", str(callee), "--base-id", "11", uid=1337, log=self.logs / "callee.log"
+        )
+        caller = self.bootstrap(
+            "caller", "shop/frontend/web-0", self.client_files("frontend", "frontend"), "--service-account", "web",
+            "--bind-address", "127.0.0.1", "--admin-port", "9902", "--stats-port", "0",
         )  # fmt: skip
-        await peer.start(str(envoy_binary()), "-c", str(caller), "--base-id", "12", log=logs / "caller.log")
+        await self.peer.start(str(envoy_binary()), "-c", str(caller), "--base-id", "12", log=self.logs / "caller.log")
+        await eventually(lambda: _tool(self.peer, *THROUGH_MESH).get("status") == 200, timeout=60, interval=0.5)
 
-        through_mesh = ("peek", "http://127.0.0.1:15001/whoami", "reviews.shop")
-        await eventually(lambda: _tool(peer, *through_mesh).get("status") == 200, timeout=60, interval=0.5)
+    def admin(self, path: str) -> dict:
+        done = self.peer.run(PY, "-m", "tests.capture_tool", "get", f"http://127.0.0.1:19000{path}")
+        return json.loads(done.stdout)
+
+    def dump_logs(self) -> None:
+        for log in sorted(self.logs.iterdir()):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+
+    async def stop(self) -> None:
+        await self.pod.stop()
+        await self.peer.stop()
+
+
+THROUGH_MESH = ("peek", "http://127.0.0.1:15001/whoami", "reviews.shop")
+
+
+async def test_sidecars_talk_mtls_strict_refuses_others_permissive_takes_both(namespaces, tmp_path, readable_dir):
+    pod, peer = namespaces
+    rig = Rig(pod, peer, readable_dir, tmp_path)
+    stranger = _files(
+        readable_dir,
+        "stranger",
+        issue(new_ca("someone else"), "s", uris=("spiffe://shop.test/ns/shop/sa/x",), client=True),
+    )
+    _mesh(rig.manifests, "STRICT")
+    try:
+        await rig.start()
+        through_mesh = THROUGH_MESH
         answer = _tool(peer, *through_mesh)
         # The app is told who called: the caller's workload identity, proven by its certificate.
         assert "URI=spiffe://shop.test/ns/shop/sa/web" in answer["client_cert"], answer
@@ -176,7 +202,7 @@ async def test_sidecars_talk_mtls_strict_refuses_others_permissive_takes_both(na
         )
 
         # PERMISSIVE: the plaintext client gets in on the same port; the meshed caller still uses mTLS.
-        _mesh(manifests, "PERMISSIVE")
+        _mesh(rig.manifests, "PERMISSIVE")
         await eventually(
             lambda: _tool(peer, "peek", f"http://{POD}:{APP_PORT}/", "reviews").get("status") == 200,
             timeout=30,
@@ -187,9 +213,75 @@ async def test_sidecars_talk_mtls_strict_refuses_others_permissive_takes_both(na
         plain = _tool(peer, "peek", f"http://{POD}:{APP_PORT}/whoami", "reviews")
         assert plain["status"] == 200 and not plain["client_cert"], plain  # nothing claimed for a plaintext caller
     except BaseException:
-        for log in sorted(logs.iterdir()):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        rig.dump_logs()
         raise
     finally:
-        await pod.stop()
-        await peer.stop()
+        await rig.stop()
+
+
+async def test_rotations_under_load_lose_no_request(namespaces, tmp_path, readable_dir):
+    """300 req/s over mTLS while workload certificates of 10 s are renewed (about every 5 s: three renewals and
+    more) and the root is rotated in its three stages: every request answered 200, no reset, a new serial each
+    time, and Envoy swapped its TLS context on SDS updates (ssl_context_update_by_sds)."""
+    pod, peer = namespaces
+    rig = Rig(pod, peer, readable_dir, tmp_path)
+    _mesh(rig.manifests, "STRICT")
+    peer.run(MESHCTL, "ca", "init", "--ca-dir", str(rig.ca_dir), "--trust-domain", "shop.test")
+    rate, seconds = 300, 30
+    try:
+        await rig.start("--ca-dir", str(rig.ca_dir), "--workload-cert-lifetime", "10")
+        load = await peer.start(
+            PY, "-m", "tests.capture_tool", "load", "http://127.0.0.1:15001/", "reviews.shop", str(rate), str(seconds),
+            log=rig.logs / "load.json",
+        )  # fmt: skip
+
+        def serial() -> str:
+            (ident,) = [i for i in rig.admin("/api/v1/identities")["identities"] if i["serviceAccount"] == "reviews"]
+            return str(ident["serial"])
+
+        serials = [serial()]
+
+        def renewed() -> bool:
+            now = serial()
+            if now != serials[-1]:
+                serials.append(now)
+            return len(serials) >= 4
+
+        await eventually(renewed, timeout=25, interval=0.2)  # three renewals
+
+        def sds_versions() -> dict[str, str | None]:
+            proxies = rig.admin("/api/v1/proxies")["proxies"]
+            return {
+                p["node_id"]: None if p["types"]["sds"]["pending"] else p["types"]["sds"]["acked_version"]
+                for p in proxies
+            }
+
+        for stage in ("trust", "sign", "finish"):
+            before = sds_versions()
+            roots = rig.admin("/api/v1/identities")["trustedRoots"]
+            peer.run(MESHCTL, "ca", "rotate", "--ca-dir", str(rig.ca_dir), "--stage", stage)
+            await eventually(lambda roots=roots: rig.admin("/api/v1/identities")["trustedRoots"] != roots, timeout=10)
+
+            def every_proxy_has_it(before: dict[str, str | None] = before) -> bool:
+                now = sds_versions()
+                return len(now) == 2 and all(v is not None and v != before.get(n) for n, v in now.items())
+
+            await eventually(every_proxy_has_it, timeout=10, interval=0.1)  # only then the next stage
+        assert len(rig.admin("/api/v1/identities")["trustedRoots"]) == 1
+
+        assert await asyncio.wait_for(load.wait(), seconds + 30) == 0
+        counts = json.loads((rig.logs / "load.json").read_text())
+        assert counts == {"200": rate * seconds}, counts
+        assert len(set(serials)) == len(serials)
+        caller, callee = _stats(peer, 9902), _stats(pod, 9901)
+        cluster = "cluster.shop/reviews-v1/8080"
+        assert caller.get(f"{cluster}.upstream_rq_rx_reset", 0) == 0
+        assert caller.get(f"{cluster}.upstream_cx_destroy_remote_with_active_rq", 0) == 0
+        assert caller.get(f"{cluster}.upstream_rq_5xx", 0) == 0
+        assert callee["listener.0.0.0.0_15000.server_ssl_socket_factory.ssl_context_update_by_sds"] >= 6
+        assert caller[f"{cluster}.client_ssl_socket_factory.ssl_context_update_by_sds"] >= 6
+    except BaseException:
+        rig.dump_logs()
+        raise
+    finally:
+        await rig.stop()
