@@ -206,7 +206,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory):
 def moto(moto_server, monkeypatch):
     """A fresh moto (state reset) that boto3 reaches through the standard environment settings. Afterwards: every
     AWS call the controller made in the test is one the shipped IAM policy allows."""
-    from tests.least_privilege import check_iam, controller_aws_calls, read_recording, shipped_policy
+    from tests.least_privilege import all_shipped_policies, check_iam, controller_aws_calls, read_recording
 
     moto_server.reset()
     for key, value in moto_server.env().items():
@@ -214,5 +214,5 @@ def moto(moto_server, monkeypatch):
     start = moto_server.recording.stat().st_size if moto_server.recording.exists() else 0
     yield moto_server
     calls, _ = read_recording(moto_server.recording, start)
-    denied = check_iam(shipped_policy(), controller_aws_calls(calls)).denied
-    assert not denied, "the controller made AWS calls the shipped IAM policy does not allow:\n" + "\n".join(denied)
+    denied = check_iam(all_shipped_policies(), controller_aws_calls(calls)).denied
+    assert not denied, "the controller made AWS calls the shipped IAM policies do not allow:\n" + "\n".join(denied)

@@ -190,6 +190,8 @@ def read_recording(path: Path, offset: int = 0) -> tuple[list[AwsCall], int]:
         if entry.get("body_encoded"):
             body = base64.b64decode(body).decode("utf-8", "replace")
         action = (parse_qs(body).get("Action") or [""])[0]
+        if not action and "x-amz-target" in headers:  # the JSON protocols (ACM PCA): Target "ACMPrivateCA.Issue..."
+            action = headers["x-amz-target"].rpartition(".")[2]
         if scope and action:
             calls.append(AwsCall(f"{scope.group(1)}:{action}", headers.get("user-agent", "")))
     return calls, offset + end
@@ -207,6 +209,19 @@ def policy_actions(policy: dict[str, Any]) -> list[str]:
 def shipped_policy() -> dict[str, Any]:
     policy: dict[str, Any] = json.loads(POLICY.read_text())
     return policy
+
+
+IDENTITY_POLICY = ROOT / "deploy" / "iam" / "identity-policy.json"
+
+
+def shipped_identity_policy() -> dict[str, Any]:
+    """What workload certificates from AWS Private CA need (``serve --acm-pca-arn``)."""
+    policy: dict[str, Any] = json.loads(IDENTITY_POLICY.read_text())
+    return policy
+
+
+def all_shipped_policies() -> dict[str, Any]:
+    return {"Statement": shipped_policy()["Statement"] + shipped_identity_policy()["Statement"]}
 
 
 def check_iam(policy: dict[str, Any], calls: Iterable[AwsCall]) -> Verdict:

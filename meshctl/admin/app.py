@@ -190,8 +190,9 @@ def build_admin_app(
         return web.json_response(
             {
                 "trustDomain": keeper.ca.trust_domain,
-                "signingRoot": f"{keeper.ca.root.serial_number:x}",
-                "trustedRoots": [f"{r.serial_number:x}" for r in (keeper.ca.root, *keeper.ca.extra_roots)],
+                "issuer": keeper.ca.description,
+                "signer": keeper.ca.signer_id,
+                "trustedRoots": keeper.ca.trusted_root_ids,
                 "identities": keeper.described(),
                 "issued": keeper.issued,
             }

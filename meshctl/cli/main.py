@@ -16,6 +16,7 @@ import yaml
 from meshctl.cli.client import CliError
 
 if TYPE_CHECKING:
+    from meshctl.identity.ca import Issuer
     from meshctl.identity.keeper import IdentityKeeper
     from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.kube.status_writer import StatusWriter
@@ -113,7 +114,12 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
 
     if args.workload_cert_lifetime < 10:
         raise CliError(f"--workload-cert-lifetime {args.workload_cert_lifetime}: at least 10 seconds")
-    if args.ca_dir:
+    ca: Issuer
+    if args.acm_pca_arn:
+        if args.ca_dir:
+            raise CliError("--acm-pca-arn and --ca-dir: choose one issuer")
+        ca = _acm_pca_issuer(args.acm_pca_arn, args.trust_domain)
+    elif args.ca_dir:
         try:
             ca = MeshCA.load_or_create(Path(args.ca_dir), args.trust_domain)
         except (OSError, ValueError) as exc:
@@ -125,6 +131,21 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
         lifetime=datetime.timedelta(seconds=args.workload_cert_lifetime),
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
     )
+
+
+def _acm_pca_issuer(arn: str, trust_domain: str) -> Issuer:
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+
+    from meshctl.identity.acmpca import AcmPcaIssuer
+    from meshctl.version import CONTROLLER_USER_AGENT
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 10}, user_agent_extra=CONTROLLER_USER_AGENT)
+    try:
+        return AcmPcaIssuer(boto3.session.Session().client("acm-pca", config=config), arn, trust_domain)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError) as exc:
+        raise CliError(f"--acm-pca-arn {arn}: {exc}") from None
 
 
 def _kubernetes_source(args: argparse.Namespace) -> tuple[KubernetesSource, StatusWriter]:
@@ -317,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
     identity.add_argument("--trust-domain", default="meshctl.local", help="SPIFFE trust domain (default meshctl.local)")
+    identity.add_argument(
+        "--acm-pca-arn", help="issue workload certificates from this AWS Private CA (instead of the built-in CA)"
+    )
     identity.add_argument(
         "--workload-cert-lifetime",
         type=int,

@@ -13,6 +13,7 @@ import datetime
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +24,7 @@ __all__ = [
     "CLOCK_SKEW",
     "ROTATION_STAGES",
     "WORKLOAD_LIFETIME",
+    "Issuer",
     "MeshCA",
     "WorkloadCertificate",
     "files_stamp",
@@ -116,8 +118,30 @@ class WorkloadCertificate:
         return f"WorkloadCertificate({self.spiffe_id}, serial={self.serial:x}, not_after={self.not_after.isoformat()})"
 
 
+class Issuer(Protocol):
+    """What signs workload certificates: the built-in ``MeshCA``, or AWS Private CA (``acmpca.AcmPcaIssuer``)."""
+
+    trust_domain: str
+    description: str
+
+    @property
+    def bundle_pem(self) -> bytes: ...
+
+    @property
+    def signer_id(self) -> str: ...
+
+    @property
+    def trusted_root_ids(self) -> list[str]: ...
+
+    def issue(
+        self, namespace: str, service_account: str, *, lifetime: datetime.timedelta, now: datetime.datetime | None
+    ) -> WorkloadCertificate: ...
+
+
 class MeshCA:
     """A root and an intermediate; ``bundle_pem``: every root peers trust (more than one during a root rotation)."""
+
+    description = "meshctl CA"
 
     def __init__(
         self,
@@ -153,6 +177,14 @@ class MeshCA:
     @property
     def bundle_pem(self) -> bytes:
         return b"".join(_pem(c) for c in (self.root, *self.extra_roots))
+
+    @property
+    def signer_id(self) -> str:
+        return f"{self.intermediate.serial_number:x}"
+
+    @property
+    def trusted_root_ids(self) -> list[str]:
+        return [f"{r.serial_number:x}" for r in (self.root, *self.extra_roots)]
 
     def issue(
         self,

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from meshctl.identity.ca import WORKLOAD_LIFETIME, MeshCA, WorkloadCertificate, files_stamp, renewal_time
+from meshctl.identity.ca import WORKLOAD_LIFETIME, Issuer, MeshCA, WorkloadCertificate, files_stamp, renewal_time
 
 __all__ = ["Identity", "IdentityKeeper"]
 
@@ -30,7 +30,7 @@ def _now() -> datetime.datetime:
 class IdentityKeeper:
     def __init__(
         self,
-        ca: MeshCA,
+        ca: Issuer,
         *,
         lifetime: datetime.timedelta = WORKLOAD_LIFETIME,
         clock: Callable[[], datetime.datetime] = _now,
@@ -78,7 +78,7 @@ class IdentityKeeper:
                 self._issue(identity)
         return due
 
-    def rotate_ca(self, ca: MeshCA) -> list[Identity]:
+    def rotate_ca(self, ca: Issuer) -> list[Identity]:
         """A new signing CA: every identity is issued again by it (the bundle should hold both roots by now)."""
         with self._lock:
             self.ca = ca
@@ -99,7 +99,7 @@ class IdentityKeeper:
             log.warning("mesh CA: %s; keeping the current one", exc)
             return False
         self._ca_stamp = stamp
-        if new.intermediate != self.ca.intermediate:
+        if new.signer_id != self.ca.signer_id:
             log.info("mesh CA: a new CA signs (root %x); issuing every identity again", new.root.serial_number)
             self.rotate_ca(new)
         else:
@@ -126,7 +126,7 @@ class IdentityKeeper:
                     "notBefore": cert.not_before.isoformat(),
                     "notAfter": cert.not_after.isoformat(),
                     "renewAt": at.isoformat(),
-                    "issuer": "meshctl CA",
+                    "issuer": self.ca.description,
                 }
                 for (ns, sa), (cert, at) in sorted(self._certs.items())
             ]
