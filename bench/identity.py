@@ -110,10 +110,9 @@ async def wave_rows(streams: int) -> list[list[object]]:
             ticker = Ticker()
             ticker.start()
             await asyncio.sleep(0.2)
-            keeper = plane.controller.identities
+            new_ca = MeshCA.generate()
             began = time.monotonic()
-            await plane.controller._in_worker(keeper.rotate_ca, MeshCA.generate())
-            await plane.controller.republish_secrets()
+            await plane.controller.rotate_signer(new_ca)
             await _held(plane, streams, first, timeout=300)
             took = time.monotonic() - began
             longest, p99 = ticker.longest(began, time.monotonic())
