@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
-from meshctl.appmesh.objects import CLUSTER_DNS, LISTENER_FIELDS, TLS_NOT_CONVERTED, AppMeshObject
+from meshctl.appmesh.objects import CLIENT_POLICY_DROPPED, CLUSTER_DNS, LISTENER_FIELDS, AppMeshObject
 from meshctl.appmesh.routes import ROUTE_KINDS
 
 __all__ = ["NodeConversion"]
@@ -34,7 +34,7 @@ class NodeConversion:
         s, subject = node.spec, node.subject
         dropped = {
             "serviceDiscovery": "endpoints come from the Services that select the node's pods",
-            "backendDefaults": TLS_NOT_CONVERTED,
+            "backendDefaults": CLIENT_POLICY_DROPPED,
             "meshRef": "not needed",
             "awsName": "the VirtualNode's own name is used",
         }
@@ -44,11 +44,12 @@ class NodeConversion:
         spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), subject)}
         listeners = []
         for i, listener in enumerate(src.get("listeners") or []):
-            listeners.append(
-                self.report.copy_known(
-                    listener, LISTENER_FIELDS, subject, f"spec.listeners[{i}]", {"tls": TLS_NOT_CONVERTED}
-                )
-            )
+            converted = self.report.copy_known(listener, (*LISTENER_FIELDS, "tls"), subject, f"spec.listeners[{i}]")
+            if "tls" in converted:
+                tls = self._listener_tls(converted.pop("tls"), subject, f"spec.listeners[{i}].tls")
+                if tls:
+                    converted["tls"] = tls
+            listeners.append(converted)
         if listeners:
             spec["listeners"] = listeners
         backends = self._backends(node, src)
@@ -58,6 +59,44 @@ class NodeConversion:
             spec["logging"] = src["logging"]
         self._discovery(node, spec)
         self._emit("VirtualNode", node.namespace, node.name, spec, node)
+
+    def _listener_tls(self, tls: Any, subject: str, path: str) -> dict[str, Any]:
+        """App Mesh listener TLS: the mode, file certificates, trust files and SANs carry over; an SDS or ACM
+        source becomes the mesh CA's (said per field)."""
+        src = self.report.copy_known(tls, ("mode", "certificate", "validation"), subject, path)
+        out: dict[str, Any] = {"mode": src.get("mode", "STRICT")}
+        certificate = self.report.copy_known(
+            src.get("certificate"),
+            ("file",),
+            subject,
+            f"{path}.certificate",
+            {
+                "sds": "the mesh CA issues the workload certificate, sent over SDS by meshctl itself "
+                "(a SPIRE socket is not read yet)",
+                "acm": "the mesh CA issues the workload certificate (serve --acm-pca-arn makes AWS Private CA "
+                "its issuer)",
+            },
+        )
+        if certificate.get("file"):
+            out["certificate"] = {"file": certificate["file"]}
+        validation = self.report.copy_known(
+            src.get("validation"), ("trust", "subjectAlternativeNames"), subject, f"{path}.validation"
+        )
+        trust = self.report.copy_known(
+            validation.get("trust"),
+            ("file",),
+            subject,
+            f"{path}.validation.trust",
+            {"sds": "the mesh CA's roots are trusted", "acm": "the mesh CA's roots are trusted"},
+        )
+        converted: dict[str, Any] = {}
+        if trust.get("file"):
+            converted["trust"] = {"file": trust["file"]}
+        if validation.get("subjectAlternativeNames"):
+            converted["subjectAlternativeNames"] = validation["subjectAlternativeNames"]
+        if converted:
+            out["validation"] = converted
+        return out
 
     def _selector(self, selector: Any, subject: str) -> dict[str, Any]:
         sel = self.report.copy_known(
@@ -77,7 +116,7 @@ class NodeConversion:
                 ("virtualServiceRef",),
                 node.subject,
                 f"spec.backends[{i}].virtualService",
-                {"virtualServiceARN": "cannot be resolved; backend dropped", "clientPolicy": TLS_NOT_CONVERTED},
+                {"virtualServiceARN": "cannot be resolved; backend dropped", "clientPolicy": CLIENT_POLICY_DROPPED},
             )
             ref = vs.get("virtualServiceRef") or {}
             if ref.get("name"):
@@ -152,7 +191,7 @@ class NodeConversion:
         dropped = {
             "namespaceSelector": "every namespace's routes may target the gateway's backends",
             "gatewayRouteSelector": "all GatewayRoutes in the gateway's namespace are used",
-            "backendDefaults": TLS_NOT_CONVERTED,
+            "backendDefaults": CLIENT_POLICY_DROPPED,
             "meshRef": "not needed",
         }
         src = self.report.copy_known(gw.spec, ("podSelector", "listeners", "logging"), gw.subject, "spec", dropped)

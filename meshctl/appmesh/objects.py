@@ -6,14 +6,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLUSTER_DNS", "LISTENER_FIELDS", "TLS_NOT_CONVERTED", "AppMeshObject"]
+__all__ = ["CLIENT_POLICY_DROPPED", "CLUSTER_DNS", "LISTENER_FIELDS", "AppMeshObject"]
 
 # A cluster DNS name: name[.namespace][.svc[.cluster.local]].
 CLUSTER_DNS = re.compile(
     r"([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)(?:\.([a-z0-9](?:[-a-z0-9]*[a-z0-9])?))?(?:\.svc(?:\.cluster\.local)?)?"
 )
 LISTENER_FIELDS = ("portMapping", "connectionPool", "outlierDetection", "healthCheck", "timeout")
-TLS_NOT_CONVERTED = "not converted: meshctl sidecars talk plaintext (mTLS is not implemented yet)"
+CLIENT_POLICY_DROPPED = (
+    "not needed: meshed callers originate mTLS to every listener that takes it, with the mesh CA's identity and roots"
+)
 
 
 @dataclass(frozen=True)

@@ -234,16 +234,26 @@ async def test_imported_gateway_reaches_its_gateway_routes_targets(mesh_factory,
         assert (await m.split(sidecar, host, 20)) == {color: 20}
 
 
-async def test_imported_secure_mesh_serves_in_plaintext_as_reported(mesh_factory, tmp_path: Path):
-    """TLS was reported as not converted and the route's scheme match as dropped: the payments route serves."""
+async def test_imported_secure_mesh_keeps_its_mtls(mesh_factory, tmp_path: Path):
+    """The listener's STRICT TLS is converted (its SDS sources become the mesh CA's, as reported), so callers
+    originate mTLS to payments with no client policy: the frontend's cluster carries an UpstreamTlsContext naming
+    the mesh identity and roots. (Traffic over it is proven with real sidecars on both ends: tests/e2e/test_mtls.py.)"""
     m: Mesh = await mesh_factory()
     port = free_port()
     import_into(m, CASE.parent.parent / "reported" / "input", tmp_path, 8443, port)
     write(m.dir / "cluster.yaml", pods_and_slices(port, "secure", "payments", ("v1",)))
-    # The pod carries app: payments, which the Cloud Map node's podSelector (and the Service written for it) selects.
-    await m.app("payments", port=port, host="127.0.0.2")
     await m.start()
-    sidecar = await m.sidecar("secure/frontend")
-    host = "payments.secure.svc.cluster.local"
-    await m.wait_routable(sidecar, host)
-    assert (await m.split(sidecar, host, 20)) == {"payments": 20}
+    await m.sidecar("secure/frontend", wait_ready=False)
+
+    async def frontend_clusters() -> list[dict]:
+        dump = await m.admin("/api/v1/config_dump")
+        groups = [g for name, g in dump["groups"].items() if name.startswith("secure/frontend")]
+        return groups[0]["cds"]["resources"] if groups else []
+
+    await eventually(frontend_clusters, timeout=15)
+    (cluster,) = [c for c in await frontend_clusters() if c["name"].startswith("secure/payments/")]
+    context = cluster["transport_socket"]["typed_config"]
+    assert context["@type"].endswith("UpstreamTlsContext")
+    common = context["common_tls_context"]
+    assert common["tls_certificate_sds_secret_configs"][0]["name"] == "meshctl-identity"
+    assert common["combined_validation_context"]["validation_context_sds_secret_config"]["name"] == "meshctl-trust"
