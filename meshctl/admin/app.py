@@ -262,6 +262,8 @@ def build_admin_app(
                 snapshots,
                 source=request.query.get("from"),
                 service=request.query.get("service"),
+                identities=controller.proven_identities,
+                trust_domain=controller.identities.ca.trust_domain,
             )
         except NotFound as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None

@@ -8,6 +8,7 @@ circuit-breaker, outlier-detection and health-check settings Envoy gets. Reads i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -42,10 +43,31 @@ def _hosts_from_ir(hosts: list[VirtualHostIR]) -> tuple[VirtualHost, ...]:
     return from_envoy(MessageToDict(config, preserving_proto_field_name=True))
 
 
-def _cluster_view(ir: ClusterIR, mesh: MeshIR) -> dict[str, Any]:
+IdentitiesOf = Callable[[ObjectKey], list[str]]
+
+
+def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf, trust_domain: str) -> Any:
+    """Whether calls over this cluster are mTLS, and which identity each side presents (those of the connected
+    proxies; the pattern an identity must match when none is connected)."""
+    if ir.tls is None:
+        return None
+    callee_ns, callee_vn, _ = ir.name.split("/", 2)
+    callee = identities(ObjectKey("VirtualNode", callee_ns, callee_vn))
+    caller = identities(source) if source is not None else []
+    caller_ns = source.namespace if source else "<caller namespace>"
+    return {
+        "mode": "mTLS",
+        "callerPresents": caller or [f"spiffe://{trust_domain}/ns/{caller_ns}/sa/<its service account>"],
+        "calleePresents": callee or [f"spiffe://{trust_domain}/ns/{callee_ns}/sa/<its service account>"],
+        "calleeMustMatch": f"spiffe://*/ns/{ir.tls.namespace}/sa/*, signed by the mesh roots",
+    }
+
+
+def _cluster_view(ir: ClusterIR, mesh: MeshIR, mtls: Any = None) -> dict[str, Any]:
     built = build_cluster(ir)
     endpoints = mesh.endpoints.get(ir.name, ())
     return {
+        "mtls": mtls,
         "protocol": str(ir.protocol),
         "endpoints": {"healthy": sum(e.healthy for e in endpoints), "total": len(endpoints)},
         "circuitBreakers": MessageToDict(built.circuit_breakers) if built.HasField("circuit_breakers") else None,
@@ -61,9 +83,16 @@ def _snapshot_for(snapshots: dict[str, Snapshot], key: ObjectKey) -> Snapshot | 
 
 
 def routes_document(
-    mesh: MeshIR, snapshots: dict[str, Snapshot], *, source: str | None = None, service: str | None = None
+    mesh: MeshIR,
+    snapshots: dict[str, Snapshot],
+    *,
+    source: str | None = None,
+    service: str | None = None,
+    identities: IdentitiesOf = lambda _: [],
+    trust_domain: str = "meshctl.local",
 ) -> dict[str, Any]:
-    """``source``: ``namespace/virtualnode`` whose proxies' view to show; ``service``: only this Service."""
+    """``source``: ``namespace/virtualnode`` whose proxies' view to show; ``service``: only this Service;
+    ``identities``: the connected proxies' identities of a VirtualNode (who presents what over mTLS)."""
     wanted = _key("Service", service) if service else None
     if wanted is not None and wanted not in mesh.services:
         raise NotFound(f"Service {service} not found")
@@ -96,5 +125,13 @@ def routes_document(
         "from": source,
         "origin": origin,
         "virtualHosts": [host_to_json(h) for h in hosts],
-        "clusters": {name: _cluster_view(clusters[name], mesh) for name in used if name in clusters},
+        "clusters": {
+            name: _cluster_view(
+                clusters[name],
+                mesh,
+                _mtls_view(clusters[name], _key("VirtualNode", source) if source else None, identities, trust_domain),
+            )
+            for name in used
+            if name in clusters
+        },
     }

@@ -188,6 +188,15 @@ def explanation_json(e: Explanation, clusters: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def mtls_text(mtls: dict[str, Any] | None) -> str:
+    if not mtls:
+        return "plaintext (the listener takes no TLS)"
+    return (
+        f"mTLS: the caller presents {', '.join(mtls['callerPresents'])}; "
+        f"the callee presents {', '.join(mtls['calleePresents'])}"
+    )
+
+
 def _explain(args: argparse.Namespace) -> int:
     try:
         request = Request.from_url(args.method, args.url, parse_headers(args.header))
@@ -220,6 +229,8 @@ def _explain(args: argparse.Namespace) -> int:
             return Group(*lines)
         lines.append(Text(f"\nroute {route.name}: targets {targets_text(route, clusters)}"))
         lines.append(Text(f"retries: {retry_text(route)}; timeout: {timeout_text(route)}"))
+        for cluster, _ in route.probabilities():
+            lines.append(Text(f"{cluster}: {mtls_text(clusters.get(cluster, {}).get('mtls'))}"))
         return Group(*lines)
 
     emit(explanation_json(result, clusters), args.output, render)

@@ -35,7 +35,7 @@ from typing import Literal, ParamSpec, TypeVar
 
 from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.controlplane.nacks import NackJudge
-from meshctl.identity.ca import Issuer, MeshCA
+from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
 from meshctl.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
@@ -442,6 +442,12 @@ class Controller:
         if self._identities is None:
             self._identities = IdentityKeeper(MeshCA.generate())
         return self._identities
+
+    def proven_identities(self, virtual_node: ObjectKey) -> list[str]:
+        """The workload identities (SPIFFE IDs) of the connected proxies of a VirtualNode, by service account."""
+        domain = self.identities.ca.trust_domain
+        accounts = sorted({p.service_account for p in self._groups.values() if p.virtual_node == virtual_node})
+        return [spiffe_id(domain, virtual_node.namespace, sa) for sa in accounts]
 
     @staticmethod
     def _identity(params: SidecarParams) -> Identity | None:

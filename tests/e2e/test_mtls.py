@@ -187,6 +187,22 @@ async def test_sidecars_talk_mtls_strict_refuses_others_permissive_takes_both(na
         assert handshakes >= 1, {k: v for k, v in stats.items() if "ssl" in k}
         served = stats["cluster.inbound|shop/reviews-v1|8080.upstream_rq_total"]
 
+        # explain says the call is mTLS and who presents what (the identities the proxies proved).
+        explained = peer.run(
+            MESHCTL,
+            "explain",
+            "GET",
+            "http://reviews.shop/",
+            "--from",
+            "shop/frontend",
+            "--admin",
+            "http://127.0.0.1:19000",
+        ).stdout
+        assert (
+            "mTLS: the caller presents spiffe://shop.test/ns/shop/sa/web; "
+            "the callee presents spiffe://shop.test/ns/shop/sa/reviews" in " ".join(explained.split())
+        ), explained
+
         # STRICT: plaintext to the pod's port, and a client with another CA's certificate: refused, the app sees none.
         plain = _tool(peer, "peek", f"http://{POD}:{APP_PORT}/", "reviews")
         assert "error" in plain, plain
