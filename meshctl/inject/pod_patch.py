@@ -123,7 +123,8 @@ def inject(
     except CaptureError as exc:
         return _skip(f"meshctl: not injected: {exc}")
     capture = _capture_container(config.capture_image, rules)
-    proxy = _proxy_container(config, namespace, chosen.name)
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    proxy = _proxy_container(config, namespace, chosen.name, str(account))
     patch: list[dict[str, Any]] = []
     if not annotations:
         patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
@@ -190,7 +191,8 @@ def _capture_container(image: str, rules: CaptureConfig) -> dict[str, Any]:
     }
 
 
-def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str) -> dict[str, Any]:
+def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str, service_account: str) -> dict[str, Any]:
+    """``service_account``: the pod's, its workload identity (mTLS): spiffe://<td>/ns/<namespace>/sa/<it>."""
     bootstrap = render_bootstrap(
         BootstrapOptions(
             node_id=f"{namespace}/{virtual_node}",  # replaced by --service-node: the pod's name is known at run time
@@ -203,6 +205,7 @@ def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str) ->
             capture=True,
             xds_ca_pem=config.ca_pem,
             xds_server_name=config.xds_server_name,
+            service_account=service_account,
         )
     )
     ready = {"httpGet": {"path": "/ready", "port": STATS_PORT}}

@@ -142,6 +142,11 @@ async def test_a_pod_gets_capture_and_a_native_sidecar_that_validate_and_stay_re
     assert args[args.index("--service-node") + 1] == "$(POD_NAMESPACE)/frontend/$(POD_NAME)"
     assert bootstrap["node"]["metadata"]["meshctl.virtual_node"] == "shop/frontend"
     assert bootstrap["node"]["metadata"]["meshctl.capture"] == "true"
+    assert bootstrap["node"]["metadata"]["meshctl.service_account"] == "default"  # its workload identity (mTLS)
+    _, with_account = await webhook.mutate(pod(serviceAccountName="web"))
+    with_account_proxy = containers(with_account["spec"], "initContainers")[PROXY_CONTAINER]["args"]
+    with_account_boot = json.loads(with_account_proxy[with_account_proxy.index("--config-yaml") + 1])
+    assert with_account_boot["node"]["metadata"]["meshctl.service_account"] == "web"
     xds = bootstrap["static_resources"]["clusters"][0]
     socket = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert socket == {"address": NAME, "port_value": 18000}
