@@ -16,6 +16,7 @@ import contextlib
 import copy
 import itertools
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -163,6 +164,40 @@ class ApiServer:
         self.version = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshctl-test"}  # /version (partial)
         self.calls: list[ApiCall] = []  # every request, as RBAC would see it (tests/least_privilege.py checks them)
         self._lock = threading.Lock()
+        # TokenReview and SubjectAccessReview, as the API server answers them: tokens it issued, and what each
+        # user is allowed (verb, group, resource), set by the test.
+        self._tokens: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+        self.permissions: set[tuple[str, str, str, str]] = set()  # (user, verb, group, resource)
+
+    def issue_token(self, username: str, groups: tuple[str, ...] = (), audiences: tuple[str, ...] = ()) -> str:
+        """A bearer token the TokenReview API authenticates as ``username`` (and its audiences, if any)."""
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = (username, groups, audiences)
+        return token
+
+    def _token_review(self, body: dict) -> web.Response:
+        spec = body.get("spec") or {}
+        found = self._tokens.get(str(spec.get("token", "")))
+        wanted = tuple(spec.get("audiences") or ())
+        status: dict = {"authenticated": False, "error": "invalid bearer token"}
+        if found is not None:
+            username, groups, audiences = found
+            if wanted and audiences and not set(wanted) & set(audiences):
+                status = {"authenticated": False, "error": "token audiences do not match"}
+            else:
+                status = {
+                    "authenticated": True,
+                    "user": {"username": username, "groups": list(groups)},
+                    "audiences": list(wanted or audiences),
+                }
+        return web.json_response({**body, "status": status}, status=201)
+
+    def _access_review(self, body: dict) -> web.Response:
+        spec = body.get("spec") or {}
+        attrs = spec.get("resourceAttributes") or {}
+        key = (spec.get("user", ""), attrs.get("verb", ""), attrs.get("group", ""), attrs.get("resource", ""))
+        allowed = key in self.permissions
+        return web.json_response({**body, "status": {"allowed": allowed}}, status=201)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -342,6 +377,10 @@ class ApiServer:
         if len(rest) >= 3 and rest[0] == "namespaces" and (group or rest[2] not in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
         self._record(request, group, namespace, rest)  # authorized before it is found, as RBAC does
+        if request.method == "POST" and (group, rest) == ("authentication.k8s.io", ("tokenreviews",)):
+            return self._token_review(await request.json())
+        if request.method == "POST" and (group, rest) == ("authorization.k8s.io", ("subjectaccessreviews",)):
+            return self._access_review(await request.json())
         kind = self.state.kinds.get((group, version, rest[0])) if rest else None
         if kind is None:
             return _status(404, "NotFound", f"the server could not find the requested resource ({request.path})")

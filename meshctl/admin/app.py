@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -128,6 +128,23 @@ async def _send_in_chunks(request: web.Request, parts: list[bytes]) -> web.Strea
     return response
 
 
+# An Authorization header -> (200, who) or (401 | 403, why).
+Authorizer = Callable[[str | None], Awaitable[tuple[int, str]]]
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scraping: nothing in them is private
+
+
+def _authorization(authorize: Authorizer) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        if request.path not in OPEN_PATHS:
+            status, why = await authorize(request.headers.get("Authorization"))
+            if status != 200:
+                return web.Response(status=status, text=why + "\n")
+        return await handler(request)
+
+    return check
+
+
 def build_admin_app(
     controller: Controller,
     registry: ProxyRegistry,
@@ -137,8 +154,12 @@ def build_admin_app(
     replica: str = "",
     about: Callable[[], dict[str, Any]] = dict,
     ingresses: Callable[[], list[dict[str, Any]]] | None = None,
+    authorize: Authorizer | None = None,
 ) -> web.Application:
-    """``metrics``: the Prometheus registries ``/metrics`` exposes.
+    """``authorize``: every path but /healthz, /readyz and /metrics needs the caller's Authorization header to pass
+    it (in a cluster: TokenReview and SubjectAccessReview, ``meshctl.kube.reviews``); None: open (manifest mode, a
+    loopback address).
+    ``metrics``: the Prometheus registries ``/metrics`` exposes.
     ``replica``: this control plane's name in a multi-replica install (the leader-election identity).
     ``ingresses``: the ingress reconciler's load balancers (``/api/v1/ingresses``), when it runs."""
     routes = web.RouteTableDef()
@@ -298,6 +319,7 @@ def build_admin_app(
         parts = await asyncio.to_thread(_render_dump, snapshots)
         return await _send_in_chunks(request, parts)
 
-    app = web.Application()
+    middlewares = [_authorization(authorize)] if authorize is not None else []
+    app = web.Application(middlewares=middlewares)
     app.add_routes(routes)
     return app

@@ -71,9 +71,17 @@ async def _serve(args: argparse.Namespace) -> int:
             for name in ("tls.crt", "tls.key"):
                 _read_text(str(directory / name), "--tls-dir")
         xds_tls = XdsTls(directory / "tls.crt", directory / "tls.key")
+    admin_authorizer = None
+    if args.admin_auth == "kubernetes":
+        if writer is None:
+            raise CliError("--admin-auth kubernetes needs --kubernetes (it asks the API server about each caller)")
+        from meshctl.kube.reviews import AdminReviewer
+
+        admin_authorizer = AdminReviewer(source.api)
     plane = ControlPlane(
         source,
         identities=_identities(args),
+        admin_authorizer=admin_authorizer,
         address=args.address,
         xds_port=args.xds_port,
         admin_port=args.admin_port,
@@ -335,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in-tree cloud provider does not act on them too)",
     )
     serve.add_argument("--xds-port", type=int, default=18000, help="gRPC ADS port (default 18000)")
+    serve.add_argument(
+        "--admin-auth",
+        choices=("none", "kubernetes"),
+        default="none",
+        help="kubernetes: the admin API (but /healthz, /readyz, /metrics) needs a bearer token that TokenReview "
+        "accepts and SubjectAccessReview allows to get controlplane.mesh.meshctl.dev (default none)",
+    )
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
     identity.add_argument("--trust-domain", default="meshctl.local", help="SPIFFE trust domain (default meshctl.local)")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from meshctl.admin.app import build_admin_app
+from meshctl.admin.app import Authorizer, build_admin_app
 from meshctl.controlplane.controller import Controller
 from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.identity.keeper import IdentityKeeper
@@ -52,11 +52,13 @@ class ControlPlane:
         xds_tls: XdsTls | None = None,
         injection: InjectionServer | None = None,
         identities: IdentityKeeper | None = None,
+        admin_authorizer: Authorizer | None = None,
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
         ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
         its certificate files are ready before xDS starts (they may be xDS's too)."""
         self.injection = injection
+        self.admin_authorizer = admin_authorizer
         self.source = source
         self.ingress = ingress
         self.address = address
@@ -99,6 +101,7 @@ class ControlPlane:
             replica=self.replica,
             about=self.describe,
             ingresses=self._ingresses if self.ingress is not None else None,
+            authorize=self.admin_authorizer,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

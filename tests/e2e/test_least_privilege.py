@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,39 @@ def _rv(h: Harness, slice_name: str) -> str:
     return str(client.DiscoveryV1Api(h.api).read_namespaced_endpoint_slice(slice_name, NS).metadata.resource_version)
 
 
+async def _admin_access(h: Harness, controller: Controller) -> None:
+    """The admin API as the Deployment runs it (--admin-auth=kubernetes): probes and metrics open; the rest needs
+    a token TokenReview accepts for a user SubjectAccessReview allows (ClusterRole meshctl-admin-reader); the CLI
+    sends MESHCTL_TOKEN or the kubeconfig's token when asked."""
+    import urllib.error
+    import urllib.request
+
+    base = f"http://127.0.0.1:{controller.admin}"
+
+    def status(path: str, token: str | None = None) -> int:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    reader, stranger = h.apiserver.issue_token("alice"), h.apiserver.issue_token("bob")
+    h.apiserver.permissions.add(("alice", "get", "mesh.meshctl.dev", "controlplane"))
+    assert status("/healthz") == 200 and status("/metrics") == 200
+    assert status("/api/v1/status") == 401
+    assert status("/api/v1/status", "not-a-token") == 401
+    assert status("/api/v1/status", stranger) == 403
+    assert status("/api/v1/config_dump", reader) == 200
+    cli = [sys.executable, "-m", "meshctl", "get", "status", "--admin", base, "-o", "json"]
+    env = {**os.environ, "MESHCTL_TOKEN": reader}
+    done = await asyncio.to_thread(subprocess.run, cli, capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(done.stdout)["objects"], done.stderr
+    env = {k: v for k, v in os.environ.items() if k != "MESHCTL_TOKEN"} | {"KUBECONFIG": str(controller.kubeconfig)}
+    denied = await asyncio.to_thread(subprocess.run, cli, capture_output=True, text=True, env=env, timeout=60)
+    assert denied.returncode == 2 and "MESHCTL_TOKEN" in denied.stderr, denied.stderr  # its kubeconfig has no token
+
+
 async def _renewal(h: Harness) -> None:
     """A serving certificate for other names (as after a change of --tls-dns-names): the leader issues a new one."""
     data = _secret(h)
@@ -404,6 +438,7 @@ async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(h
     try:
         try:
             await _first_pass(h, bound_group)
+            await _admin_access(h, controller)
             await _every_change(h, cert, second_cert)
             await _renewal(h)
             await _deletion(h, bound_group)
