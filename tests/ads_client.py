@@ -21,6 +21,7 @@ class AdsClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """``credentials``: over TLS, checking the server's certificate for ``server_name``."""
         target = f"127.0.0.1:{port}"
@@ -34,7 +35,7 @@ class AdsClient:
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._first = True
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.call = stub.StreamAggregatedResources(self._requests())
+        self.call = stub.StreamAggregatedResources(self._requests(), metadata=metadata or None)
 
     async def _requests(self):
         while True:

@@ -175,6 +175,10 @@ class ApiServer:
         self._tokens[token] = (username, groups, audiences)
         return token
 
+    def revoke_token(self, token: str) -> None:
+        """TokenReview stops accepting it (an expired projected token, a deleted pod)."""
+        self._tokens.pop(token, None)
+
     def _token_review(self, body: dict) -> web.Response:
         spec = body.get("spec") or {}
         found = self._tokens.get(str(spec.get("token", "")))

@@ -71,17 +71,26 @@ async def _serve(args: argparse.Namespace) -> int:
             for name in ("tls.crt", "tls.key"):
                 _read_text(str(directory / name), "--tls-dir")
         xds_tls = XdsTls(directory / "tls.crt", directory / "tls.key")
-    admin_authorizer = None
+    admin_authorizer = xds_token_auth = None
+    if (args.admin_auth == "kubernetes" or args.xds_auth == "kubernetes") and writer is None:
+        raise CliError("--admin-auth/--xds-auth kubernetes need --kubernetes (the API server reviews each token)")
     if args.admin_auth == "kubernetes":
-        if writer is None:
-            raise CliError("--admin-auth kubernetes needs --kubernetes (it asks the API server about each caller)")
         from meshctl.kube.reviews import AdminReviewer
 
         admin_authorizer = AdminReviewer(source.api)
+    if args.xds_auth == "kubernetes":
+        if xds_tls is None:
+            raise CliError(
+                "--xds-auth kubernetes needs xDS over TLS (--tls-dir or --xds-tls-cert): no token in the clear"
+            )
+        from meshctl.kube.reviews import XdsTokenReviewer
+
+        xds_token_auth = XdsTokenReviewer(source.api)
     plane = ControlPlane(
         source,
         identities=_identities(args),
         admin_authorizer=admin_authorizer,
+        xds_token_auth=xds_token_auth,
         address=args.address,
         xds_port=args.xds_port,
         admin_port=args.admin_port,
@@ -252,7 +261,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_client_cert=args.xds_client_cert,
         xds_client_key=args.xds_client_key,
         service_account=args.service_account,
+        xds_token_file=args.xds_token_file,
     )
+    if args.xds_token_file and not args.xds_ca:
+        raise CliError("--xds-token-file needs --xds-ca (a token is sent only over TLS)")
     if args.statsd_address:
         host, _, port = args.statsd_address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -350,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubernetes: the admin API (but /healthz, /readyz, /metrics) needs a bearer token that TokenReview "
         "accepts and SubjectAccessReview allows to get controlplane.mesh.meshctl.dev (default none)",
     )
+    serve.add_argument(
+        "--xds-auth",
+        choices=("none", "kubernetes"),
+        default="none",
+        help="kubernetes: every xDS stream carries its pod's projected ServiceAccount token (audience meshctl), "
+        "checked with TokenReview; a proxy may claim only its own namespace and service account (default none)",
+    )
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
     identity.add_argument("--trust-domain", default="meshctl.local", help="SPIFFE trust domain (default meshctl.local)")
@@ -406,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-client-cert", help="client certificate file, in Envoy's filesystem (mutual TLS)")
     boot.add_argument("--xds-client-key", help="client key file, in Envoy's filesystem (mutual TLS)")
     boot.add_argument("--service-account", help="the workload's service account: its mTLS identity (default: default)")
+    boot.add_argument(
+        "--xds-token-file",
+        help="file of a token sent on the xDS stream, re-read for each new stream (in a pod: its projected "
+        "ServiceAccount token, audience meshctl; serve --xds-auth=kubernetes checks it)",
+    )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 

@@ -22,7 +22,7 @@ from meshctl.identity.keeper import IdentityKeeper
 from meshctl.model import Model
 from meshctl.sources import ManifestSource, Source
 from meshctl.xds.cache import SnapshotCache
-from meshctl.xds.server.ads import AdsServer, Keepalive
+from meshctl.xds.server.ads import AdsServer, Keepalive, TokenAuthenticator
 from meshctl.xds.server.metrics import XdsMetrics
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.tls import XdsTls
@@ -53,6 +53,7 @@ class ControlPlane:
         injection: InjectionServer | None = None,
         identities: IdentityKeeper | None = None,
         admin_authorizer: Authorizer | None = None,
+        xds_token_auth: TokenAuthenticator | None = None,
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
         ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
@@ -74,7 +75,7 @@ class ControlPlane:
         if injection is not None:
             injection.model = lambda: self.controller.model
             injection.on_error = self.metrics.background_failed
-        self.ads = AdsServer(self.controller, self.registry, self.xds_metrics, keepalive, xds_tls)
+        self.ads = AdsServer(self.controller, self.registry, self.xds_metrics, keepalive, xds_tls, xds_token_auth)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
         self.admin_port = 0

@@ -12,7 +12,9 @@ from typing import Any
 
 from kubernetes import client
 
-__all__ = ["ADMIN_PERMISSION", "AdminReviewer"]
+__all__ = ["ADMIN_PERMISSION", "XDS_AUDIENCE", "AdminReviewer", "XdsTokenReviewer"]
+
+XDS_AUDIENCE = "meshctl"  # the audience of the projected token a proxy presents on its xDS stream
 
 ADMIN_PERMISSION = {"verb": "get", "group": "mesh.meshctl.dev", "resource": "controlplane"}
 _CACHE_SECONDS = 30.0
@@ -67,3 +69,43 @@ class AdminReviewer:
         if not access.status or not access.status.allowed:
             return 403, f"{user.username} may not get controlplane.mesh.meshctl.dev"
         return 200, str(user.username)
+
+
+class XdsTokenReviewer:
+    """Who a proxy is, from the projected ServiceAccount token it sends on its xDS stream (audience ``meshctl``):
+    TokenReview must accept it for that audience, for ``system:serviceaccount:<namespace>:<name>``. Verdicts are
+    kept 30 s per token (its SHA-256), so a reconnect storm costs one review per pod."""
+
+    def __init__(self, api: client.ApiClient, audience: str = XDS_AUDIENCE) -> None:
+        self._authn = client.AuthenticationV1Api(api)
+        self.audience = audience
+        self._cache: dict[str, tuple[float, tuple[str, str] | str]] = {}
+
+    async def __call__(self, authorization: str | None) -> tuple[str, str] | str:
+        """(namespace, service account), or why not."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return "no ServiceAccount token (authorization: Bearer ...) on the stream"
+        token = authorization[7:].strip()
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        verdict = await asyncio.to_thread(self._review, token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + _CACHE_SECONDS, verdict)
+        return verdict
+
+    def _review(self, token: str) -> tuple[str, str] | str:
+        spec = client.V1TokenReviewSpec(token=token, audiences=[self.audience])
+        try:
+            review: Any = self._authn.create_token_review(client.V1TokenReview(spec=spec))
+        except client.ApiException as exc:
+            return f"the token could not be reviewed ({exc.status})"
+        status = review.status
+        if not status or not status.authenticated or not status.user:
+            return "the token is not valid for audience " + self.audience
+        parts = str(status.user.username).split(":")
+        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+            return f"{status.user.username} is not a ServiceAccount"
+        return parts[2], parts[3]

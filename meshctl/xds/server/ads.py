@@ -13,7 +13,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -135,6 +135,10 @@ async def _unboxed(requests: AsyncIterator[list[_A]]) -> AsyncIterator[_A]:
         yield _unbox(box)
 
 
+# The authorization metadata of a stream -> (namespace, service account) it proves, or why not.
+TokenAuthenticator = Callable[[str | None], Awaitable[tuple[str, str] | str]]
+
+
 class Unauthorized(Exception):
     """A proxy's client certificate does not allow the VirtualNode it asked for."""
 
@@ -147,9 +151,13 @@ class AdsServer:
         metrics: XdsMetrics,
         keepalive: Keepalive | None = None,
         tls: XdsTls | None = None,
+        token_auth: TokenAuthenticator | None = None,
     ) -> None:
-        """``tls``: serve over TLS; with its client CA, mutual TLS and each proxy's identity checked."""
+        """``tls``: serve over TLS; with its client CA, mutual TLS and each proxy's identity checked.
+        ``token_auth``: every stream must carry a token it accepts (``authorization: Bearer``), for the namespace
+        and service account the node then claims (in a cluster: ``meshctl.kube.reviews.XdsTokenReviewer``)."""
         self.tls = tls
+        self.token_auth = token_auth
         self.controller = controller
         self.registry = registry
         self.metrics = metrics
@@ -215,7 +223,17 @@ class AdsServer:
     ) -> AsyncIterator[bytes]:
         identity = peer_identity(context) if self.tls is not None and self.tls.mutual else None
         try:
-            async for raw in self._stream(requests, delta=delta, peer=context.peer(), identity=identity):
+            account = None
+            if self.token_auth is not None:
+                metadata = dict(context.invocation_metadata() or ())
+                header = metadata.get("authorization")
+                verdict = await self.token_auth(header if isinstance(header, str) else None)
+                if isinstance(verdict, str):
+                    raise Unauthorized(verdict)
+                account = verdict
+            async for raw in self._stream(
+                requests, delta=delta, peer=context.peer(), identity=identity, account=account
+            ):
                 yield raw
                 del raw
         except Unauthorized as exc:
@@ -230,6 +248,7 @@ class AdsServer:
         delta: bool,
         peer: str = "",
         identity: str | None = None,
+        account: tuple[str, str] | None = None,
     ) -> AsyncIterator[bytes]:
         # One read at a time, each in a small task the loop below waits on together with its group's change;
         # gRPC flow control holds back what the proxy sends meanwhile (Envoy sends one request per response).
@@ -251,7 +270,7 @@ class AdsServer:
                         return
                     incoming = asyncio.ensure_future(_next_request(requests))
                     if state is None:
-                        state = await self._open(req, delta, peer, identity)
+                        state = await self._open(req, delta, peer, identity, account)
                         generation = cache.generation(state.group)
                     kind = await self._step(_request_size(req), state.on_request, req)
                     self._apply(state, req, kind)
@@ -303,12 +322,27 @@ class AdsServer:
         return fn(arg)
 
     async def _open(
-        self, first: DiscoveryRequest | DeltaDiscoveryRequest, delta: bool, peer: str, identity: str | None
+        self,
+        first: DiscoveryRequest | DeltaDiscoveryRequest,
+        delta: bool,
+        peer: str,
+        identity: str | None,
+        account: tuple[str, str] | None = None,
     ) -> StreamState:
-        """Raises Unauthorized when mutual TLS is on and ``identity`` may not stream as the node's VirtualNode."""
+        """Raises Unauthorized when mutual TLS is on and ``identity`` may not stream as the node's VirtualNode, or
+        when tokens are checked and the node claims another namespace or service account than ``account``."""
         params = sidecar_params(first.node)
         if self.tls is not None and self.tls.mutual and (refused := authorize(identity, params)):
             raise Unauthorized(refused)
+        if self.token_auth is not None:
+            assert account is not None
+            vn = params.virtual_node
+            if vn is None or vn.namespace != account[0] or params.service_account != account[1]:
+                claimed = f"{vn.namespace}/{vn.name}" if vn else "no VirtualNode"
+                raise Unauthorized(
+                    f"ServiceAccount {account[0]}/{account[1]} may not stream as {claimed} "
+                    f"(service account {params.service_account})"
+                )
         port = stats_port(first.node)  # read before attaching: nothing after the attach may fail and leak the group
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
@@ -317,6 +351,8 @@ class AdsServer:
         # Workload keys go only to a proxy that proved it may stream as its VirtualNode (its xDS client
         # certificate names it); any other stream is sent no Secret at all, whatever it claims.
         state.proven_identity = identity if self.tls is not None and self.tls.mutual else None
+        if account is not None:
+            state.proven_identity = f"system:serviceaccount:{account[0]}:{account[1]}"
         self.registry.add(state)
         self.metrics.connected_streams.inc()
         log.info("proxy %s connected (group %s, %s)", first.node.id, group, "delta" if delta else "sotw")
