@@ -49,6 +49,11 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--inject-xds-port", type=int, default=18000, help="the xDS Service port sidecars use")
     group.add_argument(
+        "--inject-xds-token",
+        action="store_true",
+        help="sidecars send their pod's projected ServiceAccount token on the xDS stream (for --xds-auth=kubernetes)",
+    )
+    group.add_argument(
         "--native-sidecars",
         choices=("auto", "true", "false"),
         default="auto",
@@ -117,6 +122,7 @@ def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderE
         xds_address=args.inject_xds_address,
         xds_port=args.inject_xds_port,
         native_sidecars=native,
+        xds_token=args.inject_xds_token,
     )
     return InjectionServer(
         directory,

@@ -68,6 +68,9 @@ class InjectConfig:
     proxy_uid: int = 1337
     egress_port: int = 15001
     ingress_port: int = 15000
+    # The proxy proves its ServiceAccount on the xDS stream with a projected token (audience meshctl) the kubelet
+    # rotates (serve --xds-auth=kubernetes checks it); only with xDS over TLS (ca_pem).
+    xds_token: bool = False
     # The instance metadata service and the EKS Pod Identity agent: AWS SDKs get credentials there, directly.
     ignored_cidrs: tuple[str, ...] = ("169.254.169.254/32", "169.254.170.23/32")
     ignored_ports: tuple[int, ...] = (22,)
@@ -124,8 +127,16 @@ def inject(
         return _skip(f"meshctl: not injected: {exc}")
     capture = _capture_container(config.capture_image, rules)
     account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    proxy = _proxy_container(config, namespace, chosen.name, str(account))
+    token = config.xds_token and config.ca_pem is not None
+    proxy = _proxy_container(config, namespace, chosen.name, str(account), token_file=XDS_TOKEN_FILE if token else None)
     patch: list[dict[str, Any]] = []
+    if token:
+        volumes = spec.get("volumes")
+        patch.append(
+            {"op": "add", "path": "/spec/volumes/-", "value": _TOKEN_VOLUME}
+            if volumes
+            else {"op": "add", "path": "/spec/volumes", "value": [_TOKEN_VOLUME]}
+        )
     if not annotations:
         patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
     patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": chosen.name})
@@ -191,8 +202,23 @@ def _capture_container(image: str, rules: CaptureConfig) -> dict[str, Any]:
     }
 
 
-def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str, service_account: str) -> dict[str, Any]:
-    """``service_account``: the pod's, its workload identity (mTLS): spiffe://<td>/ns/<namespace>/sa/<it>."""
+XDS_TOKEN_DIR = "/var/run/secrets/meshctl/xds"
+XDS_TOKEN_FILE = XDS_TOKEN_DIR + "/token"
+_TOKEN_VOLUME = {
+    "name": "meshctl-xds-token",
+    "projected": {
+        # Readable by the proxy's uid (the kubelet writes it as root); only the proxy container mounts it.
+        "defaultMode": 0o444,
+        "sources": [{"serviceAccountToken": {"audience": "meshctl", "expirationSeconds": 3600, "path": "token"}}],
+    },
+}
+
+
+def _proxy_container(
+    config: InjectConfig, namespace: str, virtual_node: str, service_account: str, *, token_file: str | None = None
+) -> dict[str, Any]:
+    """``service_account``: the pod's, its workload identity (mTLS): spiffe://<td>/ns/<namespace>/sa/<it>.
+    ``token_file``: where the projected token it sends on the xDS stream is mounted."""
     bootstrap = render_bootstrap(
         BootstrapOptions(
             node_id=f"{namespace}/{virtual_node}",  # replaced by --service-node: the pod's name is known at run time
@@ -206,6 +232,7 @@ def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str, se
             xds_ca_pem=config.ca_pem,
             xds_server_name=config.xds_server_name,
             service_account=service_account,
+            xds_token_file=token_file,
         )
     )
     ready = {"httpGet": {"path": "/ready", "port": STATS_PORT}}
@@ -236,6 +263,8 @@ def _proxy_container(config: InjectConfig, namespace: str, virtual_node: str, se
         },
         "resources": {k: dict(v) for k, v in config.proxy_resources.items()},
     }
+    if token_file is not None:
+        container["volumeMounts"] = [{"name": "meshctl-xds-token", "mountPath": XDS_TOKEN_DIR, "readOnly": True}]
     if config.native_sidecars:
         # Starts before the app and stops after it; the app starts once Envoy has its config (startupProbe).
         container["restartPolicy"] = "Always"

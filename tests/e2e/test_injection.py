@@ -86,7 +86,9 @@ class Client:
         return response, patched
 
 
-async def start_webhook(tmp_path: Path, *, native: bool = True) -> tuple[InjectionServer, bytes]:
+async def start_webhook(
+    tmp_path: Path, *, native: bool = True, xds_token: bool = False
+) -> tuple[InjectionServer, bytes]:
     ca = new_ca()
     leaf = issue(ca, NAME, dns_names=(NAME,))
     tls = TlsDir(tmp_path / "tls")
@@ -105,7 +107,8 @@ async def start_webhook(tmp_path: Path, *, native: bool = True) -> tuple[Injecti
         virtual_node("reviews-all", "shop", selector={"app": "reviews"}, listeners=listeners),
     )
     model = load_manifests(manifests)
-    server = InjectionServer(tls, InjectConfig(native_sidecars=native), address="127.0.0.1", port=0)
+    config = InjectConfig(native_sidecars=native, xds_token=xds_token)
+    server = InjectionServer(tls, config, address="127.0.0.1", port=0)
     server.model = lambda: model
     await server.prepare()
     await server.start()
@@ -166,6 +169,35 @@ async def test_a_pod_gets_capture_and_a_native_sidecar_that_validate_and_stay_re
 
     again, unchanged = await webhook.mutate(patched)  # re-injection is a no-op
     assert "patch" not in again and unchanged == patched
+
+
+async def test_with_xds_tokens_the_sidecar_sends_its_projected_service_account_token(tmp_path):
+    """--inject-xds-token: a projected token (audience meshctl, rotated by the kubelet) mounted into the proxy
+    alone, and a bootstrap that sends it on the xDS stream (read for each new stream); the pod still validates."""
+    server, ca_pem = await start_webhook(tmp_path, xds_token=True)
+    try:
+        client = Client(server, ca_pem)
+        _, patched = await client.mutate(pod(volumes=[{"name": "data", "emptyDir": {}}]))
+    finally:
+        await server.stop()
+    spec = patched["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "meshctl-xds-token"]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {"audience": "meshctl", "expirationSeconds": 3600, "path": "token"}
+    assert [v["name"] for v in spec["volumes"]] == ["data", "meshctl-xds-token"]
+    proxy = containers(spec, "initContainers")[PROXY_CONTAINER]
+    assert proxy["volumeMounts"] == [
+        {"name": "meshctl-xds-token", "mountPath": "/var/run/secrets/meshctl/xds", "readOnly": True}
+    ]
+    assert all("volumeMounts" not in c for c in spec["containers"])  # the app does not get it
+    bootstrap = json.loads(proxy["args"][proxy["args"].index("--config-yaml") + 1])
+    (ads,) = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    (credential,) = ads["google_grpc"]["call_credentials"]
+    config = credential["from_plugin"]["typed_config"]
+    assert config["secret_data"] == {"filename": "/var/run/secrets/meshctl/xds/token"}
+    assert config["header_prefix"] == "Bearer "
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(patched, version, strict=True)
 
 
 async def test_pods_the_webhook_leaves_alone(webhook):
