@@ -27,8 +27,29 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    if bool(args.ca_dir) == bool(args.ca_secret):
+        print("meshctl ca rotate: give --ca-dir or --ca-secret", file=sys.stderr)
+        return 2
     try:
-        print(rotate(Path(args.ca_dir), args.stage))
+        if args.ca_dir:
+            print(rotate(Path(args.ca_dir), args.stage))
+            return 0
+        from kubernetes.client import ApiException
+
+        from meshctl.kube.ca_secret import rotate_secret
+        from meshctl.kube.config import api_client
+
+        namespace, _, name = args.ca_secret.rpartition("/")
+        if not namespace or not name:
+            raise ValueError(f"--ca-secret {args.ca_secret!r}: expected NAMESPACE/NAME")
+        try:
+            api = api_client(args.kubeconfig, in_cluster=False)
+        except Exception as exc:  # the client raises several kinds for a missing or broken kubeconfig
+            raise ValueError(f"no usable kubeconfig ({exc})") from None
+        try:
+            print(rotate_secret(api, namespace, name, args.stage))
+        except ApiException as exc:
+            raise ValueError(f"Secret {args.ca_secret}: {exc.status} {exc.reason}") from None
     except (OSError, ValueError) as exc:
         print(f"meshctl ca rotate: {exc}", file=sys.stderr)
         return 2
@@ -45,6 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "rotate",
         help="rotate the root: --stage trust, then sign, then finish (wait for every proxy to sync in between)",
     )
-    rot.add_argument("--ca-dir", required=True)
+    rot.add_argument("--ca-dir", help="the CA directory serve --ca-dir reads")
+    rot.add_argument("--ca-secret", metavar="NAMESPACE/NAME", help="the CA Secret serve --ca-secret reads")
+    rot.add_argument("--kubeconfig", help="with --ca-secret (default ~/.kube/config)")
     rot.add_argument("--stage", required=True, choices=ROTATION_STAGES)
     rot.set_defaults(run=_rotate)

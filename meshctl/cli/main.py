@@ -88,7 +88,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_token_auth = XdsTokenReviewer(source.api)
     plane = ControlPlane(
         source,
-        identities=_identities(args),
+        identities=_identities(args, source.api if writer is not None else None),
         admin_authorizer=admin_authorizer,
         xds_token_auth=xds_token_auth,
         address=args.address,
@@ -122,8 +122,9 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _identities(args: argparse.Namespace) -> IdentityKeeper:
-    """The mesh CA: kept in --ca-dir (created there the first time), else made in memory for this run."""
+def _identities(args: argparse.Namespace, api: Any = None) -> IdentityKeeper:
+    """The mesh CA: kept in --ca-secret (with --kubernetes: ``api``) or --ca-dir (created there the first time),
+    else made in memory for this run."""
     import datetime
 
     from meshctl.identity.ca import MeshCA
@@ -132,10 +133,26 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
     if args.workload_cert_lifetime < 10:
         raise CliError(f"--workload-cert-lifetime {args.workload_cert_lifetime}: at least 10 seconds")
     ca: Issuer
+    source = None
+    if sum(map(bool, (args.acm_pca_arn, args.ca_dir, args.ca_secret))) > 1:
+        raise CliError("--acm-pca-arn, --ca-dir and --ca-secret: choose one issuer")
     if args.acm_pca_arn:
-        if args.ca_dir:
-            raise CliError("--acm-pca-arn and --ca-dir: choose one issuer")
         ca = _acm_pca_issuer(args.acm_pca_arn, args.trust_domain)
+    elif args.ca_secret:
+        if api is None:
+            raise CliError("--ca-secret needs --kubernetes (the CA is kept in the cluster)")
+        from kubernetes.client import ApiException
+
+        from meshctl.kube.ca_secret import SecretSource
+
+        namespace, _, name = args.ca_secret.rpartition("/")
+        if not namespace or not name:
+            raise CliError(f"--ca-secret {args.ca_secret!r}: expected NAMESPACE/NAME")
+        source = SecretSource(api, namespace, name)
+        try:
+            ca = source.load_or_create(args.trust_domain)
+        except (ValueError, ApiException) as exc:
+            raise CliError(f"--ca-secret {args.ca_secret}: {str(exc).splitlines()[0]}") from None
     elif args.ca_dir:
         try:
             ca = MeshCA.load_or_create(Path(args.ca_dir), args.trust_domain)
@@ -147,6 +164,7 @@ def _identities(args: argparse.Namespace) -> IdentityKeeper:
         ca,
         lifetime=datetime.timedelta(seconds=args.workload_cert_lifetime),
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
+        ca_source=source,
     )
 
 
@@ -371,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
+    identity.add_argument(
+        "--ca-secret",
+        metavar="NAMESPACE/NAME",
+        help="with --kubernetes: the mesh CA in this Secret, shared by every replica (created on first use)",
+    )
     identity.add_argument("--trust-domain", default="meshctl.local", help="SPIFFE trust domain (default meshctl.local)")
     identity.add_argument(
         "--acm-pca-arn", help="issue workload certificates from this AWS Private CA (instead of the built-in CA)"

@@ -482,8 +482,8 @@ class Controller:
         while True:
             keeper = self.identities
             due_at = keeper.next_renewal()
-            # With a CA directory, look at it every second (``meshctl ca rotate`` is taken within ~1 s).
-            wait = 1.0 if keeper.ca_dir is not None else longest_wait
+            # With a CA directory (or Secret), look at it every poll interval (``meshctl ca rotate`` is taken then).
+            wait = keeper.ca_source.poll_interval if keeper.ca_source is not None else longest_wait
             if due_at is not None:
                 wait = min(wait, max(0.0, (due_at - datetime.datetime.now(datetime.UTC)).total_seconds()))
             await asyncio.sleep(wait)

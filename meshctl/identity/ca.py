@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -243,35 +244,57 @@ class MeshCA:
 
     # --- persistence: the CA survives restarts (a new CA would re-issue every identity and break trust) --------
 
+    def to_files(self) -> dict[str, bytes]:
+        """``root.crt``, ``ca.crt`` (intermediate), ``ca.key``, ``bundle.crt`` and ``trust-domain``: what a CA
+        directory or the CA Secret holds."""
+        return {
+            "root.crt": _pem(self.root),
+            "ca.crt": _pem(self.intermediate),
+            "bundle.crt": self.bundle_pem,
+            "ca.key": _pem_key(self._key),
+            "trust-domain": (self.trust_domain + "\n").encode(),
+        }
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes], where: str) -> MeshCA:
+        """Raises ValueError naming what is missing or unreadable (``where``: the directory or Secret)."""
+        try:
+            trust_domain = files["trust-domain"].decode().strip()
+            root = x509.load_pem_x509_certificate(files["root.crt"])
+            intermediate = x509.load_pem_x509_certificate(files["ca.crt"])
+            key = serialization.load_pem_private_key(files["ca.key"], password=None)
+            bundle = x509.load_pem_x509_certificates(files["bundle.crt"])
+        except KeyError as exc:
+            raise ValueError(f"cannot load the mesh CA from {where}: {exc.args[0]} is missing") from None
+        except ValueError as exc:
+            raise ValueError(f"cannot load the mesh CA from {where}: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{where}: ca.key is not an ECDSA key")
+        if key.public_key() != intermediate.public_key():  # (half-way through a rotation's writes, say)
+            raise ValueError(f"{where}: ca.key is not the key of ca.crt")
+        extra = tuple(c for c in bundle if c != root)
+        return cls(trust_domain, root, intermediate, key, extra)
+
     def save(self, directory: Path) -> None:
-        """``root.crt``, ``ca.crt`` (intermediate), ``ca.key`` (0600) and ``bundle.crt``."""
+        """The files of ``to_files``; ``ca.key`` readable by its owner only."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "root.crt").write_bytes(_pem(self.root))
-        (directory / "ca.crt").write_bytes(_pem(self.intermediate))
-        (directory / "bundle.crt").write_bytes(self.bundle_pem)
-        key_path = directory / "ca.key"
-        key_path.touch(mode=0o600, exist_ok=True)
-        key_path.chmod(0o600)
-        key_path.write_bytes(_pem_key(self._key))
-        (directory / "trust-domain").write_text(self.trust_domain + "\n")
+        for name, data in self.to_files().items():
+            path = directory / name
+            if name == "ca.key":
+                path.touch(mode=0o600, exist_ok=True)
+                path.chmod(0o600)
+            path.write_bytes(data)
 
     @classmethod
     def load(cls, directory: Path) -> MeshCA:
-        """Raises ValueError naming the file that is missing or unreadable."""
-        try:
-            trust_domain = (directory / "trust-domain").read_text().strip()
-            root = x509.load_pem_x509_certificate((directory / "root.crt").read_bytes())
-            intermediate = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-            key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-            bundle = x509.load_pem_x509_certificates((directory / "bundle.crt").read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load the mesh CA from {directory}: {exc}") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{directory / 'ca.key'}: not an ECDSA key")
-        if key.public_key() != intermediate.public_key():  # (half-way through a rotation's writes, say)
-            raise ValueError(f"{directory / 'ca.key'} is not the key of {directory / 'ca.crt'}")
-        extra = tuple(c for c in bundle if c != root)
-        return cls(trust_domain, root, intermediate, key, extra)
+        """Raises ValueError naming the directory and what is missing or unreadable."""
+        files = {}
+        for name in ("trust-domain", "root.crt", "ca.crt", "ca.key", "bundle.crt"):
+            try:
+                files[name] = (directory / name).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot load the mesh CA from {directory}: {exc}") from None
+        return cls.from_files(files, str(directory))
 
     @classmethod
     def load_or_create(cls, directory: Path, trust_domain: str = "meshctl.local") -> MeshCA:

@@ -14,12 +14,42 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from meshctl.identity.ca import WORKLOAD_LIFETIME, Issuer, MeshCA, WorkloadCertificate, files_stamp, renewal_time
 
-__all__ = ["Identity", "IdentityKeeper"]
+__all__ = ["CaSource", "DirectorySource", "Identity", "IdentityKeeper"]
 
 Identity = tuple[str, str]  # (namespace, service account)
+
+
+class CaSource(Protocol):
+    """Where the mesh CA is kept: ``changed`` gives its new contents when they changed (None otherwise), or raises
+    ValueError for contents that cannot be used (yet)."""
+
+    poll_interval: float
+
+    def changed(self) -> MeshCA | None: ...
+
+
+class DirectorySource:
+    """A CA directory (``serve --ca-dir``), looked at every second."""
+
+    poll_interval = 1.0
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._stamp = files_stamp(directory)
+
+    def changed(self) -> MeshCA | None:
+        stamp = files_stamp(self.directory)
+        if stamp == self._stamp:
+            return None
+        new = MeshCA.load(self.directory)
+        self._stamp = stamp
+        return new
+
+
 log = logging.getLogger(__name__)
 
 
@@ -36,11 +66,12 @@ class IdentityKeeper:
         clock: Callable[[], datetime.datetime] = _now,
         rng: random.Random | None = None,
         ca_dir: Path | None = None,
+        ca_source: CaSource | None = None,
     ) -> None:
-        """``ca_dir``: where ``ca`` was loaded from; ``reload_ca`` follows it (``meshctl ca rotate``)."""
+        """``ca_dir`` (or any ``ca_source``: the CA Secret in a cluster): where ``ca`` was loaded from;
+        ``reload_ca`` follows it (``meshctl ca rotate``)."""
         self.ca = ca
-        self.ca_dir = ca_dir
-        self._ca_stamp = files_stamp(ca_dir) if ca_dir else ()
+        self.ca_source = ca_source or (DirectorySource(ca_dir) if ca_dir else None)
         self.lifetime = lifetime
         self._clock = clock
         self._rng = rng or random.Random()
@@ -88,17 +119,18 @@ class IdentityKeeper:
         return identities
 
     def reload_ca(self) -> bool:
-        """Takes the CA directory's new contents, if it changed: a new signing CA issues every identity again; a
-        new bundle only changes what peers trust. True when secrets must be sent again. A directory caught half
+        """Takes the CA source's new contents, if it changed: a new signing CA issues every identity again; a
+        new bundle only changes what peers trust. True when secrets must be sent again. A source caught half
         written (or broken) is left for the next look, the current CA kept."""
-        if self.ca_dir is None or (stamp := files_stamp(self.ca_dir)) == self._ca_stamp:
+        if self.ca_source is None:
             return False
         try:
-            new = MeshCA.load(self.ca_dir)
+            new = self.ca_source.changed()
         except ValueError as exc:
             log.warning("mesh CA: %s; keeping the current one", exc)
             return False
-        self._ca_stamp = stamp
+        if new is None:
+            return False
         if new.signer_id != self.ca.signer_id:
             log.info("mesh CA: a new CA signs (root %x); issuing every identity again", new.root.serial_number)
             self.rotate_ca(new)

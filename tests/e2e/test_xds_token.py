@@ -20,7 +20,7 @@ from meshctl.kube.reviews import XdsTokenReviewer
 from meshctl.sources.kubernetes import KubernetesSource
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET
 from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
-from meshctl.xds.envoy.types import CLUSTER, SECRET
+from meshctl.xds.envoy.types import SECRET
 from meshctl.xds.server.tls import XdsTls
 from tests.ads_client import AdsClient
 from tests.conftest import eventually
@@ -97,20 +97,24 @@ async def test_a_stream_proves_its_service_account_and_nothing_else_gets_through
         await _denied(s.client("demo/reviews-v1", "web", s.token("demo", "reviews")))  # another service account
         assert plane.xds_metrics.refused_streams == 5
 
-        # Delta, no token: the same.
+        # Delta: no token, and another namespace's token claiming this VirtualNode: the same.
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{s.port}",
             grpc.ssl_channel_credentials(s.ca.cert_pem),
             options=[("grpc.ssl_target_name_override", SERVER)],
         )
-        first = DeltaDiscoveryRequest(type_url=CLUSTER)
-        first.node.id, first.node.cluster = "demo/reviews-v1/pod-1", "demo/reviews-v1"
-        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(iter([first]))
-        received = []
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            async for resp in call:
-                received.append(resp)
-        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and received == []
+        for token in (None, s.token("shop", "reviews")):
+            first = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=[IDENTITY_SECRET, TRUST_SECRET])
+            first.node.id, first.node.cluster = "demo/reviews-v1/pod-1", "demo/reviews-v1"
+            first.node.metadata.fields["meshctl.service_account"].string_value = "reviews"
+            metadata = (("authorization", f"Bearer {token}"),) if token else None
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            call = stub.DeltaAggregatedResources(iter([first]), metadata=metadata)
+            received = []
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for resp in call:
+                    received.append(resp)
+            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and received == []
         await channel.close()
 
 
