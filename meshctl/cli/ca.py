@@ -36,7 +36,7 @@ def _rotate(args: argparse.Namespace) -> int:
             return 0
         from kubernetes.client import ApiException
 
-        from meshctl.kube.ca_secret import rotate_secret
+        from meshctl.identity.ca_secret import rotate_secret
         from meshctl.kube.config import api_client
 
         namespace, _, name = args.ca_secret.rpartition("/")

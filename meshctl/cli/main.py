@@ -143,7 +143,7 @@ def _identities(args: argparse.Namespace, api: Any = None) -> IdentityKeeper:
             raise CliError("--ca-secret needs --kubernetes (the CA is kept in the cluster)")
         from kubernetes.client import ApiException
 
-        from meshctl.kube.ca_secret import SecretSource
+        from meshctl.identity.ca_secret import SecretSource
 
         namespace, _, name = args.ca_secret.rpartition("/")
         if not namespace or not name:

@@ -12,8 +12,8 @@ from pathlib import Path
 from kubernetes import client
 
 from meshctl.controlplane.plane import ControlPlane
+from meshctl.identity.ca_secret import SecretSource
 from meshctl.identity.keeper import IdentityKeeper
-from meshctl.kube.ca_secret import SecretSource
 from meshctl.sources.kubernetes import KubernetesSource
 from tests.apiserver import kubeconfig_for
 from tests.conftest import eventually
