@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from meshctl.identity.ca import WorkloadCertificate, spiffe_id
+from meshctl.identity.ca import WorkloadCertificate, pem_private_key, spiffe_id
 
 __all__ = ["AcmPcaIssuer"]
 
@@ -93,9 +93,7 @@ class AcmPcaIssuer:
         return WorkloadCertificate(
             spiffe_id=identity,
             chain_pem=chain,
-            key_pem=key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
+            key_pem=pem_private_key(key),
             issued_at=issued,
             not_before=leaf.not_valid_before_utc,
             # Renewal follows the lifetime asked for, even if the CA granted more (whole days; moto: a year).

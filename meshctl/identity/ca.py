@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "CA_KEY_USAGE",
     "CLOCK_SKEW",
     "ROTATION_STAGES",
     "WORKLOAD_LIFETIME",
@@ -29,6 +30,7 @@ __all__ = [
     "MeshCA",
     "WorkloadCertificate",
     "files_stamp",
+    "pem_private_key",
     "renewal_time",
     "rotate",
     "spiffe_id",
@@ -48,7 +50,8 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def pem_private_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted (it lives in a 0600 file, a Secret, or an SDS secret sent over mTLS)."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -58,18 +61,18 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _ca_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        key_cert_sign=True,
-        crl_sign=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+# What a CA's key may do: sign certificates and CRLs (and, by convention, digital signatures).
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    key_cert_sign=True,
+    crl_sign=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 def _ca_cert(
@@ -94,7 +97,7 @@ def _ca_cert(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]), critical=False
@@ -235,7 +238,7 @@ class MeshCA:
         return WorkloadCertificate(
             spiffe_id=identity,
             chain_pem=_pem(cert) + _pem(self.intermediate),
-            key_pem=_pem_key(key),
+            key_pem=pem_private_key(key),
             issued_at=issued,
             not_before=start,
             not_after=end,
@@ -251,7 +254,7 @@ class MeshCA:
             "root.crt": _pem(self.root),
             "ca.crt": _pem(self.intermediate),
             "bundle.crt": self.bundle_pem,
-            "ca.key": _pem_key(self._key),
+            "ca.key": pem_private_key(self._key),
             "trust-domain": (self.trust_domain + "\n").encode(),
         }
 

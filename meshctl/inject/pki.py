@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshctl.identity.ca import CA_KEY_USAGE, pem_private_key
+
 __all__ = ["CA_DAYS", "LEAF_DAYS", "KeyPair", "issue", "needs_renewal", "new_ca", "spiffe_identity"]
 
 CA_DAYS = 3650
@@ -33,8 +35,7 @@ class KeyPair:
 
 def _key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return key, pem
+    return key, pem_private_key(key)
 
 
 def _now() -> datetime.datetime:
@@ -54,20 +55,7 @@ def new_ca(common_name: str = "meshctl", *, days: int = CA_DAYS) -> KeyPair:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -172,10 +172,6 @@ class ListenerTls:
     trust_file: str | None = None
     subject_alt_names: tuple[str, ...] = ()
 
-    @property
-    def mesh_issued(self) -> bool:
-        return self.certificate_chain_file is None
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
