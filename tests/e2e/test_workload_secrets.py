@@ -71,6 +71,33 @@ class _Plane:
         return ads
 
 
+async def refused(ads: AdsClient) -> None:
+    """The stream asks for its secrets and is refused (PERMISSION_DENIED) before anything is sent."""
+    await ads.send(SECRET, NAMES)
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await ads.recv(timeout=10)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    await ads.close()
+
+
+async def delta_refused(
+    channel: grpc.aio.Channel, vn: str, *, sa: str = "", metadata: tuple[tuple[str, str], ...] | None = None
+) -> None:
+    """A delta stream for ``vn``'s secrets is refused (PERMISSION_DENIED) and sent nothing."""
+    first = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=NAMES)
+    first.node.id, first.node.cluster = f"{vn}/pod-1", vn
+    if sa:
+        first.node.metadata.fields["meshctl.service_account"].string_value = sa
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(
+        iter([first]), metadata=metadata
+    )
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        async for resp in call:
+            received.append(resp)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED and received == []
+
+
 async def _secrets(ads: AdsClient) -> list[Secret]:
     await ads.send(SECRET, NAMES)
     resp = await ads.recv(timeout=10)
@@ -139,32 +166,17 @@ async def test_impersonation_gets_permission_denied_and_nothing_sotw_and_delta(t
     async with p.plane as plane:
         await plane.wait_synced()
         other_namespace = spiffe_identity("shop", "reviews-v1")
-        ads = p.client("demo/reviews-v1/pod-0", "demo/reviews-v1", other_namespace)
-        await ads.send(SECRET, NAMES)
-        with pytest.raises(grpc.aio.AioRpcError) as denied:
-            await ads.recv(timeout=10)
-        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        await ads.close()
+        await refused(p.client("demo/reviews-v1/pod-0", "demo/reviews-v1", other_namespace))
         # Another service account than the certificate names: also refused.
-        wrong_sa = p.client("demo/reviews-v1/pod-0", "demo/reviews-v1", "spiffe://meshctl/ns/demo/sa/web", sa="reviews")
-        await wrong_sa.send(SECRET, NAMES)
-        with pytest.raises(grpc.aio.AioRpcError) as denied:
-            await wrong_sa.recv(timeout=10)
-        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        await wrong_sa.close()
+        await refused(
+            p.client("demo/reviews-v1/pod-0", "demo/reviews-v1", "spiffe://meshctl/ns/demo/sa/web", sa="reviews")
+        )
 
         pair = issue(p.clients, "c", uris=(other_namespace,), client=True)
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{plane.xds_port}", _credentials(p.ca, pair), options=[("grpc.ssl_target_name_override", SERVER)]
         )
-        first = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=NAMES)
-        first.node.id, first.node.cluster = "demo/reviews-v1/pod-1", "demo/reviews-v1"
-        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(iter([first]))
-        received = []
-        with pytest.raises(grpc.aio.AioRpcError) as denied:
-            async for resp in call:
-                received.append(resp)
-        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED and received == []
+        await delta_refused(channel, "demo/reviews-v1")
         await channel.close()
         assert len(await asyncio.wait_for(_proxies(plane), 10)) == 0
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-import pytest
-from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from meshctl.controlplane.plane import ControlPlane
 from meshctl.devtools.envoy_process import EnvoyProcess, free_port
@@ -25,6 +22,7 @@ from meshctl.xds.server.tls import XdsTls
 from tests.ads_client import AdsClient
 from tests.conftest import eventually
 from tests.e2e.test_kubernetes import cluster_with
+from tests.e2e.test_workload_secrets import delta_refused, refused
 from tests.manifests import service, virtual_node, workload
 
 SERVER = "meshctl.meshctl-system.svc"
@@ -70,14 +68,6 @@ class _Setup:
         return ads
 
 
-async def _denied(ads: AdsClient) -> None:
-    await ads.send(SECRET, [IDENTITY_SECRET, TRUST_SECRET])
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await ads.recv(timeout=10)
-    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    await ads.close()
-
-
 async def test_a_stream_proves_its_service_account_and_nothing_else_gets_through(apiserver, tmp_path: Path):
     s = _Setup(apiserver, tmp_path)
     await cluster_with(apiserver, _docs())
@@ -90,11 +80,11 @@ async def test_a_stream_proves_its_service_account_and_nothing_else_gets_through
         assert proxy.proven_identity == "system:serviceaccount:demo:reviews"
         await good.close()
 
-        await _denied(s.client("demo/reviews-v1", "reviews", None))  # no token
-        await _denied(s.client("demo/reviews-v1", "reviews", "made-up"))  # not a token TokenReview accepts
-        await _denied(s.client("demo/reviews-v1", "reviews", s.token("demo", "reviews", audience="other")))
-        await _denied(s.client("demo/reviews-v1", "reviews", s.token("shop", "reviews")))  # another namespace
-        await _denied(s.client("demo/reviews-v1", "web", s.token("demo", "reviews")))  # another service account
+        await refused(s.client("demo/reviews-v1", "reviews", None))  # no token
+        await refused(s.client("demo/reviews-v1", "reviews", "made-up"))  # not a token TokenReview accepts
+        await refused(s.client("demo/reviews-v1", "reviews", s.token("demo", "reviews", audience="other")))
+        await refused(s.client("demo/reviews-v1", "reviews", s.token("shop", "reviews")))  # another namespace
+        await refused(s.client("demo/reviews-v1", "web", s.token("demo", "reviews")))  # another service account
         assert plane.xds_metrics.refused_streams == 5
 
         # Delta: no token, and another namespace's token claiming this VirtualNode: the same.
@@ -104,17 +94,8 @@ async def test_a_stream_proves_its_service_account_and_nothing_else_gets_through
             options=[("grpc.ssl_target_name_override", SERVER)],
         )
         for token in (None, s.token("shop", "reviews")):
-            first = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=[IDENTITY_SECRET, TRUST_SECRET])
-            first.node.id, first.node.cluster = "demo/reviews-v1/pod-1", "demo/reviews-v1"
-            first.node.metadata.fields["meshctl.service_account"].string_value = "reviews"
             metadata = (("authorization", f"Bearer {token}"),) if token else None
-            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-            call = stub.DeltaAggregatedResources(iter([first]), metadata=metadata)
-            received = []
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                async for resp in call:
-                    received.append(resp)
-            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and received == []
+            await delta_refused(channel, "demo/reviews-v1", sa="reviews", metadata=metadata)
         await channel.close()
 
 
