@@ -81,6 +81,7 @@ class Mesh:
         delta: bool = False,
         wait_ready: bool = True,
         stats: bool = False,
+        sds_socket: str | None = None,
     ) -> Sidecar:
         """``stats``: serve /stats/prometheus on a port of its own (what ``meshctl shift --steps`` reads)."""
         egress, ingress = free_port(), free_port()
@@ -93,6 +94,7 @@ class Mesh:
             delta=delta,
             stats_port=free_port() if stats else None,
             admin_port=free_port() if stats else 0,
+            sds_socket=sds_socket,
         )
         await envoy.start()
         self._envoys.append(envoy)

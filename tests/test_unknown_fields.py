@@ -1,5 +1,6 @@
 """Unknown fields are said, not silently accepted (issue 27, part 3): a typo or a field of App Mesh that meshctl
-does not implement yet (here: an SDS certificate source, which gets the mesh CA's certificate instead) is a warning naming its path (FieldsRecognized=False in the status, a `validate` line);
+does not implement (here: an ACM certificate source, which gets the mesh CA's certificate instead) is a warning
+naming its path (FieldsRecognized=False in the status, a `validate` line);
 `validate --strict` makes it an error. The object is still served without it."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "demo"
 
 def _with_tls_and_a_typo(doc: dict) -> dict:
     listener = doc["spec"]["listeners"][0]
-    listener["tls"] = {"mode": "STRICT", "certificate": {"sds": {"secretName": "spiffe://x/ns/demo/sa/reviews"}}}
+    listener["tls"] = {"mode": "STRICT", "certificate": {"acm": {"certificateARN": "arn:aws:acm:us-east-1:1:certificate/x"}}}
     listener["bogusField"] = 1
     return doc
 
@@ -43,8 +44,9 @@ def test_unknown_and_unimplemented_fields_are_warnings_with_their_paths() -> Non
         ("extra", "unknown field: ignored"),
         ("spec.listeners[0].bogusField", "unknown field: ignored"),
         (
-            "spec.listeners[0].tls.certificate.sds",
-            "this certificate source is not implemented yet: the mesh CA's is used (or give certificate.file)",
+            "spec.listeners[0].tls.certificate.acm",
+            "ACM certificates are not read by meshctl: the mesh CA's certificate and roots are used (serve "
+            "--acm-pca-arn makes AWS Private CA the mesh CA)",
         ),
     }
     strict = parse_keyed(doc, origin="web.yaml", strict=True)
@@ -59,7 +61,7 @@ def test_validate_says_so_and_strict_fails(tmp_path: Path) -> None:
     (warning,) = [line for line in lenient.stdout.splitlines() if line.startswith("warning")]
     assert (
         "spec.listeners[0].bogusField: unknown field" in warning
-        and "spec.listeners[0].tls.certificate.sds: this certificate source" in warning
+        and "spec.listeners[0].tls.certificate.acm: ACM certificates are not read" in warning
     )
     strict = subprocess.run([*run, "--strict"], capture_output=True, text=True, timeout=60)
     assert strict.returncode == 1
@@ -76,5 +78,5 @@ async def test_served_with_a_fields_recognized_condition(tmp_path: Path) -> None
     assert node["accepted"]
     (cond,) = [c for c in node["conditions"] if c["type"] == "FieldsRecognized"]
     assert cond["status"] == "False" and cond["reason"] == "UnknownFields"
-    assert "spec.listeners[0].tls.certificate.sds" in cond["message"]
+    assert "spec.listeners[0].tls.certificate.acm" in cond["message"]
     assert all(c["type"] != "FieldsRecognized" for c in objects["reviews-v2"]["conditions"])

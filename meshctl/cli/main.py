@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from meshctl.identity.keeper import IdentityKeeper
     from meshctl.ingress.reconciler import IngressReconciler
     from meshctl.kube.status_writer import StatusWriter
+    from meshctl.model import TlsMode
     from meshctl.sources.kubernetes import KubernetesSource
     from meshctl.xds.server.tls import XdsTls
 
@@ -99,6 +100,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_tls=xds_tls,
         injection=injection,
     )
+    plane.controller.default_tls_mode = _tls_mode(args.default_tls_mode)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,6 +122,18 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         await plane.stop()
     return 0
+
+
+_TLS_MODE_HELP = (
+    "the TLS mode of VirtualNode listeners that set no tls, in namespaces without a mesh.meshctl.dev/tls-mode label: "
+    "STRICT (mTLS only), PERMISSIVE (mTLS and plaintext) or DISABLED (default DISABLED)"
+)
+
+
+def _tls_mode(value: str) -> TlsMode | None:
+    from meshctl.model import TlsMode
+
+    return None if value == "DISABLED" else TlsMode(value)
 
 
 def _identities(args: argparse.Namespace, api: Any = None) -> IdentityKeeper:
@@ -280,6 +294,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_client_key=args.xds_client_key,
         service_account=args.service_account,
         xds_token_file=args.xds_token_file,
+        sds_socket=args.sds_socket,
     )
     if args.xds_token_file and not args.xds_ca:
         raise CliError("--xds-token-file needs --xds-ca (a token is sent only over TLS)")
@@ -303,7 +318,7 @@ def _validate(args: argparse.Namespace) -> int:
     root = Path(args.manifests)
     if not root.exists():
         raise CliError(f"{args.manifests}: no such file or directory")
-    mesh = translate_mesh(load_manifests(root, strict=args.strict))
+    mesh = translate_mesh(load_manifests(root, strict=args.strict), default_tls_mode=_tls_mode(args.default_tls_mode))
     bad = [s for s in mesh.statuses if s.problems]
     if args.output in ("json", "yaml"):
         _print(
@@ -388,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checked with TokenReview; a proxy may claim only its own namespace and service account (default none)",
     )
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
+    identity.add_argument(
+        "--default-tls-mode", choices=("STRICT", "PERMISSIVE", "DISABLED"), default="DISABLED", help=_TLS_MODE_HELP
+    )
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
     identity.add_argument(
         "--ca-secret",
@@ -453,11 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="file of a token sent on the xDS stream, re-read for each new stream (in a pod: its projected "
         "ServiceAccount token, audience meshctl; serve --xds-auth=kubernetes checks it)",
     )
+    boot.add_argument(
+        "--sds-socket",
+        help="Unix socket of the node's SDS agent (SPIRE agent's Workload API): serves the secrets that VirtualNode "
+        "tls 'sds' sources name",
+    )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)
 
     val = sub.add_parser("validate", help="check a manifest directory offline, as serve would")
     val.add_argument("--strict", action="store_true", help="unknown or not-implemented fields are errors, not warnings")
+    val.add_argument(
+        "--default-tls-mode", choices=("STRICT", "PERMISSIVE", "DISABLED"), default="DISABLED", help=_TLS_MODE_HELP
+    )
     val.add_argument("manifests")
     val.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     val.set_defaults(run=_validate)

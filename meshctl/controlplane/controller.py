@@ -37,7 +37,7 @@ from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.controlplane.nacks import NackJudge
 from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
-from meshctl.model import Model, ModelDelta, ObjectKey, Route, VirtualNode
+from meshctl.model import Model, ModelDelta, ObjectKey, Route, TlsMode, VirtualNode
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.endpoints import release_gently
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
@@ -70,9 +70,10 @@ class Controller:
         on_statuses: Callable[[tuple[ObjectStatus, ...]], None] | None = None,
         incremental: bool = True,
         identities: IdentityKeeper | None = None,
+        default_tls_mode: TlsMode | None = None,
     ) -> None:
         """``incremental=False``: every model is translated whole, never patched (the reference the incremental
-        paths are tested against)."""
+        paths are tested against). ``default_tls_mode``: the mesh-wide mode of listeners without ``tls``."""
         self.cache = cache
         self.incremental = incremental
         self.metrics = metrics if metrics is not None else BuildMetrics()
@@ -81,6 +82,7 @@ class Controller:
         self.max_holdoff = max_holdoff
         self.on_statuses = on_statuses
         self._identities = identities
+        self.default_tls_mode = default_tls_mode
         self._secret_resources: dict[tuple[Identity, int, bytes], dict[str, CachedResource]] = {}
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
@@ -269,7 +271,7 @@ class Controller:
         per object. A group that still fails, for a reason no object explains, keeps its last snapshot."""
         limit = len(model.virtual_nodes) + len(model.routes) + 1
         for _ in range(limit):
-            mesh = translate_mesh(model, last_accepted, previous, blocked)
+            mesh = translate_mesh(model, last_accepted, previous, blocked, default_tls_mode=self.default_tls_mode)
             self._builder.start_generation()
             snapshots: dict[str, Snapshot] = {}
             retry = False

@@ -156,6 +156,7 @@ def loopback_sidecar(
     admin_port: int = 0,
     stats_port: int | None = None,
     statsd_address: str | None = None,
+    sds_socket: str | None = None,
 ) -> EnvoyProcess:
     """An Envoy sidecar for ``virtual_node`` whose listeners bind 127.0.0.1 (demo, tests, benchmarks).
     No Prometheus port unless asked: many sidecars share one host here."""
@@ -172,6 +173,7 @@ def loopback_sidecar(
         ingress_port=ingress_port,
         bind_address="127.0.0.1",
         delta=delta,
+        sds_socket=sds_socket,
     )
     return EnvoyProcess(render_bootstrap(options), name=node_id.replace("/", "-"), log_path=log_path)
 

@@ -18,7 +18,9 @@ from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError,
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "TLS_MODE_LABEL",
     "Backend",
+    "ClientPolicy",
     "ConnectionPool",
     "Endpoint",
     "EndpointSlice",
@@ -34,6 +36,7 @@ __all__ = [
     "Meta",
     "Model",
     "ModelDelta",
+    "Namespace",
     "ObjectKey",
     "OutlierDetection",
     "Pod",
@@ -169,8 +172,32 @@ class ListenerTls:
     mode: TlsMode
     certificate_chain_file: str | None = None
     private_key_file: str | None = None
+    certificate_sds: str | None = None  # ``certificate.sds.secretName``: from the SDS agent (SPIRE) on the node
     trust_file: str | None = None
+    trust_sds: str | None = None  # ``validation.trust.sds.secretName``
     subject_alt_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientPolicy:
+    """App Mesh's ``clientPolicy.tls``, on a backend or in ``backendDefaults``: how this node calls its backends.
+    Meshed callers need none (mTLS is originated to every listener that takes it); a policy narrows or widens that:
+    ``enforce: false`` calls in plaintext, ``enforce: true`` originates TLS even to a listener not declared to take
+    it; ``ports`` limits the policy to those listener ports (else all); ``certificate``: the client certificate
+    (else the mesh identity); ``validation``: the roots and server names accepted (else the mesh roots and any
+    identity of the callee's namespace)."""
+
+    enforce: bool = True
+    ports: tuple[int, ...] = ()
+    certificate_chain_file: str | None = None
+    private_key_file: str | None = None
+    certificate_sds: str | None = None
+    trust_file: str | None = None
+    trust_sds: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+
+    def covers(self, port: int) -> bool:
+        return not self.ports or port in self.ports
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +222,7 @@ class Backend:
 
     namespace: str
     name: str
+    client_policy: ClientPolicy | None = None  # else the node's ``backend_defaults``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +252,7 @@ class VirtualNodeSpec:
     backends: tuple[Backend, ...] = ()
     logging: Logging | None = None
     tracing: Tracing | None = None
+    backend_defaults: ClientPolicy | None = None  # ``backendDefaults.clientPolicy.tls``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,6 +356,20 @@ class Route:
         return ObjectKey("Route", self.meta.namespace, self.meta.name)
 
 
+# --- Namespace ----------------------------------------------------------------------------------
+
+# The Namespace label that sets the TLS mode of every VirtualNode listener there that has no ``tls`` of its own.
+TLS_MODE_LABEL = f"{API_GROUP}/tls-mode"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    """What the mesh reads of a Namespace: the default mode of its listeners (label ``TLS_MODE_LABEL``)."""
+
+    meta: Meta  # namespace "" (cluster-scoped), name: the namespace
+    tls_mode: TlsMode | None = None
+
+
 # --- The whole model -----------------------------------------------------------------------------
 
 
@@ -339,6 +382,7 @@ class Model:
     pods: Mapping[ObjectKey, Pod] = field(default_factory=dict)
     virtual_nodes: Mapping[ObjectKey, VirtualNode] = field(default_factory=dict)
     routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
+    namespaces: Mapping[ObjectKey, Namespace] = field(default_factory=dict)  # keyed ("Namespace", "", name)
     # Read by the ingress reconciler only (translation never does; see classify_change).
     ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)

@@ -10,15 +10,18 @@ from typing import Any, NamedTuple
 
 from meshctl.model import (
     API_GROUP,
+    TLS_MODE_LABEL,
     Endpoint,
     EndpointSlice,
     FieldError,
     Meta,
+    Namespace,
     ObjectKey,
     Pod,
     Route,
     Service,
     ServicePort,
+    TlsMode,
     VirtualNode,
 )
 from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
@@ -36,7 +39,9 @@ from meshctl.parse.virtualnode import parse_virtual_node_spec
 
 __all__ = ["MeshObject", "Parsed", "UnsupportedDocument", "parse_document", "parse_keyed"]
 
-MeshObject = Service | EndpointSlice | Pod | VirtualNode | Route | Ingress | IngressClass | Node | TargetGroupBinding
+MeshObject = (
+    Service | EndpointSlice | Pod | VirtualNode | Route | Namespace | Ingress | IngressClass | Node | TargetGroupBinding
+)
 
 
 class Parsed(NamedTuple):
@@ -145,6 +150,8 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
     if kind == "Pod" and api_version == "v1":
         gates, containers_ready = parse_pod_gates(doc)
         return shared_pod(meta.labels, gates, containers_ready)
+    if kind == "Namespace" and api_version == "v1":
+        return _namespace(replace(meta, namespace=""))
     if kind == "Ingress" and group == "networking.k8s.io":
         return parse_ingress(meta, doc)
     if kind == "IngressClass" and group == "networking.k8s.io":
@@ -192,6 +199,17 @@ def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
         labels=shared_labels(labels),
         origin=origin,
     )
+
+
+_TLS_MODES = tuple(m.value for m in TlsMode)
+
+
+def _namespace(meta: Meta) -> Namespace:
+    mode = meta.labels.get(TLS_MODE_LABEL)
+    if mode is not None and mode not in _TLS_MODES:
+        raise _Bad(f"metadata.labels.{TLS_MODE_LABEL}", f"must be one of {', '.join(_TLS_MODES)}, got {mode!r}")
+    # Only the label is kept: other labels change without changing anything the mesh does.
+    return Namespace(meta=replace(meta, labels={}), tls_mode=TlsMode(mode) if mode is not None else None)
 
 
 def _port(p: Any, path: str) -> ServicePort:

@@ -162,6 +162,19 @@ class Fields:
             return None
         return value
 
+    def integer_list(self, key: str, *, minimum: int, maximum: int) -> list[int]:
+        """A list of integers within the bounds (empty when absent or wrong, with an error saying which)."""
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            self.error(key, "must be a list of integers")
+            return []
+        if any(not minimum <= v <= maximum for v in value):
+            self.error(key, f"every item must be between {minimum} and {maximum}")
+            return []
+        return list(value)
+
     def boolean(self, key: str, default: bool = False) -> bool:
         value = self._get(key)
         if value is None:
@@ -199,11 +212,11 @@ class Fields:
 # App Mesh fields meshctl knows but does not implement yet: a user who sets one must hear that it does nothing.
 _NOT_IMPLEMENTED = (
     (
-        r"spec\.listeners\[\d+\]\.tls\.(certificate|validation\.trust)\.(sds|acm)",
-        "this certificate source is not implemented yet: the mesh CA's is used (or give certificate.file)",
+        r"spec\.(listeners\[\d+\]|backendDefaults\.clientPolicy|backends\[\d+\]\.virtualService\.clientPolicy)"
+        r"\.tls\.(certificate|validation\.trust)\.acm",
+        "ACM certificates are not read by meshctl: the mesh CA's certificate and roots are used (serve --acm-pca-arn "
+        "makes AWS Private CA the mesh CA)",
     ),
-    (r"spec\.backendDefaults", "backend defaults (client TLS policy) are not implemented yet"),
-    (r"spec\.backends\[\d+\]\.virtualService\.clientPolicy", "a backend's client TLS policy is not implemented yet"),
     (
         r"spec\.serviceDiscovery",
         "service discovery (DNS, Cloud Map) is not implemented yet: endpoints come from EndpointSlices",

@@ -6,6 +6,7 @@ from typing import Any
 
 from meshctl.model import (
     Backend,
+    ClientPolicy,
     ConnectionPool,
     FieldError,
     HealthCheck,
@@ -45,6 +46,8 @@ def parse_virtual_node_spec(
     backends = tuple(b for bf in f.objects("backends") if (b := _backend(bf, namespace)))
     logging = _logging(f.obj("logging"))
     tracing = _tracing(f.obj("tracing"))
+    defaults = f.obj("backendDefaults")
+    backend_defaults = _client_policy(defaults.obj("clientPolicy")) if defaults else None
     if errors:
         return None, errors
     if warnings is not None:
@@ -55,6 +58,7 @@ def parse_virtual_node_spec(
         backends=backends,
         logging=logging,
         tracing=tracing,
+        backend_defaults=backend_defaults,
     ), errors
 
 
@@ -86,33 +90,53 @@ _TLS_MODES = tuple(m.value for m in TlsMode)
 
 
 def _listener_tls(f: Fields | None) -> ListenerTls | None:
-    """App Mesh's ``listeners[].tls``: ``mode``; ``certificate.file`` (else the mesh CA issues it);
-    ``validation.trust.file`` and ``validation.subjectAlternativeNames.match.exact``. Sources meshctl does not
-    serve yet (``sds``, ``acm``) are left unread: a warning names them."""
+    """App Mesh's ``listeners[].tls``: ``mode``; ``certificate`` (``file`` or ``sds``; else the mesh CA issues
+    it); ``validation.trust`` (``file`` or ``sds``; else the mesh roots) and
+    ``validation.subjectAlternativeNames.match.exact``. ``acm`` sources are left unread: a warning names them."""
     if f is None:
         return None
     mode = f.string("mode", required=True, choices=_TLS_MODES)
-    chain = key = trust = None
-    if (cert := f.obj("certificate")) is not None and (file := cert.obj("file")) is not None:
-        chain = file.string("certificateChain", required=True)
-        key = file.string("privateKey", required=True)
-    names: tuple[str, ...] = ()
+    sources = _tls_sources(f)
+    if mode is None:
+        return None
+    return ListenerTls(mode=TlsMode(mode), **sources)
+
+
+def _client_policy(f: Fields | None) -> ClientPolicy | None:
+    """App Mesh's ``clientPolicy.tls`` (on a backend or in ``backendDefaults``): ``enforce`` (default true),
+    ``ports``, ``certificate`` and ``validation`` as on a listener."""
+    tls = f.obj("tls", required=True) if f is not None else None
+    if tls is None:
+        return None
+    enforce = tls.boolean("enforce", default=True)
+    ports = tuple(tls.integer_list("ports", minimum=1, maximum=65535))
+    return ClientPolicy(enforce=enforce, ports=ports, **_tls_sources(tls))
+
+
+def _tls_sources(f: Fields) -> dict[str, Any]:
+    """``certificate`` and ``validation``, shared by listener TLS and client policies."""
+    values: dict[str, Any] = {}
+    if (cert := f.obj("certificate")) is not None:
+        if (file := cert.obj("file")) is not None:
+            values["certificate_chain_file"] = file.string("certificateChain", required=True)
+            values["private_key_file"] = file.string("privateKey", required=True)
+        if (sds := cert.obj("sds")) is not None:
+            values["certificate_sds"] = sds.string("secretName", required=True)
+        if file is not None and sds is not None:
+            cert.error("sds", "give one certificate source: file or sds")
     if (validation := f.obj("validation")) is not None:
-        if (tf := validation.obj("trust")) is not None and (tfile := tf.obj("file")) is not None:
-            trust = tfile.string("certificateChain", required=True)
+        if (trust := validation.obj("trust")) is not None:
+            if (tfile := trust.obj("file")) is not None:
+                values["trust_file"] = tfile.string("certificateChain", required=True)
+            if (tsds := trust.obj("sds")) is not None:
+                values["trust_sds"] = tsds.string("secretName", required=True)
+            if tfile is not None and tsds is not None:
+                trust.error("sds", "give one trust source: file or sds")
         if (sans := validation.obj("subjectAlternativeNames")) is not None and (
             match := sans.obj("match", required=True)
         ) is not None:
-            names = tuple(match.string_list("exact", required=True))
-    if mode is None:
-        return None
-    return ListenerTls(
-        mode=TlsMode(mode),
-        certificate_chain_file=chain,
-        private_key_file=key,
-        trust_file=trust,
-        subject_alt_names=names,
-    )
+            values["subject_alt_names"] = tuple(match.string_list("exact", required=True))
+    return values
 
 
 def _connection_pool(f: Fields | None) -> ConnectionPool | None:
@@ -213,7 +237,8 @@ def _backend(f: Fields, namespace: str) -> Backend | None:
         return None
     name = ref.string("name", required=True)
     ns = ref.string("namespace") or namespace
-    return Backend(namespace=ns, name=name) if name else None
+    policy = _client_policy(vs.obj("clientPolicy")) if vs else None
+    return Backend(namespace=ns, name=name, client_policy=policy) if name else None
 
 
 def _logging(f: Fields | None) -> Logging | None:

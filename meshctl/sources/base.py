@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from meshctl.model import EndpointSlice, Model, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.model.ingress import Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.parse.documents import MeshObject, Parsed
 
@@ -31,6 +31,7 @@ MODEL_FIELDS: dict[type, str] = {
     Pod: "pods",
     VirtualNode: "virtual_nodes",
     Route: "routes",
+    Namespace: "namespaces",
     Ingress: "ingresses",
     IngressClass: "ingress_classes",
     Node: "nodes",

@@ -101,6 +101,8 @@ def _kinds(api: client.ApiClient) -> list[_Kind]:
         _Kind("Pod", "v1", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         _Kind("VirtualNode", f"{API_GROUP}/{_VERSION}", *crd("virtualnodes")),
         _Kind("Route", f"{API_GROUP}/{_VERSION}", *crd("routes")),
+        # Cluster-scoped, listed once: a namespace's default TLS mode (its TLS_MODE_LABEL).
+        _Kind("Namespace", "v1", core.list_namespace, None),
     ]
 
 

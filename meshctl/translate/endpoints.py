@@ -18,7 +18,15 @@ from meshctl.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
 from meshctl.model.namespaced import by_namespace, names_in
 from meshctl.translate.ir import EndpointIR
 
-__all__ = ["EndpointIndex", "cluster_name", "index_endpoints", "update_endpoints", "update_nodes"]
+__all__ = [
+    "EndpointIndex",
+    "cluster_name",
+    "cluster_namespace",
+    "cluster_port",
+    "index_endpoints",
+    "update_endpoints",
+    "update_nodes",
+]
 
 # VirtualNode -> its endpoints from one slice, distinct and in a fixed order: a tuple takes a third of the memory of
 # a frozenset of the same endpoints (20,000 slices at 10,000 services), and compares equal just as reliably.
@@ -31,6 +39,16 @@ def cluster_name(vn: ObjectKey, port: int) -> str:
     # Interned: the clusters, the endpoint index and every Route naming the cluster then hold one string, not
     # three (20,000 clusters at 10,000 services: ~2 MiB). Interned strings are freed when no longer used.
     return sys.intern(f"{vn.namespace}/{vn.name}/{port}")
+
+
+def cluster_port(name: str) -> int:
+    """The VirtualNode listener port a ``cluster_name`` reaches."""
+    return int(name.rsplit("/", 1)[1])
+
+
+def cluster_namespace(name: str) -> str:
+    """The namespace of the VirtualNode a ``cluster_name`` reaches."""
+    return name.split("/", 1)[0]
 
 
 def virtual_node_of(cluster: str) -> str:

@@ -52,6 +52,7 @@ def _cached_hash(self: Any) -> int:
 __all__ = [
     "IDENTITY_SECRET",
     "PASSTHROUGH_CLUSTER",
+    "SDS_AGENT_CLUSTER",
     "TRUST_SECRET",
     "Blocked",
     "CapturedInboundIR",
@@ -80,6 +81,8 @@ PASSTHROUGH_CLUSTER = "passthrough"
 # the roots it trusts (the same two names in every group, so clusters and listeners stay shared between groups).
 IDENTITY_SECRET = "meshctl-identity"
 TRUST_SECRET = "meshctl-trust"
+# The static cluster a bootstrap made with ``--sds-socket`` has: the node's SDS agent (SPIRE) on a Unix socket.
+SDS_AGENT_CLUSTER = "meshctl-sds-agent"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,26 +120,52 @@ class EndpointIR(NamedTuple):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTlsIR:
-    """mTLS a caller originates to a listener that takes it: the caller presents its mesh identity and accepts
-    a peer whose certificate the mesh roots signed, for an identity of the callee's namespace."""
+    """TLS a caller originates. By default (``namespace`` alone) mTLS to a listener that takes it: the caller
+    presents its mesh identity and accepts a peer the mesh roots signed, for an identity of the callee's namespace.
+    A client policy may name other sources: ``certificate_files`` (chain, key) or ``certificate_sds`` (a secret of
+    the node's SDS agent) instead of the mesh identity; ``trust_file`` / ``trust_sds`` instead of the mesh roots;
+    ``subject_alt_names``: the exact server identities accepted."""
 
     namespace: str
+    certificate_files: tuple[str, str] | None = None
+    certificate_sds: str | None = None
+    trust_file: str | None = None
+    trust_sds: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+
+    @property
+    def uses_mesh_secrets(self) -> bool:
+        mesh_certificate = self.certificate_files is None and self.certificate_sds is None
+        return mesh_certificate or (self.trust_file is None and self.trust_sds is None)
+
+    @property
+    def uses_agent(self) -> bool:
+        """Whether a secret comes from the node's SDS agent (SPIRE): the proxy's bootstrap must name its socket."""
+        return self.certificate_sds is not None or self.trust_sds is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DownstreamTlsIR:
     """A listener's TLS: STRICT takes only mTLS; PERMISSIVE mTLS and plaintext (told apart by the first bytes).
-    ``certificate_files``: (chain, key) on the proxy's file system, else the mesh identity (SDS);
-    ``trust_file``: else the mesh roots (SDS); ``subject_alt_names``: the callers taken, else any mesh identity."""
+    ``certificate_files``: (chain, key) on the proxy's file system, or ``certificate_sds`` from the node's SDS agent,
+    else the mesh identity (SDS); ``trust_file`` / ``trust_sds``: else the mesh roots (SDS);
+    ``subject_alt_names``: the callers taken, else any mesh identity."""
 
     mode: TlsMode
     certificate_files: tuple[str, str] | None = None
+    certificate_sds: str | None = None
     trust_file: str | None = None
+    trust_sds: str | None = None
     subject_alt_names: tuple[str, ...] = ()
 
     @property
     def uses_mesh_secrets(self) -> bool:
-        return self.certificate_files is None or self.trust_file is None
+        mesh_certificate = self.certificate_files is None and self.certificate_sds is None
+        return mesh_certificate or (self.trust_file is None and self.trust_sds is None)
+
+    @property
+    def uses_agent(self) -> bool:
+        return self.certificate_sds is not None or self.trust_sds is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,7 +313,7 @@ class SidecarIR:
     def uses_mesh_secrets(self) -> bool:
         """Whether a listener or cluster names the mesh identity or roots (IDENTITY_SECRET, TRUST_SECRET)."""
         chains = self.captured_inbound.chains if self.captured_inbound else self.inbound
-        return any(c.tls is not None for c in self.clusters) or any(
+        return any(c.tls is not None and c.tls.uses_mesh_secrets for c in self.clusters) or any(
             li.tls is not None and li.tls.uses_mesh_secrets for li in chains
         )
 

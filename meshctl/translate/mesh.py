@@ -12,12 +12,14 @@ from typing import TypeVar
 
 from meshctl.model import (
     FieldError,
+    ListenerTls,
     Model,
     ObjectKey,
     Protocol,
     Route,
     RouteSpec,
     Service,
+    TlsMode,
     VirtualNode,
     VirtualNodeSpec,
 )
@@ -62,6 +64,7 @@ class MeshIR:
     status_by_key: Mapping[ObjectKey, ObjectStatus]
     accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
     load_errors: tuple[str, ...] = ()
+    default_tls_mode: TlsMode | None = None  # what it was translated with (``translate_mesh``)
 
     @property
     def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
@@ -163,9 +166,13 @@ def translate_mesh(
     last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None,
     previous: MeshIR | None = None,
     blocked: Mapping[ObjectKey, Blocked] | None = None,
+    *,
+    default_tls_mode: TlsMode | None = None,
 ) -> MeshIR:
     """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed.
-    ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is)."""
+    ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is).
+    ``default_tls_mode``: the mesh's mode for listeners without ``tls`` in namespaces without a mode of their own
+    (``TLS_MODE_LABEL``); None: such listeners are plaintext."""
     fallback = last_accepted or {}
     blocks = blocked or {}
     statuses: list[ObjectStatus] = []
@@ -182,7 +189,11 @@ def translate_mesh(
         served, status = _choose_virtual_node(key, vn, fallback.get(key), model, blocks.get(key))
         statuses.append(_same(status, old_statuses.get(key)))
         if served is not None and served.spec is not None:
-            nodes[key] = served.spec
+            mode = _namespace_tls_mode(model, key.namespace) or default_tls_mode
+            spec = served.spec if mode is None else _with_tls_mode(served.spec, mode)
+            if spec is not served.spec and previous is not None:
+                spec = _same(spec, previous.virtual_nodes.get(key))  # keeps its IR and endpoint index reusable
+            nodes[key] = spec
             accepted[key] = served
 
     clusters = _clusters(nodes, previous)
@@ -226,8 +237,24 @@ def translate_mesh(
         status_by_key=status_by_key,
         accepted=accepted,
         load_errors=model.load_errors,
+        default_tls_mode=default_tls_mode,
     )
     return mesh if previous is None else _sharing_equal_values(mesh, previous)
+
+
+def _namespace_tls_mode(model: Model, namespace: str) -> TlsMode | None:
+    ns = model.namespaces.get(ObjectKey("Namespace", "", namespace)) if model.namespaces else None
+    return ns.tls_mode if ns is not None else None
+
+
+def _with_tls_mode(spec: VirtualNodeSpec, mode: TlsMode) -> VirtualNodeSpec:
+    """The spec as served under a default mode: its listeners without ``tls`` take ``mode`` (with the mesh CA's
+    certificate and roots); a listener's own ``tls`` always wins."""
+    if not any(li.tls is None for li in spec.listeners):
+        return spec
+    tls = ListenerTls(mode=mode)
+    listeners = tuple(li if li.tls is not None else replace(li, tls=tls) for li in spec.listeners)
+    return replace(spec, listeners=listeners)
 
 
 def _sharing_equal_values(mesh: MeshIR, previous: MeshIR) -> MeshIR:

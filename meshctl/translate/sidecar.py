@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshctl.model import Backend, ListenerTls, ObjectKey, Protocol, Service, TlsMode, VirtualNodeSpec
+from meshctl.model import Backend, ClientPolicy, ListenerTls, ObjectKey, Protocol, Service, TlsMode, VirtualNodeSpec
+from meshctl.translate.endpoints import cluster_namespace, cluster_port
 from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
@@ -28,9 +29,11 @@ from meshctl.translate.ir import (
     InboundListenerIR,
     OutboundListenerIR,
     OutboundTcpListenerIR,
+    RouteIR,
     SidecarIR,
     SidecarParams,
     TracingIR,
+    UpstreamTlsIR,
     VirtualHostIR,
 )
 from meshctl.translate.mesh import MeshIR, services_called
@@ -88,19 +91,20 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
         return None
     by_name = {vh.name: vh for vh in ir.virtual_hosts}
-    before: set[str] = set()
-    after: set[str] = set()
+    before: set[tuple[str, str]] = set()  # (virtual host, cluster)
+    after: set[tuple[str, str]] = set()
     for svc in touched:
         name = f"{svc.namespace}/{svc.name}"
         previous = by_name.pop(name, None)
         if previous is not None:
-            before.update(wc.cluster for r in previous.routes for wc in r.clusters)
+            before.update((name, wc.cluster) for r in previous.routes for wc in r.clusters)
         vh = service_virtual_host(mesh, svc, key.namespace)
         if vh is not None:
             by_name[name] = vh
-            after.update(wc.cluster for r in vh.routes for wc in r.clusters)
+            after.update((name, wc.cluster) for r in vh.routes for wc in r.clusters)
     if before != after:
-        # A cluster is used or unused now: whether CDS/EDS change depends on the other hosts; redo it all.
+        # A cluster is used or unused now (whether CDS/EDS change depends on the other hosts), or reached through
+        # another backend (whose client policy it takes): redo it all.
         return None
     same_hosts = len(by_name) == len(ir.virtual_hosts) and all(vh.name in by_name for vh in ir.virtual_hosts)
     if ir.params.capture and not same_hosts:
@@ -165,7 +169,10 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
 
     routes_used = [r for vh in virtual_hosts for r in vh.routes] + [t.route for t in tcp_outbound.values()]
     used = sorted({wc.cluster for r in routes_used for wc in r.clusters})
-    clusters: list[ClusterIR] = [mesh.clusters[name] for name in used] + collector
+    policies = _client_policies(spec, virtual_hosts, tcp) if _has_client_policy(spec) else {}
+    clusters: list[ClusterIR] = [
+        _with_policy(mesh.clusters[name], policies[name]) if name in policies else mesh.clusters[name] for name in used
+    ] + collector
     endpoints: dict[str, tuple[EndpointIR, ...]] = {name: mesh.endpoints.get(name, ()) for name in used}
 
     inbound: list[InboundListenerIR] = []
@@ -228,8 +235,61 @@ def _downstream_tls(tls: ListenerTls | None) -> DownstreamTlsIR | None:
     if tls.certificate_chain_file is not None and tls.private_key_file is not None:
         files = (tls.certificate_chain_file, tls.private_key_file)
     return DownstreamTlsIR(
-        mode=tls.mode, certificate_files=files, trust_file=tls.trust_file, subject_alt_names=tls.subject_alt_names
+        mode=tls.mode,
+        certificate_files=files,
+        certificate_sds=tls.certificate_sds,
+        trust_file=tls.trust_file,
+        trust_sds=tls.trust_sds,
+        subject_alt_names=tls.subject_alt_names,
     )
+
+
+def _has_client_policy(spec: VirtualNodeSpec) -> bool:
+    return spec.backend_defaults is not None or any(b.client_policy is not None for b in spec.backends)
+
+
+def _client_policies(
+    spec: VirtualNodeSpec, virtual_hosts: list[VirtualHostIR], tcp: list[tuple[ObjectKey, int, RouteIR]]
+) -> dict[str, ClientPolicy]:
+    """The client policy of each cluster this node calls, from the backend whose routes reach it (its own
+    ``clientPolicy``, else ``backendDefaults``) when the policy covers the cluster's port. A cluster reached through
+    two backends takes an explicit backend policy before the defaults, then the first backend by name."""
+    reached: dict[ObjectKey, set[str]] = {}
+    for vh in virtual_hosts:
+        ns, name = vh.name.split("/", 1)
+        reached.setdefault(ObjectKey("Service", ns, name), set()).update(
+            wc.cluster for r in vh.routes for wc in r.clusters
+        )
+    for svc_key, _, route in tcp:
+        reached.setdefault(svc_key, set()).update(wc.cluster for wc in route.clusters)
+    ordered = sorted(spec.backends, key=lambda b: (b.client_policy is None, b.namespace, b.name))
+    policies: dict[str, ClientPolicy] = {}
+    for backend in ordered:
+        policy = backend.client_policy or spec.backend_defaults
+        if policy is None:
+            continue
+        for cluster in sorted(reached.get(ObjectKey("Service", backend.namespace, backend.name), ())):
+            if policy.covers(cluster_port(cluster)):
+                policies.setdefault(cluster, policy)
+    return policies
+
+
+def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
+    """The cluster as this caller reaches it: plaintext (``enforce: false``) or TLS with the policy's sources."""
+    if not policy.enforce:
+        return replace(cluster, tls=None) if cluster.tls is not None else cluster
+    files = None
+    if policy.certificate_chain_file is not None and policy.private_key_file is not None:
+        files = (policy.certificate_chain_file, policy.private_key_file)
+    tls = UpstreamTlsIR(
+        namespace=cluster_namespace(cluster.name),
+        certificate_files=files,
+        certificate_sds=policy.certificate_sds,
+        trust_file=policy.trust_file,
+        trust_sds=policy.trust_sds,
+        subject_alt_names=policy.subject_alt_names,
+    )
+    return cluster if cluster.tls == tls else replace(cluster, tls=tls)
 
 
 def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int]) -> SidecarIR:

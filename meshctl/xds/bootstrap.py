@@ -9,6 +9,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from meshctl.translate.ir import SDS_AGENT_CLUSTER
+
 __all__ = ["BootstrapOptions", "render_bootstrap"]
 
 XDS_CLUSTER = "meshctl-xds"
@@ -39,6 +41,9 @@ class BootstrapOptions:
     # A file holding a token sent on the xDS stream (``authorization: Bearer``; in a pod its projected
     # ServiceAccount token, re-read for each new stream). Needs xDS over TLS (xds_ca_pem).
     xds_token_file: str | None = None
+    # The node's SDS agent (SPIRE agent's Workload API socket): secrets named by ``sds`` certificate and trust
+    # sources of listeners and client policies are fetched from it (App Mesh: APPMESH_SDS_SOCKET_PATH).
+    sds_socket: str | None = None
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -172,6 +177,25 @@ def _token_grpc_service(opts: BootstrapOptions) -> dict[str, Any]:
     }
 
 
+def _sds_agent_cluster(path: str) -> dict[str, Any]:
+    """A static HTTP/2 cluster to the SDS agent's Unix socket (static: SDS sources must exist before CDS)."""
+    return {
+        "name": SDS_AGENT_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_AGENT_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
 def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     vn = _virtual_node(opts)
     metadata: dict[str, str] = {"meshctl.virtual_node": vn}
@@ -259,6 +283,8 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
             raise ValueError("a token is sent only over TLS: give the control plane's CA too")
         ads_config: dict[str, Any] = bootstrap["dynamic_resources"]["ads_config"]  # type: ignore[index]
         ads_config["grpc_services"] = [_token_grpc_service(opts)]
+    if opts.sds_socket:
+        static["clusters"].append(_sds_agent_cluster(opts.sds_socket))
     if opts.stats_port and opts.admin_port:
         listener, cluster = _stats_listener(opts)
         static["listeners"] = [listener]

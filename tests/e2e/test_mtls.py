@@ -34,7 +34,16 @@ PEER, POD = "10.201.0.1", "10.201.0.2"
 APP_PORT = 8080
 
 
-def _mesh(directory: Path, mode: str) -> None:
+def _mesh(
+    directory: Path,
+    mode: str | None,
+    *,
+    tls: dict | None = None,
+    frontend: dict | None = None,
+    namespace_mode: str | None = None,
+) -> None:
+    """reviews (``tls``, else ``{mode}``, else none) called by frontend (``frontend``: fields added to its spec);
+    ``namespace_mode``: the shop Namespace's default TLS mode label."""
     labels = {"app": "reviews", "version": "v1"}
     pod = {
         "apiVersion": "v1",
@@ -52,14 +61,20 @@ def _mesh(directory: Path, mode: str) -> None:
             {"addresses": [POD], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": "reviews-0"}}
         ],
     }
-    listener = {"portMapping": {"port": APP_PORT, "protocol": "http"}, "tls": {"mode": mode}}
+    listener: dict = {"portMapping": {"port": APP_PORT, "protocol": "http"}}
+    if tls or mode:
+        listener["tls"] = tls or {"mode": mode}
+    caller = virtual_node("frontend", "shop", backends=["reviews"])
+    caller["spec"].update(frontend or {})
+    labels_ns = {"mesh.meshctl.dev/tls-mode": namespace_mode} if namespace_mode else {}
     write(
         directory / "mesh.yaml",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": labels_ns}},
         service("reviews", "shop", port=80),
         pod,
         eps,
         virtual_node("reviews-v1", "shop", selector=labels, listeners=[listener]),
-        virtual_node("frontend", "shop", backends=["reviews"]),
+        caller,
         route("reviews", "reviews", {"reviews-v1": 100}, ns="shop"),
     )
 
@@ -113,6 +128,7 @@ class Rig:
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
         self.ca_dir = tmp_path / "mesh-ca"
+        self.bootstrap_flags: list[str] = []  # for both proxies
 
     def client_files(self, name: str, vn: str) -> tuple[str, str]:
         return _files(self.files, name, issue(self.clients, name, uris=(spiffe_identity("shop", vn),), client=True))
@@ -120,7 +136,7 @@ class Rig:
     def bootstrap(self, name: str, node: str, xds: tuple[str, str], *extra: str) -> Path:
         args = ["bootstrap", "--node-id", node, "--xds-address", PEER, "--xds-ca", str(self.files / "ca.crt")]
         args += ["--xds-server-name", NAME, "--xds-client-cert", xds[0], "--xds-client-key", xds[1], "-o", "json"]
-        done = self.peer.run(MESHCTL, *args, *extra)
+        done = self.peer.run(MESHCTL, *args, *extra, *self.bootstrap_flags)
         path = self.files / f"{name}.json"
         path.write_text(done.stdout)
         path.chmod(0o644)
@@ -154,6 +170,12 @@ class Rig:
     def admin(self, path: str) -> dict:
         done = self.peer.run(PY, "-m", "tests.capture_tool", "get", f"http://127.0.0.1:19000{path}")
         return json.loads(done.stdout)
+
+    def acked(self, node_prefix: str, type_: str) -> str | None:
+        """The version of ``type_`` (cds, lds, ...) the proxy acknowledged; None while a response is pending."""
+        (proxy,) = [p for p in self.admin("/api/v1/proxies")["proxies"] if p["node_id"].startswith(node_prefix)]
+        state = proxy["types"][type_]
+        return None if state["pending"] else state["acked_version"]
 
     def dump_logs(self) -> None:
         for log in sorted(self.logs.iterdir()):
@@ -301,3 +323,94 @@ async def test_rotations_under_load_lose_no_request(namespaces, tmp_path, readab
         raise
     finally:
         await rig.stop()
+
+
+def _sds_tls(identity: str) -> dict:
+    """App Mesh's ``sds`` sources: the workload certificate and the bundle from the node's SDS agent (SPIRE)."""
+    return {
+        "certificate": {"sds": {"secretName": f"spiffe://shop.test/ns/shop/sa/{identity}"}},
+        "validation": {"trust": {"sds": {"secretName": "spiffe://shop.test"}}},
+    }
+
+
+def _client_policy(**tls: object) -> dict:
+    return {"backendDefaults": {"clientPolicy": {"tls": tls}}}
+
+
+async def test_sds_agent_sources_client_policies_and_a_namespace_default(namespaces, tmp_path, readable_dir):
+    """App Mesh's other certificate source and its client policies, with real Envoys:
+    - ``sds`` (SPIRE's agent): both proxies take their certificates and roots from a node agent on a Unix socket
+      (a stand-in serving SDS as SPIRE does, with a CA of its own), not from the control plane;
+    - a client policy's ``subjectAlternativeNames`` is enforced by the caller (another name: refused);
+    - ``enforce: false`` calls in plaintext (a STRICT callee refuses it, a PERMISSIVE one takes it);
+    - a Namespace labelled ``mesh.meshctl.dev/tls-mode: STRICT`` makes a listener without ``tls`` take only mTLS,
+      and meshed callers switch to mTLS with the mesh identities on their own."""
+    from tests.sds_agent import SdsAgent
+
+    pod, peer = namespaces
+    rig = Rig(pod, peer, readable_dir, tmp_path)
+    socket = readable_dir / "agent.sock"
+    rig.bootstrap_flags = ["--sds-socket", str(socket)]
+    agent = SdsAgent(socket, "shop.test")
+    await agent.start()
+    socket.chmod(0o777)  # the pod's Envoy runs as uid 1337
+    policy = _sds_tls("web") | {
+        "validation": {
+            "trust": {"sds": {"secretName": "spiffe://shop.test"}},
+            "subjectAlternativeNames": {"match": {"exact": ["spiffe://shop.test/ns/shop/sa/reviews"]}},
+        }
+    }
+    _mesh(rig.manifests, None, tls={"mode": "STRICT", **_sds_tls("reviews")}, frontend=_client_policy(**policy))
+    cluster = "cluster.shop/reviews-v1/8080"
+    try:
+        await rig.start()
+        answer = _tool(peer, *THROUGH_MESH)
+        assert "URI=spiffe://shop.test/ns/shop/sa/web" in answer["client_cert"], answer
+        assert {"spiffe://shop.test/ns/shop/sa/reviews", "spiffe://shop.test/ns/shop/sa/web"} <= set(agent.requested)
+        # The callee presents the agent's certificate: its chain ends at the agent's root, not the mesh CA's.
+        certs = json.loads(pod.run(PY, "-m", "tests.capture_tool", "get", "http://127.0.0.1:9901/certs").stdout)
+        roots = {int(c["serial_number"], 16) for e in certs["certificates"] for c in e["ca_cert"]}
+        assert agent.ca.root.serial_number in roots, certs
+        assert rig.admin("/api/v1/identities")["identities"] == []  # the mesh CA issued nothing
+
+        # The caller checks the server's name: a policy naming another identity refuses the callee.
+        policy["validation"]["subjectAlternativeNames"]["match"]["exact"] = ["spiffe://shop.test/ns/shop/sa/other"]
+        _mesh(rig.manifests, None, tls={"mode": "STRICT", **_sds_tls("reviews")}, frontend=_client_policy(**policy))
+        await eventually(
+            lambda: (
+                _tool(peer, *THROUGH_MESH).get("status") == 503
+                and _stats(peer, 9902).get(f"{cluster}.ssl.fail_verify_san", 0) >= 1
+            ),
+            timeout=30,
+            interval=0.5,
+        )
+
+        # enforce: false -> plaintext: refused by STRICT (the app sees none), taken by PERMISSIVE (told of no
+        # caller). (STRICT first: a listener change applies to new connections, and only a change of the caller's
+        # cluster makes it open new ones; Envoy drains the old listener's connections over minutes.)
+        before = rig.acked("shop/frontend", "cds")
+        _mesh(rig.manifests, "STRICT", frontend=_client_policy(enforce=False))
+        await eventually(lambda: rig.acked("shop/frontend", "cds") not in (None, before), timeout=30, interval=0.2)
+        served = _stats(pod, 9901).get("cluster.inbound|shop/reviews-v1|8080.upstream_rq_total", 0)
+        assert [_tool(peer, *THROUGH_MESH).get("status") for _ in range(3)] == [503] * 3
+        assert _stats(pod, 9901).get("cluster.inbound|shop/reviews-v1|8080.upstream_rq_total", 0) == served
+        _mesh(rig.manifests, "PERMISSIVE", frontend=_client_policy(enforce=False))
+        await eventually(lambda: _tool(peer, *THROUGH_MESH).get("status") == 200, timeout=30, interval=0.5)
+        assert not _tool(peer, *THROUGH_MESH)["client_cert"]
+
+        # The namespace's default: reviews sets no tls, shop is STRICT -> mTLS with the mesh CA's identities.
+        _mesh(rig.manifests, None, namespace_mode="STRICT")
+        await eventually(
+            lambda: "URI=spiffe://shop.test/ns/shop/sa/web" in (_tool(peer, *THROUGH_MESH).get("client_cert") or ""),
+            timeout=30,
+            interval=0.5,
+        )
+        assert "error" in _tool(peer, "peek", f"http://{POD}:{APP_PORT}/", "reviews")  # plaintext refused
+        identities = {i["serviceAccount"] for i in rig.admin("/api/v1/identities")["identities"]}
+        assert identities == {"reviews", "web"}
+    except BaseException:
+        rig.dump_logs()
+        raise
+    finally:
+        await rig.stop()
+        await agent.stop()
