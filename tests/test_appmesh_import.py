@@ -91,7 +91,7 @@ def test_strict_fails_on_any_field_not_mapped_and_set_fills_placeholders(tmp_pat
     reported = str(CASES / "reported" / "input")
     assert subprocess.run([*base, "-f", reported], capture_output=True, check=False).returncode == 0
     strict = subprocess.run([*base, "-f", reported, "--strict"], capture_output=True, text=True, check=False)
-    assert strict.returncode == 1 and "lossy: VirtualNode secure/payments: spec.listeners[0].tls" in strict.stderr
+    assert strict.returncode == 1 and "lossy: VirtualNode secure/frontend: spec.backendDefaults.clientPolicy.tls.validation.trust.acm" in strict.stderr
     template = tmp_path / "t.yaml"
     template.write_text((CASES / "bad-input" / "input" / "c-template.yaml").read_text())
     done = subprocess.run(

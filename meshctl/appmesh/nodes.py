@@ -34,11 +34,10 @@ class NodeConversion:
         s, subject = node.spec, node.subject
         dropped = {
             "serviceDiscovery": "endpoints come from the Services that select the node's pods",
-            "backendDefaults": CLIENT_POLICY_DROPPED,
             "meshRef": "not needed",
             "awsName": "the VirtualNode's own name is used",
         }
-        known = ("podSelector", "listeners", "backends", "backendGroups", "logging")
+        known = ("podSelector", "listeners", "backends", "backendGroups", "backendDefaults", "logging")
         handled = ("serviceDiscovery", "meshRef", "awsName")  # converted by _discovery, or not needed
         src = self.report.copy_known({k: v for k, v in s.items() if k not in handled}, known, subject, "spec", dropped)
         spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), subject)}
@@ -52,6 +51,13 @@ class NodeConversion:
             listeners.append(converted)
         if listeners:
             spec["listeners"] = listeners
+        defaults = self.report.copy_known(
+            src.get("backendDefaults"), ("clientPolicy",), subject, "spec.backendDefaults"
+        )
+        if "clientPolicy" in defaults:
+            policy = self._client_policy(defaults["clientPolicy"], subject, "spec.backendDefaults.clientPolicy")
+            if policy:
+                spec["backendDefaults"] = {"clientPolicy": policy}
         backends = self._backends(node, src)
         if backends:
             spec["backends"] = backends
@@ -61,41 +67,60 @@ class NodeConversion:
         self._emit("VirtualNode", node.namespace, node.name, spec, node)
 
     def _listener_tls(self, tls: Any, subject: str, path: str) -> dict[str, Any]:
-        """App Mesh listener TLS: the mode, file certificates, trust files and SANs carry over; an SDS or ACM
-        source becomes the mesh CA's (said per field)."""
+        """App Mesh listener TLS: the mode, file and SDS (SPIRE) sources and SANs carry over; an ACM source
+        becomes the mesh CA's (said per field)."""
         src = self.report.copy_known(tls, ("mode", "certificate", "validation"), subject, path)
-        out: dict[str, Any] = {"mode": src.get("mode", "STRICT")}
+        return {"mode": src.get("mode", "STRICT")} | self._tls_sources(src, subject, path)
+
+    def _client_policy(self, policy: Any, subject: str, path: str) -> dict[str, Any] | None:
+        """App Mesh ``clientPolicy.tls``: enforce, ports and the same sources as a listener's."""
+        src = self.report.copy_known(policy, ("tls",), subject, path)
+        tls = self.report.copy_known(
+            src.get("tls"), ("enforce", "ports", "certificate", "validation"), subject, f"{path}.tls"
+        )
+        if not tls:
+            return None
+        out = {k: tls[k] for k in ("enforce", "ports") if k in tls}
+        return {"tls": out | self._tls_sources(tls, subject, f"{path}.tls")}
+
+    def _tls_sources(self, src: dict[str, Any], subject: str, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         certificate = self.report.copy_known(
             src.get("certificate"),
-            ("file",),
+            ("file", "sds"),
             subject,
             f"{path}.certificate",
             {
-                "sds": "the mesh CA issues the workload certificate, sent over SDS by meshctl itself "
-                "(a SPIRE socket is not read yet)",
                 "acm": "the mesh CA issues the workload certificate (serve --acm-pca-arn makes AWS Private CA "
                 "its issuer)",
             },
         )
-        if certificate.get("file"):
-            out["certificate"] = {"file": certificate["file"]}
+        if certificate:
+            out["certificate"] = certificate
         validation = self.report.copy_known(
             src.get("validation"), ("trust", "subjectAlternativeNames"), subject, f"{path}.validation"
         )
         trust = self.report.copy_known(
             validation.get("trust"),
-            ("file",),
+            ("file", "sds"),
             subject,
             f"{path}.validation.trust",
-            {"sds": "the mesh CA's roots are trusted", "acm": "the mesh CA's roots are trusted"},
+            {"acm": "the mesh CA's roots are trusted"},
         )
         converted: dict[str, Any] = {}
-        if trust.get("file"):
-            converted["trust"] = {"file": trust["file"]}
+        if trust:
+            converted["trust"] = trust
         if validation.get("subjectAlternativeNames"):
             converted["subjectAlternativeNames"] = validation["subjectAlternativeNames"]
         if converted:
             out["validation"] = converted
+        if "sds" in certificate or "sds" in trust:
+            self.report.note(
+                subject,
+                path,
+                "sds sources are read from the node's SDS agent (SPIRE): give each proxy its socket "
+                "(meshctl bootstrap --sds-socket)",
+            )
         return out
 
     def _selector(self, selector: Any, subject: str) -> dict[str, Any]:
@@ -110,17 +135,23 @@ class NodeConversion:
 
     def _backends(self, node: AppMeshObject, src: dict[str, Any]) -> list[dict[str, Any]]:
         refs: list[tuple[str, str, str]] = []  # (namespace, name, field path)
+        policies: dict[str, dict[str, Any]] = {}  # by field path: a backend's own client policy
         for i, backend in enumerate(src.get("backends") or []):
+            path = f"spec.backends[{i}].virtualService"
             vs = self.report.copy_known(
                 (backend or {}).get("virtualService"),
-                ("virtualServiceRef",),
+                ("virtualServiceRef", "clientPolicy"),
                 node.subject,
-                f"spec.backends[{i}].virtualService",
-                {"virtualServiceARN": "cannot be resolved; backend dropped", "clientPolicy": CLIENT_POLICY_DROPPED},
+                path,
+                {"virtualServiceARN": "cannot be resolved; backend dropped"},
             )
             ref = vs.get("virtualServiceRef") or {}
             if ref.get("name"):
                 refs.append((ref.get("namespace") or node.namespace, ref["name"], f"spec.backends[{i}]"))
+                if "clientPolicy" in vs and (
+                    policy := self._client_policy(vs["clientPolicy"], node.subject, f"{path}.clientPolicy")
+                ):
+                    policies[f"spec.backends[{i}]"] = policy
         for i, group in enumerate(src.get("backendGroups") or []):
             key = ((group or {}).get("namespace") or node.namespace, str((group or {}).get("name")))
             bg = self.by_kind["BackendGroup"].get(key)
@@ -145,7 +176,12 @@ class NodeConversion:
                 self.report.error(node.subject, path, f"VirtualService {ns}/{name} not in the input", "backend dropped")
                 continue
             ref_out = {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != node.namespace else {})
-            out[svc] = {"virtualService": {"virtualServiceRef": ref_out}}
+            virtual_service: dict[str, Any] = {"virtualServiceRef": ref_out}
+            if path in policies:
+                virtual_service["clientPolicy"] = policies[path]
+            elif svc in out and "clientPolicy" in out[svc]["virtualService"]:
+                continue  # the same Service twice (a backend and a group member): its policy stays
+            out[svc] = {"virtualService": virtual_service}
         return [out[k] for k in sorted(out)]
 
     def _discovery(self, node: AppMeshObject, spec: dict[str, Any]) -> None:

@@ -551,8 +551,19 @@ class Controller:
         self._attached[group] -= 1
         if self._attached[group] <= 0:
             del self._attached[group]
-            self._groups.pop(group, None)
+            gone = self._groups.pop(group, None)
             self.cache.forget(group)
+            if gone is not None and self._identities is not None:
+                self._forget_identities()
+
+    def _forget_identities(self) -> None:
+        """Drops the workload keys no connected proxy uses (a proxy that comes back is issued a fresh one), so
+        they are neither kept in memory nor renewed for ever."""
+        keep = {i for p in self._groups.values() if (i := self._identity(p)) is not None}
+        assert self._identities is not None
+        self._identities.forget(keep)
+        for key in [k for k in self._secret_resources if k[0] not in keep]:
+            del self._secret_resources[key]
 
     def statuses(self) -> tuple[ObjectStatus, ...]:
         """Sorted once per full build, in the worker (20,000 objects at 10,000 services); after Route patches,

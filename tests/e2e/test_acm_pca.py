@@ -93,7 +93,6 @@ async def test_identities_come_from_aws_private_ca_with_exactly_the_policy_s_cal
             await ads.send(SECRET, [IDENTITY_SECRET, TRUST_SECRET])
             resp = await ads.recv(timeout=30)
             secrets = {s.name: s for s in (Secret.FromString(r.value) for r in resp.resources)}
-            await ads.close()
             chain = x509.load_pem_x509_certificates(
                 secrets[IDENTITY_SECRET].tls_certificate.certificate_chain.inline_bytes
             )
@@ -106,6 +105,14 @@ async def test_identities_come_from_aws_private_ca_with_exactly_the_policy_s_cal
                 body = await r.json()
             assert body["issuer"] == "AWS Private CA" and body["signer"] == arn
             assert [i["issuer"] for i in body["identities"]] == ["AWS Private CA"]
+            # Its only proxy gone, the identity is forgotten: no key kept or renewed for nobody.
+            await ads.close()
+
+            async def forgotten() -> bool:
+                async with session.get(f"http://127.0.0.1:{admin}/api/v1/identities") as r:
+                    return (await r.json())["identities"] == []
+
+            await eventually(forgotten, timeout=10)
     except BaseException:
         print(log.read_text(errors="replace")[-4000:])
         raise
