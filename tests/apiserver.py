@@ -168,11 +168,17 @@ class ApiServer:
         # user is allowed (verb, group, resource), set by the test.
         self._tokens: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
         self.permissions: set[tuple[str, str, str, str]] = set()  # (user, verb, group, resource)
+        self._token_pods: dict[str, str] = {}
 
-    def issue_token(self, username: str, groups: tuple[str, ...] = (), audiences: tuple[str, ...] = ()) -> str:
-        """A bearer token the TokenReview API authenticates as ``username`` (and its audiences, if any)."""
+    def issue_token(
+        self, username: str, groups: tuple[str, ...] = (), audiences: tuple[str, ...] = (), pod: str | None = None
+    ) -> str:
+        """A bearer token the TokenReview API authenticates as ``username`` (and its audiences, if any); ``pod``:
+        bound to that pod, as a projected ServiceAccount token is (the review's user.extra names it)."""
         token = secrets.token_urlsafe(32)
         self._tokens[token] = (username, groups, audiences)
+        if pod is not None:
+            self._token_pods[token] = pod
         return token
 
     def revoke_token(self, token: str) -> None:
@@ -189,11 +195,10 @@ class ApiServer:
             if wanted and audiences and not set(wanted) & set(audiences):
                 status = {"authenticated": False, "error": "token audiences do not match"}
             else:
-                status = {
-                    "authenticated": True,
-                    "user": {"username": username, "groups": list(groups)},
-                    "audiences": list(wanted or audiences),
-                }
+                user: dict = {"username": username, "groups": list(groups)}
+                if (pod := self._token_pods.get(str(spec.get("token", "")))) is not None:
+                    user["extra"] = {"authentication.kubernetes.io/pod-name": [pod]}
+                status = {"authenticated": True, "user": user, "audiences": list(wanted or audiences)}
         return web.json_response({**body, "status": status}, status=201)
 
     def _access_review(self, body: dict) -> web.Response:

@@ -547,6 +547,24 @@ class Controller:
                         self._rebuild_from_scratch()
         return group
 
+    async def pod_refusal(self, pod: ObjectKey, virtual_node: ObjectKey) -> str | None:
+        """Why a proxy whose token names ``pod`` may not stream as ``virtual_node``: the pod is not known, or the
+        node's podSelector does not select it. Waits for the first model (a restarted control plane)."""
+        await self._synced.wait()
+        model = self._model
+        pods = model.pods if model is not None else {}
+        found = pods.get(pod)
+        if found is None:
+            return f"pod {pod.namespace}/{pod.name} is not known"
+        vn = model.virtual_nodes.get(virtual_node) if model is not None else None
+        if vn is None or vn.spec is None:
+            return f"VirtualNode {virtual_node.namespace}/{virtual_node.name} is not known"
+        selector = vn.spec.pod_selector
+        if not selector or any(found.labels.get(k) != v for k, v in selector.items()):
+            node = f"{virtual_node.namespace}/{virtual_node.name}"
+            return f"VirtualNode {node} does not select pod {pod.namespace}/{pod.name}"
+        return None
+
     def detach(self, group: str) -> None:
         self._attached[group] -= 1
         if self._attached[group] <= 0:

@@ -71,6 +71,9 @@ class AdminReviewer:
         return 200, str(user.username)
 
 
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+
+
 class XdsTokenReviewer:
     """Who a proxy is, from the projected ServiceAccount token it sends on its xDS stream (audience ``meshctl``):
     TokenReview must accept it for that audience, for ``system:serviceaccount:<namespace>:<name>``. Verdicts are
@@ -79,10 +82,10 @@ class XdsTokenReviewer:
     def __init__(self, api: client.ApiClient, audience: str = XDS_AUDIENCE) -> None:
         self._authn = client.AuthenticationV1Api(api)
         self.audience = audience
-        self._cache: dict[str, tuple[float, tuple[str, str] | str]] = {}
+        self._cache: dict[str, tuple[float, tuple[str, str, str] | str]] = {}
 
-    async def __call__(self, authorization: str | None) -> tuple[str, str] | str:
-        """(namespace, service account), or why not."""
+    async def __call__(self, authorization: str | None) -> tuple[str, str, str] | str:
+        """(namespace, service account, pod: "" for a token bound to none), or why not."""
         if not authorization or not authorization.lower().startswith("bearer "):
             return "no ServiceAccount token (authorization: Bearer ...) on the stream"
         token = authorization[7:].strip()
@@ -96,7 +99,7 @@ class XdsTokenReviewer:
         self._cache[digest] = (time.monotonic() + _CACHE_SECONDS, verdict)
         return verdict
 
-    def _review(self, token: str) -> tuple[str, str] | str:
+    def _review(self, token: str) -> tuple[str, str, str] | str:
         spec = client.V1TokenReviewSpec(token=token, audiences=[self.audience])
         try:
             review: Any = self._authn.create_token_review(client.V1TokenReview(spec=spec))
@@ -108,4 +111,6 @@ class XdsTokenReviewer:
         parts = str(status.user.username).split(":")
         if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
             return f"{status.user.username} is not a ServiceAccount"
-        return parts[2], parts[3]
+        # A projected token is bound to its pod; the API server says which (Kubernetes >= 1.21).
+        pods = (status.user.extra or {}).get(POD_NAME_EXTRA) or [""]
+        return parts[2], parts[3], str(pods[0])

@@ -51,14 +51,15 @@ class _Setup:
             xds_token_auth=XdsTokenReviewer(self.apiserver.controller_client()),
         )
 
-    def token(self, namespace: str, account: str, audience: str = "meshctl") -> str:
-        return self.apiserver.issue_token(f"system:serviceaccount:{namespace}:{account}", audiences=(audience,))
+    def token(self, namespace: str, account: str, audience: str = "meshctl", pod: str | None = None) -> str:
+        user = f"system:serviceaccount:{namespace}:{account}"
+        return self.apiserver.issue_token(user, audiences=(audience,), pod=pod)
 
-    def client(self, vn: str, sa: str, token: str | None) -> AdsClient:
+    def client(self, vn: str, sa: str, token: str | None, pod: str = "pod-0") -> AdsClient:
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         ads = AdsClient(
             self.port,
-            f"{vn}/pod-0",
+            f"{vn}/{pod}",
             vn,
             credentials=grpc.ssl_channel_credentials(self.ca.cert_pem),
             server_name=SERVER,
@@ -143,3 +144,25 @@ async def test_envoy_sends_its_token_file_and_a_rotated_token_after_a_reconnect(
     finally:
         await envoy.stop()
         await plane.stop()
+
+
+async def test_a_pod_bound_token_may_stream_only_as_its_pod_and_a_virtual_node_selecting_it(apiserver, tmp_path):
+    """A projected token names its pod (TokenReview's user.extra): the node id must name that pod, the pod must
+    exist and the claimed VirtualNode must select it, or PERMISSION_DENIED."""
+    s = _Setup(apiserver, tmp_path)
+    docs = _docs()
+    docs[-1]["spec"]["podSelector"] = {"matchLabels": {"app": "frontend"}}
+    await cluster_with(apiserver, docs)
+    token = s.token("demo", "reviews", pod="reviews-v1-0")  # tests.manifests.workload's pod
+    async with s.plane() as plane:
+        await plane.wait_synced()
+        good = s.client("demo/reviews-v1", "reviews", token, pod="reviews-v1-0")
+        await good.send(SECRET, [IDENTITY_SECRET, TRUST_SECRET])
+        assert len((await good.recv(timeout=10)).resources) == 2
+        await good.close()
+
+        await refused(s.client("demo/reviews-v1", "reviews", token, pod="another-0"))  # another pod's node
+        await refused(s.client("demo/frontend", "reviews", token, pod="reviews-v1-0"))  # a node not selecting it
+        ghost = s.token("demo", "reviews", pod="ghost-0")
+        await refused(s.client("demo/reviews-v1", "reviews", ghost, pod="ghost-0"))  # no such pod
+        assert plane.xds_metrics.refused_streams == 3

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
+from meshctl.model import ObjectKey
 from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import SHORT_NAMES
@@ -68,6 +69,10 @@ class NodeGroups(Protocol):
     def detach(self, group: str) -> None: ...
 
     def reject_from_envoy(self, nack: Nack) -> None: ...
+
+    async def pod_refusal(self, pod: ObjectKey, virtual_node: ObjectKey) -> str | None:
+        """Why ``pod`` may not stream as ``virtual_node`` (it does not exist, or the node does not select it)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +140,9 @@ async def _unboxed(requests: AsyncIterator[list[_A]]) -> AsyncIterator[_A]:
         yield _unbox(box)
 
 
-# The authorization metadata of a stream -> (namespace, service account) it proves, or why not.
-TokenAuthenticator = Callable[[str | None], Awaitable[tuple[str, str] | str]]
+# The authorization metadata of a stream -> (namespace, service account, pod) it proves, or why not. The pod is ""
+# when the token is bound to none (a pod's projected token always is).
+TokenAuthenticator = Callable[[str | None], Awaitable[tuple[str, str, str] | str]]
 
 
 class Unauthorized(Exception):
@@ -248,7 +254,7 @@ class AdsServer:
         delta: bool,
         peer: str = "",
         identity: str | None = None,
-        account: tuple[str, str] | None = None,
+        account: tuple[str, str, str] | None = None,
     ) -> AsyncIterator[bytes]:
         # One read at a time, each in a small task the loop below waits on together with its group's change;
         # gRPC flow control holds back what the proxy sends meanwhile (Envoy sends one request per response).
@@ -327,10 +333,11 @@ class AdsServer:
         delta: bool,
         peer: str,
         identity: str | None,
-        account: tuple[str, str] | None = None,
+        account: tuple[str, str, str] | None = None,
     ) -> StreamState:
         """Raises Unauthorized when mutual TLS is on and ``identity`` may not stream as the node's VirtualNode, or
-        when tokens are checked and the node claims another namespace or service account than ``account``."""
+        when tokens are checked and the node claims another namespace or service account than ``account``, or
+        (a pod-bound token) another pod, or a VirtualNode that does not select that pod."""
         params = sidecar_params(first.node)
         if self.tls is not None and self.tls.mutual and (refused := authorize(identity, params)):
             raise Unauthorized(refused)
@@ -343,6 +350,12 @@ class AdsServer:
                     f"ServiceAccount {account[0]}/{account[1]} may not stream as {claimed} "
                     f"(service account {params.service_account})"
                 )
+            if pod := account[2]:
+                node_pod = first.node.id.split("/")[2] if first.node.id.count("/") == 2 else ""
+                if node_pod != pod:
+                    raise Unauthorized(f"the token of pod {vn.namespace}/{pod} may not stream as node {first.node.id}")
+                if refusal := await self.controller.pod_refusal(ObjectKey("Pod", vn.namespace, pod), vn):
+                    raise Unauthorized(refusal)
         port = stats_port(first.node)  # read before attaching: nothing after the attach may fail and leak the group
         group = await self.controller.attach(params)
         state = StreamState(first.node.id, group, delta=delta)
