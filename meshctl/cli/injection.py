@@ -54,6 +54,12 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         help="sidecars send their pod's projected ServiceAccount token on the xDS stream (for --xds-auth=kubernetes)",
     )
     group.add_argument(
+        "--inject-spiffe-csi",
+        action="store_true",
+        help="mount SPIRE's Workload API socket (SPIFFE CSI driver csi.spiffe.io) into each sidecar: VirtualNode tls "
+        "'sds' sources are fetched from it",
+    )
+    group.add_argument(
         "--native-sidecars",
         choices=("auto", "true", "false"),
         default="auto",
@@ -123,6 +129,7 @@ def injection_server(args: argparse.Namespace, api: Any | None, elector: LeaderE
         xds_port=args.inject_xds_port,
         native_sidecars=native,
         xds_token=args.inject_xds_token,
+        spiffe_csi=args.inject_spiffe_csi,
     )
     return InjectionServer(
         directory,

@@ -71,6 +71,10 @@ class InjectConfig:
     # The proxy proves its ServiceAccount on the xDS stream with a projected token (audience meshctl) the kubelet
     # rotates (serve --xds-auth=kubernetes checks it); only with xDS over TLS (ca_pem).
     xds_token: bool = False
+    # SPIRE's Workload API socket, mounted by the SPIFFE CSI driver (csi.spiffe.io): VirtualNode ``sds`` certificate
+    # and trust sources are fetched from it (App Mesh's SPIRE integration). A CSI volume, not a hostPath: the pod
+    # stays within the restricted Pod Security Standard.
+    spiffe_csi: bool = False
     # The instance metadata service and the EKS Pod Identity agent: AWS SDKs get credentials there, directly.
     ignored_cidrs: tuple[str, ...] = ("169.254.169.254/32", "169.254.170.23/32")
     ignored_ports: tuple[int, ...] = (22,)
@@ -130,12 +134,12 @@ def inject(
     token = config.xds_token and config.ca_pem is not None
     proxy = _proxy_container(config, namespace, chosen.name, str(account), token_file=XDS_TOKEN_FILE if token else None)
     patch: list[dict[str, Any]] = []
-    if token:
-        volumes = spec.get("volumes")
+    volumes = [v for wanted, v in ((token, _TOKEN_VOLUME), (config.spiffe_csi, _SPIFFE_VOLUME)) if wanted]
+    for i, volume in enumerate(volumes):
         patch.append(
-            {"op": "add", "path": "/spec/volumes/-", "value": _TOKEN_VOLUME}
-            if volumes
-            else {"op": "add", "path": "/spec/volumes", "value": [_TOKEN_VOLUME]}
+            {"op": "add", "path": "/spec/volumes/-", "value": volume}
+            if spec.get("volumes") or i
+            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
         )
     if not annotations:
         patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
@@ -214,6 +218,11 @@ _TOKEN_VOLUME = {
 }
 
 
+SPIFFE_SOCKET_DIR = "/spiffe-workload-api"
+SPIFFE_SOCKET = SPIFFE_SOCKET_DIR + "/spire-agent.sock"  # the SPIFFE CSI driver's socket name
+_SPIFFE_VOLUME = {"name": "meshctl-spiffe", "csi": {"driver": "csi.spiffe.io", "readOnly": True}}
+
+
 def _proxy_container(
     config: InjectConfig, namespace: str, virtual_node: str, service_account: str, *, token_file: str | None = None
 ) -> dict[str, Any]:
@@ -233,6 +242,7 @@ def _proxy_container(
             xds_server_name=config.xds_server_name,
             service_account=service_account,
             xds_token_file=token_file,
+            sds_socket=SPIFFE_SOCKET if config.spiffe_csi else None,
         )
     )
     ready = {"httpGet": {"path": "/ready", "port": STATS_PORT}}
@@ -263,8 +273,13 @@ def _proxy_container(
         },
         "resources": {k: dict(v) for k, v in config.proxy_resources.items()},
     }
+    mounts = []
     if token_file is not None:
-        container["volumeMounts"] = [{"name": "meshctl-xds-token", "mountPath": XDS_TOKEN_DIR, "readOnly": True}]
+        mounts.append({"name": "meshctl-xds-token", "mountPath": XDS_TOKEN_DIR, "readOnly": True})
+    if config.spiffe_csi:
+        mounts.append({"name": "meshctl-spiffe", "mountPath": SPIFFE_SOCKET_DIR, "readOnly": True})
+    if mounts:
+        container["volumeMounts"] = mounts
     if config.native_sidecars:
         # Starts before the app and stops after it; the app starts once Envoy has its config (startupProbe).
         container["restartPolicy"] = "Always"

@@ -87,7 +87,7 @@ class Client:
 
 
 async def start_webhook(
-    tmp_path: Path, *, native: bool = True, xds_token: bool = False
+    tmp_path: Path, *, native: bool = True, xds_token: bool = False, spiffe_csi: bool = False
 ) -> tuple[InjectionServer, bytes]:
     ca = new_ca()
     leaf = issue(ca, NAME, dns_names=(NAME,))
@@ -107,7 +107,7 @@ async def start_webhook(
         virtual_node("reviews-all", "shop", selector={"app": "reviews"}, listeners=listeners),
     )
     model = load_manifests(manifests)
-    config = InjectConfig(native_sidecars=native, xds_token=xds_token)
+    config = InjectConfig(native_sidecars=native, xds_token=xds_token, spiffe_csi=spiffe_csi)
     server = InjectionServer(tls, config, address="127.0.0.1", port=0)
     server.model = lambda: model
     await server.prepare()
@@ -297,3 +297,27 @@ def test_serve_flags_that_do_not_fit_are_one_line_and_exit_2(tmp_path: Path, fla
         cwd=tmp_path,
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+async def test_with_spiffe_csi_the_sidecar_reads_sds_sources_from_spire(tmp_path):
+    """--inject-spiffe-csi (App Mesh's SPIRE integration): SPIRE's Workload API socket, mounted read-only by the
+    SPIFFE CSI driver into the proxy alone (no hostPath: the proxy stays restricted), named in its bootstrap as
+    the SDS agent that ``sds`` certificate and trust sources are fetched from."""
+    server, ca_pem = await start_webhook(tmp_path, xds_token=True, spiffe_csi=True)
+    try:
+        _, patched = await Client(server, ca_pem).mutate(pod())
+    finally:
+        await server.stop()
+    spec = patched["spec"]
+    assert [v["name"] for v in spec["volumes"]] == ["meshctl-xds-token", "meshctl-spiffe"]
+    assert spec["volumes"][1]["csi"] == {"driver": "csi.spiffe.io", "readOnly": True}
+    proxy = containers(spec, "initContainers")[PROXY_CONTAINER]
+    assert {"name": "meshctl-spiffe", "mountPath": "/spiffe-workload-api", "readOnly": True} in proxy["volumeMounts"]
+    assert all("volumeMounts" not in c for c in spec["containers"])
+    bootstrap = json.loads(proxy["args"][proxy["args"].index("--config-yaml") + 1])
+    (agent,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "meshctl-sds-agent"]
+    (endpoint,) = agent["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": "/spiffe-workload-api/spire-agent.sock"}}
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(patched, version, strict=True)
+    assert restricted_violations(spec, only={PROXY_CONTAINER}) == []
