@@ -515,7 +515,7 @@ class Controller:
                 group: params
                 for group, params in self._groups.items()
                 if (snap := self.cache.get(group)) is not None
-                and snap.resources[SECRET]
+                and snap.resources[SECRET].keys() & _MESH_SECRETS  # not the groups that name files alone
                 and (identity := self._identity(params)) is not None
                 and (identities is None or identity in identities)
             }
@@ -591,6 +591,9 @@ class Controller:
         if mesh is not None and self._statuses_of is not mesh.status_by_key:
             self._statuses, self._statuses_of = _updated_statuses(self._statuses, mesh), mesh.status_by_key
         return self._statuses
+
+
+_MESH_SECRETS = frozenset({IDENTITY_SECRET, TRUST_SECRET})
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,6 +318,14 @@ class SidecarIR:
         )
 
     @property
+    def tls_settings(self) -> list[UpstreamTlsIR | DownstreamTlsIR]:
+        """Every TLS setting of its listeners and clusters (for the file secrets they name)."""
+        chains = self.captured_inbound.chains if self.captured_inbound else self.inbound
+        found: list[UpstreamTlsIR | DownstreamTlsIR] = [c.tls for c in self.clusters if c.tls is not None]
+        found.extend(li.tls for li in chains if li.tls is not None)
+        return found
+
+    @property
     def listeners(self) -> tuple[object, ...]:
         """Every listener IR: equal tuples mean equal LDS."""
         return (self.outbound, self.inbound, self.tcp_outbound, self.http_outbound, self.captured_inbound)

@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,71 @@ async def test_sds_agent_sources_client_policies_and_a_namespace_default(namespa
     finally:
         await rig.stop()
         await agent.stop()
+
+
+def _swap_in(directory: Path, files: dict[str, bytes]) -> None:
+    """Replace the files as the kubelet and csi-driver-spiffe do: a new timestamped directory, then ``..data`` (a
+    symlink the file names point through) renamed over in one step."""
+    stamp = directory / f"..{time.monotonic_ns()}"
+    stamp.mkdir()
+    for name, data in files.items():
+        (stamp / name).write_bytes(data)
+        (stamp / name).chmod(0o644)
+    stamp.chmod(0o755)
+    link = directory / "..data_tmp"
+    link.symlink_to(stamp.name)
+    link.rename(directory / "..data")
+    for name in files:
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+async def test_file_certificates_rotated_in_place_are_picked_up(namespaces, tmp_path, readable_dir):
+    """App Mesh's ``file`` source, as cert-manager's csi-driver-spiffe serves it: certificate files replaced in place
+    (an atomic ``..data`` symlink swap). Envoy is sent them as SDS secrets naming the files, so it watches them and
+    swaps its TLS context: the callee presents the new certificate on new connections without any config change."""
+    from meshctl.identity.ca import MeshCA
+
+    pod, peer = namespaces
+    rig = Rig(pod, peer, readable_dir, tmp_path)
+    files_ca = MeshCA.generate("shop.test")
+    certs = readable_dir / "certs"
+    certs.mkdir()
+    certs.chmod(0o755)
+
+    def issued(sa: str) -> dict[str, bytes]:
+        cert = files_ca.issue("shop", sa)
+        return {"tls.crt": cert.chain_pem, "tls.key": cert.key_pem, "ca.crt": files_ca.bundle_pem}
+
+    _swap_in(certs, issued("reviews"))
+    file_tls = {
+        "certificate": {"file": {"certificateChain": f"{certs}/tls.crt", "privateKey": f"{certs}/tls.key"}},
+        "validation": {"trust": {"file": {"certificateChain": f"{certs}/ca.crt"}}},
+    }
+    # The caller keeps the mesh identity but trusts the files' CA for this callee (its client policy).
+    caller_policy = {"validation": {"trust": {"file": {"certificateChain": f"{certs}/ca.crt"}}}}
+    # The callee trusts the files' CA; the caller presents a certificate of that CA too (files as well).
+    caller_policy["certificate"] = file_tls["certificate"]
+    _mesh(rig.manifests, None, tls={"mode": "STRICT", **file_tls}, frontend=_client_policy(**caller_policy))
+
+    def presented_serials() -> set[int]:
+        """The leaf certificates the callee's Envoy holds (its chains also list the intermediate, which stays)."""
+        done = pod.run(PY, "-m", "tests.capture_tool", "get", "http://127.0.0.1:9901/certs")
+        chains = [e["cert_chain"] for e in json.loads(done.stdout)["certificates"] if e["cert_chain"]]
+        return {int(chain[0]["serial_number"], 16) for chain in chains}
+
+    try:
+        await rig.start()
+        first = presented_serials()
+        _swap_in(certs, issued("reviews"))  # renewed in place, as csi-driver-spiffe does
+        await eventually(lambda: bool(presented_serials() - first), timeout=30)  # a leaf it did not hold before
+        stats = _stats(pod, 9901)
+        assert stats["listener.0.0.0.0_15000.server_ssl_socket_factory.ssl_context_update_by_sds"] >= 1
+        # New connections get through with the new certificates (the caller reloaded them too).
+        await eventually(lambda: _tool(peer, *THROUGH_MESH).get("status") == 200, timeout=30, interval=0.5)
+        assert rig.admin("/api/v1/identities")["identities"] == []  # no key of the mesh CA was needed
+    except BaseException:
+        rig.dump_logs()
+        raise
+    finally:
+        await rig.stop()

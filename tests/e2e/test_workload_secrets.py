@@ -183,3 +183,28 @@ async def test_impersonation_gets_permission_denied_and_nothing_sotw_and_delta(t
 
 async def _proxies(plane: ControlPlane) -> list:
     return list(plane.registry.streams())
+
+
+async def test_an_unauthenticated_stream_gets_the_secrets_that_only_name_its_files(tmp_path) -> None:
+    """App Mesh's ``file`` sources are SDS secrets naming files on the proxy (so Envoy watches them): no key is in
+    them, so even a stream that proved nothing gets those, and still none of the mesh CA's."""
+    root = tmp_path / "mesh"
+    root.mkdir()
+    pod, eps, vn = workload("reviews", "v1", 8080)
+    vn["spec"]["listeners"][0]["tls"] = {
+        "mode": "STRICT",
+        "certificate": {"file": {"certificateChain": "/certs/tls.crt", "privateKey": "/certs/tls.key"}},
+    }
+    write(root / "mesh.yaml", service("reviews"), pod, eps, vn)
+    files = "file:/certs/tls.crt|/certs/tls.key"
+    async with ControlPlane.from_manifests(root) as plane:
+        await plane.wait_synced()
+        ads = AdsClient(plane.xds_port, "demo/reviews-v1/pod-0", "demo/reviews-v1")
+        await ads.send(SECRET, [files, IDENTITY_SECRET, TRUST_SECRET])
+        resp = await ads.recv(timeout=10)
+        (secret,) = [Secret.FromString(r.value) for r in resp.resources]
+        assert secret.name == files
+        assert secret.tls_certificate.certificate_chain.filename == "/certs/tls.crt"
+        assert secret.tls_certificate.private_key.filename == "/certs/tls.key"
+        assert secret.tls_certificate.watched_directory.path == "/certs"
+        await ads.close()

@@ -29,6 +29,7 @@ from meshctl.xds.envoy.listener import (
     build_outbound_tcp_listener,
 )
 from meshctl.xds.envoy.route import build_route
+from meshctl.xds.envoy.tls import file_secrets
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SHORT_NAMES
 
 __all__ = ["BuildError", "SnapshotBuilder", "route_owner"]
@@ -140,6 +141,10 @@ class SnapshotBuilder:
             ROUTE: {},
             SECRET: dict(secrets or {}),
         }
+        for secret in file_secrets(ir.tls_settings):  # names of files on the proxy, not keys
+            resources[SECRET][secret.name] = self._get(
+                (SECRET, secret.name), partial(CachedResource, SECRET, secret.name, secret)
+            )
         node = ir.params.virtual_node
 
         def put(

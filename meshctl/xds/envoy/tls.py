@@ -7,7 +7,9 @@ Envoy swaps the context for new connections without touching listeners (existing
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Iterable
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
@@ -16,7 +18,20 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from meshctl.translate.ir import IDENTITY_SECRET, SDS_AGENT_CLUSTER, TRUST_SECRET, DownstreamTlsIR, UpstreamTlsIR
 from meshctl.xds.envoy.common import ads_config_source, any_of
 
-__all__ = ["downstream_transport_socket", "identity_secret", "trust_secret", "upstream_transport_socket"]
+__all__ = [
+    "FILE_SECRET_PREFIX",
+    "downstream_transport_socket",
+    "file_secrets",
+    "identity_secret",
+    "trust_secret",
+    "upstream_transport_socket",
+]
+
+# Secrets that only name files on the proxy's file system (App Mesh's ``file`` sources): no key material, so every
+# stream may be sent them. Sent over SDS rather than inline in listeners and clusters because Envoy watches the
+# files of an SDS secret (their directories) and reloads them when they change: cert-manager's csi-driver-spiffe
+# rotates its certificates in place every hour.
+FILE_SECRET_PREFIX = "file:"
 
 _TLS = "envoy.transport_sockets.tls"
 _URI = common_pb2.SubjectAltNameMatcher.URI
@@ -45,20 +60,18 @@ def _common_context(
     """The certificate presented and the roots trusted, from the sources ``tls`` names (mesh SDS by default);
     returns the validation context the SAN matchers go into."""
     if tls.certificate_files is not None:
-        chain, key = tls.certificate_files
-        certificate = common.tls_certificates.add()
-        certificate.certificate_chain.filename = chain
-        certificate.private_key.filename = key
+        common.tls_certificate_sds_secret_configs.append(_sds(_certificate_file_secret_name(*tls.certificate_files)))
     elif tls.certificate_sds is not None:
         common.tls_certificate_sds_secret_configs.append(_agent_sds(tls.certificate_sds))
     else:
         common.tls_certificate_sds_secret_configs.append(_sds(IDENTITY_SECRET))
-    if tls.trust_file is not None:
-        validation = common.validation_context
-        validation.trusted_ca.filename = tls.trust_file
-        return validation
     combined = common.combined_validation_context
-    source = _agent_sds(tls.trust_sds) if tls.trust_sds is not None else _sds(TRUST_SECRET)
+    if tls.trust_file is not None:
+        source = _sds(_trust_file_secret_name(tls.trust_file))
+    elif tls.trust_sds is not None:
+        source = _agent_sds(tls.trust_sds)
+    else:
+        source = _sds(TRUST_SECRET)
     combined.validation_context_sds_secret_config.CopyFrom(source)
     return combined.default_validation_context
 
@@ -97,6 +110,36 @@ def downstream_transport_socket(tls: DownstreamTlsIR, *, http: bool) -> base_pb2
         common_pb2.SubjectAltNameMatcher(san_type=_URI, matcher=m) for m in matchers
     )
     return base_pb2.TransportSocket(name=_TLS, typed_config=any_of(context))
+
+
+def _certificate_file_secret_name(chain: str, key: str) -> str:
+    return f"{FILE_SECRET_PREFIX}{chain}|{key}"
+
+
+def _trust_file_secret_name(path: str) -> str:
+    return f"{FILE_SECRET_PREFIX}{path}"
+
+
+def file_secrets(sources: Iterable[UpstreamTlsIR | DownstreamTlsIR]) -> list[secret_pb2.Secret]:
+    """The SDS secrets naming the certificate and trust files of these TLS settings, one per distinct file set."""
+    out: dict[str, secret_pb2.Secret] = {}
+    for tls in sources:
+        if tls.certificate_files is not None:
+            name = _certificate_file_secret_name(*tls.certificate_files)
+            secret = secret_pb2.Secret(name=name)
+            secret.tls_certificate.certificate_chain.filename = tls.certificate_files[0]
+            secret.tls_certificate.private_key.filename = tls.certificate_files[1]
+            # Any move into the directory reloads both (Kubernetes volumes swap a ``..data`` symlink, which a
+            # watch on the file names alone misses).
+            secret.tls_certificate.watched_directory.path = posixpath.dirname(tls.certificate_files[0]) or "/"
+            out[name] = secret
+        if tls.trust_file is not None:
+            name = _trust_file_secret_name(tls.trust_file)
+            secret = secret_pb2.Secret(name=name)
+            secret.validation_context.trusted_ca.filename = tls.trust_file
+            secret.validation_context.watched_directory.path = posixpath.dirname(tls.trust_file) or "/"
+            out[name] = secret
+    return [out[name] for name in sorted(out)]
 
 
 def identity_secret(chain_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:

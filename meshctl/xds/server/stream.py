@@ -30,6 +30,7 @@ from meshctl.xds.cache.wire import (
     encode_delta_resource,
     encode_discovery_response_pieces,
 )
+from meshctl.xds.envoy.tls import FILE_SECRET_PREFIX
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SERVED_TYPES, SHORT_NAMES
 
 __all__ = ["Held", "Rejection", "StreamState", "TypeState"]
@@ -347,7 +348,8 @@ class StreamState:
         (and precomputed version) whenever nothing needs adding or filtering: the common, cheap case."""
         current: Mapping[str, CachedResource] = snap.resources[type_url]
         if type_url == SECRET and self.proven_identity is None:
-            return {}, set_version({})
+            # Nothing with a key: only the secrets that name files on the proxy's own file system.
+            current = {n: r for n, r in current.items() if n.startswith(FILE_SECRET_PREFIX)}
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
                 return current, snap.version(type_url)
