@@ -143,3 +143,21 @@ def test_validate_takes_the_mesh_default(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0 and "ok    VirtualNode demo/reviews-v1" in done.stdout, done.stdout + done.stderr
+
+
+def test_routes_view_shows_each_callers_tls_as_its_policy_has_it(tmp_path: Path) -> None:
+    """What `meshctl routes --from` and `explain` read: the caller's own view of the cluster."""
+    from meshctl.admin.routes_view import routes_document
+
+    sans = {"subjectAlternativeNames": {"match": {"exact": ["spiffe://meshctl.local/ns/demo/sa/reviews"]}}}
+    policy = {"certificate": {"sds": {"secretName": "spiffe://td/ns/demo/sa/web"}}, "validation": sans}
+    _mesh(tmp_path, tls={"mode": "STRICT"}, caller={"backendDefaults": {"clientPolicy": {"tls": policy}}})
+    mesh = translate_mesh(load_manifests(tmp_path))
+    view = routes_document(mesh, {}, source="demo/frontend")["clusters"]["demo/reviews-v1/8080"]["mtls"]
+    assert view["callerPresents"] == ["spiffe://td/ns/demo/sa/web (from the node's SDS agent)"]
+    assert view["calleeMustMatch"] == "spiffe://meshctl.local/ns/demo/sa/reviews, signed by the mesh roots"
+    _mesh(
+        tmp_path, tls={"mode": "PERMISSIVE"}, caller={"backendDefaults": {"clientPolicy": {"tls": {"enforce": False}}}}
+    )
+    mesh = translate_mesh(load_manifests(tmp_path))
+    assert routes_document(mesh, {}, source="demo/frontend")["clusters"]["demo/reviews-v1/8080"]["mtls"] is None

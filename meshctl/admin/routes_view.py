@@ -48,18 +48,33 @@ IdentitiesOf = Callable[[ObjectKey], list[str]]
 
 def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf, trust_domain: str) -> Any:
     """Whether calls over this cluster are mTLS, and which identity each side presents (those of the connected
-    proxies; the pattern an identity must match when none is connected)."""
-    if ir.tls is None:
+    proxies; the pattern an identity must match when none is connected), as the caller's client policy has it."""
+    tls = ir.tls
+    if tls is None:
         return None
     callee_ns, callee_vn, _ = ir.name.split("/", 2)
     callee = identities(ObjectKey("VirtualNode", callee_ns, callee_vn))
-    caller = identities(source) if source is not None else []
     caller_ns = source.namespace if source else "<caller namespace>"
+    if tls.certificate_files is not None:
+        caller = [f"the certificate in {tls.certificate_files[0]}"]
+    elif tls.certificate_sds is not None:
+        caller = [f"{tls.certificate_sds} (from the node's SDS agent)"]
+    else:
+        caller = (identities(source) if source is not None else []) or [
+            f"spiffe://{trust_domain}/ns/{caller_ns}/sa/<its service account>"
+        ]
+    if tls.trust_file is not None:
+        roots = f"the roots in {tls.trust_file}"
+    elif tls.trust_sds is not None:
+        roots = f"the roots of {tls.trust_sds} (from the node's SDS agent)"
+    else:
+        roots = "the mesh roots"
+    names = " or ".join(tls.subject_alt_names) if tls.subject_alt_names else f"spiffe://*/ns/{tls.namespace}/sa/*"
     return {
         "mode": "mTLS",
-        "callerPresents": caller or [f"spiffe://{trust_domain}/ns/{caller_ns}/sa/<its service account>"],
+        "callerPresents": caller,
         "calleePresents": callee or [f"spiffe://{trust_domain}/ns/{callee_ns}/sa/<its service account>"],
-        "calleeMustMatch": f"spiffe://*/ns/{ir.tls.namespace}/sa/*, signed by the mesh roots",
+        "calleeMustMatch": f"{names}, signed by {roots}",
     }
 
 
