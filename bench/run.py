@@ -20,6 +20,7 @@ BENCHMARKS = {
     "churn": ("8. Memory under endpoint churn", "bench.churn"),
     "manifestchurn": ("9. The manifest source under churn", "bench.manifestchurn"),
     "identity": ("10. Workload identities: issuing, a rotation wave", "bench.identity"),
+    "tokenreconnect": ("11. Token-authenticated proxies back after a control-plane restart", "bench.tokenreconnect"),
 }
 
 

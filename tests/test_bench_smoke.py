@@ -68,3 +68,10 @@ def test_identity_benchmark_runs_at_toy_size() -> None:
     out = identity.run(count=10, streams=10)
     assert "issue 10 workload certificates" in out and "rotation wave: 10 identities" in out
     assert "(20 SDS responses in all)" in out  # each stream: its first secrets, then the wave's
+
+
+def test_token_reconnect_benchmark_runs_at_toy_size() -> None:
+    from bench import tokenreconnect
+
+    out = tokenreconnect.run(proxies=2, restarts=1)
+    assert "| 2 | 1 |" in out, out
