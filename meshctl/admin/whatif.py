@@ -126,7 +126,12 @@ def _service_changes(svc: ObjectKey, old: tuple[RouteIR, ...], new: tuple[RouteI
 def what_if(model: Model, current: MeshIR, documents: list[Any]) -> dict[str, Any]:
     """``documents``: parsed YAML (dicts). ``current``: the mesh being served (from ``model``)."""
     overlaid, keys, errors = _overlay(model, documents)
-    new = translate_mesh(overlaid, last_accepted=current.accepted, default_tls_mode=current.default_tls_mode)
+    new = translate_mesh(
+        overlaid,
+        last_accepted=current.accepted,
+        default_tls_mode=current.default_tls_mode,
+        default_authz=current.default_authz,
+    )
     problems = [
         {"object": f"{k.kind} {k.namespace}/{k.name}", "message": st.summary()}
         for k in keys

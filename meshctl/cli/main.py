@@ -36,6 +36,7 @@ def _print(data: Any, output: str) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from meshctl.controlplane.plane import ControlPlane
+    from meshctl.model.authz import AuthzDefault
     from meshctl.sources import ManifestSource
 
     writer = None
@@ -101,6 +102,7 @@ async def _serve(args: argparse.Namespace) -> int:
         injection=injection,
     )
     plane.controller.default_tls_mode = _tls_mode(args.default_tls_mode)
+    plane.controller.default_authz = AuthzDefault(args.default_authorization)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -405,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     identity = serve.add_argument_group("workload identity (mTLS between sidecars)")
     identity.add_argument(
         "--default-tls-mode", choices=("STRICT", "PERMISSIVE", "DISABLED"), default="DISABLED", help=_TLS_MODE_HELP
+    )
+    identity.add_argument(
+        "--default-authorization",
+        choices=("allow", "deny", "audit"),
+        default="allow",
+        help="callers of listeners no ALLOW policy selects, in namespaces without a mesh.meshctl.dev/authorization "
+        "label: allow, deny, or audit (would-be denials counted and logged, not enforced; default allow)",
     )
     identity.add_argument("--ca-dir", help="the mesh CA's directory (created on first use; default: in memory)")
     identity.add_argument(

@@ -38,7 +38,9 @@ from meshctl.controlplane.nacks import NackJudge
 from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
 from meshctl.model import Model, ModelDelta, ObjectKey, Route, TlsMode, VirtualNode
+from meshctl.model.authz import AuthzDefault
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
+from meshctl.translate.authz import authz_dependencies
 from meshctl.translate.endpoints import release_gently
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
 from meshctl.translate.mesh import services_called
@@ -71,6 +73,7 @@ class Controller:
         incremental: bool = True,
         identities: IdentityKeeper | None = None,
         default_tls_mode: TlsMode | None = None,
+        default_authz: AuthzDefault = AuthzDefault.ALLOW,
     ) -> None:
         """``incremental=False``: every model is translated whole, never patched (the reference the incremental
         paths are tested against). ``default_tls_mode``: the mesh-wide mode of listeners without ``tls``."""
@@ -83,6 +86,7 @@ class Controller:
         self.on_statuses = on_statuses
         self._identities = identities
         self.default_tls_mode = default_tls_mode
+        self.default_authz = default_authz  # for listeners of namespaces without the authorization label
         self._secret_resources: dict[tuple[Identity, int, bytes], dict[str, CachedResource]] = {}
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
@@ -271,7 +275,14 @@ class Controller:
         per object. A group that still fails, for a reason no object explains, keeps its last snapshot."""
         limit = len(model.virtual_nodes) + len(model.routes) + 1
         for _ in range(limit):
-            mesh = translate_mesh(model, last_accepted, previous, blocked, default_tls_mode=self.default_tls_mode)
+            mesh = translate_mesh(
+                model,
+                last_accepted,
+                previous,
+                blocked,
+                default_tls_mode=self.default_tls_mode,
+                default_authz=self.default_authz,
+            )
             self._builder.start_generation()
             snapshots: dict[str, Snapshot] = {}
             retry = False
@@ -683,6 +694,10 @@ def classify_change(
     else:
         endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)
         routes = _changed_keys(old.routes, new.routes)
+    if routes or any(k.kind == "Pod" for k in endpoints):
+        on_routes, on_pods = authz_dependencies(new.authorization_policies)
+        if (routes and on_routes) or (on_pods and any(k.kind == "Pod" for k in endpoints)):
+            return None  # what a policy enforces may change with them: redo it (translate/authz.py)
     if endpoints and routes:
         return "endpoints+routes", endpoints | routes
     return ("routes", routes) if routes else ("endpoints", endpoints)

@@ -27,7 +27,7 @@ from meshctl.translate.ir import ObjectStatus
 __all__ = ["StatusWriter"]
 
 log = logging.getLogger(__name__)
-_PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes"}
+_PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes", "AuthorizationPolicy": "authorizationpolicies"}
 _RETRY_AFTER = 0.5  # seconds before failed writes are tried again
 
 

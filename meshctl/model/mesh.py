@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
 from meshctl.model.ingress import Exposure, Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
 
@@ -111,6 +112,7 @@ class Pod:
     # Only for pods carrying our target-health readiness gates (else empty, so status updates stay no-ops):
     gates: tuple[tuple[str, bool | None], ...] = ()  # (condition type, its status is True; None: not set yet)
     containers_ready: bool = False
+    service_account: str = "default"  # spec.serviceAccountName: its workload identity (authorization sources)
 
 
 # --- VirtualNode ----------------------------------------------------------------------------------
@@ -368,6 +370,7 @@ class Namespace:
 
     meta: Meta  # namespace "" (cluster-scoped), name: the namespace
     tls_mode: TlsMode | None = None
+    authz_default: AuthzDefault | None = None  # label AUTHZ_LABEL: allow | deny | audit
 
 
 # --- The whole model -----------------------------------------------------------------------------
@@ -383,6 +386,7 @@ class Model:
     virtual_nodes: Mapping[ObjectKey, VirtualNode] = field(default_factory=dict)
     routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
     namespaces: Mapping[ObjectKey, Namespace] = field(default_factory=dict)  # keyed ("Namespace", "", name)
+    authorization_policies: Mapping[ObjectKey, AuthorizationPolicy] = field(default_factory=dict)
     # Read by the ingress reconciler only (translation never does; see classify_change).
     ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)

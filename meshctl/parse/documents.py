@@ -24,7 +24,9 @@ from meshctl.model import (
     TlsMode,
     VirtualNode,
 )
+from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
 from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
 from meshctl.parse.ingress import (
     parse_exposure,
     parse_ingress,
@@ -40,7 +42,17 @@ from meshctl.parse.virtualnode import parse_virtual_node_spec
 __all__ = ["MeshObject", "Parsed", "UnsupportedDocument", "parse_document", "parse_keyed"]
 
 MeshObject = (
-    Service | EndpointSlice | Pod | VirtualNode | Route | Namespace | Ingress | IngressClass | Node | TargetGroupBinding
+    Service
+    | EndpointSlice
+    | Pod
+    | VirtualNode
+    | Route
+    | Namespace
+    | AuthorizationPolicy
+    | Ingress
+    | IngressClass
+    | Node
+    | TargetGroupBinding
 )
 
 
@@ -149,7 +161,10 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         return _endpoint_slice(meta, doc)
     if kind == "Pod" and api_version == "v1":
         gates, containers_ready = parse_pod_gates(doc)
-        return shared_pod(meta.labels, gates, containers_ready)
+        pod_spec = doc.get("spec")
+        pod_spec = pod_spec if isinstance(pod_spec, dict) else {}
+        account = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"
+        return shared_pod(meta.labels, gates, containers_ready, shared_str(str(account)))
     if kind == "Namespace" and api_version == "v1":
         return _namespace(replace(meta, namespace=""))
     if kind == "Ingress" and group == "networking.k8s.io":
@@ -166,6 +181,21 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         if strict and warnings:
             vn_spec, errors, warnings = None, [*errors, *warnings], []
         return VirtualNode(meta=meta, spec=vn_spec, errors=tuple(errors), warnings=tuple(warnings))
+    if group == API_GROUP and kind == "AuthorizationPolicy":
+        warnings = _unknown_top_level(doc)
+        authz_spec, errors = parse_authorization_policy_spec(doc.get("spec"), meta.namespace, warnings)
+        if strict and warnings:
+            authz_spec, errors, warnings = None, [*errors, *warnings], []
+        invalid_targets = policy_targets(doc.get("spec"), meta.namespace) if authz_spec is None else ()
+        audit = isinstance(doc.get("spec"), dict) and doc["spec"].get("mode") == "Audit"
+        return AuthorizationPolicy(
+            meta=meta,
+            spec=authz_spec,
+            errors=tuple(errors),
+            warnings=tuple(warnings),
+            targets_if_invalid=invalid_targets,
+            audit_if_invalid=audit,
+        )
     if group == API_GROUP and kind == "Route":
         warnings = _unknown_top_level(doc)
         route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace, warnings)
@@ -204,12 +234,22 @@ def _meta(doc: dict[str, Any], origin: str, default_namespace: str) -> Meta:
 _TLS_MODES = tuple(m.value for m in TlsMode)
 
 
+_AUTHZ_DEFAULTS = tuple(d.value for d in AuthzDefault)
+
+
 def _namespace(meta: Meta) -> Namespace:
     mode = meta.labels.get(TLS_MODE_LABEL)
     if mode is not None and mode not in _TLS_MODES:
         raise _Bad(f"metadata.labels.{TLS_MODE_LABEL}", f"must be one of {', '.join(_TLS_MODES)}, got {mode!r}")
-    # Only the label is kept: other labels change without changing anything the mesh does.
-    return Namespace(meta=replace(meta, labels={}), tls_mode=TlsMode(mode) if mode is not None else None)
+    authz = meta.labels.get(AUTHZ_LABEL)
+    if authz is not None and authz not in _AUTHZ_DEFAULTS:
+        raise _Bad(f"metadata.labels.{AUTHZ_LABEL}", f"must be one of {', '.join(_AUTHZ_DEFAULTS)}, got {authz!r}")
+    # Only the labels are kept: others change without changing anything the mesh does.
+    return Namespace(
+        meta=replace(meta, labels={}),
+        tls_mode=TlsMode(mode) if mode is not None else None,
+        authz_default=AuthzDefault(authz) if authz is not None else None,
+    )
 
 
 def _port(p: Any, path: str) -> ServicePort:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.model.authz import AuthorizationPolicy
 from meshctl.model.ingress import Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.parse.documents import MeshObject, Parsed
 
@@ -32,6 +33,7 @@ MODEL_FIELDS: dict[type, str] = {
     VirtualNode: "virtual_nodes",
     Route: "routes",
     Namespace: "namespaces",
+    AuthorizationPolicy: "authorization_policies",
     Ingress: "ingresses",
     IngressClass: "ingress_classes",
     Node: "nodes",

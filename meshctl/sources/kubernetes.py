@@ -101,6 +101,7 @@ def _kinds(api: client.ApiClient) -> list[_Kind]:
         _Kind("Pod", "v1", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         _Kind("VirtualNode", f"{API_GROUP}/{_VERSION}", *crd("virtualnodes")),
         _Kind("Route", f"{API_GROUP}/{_VERSION}", *crd("routes")),
+        _Kind("AuthorizationPolicy", f"{API_GROUP}/{_VERSION}", *crd("authorizationpolicies")),
         # Cluster-scoped, listed once: a namespace's default TLS mode (its TLS_MODE_LABEL).
         _Kind("Namespace", "v1", core.list_namespace, None),
     ]
@@ -429,12 +430,15 @@ def _new_store(kind: str) -> _Store:
     return NamespacedMap(kind) if kind == "Pod" else {}
 
 
+_WITH_ORIGIN = ("VirtualNode", "Route", "AuthorizationPolicy")
+
+
 def _parse(item: dict[str, Any]) -> Parsed | None:
     meta = item.get("metadata") or {}
     origin = f"{item.get('kind')} {meta.get('namespace', '')}/{meta.get('name', '')}"
     try:
-        # Only VirtualNodes and Routes show their origin (in statuses); 100,000 Pods need not carry theirs.
-        return parse_keyed(item, origin=origin if item.get("kind") in ("VirtualNode", "Route") else "")
+        # Only our own kinds show their origin (in statuses); 100,000 Pods need not carry theirs.
+        return parse_keyed(item, origin=origin if item.get("kind") in _WITH_ORIGIN else "")
     except InvalidObject:
         raise
     except UnsupportedDocument as exc:

@@ -26,6 +26,7 @@ from meshctl.model import (
     Tracing,
     VirtualNodeSpec,
 )
+from meshctl.model.authz import AuthzAction, AuthzDefault, PathMatch
 
 _COMPARED: dict[type, Callable[[Any], Any]] = {}  # per class: its compared fields as a tuple, in C
 
@@ -54,6 +55,9 @@ __all__ = [
     "PASSTHROUGH_CLUSTER",
     "SDS_AGENT_CLUSTER",
     "TRUST_SECRET",
+    "AuthzIR",
+    "AuthzPolicyIR",
+    "AuthzRuleIR",
     "Blocked",
     "CapturedInboundIR",
     "ClusterIR",
@@ -268,6 +272,35 @@ class OutboundTcpListenerIR:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthzRuleIR:
+    """``principals``: SPIFFE ID regexes, any of which the caller's certificate must name (None: any caller, even
+    one that proved nothing; (): no one); then any of ``paths`` and any of ``methods`` (each empty: any)."""
+
+    principals: tuple[str, ...] | None = None
+    paths: tuple[PathMatch, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthzPolicyIR:
+    name: str  # namespace/name: the RBAC policy name, and so its per-policy counters
+    action: AuthzAction
+    audit: bool
+    rules: tuple[AuthzRuleIR, ...]  # any of; none: the policy matches nothing
+    invalid: bool = False  # fail safe: stands in for a policy that could not be read
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthzIR:
+    """What one listener enforces: DENY policies first (any match denies), then, if an ALLOW policy selects it or
+    its default is deny, a match of an ALLOW policy is needed. Audit policies and an ``audit`` default count and
+    log would-be denials (Envoy's shadow rules) without enforcing them."""
+
+    policies: tuple[AuthzPolicyIR, ...]
+    default: AuthzDefault = AuthzDefault.ALLOW
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundListenerIR:
     """Traffic arriving for one VirtualNode listener, forwarded to the local app."""
 
@@ -281,6 +314,7 @@ class InboundListenerIR:
     access_log: Logging | None = None
     tracing: TracingIR | None = None
     tls: DownstreamTlsIR | None = None  # None (or DISABLED): plaintext
+    authz: AuthzIR | None = None  # None: every caller may call it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,7 +7,7 @@ and its last accepted version (passed in by the caller) keeps being served, so o
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from meshctl.model import (
@@ -23,9 +23,11 @@ from meshctl.model import (
     VirtualNode,
     VirtualNodeSpec,
 )
+from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
 from meshctl.routing.adapt import match_from_model
 from meshctl.routing.shadow import Shadowing, find_shadowed
 from meshctl.routing.table import RouteRule, Target, VirtualHost
+from meshctl.translate.authz import ListenerKey, translate_authz
 from meshctl.translate.endpoints import (
     EndpointIndex,
     cluster_name,
@@ -34,6 +36,7 @@ from meshctl.translate.endpoints import (
     update_nodes,
 )
 from meshctl.translate.ir import (
+    AuthzIR,
     Blocked,
     ClusterIR,
     Condition,
@@ -65,6 +68,8 @@ class MeshIR:
     accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
     load_errors: tuple[str, ...] = ()
     default_tls_mode: TlsMode | None = None  # what it was translated with (``translate_mesh``)
+    authz: Mapping[ListenerKey, AuthzIR] = field(default_factory=dict)  # what each listener enforces
+    default_authz: AuthzDefault = AuthzDefault.ALLOW
 
     @property
     def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
@@ -168,6 +173,7 @@ def translate_mesh(
     blocked: Mapping[ObjectKey, Blocked] | None = None,
     *,
     default_tls_mode: TlsMode | None = None,
+    default_authz: AuthzDefault = AuthzDefault.ALLOW,
 ) -> MeshIR:
     """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed.
     ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is).
@@ -227,6 +233,11 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
+    namespace_defaults = {k.name: ns.authz_default for k, ns in model.namespaces.items() if ns.authz_default}
+    authz, policy_statuses = translate_authz(model, nodes, routes_by_service, namespace_defaults, default_authz)
+    for st in policy_statuses:
+        st = _with_warnings(st, model.authorization_policies[st.key])
+        status_by_key[st.key] = _same(st, old_statuses.get(st.key))
     mesh = MeshIR(
         virtual_nodes=nodes,
         services=services,
@@ -238,6 +249,8 @@ def translate_mesh(
         accepted=accepted,
         load_errors=model.load_errors,
         default_tls_mode=default_tls_mode,
+        authz=authz,
+        default_authz=default_authz,
     )
     return mesh if previous is None else _sharing_equal_values(mesh, previous)
 
@@ -270,6 +283,7 @@ def _sharing_equal_values(mesh: MeshIR, previous: MeshIR) -> MeshIR:
         route_placement=_same(mesh.route_placement, previous.route_placement),
         status_by_key=_same(statuses, previous.status_by_key),
         accepted=_same(mesh.accepted, previous.accepted),
+        authz=_same(mesh.authz, previous.authz),  # equal IR objects: the builder's cache knows their hashes
     )
 
 
@@ -311,7 +325,7 @@ def _choose_virtual_node(
     return served, _with_warnings(status, vn)
 
 
-def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route) -> ObjectStatus:
+def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route | AuthorizationPolicy) -> ObjectStatus:
     """Fields the parser did not know (or does not implement yet) as a condition of their own: served without
     them. Positive polarity, as Kubernetes conditions go: FieldsRecognized=False names them."""
     if not obj.warnings:

@@ -202,6 +202,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
                 access_log=access_log,
                 tracing=tracing,
                 tls=_downstream_tls(listener.tls),
+                authz=mesh.authz.get((key, listener.port)),
             )
         )
         app_ports.append(listener.port)

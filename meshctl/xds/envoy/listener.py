@@ -26,6 +26,7 @@ from meshctl.translate.ir import (
     WeightedClusterIR,
 )
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
+from meshctl.xds.envoy.rbac import http_rbac_filters, network_rbac_filters
 from meshctl.xds.envoy.route import build_route_configuration
 from meshctl.xds.envoy.tls import downstream_transport_socket
 from meshctl.xds.envoy.tracing import build_tracing
@@ -134,9 +135,16 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
         if ir.access_log:
             proxy.access_log.append(_access_log(ir.access_log))
         listener = _listener(ir.name, ir.address, ir.port, _TCP_PROXY, any_of(proxy))
+        if ir.authz is not None:  # before the proxy: a denied connection is closed
+            filters = listener.filter_chains[0].filters
+            for i, rbac in enumerate(network_rbac_filters(ir.authz, stat_prefix)):
+                filters.insert(i, rbac)
         _with_tls(listener, ir, None)
         return listener
     hcm = _hcm(stat_prefix=stat_prefix, access_log=ir.access_log, tracing=ir.tracing)
+    if ir.authz is not None:  # before the router: a denied request is answered 403 (gRPC: PERMISSION_DENIED)
+        for i, rbac in enumerate(http_rbac_filters(ir.authz)):
+            hcm.http_filters.insert(i, rbac)
     # Callers are never trusted to steer this Envoy: no caller counts as internal, so the x-envoy-* headers they
     # send (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries, x-envoy-retry-on, ...) are removed. Envoy reads an
     # *empty* internal_address_config as its legacy default (loopback and RFC 1918 are internal: measured, the

@@ -1,0 +1,253 @@
+"""AuthorizationPolicies -> what each VirtualNode listener enforces (``AuthzIR``), and each policy's status. Pure.
+
+Callers are named by the identity they proved over mTLS: a service account is
+``spiffe://<trust domain>/ns/<namespace>/sa/<name>`` (any trust domain: only the trusted roots' certificates get
+this far); a namespace, any service account in it; a VirtualNode, the service accounts its pods run as;
+``declaredBackends``, those of the VirtualNodes that list a Service reaching the listener among their backends.
+A plaintext caller (PERMISSIVE) proves nothing: only rules without ``from`` match it.
+
+Fail safe: a policy that cannot be read but whose targets can becomes a DENY of everything on them (in Audit mode
+if it asked for that), so a broken policy meant to restrict a target never leaves it open.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from meshctl.model import Model, ObjectKey, VirtualNodeSpec
+from meshctl.model.authz import (
+    AuthorizationPolicy,
+    AuthzAction,
+    AuthzDefault,
+    AuthzRule,
+    AuthzSource,
+    AuthzTarget,
+)
+from meshctl.model.namespaced import names_in
+from meshctl.translate.ir import (
+    AuthzIR,
+    AuthzPolicyIR,
+    AuthzRuleIR,
+    Condition,
+    ConditionStatus,
+    ObjectStatus,
+    RouteIR,
+)
+
+__all__ = ["ListenerKey", "authz_dependencies", "translate_authz"]
+
+ListenerKey = tuple[ObjectKey, int]  # (VirtualNode, listener port)
+_ANY_SA = "[^/]+"
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    listeners: tuple[ListenerKey, ...]
+    missing: tuple[str, ...]  # targets not found
+
+
+def authz_dependencies(policies: Mapping[ObjectKey, AuthorizationPolicy]) -> tuple[bool, bool]:
+    """(on Routes, on Pods): whether what policies enforce can change with a Route (a Service target, callers
+    that declare a backend) or a Pod (a VirtualNode's service accounts). The controller's fast paths for Route and
+    Pod changes do not redo authorization, so such a change then takes a full build."""
+    on_routes = on_pods = False
+    for policy in policies.values():
+        targets = policy.spec.targets if policy.spec is not None else policy.targets_if_invalid
+        on_routes |= any(t.kind == "Service" for t in targets)
+        for rule in policy.spec.rules if policy.spec is not None else ():
+            for source in rule.sources:
+                on_routes |= source.declared_backends
+                on_pods |= source.declared_backends or source.virtual_node is not None
+    return on_routes, on_pods
+
+
+def _principal(namespace: str, service_account: str | None) -> str:
+    sa = _ANY_SA if service_account is None else re.escape(service_account)
+    return f"spiffe://[^/]+/ns/{re.escape(namespace)}/sa/{sa}"
+
+
+def translate_authz(
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    namespace_defaults: Mapping[str, AuthzDefault],
+    mesh_default: AuthzDefault,
+) -> tuple[dict[ListenerKey, AuthzIR], list[ObjectStatus]]:
+    """Each listener that a policy selects, or whose namespace (or mesh) default is not ``allow``, and the status
+    of each policy."""
+    reaching = _services_reaching(routes_by_service)
+    policies: dict[ListenerKey, list[AuthzPolicyIR]] = {}
+    statuses: list[ObjectStatus] = []
+    for key in sorted(model.authorization_policies):
+        policy = model.authorization_policies[key]
+        ir, targets, status = _policy(key, policy, model, nodes, reaching)
+        statuses.append(status)
+        for listener in targets:
+            policies.setdefault(listener, []).append(ir(listener))
+    out: dict[ListenerKey, AuthzIR] = {}
+    for vn_key, spec in nodes.items():
+        default = namespace_defaults.get(vn_key.namespace, mesh_default)
+        for port in (li.port for li in spec.listeners):
+            lk = (vn_key, port)
+            chosen = tuple(policies.get(lk, ()))
+            if chosen or default is not AuthzDefault.ALLOW:
+                out[lk] = AuthzIR(policies=chosen, default=default)
+    return out, statuses
+
+
+def _services_reaching(routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]) -> dict[ListenerKey, set[ObjectKey]]:
+    """Which Services' Routes send to each listener (cluster names are ``namespace/virtualnode/port``)."""
+    out: dict[ListenerKey, set[ObjectKey]] = {}
+    for svc, routes in routes_by_service.items():
+        for route in routes:
+            for wc in route.clusters:
+                ns, name, port = wc.cluster.rsplit("/", 2)
+                out.setdefault((ObjectKey("VirtualNode", ns, name), int(port)), set()).add(svc)
+    return out
+
+
+def _targets(
+    targets: Iterable[AuthzTarget],
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    reaching: Mapping[ListenerKey, set[ObjectKey]],
+) -> _Resolved:
+    found: list[ListenerKey] = []
+    missing: list[str] = []
+    for t in targets:
+        if t.kind == "VirtualNode":
+            key = ObjectKey("VirtualNode", t.namespace, t.name)
+            spec = nodes.get(key)
+            ports = [li.port for li in spec.listeners] if spec is not None else []
+            chosen = [(key, p) for p in ports if t.port is None or p == t.port]
+        else:
+            svc = ObjectKey("Service", t.namespace, t.name)
+            chosen = [lk for lk, svcs in reaching.items() if svc in svcs and (t.port is None or lk[1] == t.port)]
+        if not chosen:
+            missing.append(f"{t.kind} {t.namespace}/{t.name}" + (f" port {t.port}" if t.port else ""))
+        found.extend(lk for lk in chosen if lk not in found)
+    return _Resolved(tuple(sorted(found)), tuple(missing))
+
+
+def _service_accounts(model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec], vn: ObjectKey) -> set[str]:
+    """The service accounts of the pods a VirtualNode selects."""
+    spec = nodes.get(vn)
+    if spec is None or not spec.pod_selector:
+        return set()
+    selector = spec.pod_selector.items()
+    pods = names_in(model.pods, "Pod", vn.namespace)
+    return {pod.service_account for pod in pods.values() if all(pod.labels.get(a) == b for a, b in selector)}
+
+
+def _policy(
+    key: ObjectKey,
+    policy: AuthorizationPolicy,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    reaching: Mapping[ListenerKey, set[ObjectKey]],
+) -> tuple[Callable[[ListenerKey], AuthzPolicyIR], tuple[ListenerKey, ...], ObjectStatus]:
+    name = f"{key.namespace}/{key.name}"
+    generation, origin = policy.meta.generation, policy.meta.origin
+    spec = policy.spec
+    if spec is None:  # fail safe: deny everything on the targets that can be read
+        resolved = _targets(policy.targets_if_invalid, nodes, reaching)
+        deny_all = AuthzPolicyIR(
+            name=name, action=AuthzAction.DENY, audit=policy.audit_if_invalid, rules=(AuthzRuleIR(),), invalid=True
+        )
+        message = "; ".join(f"{e.path}: {e.message}" for e in policy.errors)
+        if resolved.listeners:
+            message += f" (its targets are denied to every caller until it is fixed: {len(resolved.listeners)} "
+            message += "listener(s))"
+        condition = Condition(type="Accepted", status=ConditionStatus.FALSE, reason="Invalid", message=message)
+        return (
+            (lambda _lk: deny_all),
+            resolved.listeners,
+            ObjectStatus(key=key, observed_generation=generation, origin=origin, conditions=(condition,)),
+        )
+    resolved = _targets(spec.targets, nodes, reaching)
+    unknown: list[str] = []
+    for rule in spec.rules:
+        for source in rule.sources:
+            if source.virtual_node is not None:
+                vn = ObjectKey("VirtualNode", *source.virtual_node)
+                if vn not in nodes:
+                    unknown.append(f"VirtualNode {vn.namespace}/{vn.name}")
+
+    def for_listener(lk: ListenerKey) -> AuthzPolicyIR:
+        rules = tuple(_rule(rule, lk, model, nodes, reaching) for rule in spec.rules)
+        return AuthzPolicyIR(name=name, action=spec.action, audit=spec.audit, rules=rules)
+
+    conditions: list[Condition] = []
+    if resolved.listeners:
+        mode = "audited (not enforced)" if spec.audit else "enforced"
+        conditions.append(
+            Condition(
+                type="Accepted",
+                status=ConditionStatus.TRUE,
+                reason="Accepted",
+                message=f"{mode} on {len(resolved.listeners)} listener(s)"
+                + (f"; not found: {', '.join(resolved.missing)}" if resolved.missing else ""),
+            )
+        )
+    else:
+        conditions.append(
+            Condition(
+                type="Accepted",
+                status=ConditionStatus.FALSE,
+                reason="TargetNotFound",
+                message=f"selects nothing: {', '.join(resolved.missing) or 'no targets'}",
+            )
+        )
+    conditions.append(
+        Condition(
+            type="ResolvedRefs",
+            status=ConditionStatus.FALSE if unknown else ConditionStatus.TRUE,
+            reason="BackendNotFound" if unknown else "ResolvedRefs",
+            message=f"unknown callers (they match no one): {', '.join(sorted(set(unknown)))}" if unknown else "",
+        )
+    )
+    return (
+        for_listener,
+        resolved.listeners,
+        ObjectStatus(key=key, observed_generation=generation, origin=origin, conditions=tuple(conditions)),
+    )
+
+
+def _rule(
+    rule: AuthzRule,
+    lk: ListenerKey,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    reaching: Mapping[ListenerKey, set[ObjectKey]],
+) -> AuthzRuleIR:
+    principals: tuple[str, ...] | None = None
+    if rule.sources:
+        found: list[str] = []
+        for source in rule.sources:
+            found.extend(_source_principals(source, lk, model, nodes, reaching))
+        principals = tuple(dict.fromkeys(found))
+    return AuthzRuleIR(principals=principals, paths=rule.paths, methods=rule.methods)
+
+
+def _source_principals(
+    source: AuthzSource,
+    lk: ListenerKey,
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    reaching: Mapping[ListenerKey, set[ObjectKey]],
+) -> list[str]:
+    if source.service_account is not None:
+        return [_principal(*source.service_account)]
+    if source.namespace is not None:
+        return [_principal(source.namespace, None)]
+    if source.virtual_node is not None:
+        vn = ObjectKey("VirtualNode", *source.virtual_node)
+        return [_principal(vn.namespace, sa) for sa in sorted(_service_accounts(model, nodes, vn))]
+    services = reaching.get(lk, set())
+    callers = sorted(
+        k
+        for k, spec in nodes.items()
+        if any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends)
+    )
+    return [_principal(vn.namespace, sa) for vn in callers for sa in sorted(_service_accounts(model, nodes, vn))]
