@@ -55,7 +55,7 @@ async def echo(host: str, port: int, name: str) -> None:
         await server.serve_forever()
 
 
-def peek(url: str, host: str, cert: str | None, key: str | None) -> dict[str, object]:
+def peek(url: str, host: str, cert: str | None, key: str | None, method: str = "GET") -> dict[str, object]:
     """One request; with ``cert``, over TLS presenting that client certificate (the server's is not checked:
     this is the client whose certificate is being judged). An error is reported by its class, never raised."""
     context = None
@@ -64,7 +64,7 @@ def peek(url: str, host: str, cert: str | None, key: str | None) -> dict[str, ob
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.load_cert_chain(cert, key)
-    request = urllib.request.Request(url, headers={"Host": host})
+    request = urllib.request.Request(url, headers={"Host": host}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as resp:
             return {
@@ -135,6 +135,7 @@ def main() -> None:
     p.add_argument("host")
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--method", default="GET")
     args = parser.parse_args()
     if args.what == "http":
         print(json.dumps(asyncio.run(http(args.url, args.host, args.n))))
@@ -145,7 +146,7 @@ def main() -> None:
     elif args.what == "load":
         print(json.dumps(asyncio.run(load(args.url, args.host, args.rate, args.seconds))))
     elif args.what == "peek":
-        print(json.dumps(peek(args.url, args.host, args.cert, args.key)))
+        print(json.dumps(peek(args.url, args.host, args.cert, args.key, args.method)))
     else:
         try:
             with urllib.request.urlopen(args.url, timeout=5) as resp:

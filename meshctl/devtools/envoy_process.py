@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from meshctl.xds.bootstrap import DRAIN_ARGS
 from meshctl.xds.validate import envoy_binary
 
 __all__ = ["EnvoyProcess", "envoy_binary", "free_port", "loopback_sidecar", "spawn_logged"]
@@ -79,6 +80,7 @@ class EnvoyProcess:
             "--admin-address-path",
             str(address_file),
             "--disable-hot-restart",
+            *DRAIN_ARGS,
             "--concurrency",
             "1",
             "--file-flush-interval-msec",  # access logs reach their files in 0.2 s, not Envoy's default 10 s

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshctl.inject.capture import CaptureConfig, CaptureError, capture_arguments, parse_ports, split_list
-from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+from meshctl.xds.bootstrap import DRAIN_ARGS, BootstrapOptions, render_bootstrap
 
 __all__ = [
     "ANNOTATION_APP_PORTS",
@@ -257,6 +257,7 @@ def _proxy_container(
             "--log-level",
             "info",
             "--disable-hot-restart",  # one Envoy per container: no shared memory to set up
+            *DRAIN_ARGS,
         ],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -11,7 +11,14 @@ from typing import Any
 
 from meshctl.translate.ir import SDS_AGENT_CLUSTER
 
-__all__ = ["BootstrapOptions", "render_bootstrap"]
+__all__ = ["DRAIN_ARGS", "BootstrapOptions", "render_bootstrap"]
+
+# Envoy's command-line flags for every proxy meshctl runs or injects. A listener change (a new authorization
+# policy, a TLS mode) applies to new connections; the old listener's open connections are drained. Envoy's default
+# drain is gradual over 600 s, so a caller's pooled connection could keep the old rules for minutes. Immediate:
+# each open connection is told to close at its next response (HTTP/1.1 "Connection: close", HTTP/2 GOAWAY), and
+# closed after 10 s at the latest.
+DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", "10")
 
 XDS_CLUSTER = "meshctl-xds"
 

@@ -24,6 +24,7 @@ import pytest
 
 from meshctl.devtools.envoy_process import envoy_binary
 from meshctl.inject.pki import KeyPair, issue, new_ca, spiffe_identity
+from meshctl.xds.bootstrap import DRAIN_ARGS
 from tests.conftest import eventually
 from tests.manifests import route, service, virtual_node, write
 from tests.netns import NetNs, make_pair, remove
@@ -42,6 +43,8 @@ def _mesh(
     tls: dict | None = None,
     frontend: dict | None = None,
     namespace_mode: str | None = None,
+    namespace_labels: dict | None = None,
+    protocol: str = "http",
 ) -> None:
     """reviews (``tls``, else ``{mode}``, else none) called by frontend (``frontend``: fields added to its spec);
     ``namespace_mode``: the shop Namespace's default TLS mode label."""
@@ -62,12 +65,13 @@ def _mesh(
             {"addresses": [POD], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": "reviews-0"}}
         ],
     }
-    listener: dict = {"portMapping": {"port": APP_PORT, "protocol": "http"}}
+    listener: dict = {"portMapping": {"port": APP_PORT, "protocol": protocol}}
     if tls or mode:
         listener["tls"] = tls or {"mode": mode}
     caller = virtual_node("frontend", "shop", backends=["reviews"])
     caller["spec"].update(frontend or {})
     labels_ns = {"mesh.meshctl.dev/tls-mode": namespace_mode} if namespace_mode else {}
+    labels_ns |= namespace_labels or {}
     write(
         directory / "mesh.yaml",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": labels_ns}},
@@ -159,13 +163,22 @@ class Rig:
             "--service-account", "reviews", "--admin-port", "9901", "--stats-port", "0",
         )  # fmt: skip
         await self.pod.start(
-            str(envoy_binary()), "-c", str(callee), "--base-id", "11", uid=1337, log=self.logs / "callee.log"
+            str(envoy_binary()),
+            "-c",
+            str(callee),
+            "--base-id",
+            "11",
+            *DRAIN_ARGS,
+            uid=1337,
+            log=self.logs / "callee.log",
         )
         caller = self.bootstrap(
             "caller", "shop/frontend/web-0", self.client_files("frontend", "frontend"), "--service-account", "web",
             "--bind-address", "127.0.0.1", "--admin-port", "9902", "--stats-port", "0",
         )  # fmt: skip
-        await self.peer.start(str(envoy_binary()), "-c", str(caller), "--base-id", "12", log=self.logs / "caller.log")
+        await self.peer.start(
+            str(envoy_binary()), "-c", str(caller), "--base-id", "12", *DRAIN_ARGS, log=self.logs / "caller.log"
+        )
         await eventually(lambda: _tool(self.peer, *THROUGH_MESH).get("status") == 200, timeout=60, interval=0.5)
 
     def admin(self, path: str) -> dict:
