@@ -131,6 +131,8 @@ def test_every_kind_the_mesh_reads_is_fuzzed() -> None:
         "IngressClass",
         "Node",
         "TargetGroupBinding",
+        "Namespace",
+        "AuthorizationPolicy",
     ):
         assert kind in KINDS
 

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
+from meshctl.model import ObjectKey
+from meshctl.translate.authz import service_accounts
 from meshctl.translate.ir import ObjectStatus
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import SECRET, SHORT_NAMES
@@ -276,6 +278,11 @@ def build_admin_app(
         if mesh is None:
             raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
         snapshots = {g: s for g in controller.cache.groups() if (s := controller.cache.get(g)) is not None}
+        model = controller.model
+
+        def accounts(vn: ObjectKey) -> list[str]:  # a caller's service accounts when none of its proxies is connected
+            return sorted(service_accounts(model, mesh.virtual_nodes, vn)) if model is not None else []
+
         try:
             document = await asyncio.to_thread(
                 routes_document,
@@ -285,6 +292,9 @@ def build_admin_app(
                 service=request.query.get("service"),
                 identities=controller.proven_identities,
                 trust_domain=controller.identities.ca.trust_domain,
+                method=request.query.get("method"),
+                path=request.query.get("path"),
+                service_accounts=accounts,
             )
         except NotFound as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None

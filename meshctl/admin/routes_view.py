@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from meshctl.model import ObjectKey
 from meshctl.routing.adapt import from_envoy
 from meshctl.routing.table import VirtualHost, host_to_json
+from meshctl.translate.authz import decide
 from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
 from meshctl.translate.mesh import MeshIR
 from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_host, translate_sidecar
@@ -78,6 +79,23 @@ def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf
     }
 
 
+def _authorization_view(
+    ir: ClusterIR, mesh: MeshIR, callers: list[str], method: str, path: str
+) -> list[dict[str, Any]] | None:
+    """What the callee's listener does with this request from each identity the caller may present (None over
+    plaintext: it proves nothing)."""
+    ns, vn, port = ir.name.split("/", 2)
+    if not port.isdigit():
+        return None
+    authz = mesh.authz.get((ObjectKey("VirtualNode", ns, vn), int(port)))
+    out = []
+    presented: list[str | None] = list(callers) if ir.tls is not None else []
+    for caller in presented or [None]:
+        d = decide(authz, caller, method, path.split("?", 1)[0])
+        out.append({"caller": caller, "allowed": d.allowed, "by": d.by, "why": d.why, "audit": d.audit})
+    return out
+
+
 def _cluster_view(ir: ClusterIR, mesh: MeshIR, mtls: Any = None) -> dict[str, Any]:
     built = build_cluster(ir)
     endpoints = mesh.endpoints.get(ir.name, ())
@@ -105,6 +123,9 @@ def routes_document(
     service: str | None = None,
     identities: IdentitiesOf = lambda _: [],
     trust_domain: str = "meshctl.local",
+    method: str | None = None,
+    path: str | None = None,
+    service_accounts: Callable[[ObjectKey], list[str]] = lambda _: [],
 ) -> dict[str, Any]:
     """``source``: ``namespace/virtualnode`` whose proxies' view to show; ``service``: only this Service;
     ``identities``: the connected proxies' identities of a VirtualNode (who presents what over mTLS)."""
@@ -136,17 +157,23 @@ def routes_document(
     if wanted is not None:
         hosts = tuple(h for h in hosts if h.name == f"{wanted.namespace}/{wanted.name}")
     used = sorted({t.cluster for h in hosts for r in h.routes for t in r.targets})
+    source_key = _key("VirtualNode", source) if source else None
+    callers: list[str] = []
+    if source_key is not None:
+        callers = identities(source_key) or [
+            f"spiffe://{trust_domain}/ns/{source_key.namespace}/sa/{sa}" for sa in service_accounts(source_key)
+        ]
+    views = {
+        name: _cluster_view(clusters[name], mesh, _mtls_view(clusters[name], source_key, identities, trust_domain))
+        for name in used
+        if name in clusters
+    }
+    if method is not None and path is not None:
+        for name, view in views.items():
+            view["authorization"] = _authorization_view(clusters[name], mesh, callers, method, path)
     return {
         "from": source,
         "origin": origin,
         "virtualHosts": [host_to_json(h) for h in hosts],
-        "clusters": {
-            name: _cluster_view(
-                clusters[name],
-                mesh,
-                _mtls_view(clusters[name], _key("VirtualNode", source) if source else None, identities, trust_domain),
-            )
-            for name in used
-            if name in clusters
-        },
+        "clusters": views,
     }

@@ -52,9 +52,9 @@ class AdminClient:
         self.url = urllib.parse.urlunsplit(parts).rstrip("/")
         self.timeout = timeout
 
-    def get(self, path: str, **query: str | None) -> dict[str, Any]:
+    def get(self, endpoint: str, /, **query: str | None) -> dict[str, Any]:
         params = {k: v for k, v in query.items() if v is not None}
-        url = self.url + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        url = self.url + endpoint + (f"?{urllib.parse.urlencode(params)}" if params else "")
         return self._call(urllib.request.Request(url))
 
     def post(self, path: str, body: Any) -> dict[str, Any]:

@@ -39,9 +39,14 @@ def parse_headers(values: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _fetch(args: argparse.Namespace, service: str | None = None) -> tuple[dict[str, Any], tuple[VirtualHost, ...]]:
+def _fetch(
+    args: argparse.Namespace, service: str | None = None, request: Request | None = None
+) -> tuple[dict[str, Any], tuple[VirtualHost, ...]]:
     source = qualified(args.source, args.namespace, "--from") if args.source else None
-    data = AdminClient(args.admin).get("/api/v1/routes", **{"from": source, "service": service})
+    query = {"from": source, "service": service}
+    if request is not None:  # the callee's authorization is judged for this request
+        query |= {"method": request.method, "path": request.path}
+    data = AdminClient(args.admin).get("/api/v1/routes", **query)
     return data, tuple(host_from_json(h) for h in data["virtualHosts"])
 
 
@@ -197,12 +202,21 @@ def mtls_text(mtls: dict[str, Any] | None) -> str:
     )
 
 
+def authorization_text(v: dict[str, Any]) -> Text:
+    who = v["caller"] or "a plaintext caller (no identity)"
+    verdict = "allowed" if v["allowed"] else "DENIED (403; TCP: closed)"
+    line = f"  authorization for {who}: {verdict}: {v['why']}"
+    if v.get("audit"):
+        line += f"; audit: {v['audit']}"
+    return Text(line, style="" if v["allowed"] else "bold red")
+
+
 def _explain(args: argparse.Namespace) -> int:
     try:
         request = Request.from_url(args.method, args.url, parse_headers(args.header))
     except ValueError as exc:  # urllib's: "Invalid IPv6 URL", a port that is not a number
         raise CliError(f"{args.url!r} is not a URL: {exc}") from None
-    data, hosts = _fetch(args)
+    data, hosts = _fetch(args, request=request)
     result = explain(hosts, request)
     clusters = data["clusters"]
     shadowed = {f.route: f for vh in ([result.virtual_host] if result.virtual_host else []) for f in find_shadowed(vh)}
@@ -231,6 +245,8 @@ def _explain(args: argparse.Namespace) -> int:
         lines.append(Text(f"retries: {retry_text(route)}; timeout: {timeout_text(route)}"))
         for cluster, _ in route.probabilities():
             lines.append(Text(f"{cluster}: {mtls_text(clusters.get(cluster, {}).get('mtls'))}"))
+            for verdict in clusters.get(cluster, {}).get("authorization") or []:
+                lines.append(authorization_text(verdict))
         return Group(*lines)
 
     emit(explanation_json(result, clusters), args.output, render)

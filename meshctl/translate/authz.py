@@ -36,7 +36,7 @@ from meshctl.translate.ir import (
     RouteIR,
 )
 
-__all__ = ["ListenerKey", "authz_dependencies", "translate_authz"]
+__all__ = ["Decision", "ListenerKey", "authz_dependencies", "decide", "service_accounts", "translate_authz"]
 
 ListenerKey = tuple[ObjectKey, int]  # (VirtualNode, listener port)
 _ANY_SA = "[^/]+"
@@ -130,7 +130,7 @@ def _targets(
     return _Resolved(tuple(sorted(found)), tuple(missing))
 
 
-def _service_accounts(model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec], vn: ObjectKey) -> set[str]:
+def service_accounts(model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec], vn: ObjectKey) -> set[str]:
     """The service accounts of the pods a VirtualNode selects."""
     spec = nodes.get(vn)
     if spec is None or not spec.pod_selector:
@@ -243,11 +243,72 @@ def _source_principals(
         return [_principal(source.namespace, None)]
     if source.virtual_node is not None:
         vn = ObjectKey("VirtualNode", *source.virtual_node)
-        return [_principal(vn.namespace, sa) for sa in sorted(_service_accounts(model, nodes, vn))]
+        return [_principal(vn.namespace, sa) for sa in sorted(service_accounts(model, nodes, vn))]
     services = reaching.get(lk, set())
     callers = sorted(
         k
         for k, spec in nodes.items()
         if any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends)
     )
-    return [_principal(vn.namespace, sa) for vn in callers for sa in sorted(_service_accounts(model, nodes, vn))]
+    return [_principal(vn.namespace, sa) for vn in callers for sa in sorted(service_accounts(model, nodes, vn))]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a listener's authorization does with one request from one caller identity (``meshctl explain``)."""
+
+    allowed: bool
+    by: str | None  # the policy (rule) that decided, or None for the default
+    why: str
+    audit: str | None = None  # what an Audit policy (or an audit default) would do differently
+
+
+def _matches(rule: AuthzRuleIR, caller: str | None, method: str, path: str) -> bool:
+    if rule.principals is not None and (caller is None or not any(re.fullmatch(p, caller) for p in rule.principals)):
+        return False
+    if rule.methods and method.upper() not in rule.methods:
+        return False
+    if not rule.paths:
+        return True
+    for p in rule.paths:
+        if p.type == "Exact" and path == p.value:
+            return True
+        prefix = p.value.rstrip("/")
+        if p.type == "PathPrefix" and (p.value == "/" or path == prefix or path.startswith(prefix + "/")):
+            return True
+    return False
+
+
+def _first(policies: Iterable[AuthzPolicyIR], caller: str | None, method: str, path: str) -> str | None:
+    for policy in policies:
+        for i, rule in enumerate(policy.rules):
+            if _matches(rule, caller, method, path):
+                return policy.name if len(policy.rules) == 1 else f"{policy.name}#{i}"
+    return None
+
+
+def decide(authz: AuthzIR | None, caller: str | None, method: str, path: str) -> Decision:
+    """As Envoy's two RBAC filters would decide (xds/envoy/rbac.py). ``caller``: the SPIFFE ID the caller proves,
+    None for a plaintext caller; ``path`` without its query."""
+    if authz is None:
+        return Decision(True, None, "no policy selects the listener, and its default is allow")
+    deny = [p for p in authz.policies if p.action is AuthzAction.DENY]
+    allow = [p for p in authz.policies if p.action is AuthzAction.ALLOW]
+    audit: list[str] = []
+    if (hit := _first([p for p in deny if not p.audit], caller, method, path)) is not None:
+        return Decision(False, hit, f"DENY policy {hit} matches")
+    if (hit := _first([p for p in deny if p.audit], caller, method, path)) is not None:
+        audit.append(f"the Audit DENY policy {hit} would deny it")
+    enforced = [p for p in allow if not p.audit]
+    if enforced or authz.default is AuthzDefault.DENY:
+        hit = _first(enforced, caller, method, path)
+        if hit is None:
+            why = "no ALLOW policy matches" + (" (the namespace or mesh defaults to deny)" if not enforced else "")
+            return Decision(False, None, why, "; ".join(audit) or None)
+        verdict = Decision(True, hit, f"ALLOW policy {hit} matches")
+    else:
+        verdict = Decision(True, None, "no enforced policy restricts it")
+    shadowed = len(allow) > len(enforced) or authz.default is AuthzDefault.AUDIT
+    if shadowed and _first(allow, caller, method, path) is None:
+        audit.append("no ALLOW policy would match (Audit policies and an audit default enforced)")
+    return Decision(verdict.allowed, verdict.by, verdict.why, "; ".join(audit) or None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import yaml
 
 from tests.conftest import eventually
-from tests.e2e.test_mtls import APP_PORT, POD, THROUGH_MESH, Rig, _mesh, _stats, _tool, namespaces, readable_dir
+from tests.e2e.test_mtls import APP_PORT, MESHCTL, POD, THROUGH_MESH, Rig, _mesh, _stats, _tool, namespaces, readable_dir
 from tests.manifests import API
 
 __all__ = ["namespaces", "readable_dir"]  # the fixtures this module uses
@@ -75,6 +75,11 @@ async def test_policies_allow_deny_audit_and_a_namespace_default(namespaces, tmp
         await _settled(rig)
         assert _call(rig, "/admin", "POST") == 403
         assert _call(rig, "/public") == 200
+        explained = " ".join(
+            peer.run(MESHCTL, "explain", "POST", "http://reviews.shop/admin", "--from", "shop/frontend", "--admin", "http://127.0.0.1:19000", check=False).stdout.split()
+        )  # fmt: skip
+        assert "authorization for spiffe://shop.test/ns/shop/sa/web: DENIED" in explained, explained
+        assert "no ALLOW policy matches" in explained
         assert _call(rig, "/other") == 403  # nothing allows it
         denied = _counter(rig, "meshctl_allow.denied")
         assert denied >= 2, _stats(pod, 9901)
