@@ -9,7 +9,18 @@ from __future__ import annotations
 import yaml
 
 from tests.conftest import eventually
-from tests.e2e.test_mtls import APP_PORT, MESHCTL, POD, THROUGH_MESH, Rig, _mesh, _stats, _tool, namespaces, readable_dir
+from tests.e2e.test_mtls import (
+    APP_PORT,
+    MESHCTL,
+    POD,
+    THROUGH_MESH,
+    Rig,
+    _mesh,
+    _stats,
+    _tool,
+    namespaces,
+    readable_dir,
+)
 from tests.manifests import API
 
 __all__ = ["namespaces", "readable_dir"]  # the fixtures this module uses
