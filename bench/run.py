@@ -21,6 +21,7 @@ BENCHMARKS = {
     "manifestchurn": ("9. The manifest source under churn", "bench.manifestchurn"),
     "identity": ("10. Workload identities: issuing, a rotation wave", "bench.identity"),
     "tokenreconnect": ("11. Token-authenticated proxies back after a control-plane restart", "bench.tokenreconnect"),
+    "authz": ("12. Authorization policies: translation and propagation", "bench.authz"),
 }
 
 

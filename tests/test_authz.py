@@ -177,3 +177,23 @@ def test_explain_view_says_which_policy_decides(tmp_path: Path) -> None:
     )
     ((verdict,),) = [c["authorization"] for c in doc["clusters"].values()]
     assert not verdict["allowed"] and verdict["why"] == "no ALLOW policy matches"
+
+
+def test_policy_counters_are_read_from_envoys_prometheus_text() -> None:
+    from meshctl.admin.policies_view import parse_policy_counters
+
+    text = "\n".join(
+        [
+            '# TYPE envoy_http_rbac_meshctl_allow_allowed counter',
+            'envoy_http_rbac_meshctl_allow_allowed{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/api#0"} 3',
+            'envoy_http_rbac_meshctl_allow_allowed{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/api#1"} 2',
+            'envoy_http_rbac_meshctl_deny_denied{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/no"} 4',
+            'envoy_http_rbac_meshctl_audit_shadow_denied{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/no-public"} 5',
+            'envoy_http_rbac_meshctl_allow_denied{envoy_http_conn_manager_prefix="inbound_8080"} 9',
+        ]
+    )  # fmt: skip
+    assert parse_policy_counters(text) == {
+        "shop/api": {"allowed": 5, "denied": 0, "auditDenied": 0},
+        "shop/no": {"allowed": 0, "denied": 4, "auditDenied": 0},
+        "shop/no-public": {"allowed": 0, "denied": 0, "auditDenied": 5},
+    }

@@ -75,3 +75,10 @@ def test_token_reconnect_benchmark_runs_at_toy_size() -> None:
 
     out = tokenreconnect.run(proxies=2, restarts=1)
     assert "| 2 | 1 |" in out, out
+
+
+def test_authz_benchmark_runs_at_toy_size() -> None:
+    from bench import authz
+
+    out = authz.run(services=10, prop_services=3, flips=2)
+    assert "10 services, 10 policies (20 listeners)" in out and "policy change -> callee LDS" in out, out

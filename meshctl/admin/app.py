@@ -12,6 +12,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CollectorRegistry, generate_latest
 
+from meshctl.admin.policies_view import policies_document, scrape_policy_counters
 from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
@@ -205,6 +206,18 @@ def build_admin_app(
             item["replica"] = replica
             items.append(item)
         return web.json_response({"replica": replica, "proxies": items})
+
+    @routes.get("/api/v1/policies")
+    async def policies(_: web.Request) -> web.Response:
+        """AuthorizationPolicies, their status and their counters from the connected proxies (``meshctl get
+        policies``)."""
+        model, mesh = controller.model, controller.mesh
+        if model is None or mesh is None:
+            raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
+        urls = {url for s in registry.streams() if (url := s.stats_url) is not None}
+        counters, scraped, failed = await scrape_policy_counters(sorted(urls))
+        items = policies_document(model, mesh.status_by_key, counters)
+        return web.json_response({"policies": items, "proxiesScraped": scraped, "proxiesUnreachable": failed})
 
     @routes.get("/api/v1/identities")
     async def identities(_: web.Request) -> web.Response:

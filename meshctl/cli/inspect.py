@@ -139,6 +139,33 @@ def _get_identities(args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_policies(args: argparse.Namespace) -> int:
+    """AuthorizationPolicies: what they target, whether they are accepted, how often they allowed and denied."""
+    data = AdminClient(args.admin).get("/api/v1/policies")
+    items = [p for p in data["policies"] if not args.namespace or p["namespace"] == args.namespace]
+    data = {**data, "policies": items}
+    rows: list[list[str | Text]] = []
+    for p in items:
+        c = p["counters"]
+        accepted = Text("True", style="green") if p["accepted"] else Text("False", style="red")
+        rows.append(
+            [
+                p["namespace"],
+                p["name"],
+                p["action"] or "-",
+                p["mode"] or "-",
+                ", ".join(p["targets"]) or "-",
+                accepted,
+                str(c["allowed"]),
+                str(c["denied"]),
+                str(c["auditDenied"]),
+            ]
+        )
+    headers = ["NAMESPACE", "NAME", "ACTION", "MODE", "TARGETS", "ACCEPTED", "ALLOWED", "DENIED", "AUDIT-DENIED"]
+    emit(data, args.output, lambda: table(headers, rows))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     """Control-plane health in one screen (``meshctl status``)."""
     data = AdminClient(args.admin).get("/api/v1/summary")
@@ -206,6 +233,11 @@ def add_commands(
     p = get.add_parser("identities", help="workload identities (mTLS): SPIFFE ID, expiry, renewal, issuer")
     add_read_flags(p, "only this namespace")
     p.set_defaults(run=_get_identities)
+    p = get.add_parser(
+        "policies", help="AuthorizationPolicies: targets, acceptance, allowed / denied / audit-denied counts"
+    )
+    add_read_flags(p, "only this namespace")
+    p.set_defaults(run=_get_policies)
     p = get.add_parser("rejections", help="recent configs Envoy rejected, with Envoy's error")
     common(p)
     p.set_defaults(run=_get_rejections)

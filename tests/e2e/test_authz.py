@@ -6,6 +6,8 @@ Needs root (``ip netns``) and iptables (scripts/setup installs it)."""
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
 from tests.conftest import eventually
@@ -13,6 +15,7 @@ from tests.e2e.test_mtls import (
     APP_PORT,
     MESHCTL,
     POD,
+    PY,
     THROUGH_MESH,
     Rig,
     _mesh,
@@ -75,6 +78,7 @@ def _counter(rig: Rig, name: str) -> int:
 async def test_policies_allow_deny_audit_and_a_namespace_default(namespaces, tmp_path, readable_dir):
     pod, peer = namespaces
     rig = Rig(pod, peer, readable_dir, tmp_path)
+    rig.callee_stats_port = 15090
     _mesh(rig.manifests, "PERMISSIVE")
     admin_only = {"from": [{"serviceAccount": {"name": "admin"}}], "to": [{"paths": [{"type": "Exact", "value": "/admin"}], "methods": ["POST"]}]}  # fmt: skip
     public = {"from": [{"namespace": "shop"}], "to": [{"paths": [{"value": "/public"}], "methods": ["GET"]}]}
@@ -95,6 +99,15 @@ async def test_policies_allow_deny_audit_and_a_namespace_default(namespaces, tmp
         denied = _counter(rig, "meshctl_allow.denied")
         assert denied >= 2, _stats(pod, 9901)
         assert _counter(rig, "policy.shop/reviews-api#0.allowed") >= 1  # per policy (rule), by name
+        # ... which Prometheus sees as a label (the bootstrap's stats tag)
+        scraped = pod.run(PY, "-m", "tests.capture_tool", "get", "http://127.0.0.1:9901/stats/prometheus").stdout
+        assert 'meshctl_policy="shop/reviews-api#0"' in scraped, [ln for ln in scraped.splitlines() if "rbac" in ln]
+        listed = json.loads(
+            peer.run(MESHCTL, "get", "policies", "--admin", "http://127.0.0.1:19000", "-o", "json").stdout
+        )
+        (item,) = listed["policies"]
+        assert item["name"] == "reviews-api" and item["accepted"] and listed["proxiesScraped"] == 1, listed
+        assert item["counters"]["allowed"] >= 1 and item["counters"]["denied"] == 0, item  # denials: no match
         admin_only["from"] = [{"serviceAccount": {"name": "web"}}]
         _policies(rig, _policy("reviews-api", rules=[public, admin_only]))
         await eventually(lambda: _call(rig, "/admin", "POST") == 200, timeout=30, interval=0.3)

@@ -134,6 +134,7 @@ class Rig:
         self.logs.mkdir()
         self.ca_dir = tmp_path / "mesh-ca"
         self.bootstrap_flags: list[str] = []  # for both proxies
+        self.callee_stats_port = 0  # its Prometheus port (the control plane scrapes it for policy counters)
 
     def client_files(self, name: str, vn: str) -> tuple[str, str]:
         return _files(self.files, name, issue(self.clients, name, uris=(spiffe_identity("shop", vn),), client=True))
@@ -160,7 +161,7 @@ class Rig:
         self.pod.run(MESHCTL, "capture", "--proxy-uid", "1337", "--app-ports", str(APP_PORT))
         callee = self.bootstrap(
             "callee", "shop/reviews-v1/reviews-0", self.client_files("reviews", "reviews-v1"), "--capture",
-            "--service-account", "reviews", "--admin-port", "9901", "--stats-port", "0",
+            "--service-account", "reviews", "--admin-port", "9901", "--stats-port", str(self.callee_stats_port),
         )  # fmt: skip
         await self.pod.start(
             str(envoy_binary()),
