@@ -197,3 +197,11 @@ def test_policy_counters_are_read_from_envoys_prometheus_text() -> None:
         "shop/no": {"allowed": 0, "denied": 4, "auditDenied": 0},
         "shop/no-public": {"allowed": 0, "denied": 0, "auditDenied": 5},
     }
+
+
+def test_declared_backends_lets_in_exactly_the_nodes_that_declare_the_service(tmp_path: Path) -> None:
+    """App Mesh's backends as an allow-list: frontend declares reviews, and its pods run as web."""
+    declared = _policy("declared", rules=[{"from": [{"declaredBackends": {}}]}])
+    _, authz = _authz(_mesh(tmp_path, declared))
+    assert decide(authz, WEB, "GET", "/").allowed
+    assert not decide(authz, "spiffe://td/ns/demo/sa/default", "GET", "/").allowed

@@ -48,7 +48,7 @@ from tests.least_privilege import (
     shipped_manifests,
     shipped_policy,
 )
-from tests.manifests import route, service, virtual_node, workload
+from tests.manifests import API, route, service, virtual_node, workload
 
 SYSTEM = "meshctl-system"
 GATE = "target-health.elbv2.meshctl.dev/web"
@@ -70,6 +70,15 @@ def _mesh() -> list[dict[str, Any]]:
         virtual_node("frontend", backends=["reviews"]),
         route("reviews", "reviews", {"reviews-v1": 100}),
         route("broken", "reviews", {"reviews-v9": 100}, match={"prefix": "/broken"}),  # no such VirtualNode
+        {  # its status is written (get, update authorizationpolicies/status)
+            "apiVersion": API,
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "reviews-callers", "namespace": "demo"},
+            "spec": {
+                "targetRefs": [{"kind": "Service", "name": "reviews"}],
+                "rules": [{"from": [{"virtualNode": {"name": "frontend"}}]}],
+            },
+        },
     ]
 
 
