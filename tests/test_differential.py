@@ -52,6 +52,8 @@ from meshctl.model import (
     ServicePort,
     VirtualNode,
 )
+from meshctl.model.authz import AuthorizationPolicy, AuthzAction, AuthzPolicySpec, AuthzRule, AuthzSource, AuthzTarget
+from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 from meshctl.xds.server.node import sidecar_params
@@ -87,10 +89,19 @@ def _edit(model: Model, draw) -> Model:
                 "pod-gone",
                 "node",
                 "service",
+                "policy",
             ]
         )
     )
     i = draw(st.integers(0, N - 1))
+    if kind == "policy":
+        policies = dict(model.authorization_policies)
+        key = ObjectKey("AuthorizationPolicy", NS, f"p-{i}")
+        if key in policies and draw(st.booleans()):
+            del policies[key]
+        else:
+            policies[key] = _policy(i, draw)
+        return _with(model, draw, authorization_policies=policies)
     routes, slices = dict(model.routes), dict(model.endpoint_slices)
     rkey = ObjectKey("Route", NS, f"svc-{i}")
     delta = None
@@ -128,7 +139,7 @@ def _edit(model: Model, draw) -> Model:
             pods.pop(pkey, None)
         else:  # relabelled (its endpoints may move to the other version's node), or back as it was
             labels = {"app": f"svc-{i}", "version": draw(st.sampled_from(["v1", "v2", "v3"]))}
-            pods[pkey] = Pod(labels=labels)
+            pods[pkey] = Pod(labels=labels, service_account=draw(st.sampled_from(["default", "sa-a"])))
         return _with(model, draw, pods=pods, delta=ModelDelta(base_revision=model.revision, pods=frozenset({pkey})))
     if kind == "slice-gone":
         slices.pop(skey, None)
@@ -157,6 +168,36 @@ def _edit(model: Model, draw) -> Model:
             meta=meshgen.Meta(namespace=NS, name=f"svc-{i}"), ports=(ServicePort(name="http", port=port),)
         )
     return _with(model, draw, services=services)
+
+
+def _policy(i: int, draw) -> AuthorizationPolicy:
+    """A policy whose effect may hang on Routes (a Service target, declared backends) or Pods (a VirtualNode's
+    service accounts): the incremental paths must rebuild it when those change."""
+    target = draw(
+        st.sampled_from(
+            [
+                AuthzTarget(kind="Service", namespace=NS, name=f"svc-{i}"),
+                AuthzTarget(kind="VirtualNode", namespace=NS, name=f"svc-{i}-v1", port=8080),
+            ]
+        )
+    )
+    j = draw(st.integers(0, N - 1))
+    source = draw(
+        st.sampled_from(
+            [
+                AuthzSource(namespace=NS),
+                AuthzSource(virtual_node=(NS, f"svc-{j}-v2")),
+                AuthzSource(declared_backends=True),
+            ]
+        )
+    )
+    spec = AuthzPolicySpec(
+        targets=(target,),
+        action=draw(st.sampled_from(list(AuthzAction))),
+        audit=draw(st.booleans()),
+        rules=(AuthzRule(sources=(source,)),),
+    )
+    return AuthorizationPolicy(meta=meshgen.Meta(namespace=NS, name=f"p-{i}"), spec=spec)
 
 
 def _with(model: Model, draw, delta: ModelDelta | None = None, **changes) -> Model:
@@ -321,6 +362,8 @@ async def _controllers(stack: contextlib.AsyncExitStack):
     """An incremental controller and a reference that translates every model whole, both with the mesh built."""
     model, clients = meshgen.with_clients(meshgen.build(N), groups=2, backends=3)
     params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
+    # Callees too: their inbound listeners carry authorization.
+    params += [SidecarParams(virtual_node=ObjectKey("VirtualNode", NS, f"svc-{i}-v1")) for i in range(N)]
     pair = []
     for incremental in (True, False):
         controller = await stack.enter_async_context(controller_for(params, incremental=incremental))
