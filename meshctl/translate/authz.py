@@ -77,12 +77,12 @@ def translate_authz(
 ) -> tuple[dict[ListenerKey, AuthzIR], list[ObjectStatus]]:
     """Each listener that a policy selects, or whose namespace (or mesh) default is not ``allow``, and the status
     of each policy."""
-    reaching = _services_reaching(routes_by_service)
+    index = _Index(model, nodes, routes_by_service)
     policies: dict[ListenerKey, list[AuthzPolicyIR]] = {}
     statuses: list[ObjectStatus] = []
     for key in sorted(model.authorization_policies):
         policy = model.authorization_policies[key]
-        ir, targets, status = _policy(key, policy, model, nodes, reaching)
+        ir, targets, status = _policy(key, policy, index)
         statuses.append(status)
         for listener in targets:
             policies.setdefault(listener, []).append(ir(listener))
@@ -97,23 +97,50 @@ def translate_authz(
     return out, statuses
 
 
-def _services_reaching(routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]) -> dict[ListenerKey, set[ObjectKey]]:
-    """Which Services' Routes send to each listener (cluster names are ``namespace/virtualnode/port``)."""
-    out: dict[ListenerKey, set[ObjectKey]] = {}
-    for svc, routes in routes_by_service.items():
-        for route in routes:
-            for wc in route.clusters:
-                ns, name, port = wc.cluster.rsplit("/", 2)
-                out.setdefault((ObjectKey("VirtualNode", ns, name), int(port)), set()).add(svc)
-    return out
+class _Index:
+    """What policies look up, built once per translation (not once per policy: 10,000 policies at 10,000 services
+    would otherwise be quadratic): which Services' Routes reach each listener and the reverse, which VirtualNodes
+    declare each Service as a backend, and each VirtualNode's service accounts."""
+
+    def __init__(
+        self,
+        model: Model,
+        nodes: Mapping[ObjectKey, VirtualNodeSpec],
+        routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    ) -> None:
+        self.model, self.nodes = model, nodes
+        self.reaching: dict[ListenerKey, set[ObjectKey]] = {}
+        self.listeners_of: dict[ObjectKey, list[ListenerKey]] = {}
+        for svc, routes in routes_by_service.items():  # cluster names are ``namespace/virtualnode/port``
+            for route in routes:
+                for wc in route.clusters:
+                    ns, name, port = wc.cluster.rsplit("/", 2)
+                    lk = (ObjectKey("VirtualNode", ns, name), int(port))
+                    if svc not in self.reaching.setdefault(lk, set()):
+                        self.reaching[lk].add(svc)
+                        self.listeners_of.setdefault(svc, []).append(lk)
+        self._callers: dict[ObjectKey, list[ObjectKey]] | None = None
+        self._accounts: dict[ObjectKey, list[str]] = {}
+
+    def accounts(self, vn: ObjectKey) -> list[str]:
+        found = self._accounts.get(vn)
+        if found is None:
+            found = self._accounts[vn] = sorted(service_accounts(self.model, self.nodes, vn))
+        return found
+
+    def declaring(self, services: Iterable[ObjectKey]) -> list[ObjectKey]:
+        """The VirtualNodes that declare any of ``services`` among their backends."""
+        if self._callers is None:
+            self._callers = {}
+            for key in sorted(self.nodes):
+                for b in self.nodes[key].backends:
+                    self._callers.setdefault(ObjectKey("Service", b.namespace, b.name), []).append(key)
+        return sorted({vn for svc in services for vn in self._callers.get(svc, ())})
 
 
-def _targets(
-    targets: Iterable[AuthzTarget],
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    reaching: Mapping[ListenerKey, set[ObjectKey]],
-) -> _Resolved:
-    found: list[ListenerKey] = []
+def _targets(targets: Iterable[AuthzTarget], index: _Index) -> _Resolved:
+    nodes = index.nodes
+    found: dict[ListenerKey, None] = {}
     missing: list[str] = []
     for t in targets:
         if t.kind == "VirtualNode":
@@ -123,10 +150,10 @@ def _targets(
             chosen = [(key, p) for p in ports if t.port is None or p == t.port]
         else:
             svc = ObjectKey("Service", t.namespace, t.name)
-            chosen = [lk for lk, svcs in reaching.items() if svc in svcs and (t.port is None or lk[1] == t.port)]
+            chosen = [lk for lk in index.listeners_of.get(svc, ()) if t.port is None or lk[1] == t.port]
         if not chosen:
             missing.append(f"{t.kind} {t.namespace}/{t.name}" + (f" port {t.port}" if t.port else ""))
-        found.extend(lk for lk in chosen if lk not in found)
+        found.update(dict.fromkeys(chosen))
     return _Resolved(tuple(sorted(found)), tuple(missing))
 
 
@@ -143,15 +170,13 @@ def service_accounts(model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec], v
 def _policy(
     key: ObjectKey,
     policy: AuthorizationPolicy,
-    model: Model,
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    reaching: Mapping[ListenerKey, set[ObjectKey]],
+    index: _Index,
 ) -> tuple[Callable[[ListenerKey], AuthzPolicyIR], tuple[ListenerKey, ...], ObjectStatus]:
     name = f"{key.namespace}/{key.name}"
     generation, origin = policy.meta.generation, policy.meta.origin
     spec = policy.spec
     if spec is None:  # fail safe: deny everything on the targets that can be read
-        resolved = _targets(policy.targets_if_invalid, nodes, reaching)
+        resolved = _targets(policy.targets_if_invalid, index)
         deny_all = AuthzPolicyIR(
             name=name, action=AuthzAction.DENY, audit=policy.audit_if_invalid, rules=(AuthzRuleIR(),), invalid=True
         )
@@ -165,17 +190,17 @@ def _policy(
             resolved.listeners,
             ObjectStatus(key=key, observed_generation=generation, origin=origin, conditions=(condition,)),
         )
-    resolved = _targets(spec.targets, nodes, reaching)
+    resolved = _targets(spec.targets, index)
     unknown: list[str] = []
     for rule in spec.rules:
         for source in rule.sources:
             if source.virtual_node is not None:
                 vn = ObjectKey("VirtualNode", *source.virtual_node)
-                if vn not in nodes:
+                if vn not in index.nodes:
                     unknown.append(f"VirtualNode {vn.namespace}/{vn.name}")
 
     def for_listener(lk: ListenerKey) -> AuthzPolicyIR:
-        rules = tuple(_rule(rule, lk, model, nodes, reaching) for rule in spec.rules)
+        rules = tuple(_rule(rule, lk, index) for rule in spec.rules)
         return AuthzPolicyIR(name=name, action=spec.action, audit=spec.audit, rules=rules)
 
     conditions: list[Condition] = []
@@ -214,43 +239,26 @@ def _policy(
     )
 
 
-def _rule(
-    rule: AuthzRule,
-    lk: ListenerKey,
-    model: Model,
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    reaching: Mapping[ListenerKey, set[ObjectKey]],
-) -> AuthzRuleIR:
+def _rule(rule: AuthzRule, lk: ListenerKey, index: _Index) -> AuthzRuleIR:
     principals: tuple[str, ...] | None = None
     if rule.sources:
         found: list[str] = []
         for source in rule.sources:
-            found.extend(_source_principals(source, lk, model, nodes, reaching))
+            found.extend(_source_principals(source, lk, index))
         principals = tuple(dict.fromkeys(found))
     return AuthzRuleIR(principals=principals, paths=rule.paths, methods=rule.methods)
 
 
-def _source_principals(
-    source: AuthzSource,
-    lk: ListenerKey,
-    model: Model,
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    reaching: Mapping[ListenerKey, set[ObjectKey]],
-) -> list[str]:
+def _source_principals(source: AuthzSource, lk: ListenerKey, index: _Index) -> list[str]:
     if source.service_account is not None:
         return [_principal(*source.service_account)]
     if source.namespace is not None:
         return [_principal(source.namespace, None)]
     if source.virtual_node is not None:
         vn = ObjectKey("VirtualNode", *source.virtual_node)
-        return [_principal(vn.namespace, sa) for sa in sorted(service_accounts(model, nodes, vn))]
-    services = reaching.get(lk, set())
-    callers = sorted(
-        k
-        for k, spec in nodes.items()
-        if any(ObjectKey("Service", b.namespace, b.name) in services for b in spec.backends)
-    )
-    return [_principal(vn.namespace, sa) for vn in callers for sa in sorted(service_accounts(model, nodes, vn))]
+        return [_principal(vn.namespace, sa) for sa in index.accounts(vn)]
+    callers = index.declaring(index.reaching.get(lk, ()))
+    return [_principal(vn.namespace, sa) for vn in callers for sa in index.accounts(vn)]
 
 
 @dataclass(frozen=True, slots=True)
