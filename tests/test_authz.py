@@ -183,13 +183,13 @@ def test_policy_counters_are_read_from_envoys_prometheus_text() -> None:
     from meshctl.admin.policies_view import parse_policy_counters
 
     text = "\n".join(
-        [
-            '# TYPE envoy_http_rbac_meshctl_allow_allowed counter',
-            'envoy_http_rbac_meshctl_allow_allowed{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/api#0"} 3',
-            'envoy_http_rbac_meshctl_allow_allowed{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/api#1"} 2',
-            'envoy_http_rbac_meshctl_deny_denied{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/no"} 4',
-            'envoy_http_rbac_meshctl_audit_shadow_denied{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="shop/no-public"} 5',
-            'envoy_http_rbac_meshctl_allow_denied{envoy_http_conn_manager_prefix="inbound_8080"} 9',
+        [  # as Envoy 1.40 prints them (seen in tests/e2e/test_authz.py)
+            "# TYPE envoy_http_rbac_policy_allowed counter",
+            'envoy_http_rbac_policy_allowed{envoy_rbac_policy_name="shop/api#0",envoy_rbac_http_prefix="meshctl_allow",envoy_http_conn_manager_prefix="inbound_8080"} 3',
+            'envoy_http_rbac_policy_allowed{envoy_rbac_policy_name="shop/api#1",envoy_rbac_http_prefix="meshctl_allow",envoy_http_conn_manager_prefix="inbound_8080"} 2',
+            'envoy_http_rbac_policy_denied{envoy_rbac_policy_name="shop/no",envoy_rbac_http_prefix="meshctl_deny",envoy_http_conn_manager_prefix="inbound_8080"} 4',
+            'envoy_http_rbac_policy_shadow_denied{envoy_rbac_policy_name="shop/no-public",envoy_rbac_http_prefix="meshctl_audit",envoy_http_conn_manager_prefix="inbound_8080"} 5',
+            'envoy_http_rbac_denied{envoy_rbac_http_prefix="meshctl_allow",envoy_http_conn_manager_prefix="inbound_8080"} 9',
         ]
     )  # fmt: skip
     assert parse_policy_counters(text) == {

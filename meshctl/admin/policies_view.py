@@ -1,7 +1,7 @@
 """``/api/v1/policies``: every AuthorizationPolicy with its status and how often it allowed, denied or (in Audit)
-would have denied, summed over the connected proxies' Prometheus stats (the ``meshctl_policy`` label the bootstrap
-puts on Envoy's per-policy RBAC counters). A proxy that cannot be scraped in time is counted as such, not waited
-for."""
+would have denied, summed over the connected proxies' Prometheus stats: Envoy's per-policy RBAC counters carry the
+policy in the label ``envoy_rbac_policy_name`` and our filter (xds/envoy/rbac.py) in ``envoy_rbac_http_prefix``.
+A proxy that cannot be scraped in time is counted as such, not waited for."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import aiohttp
 from meshctl.model import Model, ObjectKey
 from meshctl.translate.ir import ObjectStatus
 
-__all__ = ["policies_document", "scrape_policy_counters"]
+__all__ = ["parse_policy_counters", "policies_document", "scrape_policy_counters"]
 
-# envoy_http_rbac_meshctl_allow_allowed{envoy_http_conn_manager_prefix="inbound_8080",meshctl_policy="ns/name#0"} 3
-_LINE = re.compile(
-    r"^envoy_http_rbac_meshctl_(allow|deny|audit)_(shadow_denied|shadow_allowed|allowed|denied)\{([^}]*)\} (\d+)"
-)
-_LABEL = re.compile(r'meshctl_policy="([^"]+)"')
+# envoy_http_rbac_policy_allowed{envoy_rbac_policy_name="ns/name#0",envoy_rbac_http_prefix="meshctl_allow",...} 3
+_LINE = re.compile(r"^envoy_http_rbac_policy_(shadow_denied|shadow_allowed|allowed|denied)\{([^}]*)\} (\d+)")
+_POLICY = re.compile(r'envoy_rbac_policy_name="([^"]+)"')
+_FILTER = re.compile(r'envoy_rbac_http_prefix="meshctl_(allow|deny|audit)"')
 _SCRAPE_TIMEOUT = 2.0
 
 
@@ -30,10 +29,10 @@ def parse_policy_counters(text: str) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for line in text.splitlines():
         m = _LINE.match(line)
-        if m is None or (label := _LABEL.search(m.group(3))) is None:
+        if m is None or (policy := _POLICY.search(m.group(2))) is None or (f := _FILTER.search(m.group(2))) is None:
             continue
-        which, counter, value = m.group(1), m.group(2), int(m.group(4))
-        name = label.group(1).split("#", 1)[0]
+        which, counter, value = f.group(1), m.group(1), int(m.group(3))
+        name = policy.group(1).split("#", 1)[0]
         key = {"shadow_denied": "auditDenied", "allowed": "allowed", "denied": "denied"}.get(counter)
         if key is None or (which == "audit") != (key == "auditDenied"):
             continue

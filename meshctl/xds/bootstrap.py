@@ -21,9 +21,6 @@ __all__ = ["DRAIN_ARGS", "BootstrapOptions", "render_bootstrap"]
 DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", "10")
 
 XDS_CLUSTER = "meshctl-xds"
-POLICY_TAG = "meshctl_policy"
-# The whole "policy.<name>." is taken out of the stat's name; its inner group is the label's value.
-_POLICY_TAG_REGEX = r"^http\.[^.]+\.rbac\.meshctl_(?:allow|deny|audit)\.(policy\.(.+)\.)(?:shadow_)?(?:allowed|denied)$"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,10 +282,6 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
             ]
         },
     }
-    # Authorization counters per policy (xds/envoy/rbac.py names each RBAC policy after its AuthorizationPolicy):
-    # the name becomes a label, so Prometheus sees envoy_http_rbac_meshctl_allow_allowed{meshctl_policy="ns/name"}
-    # beside the listener's own label (envoy_http_conn_manager_prefix).
-    bootstrap["stats_config"] = {"stats_tags": [{"tag_name": POLICY_TAG, "regex": _POLICY_TAG_REGEX}]}
     static: dict[str, Any] = bootstrap["static_resources"]  # type: ignore[assignment]
     if opts.xds_ca_pem:
         static["clusters"][0]["transport_socket"] = _xds_tls(opts)

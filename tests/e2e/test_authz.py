@@ -99,9 +99,9 @@ async def test_policies_allow_deny_audit_and_a_namespace_default(namespaces, tmp
         denied = _counter(rig, "meshctl_allow.denied")
         assert denied >= 2, _stats(pod, 9901)
         assert _counter(rig, "policy.shop/reviews-api#0.allowed") >= 1  # per policy (rule), by name
-        # ... which Prometheus sees as a label (the bootstrap's stats tag)
+        # ... which Prometheus sees as a label (Envoy's own tag for RBAC policy names)
         scraped = pod.run(PY, "-m", "tests.capture_tool", "get", "http://127.0.0.1:9901/stats/prometheus").stdout
-        assert 'meshctl_policy="shop/reviews-api#0"' in scraped, [ln for ln in scraped.splitlines() if "rbac" in ln]
+        assert 'envoy_rbac_policy_name="shop/reviews-api#0"' in scraped, [ln for ln in scraped.splitlines() if "rbac" in ln]
         listed = json.loads(
             peer.run(MESHCTL, "get", "policies", "--admin", "http://127.0.0.1:19000", "-o", "json").stdout
         )
@@ -126,6 +126,11 @@ async def test_policies_allow_deny_audit_and_a_namespace_default(namespaces, tmp
         shadow = _counter(rig, "meshctl_audit.shadow_denied")
         assert _call(rig, "/public") == 200
         assert _counter(rig, "meshctl_audit.shadow_denied") == shadow + 1
+        listed = json.loads(
+            peer.run(MESHCTL, "get", "policies", "--admin", "http://127.0.0.1:19000", "-o", "json").stdout
+        )
+        (audited,) = [p for p in listed["policies"] if p["name"] == "no-public"]
+        assert audited["mode"] == "Audit" and audited["counters"]["auditDenied"] >= 1, audited
         audit["spec"]["mode"] = "Enforce"
         _policies(rig, _policy("reviews-api", rules=[public, admin_only]), audit)
         await eventually(lambda: _call(rig, "/public") == 403, timeout=30, interval=0.3)
