@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["ControlPlane"]
 
 log = logging.getLogger(__name__)
+_STAGE_GRACE = 15.0  # seconds each stage of a stop may take (the status writer's last writes included)
+_SHUTDOWN_GRACE = 2.0  # seconds the admin server waits for requests in flight when stopping
 
 
 class ControlPlane:
@@ -104,7 +106,8 @@ class ControlPlane:
             ingresses=self._ingresses if self.ingress is not None else None,
             authorize=self.admin_authorizer,
         )
-        runner = web.AppRunner(app, access_log=None)
+        # Stopping waits for requests in flight at most this long (aiohttp's default, 60 s, held a stop that long).
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE)
         await runner.setup()
         site = web.TCPSite(runner, self.address, admin_port)
         await site.start()
@@ -193,8 +196,16 @@ class ControlPlane:
             tasks = [by_name[n] for n in stage if n in by_name]
             for task in tasks:
                 task.cancel()
-            # A task that crashed was already reported by _task_ended; stopping must not raise it again.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A task that crashed was already reported by _task_ended; stopping must not raise it again. One that
+            # does not end within the grace is named and left behind: a stop never hangs.
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=_STAGE_GRACE)
+                if pending:
+                    log.error(
+                        "stopping: %s did not stop within %.0f s",
+                        ", ".join(t.get_name() for t in pending),
+                        _STAGE_GRACE,
+                    )
         await self.ads.stop()
         if self.injection is not None:
             await self.injection.stop()

@@ -64,7 +64,7 @@ class InjectionServer:
             raise RuntimeError(f"{self.tls_dir.directory} lacks tls.crt, tls.key or ca.crt")
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.webhook.app(), access_log=None)
+        runner = web.AppRunner(self.webhook.app(), access_log=None, shutdown_timeout=2.0)  # a stop never waits 60 s
         await runner.setup()
         site = web.TCPSite(runner, self.address, self.requested_port, ssl_context=self.tls_dir.server_context())
         await site.start()
