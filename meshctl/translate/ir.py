@@ -72,6 +72,7 @@ __all__ = [
     "RouteIR",
     "SidecarIR",
     "SidecarParams",
+    "TlsSourcesIR",
     "TracingIR",
     "UpstreamTlsIR",
     "VirtualHostIR",
@@ -123,14 +124,11 @@ class EndpointIR(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamTlsIR:
-    """TLS a caller originates. By default (``namespace`` alone) mTLS to a listener that takes it: the caller
-    presents its mesh identity and accepts a peer the mesh roots signed, for an identity of the callee's namespace.
-    A client policy may name other sources: ``certificate_files`` (chain, key) or ``certificate_sds`` (a secret of
-    the node's SDS agent) instead of the mesh identity; ``trust_file`` / ``trust_sds`` instead of the mesh roots;
-    ``subject_alt_names``: the exact server identities accepted."""
+class TlsSourcesIR:
+    """Where a TLS side gets its certificate and roots: ``certificate_files`` (chain, key) on the proxy's file
+    system or ``certificate_sds`` (a secret of the node's SDS agent, e.g. SPIRE), else the mesh identity;
+    ``trust_file`` / ``trust_sds``, else the mesh roots; ``subject_alt_names``: the exact peer identities taken."""
 
-    namespace: str
     certificate_files: tuple[str, str] | None = None
     certificate_sds: str | None = None
     trust_file: str | None = None
@@ -139,37 +137,26 @@ class UpstreamTlsIR:
 
     @property
     def uses_mesh_secrets(self) -> bool:
+        """Whether it names the mesh identity or roots (IDENTITY_SECRET, TRUST_SECRET)."""
         mesh_certificate = self.certificate_files is None and self.certificate_sds is None
         return mesh_certificate or (self.trust_file is None and self.trust_sds is None)
-
-    @property
-    def uses_agent(self) -> bool:
-        """Whether a secret comes from the node's SDS agent (SPIRE): the proxy's bootstrap must name its socket."""
-        return self.certificate_sds is not None or self.trust_sds is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DownstreamTlsIR:
+class UpstreamTlsIR(TlsSourcesIR):
+    """TLS a caller originates. By default (``namespace`` alone) mTLS to a listener that takes it: the caller
+    presents its mesh identity and accepts a peer the mesh roots signed, for an identity of the callee's namespace;
+    a client policy may name other sources (``TlsSourcesIR``)."""
+
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamTlsIR(TlsSourcesIR):
     """A listener's TLS: STRICT takes only mTLS; PERMISSIVE mTLS and plaintext (told apart by the first bytes).
-    ``certificate_files``: (chain, key) on the proxy's file system, or ``certificate_sds`` from the node's SDS agent,
-    else the mesh identity (SDS); ``trust_file`` / ``trust_sds``: else the mesh roots (SDS);
-    ``subject_alt_names``: the callers taken, else any mesh identity."""
+    Without ``subject_alt_names`` any mesh identity is taken."""
 
     mode: TlsMode
-    certificate_files: tuple[str, str] | None = None
-    certificate_sds: str | None = None
-    trust_file: str | None = None
-    trust_sds: str | None = None
-    subject_alt_names: tuple[str, ...] = ()
-
-    @property
-    def uses_mesh_secrets(self) -> bool:
-        mesh_certificate = self.certificate_files is None and self.certificate_sds is None
-        return mesh_certificate or (self.trust_file is None and self.trust_sds is None)
-
-    @property
-    def uses_agent(self) -> bool:
-        return self.certificate_sds is not None or self.trust_sds is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,10 +339,10 @@ class SidecarIR:
         )
 
     @property
-    def tls_settings(self) -> list[UpstreamTlsIR | DownstreamTlsIR]:
+    def tls_settings(self) -> list[TlsSourcesIR]:
         """Every TLS setting of its listeners and clusters (for the file secrets they name)."""
         chains = self.captured_inbound.chains if self.captured_inbound else self.inbound
-        found: list[UpstreamTlsIR | DownstreamTlsIR] = [c.tls for c in self.clusters if c.tls is not None]
+        found: list[TlsSourcesIR] = [c.tls for c in self.clusters if c.tls is not None]
         found.extend(li.tls for li in chains if li.tls is not None)
         return found
 

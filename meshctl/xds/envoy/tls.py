@@ -15,7 +15,14 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from meshctl.translate.ir import IDENTITY_SECRET, SDS_AGENT_CLUSTER, TRUST_SECRET, DownstreamTlsIR, UpstreamTlsIR
+from meshctl.translate.ir import (
+    IDENTITY_SECRET,
+    SDS_AGENT_CLUSTER,
+    TRUST_SECRET,
+    DownstreamTlsIR,
+    TlsSourcesIR,
+    UpstreamTlsIR,
+)
 from meshctl.xds.envoy.common import ads_config_source, any_of
 
 __all__ = [
@@ -54,9 +61,7 @@ def _agent_sds(name: str) -> secret_pb2.SdsSecretConfig:
     return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
 
 
-def _common_context(
-    common: common_pb2.CommonTlsContext, tls: UpstreamTlsIR | DownstreamTlsIR
-) -> common_pb2.CertificateValidationContext:
+def _common_context(common: common_pb2.CommonTlsContext, tls: TlsSourcesIR) -> common_pb2.CertificateValidationContext:
     """The certificate presented and the roots trusted, from the sources ``tls`` names (mesh SDS by default);
     returns the validation context the SAN matchers go into."""
     if tls.certificate_files is not None:
@@ -120,7 +125,7 @@ def _trust_file_secret_name(path: str) -> str:
     return f"{FILE_SECRET_PREFIX}{path}"
 
 
-def file_secrets(sources: Iterable[UpstreamTlsIR | DownstreamTlsIR]) -> list[secret_pb2.Secret]:
+def file_secrets(sources: Iterable[TlsSourcesIR]) -> list[secret_pb2.Secret]:
     """The SDS secrets naming the certificate and trust files of these TLS settings, one per distinct file set."""
     out: dict[str, secret_pb2.Secret] = {}
     for tls in sources:
