@@ -17,6 +17,7 @@ from meshctl.model import ObjectKey
 from meshctl.routing.adapt import from_envoy
 from meshctl.routing.table import VirtualHost, host_to_json
 from meshctl.translate.authz import decide
+from meshctl.translate.endpoints import cluster_listener
 from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
 from meshctl.translate.mesh import MeshIR
 from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_host, translate_sidecar
@@ -53,8 +54,9 @@ def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf
     tls = ir.tls
     if tls is None:
         return None
-    callee_ns, callee_vn, _ = ir.name.split("/", 2)
-    callee = identities(ObjectKey("VirtualNode", callee_ns, callee_vn))
+    callee_key, _ = cluster_listener(ir.name)
+    callee_ns = callee_key.namespace
+    callee = identities(callee_key)
     caller_ns = source.namespace if source else "<caller namespace>"
     if tls.certificate_files is not None:
         caller = [f"the certificate in {tls.certificate_files[0]}"]
@@ -81,13 +83,10 @@ def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf
 
 def _authorization_view(
     ir: ClusterIR, mesh: MeshIR, callers: list[str], method: str, path: str
-) -> list[dict[str, Any]] | None:
-    """What the callee's listener does with this request from each identity the caller may present (None over
-    plaintext: it proves nothing)."""
-    ns, vn, port = ir.name.split("/", 2)
-    if not port.isdigit():
-        return None
-    authz = mesh.authz.get((ObjectKey("VirtualNode", ns, vn), int(port)))
+) -> list[dict[str, Any]]:
+    """What the callee's listener does with this request from each identity the caller may present (over plaintext,
+    a caller that proves nothing)."""
+    authz = mesh.authz.get(cluster_listener(ir.name))
     out = []
     presented: list[str | None] = list(callers) if ir.tls is not None else []
     for caller in presented or [None]:

@@ -694,9 +694,10 @@ def classify_change(
     else:
         endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)
         routes = _changed_keys(old.routes, new.routes)
-    if routes or any(k.kind == "Pod" for k in endpoints):
+    pods_changed = any(k.kind == "Pod" for k in endpoints)
+    if routes or pods_changed:
         on_routes, on_pods = authz_dependencies(new.authorization_policies)
-        if (routes and on_routes) or (on_pods and any(k.kind == "Pod" for k in endpoints)):
+        if (routes and on_routes) or (pods_changed and on_pods):
             return None  # what a policy enforces may change with them: redo it (translate/authz.py)
     if endpoints and routes:
         return "endpoints+routes", endpoints | routes

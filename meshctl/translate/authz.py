@@ -26,6 +26,7 @@ from meshctl.model.authz import (
     AuthzTarget,
 )
 from meshctl.model.namespaced import names_in
+from meshctl.translate.endpoints import cluster_listener
 from meshctl.translate.ir import (
     AuthzIR,
     AuthzPolicyIR,
@@ -114,8 +115,7 @@ class _Index:
         for svc, routes in routes_by_service.items():  # cluster names are ``namespace/virtualnode/port``
             for route in routes:
                 for wc in route.clusters:
-                    ns, name, port = wc.cluster.rsplit("/", 2)
-                    lk = (ObjectKey("VirtualNode", ns, name), int(port))
+                    lk = cluster_listener(wc.cluster)
                     if svc not in self.reaching.setdefault(lk, set()):
                         self.reaching[lk].add(svc)
                         self.listeners_of.setdefault(svc, []).append(lk)

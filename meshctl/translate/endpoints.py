@@ -20,9 +20,8 @@ from meshctl.translate.ir import EndpointIR
 
 __all__ = [
     "EndpointIndex",
+    "cluster_listener",
     "cluster_name",
-    "cluster_namespace",
-    "cluster_port",
     "index_endpoints",
     "update_endpoints",
     "update_nodes",
@@ -41,14 +40,10 @@ def cluster_name(vn: ObjectKey, port: int) -> str:
     return sys.intern(f"{vn.namespace}/{vn.name}/{port}")
 
 
-def cluster_port(name: str) -> int:
-    """The VirtualNode listener port a ``cluster_name`` reaches."""
-    return int(name.rsplit("/", 1)[1])
-
-
-def cluster_namespace(name: str) -> str:
-    """The namespace of the VirtualNode a ``cluster_name`` reaches."""
-    return name.split("/", 1)[0]
+def cluster_listener(name: str) -> tuple[ObjectKey, int]:
+    """The VirtualNode and listener port a ``cluster_name`` reaches (its inverse)."""
+    namespace, vn, port = name.rsplit("/", 2)
+    return ObjectKey("VirtualNode", namespace, vn), int(port)
 
 
 def virtual_node_of(cluster: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from meshctl.model import Backend, ClientPolicy, ListenerTls, ObjectKey, Protocol, Service, TlsMode, VirtualNodeSpec
-from meshctl.translate.endpoints import cluster_namespace, cluster_port
+from meshctl.translate.endpoints import cluster_listener
 from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
@@ -270,7 +270,7 @@ def _client_policies(
         if policy is None:
             continue
         for cluster in sorted(reached.get(ObjectKey("Service", backend.namespace, backend.name), ())):
-            if policy.covers(cluster_port(cluster)):
+            if policy.covers(cluster_listener(cluster)[1]):
                 policies.setdefault(cluster, policy)
     return policies
 
@@ -283,7 +283,7 @@ def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
     if policy.certificate_chain_file is not None and policy.private_key_file is not None:
         files = (policy.certificate_chain_file, policy.private_key_file)
     tls = UpstreamTlsIR(
-        namespace=cluster_namespace(cluster.name),
+        namespace=cluster_listener(cluster.name)[0].namespace,
         certificate_files=files,
         certificate_sds=policy.certificate_sds,
         trust_file=policy.trust_file,

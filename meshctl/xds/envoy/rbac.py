@@ -9,6 +9,8 @@ through. HTTP filters also count per policy (``track_per_rule_stats``).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -22,6 +24,8 @@ from meshctl.translate.ir import AuthzIR, AuthzPolicyIR, AuthzRuleIR
 from meshctl.xds.envoy.common import any_of
 
 __all__ = ["AUDIT_PREFIX", "DENY_PREFIX", "http_rbac_filters", "network_rbac_filters"]
+
+_Config = TypeVar("_Config", http_rbac_pb2.RBAC, network_rbac_pb2.RBAC)
 
 # Counters: http.<listener>.rbac.<prefix>{allowed,denied,shadow_allowed,shadow_denied} (TCP: <listener>.rbac...).
 DENY_PREFIX = "meshctl_deny."  # the DENY filter
@@ -130,15 +134,20 @@ def _plans(authz: AuthzIR, *, http: bool) -> list[tuple[str, rbac_pb2.RBAC | Non
     return plans
 
 
+def _with_rules(config: _Config, rules: rbac_pb2.RBAC | None, shadow: rbac_pb2.RBAC | None) -> _Config:
+    if rules is not None:
+        config.rules.CopyFrom(rules)
+    if shadow is not None:
+        config.shadow_rules.CopyFrom(shadow)
+    return config
+
+
 def http_rbac_filters(authz: AuthzIR) -> list[hcm_pb2.HttpFilter]:
     filters = []
     for prefix, rules, shadow in _plans(authz, http=True):
         config = http_rbac_pb2.RBAC(rules_stat_prefix=prefix, shadow_rules_stat_prefix=AUDIT_PREFIX)
         config.track_per_rule_stats = True
-        if rules is not None:
-            config.rules.CopyFrom(rules)
-        if shadow is not None:
-            config.shadow_rules.CopyFrom(shadow)
+        _with_rules(config, rules, shadow)
         filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.rbac", typed_config=any_of(config)))
     return filters
 
@@ -147,9 +156,6 @@ def network_rbac_filters(authz: AuthzIR, stat_prefix: str) -> list[listener_comp
     filters = []
     for prefix, rules, shadow in _plans(authz, http=False):
         config = network_rbac_pb2.RBAC(stat_prefix=f"{stat_prefix}.{prefix}", shadow_rules_stat_prefix=AUDIT_PREFIX)
-        if rules is not None:
-            config.rules.CopyFrom(rules)
-        if shadow is not None:
-            config.shadow_rules.CopyFrom(shadow)
+        _with_rules(config, rules, shadow)
         filters.append(listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=any_of(config)))
     return filters
