@@ -17,7 +17,7 @@ from meshctl.model import ObjectKey
 from meshctl.routing.adapt import from_envoy
 from meshctl.routing.table import VirtualHost, host_to_json
 from meshctl.translate.authz import decide
-from meshctl.translate.endpoints import cluster_listener
+from meshctl.translate.endpoints import cluster_listener, is_service_cluster, service_of_cluster
 from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
 from meshctl.translate.mesh import MeshIR
 from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_host, translate_sidecar
@@ -54,9 +54,10 @@ def _mtls_view(ir: ClusterIR, source: ObjectKey | None, identities: IdentitiesOf
     tls = ir.tls
     if tls is None:
         return None
-    callee_key, _ = cluster_listener(ir.name)
+    service = service_of_cluster(ir.name)  # a Service port (HTTPRoute backend): its pods' identities are not known
+    callee_key = service[0] if service is not None else cluster_listener(ir.name)[0]
     callee_ns = callee_key.namespace
-    callee = identities(callee_key)
+    callee = identities(callee_key) if service is None else []
     caller_ns = source.namespace if source else "<caller namespace>"
     if tls.certificate_files is not None:
         caller = [f"the certificate in {tls.certificate_files[0]}"]
@@ -86,7 +87,7 @@ def _authorization_view(
 ) -> list[dict[str, Any]]:
     """What the callee's listener does with this request from each identity the caller may present (over plaintext,
     a caller that proves nothing)."""
-    authz = mesh.authz.get(cluster_listener(ir.name))
+    authz = None if is_service_cluster(ir.name) else mesh.authz.get(cluster_listener(ir.name))
     out = []
     presented: list[str | None] = list(callers) if ir.tls is not None else []
     for caller in presented or [None]:

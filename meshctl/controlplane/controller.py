@@ -37,13 +37,14 @@ from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.controlplane.nacks import NackJudge
 from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
-from meshctl.model import Model, ModelDelta, ObjectKey, Route, TlsMode, VirtualNode
+from meshctl.model import Model, ModelDelta, ObjectKey, TlsMode
 from meshctl.model.authz import AuthzDefault
+from meshctl.model.gateway import HTTPRoute
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.authz import authz_dependencies
 from meshctl.translate.endpoints import release_gently
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
-from meshctl.translate.mesh import services_called
+from meshctl.translate.mesh import Served, services_called
 from meshctl.translate.sidecar import with_route_changes
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
 from meshctl.xds.cache.builder import BuildError
@@ -94,8 +95,8 @@ class Controller:
         self._builder = SnapshotBuilder()
         self._groups: dict[str, SidecarParams] = {}
         self._attached: Counter[str] = Counter()
-        self._last_accepted: dict[ObjectKey, VirtualNode | Route] = {}
-        self._prior: dict[ObjectKey, VirtualNode | Route] = {}  # the accepted version before the current one
+        self._last_accepted: dict[ObjectKey, Served] = {}
+        self._prior: dict[ObjectKey, Served] = {}  # the accepted version before the current one
         self._blocked: dict[ObjectKey, Blocked] = {}
         self._statuses: tuple[ObjectStatus, ...] = ()
         self._statuses_of: Mapping[ObjectKey, ObjectStatus] | None = None  # the mesh statuses ``_statuses`` lists
@@ -243,8 +244,8 @@ class Controller:
         self,
         model: Model,
         groups: Mapping[str, SidecarParams],
-        last_accepted: dict[ObjectKey, VirtualNode | Route],
-        prior: dict[ObjectKey, VirtualNode | Route],
+        last_accepted: dict[ObjectKey, Served],
+        prior: dict[ObjectKey, Served],
         blocked: dict[ObjectKey, Blocked],
         previous: MeshIR | None,
     ) -> _FullBuild:
@@ -266,7 +267,7 @@ class Controller:
         self,
         model: Model,
         groups: Mapping[str, SidecarParams],
-        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
+        last_accepted: Mapping[ObjectKey, Served],
         blocked: dict[ObjectKey, Blocked],
         previous: MeshIR | None,
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
@@ -393,7 +394,7 @@ class Controller:
         model: Model,
         changed_routes: set[ObjectKey],
         groups: Mapping[str, SidecarParams],
-        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
+        last_accepted: Mapping[ObjectKey, Served],
         blocked: Mapping[ObjectKey, Blocked],
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
         assert self.mesh is not None
@@ -611,7 +612,7 @@ _MESH_SECRETS = frozenset({IDENTITY_SECRET, TRUST_SECRET})
 class _FullBuild:
     mesh: MeshIR
     snapshots: dict[str, Snapshot]
-    last_accepted: dict[ObjectKey, VirtualNode | Route]
+    last_accepted: dict[ObjectKey, Served]
     statuses: tuple[ObjectStatus, ...]
     unhealthy: tuple[ObjectStatus, ...]
 
@@ -630,10 +631,10 @@ def _updated_statuses(previous: tuple[ObjectStatus, ...], mesh: MeshIR) -> tuple
 
 def _remember_accepted(
     mesh: MeshIR,
-    last_accepted: dict[ObjectKey, VirtualNode | Route],
-    prior: dict[ObjectKey, VirtualNode | Route],
+    last_accepted: dict[ObjectKey, Served],
+    prior: dict[ObjectKey, Served],
     changed: set[ObjectKey] | None = None,
-) -> dict[ObjectKey, VirtualNode | Route]:
+) -> dict[ObjectKey, Served]:
     """The versions served now (returned; ``last_accepted`` itself when ``changed`` is given), recording in ``prior``
     the version each replaced; ``prior`` forgets objects no longer served."""
     for key in mesh.accepted if changed is None else changed:
@@ -654,8 +655,8 @@ def _remember_accepted(
 def _block(blocked: dict[ObjectKey, Blocked], owner: ObjectKey | None, mesh: MeshIR, reason: str, message: str) -> bool:
     """Blocks (in ``blocked``) the version of ``owner`` that ``mesh`` serves. False if there is nothing new to block."""
     served = mesh.accepted.get(owner) if owner is not None else None
-    if owner is None or served is None or served.spec is None:
-        return False
+    if owner is None or served is None or served.spec is None or isinstance(served, HTTPRoute):
+        return False  # (an HTTPRoute's rejected version is not told apart yet: it stays served, and reported)
     existing = blocked.get(owner)
     if existing is not None and existing.spec == served.spec:
         return False

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
+from meshctl.model.gateway import HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import Exposure, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
 from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
 
 __all__ = [
@@ -74,12 +76,14 @@ class ServicePort:
     target_port: int | str | None = None
     protocol: str = "TCP"
     node_port: int | None = None  # Services of type NodePort / LoadBalancer (the ingress's instance targets)
+    app_protocol: str | None = None  # appProtocol: http, kubernetes.io/h2c, grpc ... (a backendRef's protocol)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Service:
     meta: Meta
     ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)  # spec.selector
     exposure: Exposure | None = None  # only for Services the ingress reconciler may act on
 
 
@@ -274,42 +278,6 @@ class VirtualNode:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StringMatch:
-    """Exactly one of the fields is set (the parser guarantees it)."""
-
-    exact: str | None = None
-    prefix: str | None = None
-    suffix: str | None = None
-    regex: str | None = None
-    range_start: int | None = None  # header range: [start, end)
-    range_end: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeaderMatch:
-    name: str
-    match: StringMatch | None = None  # None: the header must be present
-    invert: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueryParameterMatch:
-    name: str
-    exact: str | None = None  # None: the parameter must be present
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpMatch:
-    prefix: str | None = None
-    path_exact: str | None = None
-    path_regex: str | None = None
-    method: str | None = None
-    headers: tuple[HeaderMatch, ...] = ()
-    query_parameters: tuple[QueryParameterMatch, ...] = ()
-    grpc: bool = False  # only gRPC requests (content-type application/grpc): set for every grpcRoute
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class WeightedTarget:
     namespace: str
     virtual_node: str
@@ -323,6 +291,7 @@ class RetryPolicy:
     tcp_retry_events: tuple[str, ...] = ()
     grpc_retry_events: tuple[str, ...] = ()
     max_retries: int = 1
+    status_codes: tuple[int, ...] = ()  # HTTPRoute retry.codes: also retried on these statuses
     per_retry_timeout_ms: int | None = None
     backoff_base_ms: int | None = None  # Envoy's default 25 ms when unset
     backoff_max_ms: int | None = None  # default 10x the base
@@ -387,6 +356,8 @@ class Model:
     routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
     namespaces: Mapping[ObjectKey, Namespace] = field(default_factory=dict)  # keyed ("Namespace", "", name)
     authorization_policies: Mapping[ObjectKey, AuthorizationPolicy] = field(default_factory=dict)
+    http_routes: Mapping[ObjectKey, HTTPRoute] = field(default_factory=dict)  # HTTPRoutes and GRPCRoutes
+    reference_grants: Mapping[ObjectKey, ReferenceGrant] = field(default_factory=dict)
     # Read by the ingress reconciler only (translation never does; see classify_change).
     ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)

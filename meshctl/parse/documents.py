@@ -25,8 +25,11 @@ from meshctl.model import (
     VirtualNode,
 )
 from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
+from meshctl.model.gateway import GATEWAY_GROUP, HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.meta import EMPTY_LABELS
 from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
+from meshctl.parse.gateway import parse_http_route, parse_reference_grant
 from meshctl.parse.ingress import (
     parse_exposure,
     parse_ingress,
@@ -49,6 +52,8 @@ MeshObject = (
     | Route
     | Namespace
     | AuthorizationPolicy
+    | HTTPRoute
+    | ReferenceGrant
     | Ingress
     | IngressClass
     | Node
@@ -148,6 +153,8 @@ def parse_keyed(
         ) from None
     if obj is None:
         return None
+    if isinstance(obj, HTTPRoute):  # (the class serves both HTTPRoute and GRPCRoute)
+        return Parsed(obj.key, obj, origin)
     if isinstance(obj, Pod):
         return Parsed(ObjectKey("Pod", meta.namespace, meta.name), obj, origin)
     return Parsed(ObjectKey(type(obj).__name__, obj.meta.namespace, obj.meta.name), obj, origin)
@@ -196,6 +203,16 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
             targets_if_invalid=invalid_targets,
             audit_if_invalid=audit,
         )
+    if group == GATEWAY_GROUP and kind in ("HTTPRoute", "GRPCRoute"):
+        created = doc["metadata"].get("creationTimestamp")
+        route = parse_http_route(meta, doc, kind, created=str(created) if created else "")
+        if strict and route.warnings:
+            route = HTTPRoute(
+                meta=meta, spec=None, errors=(*route.errors, *route.warnings), kind=kind, created=route.created
+            )
+        return route
+    if group == GATEWAY_GROUP and kind == "ReferenceGrant":
+        return parse_reference_grant(meta, doc)
     if group == API_GROUP and kind == "Route":
         warnings = _unknown_top_level(doc)
         route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace, warnings)
@@ -266,6 +283,7 @@ def _port(p: Any, path: str) -> ServicePort:
             target_port=target,
             protocol=_text(p.get("protocol"), f"{path}.protocol") or "TCP",
             node_port=None if node_port is None else _int(node_port, f"{path}.nodePort", 0, 65535),
+            app_protocol=_text(p.get("appProtocol"), f"{path}.appProtocol"),
         )
     )
 
@@ -276,7 +294,15 @@ def _ports(value: Any, path: str) -> tuple[ServicePort, ...]:
 
 def _service(meta: Meta, doc: dict[str, Any]) -> Service:
     spec = _obj(doc.get("spec"), "spec")
-    return Service(meta=meta, ports=_ports(spec.get("ports"), "spec.ports"), exposure=parse_exposure(doc))
+    selector = _obj(spec.get("selector"), "spec.selector")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
+        raise _Bad("spec.selector", "must map label names to values")
+    return Service(
+        meta=meta,
+        ports=_ports(spec.get("ports"), "spec.ports"),
+        selector=shared_labels(selector) if selector else EMPTY_LABELS,
+        exposure=parse_exposure(doc),
+    )
 
 
 def _endpoint_slice(meta: Meta, doc: dict[str, Any]) -> EndpointSlice:

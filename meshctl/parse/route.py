@@ -28,6 +28,7 @@ __all__ = [
     "HTTP_RETRY_EVENTS",
     "REGEX_PROGRAM_SIZE_LIMIT",
     "TCP_RETRY_EVENTS",
+    "check_regex",
     "parse_route_spec",
 ]
 
@@ -137,7 +138,7 @@ def _http_match(f: Fields) -> HttpMatch | None:
         if (exact is None) == (regex is None):
             pf.error("", "must set exactly one of exact, regex")
         if regex is not None:
-            _check_regex(pf, "regex", regex)
+            check_regex(pf, "regex", regex)
     if prefix is None and exact is None and regex is None:
         f.error("", "must set prefix or path; an empty match would silently catch every request")
     elif prefix is not None and (exact is not None or regex is not None):
@@ -182,7 +183,7 @@ def _cookie(f: Fields) -> HeaderMatch | None:
         given = mf.string(kinds[0], required=True)
         if given is None:
             return None
-        if kinds[0] == "regex" and not _check_regex(mf, "regex", given):
+        if kinds[0] == "regex" and not check_regex(mf, "regex", given):
             return None
         value = {"exact": re.escape(given), "prefix": re.escape(given) + "[^;]*", "regex": f"(?:{given})"}[kinds[0]]
     pattern = rf"(?:.*;\s*)?{re.escape(name)}={value}(?:;.*)?"
@@ -218,7 +219,7 @@ def _string_match(f: Fields) -> StringMatch | None:
     value = f.string(kind, required=True)
     if value is None:
         return None
-    if kind == "regex" and not _check_regex(f, kind, value):
+    if kind == "regex" and not check_regex(f, kind, value):
         return None
     return StringMatch(exact=value) if kind == "exact" else StringMatch(**{kind: value})  # type: ignore[arg-type]
 
@@ -290,7 +291,7 @@ def _events(f: Fields, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(raw))
 
 
-def _check_regex(f: Fields, key: str, pattern: str) -> bool:
+def check_regex(f: Fields, key: str, pattern: str) -> bool:
     """Envoy uses RE2. A pattern must compile, and must not use what Python accepts but RE2 does not."""
     try:
         re.compile(pattern)

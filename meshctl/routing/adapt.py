@@ -60,19 +60,25 @@ def _header(d: dict[str, Any]) -> HeaderMatcher:
     return HeaderMatcher(d["name"], invert=invert)  # present_match
 
 
+def _query(q: dict[str, Any]) -> QueryMatcher:
+    if q.get("present_match"):
+        return QueryMatcher(q["name"])
+    sm = _string(q.get("string_match", {}))
+    return QueryMatcher(q["name"], regex=sm.value) if sm.kind == "regex" else QueryMatcher(q["name"], sm.value)
+
+
 def _match(d: dict[str, Any]) -> Match:
     if "prefix" in d:
         path = PathMatcher("prefix", d["prefix"])
+    elif "path_separated_prefix" in d:
+        path = PathMatcher("segment", d["path_separated_prefix"])
     elif "path" in d:
         path = PathMatcher("exact", d["path"])
     elif "safe_regex" in d:
         path = PathMatcher("regex", d["safe_regex"]["regex"])
     else:
         path = PathMatcher("prefix", "")
-    query = tuple(
-        QueryMatcher(q["name"], None if q.get("present_match") else _string(q.get("string_match", {})).value)
-        for q in d.get("query_parameters", ())
-    )
+    query = tuple(_query(q) for q in d.get("query_parameters", ()))
     return Match(path, tuple(_header(h) for h in d.get("headers", ())), query, "grpc" in d)
 
 
@@ -120,6 +126,8 @@ def match_from_model(m: HttpMatch) -> Match:
     """The Match Envoy gets for a Route's ``HttpMatch`` (the same mapping as ``envoy.route.build_route``)."""
     if m.prefix is not None:
         path = PathMatcher("prefix", m.prefix)
+    elif m.segment_prefix is not None:
+        path = PathMatcher("segment", m.segment_prefix)
     elif m.path_exact is not None:
         path = PathMatcher("exact", m.path_exact)
     else:
@@ -128,6 +136,6 @@ def match_from_model(m: HttpMatch) -> Match:
     return Match(
         path,
         (*method, *(_model_header(h) for h in m.headers)),
-        tuple(QueryMatcher(q.name, q.exact) for q in m.query_parameters),
+        tuple(QueryMatcher(q.name, q.exact, q.regex) for q in m.query_parameters),
         m.grpc,
     )

@@ -110,6 +110,8 @@ def header_matches(h: HeaderMatcher, value: str | None) -> bool:
 def path_matches(p: PathMatcher, path: str) -> bool:
     if p.kind == "prefix":
         return path.startswith(p.value)
+    if p.kind == "segment":
+        return path == p.value or path.startswith(p.value + "/")
     if p.kind == "exact":
         return path == p.value
     return re2.fullmatch(p.value, path) is not None
@@ -118,6 +120,8 @@ def path_matches(p: PathMatcher, path: str) -> bool:
 def query_matches(q: QueryMatcher, value: str | None) -> bool:
     if value is None:
         return False
+    if q.regex is not None:
+        return re2.fullmatch(q.regex, value) is not None
     return q.exact is None or value == q.exact
 
 
@@ -126,7 +130,13 @@ def first_failure(route: RouteRule, request: Request) -> str | None:
     m = route.match
     path = request.normalized_path
     if not path_matches(m.path, path):
-        verb = {"prefix": "does not start with", "exact": "is not", "regex": "does not fully match"}[m.path.kind]
+        verbs = {
+            "prefix": "does not start with",
+            "segment": "is not (or does not start with the segments of)",
+            "exact": "is not",
+            "regex": "does not fully match",
+        }
+        verb = verbs[m.path.kind]
         return f"path {path!r} {verb} {m.path.value!r}"
     if m.grpc and not (request.header("content-type") or "").startswith("application/grpc"):
         return "not a gRPC request (content-type is not application/grpc)"

@@ -50,6 +50,14 @@ def _yes(condition: bool) -> _Covers:
 
 def _path(a: PathMatcher, b: PathMatcher) -> _Covers:
     """Does every path ``b`` matches match ``a``?"""
+    if a.kind == "segment":
+        if b.kind in ("exact", "segment"):
+            return _yes(b.value == a.value or b.value.startswith(a.value + "/"))
+        return _yes(b.value.startswith(a.value + "/")) if b.kind == "prefix" else _Covers.MAYBE
+    if b.kind == "segment":
+        if a.kind == "prefix":
+            return _yes(b.value.startswith(a.value))
+        return _Covers.NO if a.kind == "exact" else _Covers.MAYBE
     if a.kind == "prefix":
         if a.value in ("", "/"):
             return _Covers.YES  # every (normalized) path starts with /

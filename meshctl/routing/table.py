@@ -60,19 +60,28 @@ class HeaderMatcher:
 @dataclass(frozen=True, slots=True)
 class QueryMatcher:
     name: str
-    exact: str | None = None  # None: the parameter must be present
+    exact: str | None = None  # None (and no regex): the parameter must be present
+    regex: str | None = None
 
     def describe(self) -> str:
+        if self.regex is not None:
+            return f"?{self.name}=~{self.regex}"
         return f"?{self.name}" + ("" if self.exact is None else f"={self.exact}")
 
 
 @dataclass(frozen=True, slots=True)
 class PathMatcher:
-    kind: str  # prefix | exact | regex
+    kind: str  # prefix | segment (whole path segments: /a matches /a and /a/b, not /ab) | exact | regex
     value: str
 
     def describe(self) -> str:
-        return {"prefix": f"{self.value}*", "exact": self.value, "regex": f"~{self.value}"}[self.kind]
+        kinds = {
+            "prefix": f"{self.value}*",
+            "segment": f"{self.value}[/*]",
+            "exact": self.value,
+            "regex": f"~{self.value}",
+        }
+        return kinds[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +204,7 @@ def route_from_json(d: dict[str, Any]) -> RouteRule:
         match=Match(
             path=PathMatcher(m["path"]["kind"], m["path"]["value"]),
             headers=headers,
-            query=tuple(QueryMatcher(q["name"], q.get("exact")) for q in m.get("query", ())),
+            query=tuple(QueryMatcher(q["name"], q.get("exact"), q.get("regex")) for q in m.get("query", ())),
             grpc=bool(m.get("grpc")),
         ),
         targets=tuple(Target(t["cluster"], int(t["weight"])) for t in d["targets"]),

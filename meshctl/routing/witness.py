@@ -29,7 +29,7 @@ from typing import Any
 import re2
 
 from meshctl.routing.match import Request, first_failure, header_matches
-from meshctl.routing.table import HeaderMatcher, RouteRule, StringMatcher
+from meshctl.routing.table import HeaderMatcher, QueryMatcher, RouteRule, StringMatcher
 
 __all__ = ["regex_samples", "witnesses_for"]
 
@@ -127,6 +127,8 @@ def witnesses_for(route: RouteRule, authority: str, count: int = 6) -> list[Requ
     m = route.match
     if m.path.kind == "regex":
         paths = regex_samples(m.path.value, count)
+    elif m.path.kind == "segment":
+        paths = [m.path.value, m.path.value + "/z"]
     elif m.path.kind == "prefix":
         paths = [m.path.value or "/", (m.path.value or "/") + "0", (m.path.value or "/").rstrip("/") + "/z/y"]
     else:
@@ -162,6 +164,13 @@ def _request(route: RouteRule, authority: str, path: str) -> Request | None:
         value = _header_value(h)
         if value is not None:
             headers.append((h.name, value))
-    query = "&".join(f"{q.name}={q.exact if q.exact is not None else '1'}" for q in m.query)
+    query = "&".join(f"{q.name}={_query_value(q)}" for q in m.query)
     request = Request(method, authority, path + (f"?{query}" if query else ""), tuple(headers))
     return request if first_failure(route, request) is None else None
+
+
+def _query_value(q: QueryMatcher) -> str:
+    if q.regex is not None:
+        samples = regex_samples(q.regex, 1)
+        return samples[0] if samples else ""
+    return q.exact if q.exact is not None else "1"

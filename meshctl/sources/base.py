@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.model.authz import AuthorizationPolicy
+from meshctl.model.gateway import HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import Ingress, IngressClass, Node, TargetGroupBinding
 from meshctl.parse.documents import MeshObject, Parsed
 
@@ -34,6 +35,8 @@ MODEL_FIELDS: dict[type, str] = {
     Route: "routes",
     Namespace: "namespaces",
     AuthorizationPolicy: "authorization_policies",
+    HTTPRoute: "http_routes",
+    ReferenceGrant: "reference_grants",
     Ingress: "ingresses",
     IngressClass: "ingress_classes",
     Node: "nodes",

@@ -14,7 +14,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
-from meshctl.model import EndpointSlice, ObjectKey, Pod, VirtualNodeSpec
+from meshctl.model import EndpointSlice, ObjectKey, Pod, Service, VirtualNodeSpec
 from meshctl.model.namespaced import by_namespace, names_in
 from meshctl.translate.ir import EndpointIR
 
@@ -23,6 +23,10 @@ __all__ = [
     "cluster_listener",
     "cluster_name",
     "index_endpoints",
+    "is_service_cluster",
+    "service_cluster_endpoints",
+    "service_cluster_name",
+    "service_of_cluster",
     "update_endpoints",
     "update_nodes",
 ]
@@ -46,8 +50,53 @@ def cluster_listener(name: str) -> tuple[ObjectKey, int]:
     return ObjectKey("VirtualNode", namespace, vn), int(port)
 
 
+_SERVICE_CLUSTER = "service|"
+
+
+def service_cluster_name(namespace: str, name: str, port: int) -> str:
+    """The cluster of a Service port (an HTTPRoute backendRef, or a backend with no Route): its EndpointSlices'
+    endpoints, as kube-proxy would pick them."""
+    return sys.intern(f"{_SERVICE_CLUSTER}{namespace}/{name}|{port}")
+
+
+def is_service_cluster(name: str) -> bool:
+    return name.startswith(_SERVICE_CLUSTER)
+
+
+def service_of_cluster(name: str) -> tuple[ObjectKey, int] | None:
+    """The Service and port a ``service_cluster_name`` reaches; None for other clusters."""
+    if not name.startswith(_SERVICE_CLUSTER):
+        return None
+    rest, _, port = name[len(_SERVICE_CLUSTER) :].rpartition("|")
+    namespace, _, service = rest.partition("/")
+    return ObjectKey("Service", namespace, service), int(port)
+
+
+def service_cluster_endpoints(
+    service: Service, port: int, slices: Mapping[ObjectKey, EndpointSlice]
+) -> tuple[EndpointIR, ...]:
+    """The endpoints of one Service port: the EndpointSlices labelled with the Service's name, on the slice port
+    named like the Service port (Kubernetes' own rule; an unnamed port matches the unnamed slice port)."""
+    wanted = next((p for p in service.ports if p.port == port), None)
+    if wanted is None:
+        return ()
+    found: set[EndpointIR] = set()
+    ns, name = service.meta.namespace, service.meta.name
+    for es in names_in(slices, "EndpointSlice", ns).values():
+        if es.service_name != name:
+            continue
+        target = next((p.port for p in es.ports if p.name == wanted.name), None)
+        if target is None:
+            continue
+        found.update(_endpoint_ir((ep.address, target, ep.ready, ep.zone or "")) for ep in es.endpoints)
+    return tuple(sorted(found))
+
+
 def virtual_node_of(cluster: str) -> str:
-    """``namespace/virtualnode`` of a cluster named by ``cluster_name``."""
+    """``namespace/virtualnode`` of a cluster named by ``cluster_name`` (``namespace/service`` of a Service port's)."""
+    service = service_of_cluster(cluster)
+    if service is not None:
+        return f"{service[0].namespace}/{service[0].name}"
     return cluster.rsplit("/", 1)[0]
 
 

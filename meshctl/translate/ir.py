@@ -27,6 +27,11 @@ from meshctl.model import (
     VirtualNodeSpec,
 )
 from meshctl.model.authz import AuthzAction, AuthzDefault, PathMatch
+from meshctl.model.gateway import HeaderModifier, ParentRef, Redirect, Rewrite
+
+# The cluster named by a backendRef that does not resolve: never defined, so Envoy answers its share of requests with
+# the route's cluster_not_found_response_code (500, as the Gateway API asks).
+INVALID_BACKEND = "meshctl|invalid-backend"
 
 _COMPARED: dict[type, Callable[[Any], Any]] = {}  # per class: its compared fields as a tuple, in C
 
@@ -52,6 +57,7 @@ def _cached_hash(self: Any) -> int:
 
 __all__ = [
     "IDENTITY_SECRET",
+    "INVALID_BACKEND",
     "PASSTHROUGH_CLUSTER",
     "SDS_AGENT_CLUSTER",
     "TRUST_SECRET",
@@ -66,9 +72,11 @@ __all__ = [
     "DownstreamTlsIR",
     "EndpointIR",
     "InboundListenerIR",
+    "MirrorIR",
     "ObjectStatus",
     "OutboundListenerIR",
     "OutboundTcpListenerIR",
+    "ParentStatus",
     "RouteIR",
     "SidecarIR",
     "SidecarParams",
@@ -193,8 +201,16 @@ _cluster_settings = attrgetter(*(f.name for f in fields(ClusterIR) if f.compare 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WeightedClusterIR:
-    cluster: str
+    cluster: str  # INVALID_BACKEND: a backendRef that does not resolve (its share of requests gets a 500)
     weight: int
+    request_headers: HeaderModifier | None = None  # an HTTPRoute backendRef's own filters
+    response_headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MirrorIR:
+    cluster: str
+    percent: float | None = None  # None: every request
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +222,14 @@ class RouteIR:
     timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
     tcp: bool = False  # a tcpRoute: only clusters and idle_timeout_ms apply
+    # HTTPRoute filters (Gateway API): header modifiers, a redirect (instead of clusters), a rewrite, mirrors
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[MirrorIR, ...] = ()
+    direct_status: int | None = None  # answer with this status, no backend (a rule without valid backends: 500)
+    rewrite_prefix: str | None = None  # the PathPrefix a ReplacePrefixMatch replaces (the rule's match)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash
@@ -381,11 +405,20 @@ _FIELDS = "FieldsRecognized"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ParentStatus:
+    """A Gateway API route's status for one of its parents (``status.parents[]``)."""
+
+    parent: ParentRef
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStatus:
     key: ObjectKey
     observed_generation: int
     origin: str
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Condition, ...]  # for a Gateway API route: each type's worst over its parents
+    parents: tuple[ParentStatus, ...] = ()  # Gateway API routes only
 
     @property
     def accepted(self) -> bool:

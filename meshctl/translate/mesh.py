@@ -6,6 +6,7 @@ and its last accepted version (passed in by the caller) keeps being served, so o
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -24,6 +25,7 @@ from meshctl.model import (
     VirtualNodeSpec,
 )
 from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
+from meshctl.model.gateway import HTTPRoute
 from meshctl.routing.adapt import match_from_model
 from meshctl.routing.shadow import Shadowing, find_shadowed
 from meshctl.routing.table import RouteRule, Target, VirtualHost
@@ -32,9 +34,13 @@ from meshctl.translate.endpoints import (
     EndpointIndex,
     cluster_name,
     index_endpoints,
+    service_cluster_endpoints,
+    service_cluster_name,
+    service_of_cluster,
     update_endpoints,
     update_nodes,
 )
+from meshctl.translate.gamma import GammaIR, service_cluster, translate_gamma
 from meshctl.translate.ir import (
     AuthzIR,
     Blocked,
@@ -50,7 +56,10 @@ from meshctl.translate.ir import (
 )
 from meshctl.translate.ports import plan_ports, tcp_backends
 
-__all__ = ["MeshIR", "cluster_name", "services_called", "translate_mesh"]
+__all__ = ["MeshIR", "Served", "cluster_name", "services_called", "translate_mesh"]
+
+# What the mesh serves of an object (its current or last accepted version): the next build's ``last_accepted``.
+Served = VirtualNode | Route | HTTPRoute
 
 _UNSET_PRIORITY = 1001  # routes without a priority are evaluated after all with one
 _HTTP_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
@@ -65,15 +74,20 @@ class MeshIR:
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]]  # in evaluation order
     route_placement: Mapping[ObjectKey, _Placement]  # each served Route: its Service and sort position
     status_by_key: Mapping[ObjectKey, ObjectStatus]
-    accepted: Mapping[ObjectKey, VirtualNode | Route]  # what is served; the caller's next last_accepted
+    accepted: Mapping[ObjectKey, Served]  # what is served; the caller's next last_accepted
     load_errors: tuple[str, ...] = ()
     default_tls_mode: TlsMode | None = None  # what it was translated with (``translate_mesh``)
     authz: Mapping[ListenerKey, AuthzIR] = field(default_factory=dict)  # what each listener enforces
     default_authz: AuthzDefault = AuthzDefault.ALLOW
+    gamma: GammaIR = field(default_factory=GammaIR)  # HTTPRoutes / GRPCRoutes attached to Services
+    # Service-port clusters (HTTPRoute backends, backends with no Route) are in ``clusters``; their endpoints here.
+    service_endpoints: Mapping[str, tuple[EndpointIR, ...]] = field(default_factory=dict)
 
     @property
     def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
-        return self.endpoint_index.endpoints
+        if not self.service_endpoints:
+            return self.endpoint_index.endpoints
+        return ChainMap(self.service_endpoints, self.endpoint_index.endpoints)  # type: ignore[arg-type]
 
     @property
     def statuses(self) -> tuple[ObjectStatus, ...]:
@@ -82,16 +96,37 @@ class MeshIR:
 
     def with_endpoint_changes(self, model: Model, changed: set[ObjectKey]) -> tuple[MeshIR, set[str]]:
         """This mesh after only EndpointSlices and/or Pods changed: cost proportional to the change."""
+        old_slices = self.endpoint_index.slices
         index, clusters = update_endpoints(
             self.endpoint_index, self.virtual_nodes, model.endpoint_slices, model.pods, changed
         )
-        return replace(self, endpoint_index=index), clusters
+        if not self.service_endpoints:
+            return replace(self, endpoint_index=index), clusters
+        # Service-port clusters: those of the Services whose slices changed (a slice names its Service).
+        touched = {
+            (k.namespace, es.service_name)
+            for k in changed
+            if k.kind == "EndpointSlice"
+            for es in (old_slices.get(k), model.endpoint_slices.get(k))
+            if es is not None
+        }
+        service_endpoints = dict(self.service_endpoints)
+        for name in self.service_endpoints:
+            found = service_of_cluster(name)
+            if found is None or (found[0].namespace, found[0].name) not in touched:
+                continue
+            service = self.services.get(found[0])
+            eps = service_cluster_endpoints(service, found[1], model.endpoint_slices) if service is not None else ()
+            if eps != service_endpoints[name]:
+                service_endpoints[name] = eps
+                clusters.add(name)
+        return replace(self, endpoint_index=index, service_endpoints=service_endpoints), clusters
 
     def with_route_changes(
         self,
         model: Model,
         changed_routes: set[ObjectKey],
-        last_accepted: Mapping[ObjectKey, VirtualNode | Route],
+        last_accepted: Mapping[ObjectKey, Served],
         blocked: Mapping[ObjectKey, Blocked] | None = None,
     ) -> tuple[MeshIR, set[ObjectKey]]:
         """This mesh after only Routes changed; returns it and the Services whose routes changed."""
@@ -132,12 +167,25 @@ class MeshIR:
         for key, spec in self.virtual_nodes.items() if tcp_changed else ():
             if services_called(spec, affected):
                 statuses[key] = _port_status(statuses[key], spec, self.services, routes_by_service)
+        clusters, service_endpoints = self.clusters, self.service_endpoints
+        unrouted = [s for s in sorted(affected) if s not in routes_by_service and s in self.services]
+        if unrouted:  # their callers now take the default routes: the Service ports' clusters must exist
+            clusters, service_endpoints = dict(clusters), dict(service_endpoints)
+            for svc in unrouted:
+                service = self.services[svc]
+                for sp in service.ports:
+                    name = service_cluster_name(svc.namespace, svc.name, sp.port)
+                    if sp.port and name not in clusters:
+                        clusters[name] = service_cluster(service, sp.port, self.virtual_nodes)
+                        service_endpoints[name] = service_cluster_endpoints(service, sp.port, model.endpoint_slices)
         mesh = replace(
             self,
             routes_by_service=routes_by_service,
             route_placement=placement,
             status_by_key=statuses,
             accepted=accepted,
+            clusters=clusters,
+            service_endpoints=service_endpoints,
         )
         return mesh, affected
 
@@ -168,7 +216,7 @@ def _route_key(ir: RouteIR) -> ObjectKey:
 
 def translate_mesh(
     model: Model,
-    last_accepted: Mapping[ObjectKey, VirtualNode | Route] | None = None,
+    last_accepted: Mapping[ObjectKey, Served] | None = None,
     previous: MeshIR | None = None,
     blocked: Mapping[ObjectKey, Blocked] | None = None,
     *,
@@ -182,7 +230,7 @@ def translate_mesh(
     fallback = last_accepted or {}
     blocks = blocked or {}
     statuses: list[ObjectStatus] = []
-    accepted: dict[ObjectKey, VirtualNode | Route] = {}
+    accepted: dict[ObjectKey, Served] = {}
     # Values equal to the last build's are replaced by those at once: a full build then holds one copy of what did
     # not change, and what it allocates is freed while it runs, instead of old and new copies of 30,000 objects
     # side by side whose departure leaves the allocator's arenas part used (issue 14: RSS after later builds).
@@ -233,6 +281,11 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
+    gamma = translate_gamma(model, nodes, _http_routes(fallback))
+    for key, st in gamma.statuses.items():
+        status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
+    accepted.update(gamma.accepted)
+    clusters, service_endpoints = _with_service_clusters(clusters, gamma, nodes, services, routes_by_service, model)
     namespace_defaults = {k.name: ns.authz_default for k, ns in model.namespaces.items() if ns.authz_default}
     authz, policy_statuses = translate_authz(model, nodes, routes_by_service, namespace_defaults, default_authz)
     for st in policy_statuses:
@@ -251,8 +304,47 @@ def translate_mesh(
         default_tls_mode=default_tls_mode,
         authz=authz,
         default_authz=default_authz,
+        gamma=gamma,
+        service_endpoints=service_endpoints,
     )
     return mesh if previous is None else _sharing_equal_values(mesh, previous)
+
+
+def _http_routes(accepted: Mapping[ObjectKey, object]) -> dict[ObjectKey, HTTPRoute]:
+    return {k: v for k, v in accepted.items() if isinstance(v, HTTPRoute)}
+
+
+def _with_service_clusters(
+    clusters: dict[str, ClusterIR],
+    gamma: GammaIR,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    services: Mapping[ObjectKey, Service],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    model: Model,
+) -> tuple[dict[str, ClusterIR], dict[str, tuple[EndpointIR, ...]]]:
+    """The VirtualNode clusters plus the Service-port ones: HTTPRoute backends, and every port of a backend Service
+    that has no Route (its callers reach it as kube-proxy would: see ``sidecar.default_routes``)."""
+    extra = dict(gamma.clusters)
+    unrouted = {
+        svc
+        for spec in nodes.values()
+        for b in spec.backends
+        if (svc := ObjectKey("Service", b.namespace, b.name)) not in routes_by_service and svc in services
+    }
+    for svc in sorted(unrouted):
+        service = services[svc]
+        for sp in service.ports:
+            if sp.port:
+                name = service_cluster_name(svc.namespace, svc.name, sp.port)
+                extra.setdefault(name, service_cluster(service, sp.port, nodes))
+    if not extra:
+        return clusters, {}
+    endpoints = {}
+    for name in extra:
+        found = service_of_cluster(name)
+        assert found is not None
+        endpoints[name] = service_cluster_endpoints(services[found[0]], found[1], model.endpoint_slices)
+    return {**clusters, **extra}, endpoints
 
 
 def _namespace_tls_mode(model: Model, namespace: str) -> TlsMode | None:
@@ -319,13 +411,13 @@ def _virtual_node_ref_errors(spec: VirtualNodeSpec, model: Model) -> list[FieldE
 
 
 def _choose_virtual_node(
-    key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
+    key: ObjectKey, vn: VirtualNode, previous: Served | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
     served, status = _choose_virtual_node_as_is(key, vn, previous, model, block)
     return served, _with_warnings(status, vn)
 
 
-def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route | AuthorizationPolicy) -> ObjectStatus:
+def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route | AuthorizationPolicy | HTTPRoute) -> ObjectStatus:
     """Fields the parser did not know (or does not implement yet) as a condition of their own: served without
     them. Positive polarity, as Kubernetes conditions go: FieldsRecognized=False names them."""
     if not obj.warnings:
@@ -337,7 +429,7 @@ def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route | Authorizatio
 
 
 def _choose_virtual_node_as_is(
-    key: ObjectKey, vn: VirtualNode, previous: VirtualNode | Route | None, model: Model, block: Blocked | None = None
+    key: ObjectKey, vn: VirtualNode, previous: Served | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
     if not isinstance(previous, VirtualNode) or _is_blocked(previous.spec, block):
         previous = None
@@ -482,7 +574,7 @@ def _route_ir(
 def _choose_route(
     key: ObjectKey,
     route: Route,
-    previous: VirtualNode | Route | None,
+    previous: Served | None,
     model: Model,
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     block: Blocked | None = None,
@@ -494,7 +586,7 @@ def _choose_route(
 def _choose_route_as_is(
     key: ObjectKey,
     route: Route,
-    previous: VirtualNode | Route | None,
+    previous: Served | None,
     model: Model,
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     block: Blocked | None = None,

@@ -18,9 +18,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshctl.model import Backend, ClientPolicy, ListenerTls, ObjectKey, Protocol, Service, TlsMode, VirtualNodeSpec
-from meshctl.translate.endpoints import cluster_listener
+from meshctl.model import (
+    Backend,
+    ClientPolicy,
+    HttpMatch,
+    ListenerTls,
+    ObjectKey,
+    Protocol,
+    Service,
+    TlsMode,
+    VirtualNodeSpec,
+)
+from meshctl.translate.endpoints import cluster_listener, service_cluster_name, service_of_cluster
 from meshctl.translate.ir import (
+    INVALID_BACKEND,
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
     ClusterIR,
@@ -35,14 +46,17 @@ from meshctl.translate.ir import (
     TracingIR,
     UpstreamTlsIR,
     VirtualHostIR,
+    WeightedClusterIR,
 )
 from meshctl.translate.mesh import MeshIR, services_called
 from meshctl.translate.ports import allocate_ports, tcp_backends
 
 __all__ = [
     "OUTBOUND_ROUTE_CONFIG",
+    "default_routes",
     "service_domains",
     "service_virtual_host",
+    "service_virtual_hosts",
     "translate_sidecar",
     "with_route_changes",
 ]
@@ -65,7 +79,7 @@ def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
 
 
 def service_virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str) -> VirtualHostIR | None:
-    """The outbound virtual host of one backend Service: None without the Service or without HTTP routes."""
+    """The outbound virtual host of one backend Service's Routes: None without the Service or without HTTP routes."""
     service, routes = mesh.services.get(svc_key), mesh.routes_by_service.get(svc_key, ())
     http_routes = tuple(r for r in routes if not r.tcp)
     if service is None or not http_routes:
@@ -75,6 +89,67 @@ def service_virtual_host(mesh: MeshIR, svc_key: ObjectKey, client_namespace: str
         domains=service_domains(service, client_namespace),
         routes=http_routes,
     )
+
+
+def service_virtual_hosts(
+    mesh: MeshIR, svc_key: ObjectKey, client_namespace: str, *, declared: bool
+) -> tuple[VirtualHostIR, ...]:
+    """What a caller in ``client_namespace`` gets for one Service (``declared``: one of its VirtualNode's backends).
+
+    - Gateway API routes (GAMMA) attached to it that apply to this caller: a virtual host per Service port, each
+      with that port's routes (Host ``name:port``; the bare name goes to port 80, or to the first port without one).
+      Ports with none take the Service's Routes, else its default route, when the Service is ``declared``.
+    - Else, for a declared backend: one virtual host of its Routes, or, with no Route either, a virtual host per
+      port whose default route goes to the Service port's endpoints, as kube-proxy would (``default_routes``).
+    Undeclared Services get only what Gateway API routes give them (producer routes reach every meshed caller)."""
+    service = mesh.services.get(svc_key)
+    if service is None:
+        return ()
+    ports = [p.port for p in service.ports if p.port]
+    gamma = {p: routes for p in ports if (routes := mesh.gamma.routes_for(svc_key, p, client_namespace))}
+    routed = declared and svc_key in mesh.routes_by_service  # (a Service with only a tcpRoute has no HTTP host)
+    own = tuple(r for r in mesh.routes_by_service.get(svc_key, ()) if not r.tcp) if routed else ()
+    if not gamma:
+        if routed:
+            vh = service_virtual_host(mesh, svc_key, client_namespace)
+            return (vh,) if vh is not None else ()
+        if not declared:
+            return ()
+    bare = 80 if 80 in ports else (ports[0] if ports else None)
+    hosts = _hosts(service, client_namespace)
+    out = []
+    for port in ports:
+        routes = gamma.get(port) or own or (default_routes(svc_key, port) if declared and not routed else ())
+        if not routes:
+            continue
+        domains = (*(hosts if port == bare else ()), *(f"{h}:{port}" for h in hosts))
+        out.append(VirtualHostIR(name=f"{svc_key.namespace}/{svc_key.name}:{port}", domains=domains, routes=routes))
+    return tuple(out)
+
+
+def default_routes(svc_key: ObjectKey, port: int) -> tuple[RouteIR, ...]:
+    """A Service port with no route: every request to its endpoints (with the mesh's default retries)."""
+    cluster = service_cluster_name(svc_key.namespace, svc_key.name, port)
+    return (
+        RouteIR(
+            name=f"{svc_key.namespace}/{svc_key.name}:{port}/default",
+            match=HttpMatch(prefix="/"),
+            clusters=(WeightedClusterIR(cluster=cluster, weight=1),),
+        ),
+    )
+
+
+def _hosts(service: Service, client_namespace: str) -> list[str]:
+    ns, name = service.meta.namespace, service.meta.name
+    hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    if ns == client_namespace:
+        hosts.insert(0, name)
+    return hosts
+
+
+def _plain(mesh: MeshIR, svc: ObjectKey) -> bool:
+    """The Service's callers get the one virtual host of its Routes (no Gateway API route, no default route)."""
+    return svc in mesh.routes_by_service and svc not in mesh.gamma.services()
 
 
 def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
@@ -90,6 +165,8 @@ def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[O
     touched = services_called(spec, services)
     if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
         return None
+    if not all(_plain(m, svc) for svc in touched for m in (old, mesh)):
+        return None  # per-port virtual hosts (Gateway API or default routes) before or after: redo it all
     by_name = {vh.name: vh for vh in ir.virtual_hosts}
     before: set[tuple[str, str]] = set()  # (virtual host, cluster)
     after: set[tuple[str, str]] = set()
@@ -144,11 +221,11 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
 
     virtual_hosts: list[VirtualHostIR] = []
     http_services: list[Service] = []  # the Services those virtual hosts reach
-    for backend in _sorted_backends(spec):
-        svc_key = ObjectKey("Service", backend.namespace, backend.name)
-        vh = service_virtual_host(mesh, svc_key, key.namespace)
-        if vh is not None:
-            virtual_hosts.append(vh)
+    declared = {ObjectKey("Service", b.namespace, b.name) for b in spec.backends}
+    for svc_key in sorted(declared | mesh.gamma.services()):
+        vhs = service_virtual_hosts(mesh, svc_key, key.namespace, declared=svc_key in declared)
+        if vhs:
+            virtual_hosts.extend(vhs)
             http_services.append(mesh.services[svc_key])
     tcp = tcp_backends(spec, mesh.services, mesh.routes_by_service)
     ports = allocate_ports(params, spec, [port for _, port, _ in tcp])
@@ -168,7 +245,10 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             )
 
     routes_used = [r for vh in virtual_hosts for r in vh.routes] + [t.route for t in tcp_outbound.values()]
-    used = sorted({wc.cluster for r in routes_used for wc in r.clusters})
+    used = sorted(
+        {wc.cluster for r in routes_used for wc in r.clusters if wc.cluster != INVALID_BACKEND}
+        | {m.cluster for r in routes_used for m in r.mirrors}
+    )
     policies = _client_policies(spec, virtual_hosts, tcp) if _has_client_policy(spec) else {}
     clusters: list[ClusterIR] = [
         _with_policy(mesh.clusters[name], policies[name]) if name in policies else mesh.clusters[name] for name in used
@@ -257,7 +337,7 @@ def _client_policies(
     two backends takes an explicit backend policy before the defaults, then the first backend by name."""
     reached: dict[ObjectKey, set[str]] = {}
     for vh in virtual_hosts:
-        ns, name = vh.name.split("/", 1)
+        ns, name = vh.name.split(":", 1)[0].split("/", 1)
         reached.setdefault(ObjectKey("Service", ns, name), set()).update(
             wc.cluster for r in vh.routes for wc in r.clusters
         )
@@ -270,9 +350,18 @@ def _client_policies(
         if policy is None:
             continue
         for cluster in sorted(reached.get(ObjectKey("Service", backend.namespace, backend.name), ())):
-            if policy.covers(cluster_listener(cluster)[1]):
+            if policy.covers(_namespace_port(cluster)[1]):
                 policies.setdefault(cluster, policy)
     return policies
+
+
+def _namespace_port(cluster: str) -> tuple[str, int]:
+    """The callee's namespace and port of a VirtualNode-listener or Service-port cluster."""
+    service = service_of_cluster(cluster)
+    if service is not None:
+        return service[0].namespace, service[1]
+    node, port = cluster_listener(cluster)
+    return node.namespace, port
 
 
 def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
@@ -283,7 +372,7 @@ def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
     if policy.certificate_chain_file is not None and policy.private_key_file is not None:
         files = (policy.certificate_chain_file, policy.private_key_file)
     tls = UpstreamTlsIR(
-        namespace=cluster_listener(cluster.name)[0].namespace,
+        namespace=_namespace_port(cluster.name)[0],
         certificate_files=files,
         certificate_sds=policy.certificate_sds,
         trust_file=policy.trust_file,

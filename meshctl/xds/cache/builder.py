@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from meshctl.model import ObjectKey
+from meshctl.translate.endpoints import service_of_cluster
 from meshctl.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
 from meshctl.xds.cache.resource import CachedResource, Origins
 from meshctl.xds.cache.route_wire import encode_virtual_host
@@ -45,13 +46,22 @@ class BuildError(Exception):
 
 
 def route_owner(ir: RouteIR) -> ObjectKey:
-    namespace, _, name = ir.name.partition("/")
-    return ObjectKey("Route", namespace, name)
+    """Route ``ns/name``; HTTPRoute/GRPCRoute ``Kind/ns/name/rule-i/match-j``; a default route ``ns/svc:port/default``
+    (owned by its Service)."""
+    kind, _, rest = ir.name.partition("/")
+    if kind in ("HTTPRoute", "GRPCRoute"):
+        namespace, name = rest.split("/")[:2]
+        return ObjectKey(kind, namespace, name)
+    if ":" in rest:
+        return ObjectKey("Service", kind, rest.split(":", 1)[0])
+    return ObjectKey("Route", kind, rest)
 
 
 def _cluster_owner(cluster: ClusterIR, node: ObjectKey | None) -> ObjectKey | None:
     """An EDS cluster is named namespace/virtualnode/port after the node it reaches; the others (local app,
     tracing collector) come from the proxy's own VirtualNode."""
+    if (service := service_of_cluster(cluster.name)) is not None:
+        return service[0]
     if cluster.eds:
         namespace, name, _ = cluster.name.split("/", 2)
         return ObjectKey("VirtualNode", namespace, name)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2 import PreviousHostsPredicate
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import range_pb2
+from envoy.type.v3 import percent_pb2, range_pb2
 
 from meshctl.model import HeaderMatch, HttpMatch, RetryPolicy, StringMatch
-from meshctl.translate.ir import RouteIR, VirtualHostIR
+from meshctl.model.gateway import HeaderModifier, Redirect, Rewrite
+from meshctl.translate.ir import INVALID_BACKEND, RouteIR, VirtualHostIR
 from meshctl.xds.envoy.common import duration_ms, uint32
 
 __all__ = [
@@ -63,12 +67,38 @@ def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
     """``default_retries``: apply DEFAULT_RETRY_POLICY when the Route sets none (outbound routes; the inbound
     route to the local app never retries)."""
     route = rc.Route(name=ir.name, match=build_match(ir.match))
+    if ir.request_headers is not None:
+        _modify(route.request_headers_to_add, route.request_headers_to_remove, ir.request_headers)
+    if ir.response_headers is not None:
+        _modify(route.response_headers_to_add, route.response_headers_to_remove, ir.response_headers)
+    if ir.redirect is not None:
+        route.redirect.CopyFrom(_redirect(ir.redirect, ir.rewrite_prefix))
+        return route
+    if ir.direct_status is not None:
+        route.direct_response.status = ir.direct_status
+        return route
     action = route.route
-    if len(ir.clusters) == 1:
+    if len(ir.clusters) == 1 and ir.clusters[0].request_headers is None and ir.clusters[0].response_headers is None:
         action.cluster = ir.clusters[0].cluster
     else:
         for wc in ir.clusters:
-            action.weighted_clusters.clusters.add(name=wc.cluster, weight=uint32(wc.weight))
+            cw = action.weighted_clusters.clusters.add(name=wc.cluster, weight=uint32(wc.weight))
+            if wc.request_headers is not None:
+                _modify(cw.request_headers_to_add, cw.request_headers_to_remove, wc.request_headers)
+            if wc.response_headers is not None:
+                _modify(cw.response_headers_to_add, cw.response_headers_to_remove, wc.response_headers)
+    if any(wc.cluster == INVALID_BACKEND for wc in ir.clusters):
+        action.cluster_not_found_response_code = rc.RouteAction.INTERNAL_SERVER_ERROR
+    if ir.rewrite is not None:
+        _rewrite(action, ir.rewrite, ir.rewrite_prefix)
+    for mirror in ir.mirrors:
+        policy = action.request_mirror_policies.add(cluster=mirror.cluster)
+        if mirror.percent is not None:
+            policy.runtime_fraction.default_value.CopyFrom(
+                percent_pb2.FractionalPercent(
+                    numerator=round(mirror.percent * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
+                )
+            )
     policies = build_action_policies(ir.timeout_ms, ir.idle_timeout_ms, ir.retry_policy, ir.match.grpc, default_retries)
     if policies.ListFields():
         action.MergeFrom(policies)
@@ -97,10 +127,73 @@ def build_action_policies(
     return action
 
 
+_SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+
+
+def _modify(to_add: Any, to_remove: Any, m: HeaderModifier) -> None:
+    """A Gateway API header modifier: ``set`` overwrites, ``add`` appends (a comma-joined value, as Envoy sends
+    repeated headers upstream), ``remove`` drops."""
+    for action, pairs in ((_SET, m.set), (_ADD, m.add)):
+        for name, value in pairs:
+            to_add.add(header=base_pb2.HeaderValue(key=name, value=value), append_action=action)
+    to_remove.extend(m.remove)
+
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def _prefix_rewrite(prefix: str, replacement: str) -> regex_pb2.RegexMatchAndSubstitute:
+    """ReplacePrefixMatch: the matched path prefix (whole segments) becomes ``replacement``; "/" as the replacement
+    leaves no double slash (/strip/x -> /x)."""
+    base = re.escape(prefix.rstrip("/"))
+    if replacement.rstrip("/") == "":
+        return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex=f"^{base}/*"), substitution="/")
+    return regex_pb2.RegexMatchAndSubstitute(
+        pattern=regex_pb2.RegexMatcher(regex=f"^{base}"), substitution=replacement.rstrip("/")
+    )
+
+
+def _full_rewrite(path: str) -> regex_pb2.RegexMatchAndSubstitute:
+    return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex="^.*$"), substitution=path)
+
+
+def _redirect(r: Redirect, prefix: str | None) -> rc.RedirectAction:
+    action = rc.RedirectAction(response_code=_REDIRECT_CODES[r.status_code])
+    if r.scheme is not None:
+        action.scheme_redirect = r.scheme
+    if r.hostname is not None:
+        action.host_redirect = r.hostname
+    if r.port is not None:
+        action.port_redirect = r.port
+    if r.full_path is not None:
+        action.path_redirect = r.full_path
+    elif r.prefix_path is not None and prefix is not None:
+        action.regex_rewrite.CopyFrom(_prefix_rewrite(prefix, r.prefix_path))
+    return action
+
+
+def _rewrite(action: rc.RouteAction, r: Rewrite, prefix: str | None) -> None:
+    if r.hostname is not None:
+        action.host_rewrite_literal = r.hostname
+    if r.full_path is not None:
+        action.regex_rewrite.CopyFrom(_full_rewrite(r.full_path))
+    elif r.prefix_path is not None and prefix is not None:
+        action.regex_rewrite.CopyFrom(_prefix_rewrite(prefix, r.prefix_path))
+
+
 def build_match(m: HttpMatch) -> rc.RouteMatch:
     match = rc.RouteMatch()
     if m.prefix is not None:
         match.prefix = m.prefix
+    elif m.segment_prefix is not None:
+        match.path_separated_prefix = m.segment_prefix
     elif m.path_exact is not None:
         match.path = m.path_exact
     elif m.path_regex is not None:
@@ -113,7 +206,9 @@ def build_match(m: HttpMatch) -> rc.RouteMatch:
         match.headers.append(_header(header))
     for query in m.query_parameters:
         qm = match.query_parameters.add(name=query.name)
-        if query.exact is None:
+        if query.regex is not None:
+            qm.string_match.safe_regex.regex = query.regex
+        elif query.exact is None:
             qm.present_match = True
         else:
             qm.string_match.exact = query.exact
@@ -154,7 +249,11 @@ def _to_other_hosts(policy: rc.RetryPolicy) -> None:
 def _retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
     # gRPC events are Envoy retry_on conditions under the same names.
     events = [RETRY_ON[e] for e in (*p.http_retry_events, *p.tcp_retry_events)] + list(p.grpc_retry_events)
-    policy = rc.RetryPolicy(retry_on=",".join(events), num_retries=uint32(p.max_retries))
+    if p.status_codes:
+        events.append("retriable-status-codes")
+    policy = rc.RetryPolicy(
+        retry_on=",".join(events), num_retries=uint32(p.max_retries), retriable_status_codes=p.status_codes
+    )
     if p.max_retries > 0:
         _to_other_hosts(policy)
     if p.per_retry_timeout_ms is not None:

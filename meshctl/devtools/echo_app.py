@@ -1,0 +1,83 @@
+"""An HTTP echo backend that behaves like the Gateway API conformance suite's ``echo-basic``: it answers every
+request with JSON describing what it received, so a test can check what the route's filters did.
+
+Answer: ``{"path": <path with query>, "host", "method", "proto", "headers": {name: [values]}, "namespace", "pod",
+"service"}``. ``X-Echo-Set-Header: Name:value,Name:value`` is copied into the response headers; ``/status/<code>``
+answers with that status; ``?delay=<seconds>s`` waits first.
+
+``python -m meshctl.devtools.echo_app --port 18080 --pod echo-v1-0 --namespace demo``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+__all__ = ["Echo", "build_echo_app", "start_echo"]
+
+
+@dataclass
+class Echo:
+    pod: str
+    namespace: str = "default"
+    service: str = ""
+    seen: list[str] = field(default_factory=list)  # the paths received (a mirror's copies land here too)
+
+
+def build_echo_app(echo: Echo) -> web.Application:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        echo.seen.append(request.path_qs)
+        delay = request.query.get("delay")
+        if delay and (m := re.fullmatch(r"([0-9.]+)(ms|s)", delay)):
+            await asyncio.sleep(float(m[1]) / (1000 if m[2] == "ms" else 1))
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name.title(), []).append(value)
+        response_headers = {}
+        for item in request.headers.get("X-Echo-Set-Header", "").split(","):
+            name, sep, value = item.partition(":")
+            if sep and name.strip():
+                response_headers[name.strip()] = value.strip()
+        status = 200
+        if m := re.fullmatch(r"/status/([0-9]{3})", request.path):
+            status = int(m[1])
+        body = {
+            "path": request.path_qs,
+            "host": request.host,
+            "method": request.method,
+            "proto": f"HTTP/{request.version.major}.{request.version.minor}",
+            "headers": headers,
+            "namespace": echo.namespace,
+            "pod": echo.pod,
+            "service": echo.service,
+        }
+        return web.json_response(body, status=status, headers=response_headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def start_echo(echo: Echo, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    runner = web.AppRunner(build_echo_app(echo), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--pod", required=True)
+    parser.add_argument("--namespace", default="default")
+    args = parser.parse_args()
+    web.run_app(build_echo_app(Echo(pod=args.pod, namespace=args.namespace)), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Gateway API routes in the mesh (GAMMA): HTTPRoute and ReferenceGrant, ``gateway.networking.k8s.io/v1``.
+
+An HTTPRoute whose parent is a Service routes the calls meshed callers make to that Service (a *producer* route
+when it lives in the Service's namespace, a *consumer* route, for its own namespace's callers only, when it lives
+elsewhere). Its rules become the same ``RouteIR`` a meshctl Route does; backends are Services (their
+EndpointSlices), not VirtualNodes. Matches reuse the mesh model's ``HttpMatch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshctl.model.matches import HttpMatch
+from meshctl.model.meta import FieldError, Meta, ObjectKey
+
+__all__ = [
+    "GATEWAY_GROUP",
+    "GATEWAY_VERSION",
+    "BackendRef",
+    "GatewayRouteSpec",
+    "GatewayRule",
+    "HTTPRoute",
+    "HeaderModifier",
+    "Mirror",
+    "ParentRef",
+    "Redirect",
+    "ReferenceGrant",
+    "Rewrite",
+    "RouteRetry",
+]
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSION = f"{GATEWAY_GROUP}/v1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParentRef:
+    """``spec.parentRefs[]``: in the mesh, a Service (group "", kind Service), optionally one of its ports."""
+
+    group: str
+    kind: str
+    namespace: str  # defaulted to the route's
+    name: str
+    port: int | None = None
+    section_name: str | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.group in ("", "core") and self.kind == "Service"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderModifier:
+    """RequestHeaderModifier / ResponseHeaderModifier: ``set`` replaces, ``add`` appends, ``remove`` drops."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """RequestRedirect: what the Location is made of; unset parts keep the request's."""
+
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    full_path: str | None = None
+    prefix_path: str | None = None  # ReplacePrefixMatch: replaces the rule's PathPrefix
+    status_code: int = 302
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rewrite:
+    """URLRewrite: the Host and/or path the backend sees."""
+
+    hostname: str | None = None
+    full_path: str | None = None
+    prefix_path: str | None = None  # ReplacePrefixMatch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendRef:
+    """A backendRef (or a mirror's): a Service port. ``kind``/``group`` other than a core Service are kept so the
+    status can say InvalidKind."""
+
+    group: str
+    kind: str
+    namespace: str  # defaulted to the route's
+    name: str
+    port: int | None
+    weight: int = 1
+    request_headers: HeaderModifier | None = None  # backendRefs[].filters
+    response_headers: HeaderModifier | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.group in ("", "core") and self.kind == "Service"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    backend: BackendRef
+    percent: float | None = None  # None: every request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRetry:
+    """GEP-1731 ``retry``: retried on these status codes (and connection errors), ``attempts`` times."""
+
+    attempts: int
+    codes: tuple[int, ...] = ()
+    backoff_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayRule:
+    name: str | None
+    matches: tuple[HttpMatch, ...]
+    backends: tuple[BackendRef, ...] = ()
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    request_timeout_ms: int | None = None  # timeouts.request (0: none)
+    backend_timeout_ms: int | None = None  # timeouts.backendRequest: each try
+    retry: RouteRetry | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayRouteSpec:
+    parents: tuple[ParentRef, ...]
+    hostnames: tuple[str, ...] = ()  # ignored for Service parents (GAMMA), kept for Gateways
+    rules: tuple[GatewayRule, ...] = ()
+    grpc: bool = False  # a GRPCRoute: its matches are gRPC service/method paths
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRoute:
+    """An HTTPRoute (or, with ``spec.grpc``, a GRPCRoute: ``kind`` says which)."""
+
+    meta: Meta
+    spec: GatewayRouteSpec | None
+    errors: tuple[FieldError, ...] = ()
+    warnings: tuple[FieldError, ...] = ()
+    kind: str = "HTTPRoute"
+    created: str = ""  # metadata.creationTimestamp (RFC 3339 sorts as text): the older route's rules win ties
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.kind, self.meta.namespace, self.meta.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferenceGrant:
+    """Lets routes of the ``from`` namespaces/kinds refer to objects in this grant's namespace."""
+
+    meta: Meta
+    from_: tuple[tuple[str, str, str], ...]  # (group, kind, namespace)
+    to: tuple[tuple[str, str, str | None], ...]  # (group, kind, name or None for any)
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("ReferenceGrant", self.meta.namespace, self.meta.name)
+
+    def permits(self, route_kind: str, route_namespace: str, kind: str, name: str) -> bool:
+        from_ok = any(
+            g == "gateway.networking.k8s.io" and k == route_kind and ns == route_namespace for g, k, ns in self.from_
+        )
+        return from_ok and any(g in ("", "core") and k == kind and n in (None, name) for g, k, n in self.to)
