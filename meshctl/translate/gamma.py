@@ -316,7 +316,9 @@ def _cluster(
     if not backend.is_service:
         problems.append(("InvalidKind", f"{path}: {backend.group or 'core'}/{backend.kind} is not a Service"))
         return INVALID_BACKEND
-    if backend.namespace != ns and not any(
+    # A consumer route may send to the Service it is attached to (GAMMA: no grant needed to call it as it is).
+    own_parent = any(p.namespace == backend.namespace and p.name == backend.name for p in _service_parents(route))
+    if backend.namespace != ns and not own_parent and not any(
         g.meta.namespace == backend.namespace and g.permits(route.kind, ns, "Service", backend.name) for g in grants
     ):
         problems.append(

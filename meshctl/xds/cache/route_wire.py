@@ -12,9 +12,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from meshctl.model import HttpMatch, RetryPolicy
-from meshctl.translate.ir import RouteIR, VirtualHostIR
+from meshctl.translate.ir import INVALID_BACKEND, RouteIR, VirtualHostIR
 from meshctl.xds.cache.wire import length_delimited, varint
-from meshctl.xds.envoy.route import build_action_policies, build_match
+from meshctl.xds.envoy.route import build_action_policies, build_match, build_route
 
 __all__ = ["encode_route", "encode_virtual_host"]
 
@@ -39,8 +39,24 @@ def _policies_bytes(
     return bytes(policies.SerializeToString(deterministic=True))
 
 
+def _plain(ir: RouteIR) -> bool:
+    """Only what this module writes: clusters and weights, a match, timeouts and retries (no Gateway API filter)."""
+    return (
+        ir.request_headers is None
+        and ir.response_headers is None
+        and ir.redirect is None
+        and ir.rewrite is None
+        and not ir.mirrors
+        and ir.direct_status is None
+        and all(wc.request_headers is None and wc.response_headers is None for wc in ir.clusters)
+        and all(wc.cluster != INVALID_BACKEND for wc in ir.clusters)
+    )
+
+
 def encode_route(ir: RouteIR, *, default_retries: bool = True) -> bytes:
-    """``envoy/route.py``'s ``build_route(ir)`` serialized."""
+    """``envoy/route.py``'s ``build_route(ir)`` serialized (by it, for a route with Gateway API filters)."""
+    if not _plain(ir):
+        return bytes(build_route(ir, default_retries=default_retries).SerializeToString(deterministic=True))
     if len(ir.clusters) == 1:
         destination = length_delimited(_CLUSTER, ir.clusters[0].cluster.encode())
     else:
