@@ -25,6 +25,8 @@ SOURCES = [
     *sorted((ROOT / "examples").rglob("*.yaml")),
     *sorted((ROOT / "tests" / "testdata" / "translate").rglob("input/*.yaml")),
     *sorted((ROOT / "tests" / "testdata" / "ingress").rglob("input.yaml")),
+    # Gateway API routes as upstream writes them (HTTPRoute, GRPCRoute, ReferenceGrant), when ../shared is there
+    *sorted((ROOT.parent / "shared" / "conformance" / "gateway-api" / "tests").glob("*.yaml")),
 ]
 EXTRA = [
     {

@@ -18,6 +18,7 @@ from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
 from meshctl.model import ObjectKey
 from meshctl.translate.authz import service_accounts
+from meshctl.translate.gamma import parents_document
 from meshctl.translate.ir import ObjectStatus
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import SECRET, SHORT_NAMES
@@ -27,6 +28,13 @@ __all__ = ["build_admin_app", "status_to_dict"]
 
 
 def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
+    out = _status_dict(status)
+    if status.parents:  # a Gateway API route: its status.parents[], as the API has it
+        out["parents"] = parents_document(status)
+    return out
+
+
+def _status_dict(status: ObjectStatus) -> dict[str, Any]:
     return {
         "kind": status.key.kind,
         "namespace": status.key.namespace,

@@ -145,6 +145,7 @@ class HTTPRoute:
     errors: tuple[FieldError, ...] = ()
     warnings: tuple[FieldError, ...] = ()
     kind: str = "HTTPRoute"
+    parents_if_invalid: tuple[ParentRef, ...] = ()  # the parentRefs of a route whose spec was rejected: its status
     created: str = ""  # metadata.creationTimestamp (RFC 3339 sorts as text): the older route's rules win ties
 
     @property

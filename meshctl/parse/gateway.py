@@ -68,7 +68,13 @@ def parse_http_route(meta: Meta, doc: dict[str, Any], kind: str, created: str = 
     warnings = field_warnings(f)
     if errors:
         return HTTPRoute(
-            meta=meta, spec=None, errors=tuple(errors), warnings=tuple(warnings), kind=kind, created=created
+            meta=meta,
+            spec=None,
+            errors=tuple(errors),
+            warnings=tuple(warnings),
+            kind=kind,
+            created=created,
+            parents_if_invalid=parents,
         )
     spec = GatewayRouteSpec(parents=parents, hostnames=hostnames, rules=rules, grpc=grpc)
     return HTTPRoute(meta=meta, spec=spec, warnings=tuple(warnings), kind=kind, created=created)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshctl.model import Model, ObjectKey, Protocol, RetryPolicy, Service, VirtualNodeSpec
 from meshctl.model.gateway import (
@@ -42,7 +43,7 @@ from meshctl.translate.ir import (
     WeightedClusterIR,
 )
 
-__all__ = ["CONTROLLER_NAME", "GammaIR", "GammaKey", "service_cluster", "translate_gamma"]
+__all__ = ["CONTROLLER_NAME", "GammaIR", "GammaKey", "parents_document", "service_cluster", "translate_gamma"]
 
 # status.parents[].controllerName: the controller that wrote the entry.
 CONTROLLER_NAME = "mesh.meshctl.dev/controller"
@@ -105,8 +106,8 @@ def translate_gamma(
         served = route if route.spec is not None else (last_accepted or {}).get(key)
         if served is not None and served.spec is None:
             served = None
-        mesh_parents = _service_parents(route if route.spec is not None else served)
-        if not mesh_parents and route.spec is not None:
+        mesh_parents = _service_parents(route) or _service_parents(served)
+        if not mesh_parents:
             continue  # a Gateway's route: the edge gateway's business, not the mesh's
         parent_statuses: list[ParentStatus] = []
         for parent in mesh_parents:
@@ -132,7 +133,8 @@ def translate_gamma(
                     resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
                 if accepted_cond.status is ConditionStatus.TRUE or route.spec is None:
                     accepted[key] = served
-            parent_statuses.append(ParentStatus(parent=parent, conditions=(accepted_cond, resolved_cond)))
+            conditions = tuple(_at(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
+            parent_statuses.append(ParentStatus(parent=parent, conditions=conditions))
         statuses[key] = ObjectStatus(
             key=key,
             observed_generation=route.meta.generation,
@@ -151,9 +153,17 @@ def translate_gamma(
 
 
 def _service_parents(route: HTTPRoute | None) -> tuple[ParentRef, ...]:
-    if route is None or route.spec is None:
+    if route is None:
         return ()
-    return tuple(p for p in route.spec.parents if p.is_service)
+    parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
+    return tuple(p for p in parents if p.is_service)
+
+
+def _at(origin: str, c: Condition) -> Condition:
+    """A problem's message says where the route came from (a manifest file and line), as other objects' do."""
+    if c.status is ConditionStatus.TRUE or not origin:
+        return c
+    return Condition(type=c.type, status=c.status, reason=c.reason, message=f"{origin}: {c.message}")
 
 
 def _false(type_: str, reason: str, message: str) -> Condition:
@@ -371,3 +381,27 @@ def _overlap(spec: VirtualNodeSpec, service: Service) -> bool:
     """Some pod may carry both selectors: they agree on every label they both name."""
     selector = spec.pod_selector
     return all(selector.get(k, v) == v for k, v in service.selector.items())
+
+
+def parents_document(status: ObjectStatus) -> list[dict[str, Any]]:
+    """A Gateway API route's ``status.parents``, as the API has it (what the status writer writes)."""
+    out = []
+    for p in status.parents:
+        ref: dict[str, Any] = {"group": p.parent.group, "kind": p.parent.kind, "namespace": p.parent.namespace}
+        ref["name"] = p.parent.name
+        if p.parent.port is not None:
+            ref["port"] = p.parent.port
+        if p.parent.section_name is not None:
+            ref["sectionName"] = p.parent.section_name
+        conditions = [
+            {
+                "type": c.type,
+                "status": c.status.value,
+                "reason": c.reason,
+                "message": c.message,
+                "observedGeneration": status.observed_generation,
+            }
+            for c in p.conditions
+        ]
+        out.append({"parentRef": ref, "controllerName": CONTROLLER_NAME, "conditions": conditions})
+    return out

@@ -27,6 +27,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from meshctl.translate.ir import INVALID_BACKEND
 from meshctl.xds.cache import CachedResource
 from meshctl.xds.envoy.types import CLUSTER, LISTENER, SHORT_NAMES
 
@@ -73,7 +74,9 @@ def inline_group(group: Mapping[str, list[dict[str, Any]]], *, check_clusters: b
                 if config.get("@type") == _HCM and "rds" in config:
                     name = config.pop("rds")["route_config_name"]
                     config["route_config"] = copy.deepcopy(routes.get(name, {"name": name}))
-                    if not check_clusters:
+                    # Over RDS Envoy does not check that routes name known clusters; inline it does. A backendRef that
+                    # does not resolve names INVALID_BACKEND on purpose (its requests get a 500): as over RDS.
+                    if not check_clusters or INVALID_BACKEND in json.dumps(config["route_config"]):
                         config["route_config"]["validate_clusters"] = False
     secrets: dict[str, dict[str, Any]] = {}
     _static_tls(clusters, secrets)

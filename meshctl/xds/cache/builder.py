@@ -17,7 +17,15 @@ from typing import Any
 
 from meshctl.model import ObjectKey
 from meshctl.translate.endpoints import service_of_cluster
-from meshctl.translate.ir import PASSTHROUGH_CLUSTER, ClusterIR, EndpointIR, RouteIR, SidecarIR, VirtualHostIR
+from meshctl.translate.ir import (
+    INVALID_BACKEND,
+    PASSTHROUGH_CLUSTER,
+    ClusterIR,
+    EndpointIR,
+    RouteIR,
+    SidecarIR,
+    VirtualHostIR,
+)
 from meshctl.xds.cache.resource import CachedResource, Origins
 from meshctl.xds.cache.route_wire import encode_virtual_host
 from meshctl.xds.cache.snapshot import Snapshot
@@ -131,7 +139,14 @@ class SnapshotBuilder:
 
         def make() -> CachedResource:
             hosts: list[bytes] = [self._get(("vhost", vh), partial(_host_bytes, vh)) for vh in virtual_hosts]
-            refs = {(CLUSTER, wc.cluster) for vh in virtual_hosts for r in vh.routes for wc in r.clusters}
+            # (a backendRef that does not resolve names INVALID_BACKEND, which is never defined: not a reference)
+            refs = {
+                (CLUSTER, c)
+                for vh in virtual_hosts
+                for r in vh.routes
+                for c in (*(wc.cluster for wc in r.clusters), *(m.cluster for m in r.mirrors))
+                if c != INVALID_BACKEND
+            }
             origins: Origins = frozenset((route_owner(r), r) for vh in virtual_hosts for r in vh.routes)
             value = encode_route_configuration(name, hosts)
             return CachedResource(ROUTE, name, value=value, references=refs, origins=origins)
