@@ -29,6 +29,9 @@ def install_crds(api: client.ApiClient) -> None:
     ext = client.ApiextensionsV1Api(api)
     for path in sorted((ROOT / "crds").glob("*.dev_*.yaml")):
         ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+    # The upstream Gateway API CRDs meshctl reads (deploy/gateway-api): a cluster with Gateway API installed.
+    for path in sorted((ROOT / "deploy" / "gateway-api").glob("gateway.networking.k8s.io_*.yaml")):
+        ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
 
 
 def test_list_then_watch_from_its_resource_version_sees_every_change_in_order(api, apiserver):

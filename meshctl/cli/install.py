@@ -20,6 +20,7 @@ def _run(args: argparse.Namespace) -> int:
         role_arn=args.role_arn,
         ingress=args.ingress,
         cluster_name=args.cluster_name,
+        gateway_api_crds=args.gateway_api_crds,
     )
     try:
         docs = render(options)
@@ -52,5 +53,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     cmd.add_argument("--role-arn", help="IAM role for the service account (IRSA: eks.amazonaws.com/role-arn)")
     cmd.add_argument("--ingress", action="store_true", help="reconcile AWS ALBs/NLBs (adds its RBAC and flags)")
     cmd.add_argument("--cluster-name", help="with --ingress: the cluster's name in AWS ownership tags")
+    cmd.add_argument(
+        "--gateway-api-crds",
+        action="store_true",
+        help="also the upstream Gateway API CRDs (HTTPRoute, GRPCRoute, ReferenceGrant; v1.6.1 standard channel): "
+        "for clusters without them; apply with kubectl apply --server-side",
+    )
     cmd.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     cmd.set_defaults(run=_run)

@@ -55,6 +55,7 @@ class InstallOptions:
     role_arn: str | None = None  # IRSA; without it, EKS Pod Identity or node credentials
     ingress: bool = False
     cluster_name: str | None = None
+    gateway_api_crds: bool = False  # also the upstream Gateway API CRDs meshctl reads (deploy/gateway-api)
 
 
 def deploy_dir() -> Path:
@@ -106,6 +107,8 @@ def render(options: InstallOptions, directory: Path | None = None) -> list[dict[
         elif kind == "PodDisruptionBudget" and options.replicas == 1:
             continue  # one replica cannot keep one available through a drain
         out.append(doc)
+    if options.gateway_api_crds:  # upstream's, as upstream ships them: not relabelled as ours
+        out.extend(_load(root / "gateway-api"))
     return sorted(out, key=lambda d: _ORDER.index(d["kind"]) if d["kind"] in _ORDER else len(_ORDER))
 
 

@@ -22,12 +22,21 @@ from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
 from meshctl.kube.leader import LeaderElector
 from meshctl.model import API_GROUP, ObjectKey
+from meshctl.model.gateway import GATEWAY_GROUP
+from meshctl.translate.gamma import CONTROLLER_NAME, parents_document
 from meshctl.translate.ir import ObjectStatus
 
 __all__ = ["StatusWriter"]
 
 log = logging.getLogger(__name__)
-_PLURALS = {"VirtualNode": "virtualnodes", "Route": "routes", "AuthorizationPolicy": "authorizationpolicies"}
+_PLURALS = {
+    "VirtualNode": "virtualnodes",
+    "Route": "routes",
+    "AuthorizationPolicy": "authorizationpolicies",
+    "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
+}
+_GATEWAY_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
 _RETRY_AFTER = 0.5  # seconds before failed writes are tried again
 
 
@@ -102,6 +111,7 @@ class StatusWriter:
             wanted = (
                 status.observed_generation,
                 tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),
+                tuple((p.parent, p.conditions) for p in status.parents),
             )
             if self.written.get(status.key) == wanted:
                 continue
@@ -126,6 +136,8 @@ class StatusWriter:
 
     def _write_once(self, status: ObjectStatus) -> bool:
         key = status.key
+        if key.kind in _GATEWAY_KINDS:
+            return self._write_route_parents(status)
         args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
         try:
             current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
@@ -159,6 +171,47 @@ class StatusWriter:
                 break
         return True
 
+    def _write_route_parents(self, status: ObjectStatus) -> bool:
+        """A Gateway API route's ``status.parents``: ours (controllerName) replaced, other controllers' kept, as the
+        API asks of every controller."""
+        key = status.key
+        args = (GATEWAY_GROUP, "v1", key.namespace, _PLURALS[key.kind], key.name)
+        try:
+            current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        existing = (current.get("status") or {}).get("parents") or []
+        ours = {_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") == CONTROLLER_NAME}
+        others = [p for p in existing if p.get("controllerName") != CONTROLLER_NAME]
+        parents = []
+        for entry in parents_document(status):
+            before = {c["type"]: c for c in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}
+            for c in entry["conditions"]:
+                old = before.get(c["type"]) or {}
+                same = old.get("status") == c["status"]
+                c["lastTransitionTime"] = old.get("lastTransitionTime", _now()) if same else _now()
+            parents.append(entry)
+        current["status"] = {**(current.get("status") or {}), "parents": others + parents}
+        self.custom.replace_namespaced_custom_object_status(*args, current)  # a 409 reruns this (write)
+        self.writes += 1
+        newly_rejected = [
+            c
+            for p, entry in zip(status.parents, parents, strict=True)
+            for c in p.conditions
+            if c.status.value == "False"
+            and (
+                {x["type"]: x for x in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}
+                .get(c.type, {})
+                .get("status")
+                != "False"
+            )
+        ]
+        if newly_rejected:
+            self._event(key, current, newly_rejected[0].reason, newly_rejected[0].message)
+        return True
+
     def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
         meta = obj["metadata"]
         record_event(
@@ -171,3 +224,7 @@ class StatusWriter:
             uid=meta.get("uid", ""),
             resource_version=meta.get("resourceVersion", ""),
         )
+
+
+def _ref_key(ref: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(ref.get(k) for k in ("group", "kind", "namespace", "name", "port", "sectionName"))

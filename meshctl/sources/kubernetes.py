@@ -24,6 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from meshctl.model import API_GROUP, Model, ModelDelta, ObjectKey
+from meshctl.model.gateway import GATEWAY_GROUP
 from meshctl.model.ingress import ELBV2_GROUP
 from meshctl.model.namespaced import NamespacedMap
 from meshctl.parse.documents import InvalidObject, MeshObject, Parsed, UnsupportedDocument, parse_keyed
@@ -90,6 +91,12 @@ def _kinds(api: client.ApiClient) -> list[_Kind]:
             lambda ns, **kw: custom.list_namespaced_custom_object(API_GROUP, _VERSION, ns, plural, **kw),
         )
 
+    def gateway(version: str, plural: str) -> tuple[Callable[..., object], Callable[..., object]]:
+        return (
+            lambda **kw: custom.list_cluster_custom_object(GATEWAY_GROUP, version, plural, **kw),
+            lambda ns, **kw: custom.list_namespaced_custom_object(GATEWAY_GROUP, version, ns, plural, **kw),
+        )
+
     return [
         _Kind("Service", "v1", core.list_service_for_all_namespaces, core.list_namespaced_service),
         _Kind(
@@ -104,6 +111,10 @@ def _kinds(api: client.ApiClient) -> list[_Kind]:
         _Kind("AuthorizationPolicy", f"{API_GROUP}/{_VERSION}", *crd("authorizationpolicies")),
         # Cluster-scoped, listed once: a namespace's default TLS mode (its TLS_MODE_LABEL).
         _Kind("Namespace", "v1", core.list_namespace, None),
+        # Gateway API (GAMMA): routes attached to Services, and the grants for cross-namespace backends.
+        _Kind("HTTPRoute", f"{GATEWAY_GROUP}/v1", *gateway("v1", "httproutes")),
+        _Kind("GRPCRoute", f"{GATEWAY_GROUP}/v1", *gateway("v1", "grpcroutes")),
+        _Kind("ReferenceGrant", f"{GATEWAY_GROUP}/v1beta1", *gateway("v1beta1", "referencegrants")),
     ]
 
 
@@ -422,6 +433,13 @@ class KubernetesSource:
         watched = {
             attr: current(kind.__name__, attr) for kind, attr in MODEL_FIELDS.items() if kind.__name__ in self._objects
         }
+        if "GRPCRoute" in self._objects:  # one model map holds HTTPRoutes and GRPCRoutes (keyed by kind)
+            kinds = ("HTTPRoute", "GRPCRoute")
+            unchanged = previous is not None and not any(changed.get(k) or k in listed for k in kinds)
+            if unchanged and previous is not None:
+                watched["http_routes"] = previous.http_routes
+            else:
+                watched["http_routes"] = {**self._objects.get("HTTPRoute", {}), **self._objects["GRPCRoute"]}
         load_errors = tuple(self._invalid[k] for k in sorted(self._invalid))
         return Model(**watched, revision=revision, delta=delta, load_errors=load_errors)
 
@@ -430,7 +448,7 @@ def _new_store(kind: str) -> _Store:
     return NamespacedMap(kind) if kind == "Pod" else {}
 
 
-_WITH_ORIGIN = ("VirtualNode", "Route", "AuthorizationPolicy")
+_WITH_ORIGIN = ("VirtualNode", "Route", "AuthorizationPolicy", "HTTPRoute", "GRPCRoute")
 
 
 def _parse(item: dict[str, Any]) -> Parsed | None:

@@ -63,7 +63,7 @@ def _controller_args(manifests: list[dict[str, Any]]) -> list[str]:
 
 
 def _mesh() -> list[dict[str, Any]]:
-    return [
+    return [*_gateway_routes(),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
         service("reviews"),
         *workload("reviews", "v1", 9080),
@@ -77,6 +77,36 @@ def _mesh() -> list[dict[str, Any]]:
             "spec": {
                 "targetRefs": [{"kind": "Service", "name": "reviews"}],
                 "rules": [{"from": [{"virtualNode": {"name": "frontend"}}]}],
+            },
+        },
+    ]
+
+
+def _gateway_routes() -> list[dict[str, Any]]:
+    """Gateway API routes on the mesh's Service, their statuses written (get, update httproutes|grpcroutes/status),
+    and a grant (list, watch referencegrants)."""
+    parent = {"group": "", "kind": "Service", "name": "reviews"}
+    backend = {"name": "reviews", "port": 80}
+    return [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "reviews-http", "namespace": "demo"},
+            "spec": {"parentRefs": [parent], "rules": [{"backendRefs": [backend]}]},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "reviews-grpc", "namespace": "demo"},
+            "spec": {"parentRefs": [parent], "rules": [{"backendRefs": [backend]}]},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": "from-shop", "namespace": "demo"},
+            "spec": {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "shop"}],
+                "to": [{"group": "", "kind": "Service"}],
             },
         },
     ]
