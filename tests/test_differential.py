@@ -53,6 +53,7 @@ from meshctl.model import (
     VirtualNode,
 )
 from meshctl.model.authz import AuthorizationPolicy, AuthzAction, AuthzPolicySpec, AuthzRule, AuthzSource, AuthzTarget
+from meshctl.model.gateway import BackendRef, GatewayRouteSpec, GatewayRule, HTTPRoute, ParentRef
 from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
@@ -90,10 +91,19 @@ def _edit(model: Model, draw) -> Model:
                 "node",
                 "service",
                 "policy",
+                "httproute",
             ]
         )
     )
     i = draw(st.integers(0, N - 1))
+    if kind == "httproute":  # a Gateway API route on svc-i, to Service ports (their EndpointSlices), or gone
+        http_routes = dict(model.http_routes)
+        hkey = ObjectKey("HTTPRoute", NS, f"h-{i}")
+        if hkey in http_routes and draw(st.booleans()):
+            del http_routes[hkey]
+        else:
+            http_routes[hkey] = _http_route(i, draw)
+        return _with(model, draw, http_routes=http_routes)
     if kind == "policy":
         policies = dict(model.authorization_policies)
         key = ObjectKey("AuthorizationPolicy", NS, f"p-{i}")
@@ -168,6 +178,17 @@ def _edit(model: Model, draw) -> Model:
             meta=meshgen.Meta(namespace=NS, name=f"svc-{i}"), ports=(ServicePort(name="http", port=port),)
         )
     return _with(model, draw, services=services)
+
+
+def _http_route(i: int, draw) -> HTTPRoute:
+    backends = tuple(
+        BackendRef(group="", kind="Service", namespace=NS, name=f"svc-{j}", port=draw(st.sampled_from([80, 8000])))
+        for j in draw(st.lists(st.integers(0, N), min_size=0, max_size=2, unique=True))  # (svc-N does not exist)
+    )
+    parent = ParentRef(group="", kind="Service", namespace=NS, name=f"svc-{i}", port=draw(st.sampled_from([None, 80])))
+    rule = GatewayRule(name=None, matches=(HttpMatch(prefix=draw(st.sampled_from(["/", "/a"]))),), backends=backends)
+    spec = GatewayRouteSpec(parents=(parent,), rules=(rule,))
+    return HTTPRoute(meta=meshgen.Meta(namespace=NS, name=f"h-{i}"), spec=spec)
 
 
 def _policy(i: int, draw) -> AuthorizationPolicy:

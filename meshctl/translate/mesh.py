@@ -160,6 +160,7 @@ class MeshIR:
             if ordered:
                 routes_by_service[svc] = ordered
         _mark_shadowed(statuses, routes_by_service, affected)
+        _mark_overridden(statuses, routes_by_service, self.gamma, self.services, affected)
         # Outbound TCP listeners (and so port conflicts) depend on tcpRoutes only: skip the scan for HTTP changes.
         tcp_changed = any(
             p.ir.tcp for p in (self.route_placement.get(k) for k in changed_routes) if p is not None
@@ -284,6 +285,7 @@ def translate_mesh(
     gamma = translate_gamma(model, nodes, _http_routes(fallback))
     for key, st in gamma.statuses.items():
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
+    _mark_overridden(status_by_key, routes_by_service, gamma, services, routes_by_service.keys())
     accepted.update(gamma.accepted)
     clusters, service_endpoints = _with_service_clusters(clusters, gamma, nodes, services, routes_by_service, model)
     namespace_defaults = {k.name: ns.authz_default for k, ns in model.namespaces.items() if ns.authz_default}
@@ -668,6 +670,46 @@ def _mark_shadowed(
                 kept += (condition,)
             if kept != status.conditions:
                 statuses[key] = replace(status, conditions=_VALID_AND_RESOLVED if kept == _VALID_AND_RESOLVED else kept)
+
+
+def _mark_overridden(
+    statuses: dict[ObjectKey, ObjectStatus],
+    routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    gamma: GammaIR,
+    services: Mapping[ObjectKey, Service],
+    touched: Iterable[ObjectKey],
+) -> None:
+    """Reachable=False (every port) or Unknown (some ports) on the HTTP Routes of a Service whose ports have Gateway
+    API producer routes: for a port, those win (docs/gateway-api.md), so these Routes apply to its other ports only.
+    Runs after ``_mark_shadowed``, which clears Reachable first."""
+    for svc in touched:
+        service = services.get(svc)
+        if service is None or svc not in gamma.services():
+            continue
+        ports = [p.port for p in service.ports if p.port]
+        taken = [p for p in ports if gamma.routes_for(svc, p, svc.namespace)]
+        if not taken:
+            continue
+        rest = [p for p in ports if p not in taken]
+        owners = sorted({r.name.split("/rule-")[0] for p in taken for r in gamma.routes_for(svc, p, svc.namespace)})
+        message = (
+            f"Gateway API routes ({', '.join(owners)}) route port(s) {', '.join(map(str, taken))} of Service "
+            f"{svc.name}: this Route applies to "
+            + (f"port(s) {', '.join(map(str, rest))} only" if rest else "none of its ports")
+        )
+        for r in routes_by_service.get(svc, ()):
+            key = _route_key(r)
+            status = statuses.get(key)
+            if r.tcp or status is None:
+                continue
+            condition = Condition(
+                type="Reachable",
+                status=ConditionStatus.UNKNOWN if rest else ConditionStatus.FALSE,
+                reason="OverriddenByHTTPRoute",
+                message=_at(status.origin, message),
+            )
+            kept = tuple(c for c in status.conditions if c.type != "Reachable")
+            statuses[key] = replace(status, conditions=(*kept, condition))
 
 
 _DEFAULTS = SidecarParams(virtual_node=None)
