@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import grpc
 import pytest
 import pytest_asyncio
 import yaml
@@ -38,6 +39,7 @@ from tests.conftest import Mesh, Sidecar, eventually
 from tests.manifests import write
 
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "gateway-api"
+ECHO = "/proto.EchoTestService/Echo"  # (Istio echo's service; our backends answer any method)
 MESH_NS = "gateway-conformance-mesh"
 CONSUMER_NS = "gateway-conformance-mesh-consumer"
 
@@ -47,7 +49,6 @@ SKIPPED = {
     "harness sends to the sidecar's egress port and routes by Host",
     "MeshFrontend": "its second case calls a pod IP directly, which only traffic capture can intercept (see "
     "MeshFrontendHostname)",
-    "MeshGRPCRouteWeight": "GRPCRoute over gRPC echo backends is not replayed yet",
 }
 # Transcribed expectations upstream's mesh rule never compares and that are wrong as written: not compared here.
 NOT_COMPARED = {
@@ -78,8 +79,30 @@ def _selected(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+async def _grpc_echo(pod: str, port: int) -> grpc.aio.Server:
+    """The pod's gRPC echo: any method, answered with the pod's name (what the Istio echo's Hostname= says)."""
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return pod.encode()
+
+    handler = grpc.unary_unary_rpc_method_handler(echo, request_deserializer=None, response_serializer=None)
+
+    class AnyMethod(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return handler
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((AnyMethod(),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+servers: list[grpc.aio.Server] = []
+
+
 async def _setup(mesh: Mesh) -> list[dict[str, Any]]:
-    """The base fixtures as meshctl reads them; starts an echo backend per Pod."""
+    """The base fixtures as meshctl reads them; starts an echo backend (HTTP and gRPC) per Pod."""
     docs = _docs(CONFORMANCE / "mesh" / "manifests.yaml")
     out: list[dict[str, Any]] = [d for d in docs if d["kind"] in ("Namespace", "Service")]
     services = [d for d in docs if d["kind"] == "Service"]
@@ -88,17 +111,19 @@ async def _setup(mesh: Mesh) -> list[dict[str, Any]]:
         labels = dep["spec"]["template"]["metadata"]["labels"]
         for i in range(dep["spec"].get("replicas", 1)):
             pod = f"{name}-6b7f9c5d8-{i:05d}"
-            port = free_port()
+            port, grpc_port = free_port(), free_port()
             mesh._runners.append(await start_echo(Echo(pod=pod, namespace=ns), port))
+            servers.append(await _grpc_echo(pod, grpc_port))
             meta = {"name": pod, "namespace": ns, "labels": labels}
             out.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta})
             for svc in services:
                 if svc["metadata"]["namespace"] != ns or not _selected(svc["spec"].get("selector", {}), labels):
                     continue
+                targets = {8080: port, 7070: grpc_port}  # the echo's HTTP and gRPC ports
                 ports = [
-                    {"name": p["name"], "port": port, "protocol": "TCP"}
+                    {"name": p["name"], "port": targets[target], "protocol": "TCP"}
                     for p in svc["spec"]["ports"]
-                    if p.get("targetPort", p["port"]) == 8080  # the echo's HTTP port
+                    if (target := p.get("targetPort", p["port"])) in targets
                 ]
                 out.append(
                     {
@@ -150,10 +175,30 @@ async def harness(tmp_path_factory: pytest.TempPathFactory):
     finally:
         await h.session.close()
         await mesh.stop()
+        for server in servers:
+            await server.stop(None)
+        servers.clear()
+
+
+async def _send_grpc(h: Harness, case: dict[str, Any], client_ns: str) -> tuple[int, dict[str, Any] | None, Any]:
+    """A gRPC call through the sidecar with the case's authority; OK is 200 (upstream's mapping), the pod its name."""
+    host = case["request"].get("host") or "echo:7070"
+    sidecar = h.sidecars[client_ns]
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{sidecar.egress_port}", options=[("grpc.default_authority", host)]
+    ) as channel:
+        call = channel.unary_unary(ECHO, request_serializer=None, response_deserializer=None)
+        try:
+            pod = await call(b"", timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return 500 + exc.code().value[0], None, {}
+    return 200, {"pod": pod.decode(), "headers": {}, "path": ""}, {}
 
 
 async def _send(h: Harness, case: dict[str, Any], client_ns: str) -> tuple[int, dict[str, Any] | None, Any]:
     req = case["request"]
+    if req.get("protocol") == "grpc":
+        return await _send_grpc(h, case, client_ns)
     host = req.get("host") or "echo"
     if isinstance(host, dict):
         host = "echo"
