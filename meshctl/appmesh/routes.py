@@ -1,7 +1,8 @@
 """App Mesh route bodies (httpRoute, http2Route, grpcRoute, tcpRoute) -> ours.
 
 Matches, weighted targets, retry policies and timeouts have the same field names and meaning in both; what
-differs is reported: ``scheme`` and ``port`` matches, targets given by ARN, and App Mesh's implicit retry policy.
+differs is reported: ``scheme`` matches, targets given by ARN, and App Mesh's implicit retry policy. A ``port``
+match is kept: our Routes match the Service port too.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ __all__ = ["ROUTE_KINDS", "convert_route_body"]
 
 # App Mesh route kind -> ours. http2Route is an httpRoute to HTTP/2 targets (our httpRoute reaches http2 listeners).
 ROUTE_KINDS = {"httpRoute": "httpRoute", "http2Route": "httpRoute", "grpcRoute": "grpcRoute", "tcpRoute": "tcpRoute"}
-_HTTP_MATCH = ("prefix", "path", "headers", "method", "queryParameters")
-_GRPC_MATCH = ("serviceName", "methodName", "metadata")
-_MATCH_DROPPED = {
-    "scheme": "the route matches any scheme",
-    "port": "the route applies on every port of the Service",
-}
+_HTTP_MATCH = ("prefix", "path", "headers", "method", "queryParameters", "port")
+_GRPC_MATCH = ("serviceName", "methodName", "metadata", "port")
+_MATCH_DROPPED = {"scheme": "the route matches any scheme"}
 _RETRY = ("httpRetryEvents", "tcpRetryEvents", "grpcRetryEvents", "maxRetries", "perRetryTimeout")
 _TIMEOUT = ("perRequest", "idle")
 
@@ -38,7 +36,9 @@ def convert_route_body(
     out: dict[str, Any] = {}
     if ours == "tcpRoute":
         if src.get("match"):
-            report.copy_known(src["match"], (), subject, f"{path}.match", _MATCH_DROPPED)
+            match = report.copy_known(src["match"], ("port",), subject, f"{path}.match", _MATCH_DROPPED)
+            if match:
+                out["match"] = match
     elif ours == "grpcRoute":
         if src.get("match") is not None:
             out["match"] = report.copy_known(src["match"], _GRPC_MATCH, subject, f"{path}.match", _MATCH_DROPPED)

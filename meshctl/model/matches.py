@@ -44,3 +44,5 @@ class HttpMatch:
     headers: tuple[HeaderMatch, ...] = ()
     query_parameters: tuple[QueryParameterMatch, ...] = ()
     grpc: bool = False  # only gRPC requests (content-type application/grpc): set for every grpcRoute
+    # App Mesh's match.port: only calls to this port of the Service (a virtual host per port); not an Envoy match
+    port: int | None = None

@@ -63,7 +63,11 @@ def parse_route_spec(
     if errors or service is None or http is None:
         return None, errors
     spec = RouteSpec(
-        service=service, http_route=http, priority=priority, grpc=kinds[0] == "grpcRoute", tcp=kinds[0] == "tcpRoute"
+        service=service,
+        http_route=http,
+        priority=priority,
+        grpc=kinds[0] == "grpcRoute",
+        tcp=kinds[0] == "tcpRoute",
     )
     if warnings is not None:
         warnings.extend(field_warnings(f))
@@ -97,10 +101,12 @@ def _tcp_route(f: Fields, namespace: str) -> HttpRoute | None:
         for unsupported in ("perRequest",):
             if tf.has(unsupported):
                 tf.error(unsupported, "does not apply to a tcpRoute (only idle does)")
+    mf = f.obj("match")
+    port = mf.integer("port", minimum=1, maximum=65535) if mf else None
     if not targets:
         return None
     timeout = ListenerTimeout(idle_ms=idle) if idle is not None else None
-    return HttpRoute(match=HttpMatch(prefix="/"), weighted_targets=targets, timeout=timeout)
+    return HttpRoute(match=HttpMatch(prefix="/", port=port), weighted_targets=targets, timeout=timeout)
 
 
 def _grpc_route(f: Fields, namespace: str) -> HttpRoute | None:
@@ -120,11 +126,12 @@ def _grpc_match(f: Fields) -> HttpMatch | None:
             f.error(key, f"must be a non-empty name without '/', got {value!r}")
             return None
     headers = tuple(h for hf in f.objects("metadata") if (h := _header(hf)))
+    port = f.integer("port", minimum=1, maximum=65535)
     if service is None:
-        return HttpMatch(prefix="/", headers=headers, grpc=True)
+        return HttpMatch(prefix="/", headers=headers, grpc=True, port=port)
     if method is None:
-        return HttpMatch(prefix=f"/{service}/", headers=headers, grpc=True)
-    return HttpMatch(path_exact=f"/{service}/{method}", headers=headers, grpc=True)
+        return HttpMatch(prefix=f"/{service}/", headers=headers, grpc=True, port=port)
+    return HttpMatch(path_exact=f"/{service}/{method}", headers=headers, grpc=True, port=port)
 
 
 def _http_match(f: Fields) -> HttpMatch | None:
@@ -151,7 +158,13 @@ def _http_match(f: Fields) -> HttpMatch | None:
     headers = (*((host,) if host else ()), *headers, *cookies)
     query = tuple(q for qf in f.objects("queryParameters") if (q := _query(qf)))
     return HttpMatch(
-        prefix=prefix, path_exact=exact, path_regex=regex, method=method, headers=headers, query_parameters=query
+        prefix=prefix,
+        path_exact=exact,
+        path_regex=regex,
+        method=method,
+        headers=headers,
+        query_parameters=query,
+        port=f.integer("port", minimum=1, maximum=65535),
     )
 
 

@@ -486,7 +486,10 @@ def _route_ir(
     key: ObjectKey, spec: RouteSpec, model: Model, nodes: Mapping[ObjectKey, VirtualNodeSpec]
 ) -> tuple[RouteIR | None, list[FieldError]]:
     errors: list[FieldError] = []
-    if ObjectKey("Service", key.namespace, spec.service) not in model.services:
+    http = spec.http_route
+    kind = "tcpRoute" if spec.tcp else "grpcRoute" if spec.grpc else "httpRoute"
+    service = model.services.get(ObjectKey("Service", key.namespace, spec.service))
+    if service is None:
         errors.append(
             FieldError(
                 path="spec.serviceRef.name",
@@ -494,9 +497,15 @@ def _route_ir(
                 unresolved_ref=True,
             )
         )
-    http = spec.http_route
+    elif http.match.port is not None and all(p.port != http.match.port for p in service.ports):
+        ports = ", ".join(str(p.port) for p in service.ports) or "none"
+        errors.append(
+            FieldError(
+                path=f"spec.{kind}.match.port",
+                message=f"Service {spec.service} has no port {http.match.port} (its ports: {ports})",
+            )
+        )
     weighted: list[WeightedClusterIR] = []
-    kind = "tcpRoute" if spec.tcp else "grpcRoute" if spec.grpc else "httpRoute"
 
     def at(i: int) -> str:  # a target's field path, made only for an error (10,000 Routes, 20,000 targets)
         return f"spec.{kind}.action.weightedTargets[{i}]"
@@ -633,7 +642,24 @@ def _is_blocked(spec: VirtualNodeSpec | RouteSpec | None, block: Blocked | None)
 
 def shadowed_routes(service: ObjectKey, routes: list[RouteIR]) -> list[Shadowing]:
     """The shadowing findings among one Service's HTTP routes (in evaluation order); witnesses use the Host
-    ``name.namespace``, which reaches the Service from every namespace."""
+    ``name.namespace``, which reaches the Service from every namespace. Routes with a port match only compete with
+    those of their port (and those without one): a route is shadowed when it is on every port it serves."""
+    ports = sorted({r.match.port for r in routes if r.match.port is not None})
+    if not ports:
+        return _shadowed_among(service, routes)
+    groups = [[r for r in routes if r.match.port in (None, p)] for p in ports]
+    groups.append([r for r in routes if r.match.port is None])  # the Service's other ports
+    found: dict[str, list[Shadowing]] = {}
+    memberships: dict[str, int] = {}
+    for group in groups:
+        for r in group:
+            memberships[r.name] = memberships.get(r.name, 0) + 1
+        for finding in _shadowed_among(service, group) if len(group) > 1 else ():
+            found.setdefault(finding.route, []).append(finding)
+    return [fs[0] for name, fs in found.items() if len(fs) == memberships[name]]
+
+
+def _shadowed_among(service: ObjectKey, routes: list[RouteIR]) -> list[Shadowing]:
     rules = tuple(
         RouteRule(r.name, match_from_model(r.match), tuple(Target(c.cluster, c.weight) for c in r.clusters))
         for r in routes

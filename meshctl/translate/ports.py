@@ -83,8 +83,12 @@ def tcp_backends(
     for backend in sorted(spec.backends, key=lambda b: (b.namespace, b.name)):
         svc_key = ObjectKey("Service", backend.namespace, backend.name)
         service = services.get(svc_key)
-        tcp_route = next((r for r in routes_by_service.get(svc_key, ()) if r.tcp), None)
-        if service is None or tcp_route is None:
-            continue  # TCP cannot match: the first tcpRoute in order wins
-        out.extend((svc_key, port, tcp_route) for port in sorted({p.port for p in service.ports if p.port}))
+        tcp_routes = [r for r in routes_by_service.get(svc_key, ()) if r.tcp]
+        if service is None or not tcp_routes:
+            continue
+        for port in sorted({p.port for p in service.ports if p.port}):
+            # TCP cannot match: the first tcpRoute in order for the port (its match.port, or none) wins
+            tcp_route = next((r for r in tcp_routes if r.match.port in (None, port)), None)
+            if tcp_route is not None:
+                out.append((svc_key, port, tcp_route))
     return out

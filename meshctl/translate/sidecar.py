@@ -109,7 +109,8 @@ def service_virtual_hosts(
     gamma = {p: routes for p in ports if (routes := mesh.gamma.routes_for(svc_key, p, client_namespace))}
     routed = declared and svc_key in mesh.routes_by_service  # (a Service with only a tcpRoute has no HTTP host)
     own = tuple(r for r in mesh.routes_by_service.get(svc_key, ()) if not r.tcp) if routed else ()
-    if not gamma:
+    by_port = any(r.match.port is not None for r in own)  # App Mesh's match.port: a virtual host per port
+    if not gamma and not by_port:
         if routed:
             vh = service_virtual_host(mesh, svc_key, client_namespace)
             return (vh,) if vh is not None else ()
@@ -119,7 +120,8 @@ def service_virtual_hosts(
     hosts = _hosts(service, client_namespace)
     out = []
     for port in ports:
-        routes = gamma.get(port) or own or (default_routes(svc_key, port) if declared and not routed else ())
+        mine = tuple(r for r in own if r.match.port in (None, port))
+        routes = gamma.get(port) or mine or (default_routes(svc_key, port) if declared and not routed else ())
         if not routes:
             continue
         domains = (*(hosts if port == bare else ()), *(f"{h}:{port}" for h in hosts))
@@ -148,8 +150,14 @@ def _hosts(service: Service, client_namespace: str) -> list[str]:
 
 
 def _plain(mesh: MeshIR, svc: ObjectKey) -> bool:
-    """The Service's callers get the one virtual host of its Routes (no Gateway API route, no default route)."""
-    return svc in mesh.routes_by_service and svc not in mesh.gamma.services()
+    """The Service's callers get the one virtual host of its Routes (no Gateway API route, no default route, no
+    port match)."""
+    routes = mesh.routes_by_service.get(svc)
+    return (
+        routes is not None
+        and svc not in mesh.gamma.services()
+        and all(r.match.port is None for r in routes)
+    )
 
 
 def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
