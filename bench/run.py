@@ -22,6 +22,7 @@ BENCHMARKS = {
     "identity": ("10. Workload identities: issuing, a rotation wave", "bench.identity"),
     "tokenreconnect": ("11. Token-authenticated proxies back after a control-plane restart", "bench.tokenreconnect"),
     "authz": ("12. Authorization policies: translation and propagation", "bench.authz"),
+    "gamma": ("13. Gateway API routes (GAMMA) against Routes: translation and propagation", "bench.gamma"),
 }
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "service_cluster_endpoints",
     "service_cluster_name",
     "service_of_cluster",
+    "slices_by_service",
     "update_endpoints",
     "update_nodes",
 ]
@@ -72,17 +73,33 @@ def service_of_cluster(name: str) -> tuple[ObjectKey, int] | None:
     return ObjectKey("Service", namespace, service), int(port)
 
 
+def slices_by_service(slices: Mapping[ObjectKey, EndpointSlice]) -> dict[tuple[str, str], list[EndpointSlice]]:
+    """(namespace, Service name) -> its EndpointSlices: one pass, for the Service-port clusters of a full build."""
+    out: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for key, es in slices.items():
+        out.setdefault((key.namespace, es.service_name), []).append(es)
+    return out
+
+
 def service_cluster_endpoints(
-    service: Service, port: int, slices: Mapping[ObjectKey, EndpointSlice]
+    service: Service,
+    port: int,
+    slices: Mapping[ObjectKey, EndpointSlice],
+    by_service: Mapping[tuple[str, str], list[EndpointSlice]] | None = None,
 ) -> tuple[EndpointIR, ...]:
     """The endpoints of one Service port: the EndpointSlices labelled with the Service's name, on the slice port
-    named like the Service port (Kubernetes' own rule; an unnamed port matches the unnamed slice port)."""
+    named like the Service port (Kubernetes' own rule; an unnamed port matches the unnamed slice port).
+    ``by_service``: ``slices_by_service(slices)``, when many Services are looked up at once."""
     wanted = next((p for p in service.ports if p.port == port), None)
     if wanted is None:
         return ()
     found: set[EndpointIR] = set()
     ns, name = service.meta.namespace, service.meta.name
-    for es in names_in(slices, "EndpointSlice", ns).values():
+    if by_service is not None:
+        candidates: Iterable[EndpointSlice] = by_service.get((ns, name), ())
+    else:
+        candidates = names_in(slices, "EndpointSlice", ns).values()
+    for es in candidates:
         if es.service_name != name:
             continue
         target = next((p.port for p in es.ports if p.name == wanted.name), None)

@@ -43,7 +43,16 @@ from meshctl.translate.ir import (
     WeightedClusterIR,
 )
 
-__all__ = ["CONTROLLER_NAME", "GammaIR", "GammaKey", "parents_document", "service_cluster", "translate_gamma"]
+__all__ = [
+    "CONTROLLER_NAME",
+    "GammaIR",
+    "GammaKey",
+    "MtlsIndex",
+    "mtls_index",
+    "parents_document",
+    "service_cluster",
+    "translate_gamma",
+]
 
 # status.parents[].controllerName: the controller that wrote the entry.
 CONTROLLER_NAME = "mesh.meshctl.dev/controller"
@@ -65,6 +74,7 @@ class GammaIR:
     clusters: Mapping[str, ClusterIR] = field(default_factory=dict)  # the Service ports the routes reach
     statuses: Mapping[ObjectKey, ObjectStatus] = field(default_factory=dict)
     accepted: Mapping[ObjectKey, HTTPRoute] = field(default_factory=dict)
+    routed_services: frozenset[ObjectKey] = frozenset()  # the Services with any route (GammaKey.service)
 
     def routes_for(self, service: ObjectKey, port: int, caller_namespace: str) -> tuple[RouteIR, ...]:
         """The routes a caller in ``caller_namespace`` gets for calls to ``service`` on ``port``: its namespace's
@@ -80,8 +90,8 @@ class GammaIR:
                 return found
         return ()
 
-    def services(self) -> set[ObjectKey]:
-        return {k.service for k in self.routes}
+    def services(self) -> frozenset[ObjectKey]:
+        return self.routed_services
 
 
 _GOOD = Condition(type="Accepted", status=ConditionStatus.TRUE, reason="Accepted", message="accepted")
@@ -97,6 +107,7 @@ def translate_gamma(
     if not model.http_routes:
         return GammaIR()
     grants = tuple(model.reference_grants.values())
+    index = mtls_index(nodes)
     placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]] = []
     clusters: dict[str, ClusterIR] = {}
     statuses: dict[ObjectKey, ObjectStatus] = {}
@@ -127,7 +138,7 @@ def translate_gamma(
                     "Accepted", "NoMatchingParent", f"Service {parent.name} has no port {parent.port}"
                 )
             if served is not None and served.spec is not None and service is not None:
-                problems = _place(served, parent, service, model, grants, nodes, placed, clusters)
+                problems = _place(served, parent, service, model, grants, index, placed, clusters)
                 if problems:
                     reason, message = problems[0]
                     resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
@@ -149,7 +160,13 @@ def translate_gamma(
         if gk.port:  # a port's routes and the whole Service's compete in one order
             items.extend(grouped.get(GammaKey(gk.service, 0, gk.consumer_namespace), ()))
     routes = {gk: tuple(ir for _, ir in sorted(items, key=lambda t: t[0])) for gk, items in grouped.items()}
-    return GammaIR(routes=routes, clusters=clusters, statuses=statuses, accepted=accepted)
+    return GammaIR(
+        routes=routes,
+        clusters=clusters,
+        statuses=statuses,
+        accepted=accepted,
+        routed_services=frozenset(k.service for k in routes),
+    )
 
 
 def _service_parents(route: HTTPRoute | None) -> tuple[ParentRef, ...]:
@@ -190,7 +207,7 @@ def _place(
     service: Service,
     model: Model,
     grants: tuple[ReferenceGrant, ...],
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    index: MtlsIndex,
     placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]],
     clusters: dict[str, ClusterIR],
 ) -> list[tuple[str, str]]:
@@ -203,7 +220,7 @@ def _place(
     grpc = route.spec.grpc
     for i, rule in enumerate(route.spec.rules):
         weighted = tuple(
-            _weighted(b, route, model, grants, nodes, clusters, problems, grpc, f"spec.rules[{i}].backendRefs[{j}]")
+            _weighted(b, route, model, grants, index, clusters, problems, grpc, f"spec.rules[{i}].backendRefs[{j}]")
             for j, b in enumerate(rule.backends)
         )
         mirrors = tuple(
@@ -215,7 +232,7 @@ def _place(
                     route,
                     model,
                     grants,
-                    nodes,
+                    index,
                     clusters,
                     problems,
                     grpc,
@@ -295,13 +312,13 @@ def _weighted(
     route: HTTPRoute,
     model: Model,
     grants: tuple[ReferenceGrant, ...],
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    index: MtlsIndex,
     clusters: dict[str, ClusterIR],
     problems: list[tuple[str, str]],
     grpc: bool,
     path: str,
 ) -> WeightedClusterIR:
-    cluster = _cluster(backend, route, model, grants, nodes, clusters, problems, grpc, path)
+    cluster = _cluster(backend, route, model, grants, index, clusters, problems, grpc, path)
     return WeightedClusterIR(
         cluster=cluster,
         weight=backend.weight,
@@ -315,7 +332,7 @@ def _cluster(
     route: HTTPRoute,
     model: Model,
     grants: tuple[ReferenceGrant, ...],
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    index: MtlsIndex,
     clusters: dict[str, ClusterIR],
     problems: list[tuple[str, str]],
     grpc: bool,
@@ -349,28 +366,51 @@ def _cluster(
         return INVALID_BACKEND
     name = service_cluster_name(backend.namespace, backend.name, backend.port)
     if name not in clusters:
-        clusters[name] = service_cluster(service, backend.port, nodes, grpc=grpc)
+        clusters[name] = service_cluster(service, backend.port, {}, grpc=grpc, index=index)
     return name
 
 
 _H2C = ("kubernetes.io/h2c", "h2c", "http2")
 
 
+MtlsIndex = Mapping[tuple[str, str, str], tuple[VirtualNodeSpec, ...]]
+
+
+def mtls_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> MtlsIndex:
+    """(namespace, label, value) -> the VirtualNodes with a listener that takes mTLS whose selector has that label:
+    a Service-port cluster looks only at nodes sharing a selector label with its Service (one pass per build)."""
+    out: dict[tuple[str, str, str], list[VirtualNodeSpec]] = {}
+    for key, spec in nodes.items():
+        if any(li.accepts_mtls for li in spec.listeners):
+            for label, value in spec.pod_selector.items():
+                out.setdefault((key.namespace, label, value), []).append(spec)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def service_cluster(
-    service: Service, port: int, nodes: Mapping[ObjectKey, VirtualNodeSpec], *, grpc: bool = False
+    service: Service,
+    port: int,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    *,
+    grpc: bool = False,
+    index: MtlsIndex | None = None,
 ) -> ClusterIR:
     """The cluster of a Service port. Its protocol is the port's appProtocol (h2c, grpc) or, for a GRPCRoute, gRPC;
-    callers originate mTLS to it when a VirtualNode that may select its pods takes mTLS on the target port."""
+    callers originate mTLS to it when a VirtualNode that may select its pods (its selector shares a label with the
+    Service's and agrees on every label both name) takes mTLS on the target port."""
     sp = next(p for p in service.ports if p.port == port)
     app = (sp.app_protocol or "").lower()
     protocol = Protocol.GRPC if grpc or app == "grpc" else Protocol.HTTP2 if app in _H2C else Protocol.HTTP
     target = sp.target_port if isinstance(sp.target_port, int) else sp.port if sp.target_port is None else None
     tls = None
-    for key, spec in nodes.items():
-        if key.namespace != service.meta.namespace or not service.selector or not _overlap(spec, service):
-            continue
-        if any(li.accepts_mtls and (target is None or li.port == target) for li in spec.listeners):
-            tls = UpstreamTlsIR(namespace=service.meta.namespace)
+    found = index if index is not None else mtls_index(nodes)
+    ns = service.meta.namespace
+    candidates = (spec for item in service.selector.items() for spec in found.get((ns, *item), ()))
+    for spec in candidates:
+        if _overlap(spec, service) and any(
+            li.accepts_mtls and (target is None or li.port == target) for li in spec.listeners
+        ):
+            tls = UpstreamTlsIR(namespace=ns)
             break
     return ClusterIR(
         name=service_cluster_name(service.meta.namespace, service.meta.name, port), protocol=protocol, tls=tls

@@ -37,10 +37,11 @@ from meshctl.translate.endpoints import (
     service_cluster_endpoints,
     service_cluster_name,
     service_of_cluster,
+    slices_by_service,
     update_endpoints,
     update_nodes,
 )
-from meshctl.translate.gamma import GammaIR, service_cluster, translate_gamma
+from meshctl.translate.gamma import GammaIR, mtls_index, service_cluster, translate_gamma
 from meshctl.translate.ir import (
     AuthzIR,
     Blocked,
@@ -172,12 +173,13 @@ class MeshIR:
         unrouted = [s for s in sorted(affected) if s not in routes_by_service and s in self.services]
         if unrouted:  # their callers now take the default routes: the Service ports' clusters must exist
             clusters, service_endpoints = dict(clusters), dict(service_endpoints)
+            index = mtls_index(self.virtual_nodes)
             for svc in unrouted:
                 service = self.services[svc]
                 for sp in service.ports:
                     name = service_cluster_name(svc.namespace, svc.name, sp.port)
                     if sp.port and name not in clusters:
-                        clusters[name] = service_cluster(service, sp.port, self.virtual_nodes)
+                        clusters[name] = service_cluster(service, sp.port, self.virtual_nodes, index=index)
                         service_endpoints[name] = service_cluster_endpoints(service, sp.port, model.endpoint_slices)
         mesh = replace(
             self,
@@ -333,19 +335,22 @@ def _with_service_clusters(
         for b in spec.backends
         if (svc := ObjectKey("Service", b.namespace, b.name)) not in routes_by_service and svc in services
     }
+    index = mtls_index(nodes) if unrouted else {}
     for svc in sorted(unrouted):
         service = services[svc]
         for sp in service.ports:
             if sp.port:
                 name = service_cluster_name(svc.namespace, svc.name, sp.port)
-                extra.setdefault(name, service_cluster(service, sp.port, nodes))
+                if name not in extra:
+                    extra[name] = service_cluster(service, sp.port, nodes, index=index)
     if not extra:
         return clusters, {}
     endpoints = {}
+    by_service = slices_by_service(model.endpoint_slices)
     for name in extra:
         found = service_of_cluster(name)
         assert found is not None
-        endpoints[name] = service_cluster_endpoints(services[found[0]], found[1], model.endpoint_slices)
+        endpoints[name] = service_cluster_endpoints(services[found[0]], found[1], model.endpoint_slices, by_service)
     return {**clusters, **extra}, endpoints
 
 
