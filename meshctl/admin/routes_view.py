@@ -20,7 +20,7 @@ from meshctl.translate.authz import decide
 from meshctl.translate.endpoints import cluster_listener, is_service_cluster, service_of_cluster
 from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
 from meshctl.translate.mesh import MeshIR
-from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_host, translate_sidecar
+from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_hosts, translate_sidecar
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.cluster import build_cluster
 from meshctl.xds.envoy.route import build_route_configuration
@@ -149,13 +149,15 @@ def routes_document(
             hosts = _hosts_from_ir(list(sidecar.virtual_hosts))
         origin = "snapshot" if snap is not None else "translated"
     else:
-        services = [wanted] if wanted else sorted(mesh.routes_by_service)
-        irs = [vh for svc in services if (vh := service_virtual_host(mesh, svc, svc.namespace)) is not None]
+        # As a caller in the Service's namespace that declares it sees it: Routes, Gateway API routes, per port.
+        services = [wanted] if wanted else sorted(mesh.routes_by_service.keys() | mesh.gamma.services())
+        irs = [vh for svc in services for vh in service_virtual_hosts(mesh, svc, svc.namespace, declared=True)]
         hosts = _hosts_from_ir(irs)
         clusters = dict(mesh.clusters)
         origin = "mesh"
-    if wanted is not None:
-        hosts = tuple(h for h in hosts if h.name == f"{wanted.namespace}/{wanted.name}")
+    if wanted is not None:  # its one virtual host, or one per port (``ns/name:port``)
+        own = f"{wanted.namespace}/{wanted.name}"
+        hosts = tuple(h for h in hosts if h.name == own or h.name.startswith(own + ":"))
     used = sorted({t.cluster for h in hosts for r in h.routes for t in r.targets})
     source_key = _key("VirtualNode", source) if source else None
     callers: list[str] = []

@@ -43,8 +43,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "shift",
         help="change a Route's weights (shows the change first; --wait: until every affected proxy ACKed it)",
     )
-    p.add_argument("route", help="the Route, NAME or NAMESPACE/NAME")
-    p.add_argument("--to", required=True, help="new weights, NODE=WEIGHT[,NODE=WEIGHT...], summing to 100")
+    p.add_argument(
+        "route",
+        help="the Route, NAME or NAMESPACE/NAME; a Gateway API route: httproute/NAME or grpcroute/NAMESPACE/NAME",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        help="new weights, NODE=WEIGHT[,NODE=WEIGHT...] summing to 100 (for an HTTPRoute: SERVICE=WEIGHT)",
+    )
+    p.add_argument("--rule", type=int, help="an HTTPRoute's rule whose backendRefs to shift (default: the only one)")
     p.add_argument("-n", "--namespace", help="namespace of unqualified names (default: default)")
     p.add_argument("--dry-run", action="store_true", help="print the change, write nothing")
     p.add_argument("--wait", action="store_true", help="return once every affected proxy ACKed the change")

@@ -13,7 +13,7 @@ from typing import Any
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.inspect import group_node
 from meshctl.cli.routes import qualified
-from meshctl.cli.writers import KubernetesWriter, ManifestWriter, RouteWriter, route_targets
+from meshctl.cli.writers import GATEWAY_KINDS, KubernetesWriter, ManifestWriter, RouteWriter, route_targets
 from meshctl.routing.table import route_from_json
 from meshctl.translate.endpoints import virtual_node_of
 
@@ -47,12 +47,17 @@ class Shift:
     name: str
     service: str  # namespace/name
     match: str
-    before: dict[str, int]  # namespace/virtualnode -> weight
+    before: dict[str, int]  # namespace/virtualnode (a Gateway API route's: namespace/service) -> weight
     after: dict[str, int]
     writer: RouteWriter
+    kind: str = "Route"  # or HTTPRoute / GRPCRoute: ``rule``'s backendRefs are shifted
+    rule: int | None = None
 
     @property
     def key(self) -> str:
+        """The route's name as the control plane serves it (a Gateway API rule's first match)."""
+        if self.rule is not None:
+            return f"{self.kind}/{self.namespace}/{self.name}/rule-{self.rule}/match-0"
         return f"{self.namespace}/{self.name}"
 
     def describe(self) -> list[str]:
@@ -62,11 +67,12 @@ class Shift:
 
         nodes = list(dict.fromkeys([*self.before, *self.after]))
         moves = [f"{n.split('/')[1]} {pct(self.before, n)} -> {pct(self.after, n)}" for n in nodes]
-        return [f"Route {self.key} ({self.service}, {self.match}): " + ", ".join(moves)]
+        what = f"{self.kind} {self.namespace}/{self.name}" + (f" rule {self.rule}" if self.rule is not None else "")
+        return [f"{what} ({self.service}, {self.match}): " + ", ".join(moves)]
 
     def targets(self, weights: dict[str, int]) -> list[dict[str, Any]]:
         """weightedTargets for ``weights``, keeping each existing target's other fields (port)."""
-        _, current = route_targets(self.writer.read())
+        _, current = route_targets(self.writer.read(), self.rule)
         out: list[dict[str, Any]] = []
         seen = set()
         for t in current:
@@ -77,7 +83,10 @@ class Shift:
             if node not in seen:
                 ns, _, name = node.partition("/")
                 ref = {"name": name} if ns == self.namespace else {"name": name, "namespace": ns}
-                out.append({"virtualNodeRef": ref, "weight": weight})
+                if self.rule is None:
+                    out.append({"virtualNodeRef": ref, "weight": weight})
+                else:  # a new backendRef: the port of the rule's first backend
+                    out.append({**ref, "port": current[0].get("port"), "weight": weight})
         return out
 
     def apply(self, weights: dict[str, int]) -> str:
@@ -85,8 +94,10 @@ class Shift:
 
 
 def _target_node(target: dict[str, Any], namespace: str) -> str:
-    """namespace/name of a weightedTarget's VirtualNode (the Route's namespace unless it names one)."""
-    ref = target.get("virtualNodeRef") or {}
+    """namespace/name of a weightedTarget's VirtualNode, or of a backendRef's Service (the route's namespace unless
+    it names one)."""
+    ref = target.get("virtualNodeRef") if "virtualNodeRef" in target else target
+    ref = ref or {}
     return f"{ref.get('namespace') or namespace}/{ref.get('name')}"
 
 
@@ -108,8 +119,57 @@ def _writer(args: argparse.Namespace, summary: dict[str, Any], route: dict[str, 
     raise CliError(f"cannot write Routes to a {source['kind']} source")
 
 
+def _plan_gateway_shift(args: argparse.Namespace, client: AdminClient, to: dict[str, int], kind: str) -> Shift:
+    """``httproute/NAME``: the weights of one rule's backendRefs (``--rule``, else the only rule with any)."""
+    route_key = qualified(args.route.split("/", 1)[1], args.namespace, kind.lower())
+    namespace, _, name = route_key.partition("/")
+    summary = client.get("/api/v1/summary")
+    objects = client.get("/api/v1/status")["objects"]
+    route = next((o for o in objects if o["kind"] == kind and f"{o['namespace']}/{o['name']}" == route_key), None)
+    if route is None:
+        raise CliError(f"{kind} {route_key} not found", code=1)
+    after = {qualified(n, namespace, "service"): w for n, w in to.items()}
+    for svc in after:  # (the routes view answers 404 for a Service the mesh does not know)
+        try:
+            client.get("/api/v1/routes", service=svc)
+        except CliError:
+            raise CliError(f"Service {svc} not found", code=1) from None
+    source = summary["source"]
+    rule = args.rule
+    if source["kind"] == "manifests":
+        probe: RouteWriter = ManifestWriter(Path(source["directory"]), route["origin"], namespace, name, kind, 0)
+    elif source["kind"] == "kubernetes":
+        probe = KubernetesWriter(args.kubeconfig, namespace, name, kind, 0)
+    else:
+        raise CliError(f"cannot write routes to a {source['kind']} source")
+    spec = probe.read()
+    rules: list[Any] = spec["rules"] if isinstance(spec.get("rules"), list) else []
+    if rule is None:
+        with_backends = [i for i, r in enumerate(rules) if isinstance(r, dict) and r.get("backendRefs")]
+        if len(with_backends) != 1:
+            raise CliError(
+                f"{kind} {route_key} has {len(with_backends)} rules with backendRefs: say which with --rule N"
+            )
+        rule = with_backends[0]
+    probe.rule = rule  # type: ignore[attr-defined]  # (both writers have it: the rule whose backendRefs change)
+    _, targets = route_targets(spec, rule)
+    before = {_target_node(t, namespace): int(t.get("weight", 1)) for t in targets}
+    parents = [p for p in route.get("parents", []) if p["parentRef"].get("kind") == "Service"]
+    if not parents:
+        raise CliError(f"{kind} {route_key} is attached to no Service of the mesh")
+    parent = parents[0]["parentRef"]
+    service = f"{parent['namespace']}/{parent['name']}"
+    shift = Shift(namespace, name, service, "", before, after, probe, kind=kind, rule=rule)
+    served = _served_route(client, shift.key, service)
+    shift.match = route_from_json(served).match.describe() if served is not None else "not served"
+    return shift
+
+
 def plan_shift(args: argparse.Namespace, client: AdminClient, to: dict[str, int]) -> Shift:
     """Checks the Route and the nodes exist and reads the current weights from where the Route is defined."""
+    kind = GATEWAY_KINDS.get(args.route.split("/", 1)[0].lower()) if args.route.count("/") >= 1 else None
+    if kind is not None:
+        return _plan_gateway_shift(args, client, to, kind)
     route_key = qualified(args.route, args.namespace, "route")
     namespace, _, name = route_key.partition("/")
     summary = client.get("/api/v1/summary")

@@ -12,13 +12,27 @@ from typing import Any, Protocol
 
 from meshctl.cli.client import CliError
 
-__all__ = ["KubernetesWriter", "ManifestWriter", "RouteWriter", "route_targets"]
+__all__ = ["GATEWAY_KINDS", "KubernetesWriter", "ManifestWriter", "RouteWriter", "route_targets"]
 
 _ROUTE_KINDS = ("httpRoute", "grpcRoute", "http2Route", "tcpRoute")
 
 
-def route_targets(spec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The route kind key (httpRoute, ...) and its weightedTargets list."""
+# Gateway API routes: their weights are a rule's backendRefs (``rule``: which rule).
+GATEWAY_KINDS = {"httproute": "HTTPRoute", "grpcroute": "GRPCRoute"}
+_GATEWAY_PLURALS = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
+
+
+def route_targets(spec: dict[str, Any], rule: int | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The route kind key (httpRoute, ...) and its weightedTargets list; for a Gateway API route (``rule`` given),
+    ("rules", that rule's backendRefs)."""
+    if rule is not None:
+        rules = spec.get("rules")
+        if not isinstance(rules, list) or not 0 <= rule < len(rules) or not isinstance(rules[rule], dict):
+            raise CliError(f"the route has no rule {rule}")
+        refs = rules[rule].get("backendRefs")
+        if not isinstance(refs, list) or not refs:
+            raise CliError(f"rule {rule} of the route has no backendRefs to shift")
+        return "rules", refs
     for kind in _ROUTE_KINDS:
         if isinstance(spec.get(kind), dict):
             targets = spec[kind].get("action", {}).get("weightedTargets")
@@ -38,9 +52,11 @@ class RouteWriter(Protocol):
 
 
 class ManifestWriter:
-    def __init__(self, directory: Path, origin: str, namespace: str, name: str) -> None:
+    def __init__(
+        self, directory: Path, origin: str, namespace: str, name: str, kind: str = "Route", rule: int | None = None
+    ) -> None:
         self.path = directory / origin.split("#", 1)[0]
-        self.namespace, self.name = namespace, name
+        self.namespace, self.name, self.kind, self.rule = namespace, name, kind, rule
         from ruamel.yaml import YAML
 
         self.yaml = YAML()  # round-trip: comments, order and quoting survive
@@ -57,12 +73,12 @@ class ManifestWriter:
         for doc in docs:
             meta = (doc or {}).get("metadata") or {}
             if (
-                (doc or {}).get("kind") == "Route"
+                (doc or {}).get("kind") == self.kind
                 and meta.get("name") == self.name
                 and (meta.get("namespace") or "default") == self.namespace
             ):
                 return docs, doc
-        raise CliError(f"Route {self.namespace}/{self.name} is no longer in {self.path}")
+        raise CliError(f"{self.kind} {self.namespace}/{self.name} is no longer in {self.path}")
 
     def read(self) -> dict[str, Any]:
         _, doc = self._load()
@@ -70,7 +86,7 @@ class ManifestWriter:
 
     def write(self, targets: list[dict[str, Any]]) -> str:
         docs, doc = self._load()
-        _, current = route_targets(doc["spec"])
+        _, current = route_targets(doc["spec"], self.rule)
         # Edit the weights in place where the target is already listed, so its comments stay beside it.
         by_name = {_target_key(t): t for t in current}
         kept = []
@@ -115,6 +131,8 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
 
 
 def _target_key(t: dict[str, Any]) -> tuple[str, str | None, Any]:
+    if "virtualNodeRef" not in t:  # a backendRef
+        return t.get("name", ""), t.get("namespace"), t.get("port")
     ref = t.get("virtualNodeRef") or {}
     return ref.get("name", ""), ref.get("namespace"), t.get("port")
 
@@ -122,7 +140,9 @@ def _target_key(t: dict[str, Any]) -> tuple[str, str | None, Any]:
 class KubernetesWriter:
     GROUP, VERSION, PLURAL = "mesh.meshctl.dev", "v1alpha1", "routes"
 
-    def __init__(self, kubeconfig: str | None, namespace: str, name: str) -> None:
+    def __init__(
+        self, kubeconfig: str | None, namespace: str, name: str, kind: str = "Route", rule: int | None = None
+    ) -> None:
         from kubernetes import client
 
         from meshctl.kube.config import api_client
@@ -132,7 +152,9 @@ class KubernetesWriter:
         except Exception as exc:  # the client raises several kinds for a missing or broken kubeconfig
             raise CliError(f"cannot load a kubeconfig: {exc}") from None
         self.api = client.CustomObjectsApi(api)
-        self.namespace, self.name = namespace, name
+        self.namespace, self.name, self.kind, self.rule = namespace, name, kind, rule
+        if kind in _GATEWAY_PLURALS:
+            self.GROUP, self.VERSION, self.PLURAL = "gateway.networking.k8s.io", "v1", _GATEWAY_PLURALS[kind]
         self.resource_version: str | None = None
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -156,17 +178,19 @@ class KubernetesWriter:
     def write(self, targets: list[dict[str, Any]]) -> str:
         """Patches the version read last (``read`` first if nothing was read)."""
         spec = self._spec if self.resource_version is not None else self.read()
-        kind, _ = route_targets(spec)
-        body = {
-            "metadata": {"resourceVersion": self.resource_version},
-            "spec": {kind: {"action": {"weightedTargets": targets}}},
-        }
+        kind, _ = route_targets(spec, self.rule)
+        changed: dict[str, Any] = {kind: {"action": {"weightedTargets": targets}}}
+        if self.rule is not None:  # a merge patch replaces lists whole: every rule, this one's backendRefs new
+            rules = [dict(r) for r in spec["rules"]]
+            rules[self.rule]["backendRefs"] = targets
+            changed = {"rules": rules}
+        body = {"metadata": {"resourceVersion": self.resource_version}, "spec": changed}
         from meshctl.kube.conflicts import unless_conflict
 
         # A conflict is not retried: the change shown was computed from what was read, and someone changed it since.
         if not unless_conflict(lambda: self._call(self.api.patch_namespaced_custom_object, body)):
             raise CliError(
-                f"Route {self.namespace}/{self.name} changed since it was read (resourceVersion "
+                f"{self.kind} {self.namespace}/{self.name} changed since it was read (resourceVersion "
                 f"{self.resource_version}); nothing was written, run the command again"
             )
         self.resource_version = None  # the next write reads again

@@ -137,7 +137,11 @@ async def _setup(mesh: Mesh) -> list[dict[str, Any]]:
                         "addressType": "IPv4",
                         "ports": ports,
                         "endpoints": [
-                            {"addresses": ["127.0.0.1"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod}}
+                            {
+                                "addresses": ["127.0.0.1"],
+                                "conditions": {"ready": True},
+                                "targetRef": {"kind": "Pod", "name": pod},
+                            }
                         ],
                     }
                 )

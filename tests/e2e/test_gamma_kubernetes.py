@@ -126,7 +126,13 @@ async def test_httproute_through_the_api_routes_and_reports_status_the_gateway_a
             await eventually(lambda: is_("v1"), timeout=15)
             await eventually(lambda: ours(1, Accepted="Accepted", ResolvedRefs="ResolvedRefs"), timeout=15)
             entry = next(p for p in await parents() if p["controllerName"] == "mesh.meshctl.dev/controller")
-            assert entry["parentRef"] == {"group": "", "kind": "Service", "namespace": "demo", "name": "reviews", "port": 80}
+            assert entry["parentRef"] == {
+                "group": "",
+                "kind": "Service",
+                "namespace": "demo",
+                "name": "reviews",
+                "port": 80,
+            }
             assert other in await parents()  # the other controller's entry is untouched
 
             # A weight change through the API moves the traffic.

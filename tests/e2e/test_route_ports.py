@@ -34,7 +34,10 @@ async def test_routes_split_by_port_reach_their_port_and_explain_says_which(mesh
     assert all(s["healthy"] for s in statuses.values()), statuses  # neither shadows the other
 
     admin = f"http://127.0.0.1:{m.plane.admin_port}"
-    for url, expected in (("http://catalog:8080/x", "demo/catalog-api"), ("http://catalog:9090/", "demo/catalog-admin")):
+    for url, expected in (
+        ("http://catalog:8080/x", "demo/catalog-api"),
+        ("http://catalog:9090/", "demo/catalog-admin"),
+    ):
         code, out, err = await run_meshctl("explain", "--admin", admin, "--from", "demo/web", "GET", url)
         assert code == 0, err
         assert f"route {expected}: targets" in out, out

@@ -192,3 +192,70 @@ async def test_shift_bad_input_is_one_line_and_a_nonzero_exit(mesh_factory):
     code, _, err = await meshctl("shift", "reviews", "--to", "reviews-v2=100", "--admin", "http://127.0.0.1:9")
     assert code == 2 and err.startswith("meshctl: cannot reach the control plane at http://127.0.0.1:9")
     assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
+
+
+HTTPROUTE_FILE = """\
+# Gateway API: the reviews Service's callers, split by Service (each version has its own)
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: demo
+spec:
+  parentRefs:
+    - group: ""
+      kind: Service
+      name: reviews
+  rules:
+    - backendRefs:
+        - name: reviews-v1   # stable
+          port: 80
+          weight: 100
+        - name: reviews-v2
+          port: 80
+          weight: 0
+"""
+
+
+async def test_shift_moves_an_httproute_s_backend_weights_and_waits(mesh_factory):
+    """``meshctl shift httproute/NAME``: a rule's backendRefs (Services) are shifted in the file they came from,
+    every calling proxy ACKs, traffic follows."""
+    m: Mesh = await mesh_factory()
+    docs = [service("reviews"), virtual_node("frontend")]
+    for version in ("v1", "v2"):
+        _, port = await m.app(version)
+        pod, eps, vn = workload("reviews", version, port)
+        eps["metadata"]["labels"]["kubernetes.io/service-name"] = f"reviews-{version}"
+        docs += [service(f"reviews-{version}"), pod, eps, vn]
+    write(m.dir / "mesh.yaml", *docs)
+    (m.dir / "route.yaml").write_text(HTTPROUTE_FILE)
+    await m.start()
+    sidecars = [await m.sidecar("demo/frontend", f"demo/frontend/pod-{i}") for i in range(2)]
+    for s in sidecars:
+        await m.wait_routable(s, "reviews")
+        assert await answers(m, s) == {"v1"}
+    admin = f"http://127.0.0.1:{m.plane.admin_port}"
+
+    code, out, err = await meshctl(
+        "shift", "httproute/reviews", "-n", "demo", "--to", "reviews-v2=100", "--dry-run", "--admin", admin
+    )
+    assert code == 0, err
+    assert (
+        out.splitlines()[0]
+        == "HTTPRoute demo/reviews rule 0 (demo/reviews, /*): reviews-v1 100% -> 0%, reviews-v2 0% -> 100%"
+    )
+
+    code, out, err = await meshctl(
+        "shift", "httproute/demo/reviews", "--to", "reviews-v1=0,reviews-v2=100", "--wait", "--admin", admin
+    )
+    assert code == 0, (out, err)
+    assert "2 proxies ACKed the change" in out
+    # Only the weights changed: the comment beside the backend stays.
+    assert (m.dir / "route.yaml").read_text() == HTTPROUTE_FILE.replace("weight: 100", "weight: X").replace(
+        "weight: 0", "weight: 100"
+    ).replace("weight: X", "weight: 0")
+    for s in sidecars:
+        await eventually(lambda s=s: _only(answers(m, s), {"v2"}), timeout=5)
+
+    code, _, err = await meshctl("shift", "httproute/reviews", "-n", "demo", "--to", "reviews-v9=100", "--admin", admin)
+    assert code == 1 and err.strip() == "meshctl: Service demo/reviews-v9 not found", err
