@@ -201,6 +201,8 @@ class Controller:
                     await self._patch_endpoints(model, keys)
                 elif kind == "routes":
                     await self._patch_routes(model, keys)
+                elif kind == "gamma":
+                    await self._patch_gamma(model, keys)
                 else:  # both in one model (a manifest poll that saw slice files and a Route file): one, then the other
                     await self._patch_endpoints(model, {k for k in keys if k.kind != "Route"})
                     await self._patch_routes(model, {k for k in keys if k.kind == "Route"})
@@ -371,6 +373,26 @@ class Controller:
         self._force_full = True
         self._pending = self._pending or self._model
         self._wake.set()
+
+    async def _patch_gamma(self, model: Model, changed: set[ObjectKey]) -> None:
+        """Only HTTPRoutes/GRPCRoutes changed: translate the Gateway API routes again (``with_gamma_changes``) and
+        rebuild each group's sidecar from that (every meshed caller may see a producer route), skipping the
+        translation of VirtualNodes, endpoints, Routes and policies a full build would redo."""
+        mesh, snapshots = await self._in_worker(self._gamma_patch, model, dict(self._groups), dict(self._last_accepted))
+        self.mesh = mesh
+        self._accept(mesh, model, changed)
+        await self._publish(snapshots)
+        if self.on_statuses:
+            self.on_statuses(self.statuses())
+
+    def _gamma_patch(
+        self, model: Model, groups: Mapping[str, SidecarParams], last_accepted: Mapping[ObjectKey, Served]
+    ) -> tuple[MeshIR, dict[str, Snapshot]]:
+        assert self.mesh is not None
+        with self._collector_paused(full_build=False):
+            mesh = self.mesh.with_gamma_changes(model, last_accepted)
+            snapshots = {group: self._build(mesh, params) for group, params in groups.items()}
+        return mesh, snapshots
 
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those; in each group that calls their Services, patch just the
@@ -665,7 +687,7 @@ def _block(blocked: dict[ObjectKey, Blocked], owner: ObjectKey | None, mesh: Mes
 
 
 # Model fields a change may touch and still take a fast path; "revision" and "delta" describe the model itself.
-_FAST_PATHS = frozenset({"endpoint_slices", "pods", "routes"})
+_FAST_PATHS = frozenset({"endpoint_slices", "pods", "routes", "http_routes"})
 _BOOKKEEPING = frozenset({"revision", "delta"})
 # Model fields translation never reads (the ingress reconciler's): a change to them alone needs no build.
 INGRESS_ONLY = frozenset({"ingresses", "ingress_classes", "nodes", "target_group_bindings"})
@@ -673,7 +695,7 @@ INGRESS_ONLY = frozenset({"ingresses", "ingress_classes", "nodes", "target_group
 
 def classify_change(
     old: Model | None, new: Model
-) -> tuple[Literal["endpoints", "routes", "endpoints+routes"], set[ObjectKey]] | None:
+) -> tuple[Literal["endpoints", "routes", "endpoints+routes", "gamma"], set[ObjectKey]] | None:
     """("endpoints", slices and pods), ("routes", routes), or both ("endpoints+routes": patched one after the other)
     when only those changed; None when a full translation is needed. Deny by default: every Model field other than
     the fast-path ones must be unchanged, so a field added to Model later means a full build until someone proves a
@@ -689,6 +711,13 @@ def classify_change(
         before, after = getattr(old, f.name), getattr(new, f.name)
         if before is not after and before != after:
             return None
+    gamma = _changed_keys(old.http_routes, new.http_routes)
+    if gamma:  # Gateway API routes alone (with anything else: a full build)
+        alone = new.delta is None or not (new.delta.endpoint_slices or new.delta.pods or new.delta.routes)
+        others = _changed_keys(old.endpoint_slices, new.endpoint_slices) or _changed_keys(old.pods, new.pods)
+        if alone and not others and not _changed_keys(old.routes, new.routes):
+            return "gamma", gamma
+        return None
     delta = new.delta
     if delta is not None and old.revision and delta.base_revision == old.revision:
         endpoints, routes = set(delta.endpoint_slices | delta.pods), set(delta.routes)

@@ -34,6 +34,7 @@ from meshctl.translate.endpoints import (
     EndpointIndex,
     cluster_name,
     index_endpoints,
+    is_service_cluster,
     service_cluster_endpoints,
     service_cluster_name,
     service_of_cluster,
@@ -122,6 +123,33 @@ class MeshIR:
                 service_endpoints[name] = eps
                 clusters.add(name)
         return replace(self, endpoint_index=index, service_endpoints=service_endpoints), clusters
+
+    def with_gamma_changes(self, model: Model, last_accepted: Mapping[ObjectKey, Served]) -> MeshIR:
+        """This mesh after only HTTPRoutes/GRPCRoutes changed: the Gateway API routes translated again (they are
+        few next to the rest), with their clusters and statuses, and the marks they leave on Routes; the
+        VirtualNodes, endpoint index, Routes and policies are kept as they are. Equal to ``translate_mesh(model)``."""
+        old = self.gamma
+        gamma = translate_gamma(model, self.virtual_nodes, _http_routes(last_accepted))
+        statuses = {k: st for k, st in self.status_by_key.items() if k not in old.statuses}
+        for key, st in gamma.statuses.items():
+            statuses[key] = _with_warnings(st, model.http_routes[key])
+        accepted: dict[ObjectKey, Served] = {k: v for k, v in self.accepted.items() if k not in old.accepted}
+        accepted.update(gamma.accepted)
+        touched = (old.services() | gamma.services()) & self.routes_by_service.keys()
+        _mark_shadowed(statuses, self.routes_by_service, touched)
+        _mark_overridden(statuses, self.routes_by_service, gamma, self.services, touched)
+        node_clusters = {n: c for n, c in self.clusters.items() if not is_service_cluster(n)}
+        clusters, service_endpoints = _with_service_clusters(
+            node_clusters, gamma, self.virtual_nodes, self.services, self.routes_by_service, model
+        )
+        return replace(
+            self,
+            gamma=gamma,
+            status_by_key=statuses,
+            accepted=accepted,
+            clusters=clusters,
+            service_endpoints=service_endpoints,
+        )
 
     def with_route_changes(
         self,
