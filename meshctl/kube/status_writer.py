@@ -139,12 +139,9 @@ class StatusWriter:
         if key.kind in _GATEWAY_KINDS:
             return self._write_route_parents(status)
         args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
-        try:
-            current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        current = self._read(args)
+        if current is None:
+            return False
         previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
         conditions = []
         for c in status.conditions:
@@ -171,17 +168,24 @@ class StatusWriter:
                 break
         return True
 
+    def _read(self, args: tuple[str, str, str, str, str]) -> dict[str, Any] | None:
+        """The object (group, version, namespace, plural, name) as it is now; None when it is gone."""
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     def _write_route_parents(self, status: ObjectStatus) -> bool:
         """A Gateway API route's ``status.parents``: ours (controllerName) replaced, other controllers' kept, as the
         API asks of every controller."""
         key = status.key
         args = (GATEWAY_GROUP, "v1", key.namespace, _PLURALS[key.kind], key.name)
-        try:
-            current: dict[str, Any] = self.custom.get_namespaced_custom_object(*args)  # type: ignore[assignment]
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        current = self._read(args)
+        if current is None:
+            return False
         existing = (current.get("status") or {}).get("parents") or []
         ours = {_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") == CONTROLLER_NAME}
         others = [p for p in existing if p.get("controllerName") != CONTROLLER_NAME]

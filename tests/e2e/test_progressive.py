@@ -10,7 +10,7 @@ import signal
 import aiohttp
 
 from tests.conftest import Mesh
-from tests.e2e.test_shift import MESHCTL, ROUTE_FILE, meshctl, reviews_mesh
+from tests.e2e.test_shift import HTTPROUTE_FILE, MESHCTL, ROUTE_FILE, httproute_mesh, meshctl, reviews_mesh
 
 
 async def canary_mesh(mesh_factory, **v2_behavior) -> tuple[Mesh, object, str]:
@@ -118,3 +118,17 @@ async def test_ctrl_c_restores_the_original_weights(mesh_factory):
     assert "rolling back: interrupted (Ctrl-C)" in out and "rolled back to reviews-v1 100%, reviews-v2 0%" in out
     assert "Traceback" not in err.decode()
     assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
+
+
+async def test_a_failing_httproute_canary_is_rolled_back_too(mesh_factory):
+    """The same progressive shift on an HTTPRoute's backendRefs (Services), judged by the caller's Envoy stats of the
+    Service-port clusters."""
+    m, (sidecar,), admin = await httproute_mesh(mesh_factory, callers=1, stats=True, fail_every=2, fail_status=500)
+    args = progressive(admin, "--interval", "5s", "--min-requests", "20")
+    args[1] = "httproute/reviews"
+    async with traffic(m, sidecar):
+        code, out, err = await meshctl(*args)
+    assert code == 1, (out, err)
+    assert "rolling back: step 50%: error rate " in out
+    assert "rolled back to reviews-v1 100%, reviews-v2 0%: 1 proxies ACKed the change" in out
+    assert (m.dir / "route.yaml").read_text() == HTTPROUTE_FILE

@@ -217,24 +217,33 @@ spec:
 """
 
 
-async def test_shift_moves_an_httproute_s_backend_weights_and_waits(mesh_factory):
-    """``meshctl shift httproute/NAME``: a rule's backendRefs (Services) are shifted in the file they came from,
-    every calling proxy ACKs, traffic follows."""
+async def httproute_mesh(
+    mesh_factory, callers: int = 2, stats: bool = False, **v2_behavior
+) -> tuple[Mesh, list, str]:
+    """reviews v1 and v2 as Services of their own behind HTTPROUTE_FILE (all to v1), ``callers`` frontend sidecars
+    (no backends declared: the producer route reaches them); the admin URL."""
     m: Mesh = await mesh_factory()
     docs = [service("reviews"), virtual_node("frontend")]
     for version in ("v1", "v2"):
-        _, port = await m.app(version)
+        _, port = await m.app(version, **(v2_behavior if version == "v2" else {}))
         pod, eps, vn = workload("reviews", version, port)
         eps["metadata"]["labels"]["kubernetes.io/service-name"] = f"reviews-{version}"
         docs += [service(f"reviews-{version}"), pod, eps, vn]
     write(m.dir / "mesh.yaml", *docs)
     (m.dir / "route.yaml").write_text(HTTPROUTE_FILE)
     await m.start()
-    sidecars = [await m.sidecar("demo/frontend", f"demo/frontend/pod-{i}") for i in range(2)]
+    sidecars = [await m.sidecar("demo/frontend", f"demo/frontend/pod-{i}", stats=stats) for i in range(callers)]
     for s in sidecars:
         await m.wait_routable(s, "reviews")
+    return m, sidecars, f"http://127.0.0.1:{m.plane.admin_port}"
+
+
+async def test_shift_moves_an_httproute_s_backend_weights_and_waits(mesh_factory):
+    """``meshctl shift httproute/NAME``: a rule's backendRefs (Services) are shifted in the file they came from,
+    every calling proxy ACKs, traffic follows."""
+    m, sidecars, admin = await httproute_mesh(mesh_factory)
+    for s in sidecars:
         assert await answers(m, s) == {"v1"}
-    admin = f"http://127.0.0.1:{m.plane.admin_port}"
 
     code, out, err = await meshctl(
         "shift", "httproute/reviews", "-n", "demo", "--to", "reviews-v2=100", "--dry-run", "--admin", admin
