@@ -150,7 +150,7 @@ def routes_document(
         origin = "snapshot" if snap is not None else "translated"
     else:
         # As a caller in the Service's namespace that declares it sees it: Routes, Gateway API routes, per port.
-        services = [wanted] if wanted else sorted(mesh.routes_by_service.keys() | mesh.gamma.services())
+        services = [wanted] if wanted else sorted(mesh.routes_by_service.keys() | mesh.gamma.routed_services)
         irs = [vh for svc in services for vh in service_virtual_hosts(mesh, svc, svc.namespace, declared=True)]
         hosts = _hosts_from_ir(irs)
         clusters = dict(mesh.clusters)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from meshctl.devtools.sample_app import serve_app
+
 __all__ = ["Echo", "build_echo_app", "start_echo"]
 
 
@@ -63,10 +65,7 @@ def build_echo_app(echo: Echo) -> web.Application:
 
 
 async def start_echo(echo: Echo, port: int, host: str = "127.0.0.1") -> web.AppRunner:
-    runner = web.AppRunner(build_echo_app(echo), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await serve_app(build_echo_app(echo), port, host)
 
 
 def main() -> None:

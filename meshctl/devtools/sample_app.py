@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-__all__ = ["Behavior", "build_app", "main", "start_app"]
+__all__ = ["Behavior", "build_app", "main", "serve_app", "start_app"]
 
 
 @dataclass
@@ -59,7 +59,12 @@ def build_app(behavior: Behavior) -> web.Application:
 
 
 async def start_app(behavior: Behavior, port: int, host: str = "127.0.0.1") -> web.AppRunner:
-    runner = web.AppRunner(build_app(behavior), access_log=None)
+    return await serve_app(build_app(behavior), port, host)
+
+
+async def serve_app(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    """``app`` listening on host:port (no access log), until the returned runner is cleaned up."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -208,14 +208,8 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         route = parse_http_route(meta, doc, kind, created=str(created) if created else "")
         if strict and route.warnings:
             parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
-            route = HTTPRoute(
-                meta=meta,
-                spec=None,
-                errors=(*route.errors, *route.warnings),
-                kind=kind,
-                created=route.created,
-                parents_if_invalid=parents,
-            )
+            rejected = (*route.errors, *route.warnings)
+            route = replace(route, spec=None, errors=rejected, warnings=(), parents_if_invalid=parents)
         return route
     if group == GATEWAY_GROUP and kind == "ReferenceGrant":
         return parse_reference_grant(meta, doc)

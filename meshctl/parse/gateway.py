@@ -59,7 +59,7 @@ def parse_http_route(meta: Meta, doc: dict[str, Any], kind: str, created: str = 
     errors: list[FieldError] = []
     f = Fields(doc.get("spec"), "spec", errors)
     grpc = kind == "GRPCRoute"
-    parents = tuple(p for i, pf in enumerate(f.objects("parentRefs")) if (p := _parent(pf, meta.namespace, i)))
+    parents = tuple(p for pf in f.objects("parentRefs") if (p := _parent(pf, meta.namespace)))
     hostnames = tuple(f.string_list("hostnames"))
     rule_fields = list(f.objects("rules"))
     rules = tuple(r for rf in rule_fields if (r := _rule(rf, meta.namespace, grpc)))
@@ -84,7 +84,7 @@ def _default_match(grpc: bool) -> HttpMatch:
     return HttpMatch(prefix="/", grpc=grpc)
 
 
-def _parent(f: Fields, namespace: str, index: int) -> ParentRef | None:
+def _parent(f: Fields, namespace: str) -> ParentRef | None:
     name = f.string("name", required=True)
     group = f.string("group")
     kind = f.string("kind")
@@ -182,7 +182,7 @@ def _retry(f: Fields | None) -> RouteRetry | None:
     return RouteRetry(attempts=attempts if attempts is not None else 1, codes=tuple(codes), backoff_ms=backoff)
 
 
-def _string_value(f: Fields, kind: str, what: str) -> StringMatch | None:
+def _string_value(f: Fields, kind: str) -> StringMatch | None:
     value = f.string("value", required=True)
     if value is None:
         return None
@@ -191,7 +191,8 @@ def _string_value(f: Fields, kind: str, what: str) -> StringMatch | None:
     return StringMatch(exact=value)
 
 
-def _match_type(f: Fields) -> str | None:
+def _match_type(f: Fields) -> str:
+    """Exact unless RegularExpression (an unknown type is an error on the field, read as Exact)."""
     return f.string("type", choices=("Exact", "RegularExpression")) or "Exact"
 
 
@@ -201,7 +202,7 @@ def _header_matches(f: Fields, key: str) -> tuple[HeaderMatch, ...]:
     for hf in f.objects(key):
         kind = _match_type(hf)
         name = hf.string("name", required=True)
-        if name is None or kind is None:
+        if name is None:
             continue
         if not _HEADER_NAME.fullmatch(name):
             hf.error("name", f"is not a valid header name: {name!r}")
@@ -209,7 +210,7 @@ def _header_matches(f: Fields, key: str) -> tuple[HeaderMatch, ...]:
         if name.lower() in names:
             continue  # the spec: later matches of the same (case-insensitive) name are ignored
         names.add(name.lower())
-        if (sm := _string_value(hf, kind, "header")) is not None:
+        if (sm := _string_value(hf, kind)) is not None:
             found.append(HeaderMatch(name=name.lower(), match=sm))
     return tuple(found)
 
@@ -237,7 +238,7 @@ def _http_match(f: Fields) -> HttpMatch | None:
     for qf in f.objects("queryParams"):
         kind_q = _match_type(qf)
         name = qf.string("name", required=True)
-        sm = _string_value(qf, kind_q or "Exact", "query") if name and kind_q else None
+        sm = _string_value(qf, kind_q) if name else None
         if name and sm is not None and all(q.name != name for q in query):
             query.append(QueryParameterMatch(name=name, exact=sm.exact, regex=sm.regex))
     method = f.string("method", choices=_METHODS)

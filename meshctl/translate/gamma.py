@@ -90,9 +90,6 @@ class GammaIR:
                 return found
         return ()
 
-    def services(self) -> frozenset[ObjectKey]:
-        return self.routed_services
-
 
 _GOOD = Condition(type="Accepted", status=ConditionStatus.TRUE, reason="Accepted", message="accepted")
 _RESOLVED = Condition(type="ResolvedRefs", status=ConditionStatus.TRUE, reason="ResolvedRefs", message="resolved")
@@ -106,10 +103,9 @@ def translate_gamma(
     """Every HTTPRoute/GRPCRoute with a Service parent -> routes per ``GammaKey`` and a status per route."""
     if not model.http_routes:
         return GammaIR()
-    grants = tuple(model.reference_grants.values())
-    index = mtls_index(nodes)
-    placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]] = []
     clusters: dict[str, ClusterIR] = {}
+    backends = _Backends(model, tuple(model.reference_grants.values()), mtls_index(nodes), clusters)
+    placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]] = []
     statuses: dict[ObjectKey, ObjectStatus] = {}
     accepted: dict[ObjectKey, HTTPRoute] = {}
     for key in sorted(model.http_routes):
@@ -138,7 +134,7 @@ def translate_gamma(
                     "Accepted", "NoMatchingParent", f"Service {parent.name} has no port {parent.port}"
                 )
             if served is not None and served.spec is not None and service is not None:
-                problems = _place(served, parent, service, model, grants, index, placed, clusters)
+                problems = _place(served, parent, backends, placed)
                 if problems:
                     reason, message = problems[0]
                     resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
@@ -204,12 +200,8 @@ def _worst(parents: list[ParentStatus]) -> tuple[Condition, ...]:
 def _place(
     route: HTTPRoute,
     parent: ParentRef,
-    service: Service,
-    model: Model,
-    grants: tuple[ReferenceGrant, ...],
-    index: MtlsIndex,
+    backends: _Backends,
     placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]],
-    clusters: dict[str, ClusterIR],
 ) -> list[tuple[str, str]]:
     """Appends the route's (rule, match) routes for ``parent``; returns the backendRef problems (reason, message)."""
     assert route.spec is not None
@@ -220,25 +212,18 @@ def _place(
     grpc = route.spec.grpc
     for i, rule in enumerate(route.spec.rules):
         weighted = tuple(
-            _weighted(b, route, model, grants, index, clusters, problems, grpc, f"spec.rules[{i}].backendRefs[{j}]")
+            WeightedClusterIR(
+                cluster=backends.cluster(b, route, grpc, f"spec.rules[{i}].backendRefs[{j}]", problems),
+                weight=b.weight,
+                request_headers=b.request_headers,
+                response_headers=b.response_headers,
+            )
             for j, b in enumerate(rule.backends)
         )
         mirrors = tuple(
             MirrorIR(cluster=c, percent=m.percent)
             for k, m in enumerate(rule.mirrors)
-            if (
-                c := _cluster(
-                    m.backend,
-                    route,
-                    model,
-                    grants,
-                    index,
-                    clusters,
-                    problems,
-                    grpc,
-                    f"spec.rules[{i}].filters.requestMirror[{k}]",
-                )
-            )
+            if (c := backends.cluster(m.backend, route, grpc, f"spec.rules[{i}].filters.requestMirror[{k}]", problems))
             != INVALID_BACKEND
         )
         for j, match in enumerate(rule.matches):
@@ -270,7 +255,6 @@ def _route_ir(
             per_retry_timeout_ms=rule.backend_timeout_ms,
             backoff_base_ms=r.backoff_ms if r is not None else None,
         )
-    prefix = match.segment_prefix if match.segment_prefix is not None else match.prefix
     return RouteIR(
         name=f"{route.kind}/{route.meta.namespace}/{route.meta.name}/rule-{i}/match-{j}",
         match=match,
@@ -283,7 +267,6 @@ def _route_ir(
         rewrite=rule.rewrite,
         mirrors=mirrors,
         direct_status=direct,
-        rewrite_prefix=prefix if (rule.redirect or rule.rewrite) else None,
     )
 
 
@@ -307,67 +290,54 @@ def _precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[obj
     )
 
 
-def _weighted(
-    backend: BackendRef,
-    route: HTTPRoute,
-    model: Model,
-    grants: tuple[ReferenceGrant, ...],
-    index: MtlsIndex,
-    clusters: dict[str, ClusterIR],
-    problems: list[tuple[str, str]],
-    grpc: bool,
-    path: str,
-) -> WeightedClusterIR:
-    cluster = _cluster(backend, route, model, grants, index, clusters, problems, grpc, path)
-    return WeightedClusterIR(
-        cluster=cluster,
-        weight=backend.weight,
-        request_headers=backend.request_headers,
-        response_headers=backend.response_headers,
-    )
+@dataclass(frozen=True, slots=True)
+class _Backends:
+    """Resolves backendRefs to Service-port clusters for one translation, adding each cluster once to
+    ``clusters``."""
 
+    model: Model
+    grants: tuple[ReferenceGrant, ...]
+    index: MtlsIndex
+    clusters: dict[str, ClusterIR]
 
-def _cluster(
-    backend: BackendRef,
-    route: HTTPRoute,
-    model: Model,
-    grants: tuple[ReferenceGrant, ...],
-    index: MtlsIndex,
-    clusters: dict[str, ClusterIR],
-    problems: list[tuple[str, str]],
-    grpc: bool,
-    path: str,
-) -> str:
-    """The backend's cluster (added to ``clusters``), or INVALID_BACKEND with the problem recorded."""
-    ns = route.meta.namespace
-    if not backend.is_service:
-        problems.append(("InvalidKind", f"{path}: {backend.group or 'core'}/{backend.kind} is not a Service"))
-        return INVALID_BACKEND
-    # A consumer route may send to the Service it is attached to (GAMMA: no grant needed to call it as it is).
-    own_parent = any(p.namespace == backend.namespace and p.name == backend.name for p in _service_parents(route))
-    if backend.namespace != ns and not own_parent and not any(
-        g.meta.namespace == backend.namespace and g.permits(route.kind, ns, "Service", backend.name) for g in grants
-    ):
-        problems.append(
-            (
-                "RefNotPermitted",
-                f"{path}: no ReferenceGrant in {backend.namespace} lets {route.kind}s of {ns} refer "
-                f"to Service {backend.name}",
+    def cluster(
+        self, backend: BackendRef, route: HTTPRoute, grpc: bool, path: str, problems: list[tuple[str, str]]
+    ) -> str:
+        """The backend's cluster, or INVALID_BACKEND with the problem appended to ``problems``."""
+        ns = route.meta.namespace
+        if not backend.is_service:
+            problems.append(("InvalidKind", f"{path}: {backend.group or 'core'}/{backend.kind} is not a Service"))
+            return INVALID_BACKEND
+        # A consumer route may send to the Service it is attached to (GAMMA: no grant needed to call it as it is).
+        own_parent = any(p.namespace == backend.namespace and p.name == backend.name for p in _service_parents(route))
+        if (
+            backend.namespace != ns
+            and not own_parent
+            and not any(
+                g.meta.namespace == backend.namespace and g.permits(route.kind, ns, "Service", backend.name)
+                for g in self.grants
             )
-        )
-        return INVALID_BACKEND
-    service = model.services.get(ObjectKey("Service", backend.namespace, backend.name))
-    if service is None:
-        problems.append(("BackendNotFound", f"{path}: Service {backend.namespace}/{backend.name} not found"))
-        return INVALID_BACKEND
-    assert backend.port is not None  # (the parser requires it for a Service)
-    if all(p.port != backend.port for p in service.ports):
-        problems.append(("BackendNotFound", f"{path}: Service {backend.name} has no port {backend.port}"))
-        return INVALID_BACKEND
-    name = service_cluster_name(backend.namespace, backend.name, backend.port)
-    if name not in clusters:
-        clusters[name] = service_cluster(service, backend.port, {}, grpc=grpc, index=index)
-    return name
+        ):
+            problems.append(
+                (
+                    "RefNotPermitted",
+                    f"{path}: no ReferenceGrant in {backend.namespace} lets {route.kind}s of {ns} refer "
+                    f"to Service {backend.name}",
+                )
+            )
+            return INVALID_BACKEND
+        service = self.model.services.get(ObjectKey("Service", backend.namespace, backend.name))
+        if service is None:
+            problems.append(("BackendNotFound", f"{path}: Service {backend.namespace}/{backend.name} not found"))
+            return INVALID_BACKEND
+        assert backend.port is not None  # (the parser requires it for a Service)
+        if all(p.port != backend.port for p in service.ports):
+            problems.append(("BackendNotFound", f"{path}: Service {backend.name} has no port {backend.port}"))
+            return INVALID_BACKEND
+        name = service_cluster_name(backend.namespace, backend.name, backend.port)
+        if name not in self.clusters:
+            self.clusters[name] = service_cluster(service, backend.port, self.index, grpc=grpc)
+        return name
 
 
 _H2C = ("kubernetes.io/h2c", "h2c", "http2")
@@ -387,14 +357,7 @@ def mtls_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> MtlsIndex:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def service_cluster(
-    service: Service,
-    port: int,
-    nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    *,
-    grpc: bool = False,
-    index: MtlsIndex | None = None,
-) -> ClusterIR:
+def service_cluster(service: Service, port: int, index: MtlsIndex, *, grpc: bool = False) -> ClusterIR:
     """The cluster of a Service port. Its protocol is the port's appProtocol (h2c, grpc) or, for a GRPCRoute, gRPC;
     callers originate mTLS to it when a VirtualNode that may select its pods (its selector shares a label with the
     Service's and agrees on every label both name) takes mTLS on the target port."""
@@ -403,9 +366,8 @@ def service_cluster(
     protocol = Protocol.GRPC if grpc or app == "grpc" else Protocol.HTTP2 if app in _H2C else Protocol.HTTP
     target = sp.target_port if isinstance(sp.target_port, int) else sp.port if sp.target_port is None else None
     tls = None
-    found = index if index is not None else mtls_index(nodes)
     ns = service.meta.namespace
-    candidates = (spec for item in service.selector.items() for spec in found.get((ns, *item), ()))
+    candidates = (spec for item in service.selector.items() for spec in index.get((ns, *item), ()))
     for spec in candidates:
         if _overlap(spec, service) and any(
             li.accepts_mtls and (target is None or li.port == target) for li in spec.listeners

@@ -229,7 +229,6 @@ class RouteIR:
     rewrite: Rewrite | None = None
     mirrors: tuple[MirrorIR, ...] = ()
     direct_status: int | None = None  # answer with this status, no backend (a rule without valid backends: 500)
-    rewrite_prefix: str | None = None  # the PathPrefix a ReplacePrefixMatch replaces (the rule's match)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash

@@ -42,7 +42,7 @@ from meshctl.translate.endpoints import (
     update_endpoints,
     update_nodes,
 )
-from meshctl.translate.gamma import GammaIR, mtls_index, service_cluster, translate_gamma
+from meshctl.translate.gamma import GammaIR, MtlsIndex, mtls_index, service_cluster, translate_gamma
 from meshctl.translate.ir import (
     AuthzIR,
     Blocked,
@@ -135,7 +135,7 @@ class MeshIR:
             statuses[key] = _with_warnings(st, model.http_routes[key])
         accepted: dict[ObjectKey, Served] = {k: v for k, v in self.accepted.items() if k not in old.accepted}
         accepted.update(gamma.accepted)
-        touched = (old.services() | gamma.services()) & self.routes_by_service.keys()
+        touched = (old.routed_services | gamma.routed_services) & self.routes_by_service.keys()
         _mark_shadowed(statuses, self.routes_by_service, touched)
         _mark_overridden(statuses, self.routes_by_service, gamma, self.services, touched)
         node_clusters = {n: c for n, c in self.clusters.items() if not is_service_cluster(n)}
@@ -204,11 +204,9 @@ class MeshIR:
             index = mtls_index(self.virtual_nodes)
             for svc in unrouted:
                 service = self.services[svc]
-                for sp in service.ports:
-                    name = service_cluster_name(svc.namespace, svc.name, sp.port)
-                    if sp.port and name not in clusters:
-                        clusters[name] = service_cluster(service, sp.port, self.virtual_nodes, index=index)
-                        service_endpoints[name] = service_cluster_endpoints(service, sp.port, model.endpoint_slices)
+                for name, port, cluster in _port_clusters(service, index, clusters):
+                    clusters[name] = cluster
+                    service_endpoints[name] = service_cluster_endpoints(service, port, model.endpoint_slices)
         mesh = replace(
             self,
             routes_by_service=routes_by_service,
@@ -365,12 +363,7 @@ def _with_service_clusters(
     }
     index = mtls_index(nodes) if unrouted else {}
     for svc in sorted(unrouted):
-        service = services[svc]
-        for sp in service.ports:
-            if sp.port:
-                name = service_cluster_name(svc.namespace, svc.name, sp.port)
-                if name not in extra:
-                    extra[name] = service_cluster(service, sp.port, nodes, index=index)
+        extra.update((name, cluster) for name, _, cluster in _port_clusters(services[svc], index, extra))
     if not extra:
         return clusters, {}
     endpoints = {}
@@ -380,6 +373,19 @@ def _with_service_clusters(
         assert found is not None
         endpoints[name] = service_cluster_endpoints(services[found[0]], found[1], model.endpoint_slices, by_service)
     return {**clusters, **extra}, endpoints
+
+
+def _port_clusters(
+    service: Service, index: MtlsIndex, existing: Mapping[str, ClusterIR]
+) -> list[tuple[str, int, ClusterIR]]:
+    """(name, port, cluster) of each of a Service's ports whose cluster is not in ``existing`` (a backend with no
+    Route reaches every port)."""
+    ns, name = service.meta.namespace, service.meta.name
+    return [
+        (cluster, sp.port, service_cluster(service, sp.port, index))
+        for sp in service.ports
+        if sp.port and (cluster := service_cluster_name(ns, name, sp.port)) not in existing
+    ]
 
 
 def _namespace_tls_mode(model: Model, namespace: str) -> TlsMode | None:
@@ -743,14 +749,14 @@ def _mark_overridden(
     Runs after ``_mark_shadowed``, which clears Reachable first."""
     for svc in touched:
         service = services.get(svc)
-        if service is None or svc not in gamma.services():
+        if service is None or svc not in gamma.routed_services:
             continue
         ports = [p.port for p in service.ports if p.port]
-        taken = [p for p in ports if gamma.routes_for(svc, p, svc.namespace)]
+        taken = {p: routes for p in ports if (routes := gamma.routes_for(svc, p, svc.namespace))}
         if not taken:
             continue
         rest = [p for p in ports if p not in taken]
-        owners = sorted({r.name.split("/rule-")[0] for p in taken for r in gamma.routes_for(svc, p, svc.namespace)})
+        owners = sorted({r.name.split("/rule-")[0] for routes in taken.values() for r in routes})
         message = (
             f"Gateway API routes ({', '.join(owners)}) route port(s) {', '.join(map(str, taken))} of Service "
             f"{svc.name}: this Route applies to "

@@ -70,10 +70,7 @@ def service_domains(service: Service, client_namespace: str) -> tuple[str, ...]:
     The bare name is included only within the client's own namespace: otherwise two Services of the same
     name in different namespaces would claim the same domain, which Envoy rejects.
     """
-    ns, name = service.meta.namespace, service.meta.name
-    hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
-    if ns == client_namespace:
-        hosts.insert(0, name)
+    hosts = _hosts(service, client_namespace)
     ports = sorted({p.port for p in service.ports if p.port})
     return tuple(hosts + [f"{h}:{p}" for h in hosts for p in ports])
 
@@ -142,6 +139,7 @@ def default_routes(svc_key: ObjectKey, port: int) -> tuple[RouteIR, ...]:
 
 
 def _hosts(service: Service, client_namespace: str) -> list[str]:
+    """The Service's DNS names (``service_domains``) without a port."""
     ns, name = service.meta.namespace, service.meta.name
     hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
     if ns == client_namespace:
@@ -155,7 +153,7 @@ def _plain(mesh: MeshIR, svc: ObjectKey) -> bool:
     routes = mesh.routes_by_service.get(svc)
     return (
         routes is not None
-        and svc not in mesh.gamma.services()
+        and svc not in mesh.gamma.routed_services
         and all(r.match.port is None for r in routes)
     )
 
@@ -230,7 +228,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     virtual_hosts: list[VirtualHostIR] = []
     http_services: list[Service] = []  # the Services those virtual hosts reach
     declared = {ObjectKey("Service", b.namespace, b.name) for b in spec.backends}
-    for svc_key in sorted(declared | mesh.gamma.services()):
+    for svc_key in sorted(declared | mesh.gamma.routed_services):
         vhs = service_virtual_hosts(mesh, svc_key, key.namespace, declared=svc_key in declared)
         if vhs:
             virtual_hosts.extend(vhs)

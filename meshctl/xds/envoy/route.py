@@ -72,7 +72,7 @@ def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
     if ir.response_headers is not None:
         _modify(route.response_headers_to_add, route.response_headers_to_remove, ir.response_headers)
     if ir.redirect is not None:
-        route.redirect.CopyFrom(_redirect(ir.redirect, ir.rewrite_prefix))
+        route.redirect.CopyFrom(_redirect(ir.redirect, _matched_prefix(ir.match)))
         return route
     if ir.direct_status is not None:
         route.direct_response.status = ir.direct_status
@@ -90,7 +90,7 @@ def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
     if any(wc.cluster == INVALID_BACKEND for wc in ir.clusters):
         action.cluster_not_found_response_code = rc.RouteAction.INTERNAL_SERVER_ERROR
     if ir.rewrite is not None:
-        _rewrite(action, ir.rewrite, ir.rewrite_prefix)
+        _rewrite(action, ir.rewrite, _matched_prefix(ir.match))
     for mirror in ir.mirrors:
         policy = action.request_mirror_policies.add(cluster=mirror.cluster)
         if mirror.percent is not None:
@@ -158,6 +158,11 @@ def _prefix_rewrite(prefix: str, replacement: str) -> regex_pb2.RegexMatchAndSub
     return regex_pb2.RegexMatchAndSubstitute(
         pattern=regex_pb2.RegexMatcher(regex=f"^{base}"), substitution=replacement.rstrip("/")
     )
+
+
+def _matched_prefix(m: HttpMatch) -> str | None:
+    """The PathPrefix a ReplacePrefixMatch replaces: the route's own (the parser allows it only on one)."""
+    return m.segment_prefix if m.segment_prefix is not None else m.prefix
 
 
 def _full_rewrite(path: str) -> regex_pb2.RegexMatchAndSubstitute:
