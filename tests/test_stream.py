@@ -105,6 +105,25 @@ def test_a_name_subscribed_again_is_sent_with_the_next_endpoint_patch() -> None:
     assert stream.types[ENDPOINT].acked_version == patch.version(ENDPOINT)
 
 
+def test_a_name_dropped_and_subscribed_again_while_a_response_is_in_flight_is_sent_again() -> None:
+    """Regression (found by the differential test): Envoy unsubscribed a and subscribed it again while a response
+    that left a out (unchanged) was in flight; the ACK recorded Envoy as holding a, which it had dropped, so a was
+    never sent again."""
+    snap = snapshot("a", "b")
+    stream = StreamState("n", "g")
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))
+    stream.next_responses(snap)
+    ack(stream, ENDPOINT, ["a", "b"])
+    changed = snapshot("a", "b", ports={"b": 81})
+    [(_, raw)] = stream.next_responses(changed)
+    assert names_in(raw) == ["b"]  # in flight
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["b"]))  # Envoy drops cluster a
+    stream.on_request(DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"]))  # and adds it back
+    ack(stream, ENDPOINT, ["a", "b"])
+    [(_, raw)] = stream.next_responses(changed)
+    assert names_in(raw) == ["a"]
+
+
 def test_a_reconnecting_delta_proxy_is_told_to_remove_what_is_no_longer_served() -> None:
     """Found by the differential test: a delta proxy reconnects holding cluster c, which the snapshot dropped
     meanwhile; delta never implies removal, so c must be named in removed_resources."""

@@ -119,6 +119,9 @@ class TypeState:
     held: Held = _NOTHING  # what Envoy has ACKed (and not dropped since)
     rejection: Rejection | None = None  # the latest NACK, cleared by the next ACK
     initial_versions: dict[str, str] | None = None  # delta: what a reconnecting proxy says it has
+    # Names unsubscribed while a response was in flight: Envoy drops them, so they are not held after the ACK even
+    # when subscribed again before it.
+    dropped: frozenset[str] = frozenset()
     last_sent: tuple[int, int] = (0, 0)  # resources and removed names in the latest response
     sent_at: float = 0.0  # wall clock of the latest response
     acked_at: float = 0.0  # wall clock of the latest ACK
@@ -182,18 +185,22 @@ class StreamState:
     def _settle(self, st: TypeState, req: DiscoveryRequest | DeltaDiscoveryRequest) -> str:
         st.inflight = False
         if req.HasField("error_detail"):
+            st.dropped = frozenset()  # (already gone from ``held``: see _subscribe)
             st.rejection = Rejection(req.type_url, st.sent_version, req.error_detail.message, time.time())
             return "nack"
         held = Held.of(st.sent, st.sent_version)
         st.acked_at = time.time()
         # Names unsubscribed while the response was in flight were dropped by Envoy on arrival.
-        st.held, st.rejection = held if st.names is None else held.only(st.names), None
+        held = held.without(st.dropped) if st.dropped else held
+        st.held, st.rejection, st.dropped = held if st.names is None else held.only(st.names), None, frozenset()
         return "ack"
 
     @staticmethod
     def _subscribe(st: TypeState, names: frozenset[str]) -> None:
         if names == st.names:
             return
+        if st.inflight and st.names is not None:
+            st.dropped |= st.names - names
         st.names = names = _shared_names(names)
         # Envoy forgets what it unsubscribed from; if it subscribes again, it must be sent again.
         st.held = st.held.only(names)
