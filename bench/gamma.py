@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from bench import meshgen
 from bench.common import best_of, table
-from meshctl.model import Meta, Model, ObjectKey, Service, ServicePort
+from meshctl.model import Meta, Model, ModelDelta, ObjectKey, Service, ServicePort
 from meshctl.model.gateway import BackendRef, GatewayRouteSpec, GatewayRule, HTTPRoute, ParentRef, RouteRetry
 from meshctl.model.matches import HttpMatch
 from meshctl.translate import translate_mesh, translate_sidecar
@@ -104,8 +104,6 @@ async def _propagation(n: int, changes: int = 20) -> list[list[object]]:
 
 def _route_change(model: Model, k: int) -> Model:
     key = ObjectKey("Route", NS, "svc-0")
-    from meshctl.model import ModelDelta
-
     routes = {**model.routes, key: meshgen.route(0, 80 if k % 2 else 20)}
     return replace(
         model,
@@ -116,8 +114,11 @@ def _route_change(model: Model, k: int) -> Model:
 
 
 def _http_route_change(model: Model, k: int) -> Model:
-    routes = {**model.http_routes, ObjectKey("HTTPRoute", NS, "svc-0"): http_route(0, 80 if k % 2 else 20)}
-    return replace(model, revision=model.revision + 1, http_routes=routes, delta=None)
+    """As the Kubernetes and manifest sources send it: with a delta naming the route."""
+    key = ObjectKey("HTTPRoute", NS, "svc-0")
+    routes = {**model.http_routes, key: http_route(0, 80 if k % 2 else 20)}
+    delta = ModelDelta(base_revision=model.revision, http_routes=frozenset({key}))
+    return replace(model, revision=model.revision + 1, http_routes=routes, delta=delta)
 
 
 def run() -> str:

@@ -9,8 +9,9 @@ import pytest
 from envoy.config.core.v3.base_pb2 import Node
 
 from bench import meshgen
+from bench.gamma import gamma_model, http_route
 from meshctl.controlplane.controller import Controller
-from meshctl.model import FieldError, HttpMatch, ObjectKey
+from meshctl.model import FieldError, HttpMatch, ModelDelta, ObjectKey
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
 from meshctl.xds.server.node import sidecar_params
@@ -291,3 +292,60 @@ def test_the_mesh_ir_holds_the_models_keys_and_one_string_per_cluster_name() -> 
     for placement in mesh.route_placement.values():
         for wc in placement.ir.clusters:
             assert wc.cluster is names[wc.cluster] is endpoint_names[wc.cluster]
+
+
+def _edit_http_routes(model, **changes):
+    routes = dict(model.http_routes)
+    keys = set()
+    for name, value in changes.items():
+        kind = value.kind if value is not None else "HTTPRoute"
+        key = ObjectKey(kind, meshgen.NS, name.replace("_", "-"))
+        keys.add(key)
+        if value is None:
+            routes.pop(key)
+        else:
+            routes[key] = value
+    delta = ModelDelta(base_revision=model.revision, http_routes=frozenset(keys))
+    return replace(model, http_routes=routes, revision=model.revision + 1, delta=delta)
+
+
+async def test_an_httproute_change_patches_the_route_configuration_and_equals_full_translation() -> None:
+    """Issue 30: an HTTPRoute weight change costs what a Route's does (RDS alone, in every calling group); a
+    change that reaches further (a GRPCRoute making a Service port's cluster gRPC, a new backend) rebuilds."""
+    model, clients = meshgen.with_clients(gamma_model(30), groups=4, backends=3)
+    params_list = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
+    async with (
+        controller_for(params_list) as controller,
+        controller_for(params_list, incremental=False) as reference,
+    ):
+        await apply(controller, model)
+        await apply(reference, model)
+        full_builds = controller.metrics.full_builds
+        invalid = replace(
+            http_route(3),
+            spec=None,
+            errors=(FieldError(path="spec.rules[0].filters[0].type", message="unsupported"),),
+            parents_if_invalid=http_route(3).spec.parents,
+        )
+        grpc = replace(http_route(5), kind="GRPCRoute", spec=replace(http_route(5).spec, grpc=True))
+        grpc = replace(grpc, meta=replace(grpc.meta, name="svc-5-grpc"))
+        steps = [
+            ("weights", {"svc_29": http_route(29, 10)}, True),
+            ("invalid", {"svc_3": invalid}, True),  # the last accepted version stays served
+            ("gone", {"svc_7": None}, False),  # its clusters unused: CDS changes
+            ("grpc", {"svc_5_grpc": grpc}, False),  # svc-5-v1/v2's clusters become gRPC ones
+        ]
+        for label, edits, rds_only in steps:
+            patches = controller.metrics.route_patches
+            model = _edit_http_routes(replace(model, revision=controller.model.revision), **edits)
+            await apply(controller, model)
+            await apply(reference, model)
+            assert _state(controller, params_list) == _state(reference, params_list), label
+            assert controller.statuses() == reference.statuses(), label
+            gateway = controller.cache.get(meshgen.GATEWAY.group)
+            if rds_only:  # every group (each sees the producer routes) patched RDS alone
+                assert controller.metrics.route_patches == patches + len(params_list), label
+                assert set(gateway.parent_versions) == {ROUTE}, label
+            else:
+                assert set(gateway.parent_versions) != {ROUTE}, label
+        assert controller.metrics.full_builds == full_builds  # never a full translation

@@ -98,12 +98,26 @@ def _edit(model: Model, draw) -> Model:
     i = draw(st.integers(0, N - 1))
     if kind == "httproute":  # a Gateway API route on svc-i, to Service ports (their EndpointSlices), or gone
         http_routes = dict(model.http_routes)
-        hkey = ObjectKey("HTTPRoute", NS, f"h-{i}")
-        if hkey in http_routes and draw(st.booleans()):
-            del http_routes[hkey]
+        grpc = draw(st.booleans())
+        hkey = ObjectKey("GRPCRoute" if grpc else "HTTPRoute", NS, f"h-{i}")
+        existing = http_routes.get(hkey)
+        action = draw(st.sampled_from(["new", "weights", "gone", "invalid"]))
+        if action == "gone":
+            http_routes.pop(hkey, None)
+        elif action == "weights" and existing is not None and existing.spec is not None:
+            http_routes[hkey] = _reweighted(existing, draw)  # the RDS-only patch
+        elif action == "invalid" and existing is not None:
+            errors = (FieldError(path="spec.rules[0].filters[0].type", message="unsupported"),)
+            parents = existing.spec.parents if existing.spec is not None else existing.parents_if_invalid
+            http_routes[hkey] = replace(existing, spec=None, errors=errors, parents_if_invalid=parents)
         else:
-            http_routes[hkey] = _http_route(i, draw)
-        return _with(model, draw, http_routes=http_routes)
+            http_routes[hkey] = _http_route(i, draw, grpc=grpc)
+        return _with(
+            model,
+            draw,
+            http_routes=http_routes,
+            delta=ModelDelta(base_revision=model.revision, http_routes=frozenset({hkey})),
+        )
     if kind == "policy":
         policies = dict(model.authorization_policies)
         key = ObjectKey("AuthorizationPolicy", NS, f"p-{i}")
@@ -180,15 +194,34 @@ def _edit(model: Model, draw) -> Model:
     return _with(model, draw, services=services)
 
 
-def _http_route(i: int, draw) -> HTTPRoute:
+def _http_route(i: int, draw, *, grpc: bool = False) -> HTTPRoute:
     backends = tuple(
-        BackendRef(group="", kind="Service", namespace=NS, name=f"svc-{j}", port=draw(st.sampled_from([80, 8000])))
+        BackendRef(
+            group="",
+            kind="Service",
+            namespace=NS,
+            name=f"svc-{j}",
+            port=draw(st.sampled_from([80, 8000])),
+            weight=draw(st.integers(0, 3)),
+        )
         for j in draw(st.lists(st.integers(0, N), min_size=0, max_size=2, unique=True))  # (svc-N does not exist)
     )
     parent = ParentRef(group="", kind="Service", namespace=NS, name=f"svc-{i}", port=draw(st.sampled_from([None, 80])))
-    rule = GatewayRule(name=None, matches=(HttpMatch(prefix=draw(st.sampled_from(["/", "/a"]))),), backends=backends)
-    spec = GatewayRouteSpec(parents=(parent,), rules=(rule,))
-    return HTTPRoute(meta=meshgen.Meta(namespace=NS, name=f"h-{i}"), spec=spec)
+    match = HttpMatch(prefix="/") if grpc else HttpMatch(prefix=draw(st.sampled_from(["/", "/a"])))
+    rule = GatewayRule(name=None, matches=(match,), backends=backends)
+    spec = GatewayRouteSpec(parents=(parent,), rules=(rule,), grpc=grpc)
+    kind = "GRPCRoute" if grpc else "HTTPRoute"
+    return HTTPRoute(meta=meshgen.Meta(namespace=NS, name=f"h-{i}"), spec=spec, kind=kind)
+
+
+def _reweighted(route: HTTPRoute, draw) -> HTTPRoute:
+    """The same route with its backendRefs' weights drawn again (the same clusters, other weights)."""
+    assert route.spec is not None
+    rules = tuple(
+        replace(r, backends=tuple(replace(b, weight=draw(st.integers(0, 3))) for b in r.backends))
+        for r in route.spec.rules
+    )
+    return replace(route, spec=replace(route.spec, rules=rules))
 
 
 def _policy(i: int, draw) -> AuthorizationPolicy:

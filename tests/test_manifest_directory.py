@@ -17,17 +17,33 @@ from meshctl.sources.manifests import ManifestDirectory, load_manifests, scan
 from tests.manifests import route, service, virtual_node, workload
 
 EXAMPLES = int(os.environ.get("MESHCTL_DIFF_EXAMPLES", "40"))
-FIELDS = ("services", "endpoint_slices", "pods", "virtual_nodes", "routes")
+FIELDS = ("services", "endpoint_slices", "pods", "virtual_nodes", "routes", "http_routes")
+
+
+def _http_route(i: int, port: int) -> dict:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "svc", "namespace": "demo"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "svc", "port": 80}],
+            "rules": [{"backendRefs": [{"name": f"svc-v{i}", "port": port}]}],
+        },
+    }
 
 
 def _content(draw: st.DrawFn) -> str:
-    choice = draw(st.sampled_from(["workload", "workload", "route", "service", "node", "broken", "duplicate"]))
+    choice = draw(
+        st.sampled_from(["workload", "workload", "route", "httproute", "service", "node", "broken", "duplicate"])
+    )
     i = draw(st.integers(0, 3))
     port = draw(st.sampled_from([8080, 9080]))
     if choice == "workload":
         docs = workload("svc", f"v{i}", port)
     elif choice == "route":
         docs = [route("svc", "svc", {f"svc-v{i}": 100})]
+    elif choice == "httproute":
+        docs = [_http_route(i, port)]
     elif choice == "service":
         docs = [service("svc")]
     elif choice == "node":
@@ -81,7 +97,7 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path_factory, steps) -> None:
             continue
         if new.delta is not None:  # the delta names every object that changed
             assert new.delta.base_revision == model.revision
-            named = new.delta.endpoint_slices | new.delta.pods | new.delta.routes
+            named = new.delta.endpoint_slices | new.delta.pods | new.delta.routes | new.delta.http_routes
             for field in FIELDS:
                 before, after = getattr(model, field), getattr(new, field)
                 moved = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}

@@ -19,13 +19,12 @@ and the next change is built from scratch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -155,13 +154,14 @@ class Controller:
                     endpoint_slices=pending.delta.endpoint_slices | model.delta.endpoint_slices,
                     pods=pending.delta.pods | model.delta.pods,
                     routes=pending.delta.routes | model.delta.routes,
+                    http_routes=pending.delta.http_routes | model.delta.http_routes,
                 )
                 model = replace(model, delta=merged)
             else:
                 model = replace(model, delta=None)
         self._pending = model
         self._wake.set()
-        if model.delta is not None and model.delta.routes:
+        if model.delta is not None and (model.delta.routes or model.delta.http_routes):
             self._route_waiting.set()  # cuts a burst's hold-off short: a Route edit is not kept behind endpoint churn
 
     async def run(self) -> None:
@@ -179,11 +179,21 @@ class Controller:
                     log.exception("build failed; proxies keep the last good config")
                     self.metrics.build_failed()
                     self._force_full = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._route_waiting.wait(), holdoff)
+            await self._hold_off(holdoff)
             self._route_waiting.clear()
             # More changes already waiting means a burst: wait longer next time. A quiet hold-off resets it.
             holdoff = min(holdoff * 2, self.max_holdoff) if self._wake.is_set() else self.holdoff
+
+    async def _hold_off(self, seconds: float) -> None:
+        """Waits ``seconds``, or less when a Route edit arrives. Not ``wait_for``: on Python 3.11 it can swallow the
+        task's cancellation when its timeout fires at the same moment (the run loop then never stops)."""
+        if self._route_waiting.is_set():
+            return
+        waiter = asyncio.ensure_future(self._route_waiting.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
 
     async def _rebuild(self, model: Model) -> None:
         async with self._lock:
@@ -375,10 +385,12 @@ class Controller:
         self._wake.set()
 
     async def _patch_gamma(self, model: Model, changed: set[ObjectKey]) -> None:
-        """Only HTTPRoutes/GRPCRoutes changed: translate the Gateway API routes again (``with_gamma_changes``) and
-        rebuild each group's sidecar from that (every meshed caller may see a producer route), skipping the
-        translation of VirtualNodes, endpoints, Routes and policies a full build would redo."""
-        mesh, snapshots = await self._in_worker(self._gamma_patch, model, dict(self._groups), dict(self._last_accepted))
+        """Only HTTPRoutes/GRPCRoutes changed: translate those again (``with_gamma_changes``) and, in each group,
+        patch just the virtual hosts of the Services they route (every meshed caller may see a producer route),
+        or rebuild the group when the change reaches further (clusters used or made differently)."""
+        mesh, snapshots = await self._in_worker(
+            self._gamma_patch, model, changed, dict(self._groups), dict(self._last_accepted)
+        )
         self.mesh = mesh
         self._accept(mesh, model, changed)
         await self._publish(snapshots)
@@ -386,13 +398,41 @@ class Controller:
             self.on_statuses(self.statuses())
 
     def _gamma_patch(
-        self, model: Model, groups: Mapping[str, SidecarParams], last_accepted: Mapping[ObjectKey, Served]
+        self,
+        model: Model,
+        changed: set[ObjectKey],
+        groups: Mapping[str, SidecarParams],
+        last_accepted: Mapping[ObjectKey, Served],
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
         assert self.mesh is not None
         with self._collector_paused(full_build=False):
-            mesh = self.mesh.with_gamma_changes(model, last_accepted)
-            snapshots = {group: self._build(mesh, params) for group, params in groups.items()}
+            old = self.mesh
+            mesh, services, clusters = old.with_gamma_changes(model, changed, last_accepted)
+            snapshots = {}
+            for group, params in groups.items():
+                if params.virtual_node is None or params.virtual_node not in mesh.virtual_nodes:
+                    continue  # no outbound routes (an unknown node gets none)
+                snapshots[group] = self._patched_routes(group, params, old, mesh, services, clusters)
         return mesh, snapshots
+
+    def _patched_routes(
+        self,
+        group: str,
+        params: SidecarParams,
+        old: MeshIR,
+        mesh: MeshIR,
+        services: Iterable[ObjectKey],
+        clusters: Iterable[str] = (),
+    ) -> Snapshot:
+        """The group's snapshot after only the routes of ``services`` changed: its RouteConfiguration patched when
+        nothing else differs (``with_route_changes``), else built again. A BuildError leaves everything as it was."""
+        snap = self.cache.get(group)
+        ir = with_route_changes(snap.ir, old, mesh, services, clusters) if snap is not None and snap.ir else None
+        if snap is None or ir is None:
+            return self._build(mesh, params)
+        self.metrics.route_patched()
+        routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
+        return snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
 
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those; in each group that calls their Services, patch just the
@@ -426,17 +466,10 @@ class Controller:
             snapshots = {}
             for group, params in groups.items():
                 spec = mesh.virtual_nodes.get(params.virtual_node) if params.virtual_node else None
-                if spec is None or not services_called(spec, services):
+                # (a Service with Gateway API routes is reached by callers that do not declare it)
+                if spec is None or not (services_called(spec, services) or services & mesh.gamma.routed_services):
                     continue
-                # A BuildError from either leaves everything as it was.
-                snap = self.cache.get(group)
-                ir = with_route_changes(snap.ir, old, mesh, services) if snap is not None and snap.ir else None
-                if snap is not None and ir is not None:
-                    self.metrics.route_patched()
-                    routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
-                    snapshots[group] = snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
-                else:
-                    snapshots[group] = self._build(mesh, params)
+                snapshots[group] = self._patched_routes(group, params, old, mesh, services)
         return mesh, snapshots
 
     async def _patch_endpoints(self, model: Model, changed_keys: set[ObjectKey]) -> None:
@@ -711,6 +744,12 @@ def classify_change(
         before, after = getattr(old, f.name), getattr(new, f.name)
         if before is not after and before != after:
             return None
+    delta = new.delta
+    trusted = delta is not None and bool(old.revision) and delta.base_revision == old.revision
+    if delta is not None and trusted and delta.http_routes:
+        if delta.endpoint_slices or delta.pods or delta.routes:
+            return None
+        return "gamma", set(delta.http_routes)
     gamma = _changed_keys(old.http_routes, new.http_routes)
     if gamma:  # Gateway API routes alone (with anything else: a full build)
         alone = new.delta is None or not (new.delta.endpoint_slices or new.delta.pods or new.delta.routes)
@@ -718,8 +757,7 @@ def classify_change(
         if alone and not others and not _changed_keys(old.routes, new.routes):
             return "gamma", gamma
         return None
-    delta = new.delta
-    if delta is not None and old.revision and delta.base_revision == old.revision:
+    if delta is not None and trusted:
         endpoints, routes = set(delta.endpoint_slices | delta.pods), set(delta.routes)
     else:
         endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)

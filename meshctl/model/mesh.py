@@ -371,7 +371,8 @@ class Model:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelDelta:
-    """A source's account of a change: only these EndpointSlices, Pods and Routes changed since ``base_revision``.
+    """A source's account of a change: only these EndpointSlices, Pods, Routes and HTTPRoutes/GRPCRoutes changed since
+    ``base_revision``.
 
     Event-driven sources (a Kubernetes watch) know this for free; it lets the controller skip comparing
     every object to find a small change. Without it, the controller compares."""
@@ -380,3 +381,4 @@ class ModelDelta:
     endpoint_slices: frozenset[ObjectKey] = frozenset()
     pods: frozenset[ObjectKey] = frozenset()
     routes: frozenset[ObjectKey] = frozenset()
+    http_routes: frozenset[ObjectKey] = frozenset()  # (Model.http_routes: HTTPRoutes and GRPCRoutes)

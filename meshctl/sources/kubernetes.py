@@ -430,6 +430,9 @@ class KubernetesSource:
             )
         elif previous is not None and kinds_changed == {"Route"}:
             delta = ModelDelta(base_revision=previous.revision, routes=frozenset(changed["Route"]))
+        elif previous is not None and kinds_changed and kinds_changed <= {"HTTPRoute", "GRPCRoute"}:
+            keys = changed.get("HTTPRoute", set()) | changed.get("GRPCRoute", set())
+            delta = ModelDelta(base_revision=previous.revision, http_routes=frozenset(keys))
         watched = {
             attr: current(kind.__name__, attr) for kind, attr in MODEL_FIELDS.items() if kind.__name__ in self._objects
         }

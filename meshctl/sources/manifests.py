@@ -24,6 +24,7 @@ from typing import Any
 import watchfiles
 
 from meshctl.model import EndpointSlice, Model, ModelDelta, ObjectKey, Pod, Route
+from meshctl.model.gateway import HTTPRoute
 from meshctl.parse.documents import MeshObject, Parsed, UnsupportedDocument, parse_keyed
 from meshctl.sources.base import MODEL_FIELDS, ModelSink
 from meshctl.sources.files import SUFFIXES, ManifestError, Stamps, read_documents, relative_order, scan
@@ -232,7 +233,8 @@ class ManifestDirectory:
 
     def model(self, revision: int, previous: Model | None, changed: dict[str, set[ObjectKey]]) -> Model:
         """The next model: unchanged fields keep the previous mapping objects (compared by identity first), and a
-        delta when only EndpointSlices, Pods and Routes changed since ``previous`` (the controller patches them)."""
+        delta when only EndpointSlices, Pods, Routes and HTTPRoutes changed since ``previous`` (the controller
+        patches them)."""
         fields: dict[str, Any] = {}
         for name in MODEL_FIELDS.values():
             if previous is not None and not changed.get(name):
@@ -243,12 +245,14 @@ class ManifestDirectory:
         kinds = {name for name, keys in changed.items() if keys}
         delta = None
         slices, pods, routes = MODEL_FIELDS[EndpointSlice], MODEL_FIELDS[Pod], MODEL_FIELDS[Route]
-        if previous is not None and kinds and kinds <= {slices, pods, routes}:
+        http_routes = MODEL_FIELDS[HTTPRoute]
+        if previous is not None and kinds and kinds <= {slices, pods, routes, http_routes}:
             delta = ModelDelta(
                 base_revision=previous.revision,
                 endpoint_slices=frozenset(changed.get(slices, ())),
                 pods=frozenset(changed.get(pods, ())),
                 routes=frozenset(changed.get(routes, ())),
+                http_routes=frozenset(changed.get(http_routes, ())),
             )
         return Model(**fields, load_errors=self.load_errors(), revision=revision, delta=delta)
 

@@ -16,7 +16,7 @@ spec asks; the route's ResolvedRefs condition says why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from meshctl.model.gateway import (
     ReferenceGrant,
 )
 from meshctl.model.matches import HttpMatch
-from meshctl.translate.endpoints import service_cluster_name
+from meshctl.translate.endpoints import service_cluster_name, service_of_cluster
 from meshctl.translate.ir import (
     INVALID_BACKEND,
     ClusterIR,
@@ -45,6 +45,7 @@ from meshctl.translate.ir import (
 
 __all__ = [
     "CONTROLLER_NAME",
+    "GammaChange",
     "GammaIR",
     "GammaKey",
     "MtlsIndex",
@@ -68,13 +69,46 @@ class GammaKey:
     consumer_namespace: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """One Envoy route of an HTTPRoute/GRPCRoute (``owner``), where it applies and its Gateway API precedence."""
+
+    owner: ObjectKey
+    where: GammaKey
+    order: tuple[object, ...]
+    ir: RouteIR
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """What one mesh route contributes: its status, the version served (None: none), its Envoy routes, and the
+    Service-port clusters its backendRefs resolve to (True: as a GRPCRoute's backend)."""
+
+    status: ObjectStatus
+    accepted: HTTPRoute | None
+    placed: tuple[_Placed, ...]
+    backends: Mapping[str, bool]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GammaIR:
     routes: Mapping[GammaKey, tuple[RouteIR, ...]] = field(default_factory=dict)  # in evaluation order
     clusters: Mapping[str, ClusterIR] = field(default_factory=dict)  # the Service ports the routes reach
-    statuses: Mapping[ObjectKey, ObjectStatus] = field(default_factory=dict)
-    accepted: Mapping[ObjectKey, HTTPRoute] = field(default_factory=dict)
     routed_services: frozenset[ObjectKey] = frozenset()  # the Services with any route (GammaKey.service)
+    # What lets one route change be translated alone (``with_changes``):
+    shares: Mapping[ObjectKey, _Share] = field(default_factory=dict)
+    placed: Mapping[GammaKey, tuple[_Placed, ...]] = field(default_factory=dict)  # each key's own, in order
+    cluster_users: Mapping[str, Mapping[ObjectKey, bool]] = field(default_factory=dict)
+
+    @property
+    def statuses(self) -> dict[ObjectKey, ObjectStatus]:
+        """Each mesh route's status (a route whose parents are all Gateways has none)."""
+        return {k: share.status for k, share in self.shares.items()}
+
+    @property
+    def accepted(self) -> dict[ObjectKey, HTTPRoute]:
+        """The version of each mesh route that is served."""
+        return {k: share.accepted for k, share in self.shares.items() if share.accepted is not None}
 
     def routes_for(self, service: ObjectKey, port: int, caller_namespace: str) -> tuple[RouteIR, ...]:
         """The routes a caller in ``caller_namespace`` gets for calls to ``service`` on ``port``: its namespace's
@@ -82,13 +116,123 @@ class GammaIR:
         for consumer in (caller_namespace, ""):
             if consumer == service.namespace and consumer:
                 continue  # a route in the Service's own namespace is a producer route
-            # (a port's routes include the whole Service's: translate_gamma merged them in precedence order)
+            # (a port's routes include the whole Service's: with_changes merged them in precedence order)
             found = self.routes.get(GammaKey(service, port, consumer)) or self.routes.get(
                 GammaKey(service, 0, consumer)
             )
             if found:
                 return found
         return ()
+
+    def with_changes(
+        self,
+        model: Model,
+        nodes: Mapping[ObjectKey, VirtualNodeSpec],
+        changed: Iterable[ObjectKey],
+        last_accepted: Mapping[ObjectKey, object],
+    ) -> GammaChange:
+        """This translation after the HTTPRoutes/GRPCRoutes ``changed`` changed (added, edited or gone), everything
+        else in ``model`` and ``nodes`` being as it was translated with: those routes translated again, the groups
+        and clusters they touch redone. From an empty GammaIR with every route changed: the full translation."""
+        keys = sorted(changed)
+        changed_set = set(keys)
+        shares, users = dict(self.shares), dict(self.cluster_users)
+        backends = _Backends(model, tuple(model.reference_grants.values()))
+        fresh: dict[GammaKey, list[_Placed]] = {}
+        where: set[GammaKey] = set()
+        names: set[str] = set()
+        for key in keys:
+            old = shares.pop(key, None)
+            if old is not None:
+                where.update(p.where for p in old.placed)
+                for name in old.backends:
+                    names.add(name)
+                    rest = {k: g for k, g in users[name].items() if k != key}
+                    if rest:
+                        users[name] = rest
+                    else:
+                        del users[name]
+            route = model.http_routes.get(key)
+            previous = last_accepted.get(key)
+            share = _translate_route(route, previous if isinstance(previous, HTTPRoute) else None, model, backends)
+            if share is None:
+                continue
+            shares[key] = share
+            for p in share.placed:
+                where.add(p.where)
+                fresh.setdefault(p.where, []).append(p)
+            for name, grpc in share.backends.items():
+                names.add(name)
+                users[name] = {**users.get(name, {}), key: grpc}
+        placed = dict(self.placed)
+        for gk in where:
+            items = [p for p in placed.get(gk, ()) if p.owner not in changed_set] + fresh.get(gk, [])
+            if items:
+                placed[gk] = tuple(sorted(items, key=lambda p: p.order))
+            else:
+                placed.pop(gk, None)
+        routes = dict(self.routes)
+        keys_before = len(routes)
+        for gk in _merged_keys(where, placed, model):
+            own = placed.get(gk, ())
+            if own and gk.port:  # a port's routes and the whole Service's compete in one order
+                whole = placed.get(GammaKey(gk.service, 0, gk.consumer_namespace), ())
+                own = tuple(sorted(own + whole, key=lambda p: p.order)) if whole else own
+            if own:
+                routes[gk] = tuple(p.ir for p in own)
+            else:
+                routes.pop(gk, None)
+        clusters = dict(self.clusters)
+        index: list[MtlsIndex] = []  # made once, when a cluster is (the fast path rarely needs it)
+        for name in names:
+            wanted = users.get(name)
+            if not wanted:
+                clusters.pop(name, None)
+                continue
+            grpc = any(wanted.values())  # a GRPCRoute's backend speaks gRPC to every route that reaches it
+            was = self.cluster_users.get(name)
+            if name in clusters and was is not None and any(was.values()) == grpc:
+                continue
+            if not index:
+                index.append(mtls_index(nodes))
+            found = service_of_cluster(name)
+            assert found is not None
+            clusters[name] = service_cluster(model.services[found[0]], found[1], index[0], grpc=grpc)
+        gamma = GammaIR(
+            routes=routes,
+            clusters=clusters,
+            routed_services=(
+                self.routed_services
+                if len(routes) == keys_before and all(gk in routes for gk in where)
+                else frozenset(k.service for k in routes)  # (a group came or went)
+            ),
+            shares=shares,
+            placed=placed,
+            cluster_users=users,
+        )
+        touched = frozenset(gk.service for gk in where)
+        return GammaChange(gamma=gamma, services=touched, clusters=frozenset(names))
+
+
+@dataclass(frozen=True, slots=True)
+class GammaChange:
+    """``GammaIR.with_changes``: the new translation, the Services whose routes may differ and the Service-port
+    clusters that may have been added, changed or dropped."""
+
+    gamma: GammaIR
+    services: frozenset[ObjectKey]
+    clusters: frozenset[str]
+
+
+def _merged_keys(where: set[GammaKey], placed: Mapping[GammaKey, object], model: Model) -> set[GammaKey]:
+    """The keys whose merged routes may differ: those touched, and each port key of a Service whose whole-Service
+    (port 0) routes were touched."""
+    out = set(where)
+    for gk in where:
+        if gk.port == 0 and (service := model.services.get(gk.service)) is not None:
+            ports = (GammaKey(gk.service, p.port, gk.consumer_namespace) for p in service.ports)
+            out.update(k for k in ports if k in placed)
+    return out
 
 
 _GOOD = Condition(type="Accepted", status=ConditionStatus.TRUE, reason="Accepted", message="accepted")
@@ -98,71 +242,61 @@ _RESOLVED = Condition(type="ResolvedRefs", status=ConditionStatus.TRUE, reason="
 def translate_gamma(
     model: Model,
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
-    last_accepted: Mapping[ObjectKey, HTTPRoute] | None = None,
+    last_accepted: Mapping[ObjectKey, object] | None = None,
 ) -> GammaIR:
     """Every HTTPRoute/GRPCRoute with a Service parent -> routes per ``GammaKey`` and a status per route."""
     if not model.http_routes:
         return GammaIR()
-    clusters: dict[str, ClusterIR] = {}
-    backends = _Backends(model, tuple(model.reference_grants.values()), mtls_index(nodes), clusters)
-    placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]] = []
-    statuses: dict[ObjectKey, ObjectStatus] = {}
-    accepted: dict[ObjectKey, HTTPRoute] = {}
-    for key in sorted(model.http_routes):
-        route = model.http_routes[key]
-        served = route if route.spec is not None else (last_accepted or {}).get(key)
-        if served is not None and served.spec is None:
-            served = None
-        mesh_parents = _service_parents(route) or _service_parents(served)
-        if not mesh_parents:
-            continue  # a Gateway's route: the edge gateway's business, not the mesh's
-        parent_statuses: list[ParentStatus] = []
-        for parent in mesh_parents:
-            service = model.services.get(ObjectKey("Service", parent.namespace, parent.name))
-            accepted_cond, resolved_cond = _GOOD, _RESOLVED
-            if route.spec is None:
-                message = "; ".join(str(e) for e in route.errors)
-                if served is not None:
-                    message += " (its last accepted version is still served)"
-                accepted_cond = _false("Accepted", "UnsupportedValue", message)
-            elif service is None:
-                accepted_cond = _false(
-                    "Accepted", "NoMatchingParent", f"Service {parent.namespace}/{parent.name} not found"
-                )
-            elif parent.port is not None and all(p.port != parent.port for p in service.ports):
-                accepted_cond = _false(
-                    "Accepted", "NoMatchingParent", f"Service {parent.name} has no port {parent.port}"
-                )
-            if served is not None and served.spec is not None and service is not None:
-                problems = _place(served, parent, backends, placed)
-                if problems:
-                    reason, message = problems[0]
-                    resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
-                if accepted_cond.status is ConditionStatus.TRUE or route.spec is None:
-                    accepted[key] = served
-            conditions = tuple(_at(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
-            parent_statuses.append(ParentStatus(parent=parent, conditions=conditions))
-        statuses[key] = ObjectStatus(
-            key=key,
-            observed_generation=route.meta.generation,
-            origin=route.meta.origin,
-            conditions=_worst(parent_statuses),
-            parents=tuple(parent_statuses),
-        )
-    grouped: dict[GammaKey, list[tuple[tuple[object, ...], RouteIR]]] = {}
-    for gk, order, ir in placed:
-        grouped.setdefault(gk, []).append((order, ir))
-    for gk, items in grouped.items():
-        if gk.port:  # a port's routes and the whole Service's compete in one order
-            items.extend(grouped.get(GammaKey(gk.service, 0, gk.consumer_namespace), ()))
-    routes = {gk: tuple(ir for _, ir in sorted(items, key=lambda t: t[0])) for gk, items in grouped.items()}
-    return GammaIR(
-        routes=routes,
-        clusters=clusters,
-        statuses=statuses,
-        accepted=accepted,
-        routed_services=frozenset(k.service for k in routes),
+    return GammaIR().with_changes(model, nodes, model.http_routes.keys(), last_accepted or {}).gamma
+
+
+def _translate_route(
+    route: HTTPRoute | None, previous: HTTPRoute | None, model: Model, backends: _Backends
+) -> _Share | None:
+    """One route's share; None when it is gone or is not the mesh's (no Service parent: a Gateway's route)."""
+    if route is None:
+        return None
+    served = route if route.spec is not None else previous
+    if served is not None and served.spec is None:
+        served = None
+    mesh_parents = _service_parents(route) or _service_parents(served)
+    if not mesh_parents:
+        return None
+    parent_statuses: list[ParentStatus] = []
+    placed: list[_Placed] = []
+    reached: dict[str, bool] = {}
+    accepted = None
+    for parent in mesh_parents:
+        service = model.services.get(ObjectKey("Service", parent.namespace, parent.name))
+        accepted_cond, resolved_cond = _GOOD, _RESOLVED
+        if route.spec is None:
+            message = "; ".join(str(e) for e in route.errors)
+            if served is not None:
+                message += " (its last accepted version is still served)"
+            accepted_cond = _false("Accepted", "UnsupportedValue", message)
+        elif service is None:
+            accepted_cond = _false(
+                "Accepted", "NoMatchingParent", f"Service {parent.namespace}/{parent.name} not found"
+            )
+        elif parent.port is not None and all(p.port != parent.port for p in service.ports):
+            accepted_cond = _false("Accepted", "NoMatchingParent", f"Service {parent.name} has no port {parent.port}")
+        if served is not None and served.spec is not None and service is not None:
+            problems = _place(served, parent, backends, placed, reached)
+            if problems:
+                reason, _ = problems[0]
+                resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
+            if accepted_cond.status is ConditionStatus.TRUE or route.spec is None:
+                accepted = served
+        conditions = tuple(_at(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
+        parent_statuses.append(ParentStatus(parent=parent, conditions=conditions))
+    status = ObjectStatus(
+        key=route.key,
+        observed_generation=route.meta.generation,
+        origin=route.meta.origin,
+        conditions=_worst(parent_statuses),
+        parents=tuple(parent_statuses),
     )
+    return _Share(status=status, accepted=accepted, placed=tuple(placed), backends=reached)
 
 
 def _service_parents(route: HTTPRoute | None) -> tuple[ParentRef, ...]:
@@ -201,19 +335,28 @@ def _place(
     route: HTTPRoute,
     parent: ParentRef,
     backends: _Backends,
-    placed: list[tuple[GammaKey, tuple[object, ...], RouteIR]],
+    placed: list[_Placed],
+    reached: dict[str, bool],
 ) -> list[tuple[str, str]]:
-    """Appends the route's (rule, match) routes for ``parent``; returns the backendRef problems (reason, message)."""
+    """Appends the route's (rule, match) routes for ``parent`` and the clusters they reach; returns the backendRef
+    problems (reason, message)."""
     assert route.spec is not None
     ns = route.meta.namespace
     consumer = "" if ns == parent.namespace else ns
     gk = GammaKey(ObjectKey("Service", parent.namespace, parent.name), parent.port or 0, consumer)
     problems: list[tuple[str, str]] = []
     grpc = route.spec.grpc
+
+    def cluster(backend: BackendRef, path: str) -> str:
+        name = backends.cluster(backend, route, path, problems)
+        if name != INVALID_BACKEND:
+            reached[name] = grpc
+        return name
+
     for i, rule in enumerate(route.spec.rules):
         weighted = tuple(
             WeightedClusterIR(
-                cluster=backends.cluster(b, route, grpc, f"spec.rules[{i}].backendRefs[{j}]", problems),
+                cluster=cluster(b, f"spec.rules[{i}].backendRefs[{j}]"),
                 weight=b.weight,
                 request_headers=b.request_headers,
                 response_headers=b.response_headers,
@@ -223,12 +366,11 @@ def _place(
         mirrors = tuple(
             MirrorIR(cluster=c, percent=m.percent)
             for k, m in enumerate(rule.mirrors)
-            if (c := backends.cluster(m.backend, route, grpc, f"spec.rules[{i}].filters.requestMirror[{k}]", problems))
-            != INVALID_BACKEND
+            if (c := cluster(m.backend, f"spec.rules[{i}].filters.requestMirror[{k}]")) != INVALID_BACKEND
         )
         for j, match in enumerate(rule.matches):
             ir = _route_ir(route, i, j, rule, match, weighted, mirrors)
-            placed.append((gk, _precedence(match, route, i, j), ir))
+            placed.append(_Placed(route.key, gk, _precedence(match, route, i, j), ir))
     return problems
 
 
@@ -285,6 +427,7 @@ def _precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[obj
         route.created or "~",  # (routes without a timestamp, from files, after those with one)
         route.meta.namespace,
         route.meta.name,
+        route.kind,  # (an HTTPRoute and a GRPCRoute may share a name: a total order all the same)
         i,
         j,
     )
@@ -292,18 +435,13 @@ def _precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[obj
 
 @dataclass(frozen=True, slots=True)
 class _Backends:
-    """Resolves backendRefs to Service-port clusters for one translation, adding each cluster once to
-    ``clusters``."""
+    """Resolves backendRefs to the names of Service-port clusters."""
 
     model: Model
     grants: tuple[ReferenceGrant, ...]
-    index: MtlsIndex
-    clusters: dict[str, ClusterIR]
 
-    def cluster(
-        self, backend: BackendRef, route: HTTPRoute, grpc: bool, path: str, problems: list[tuple[str, str]]
-    ) -> str:
-        """The backend's cluster, or INVALID_BACKEND with the problem appended to ``problems``."""
+    def cluster(self, backend: BackendRef, route: HTTPRoute, path: str, problems: list[tuple[str, str]]) -> str:
+        """The backend's cluster name, or INVALID_BACKEND with the problem appended to ``problems``."""
         ns = route.meta.namespace
         if not backend.is_service:
             problems.append(("InvalidKind", f"{path}: {backend.group or 'core'}/{backend.kind} is not a Service"))
@@ -334,10 +472,7 @@ class _Backends:
         if all(p.port != backend.port for p in service.ports):
             problems.append(("BackendNotFound", f"{path}: Service {backend.name} has no port {backend.port}"))
             return INVALID_BACKEND
-        name = service_cluster_name(backend.namespace, backend.name, backend.port)
-        if name not in self.clusters:
-            self.clusters[name] = service_cluster(service, backend.port, self.index, grpc=grpc)
-        return name
+        return service_cluster_name(backend.namespace, backend.name, backend.port)
 
 
 _H2C = ("kubernetes.io/h2c", "h2c", "http2")

@@ -34,7 +34,6 @@ from meshctl.translate.endpoints import (
     EndpointIndex,
     cluster_name,
     index_endpoints,
-    is_service_cluster,
     service_cluster_endpoints,
     service_cluster_name,
     service_of_cluster,
@@ -124,31 +123,61 @@ class MeshIR:
                 clusters.add(name)
         return replace(self, endpoint_index=index, service_endpoints=service_endpoints), clusters
 
-    def with_gamma_changes(self, model: Model, last_accepted: Mapping[ObjectKey, Served]) -> MeshIR:
-        """This mesh after only HTTPRoutes/GRPCRoutes changed: the Gateway API routes translated again (they are
-        few next to the rest), with their clusters and statuses, and the marks they leave on Routes; the
-        VirtualNodes, endpoint index, Routes and policies are kept as they are. Equal to ``translate_mesh(model)``."""
-        old = self.gamma
-        gamma = translate_gamma(model, self.virtual_nodes, _http_routes(last_accepted))
-        statuses = {k: st for k, st in self.status_by_key.items() if k not in old.statuses}
-        for key, st in gamma.statuses.items():
-            statuses[key] = _with_warnings(st, model.http_routes[key])
-        accepted: dict[ObjectKey, Served] = {k: v for k, v in self.accepted.items() if k not in old.accepted}
-        accepted.update(gamma.accepted)
-        touched = (old.routed_services | gamma.routed_services) & self.routes_by_service.keys()
-        _mark_shadowed(statuses, self.routes_by_service, touched)
-        _mark_overridden(statuses, self.routes_by_service, gamma, self.services, touched)
-        node_clusters = {n: c for n, c in self.clusters.items() if not is_service_cluster(n)}
-        clusters, service_endpoints = _with_service_clusters(
-            node_clusters, gamma, self.virtual_nodes, self.services, self.routes_by_service, model
-        )
-        return replace(
+    def with_gamma_changes(
+        self, model: Model, changed: set[ObjectKey], last_accepted: Mapping[ObjectKey, Served]
+    ) -> tuple[MeshIR, frozenset[ObjectKey], frozenset[str]]:
+        """This mesh after only the HTTPRoutes/GRPCRoutes ``changed`` changed: those translated again
+        (``GammaIR.with_changes``), their statuses, the clusters they reach and the marks they leave on Routes; the
+        VirtualNodes, endpoint index, Routes and policies are kept as they are. Returns it (equal to
+        ``translate_mesh(model)``), the Services whose Gateway API routes may differ and the Service-port clusters
+        that may differ."""
+        change = self.gamma.with_changes(model, self.virtual_nodes, changed, last_accepted)
+        gamma = change.gamma
+        statuses, accepted = dict(self.status_by_key), dict(self.accepted)
+        for key in changed:
+            statuses.pop(key, None)
+            accepted.pop(key, None)
+            share = gamma.shares.get(key)
+            if share is not None:
+                statuses[key] = _with_warnings(share.status, model.http_routes[key])
+                if share.accepted is not None:
+                    accepted[key] = share.accepted
+        routed = change.services & self.routes_by_service.keys()
+        _mark_shadowed(statuses, self.routes_by_service, routed)
+        _mark_overridden(statuses, self.routes_by_service, gamma, self.services, routed)
+        clusters, service_endpoints = self.clusters, self.service_endpoints
+        if change.clusters:
+            clusters, service_endpoints = dict(clusters), dict(service_endpoints)
+            index: list[MtlsIndex] = []
+            for name in change.clusters:
+                cluster = gamma.clusters.get(name)
+                found = service_of_cluster(name)
+                assert found is not None
+                service = self.services.get(found[0])
+                if cluster is None and service is not None and self._default_routed(found[0]):
+                    index = index or [mtls_index(self.virtual_nodes)]
+                    cluster = service_cluster(service, found[1], index[0])  # still a backend's default route's
+                if cluster is None or service is None:
+                    clusters.pop(name, None)
+                    service_endpoints.pop(name, None)
+                    continue
+                clusters[name] = cluster
+                if name not in service_endpoints:
+                    service_endpoints[name] = service_cluster_endpoints(service, found[1], model.endpoint_slices)
+        mesh = replace(
             self,
             gamma=gamma,
             status_by_key=statuses,
             accepted=accepted,
             clusters=clusters,
             service_endpoints=service_endpoints,
+        )
+        return mesh, change.services, change.clusters
+
+    def _default_routed(self, svc: ObjectKey) -> bool:
+        """Callers reach the Service by its default routes: a backend of some VirtualNode, with no Route."""
+        return svc not in self.routes_by_service and any(
+            services_called(spec, (svc,)) for spec in self.virtual_nodes.values()
         )
 
     def with_route_changes(
@@ -310,7 +339,7 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
-    gamma = translate_gamma(model, nodes, _http_routes(fallback))
+    gamma = translate_gamma(model, nodes, fallback)
     for key, st in gamma.statuses.items():
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
     _mark_overridden(status_by_key, routes_by_service, gamma, services, routes_by_service.keys())
@@ -338,10 +367,6 @@ def translate_mesh(
         service_endpoints=service_endpoints,
     )
     return mesh if previous is None else _sharing_equal_values(mesh, previous)
-
-
-def _http_routes(accepted: Mapping[ObjectKey, object]) -> dict[ObjectKey, HTTPRoute]:
-    return {k: v for k, v in accepted.items() if isinstance(v, HTTPRoute)}
 
 
 def _with_service_clusters(

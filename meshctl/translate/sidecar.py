@@ -16,6 +16,8 @@ original destination instead: see ``OutboundListenerIR`` and ``CapturedInboundIR
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from meshctl.model import (
@@ -147,55 +149,58 @@ def _hosts(service: Service, client_namespace: str) -> list[str]:
     return hosts
 
 
-def _plain(mesh: MeshIR, svc: ObjectKey) -> bool:
-    """The Service's callers get the one virtual host of its Routes (no Gateway API route, no default route, no
-    port match)."""
-    routes = mesh.routes_by_service.get(svc)
-    return (
-        routes is not None
-        and svc not in mesh.gamma.routed_services
-        and all(r.match.port is None for r in routes)
-    )
-
-
-def with_route_changes(ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: set[ObjectKey]) -> SidecarIR | None:
-    """``ir`` (translated from ``old``) after only the Routes of ``services`` changed, with just the affected
-    virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)`` but for the endpoints, which it keeps
-    as they are in ``ir`` (a snapshot's IR has none: see ``Snapshot``), or None when the change reaches beyond
-    the RouteConfiguration (a tcpRoute involved, or clusters referenced differently), and the caller translates
-    the whole sidecar. Lets a Route change patch RDS alone (issue 14)."""
+def with_route_changes(
+    ir: SidecarIR, old: MeshIR, mesh: MeshIR, services: Iterable[ObjectKey], clusters: Iterable[str] = ()
+) -> SidecarIR | None:
+    """``ir`` (translated from ``old``) after only the routes (Routes, HTTPRoutes, GRPCRoutes) of ``services``
+    changed, with just those Services' virtual hosts redone: equal to ``translate_sidecar(mesh, ir.params)`` but
+    for the endpoints, which it keeps as they are in ``ir`` (a snapshot's IR has none: see ``Snapshot``), or None
+    when the change reaches beyond the RouteConfiguration (a tcpRoute involved, clusters used or made differently,
+    a Service gaining or losing its hosts under capture), and the caller translates the whole sidecar. Lets a
+    route change patch RDS alone (issue 14). ``clusters``: those the change may have made differently (a GRPCRoute
+    makes a Service port's cluster a gRPC one for every route reaching it)."""
     key = ir.params.virtual_node
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None or ir.outbound is None:
         return None
-    touched = services_called(spec, services)
+    declared = services_called(spec, services)
+    gamma_before, gamma_after = old.gamma.routed_services, mesh.gamma.routed_services
+    touched = declared | {s for s in services if s in gamma_before or s in gamma_after}
     if any(r.tcp for svc in touched for m in (old, mesh) for r in m.routes_by_service.get(svc, ())):
         return None
-    if not all(_plain(m, svc) for svc in touched for m in (old, mesh)):
-        return None  # per-port virtual hosts (Gateway API or default routes) before or after: redo it all
-    by_name = {vh.name: vh for vh in ir.virtual_hosts}
+    hosts = list(ir.virtual_hosts)  # sorted by Service (translate_sidecar), each Service's hosts together
     before: set[tuple[str, str]] = set()  # (virtual host, cluster)
     after: set[tuple[str, str]] = set()
-    for svc in touched:
-        name = f"{svc.namespace}/{svc.name}"
-        previous = by_name.pop(name, None)
-        if previous is not None:
-            before.update((name, wc.cluster) for r in previous.routes for wc in r.clusters)
-        vh = service_virtual_host(mesh, svc, key.namespace)
-        if vh is not None:
-            by_name[name] = vh
-            after.update((name, wc.cluster) for r in vh.routes for wc in r.clusters)
+    for svc in sorted(touched, reverse=True):  # from the end: earlier positions stay valid
+        at = (svc.namespace, svc.name)
+        lo = bisect_left(hosts, at, key=_service_order)
+        hi = bisect_right(hosts, at, key=_service_order)
+        vhs = service_virtual_hosts(mesh, svc, key.namespace, declared=svc in declared)
+        if ir.params.capture and (lo == hi) != (not vhs):
+            return None  # a Service gained or lost its virtual hosts: its ports' captured listeners change too
+        before.update((vh.name, c) for vh in hosts[lo:hi] for c in _clusters_of(vh))
+        after.update((vh.name, c) for vh in vhs for c in _clusters_of(vh))
+        hosts[lo:hi] = vhs
     if before != after:
         # A cluster is used or unused now (whether CDS/EDS change depends on the other hosts), or reached through
         # another backend (whose client policy it takes): redo it all.
         return None
-    same_hosts = len(by_name) == len(ir.virtual_hosts) and all(vh.name in by_name for vh in ir.virtual_hosts)
-    if ir.params.capture and not same_hosts:
-        return None  # a Service gained or lost its virtual host: its ports' captured listeners change too
-    if same_hosts:  # each in its place
-        return replace(ir, virtual_hosts=tuple(by_name[vh.name] for vh in ir.virtual_hosts))
-    ordered = tuple(vh for b in _sorted_backends(spec) if (vh := by_name.get(f"{b.namespace}/{b.name}")) is not None)
-    return replace(ir, virtual_hosts=ordered)
+    remade = {c for c in clusters if old.clusters.get(c) != mesh.clusters.get(c)}
+    if remade and any(c.name in remade for c in ir.clusters):
+        return None  # a cluster it uses is made differently: CDS changes
+    return replace(ir, virtual_hosts=tuple(hosts))
+
+
+def _service_order(vh: VirtualHostIR) -> tuple[str, str]:
+    """A virtual host's Service as (namespace, name): per-port hosts are named ``namespace/name:port``."""
+    namespace, _, name = vh.name.partition(":")[0].partition("/")
+    return namespace, name
+
+
+def _clusters_of(vh: VirtualHostIR) -> Iterator[str]:
+    for r in vh.routes:
+        yield from (wc.cluster for wc in r.clusters)
+        yield from (m.cluster for m in r.mirrors)
 
 
 def _sorted_backends(spec: VirtualNodeSpec) -> list[Backend]:
