@@ -6,7 +6,8 @@ ports ``svc-i-v1``/``svc-i-v2`` whose EndpointSlices are the same endpoints, the
 
 - **Translation**: the mesh IR, then the gateway's sidecar (its N virtual hosts) built into xDS resources; best of 3.
 - **Propagation**: an in-process controller serving both proxies' groups: a weight change of one route (a Route, or
-  an HTTPRoute) from the model handed over to the new snapshot published, twenty times each (p50 / max).
+  an HTTPRoute) from the model handed over to the new snapshot published, twenty times each (p50 / max); and
+  end to end, through the Kubernetes source (the test apiserver) to a real Envoy (``bench/propagation.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import replace
 from types import MappingProxyType
 
+import bench.propagation
 from bench import meshgen
 from bench.common import best_of, table
 from meshctl.model import Meta, Model, ModelDelta, ObjectKey, Service, ServicePort
@@ -125,9 +127,13 @@ def run() -> str:
     translation = table(
         ["services", "N Routes", "N HTTPRoutes", "ratio"], [translation_rows(n)[0] for n in (1_000, 10_000)]
     )
-    propagation = table(["change", "services", "p50", "max"], asyncio.run(_propagation(1_000)))
+    propagation = table(
+        ["change", "services", "p50", "max"], [*asyncio.run(_propagation(1_000)), *asyncio.run(_propagation(10_000))]
+    )
+    end_to_end = bench.propagation.run(sources=("kubernetes", "kubernetes-httproute"))
     return (
         "Translation: mesh IR + the gateway's sidecar built (N virtual hosts), best of 3.\n\n"
         f"{translation}\n\nPropagation: model handed to the controller -> snapshot published (20 changes).\n\n"
-        f"{propagation}"
+        f"{propagation}\n\nThrough the Kubernetes source and a real Envoy (benchmark 6's method: a PATCH of the "
+        f"Route or of the HTTPRoute -> the first request the new version answers; 20 flips):\n\n{end_to_end}"
     )

@@ -26,7 +26,10 @@ ROOT = Path(__file__).parent.parent
 
 
 def _crds() -> list[dict[str, Any]]:
-    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.dev_*.yaml"))]
+    """Ours and the upstream Gateway API CRDs (a cluster with Gateway API installed)."""
+    paths = sorted((ROOT / "crds").glob("*.dev_*.yaml"))
+    paths += sorted((ROOT / "deploy" / "gateway-api").glob("gateway.networking.k8s.io_*.yaml"))
+    return [yaml.safe_load(p.read_text()) for p in paths]
 
 
 def main() -> int:
@@ -35,13 +38,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=0)
     parser.add_argument("--demo", action="store_true", help="seed the two-version demo instead (--demo-ports)")
     parser.add_argument("--demo-ports", default="", help="v1,v2 ports of the demo apps")
+    parser.add_argument(
+        "--demo-httproute", action="store_true", help="the demo routed by an HTTPRoute instead of a Route"
+    )
     parser.add_argument("--url-file", required=True)
     args = parser.parse_args()
     server = ApiServer(bookmark_interval=1.0)
     server.seed(_crds())
     if args.demo:
         v1, v2 = (int(p) for p in args.demo_ports.split(","))
-        count = server.seed(demo_docs(v1, v2))
+        count = server.seed(demo_docs(v1, v2, httproute=args.demo_httproute))
     else:
         count = server.seed(kubemesh.mesh_docs(args.services, clients=args.clients))
     url = server.start()
@@ -51,17 +57,46 @@ def main() -> int:
     return 0
 
 
-def demo_docs(v1: int, v2: int) -> list[dict[str, Any]]:
-    """The propagation benchmark's mesh: reviews v1/v2 on local ports, a frontend calling it, a 100/0 Route."""
+def demo_docs(v1: int, v2: int, *, httproute: bool = False) -> list[dict[str, Any]]:
+    """The propagation benchmark's mesh: reviews v1/v2 on local ports, a frontend calling it, a 100/0 Route; or
+    (``httproute``) Services reviews-v1/-v2 over the same endpoints and a 100/0 HTTPRoute attached to reviews."""
     from tests.manifests import route, service, virtual_node, workload
 
-    return [
+    docs = [
         service("reviews"),
         *workload("reviews", "v1", v1),
         *workload("reviews", "v2", v2),
         virtual_node("frontend", backends=["reviews"]),
-        route("reviews", "reviews", {"reviews-v1": 100, "reviews-v2": 0}),
     ]
+    if not httproute:
+        return [*docs, route("reviews", "reviews", {"reviews-v1": 100, "reviews-v2": 0})]
+    for version, port in (("v1", v1), ("v2", v2)):
+        name = f"reviews-{version}"
+        versioned = service(name)
+        versioned["spec"]["selector"] = {"app": "reviews", "version": version}
+        docs.append(versioned)
+        endpoints = next(d for d in workload("reviews", version, port) if d["kind"] == "EndpointSlice")
+        labels = {"kubernetes.io/service-name": name}
+        endpoints["metadata"] = {"name": f"{name}-x", "namespace": "demo", "labels": labels}
+        docs.append(endpoints)
+    return [*docs, http_route_doc(100)]
+
+
+def http_route_doc(v1_weight: int) -> dict[str, Any]:
+    """The benchmark's HTTPRoute on Service reviews: ``v1_weight`` to reviews-v1, the rest to reviews-v2."""
+    backends = [
+        {"name": "reviews-v1", "port": 80, "weight": v1_weight},
+        {"name": "reviews-v2", "port": 80, "weight": 100 - v1_weight},
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "reviews", "namespace": "demo"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": 80}],
+            "rules": [{"backendRefs": backends}],
+        },
+    }
 
 
 @contextlib.asynccontextmanager

@@ -2,9 +2,10 @@
 
 `meshctl serve` watches a manifest directory, or a cluster (the test apiserver in its own process, through list
 and watch); a Route flips between 100% v1 and 100% v2 twenty times, by a file write or by a PATCH of the Route
-object. For each flip: the time from the write to the first request sent after it that the new version
-answered (gateway-api-bench's measure), and every non-2xx response during the run. Requests are sent
-open-loop at a fixed rate: 200/s as the idle probe, 1,000/s under load.
+object (source ``kubernetes-httproute``: of an HTTPRoute whose backendRefs are Services reviews-v1/-v2). For each
+flip: the time from the write to the first request sent after it that the new version answered
+(gateway-api-bench's measure), and every non-2xx response during the run. Requests are sent open-loop at a fixed
+rate: 200/s as the idle probe, 1,000/s under load.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiohttp
 from kubernetes import client, config
 
 from bench.common import median, percentile, table
-from bench.kubeapi import kube_api
+from bench.kubeapi import http_route_doc, kube_api
 from bench.procs import Processes, wait_http
 from meshctl.devtools.envoy_process import free_port
 from tests.manifests import route, service, virtual_node, workload, write
@@ -38,13 +39,20 @@ async def _run(rate: int, flips: int, gap: float, source: str = "files") -> dict
         for name, port in ports.items():
             await procs.app(name, port)
         stack.push_async_callback(procs.stop)
-        if source == "kubernetes":
+        if source in ("kubernetes", "kubernetes-httproute"):
             demo = ["--services", "0", "--demo", "--demo-ports", f"{ports['v1']},{ports['v2']}"]
-            _, kubeconfig = await stack.enter_async_context(kube_api(*demo))
+            httproute = source == "kubernetes-httproute"
+            _, kubeconfig = await stack.enter_async_context(kube_api(*demo, *(["--demo-httproute"] * httproute)))
             xds, _, _ = await procs.serve(None, kubeconfig=kubeconfig)
             custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
 
             def write_route(target: str) -> None:
+                if httproute:  # the same flip, as a merge patch of the HTTPRoute's backendRef weights
+                    patch = {"spec": http_route_doc(100 if target == "v1" else 0)["spec"]}
+                    custom.patch_namespaced_custom_object(
+                        "gateway.networking.k8s.io", "v1", "demo", "httproutes", "reviews", patch
+                    )
+                    return
                 patch = {"spec": route("reviews", "reviews", _weights(target))["spec"]}
                 custom.patch_namespaced_custom_object(
                     "mesh.meshctl.dev", "v1alpha1", "demo", "routes", "reviews", patch

@@ -240,6 +240,7 @@ class ApiServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)  # type: ignore[union-attr]
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)  # type: ignore[union-attr]
+        self._loop = None  # (stopping twice is a no-op: a test may stop it before its fixture does)
 
     def restart(self, downtime: float = 0.3) -> None:
         """Stop serving (every connection breaks, requests are refused) and come back on the same port with the

@@ -43,6 +43,20 @@ async def test_a_lease_renewed_by_a_clock_far_ahead_still_expires_by_our_clock(a
         api.close()
 
 
+async def test_a_leader_stopping_while_the_api_server_is_gone_just_stops(apiserver, caplog) -> None:
+    """Regression: releasing the lease on the way out raised the client's MaxRetryError when the API server was
+    unreachable, so the task ended with an error (and a traceback in the log) instead of stopping."""
+    elector = LeaderElector(apiserver.controller_client(), identity="me", lease_duration=1, retry_period=0.1)
+    task = asyncio.create_task(elector.run())
+    await eventually(lambda: elector.is_leader, timeout=10)
+    apiserver.stop()
+    task.cancel()
+    [result] = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(result, asyncio.CancelledError), result
+    assert not elector.is_leader
+    assert "could not release the lease" in caplog.text and "Traceback" not in caplog.text
+
+
 async def test_a_live_holder_with_a_clock_far_behind_keeps_its_lease(apiserver) -> None:
     """The holder renews on time but its clock is an hour behind: its lease is not expired."""
     api = apiserver.client()

@@ -171,3 +171,5 @@ class LeaderElector:
             self.leases.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as exc:
             log.warning("could not release the lease: %s", exc.status)
+        except (HTTPError, OSError) as exc:  # API server unreachable: the lease expires on its own
+            log.warning("could not release the lease: %s", exc)
