@@ -18,26 +18,33 @@ import pytest
 import yaml
 
 from meshctl.appmesh import convert, load_paths
-from meshctl.cli.importer import render, report_text
+from meshctl.cli.importer import render, report_text, with_gateway_api_routes
 from meshctl.sources import load_manifests
 from meshctl.translate import translate_mesh
 from tests.apiserver import kubeconfig_for
-from tests.test_manifests import crd_schemas
+from tests.test_manifests import crd_schemas, gateway_api_schemas
 
 CASES = Path(__file__).parent / "testdata" / "appmesh"
 ALL = sorted(p for p in CASES.iterdir() if p.is_dir())
 
 
-def run_import(case: Path) -> tuple[str, str]:
+FORMS = ["meshctl", "gateway-api"]  # --as: the routes as meshctl Routes, or as HTTPRoutes/GRPCRoutes
+
+
+def run_import(case: Path, form: str = "meshctl") -> tuple[str, str]:
     docs, findings = load_paths([case / "input"])
     result = convert(docs)
+    if form == "gateway-api":
+        result = with_gateway_api_routes(result)
     return render(result.objects), report_text(findings + result.findings, len(result.objects))
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", ALL, ids=lambda p: p.name)
-def test_import_golden(case: Path, request: pytest.FixtureRequest) -> None:
-    objects, report = run_import(case)
-    expected = {case / "expected.yaml": objects, case / "report.txt": report}
+def test_import_golden(case: Path, form: str, request: pytest.FixtureRequest) -> None:
+    objects, report = run_import(case, form)
+    suffix = "" if form == "meshctl" else f"-{form}"
+    expected = {case / f"expected{suffix}.yaml": objects, case / f"report{suffix}.txt": report}
     if request.config.getoption("--update-golden") or not all(p.exists() for p in expected):
         if os.environ.get("CI"):
             pytest.fail(f"golden files are never written in CI ({case})")
@@ -48,18 +55,21 @@ def test_import_golden(case: Path, request: pytest.FixtureRequest) -> None:
         assert text == path.read_text(), path
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", ALL, ids=lambda p: p.name)
-def test_imported_output_is_valid_meshctl(case: Path, tmp_path: Path) -> None:
-    objects, _ = run_import(case)
+def test_imported_output_is_valid_meshctl(case: Path, form: str, tmp_path: Path) -> None:
+    objects, _ = run_import(case, form)
     (tmp_path / "out.yaml").write_text(objects)
     mesh = translate_mesh(load_manifests(tmp_path))
     assert mesh.load_errors == ()
     unhealthy = [f"{s.key}: {s.summary()}" for s in mesh.statuses if not s.healthy]
     assert not unhealthy, unhealthy
-    schemas = crd_schemas()
+    schemas, upstream = crd_schemas(), gateway_api_schemas()
     for doc in yaml.safe_load_all(objects):
         if doc["kind"] in schemas:
             jsonschema.validate(doc, schemas[doc["kind"]])
+        elif (doc["apiVersion"], doc["kind"]) in upstream:  # the upstream Gateway API CRDs' own schema
+            jsonschema.validate(doc, upstream[(doc["apiVersion"], doc["kind"])])
 
 
 @pytest.mark.parametrize("case", ALL, ids=lambda p: p.name)

@@ -11,12 +11,27 @@ from typing import Any
 import yaml
 
 from meshctl.appmesh import ImportResult, convert, load_paths
+from meshctl.appmesh.fields import Report
 from meshctl.appmesh.findings import Finding, Level
+from meshctl.appmesh.gateway_api import as_gateway_api
 from meshctl.cli.client import CliError
 
 __all__ = ["add_commands"]
 
 FIELD_MANAGER = "meshctl-import"
+
+
+def with_gateway_api_routes(result: ImportResult) -> ImportResult:
+    """``--as gateway-api``: the import's HTTP/gRPC Routes as HTTPRoutes/GRPCRoutes (appmesh/gateway_api.py)."""
+    report = Report()
+    objects = as_gateway_api(result.objects, report)
+    before = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in result.objects if o["kind"] == "Service"}
+    made = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "Service"} - before
+    return ImportResult(
+        objects=objects,
+        findings=result.findings + report.findings,
+        generated_services=result.generated_services | made,
+    )
 
 
 def _values(pairs: list[str]) -> dict[str, str]:
@@ -53,6 +68,8 @@ def report_text(findings: list[Finding], objects: int) -> str:
 def _import_appmesh(args: argparse.Namespace) -> int:
     docs, load_findings = load_paths([Path(p) for p in args.filename], _values(args.set or []))
     result = convert(docs, default_namespace=args.namespace)
+    if args.as_ == "gateway-api":
+        result = with_gateway_api_routes(result)
     findings = load_findings + result.findings
     if args.report == "json":
         print(json.dumps([f.as_dict() for f in findings], indent=2), file=sys.stderr)
@@ -135,7 +152,13 @@ def _message(data: bytes | None) -> str:
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str) -> str:
-    plural = {"Service": "services", "VirtualNode": "virtualnodes", "Route": "routes"}[kind]
+    plural = {
+        "Service": "services",
+        "VirtualNode": "virtualnodes",
+        "Route": "routes",
+        "HTTPRoute": "httproutes",
+        "GRPCRoute": "grpcroutes",
+    }[kind]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
 
@@ -164,4 +187,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "-n", "--namespace", default="default", help="namespace of objects that name none (default: default)"
     )
     p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
+    p.add_argument(
+        "--as",
+        dest="as_",
+        choices=("meshctl", "gateway-api"),
+        default="meshctl",
+        help="routes as meshctl Routes (default) or as Gateway API HTTPRoutes/GRPCRoutes attached to their Services, "
+        "with a Service per targeted VirtualNode (tcpRoutes stay Routes)",
+    )
     p.set_defaults(run=_import_appmesh)

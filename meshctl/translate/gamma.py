@@ -447,10 +447,9 @@ class _Backends:
             problems.append(("InvalidKind", f"{path}: {backend.group or 'core'}/{backend.kind} is not a Service"))
             return INVALID_BACKEND
         # A consumer route may send to the Service it is attached to (GAMMA: no grant needed to call it as it is).
-        own_parent = any(p.namespace == backend.namespace and p.name == backend.name for p in _service_parents(route))
         if (
             backend.namespace != ns
-            and not own_parent
+            and not any(p.namespace == backend.namespace and p.name == backend.name for p in _service_parents(route))
             and not any(
                 g.meta.namespace == backend.namespace and g.permits(route.kind, ns, "Service", backend.name)
                 for g in self.grants
