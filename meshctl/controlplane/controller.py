@@ -38,7 +38,6 @@ from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
 from meshctl.model import Model, ModelDelta, ObjectKey, TlsMode
 from meshctl.model.authz import AuthzDefault
-from meshctl.model.gateway import HTTPRoute
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.authz import authz_dependencies
 from meshctl.translate.endpoints import release_gently
@@ -347,7 +346,7 @@ class Controller:
 
     def _drop_stale_blocks(self, model: Model) -> None:
         for key, block in list(self._blocked.items()):
-            current = (model.virtual_nodes if key.kind == "VirtualNode" else model.routes).get(key)
+            current = _objects_of_kind(model, key.kind).get(key)
             if current is None or current.spec != block.spec:
                 del self._blocked[key]
 
@@ -389,7 +388,7 @@ class Controller:
         patch just the virtual hosts of the Services they route (every meshed caller may see a producer route),
         or rebuild the group when the change reaches further (clusters used or made differently)."""
         mesh, snapshots = await self._in_worker(
-            self._gamma_patch, model, changed, dict(self._groups), dict(self._last_accepted)
+            self._gamma_patch, model, changed, dict(self._groups), dict(self._last_accepted), dict(self._blocked)
         )
         self.mesh = mesh
         self._accept(mesh, model, changed)
@@ -403,11 +402,12 @@ class Controller:
         changed: set[ObjectKey],
         groups: Mapping[str, SidecarParams],
         last_accepted: Mapping[ObjectKey, Served],
+        blocked: Mapping[ObjectKey, Blocked],
     ) -> tuple[MeshIR, dict[str, Snapshot]]:
         assert self.mesh is not None
         with self._collector_paused(full_build=False):
             old = self.mesh
-            mesh, services, clusters = old.with_gamma_changes(model, changed, last_accepted)
+            mesh, services, clusters = old.with_gamma_changes(model, changed, last_accepted, blocked)
             snapshots = {}
             for group, params in groups.items():
                 if params.virtual_node is None or params.virtual_node not in mesh.virtual_nodes:
@@ -707,11 +707,18 @@ def _remember_accepted(
     return dict(mesh.accepted) if changed is None else last_accepted
 
 
+def _objects_of_kind(model: Model, kind: str) -> Mapping[ObjectKey, Served]:
+    """The model map an object that can be blocked lives in."""
+    if kind == "VirtualNode":
+        return model.virtual_nodes
+    return model.http_routes if kind in ("HTTPRoute", "GRPCRoute") else model.routes
+
+
 def _block(blocked: dict[ObjectKey, Blocked], owner: ObjectKey | None, mesh: MeshIR, reason: str, message: str) -> bool:
     """Blocks (in ``blocked``) the version of ``owner`` that ``mesh`` serves. False if there is nothing new to block."""
     served = mesh.accepted.get(owner) if owner is not None else None
-    if owner is None or served is None or served.spec is None or isinstance(served, HTTPRoute):
-        return False  # (an HTTPRoute's rejected version is not told apart yet: it stays served, and reported)
+    if owner is None or served is None or served.spec is None:
+        return False
     existing = blocked.get(owner)
     if existing is not None and existing.spec == served.spec:
         return False

@@ -32,6 +32,7 @@ from meshctl.model.matches import HttpMatch
 from meshctl.translate.endpoints import service_cluster_name, service_of_cluster
 from meshctl.translate.ir import (
     INVALID_BACKEND,
+    Blocked,
     ClusterIR,
     Condition,
     ConditionStatus,
@@ -130,10 +131,12 @@ class GammaIR:
         nodes: Mapping[ObjectKey, VirtualNodeSpec],
         changed: Iterable[ObjectKey],
         last_accepted: Mapping[ObjectKey, object],
+        blocked: Mapping[ObjectKey, Blocked] | None = None,
     ) -> GammaChange:
         """This translation after the HTTPRoutes/GRPCRoutes ``changed`` changed (added, edited or gone), everything
         else in ``model`` and ``nodes`` being as it was translated with: those routes translated again, the groups
-        and clusters they touch redone. From an empty GammaIR with every route changed: the full translation."""
+        and clusters they touch redone. From an empty GammaIR with every route changed: the full translation.
+        ``blocked``: route versions Envoy cannot take; their last accepted version is served instead."""
         keys = sorted(changed)
         changed_set = set(keys)
         shares, users = dict(self.shares), dict(self.cluster_users)
@@ -154,7 +157,8 @@ class GammaIR:
                         del users[name]
             route = model.http_routes.get(key)
             previous = last_accepted.get(key)
-            share = _translate_route(route, previous if isinstance(previous, HTTPRoute) else None, model, backends)
+            previous = previous if isinstance(previous, HTTPRoute) else None
+            share = _translate_route(route, previous, model, backends, (blocked or {}).get(key))
             if share is None:
                 continue
             shares[key] = share
@@ -243,21 +247,29 @@ def translate_gamma(
     model: Model,
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     last_accepted: Mapping[ObjectKey, object] | None = None,
+    blocked: Mapping[ObjectKey, Blocked] | None = None,
 ) -> GammaIR:
     """Every HTTPRoute/GRPCRoute with a Service parent -> routes per ``GammaKey`` and a status per route."""
     if not model.http_routes:
         return GammaIR()
-    return GammaIR().with_changes(model, nodes, model.http_routes.keys(), last_accepted or {}).gamma
+    return GammaIR().with_changes(model, nodes, model.http_routes.keys(), last_accepted or {}, blocked).gamma
 
 
 def _translate_route(
-    route: HTTPRoute | None, previous: HTTPRoute | None, model: Model, backends: _Backends
+    route: HTTPRoute | None,
+    previous: HTTPRoute | None,
+    model: Model,
+    backends: _Backends,
+    block: Blocked | None = None,
 ) -> _Share | None:
     """One route's share; None when it is gone or is not the mesh's (no Service parent: a Gateway's route)."""
     if route is None:
         return None
-    served = route if route.spec is not None else previous
-    if served is not None and served.spec is None:
+    if previous is not None and block is not None and previous.spec == block.spec:
+        previous = None  # (the version Envoy rejected is never served again)
+    is_blocked = block is not None and route.spec is not None and route.spec == block.spec
+    served = route if route.spec is not None and not is_blocked else previous
+    if served is not None and (served.spec is None or (served is route and is_blocked)):
         served = None
     mesh_parents = _service_parents(route) or _service_parents(served)
     if not mesh_parents:
@@ -269,11 +281,14 @@ def _translate_route(
     for parent in mesh_parents:
         service = model.services.get(ObjectKey("Service", parent.namespace, parent.name))
         accepted_cond, resolved_cond = _GOOD, _RESOLVED
-        if route.spec is None:
-            message = "; ".join(str(e) for e in route.errors)
+        if route.spec is None or is_blocked:
+            # Invalid as written, or valid but Envoy cannot take it (the reason says which: InvalidForEnvoy,
+            # RejectedByEnvoy, as a Route's Programmed condition does).
+            message = block.message if is_blocked and block is not None else "; ".join(str(e) for e in route.errors)
             if served is not None:
                 message += " (its last accepted version is still served)"
-            accepted_cond = _false("Accepted", "UnsupportedValue", message)
+            reason = block.reason if is_blocked and block is not None else "UnsupportedValue"
+            accepted_cond = _false("Accepted", reason, message)
         elif service is None:
             accepted_cond = _false(
                 "Accepted", "NoMatchingParent", f"Service {parent.namespace}/{parent.name} not found"
@@ -285,7 +300,7 @@ def _translate_route(
             if problems:
                 reason, _ = problems[0]
                 resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
-            if accepted_cond.status is ConditionStatus.TRUE or route.spec is None:
+            if accepted_cond.status is ConditionStatus.TRUE or served is not route:
                 accepted = served
         conditions = tuple(_at(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
         parent_statuses.append(ParentStatus(parent=parent, conditions=conditions))

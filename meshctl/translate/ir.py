@@ -27,7 +27,7 @@ from meshctl.model import (
     VirtualNodeSpec,
 )
 from meshctl.model.authz import AuthzAction, AuthzDefault, PathMatch
-from meshctl.model.gateway import HeaderModifier, ParentRef, Redirect, Rewrite
+from meshctl.model.gateway import GatewayRouteSpec, HeaderModifier, ParentRef, Redirect, Rewrite
 
 # The cluster named by a backendRef that does not resolve: never defined, so Envoy answers its share of requests with
 # the route's cluster_not_found_response_code (500, as the Gateway API asks).
@@ -381,7 +381,7 @@ class Blocked:
     (``InvalidForEnvoy``) or Envoy rejected the update that carried it (``RejectedByEnvoy``). That version is left
     out and the object's previous one is served; the block ends when the object changes."""
 
-    spec: VirtualNodeSpec | RouteSpec
+    spec: VirtualNodeSpec | RouteSpec | GatewayRouteSpec
     reason: str
     message: str
 

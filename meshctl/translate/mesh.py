@@ -124,14 +124,18 @@ class MeshIR:
         return replace(self, endpoint_index=index, service_endpoints=service_endpoints), clusters
 
     def with_gamma_changes(
-        self, model: Model, changed: set[ObjectKey], last_accepted: Mapping[ObjectKey, Served]
+        self,
+        model: Model,
+        changed: set[ObjectKey],
+        last_accepted: Mapping[ObjectKey, Served],
+        blocked: Mapping[ObjectKey, Blocked] | None = None,
     ) -> tuple[MeshIR, frozenset[ObjectKey], frozenset[str]]:
         """This mesh after only the HTTPRoutes/GRPCRoutes ``changed`` changed: those translated again
         (``GammaIR.with_changes``), their statuses, the clusters they reach and the marks they leave on Routes; the
         VirtualNodes, endpoint index, Routes and policies are kept as they are. Returns it (equal to
         ``translate_mesh(model)``), the Services whose Gateway API routes may differ and the Service-port clusters
         that may differ."""
-        change = self.gamma.with_changes(model, self.virtual_nodes, changed, last_accepted)
+        change = self.gamma.with_changes(model, self.virtual_nodes, changed, last_accepted, blocked)
         gamma = change.gamma
         statuses, accepted = dict(self.status_by_key), dict(self.accepted)
         for key in changed:
@@ -339,7 +343,7 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
-    gamma = translate_gamma(model, nodes, fallback)
+    gamma = translate_gamma(model, nodes, fallback, blocks)
     for key, st in gamma.statuses.items():
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
     _mark_overridden(status_by_key, routes_by_service, gamma, services, routes_by_service.keys())

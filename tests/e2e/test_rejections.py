@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_traffic import basic_mesh, route_version, wait_converged
-from tests.manifests import route, write
+from tests.manifests import route, service, workload, write
 
 BIG_REGEX = "/(alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliet){1,30}"
 
@@ -124,3 +124,60 @@ async def test_an_invalid_edit_keeps_serving_the_last_accepted_route(mesh_factor
     assert "last accepted version is still served" in status["conditions"][0]["message"]
     assert await route_version(m) == served_version
     assert (await m.split(sidecar, "reviews", 100)) == {"v1": 100}
+
+
+def _versioned_service(version: str, port: int) -> list[dict]:
+    """Service reviews-<version> over the port of that version's app (an HTTPRoute's backends are Services)."""
+    name = f"reviews-{version}"
+    endpoints = next(d for d in workload("reviews", version, port) if d["kind"] == "EndpointSlice")
+    endpoints["metadata"] = {"name": name, "namespace": "demo", "labels": {"kubernetes.io/service-name": name}}
+    return [service(name), endpoints]
+
+
+def _http_route(path: dict) -> dict:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "v2-only", "namespace": "demo"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews-v2", "port": 80}],
+            "rules": [{"matches": [{"path": path}], "backendRefs": [{"name": "reviews-v2", "port": 80}]}],
+        },
+    }
+
+
+async def test_an_httproute_envoy_rejects_is_blocked_and_everything_else_keeps_flowing(mesh_factory, monkeypatch):
+    """Issue 30: an HTTPRoute Envoy NACKs (confirmed by its validator) is blocked as a Route would be: Accepted=False
+    with reason RejectedByEnvoy in its status, its last accepted version (none here) served, other changes flowing;
+    fixing it lifts the block."""
+    monkeypatch.setattr("meshctl.parse.route.REGEX_PROGRAM_SIZE_LIMIT", 10**6)
+    m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
+    good_version = await route_version(m)
+    write(m.dir / "v2.yaml", *_versioned_service("v2", m.ports["v2"]))
+    write(m.dir / "httproute.yaml", _http_route({"type": "RegularExpression", "value": BIG_REGEX}))
+
+    async def blocked() -> bool:
+        objects = objects_by_name(await admin_json(m, "/api/v1/status"))
+        found = objects.get("v2-only")
+        return found is not None and any(c.get("reason") == "RejectedByEnvoy" for c in found["conditions"])
+
+    await eventually(blocked, timeout=20)
+    status = objects_by_name(await admin_json(m, "/api/v1/status"))["v2-only"]
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert accepted["status"] == "False" and "RE2 program size" in accepted["message"], accepted
+    assert status["parents"][0]["conditions"][0]["reason"] == "RejectedByEnvoy"
+    await wait_converged(m, sidecar)
+    assert await route_version(m) == good_version  # the blocked version is not served: Envoy has what it had
+
+    # Another change still reaches Envoy.
+    write(m.dir / "route.yaml", route("reviews", "reviews", {"reviews-v2": 100}))
+    await wait_converged(m, sidecar, good_version)
+    assert (await m.split(sidecar, "reviews", 50)) == {"v2": 50}
+
+    # Fixed, it is served and healthy.
+    fixed_version = await route_version(m)
+    write(m.dir / "httproute.yaml", _http_route({"type": "Exact", "value": "/v2"}))
+    await wait_converged(m, sidecar, fixed_version)
+    assert (await m.get(sidecar, "reviews-v2", "/v2"))[1] == "v2"
+    status = objects_by_name(await admin_json(m, "/api/v1/status"))["v2-only"]
+    assert status["healthy"], status
