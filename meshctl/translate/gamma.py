@@ -415,7 +415,11 @@ def _route_ir(
     return RouteIR(
         name=f"{route.kind}/{route.meta.namespace}/{route.meta.name}/rule-{i}/match-{j}",
         match=match,
-        clusters=() if direct is not None or rule.redirect is not None else live,
+        # Weight-0 backends stay (with no share): a weight shift is then an RDS change alone, the clusters being
+        # in place already, and Envoy needs no cluster warmed before the new weights apply.
+        clusters=()
+        if direct is not None or rule.redirect is not None
+        else tuple(w for w in weighted if w.weight > 0 or w.cluster != INVALID_BACKEND),
         retry_policy=retry,
         timeout_ms=rule.request_timeout_ms,
         request_headers=rule.request_headers,

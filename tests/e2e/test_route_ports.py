@@ -41,3 +41,59 @@ async def test_routes_split_by_port_reach_their_port_and_explain_says_which(mesh
         code, out, err = await run_meshctl("explain", "--admin", admin, "--from", "demo/web", "GET", url)
         assert code == 0, err
         assert f"route {expected}: targets" in out, out
+
+
+def _port_route(name: str, port: int, backend: str, backend_port: int) -> dict:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "catalog", "port": port}],
+            "rules": [{"backendRefs": [{"name": backend, "port": backend_port}]}],
+        },
+    }
+
+
+def _backend_service(version: str, port: int) -> list[dict]:
+    """Service catalog-<version> over that version's app (what ``import appmesh --as gateway-api`` writes)."""
+    svc = service(f"catalog-{version}", port=port)
+    endpoints = next(d for d in workload("catalog", version, port) if d["kind"] == "EndpointSlice")
+    labels = {"kubernetes.io/service-name": f"catalog-{version}"}
+    endpoints["metadata"] = {"name": f"catalog-{version}", "namespace": "demo", "labels": labels}
+    return [svc, endpoints]
+
+
+async def test_httproutes_split_by_parent_port_reach_their_port_and_explain_says_which(mesh_factory):
+    """The same split in the Gateway API form: an HTTPRoute per Service port (parentRef ``port``)."""
+    m: Mesh = await mesh_factory()
+    _, api_port = await m.app("api")
+    _, admin_port = await m.app("admin")
+    catalog = service("catalog", port=8080)
+    catalog["spec"]["ports"].append({"name": "admin", "port": 9090})
+    write(
+        m.dir / "mesh.yaml",
+        catalog,
+        *_backend_service("api", api_port),
+        *_backend_service("admin", admin_port),
+        virtual_node("web", backends=["catalog"]),
+        _port_route("catalog-api", 8080, "catalog-api", api_port),
+        _port_route("catalog-admin", 9090, "catalog-admin", admin_port),
+    )
+    await m.start()
+    sidecar = await m.sidecar("demo/web")
+    await m.wait_routable(sidecar, "catalog:8080")
+    assert (await m.get(sidecar, "catalog:8080"))[1] == "api"
+    assert (await m.get(sidecar, "catalog.demo:9090"))[1] == "admin"
+
+    statuses = {s["name"]: s for s in (await m.admin("/api/v1/status"))["objects"] if s["kind"] == "HTTPRoute"}
+    assert set(statuses) == {"catalog-api", "catalog-admin"} and all(s["healthy"] for s in statuses.values())
+
+    admin = f"http://127.0.0.1:{m.plane.admin_port}"
+    for url, expected in (
+        ("http://catalog:8080/x", "HTTPRoute/demo/catalog-api/"),
+        ("http://catalog:9090/", "HTTPRoute/demo/catalog-admin/"),
+    ):
+        code, out, err = await run_meshctl("explain", "--admin", admin, "--from", "demo/web", "GET", url)
+        assert code == 0, err
+        assert f"route {expected}" in out, out
