@@ -181,3 +181,25 @@ def test_shared_name_sets_are_bounded_by_the_names_they_hold_and_only_share_equa
     assert shared(b) is b  # {b} was let go long ago: a new equal set is kept as given
     big = frozenset(str(i) for i in range(5))  # over a tenth of the budget: never kept
     assert shared(big) is big and big not in shared._sets
+
+
+def test_a_proxyless_grpc_client_gets_named_api_listeners_and_routes_before_clusters() -> None:
+    """Issue 34: gRPC asks LDS for the target it dials and asks CDS only once it has the routes; an Envoy's
+    make-before-break hold (routes wait for their clusters) would deadlock it."""
+    from envoy.config.listener.v3.listener_pb2 import Listener
+    from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
+    from meshctl.xds.envoy.types import LISTENER, ROUTE
+
+    routes = CachedResource(ROUTE, "outbound", RouteConfiguration(name="outbound"), [(CLUSTER, "a")])
+    snap = Snapshot("g", {CLUSTER: snapshot("a").resources[CLUSTER], ROUTE: {"outbound": routes}})
+    stream = StreamState("n", "g")
+    stream.proxyless = True
+    stream.on_request(DiscoveryRequest(type_url=LISTENER, resource_names=["echo.demo:50051"]))
+    [(_, raw)] = stream.next_responses(snap)
+    [listener] = DiscoveryResponse.FromString(raw).resources
+    assert Listener.FromString(listener.value).name == "echo.demo:50051"
+    assert Listener.FromString(listener.value).api_listener.HasField("api_listener")
+    ack(stream, LISTENER, ["echo.demo:50051"])
+    stream.on_request(DiscoveryRequest(type_url=ROUTE, resource_names=["outbound"]))
+    assert [t for t, _ in stream.next_responses(snap)] == [ROUTE]  # no cluster ACKed yet, and none asked for

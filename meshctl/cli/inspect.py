@@ -70,14 +70,15 @@ def _get_proxies(args: argparse.Namespace) -> int:
             cells.append(_sync_cell(sync))
             if sync["state"] == "NACKED":
                 nacks.append(f"{p['node_id']} {short.upper()}: {sync['message']}")
-        rows.append([p["node_id"], group_node(p["group"]), *cells, p.get("replica", data.get("replica", ""))])
+        replica = p.get("replica", data.get("replica", ""))
+        rows.append([p["node_id"], group_node(p["group"]), *cells, replica, p.get("client") or p.get("kind", "")])
 
     def render() -> Any:
         from rich.console import Group
 
-        parts: list[Any] = [table(["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA"], rows)]
+        parts: list[Any] = [table(["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA", "CLIENT"], rows)]
         if nacks:
-            parts.append(Text("\nrejected by Envoy:\n" + "\n".join(f"  {n}" for n in nacks), style="red"))
+            parts.append(Text("\nrejected by the proxy:\n" + "\n".join(f"  {n}" for n in nacks), style="red"))
         return Group(*parts)
 
     emit({"replica": data.get("replica"), "proxies": proxies}, args.output, render)
@@ -224,7 +225,9 @@ def add_commands(
     def common(p: argparse.ArgumentParser) -> None:
         add_read_flags(p, "only this namespace")
 
-    p = get.add_parser("proxies", help="connected Envoys: per xDS type SYNCED / STALE / NACKED / NOT SENT")
+    p = get.add_parser(
+        "proxies", help="connected Envoys and proxyless gRPC clients: per xDS type SYNCED / STALE / NACKED / NOT SENT"
+    )
     common(p)
     p.set_defaults(run=_get_proxies)
     p = get.add_parser("status", help="VirtualNode and Route conditions (exit 1 if any is not True)")

@@ -274,7 +274,7 @@ def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
+    from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap, render_grpc_bootstrap
 
     opts = BootstrapOptions(
         node_id=args.node_id,
@@ -308,6 +308,14 @@ def _bootstrap(args: argparse.Namespace) -> int:
         raise CliError("--xds-client-cert and --xds-client-key go together")
     if args.xds_client_cert and not args.xds_ca:
         raise CliError("--xds-client-cert needs --xds-ca (mutual TLS is TLS first)")
+    if args.grpc:
+        envoy_only = [f for f, on in (("--capture", args.capture), ("--delta", args.delta)) if on]
+        if args.xds_token_file:
+            envoy_only.append("--xds-token-file")
+        if envoy_only:
+            raise CliError(f"--grpc: {', '.join(envoy_only)} applies to Envoy sidecars only")
+        _print(render_grpc_bootstrap(opts, ca_file=args.xds_ca), "json" if args.output == "yaml" else args.output)
+        return 0
     _print(render_bootstrap(opts), args.output)
     return 0
 
@@ -445,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     injection.add_arguments(serve)
     serve.set_defaults(run=lambda a: asyncio.run(_serve(a)))
 
-    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar")
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a sidecar (--grpc: a proxyless gRPC one)")
     boot.add_argument("--node-id", required=True, help="Envoy node id, e.g. demo/frontend/pod-1")
     boot.add_argument(
         "--virtual-node", help="namespace/name of the VirtualNode (default: first two parts of --node-id)"
@@ -484,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sds-socket",
         help="Unix socket of the node's SDS agent (SPIRE agent's Workload API): serves the secrets that VirtualNode "
         "tls 'sds' sources name",
+    )
+    boot.add_argument(
+        "--grpc",
+        action="store_true",
+        help="print the xDS bootstrap of a proxyless gRPC workload instead (JSON for GRPC_XDS_BOOTSTRAP or "
+        "GRPC_XDS_BOOTSTRAP_CONFIG): no Envoy, the app dials xds:///name.namespace:port",
     )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)

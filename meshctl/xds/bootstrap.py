@@ -203,6 +203,32 @@ def _sds_agent_cluster(path: str) -> dict[str, Any]:
     }
 
 
+def render_grpc_bootstrap(opts: BootstrapOptions, *, ca_file: str | None = None) -> dict[str, Any]:
+    """The bootstrap of a proxyless gRPC workload (``GRPC_XDS_BOOTSTRAP``, gRFC A27): gRPC's own XdsClient streams
+    ADS from meshctl as the VirtualNode's sidecar would, and dials ``xds:///name.namespace:port``. With ``ca_file``
+    (a path: gRPC reads certificates from files), xDS over TLS; with a client certificate and key, mutual TLS."""
+    vn = _virtual_node(opts)
+    creds: dict[str, Any] = {"type": "insecure"}
+    if ca_file is not None:
+        config = {"ca_certificate_file": ca_file}
+        if opts.xds_client_cert and opts.xds_client_key:
+            config |= {"certificate_file": opts.xds_client_cert, "private_key_file": opts.xds_client_key}
+        creds = {"type": "tls", "config": config}
+    metadata: dict[str, str] = {"meshctl.virtual_node": vn}
+    if opts.service_account:
+        metadata["meshctl.service_account"] = opts.service_account
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"{opts.xds_address}:{opts.xds_port}",
+                "channel_creds": [creds],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {"id": opts.node_id, "cluster": vn, "metadata": metadata, "locality": {}},
+    }
+
+
 def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     vn = _virtual_node(opts)
     metadata: dict[str, str] = {"meshctl.virtual_node": vn}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,7 +127,8 @@ async def test_serve_health_metrics_and_live_routing(tmp_path: Path) -> None:
         proxies = subprocess.run([*MESHCTL, "get", "proxies", "--admin", admin], capture_output=True, text=True)
         assert proxies.returncode == 0 and "demo/frontend/cli" in proxies.stdout, proxies.stderr
         header, row = proxies.stdout.splitlines()[:2]
-        assert header.split() == ["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA"]
+        assert header.split() == ["NODE", "VIRTUALNODE", "CDS", "EDS", "LDS", "RDS", "REPLICA", "CLIENT"]
+        assert row.split()[-2] == "envoy" and re.fullmatch(r"\d+\.\d+\.\d+", row.split()[-1]), row
         assert row.split()[:6] == ["demo/frontend/cli", "demo/frontend", "SYNCED", "SYNCED", "SYNCED", "SYNCED"]
         summary = subprocess.run([*MESHCTL, "status", "--admin", admin, "-o", "json"], capture_output=True, text=True)
         assert summary.returncode == 0, summary.stderr

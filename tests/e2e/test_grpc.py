@@ -61,6 +61,15 @@ def grpc_route(name: str, priority: int, match: dict, targets: dict[str, int], *
     }
 
 
+def mesh_docs(servers: dict[str, EchoServer]) -> list:
+    """Service echo (port 50051), a workload and VirtualNode per version, and the client's VirtualNode."""
+    return [
+        service("echo", port=50051),
+        *(workload("echo", v, s.port, portMapping={"port": s.port, "protocol": "grpc"}) for v, s in servers.items()),
+        virtual_node("client", backends=["echo"]),
+    ]
+
+
 @contextlib.asynccontextmanager
 async def grpc_mesh(mesh_factory, versions: tuple[str, ...], *routes: dict):
     """gRPC echo servers per version, the mesh around them, and a client channel through the client's sidecar,
@@ -70,16 +79,7 @@ async def grpc_mesh(mesh_factory, versions: tuple[str, ...], *routes: dict):
     for server in servers.values():
         await server.server.start()
     try:
-        write(
-            m.dir / "mesh.yaml",
-            service("echo", port=50051),
-            *(
-                workload("echo", v, s.port, portMapping={"port": s.port, "protocol": "grpc"})
-                for v, s in servers.items()
-            ),
-            virtual_node("client", backends=["echo"]),
-            *routes,
-        )
+        write(m.dir / "mesh.yaml", *mesh_docs(servers), *routes)
         await m.start()
         sidecar = await m.sidecar("demo/client")
         async with grpc.aio.insecure_channel(

@@ -179,9 +179,13 @@ def _lb_endpoint_frame(
     return head, port_value + hc + health
 
 
+_WEIGHT_ONE = b"\x1a\x02\x08\x01"
+
+
 def encode_load_assignment(cluster: str, endpoints: Iterable[EndpointIR], health_check_port: int | None) -> bytes:
     """``ClusterLoadAssignment`` serialized as ``envoy/cluster.py``'s ``build_load_assignment`` builds it: one
-    ``LocalityLbEndpoints`` per zone (sorted, no locality for endpoints without one), endpoints in the given order."""
+    ``LocalityLbEndpoints`` per zone (sorted; an empty locality for endpoints without one; each of weight 1),
+    endpoints in the given order."""
     by_zone: dict[str, list[bytes]] = {}
     no_zone: list[bytes] = []  # (the usual case: one list, without a dict lookup per endpoint)
     for ep in endpoints:
@@ -195,10 +199,10 @@ def encode_load_assignment(cluster: str, endpoints: Iterable[EndpointIR], health
         by_zone[""] = no_zone
     out = [length_delimited(b"\x0a", cluster.encode())]  # cluster_name = 1
     for zone in sorted(by_zone):
-        locality = (
-            length_delimited(b"\x0a", length_delimited(b"\x12", zone.encode())) if zone else b""
-        )  # Locality{zone = 2}
-        out.append(length_delimited(b"\x12", locality + b"".join(by_zone[zone])))  # endpoints = 2
+        # Locality{zone = 2}, present (empty) even without a zone: a proxyless gRPC client requires one (A27)
+        locality = length_delimited(b"\x0a", length_delimited(b"\x12", zone.encode()) if zone else b"")
+        # endpoints = 2 {locality = 1, lb_endpoints = 2, load_balancing_weight = 3 UInt32Value{value = 1}: 1}
+        out.append(length_delimited(b"\x12", locality + b"".join(by_zone[zone]) + _WEIGHT_ONE))
     return b"".join(out)
 
 

@@ -109,8 +109,12 @@ def build_load_assignment(
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
     for zone in sorted(by_zone):
         group = cla.endpoints.add()
+        group.locality.SetInParent()  # present even when empty: a proxyless gRPC client rejects a group without one
         if zone:
             group.locality.zone = zone
+        # ... and drops one without a weight (gRFC A27); Envoy reads the weight only with locality weighted load
+        # balancing, which meshctl does not turn on.
+        group.load_balancing_weight.value = 1
         for ep in by_zone[zone]:
             lb = endpoint_components_pb2.LbEndpoint(
                 health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY

@@ -174,6 +174,19 @@ def build_inbound_listener(ir: InboundListenerIR) -> listener_pb2.Listener:
     return listener
 
 
+def build_api_listener(name: str, route_config_name: str) -> listener_pb2.Listener:
+    """What a proxyless gRPC client asks LDS for (gRFC A27): a listener named after the target it dials
+    (``xds:///name``), whose API listener is an HttpConnectionManager taking its routes over ADS; the router is the
+    only (and last) HTTP filter, as gRPC requires."""
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name)
+    hcm.rds.config_source.CopyFrom(ads_config_source())
+    hcm.rds.route_config_name = route_config_name
+    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=any_of(router_pb2.Router()))
+    listener = listener_pb2.Listener(name=name)
+    listener.api_listener.api_listener.CopyFrom(any_of(hcm))
+    return listener
+
+
 def _hcm(*, stat_prefix: str, access_log: Logging | None, tracing: TracingIR | None) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     # Paths are normalized before routing, so a prefix route cannot be side-stepped: RFC 3986 normalization

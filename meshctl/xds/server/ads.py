@@ -29,7 +29,7 @@ from meshctl.xds.pacing import PerIteration
 from meshctl.xds.server.blame import blame
 from meshctl.xds.server.metrics import XdsMetrics
 from meshctl.xds.server.nack import Nack
-from meshctl.xds.server.node import sidecar_params, stats_port
+from meshctl.xds.server.node import client_version, is_proxyless, sidecar_params, stats_port
 from meshctl.xds.server.registry import ProxyRegistry
 from meshctl.xds.server.stream import StreamState
 from meshctl.xds.server.tls import XdsTls, authorize, peer_identity
@@ -361,6 +361,8 @@ class AdsServer:
         state = StreamState(first.node.id, group, delta=delta)
         state.peer = peer
         state.stats_port = port
+        state.proxyless = is_proxyless(first.node)
+        state.client = client_version(first.node)
         # Workload keys go only to a proxy that proved it may stream as its VirtualNode (its xDS client
         # certificate names it); any other stream is sent no Secret at all, whatever it claims.
         state.proven_identity = identity if self.tls is not None and self.tls.mutual else None

@@ -16,7 +16,7 @@ from envoy.config.core.v3.base_pb2 import Node
 from meshctl.model import ObjectKey
 from meshctl.translate.ir import SidecarParams
 
-__all__ = ["sidecar_params", "stats_port"]
+__all__ = ["client_version", "is_proxyless", "sidecar_params", "stats_port"]
 
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
@@ -38,6 +38,22 @@ def _port(node: Node, key: str) -> int | None:
     """A port from metadata; anything else a client sends (text, NaN, 10**20) reads as absent."""
     value = _meta(node, key)
     return int(value) if value and value.isdigit() and 0 < int(value) < 65536 else None
+
+
+def is_proxyless(node: Node) -> bool:
+    """A gRPC library's own XdsClient (grpc-core and the languages on it say ``gRPC C-core``, grpc-java
+    ``gRPC Java``, grpc-go ``gRPC Go``): it asks LDS for the targets it dials and xDS in gRPC's order."""
+    return str(node.user_agent_name).lower().startswith("grpc")
+
+
+def client_version(node: Node) -> str:
+    """What the client says it is, e.g. ``envoy 1.40.0`` or ``gRPC C-core 1.85.0`` (bounded: it is only shown)."""
+    version = node.user_agent_version or ".".join(
+        str(getattr(node.user_agent_build_version.version, f)) for f in ("major_number", "minor_number", "patch")
+    )
+    if version == "0.0.0":
+        version = ""
+    return f"{node.user_agent_name} {version}".strip()[:80]
 
 
 def stats_port(node: Node) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from meshctl.xds.cache import CachedResource, Snapshot, set_version
+from meshctl.xds.cache.proxyless import api_listener
 from meshctl.xds.cache.resource import replace_in_version
 from meshctl.xds.cache.wire import (
     encode_delta_discovery_response,
@@ -148,6 +149,8 @@ class StreamState:
         self.peer = ""  # gRPC's peer string, e.g. ipv4:10.0.3.7:53422
         self.stats_port: int | None = None  # the proxy's Prometheus port (node metadata meshctl.stats_port)
         self.proven_identity: str | None = None  # the identity its xDS client certificate proved; None: no secrets
+        self.proxyless = False  # a gRPC client's own XdsClient, not an Envoy (node.is_proxyless)
+        self.client = ""  # what it says it is: "envoy 1.40.0", "gRPC C-core 1.85.0" (node.user_agent_*)
         self.types: dict[str, TypeState] = {t: TypeState() for t in SERVED_TYPES}
         self._nonces = itertools.count(1)
         self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
@@ -174,13 +177,17 @@ class StreamState:
         if isinstance(req, DeltaDiscoveryRequest):
             if first and req.initial_resource_versions:
                 st.initial_versions = dict(req.initial_resource_versions)
-            if req.type_url in _NAMED_TYPES:
+            if self._named(req.type_url):
                 names = (st.names or frozenset()) | set(req.resource_names_subscribe)
                 self._subscribe(st, names - set(req.resource_names_unsubscribe))
             # CDS and LDS are always wildcard ("*" or an empty first subscription): names stay None.
-        elif req.type_url in _NAMED_TYPES:
+        elif self._named(req.type_url):
             self._subscribe(st, frozenset(req.resource_names))
         return kind
+
+    def _named(self, type_url: str) -> bool:
+        """Subscribed by name: EDS, RDS, SDS; and LDS for a proxyless gRPC client, which names the targets it dials."""
+        return type_url in _NAMED_TYPES or (self.proxyless and type_url == LISTENER)
 
     def _settle(self, st: TypeState, req: DiscoveryRequest | DeltaDiscoveryRequest) -> str:
         st.inflight = False
@@ -247,7 +254,8 @@ class StreamState:
                 payload = desired
                 if st.ever_sent and version == st.sent_version:
                     continue  # nothing new
-            if type_url in (LISTENER, ROUTE) and not self._ready_for(desired):
+            # (a proxyless gRPC client asks for clusters only once it has the routes: it cannot wait for them first)
+            if type_url in (LISTENER, ROUTE) and not self.proxyless and not self._ready_for(desired):
                 continue
             if type_url == CLUSTER:
                 self._rewarm_endpoints(st, payload)
@@ -357,6 +365,9 @@ class StreamState:
         if type_url == SECRET and self.proven_identity is None:
             # Nothing with a key: only the secrets that name files on the proxy's own file system.
             current = {n: r for n, r in current.items() if n.startswith(FILE_SECRET_PREFIX)}
+        if type_url == LISTENER and self.proxyless:
+            listeners = {n: api_listener(n) for n in sorted(self.types[LISTENER].names or ())}
+            return listeners, set_version(listeners)
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
                 return current, snap.version(type_url)
@@ -400,7 +411,9 @@ class StreamState:
         if snap is None or not st.ever_sent:
             return {"state": "NOT SENT", "age": round(now - self.connected_at, 3)}
         current = snap.resources[type_url]
-        if type_url in _NAMED_TYPES:
+        if type_url == LISTENER and self.proxyless:
+            version = set_version({n: api_listener(n) for n in st.names or ()})
+        elif type_url in _NAMED_TYPES:
             names = st.names or frozenset()
             version = set_version({n: current[n] for n in names if n in current})
         else:
@@ -431,6 +444,8 @@ class StreamState:
             "node_id": self.node_id,
             "group": self.group,
             "protocol": "delta" if self.delta else "sotw",
+            "kind": "grpc" if self.proxyless else "envoy",
+            "client": self.client,
             "connected_at": self.connected_at,
             "peer": self.peer,
             "statsUrl": self.stats_url,

@@ -1,0 +1,110 @@
+"""Proxyless gRPC (issue 34, first part): grpcio's own XdsClient (``xds:///``, no Envoy) routed by meshctl from the
+same model and Routes as the Envoy sidecar beside it in the same VirtualNode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+
+from meshctl.xds.bootstrap import BootstrapOptions, render_grpc_bootstrap
+from tests.conftest import Mesh, eventually
+from tests.e2e.test_grpc import SAY, grpc_mesh, grpc_route, mesh_docs
+from tests.manifests import write
+
+TARGET = "echo.demo:50051"  # the Service's name and port, as a proxyless client dials it
+
+
+class ProxylessClient:
+    """``tests/proxyless_client.py`` in its own process, its JSON lines collected as they come."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+
+    async def start(self, m: Mesh, node_id: str, seconds: float, *metadata: str) -> None:
+        opts = BootstrapOptions(node_id=node_id, xds_port=m.plane.xds_port)
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(render_grpc_bootstrap(opts))}
+        env["GRPC_VERBOSITY"] = "ERROR"
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.proxyless_client", TARGET, str(seconds), *metadata,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for line in self._proc.stdout:
+            if line.startswith(b"{"):
+                self.calls.append(json.loads(line))
+
+    def replies(self) -> list[str]:
+        return [c["reply"] for c in self.calls if c["ok"]]
+
+    async def wait(self, timeout: float = 60) -> None:
+        assert self._proc is not None and self._reader is not None
+        await asyncio.wait_for(self._proc.wait(), timeout)
+        await self._reader
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def proxyless(m: Mesh, node_id: str, seconds: float, *metadata: str) -> AsyncIterator[ProxylessClient]:
+    client = ProxylessClient()
+    try:
+        await client.start(m, node_id, seconds, *metadata)
+        yield client
+    finally:
+        await client.stop()
+
+
+async def test_a_proxyless_client_takes_the_routes_a_live_flip_and_shows_in_get_proxies(mesh_factory):
+    beta = {"serviceName": "demo.Echo", "metadata": [{"name": "x-tenant", "match": {"exact": "beta"}}]}
+    routes = (
+        grpc_route("echo-beta", 10, beta, {"echo-v2": 100}),
+        grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100}),
+    )
+    async with (
+        grpc_mesh(mesh_factory, ("v1", "v2"), *routes) as (m, _, channel, servers),
+        proxyless(m, "demo/client/pl-main", 30) as main,
+        proxyless(m, "demo/client/pl-beta", 3, "x-tenant=beta") as tenant,
+    ):
+        await eventually(lambda: len(main.replies()) >= 5, timeout=20)
+        assert set(main.replies()) == {"v1:x"}, main.calls[-5:]
+
+        # The proxies API tells the gRPC clients from the Envoy sidecar of the same VirtualNode.
+        async def all_synced() -> bool:
+            proxies = (await m.admin("/api/v1/proxies"))["proxies"]
+            grpc_clients = [p for p in proxies if p["kind"] == "grpc"]
+            return len(grpc_clients) == 2 and all(
+                p["types"][t]["sync"]["state"] == "SYNCED" for p in grpc_clients for t in ("lds", "rds", "cds", "eds")
+            )
+
+        await eventually(all_synced, timeout=15)
+        proxies = {p["node_id"]: p for p in (await m.admin("/api/v1/proxies"))["proxies"]}
+        assert proxies["demo/client/pl-main"]["client"].startswith("gRPC"), proxies["demo/client/pl-main"]
+        assert proxies["demo/client/pl-main"]["group"] == "demo/client"
+        assert proxies["demo/client/pl-main"]["types"]["lds"]["resources"] == [TARGET]
+        assert any(p["kind"] == "envoy" for p in proxies.values())
+
+        # A live flip: every call succeeds, the proxyless client and the sidecar both move to v2.
+        flip_at = len(main.calls)
+        flipped = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v2": 100})
+        write(m.dir / "mesh.yaml", *mesh_docs(servers), routes[0], flipped)
+        await eventually(lambda: main.replies()[-1:] == ["v2:x"], timeout=20)
+        await eventually(lambda: len(main.calls) >= flip_at + 20, timeout=20)
+        after = main.calls[flip_at:]
+        assert all(c["ok"] for c in after), [c for c in after if not c["ok"]][:3]
+        assert await channel.unary_unary(SAY)(b"x") == b"v2:x"  # the Envoy sidecar of the same VirtualNode
+
+        await tenant.wait()
+        assert tenant.replies() and set(tenant.replies()) == {"v2:x"}, tenant.calls[-3:]
+        assert all(c["ok"] for c in tenant.calls[next(i for i, c in enumerate(tenant.calls) if c["ok"]) :])
