@@ -108,3 +108,20 @@ async def test_a_proxyless_client_takes_the_routes_a_live_flip_and_shows_in_get_
         await tenant.wait()
         assert tenant.replies() and set(tenant.replies()) == {"v2:x"}, tenant.calls[-3:]
         assert all(c["ok"] for c in tenant.calls[next(i for i, c in enumerate(tenant.calls) if c["ok"]) :])
+
+
+async def test_a_route_without_retries_is_taken_by_the_proxyless_client_and_the_sidecar(mesh_factory):
+    """``maxRetries: 0`` was written as ``num_retries: 0``, which gRPC rejects with the whole RouteConfiguration
+    (gRFC A44): every call of the proxyless client failed while the Envoy sidecar beside it was fine. No retries is
+    now no retry policy, for both."""
+    no_retries = {"grpcRetryEvents": ["unavailable"], "maxRetries": 0}
+    route = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, retryPolicy=no_retries)
+    async with (
+        grpc_mesh(mesh_factory, ("v1",), route) as (m, _, channel, _servers),
+        proxyless(m, "demo/client/pl", 30) as client,
+    ):
+        await eventually(lambda: len(client.replies()) >= 5, timeout=20)
+        assert all(c["ok"] for c in client.calls), client.calls[:3]
+        proxies = (await m.admin("/api/v1/proxies"))["proxies"]
+        assert len(proxies) == 2 and all(p["types"]["rds"]["rejected"] is None for p in proxies), proxies
+        assert await channel.unary_unary(SAY)(b"x") == b"v1:x"  # and the sidecar beside it

@@ -109,6 +109,14 @@ def build_action_policies(
     timeout_ms: int | None, idle_timeout_ms: int | None, retry: RetryPolicy | None, grpc: bool, default_retries: bool
 ) -> rc.RouteAction:
     """What a RouteAction says besides where to go: timeouts and retries."""
+    if retry is not None and retry.max_retries == 0:
+        # No retries is said with no policy: Envoy retries nothing without one, and a proxyless gRPC client rejects
+        # the whole RouteConfiguration for num_retries 0 (gRFC A44). A per-try timeout then bounds the one try:
+        # it is the route's timeout.
+        per_try = retry.per_retry_timeout_ms
+        if per_try is not None and (not timeout_ms or per_try < timeout_ms):
+            timeout_ms = per_try
+        retry, default_retries = None, False
     action = rc.RouteAction()
     if timeout_ms is not None:
         action.timeout.CopyFrom(duration_ms(timeout_ms))
