@@ -21,6 +21,7 @@ import yaml
 
 from bench import kubemesh, offcore
 from tests.apiserver import ApiServer, kubeconfig_for
+from tests.manifests import http_route
 
 ROOT = Path(__file__).parent.parent
 
@@ -60,7 +61,7 @@ def main() -> int:
 def demo_docs(v1: int, v2: int, *, httproute: bool = False) -> list[dict[str, Any]]:
     """The propagation benchmark's mesh: reviews v1/v2 on local ports, a frontend calling it, a 100/0 Route; or
     (``httproute``) Services reviews-v1/-v2 over the same endpoints and a 100/0 HTTPRoute attached to reviews."""
-    from tests.manifests import route, service, virtual_node, workload
+    from tests.manifests import route, service, service_over, virtual_node, workload
 
     docs = [
         service("reviews"),
@@ -71,32 +72,15 @@ def demo_docs(v1: int, v2: int, *, httproute: bool = False) -> list[dict[str, An
     if not httproute:
         return [*docs, route("reviews", "reviews", {"reviews-v1": 100, "reviews-v2": 0})]
     for version, port in (("v1", v1), ("v2", v2)):
-        name = f"reviews-{version}"
-        versioned = service(name)
-        versioned["spec"]["selector"] = {"app": "reviews", "version": version}
-        docs.append(versioned)
-        endpoints = next(d for d in workload("reviews", version, port) if d["kind"] == "EndpointSlice")
-        labels = {"kubernetes.io/service-name": name}
-        endpoints["metadata"] = {"name": f"{name}-x", "namespace": "demo", "labels": labels}
-        docs.append(endpoints)
+        reviews = service_over("reviews", version, port)
+        reviews[0]["spec"]["selector"] = {"app": "reviews", "version": version}
+        docs.extend(reviews)
     return [*docs, http_route_doc(100)]
 
 
 def http_route_doc(v1_weight: int) -> dict[str, Any]:
     """The benchmark's HTTPRoute on Service reviews: ``v1_weight`` to reviews-v1, the rest to reviews-v2."""
-    backends = [
-        {"name": "reviews-v1", "port": 80, "weight": v1_weight},
-        {"name": "reviews-v2", "port": 80, "weight": 100 - v1_weight},
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "reviews", "namespace": "demo"},
-        "spec": {
-            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": 80}],
-            "rules": [{"backendRefs": backends}],
-        },
-    }
+    return http_route("reviews", "reviews", {"reviews-v1": v1_weight, "reviews-v2": 100 - v1_weight})
 
 
 @contextlib.asynccontextmanager

@@ -71,6 +71,41 @@ def route(name: str, service_name: str, targets: dict[str, int], ns: str = "demo
     return {"apiVersion": API, "kind": "Route", "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
+def http_route(
+    name: str,
+    parent: str,
+    backends: dict[str, int],
+    *,
+    port: int | None = 80,
+    backend_port: int = 80,
+    matches: list[dict] | None = None,
+    ns: str = "demo",
+) -> dict:
+    """A Gateway API HTTPRoute attached to Service ``parent`` (on ``port``; None: every port) whose one rule sends
+    to the Services ``backends`` (name -> weight) on ``backend_port``."""
+    parent_ref: dict[str, Any] = {"group": "", "kind": "Service", "name": parent}
+    if port is not None:
+        parent_ref["port"] = port
+    refs = [{"name": b, "port": backend_port, "weight": w} for b, w in backends.items()]
+    rule: dict[str, Any] = {"backendRefs": refs, **({"matches": matches} if matches else {})}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": [parent_ref], "rules": [rule]},
+    }
+
+
+def service_over(service_name: str, version: str, port: int, ns: str = "demo", service_port: int = 80) -> list[dict]:
+    """Service ``<service>-<version>`` (on ``service_port``) over that version's app (``workload``'s pod, port
+    ``port``): a backend an HTTPRoute can name."""
+    name = f"{service_name}-{version}"
+    endpoints = next(d for d in workload(service_name, version, port, ns) if d["kind"] == "EndpointSlice")
+    # (named apart from the workload's own slice, which may be in the same mesh)
+    endpoints["metadata"] = {"name": f"{name}-svc", "namespace": ns, "labels": {"kubernetes.io/service-name": name}}
+    return [service(name, ns, service_port), endpoints]
+
+
 def write(path: Path, *docs: dict | list[dict]) -> Path:
     flat: list[dict] = []
     for d in docs:

@@ -14,22 +14,10 @@ from hypothesis import strategies as st
 
 from meshctl.model import Model
 from meshctl.sources.manifests import ManifestDirectory, load_manifests, scan
-from tests.manifests import route, service, virtual_node, workload
+from tests.manifests import http_route, route, service, virtual_node, workload
 
 EXAMPLES = int(os.environ.get("MESHCTL_DIFF_EXAMPLES", "40"))
 FIELDS = ("services", "endpoint_slices", "pods", "virtual_nodes", "routes", "http_routes")
-
-
-def _http_route(i: int, port: int) -> dict:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "svc", "namespace": "demo"},
-        "spec": {
-            "parentRefs": [{"group": "", "kind": "Service", "name": "svc", "port": 80}],
-            "rules": [{"backendRefs": [{"name": f"svc-v{i}", "port": port}]}],
-        },
-    }
 
 
 def _content(draw: st.DrawFn) -> str:
@@ -43,7 +31,7 @@ def _content(draw: st.DrawFn) -> str:
     elif choice == "route":
         docs = [route("svc", "svc", {f"svc-v{i}": 100})]
     elif choice == "httproute":
-        docs = [_http_route(i, port)]
+        docs = [http_route("svc", "svc", {f"svc-v{i}": 1}, backend_port=port)]
     elif choice == "service":
         docs = [service("svc")]
     elif choice == "node":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_traffic import basic_mesh, route_version, wait_converged
-from tests.manifests import route, service, workload, write
+from tests.manifests import http_route, route, service_over, write
 
 BIG_REGEX = "/(alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliet){1,30}"
 
@@ -126,24 +126,8 @@ async def test_an_invalid_edit_keeps_serving_the_last_accepted_route(mesh_factor
     assert (await m.split(sidecar, "reviews", 100)) == {"v1": 100}
 
 
-def _versioned_service(version: str, port: int) -> list[dict]:
-    """Service reviews-<version> over the port of that version's app (an HTTPRoute's backends are Services)."""
-    name = f"reviews-{version}"
-    endpoints = next(d for d in workload("reviews", version, port) if d["kind"] == "EndpointSlice")
-    endpoints["metadata"] = {"name": name, "namespace": "demo", "labels": {"kubernetes.io/service-name": name}}
-    return [service(name), endpoints]
-
-
 def _http_route(path: dict) -> dict:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "v2-only", "namespace": "demo"},
-        "spec": {
-            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews-v2", "port": 80}],
-            "rules": [{"matches": [{"path": path}], "backendRefs": [{"name": "reviews-v2", "port": 80}]}],
-        },
-    }
+    return http_route("v2-only", "reviews-v2", {"reviews-v2": 1}, matches=[{"path": path}])
 
 
 async def test_an_httproute_envoy_rejects_is_blocked_and_everything_else_keeps_flowing(mesh_factory, monkeypatch):
@@ -153,7 +137,7 @@ async def test_an_httproute_envoy_rejects_is_blocked_and_everything_else_keeps_f
     monkeypatch.setattr("meshctl.parse.route.REGEX_PROGRAM_SIZE_LIMIT", 10**6)
     m, sidecar = await basic_mesh(mesh_factory, {"reviews-v1": 100})
     good_version = await route_version(m)
-    write(m.dir / "v2.yaml", *_versioned_service("v2", m.ports["v2"]))
+    write(m.dir / "v2.yaml", *service_over("reviews", "v2", m.ports["v2"]))
     write(m.dir / "httproute.yaml", _http_route({"type": "RegularExpression", "value": BIG_REGEX}))
 
     async def blocked() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import Mesh
 from tests.e2e.test_explain import run_meshctl
-from tests.manifests import route, service, virtual_node, workload, write
+from tests.manifests import http_route, route, service, service_over, virtual_node, workload, write
 
 
 async def test_routes_split_by_port_reach_their_port_and_explain_says_which(mesh_factory):
@@ -43,27 +43,6 @@ async def test_routes_split_by_port_reach_their_port_and_explain_says_which(mesh
         assert f"route {expected}: targets" in out, out
 
 
-def _port_route(name: str, port: int, backend: str, backend_port: int) -> dict:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": "demo"},
-        "spec": {
-            "parentRefs": [{"group": "", "kind": "Service", "name": "catalog", "port": port}],
-            "rules": [{"backendRefs": [{"name": backend, "port": backend_port}]}],
-        },
-    }
-
-
-def _backend_service(version: str, port: int) -> list[dict]:
-    """Service catalog-<version> over that version's app (what ``import appmesh --as gateway-api`` writes)."""
-    svc = service(f"catalog-{version}", port=port)
-    endpoints = next(d for d in workload("catalog", version, port) if d["kind"] == "EndpointSlice")
-    labels = {"kubernetes.io/service-name": f"catalog-{version}"}
-    endpoints["metadata"] = {"name": f"catalog-{version}", "namespace": "demo", "labels": labels}
-    return [svc, endpoints]
-
-
 async def test_httproutes_split_by_parent_port_reach_their_port_and_explain_says_which(mesh_factory):
     """The same split in the Gateway API form: an HTTPRoute per Service port (parentRef ``port``)."""
     m: Mesh = await mesh_factory()
@@ -74,11 +53,11 @@ async def test_httproutes_split_by_parent_port_reach_their_port_and_explain_says
     write(
         m.dir / "mesh.yaml",
         catalog,
-        *_backend_service("api", api_port),
-        *_backend_service("admin", admin_port),
+        *service_over("catalog", "api", api_port),
+        *service_over("catalog", "admin", admin_port),
         virtual_node("web", backends=["catalog"]),
-        _port_route("catalog-api", 8080, "catalog-api", api_port),
-        _port_route("catalog-admin", 9090, "catalog-admin", admin_port),
+        http_route("catalog-api", "catalog", {"catalog-api": 1}, port=8080),
+        http_route("catalog-admin", "catalog", {"catalog-admin": 1}, port=9090),
     )
     await m.start()
     sidecar = await m.sidecar("demo/web")
