@@ -23,7 +23,7 @@ from pathlib import Path
 from bench import adsload, meshgen
 from bench.common import median, percentile, rss_mib, table
 from meshctl.controlplane.plane import ControlPlane
-from meshctl.xds.envoy.types import ENDPOINT, ROUTE, TYPE_ORDER
+from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, ROUTE, TYPE_ORDER
 
 
 class PushSource:
@@ -83,7 +83,7 @@ async def _all_acked(
         await asyncio.sleep(poll)
 
 
-async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
+async def _run(n: int, streams: int, delta: bool, changes: int, grpc_clients: bool = False) -> list:
     model, groups = meshgen.with_clients(meshgen.build(n), groups=50, backends=20)
     source = PushSource()
     plane = ControlPlane(source)
@@ -91,9 +91,11 @@ async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
     await source.push(model)
     await plane.wait_synced(timeout=300)
     out = Path(tempfile.mkdtemp()) / "records.json"
-    client = await adsload.spawn(plane.xds_port, streams, groups, out, delta)
+    client = await adsload.spawn(plane.xds_port, streams, groups, out, delta, grpc_clients)
+    # (a proxyless client's LDS is its own API listener, not the snapshot's)
+    initial = (CLUSTER, ENDPOINT, ROUTE) if grpc_clients else TYPE_ORDER
     try:
-        await _all_acked(plane, streams, TYPE_ORDER, timeout=300)
+        await _all_acked(plane, streams, initial, timeout=300)
         cpu0, pushes = _cpu(), []
         kinds = (
             ("eds", ENDPOINT, lambda m, k: meshgen.with_endpoint_change(m, 0, generation=k + 10)),
@@ -133,7 +135,7 @@ async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
             [
                 n,
                 streams,
-                "delta" if delta else "sotw",
+                "gRPC (sotw)" if grpc_clients else "delta" if delta else "sotw",
                 kind,
                 changes,
                 1e3 * median(latencies),
@@ -146,8 +148,30 @@ async def _run(n: int, streams: int, delta: bool, changes: int) -> list:
     return rows
 
 
-def _one(n: int, streams: int, delta: bool, changes: int) -> list:
-    return asyncio.run(_run(n, streams, delta, changes))
+def _one(n: int, streams: int, delta: bool, changes: int, grpc_clients: bool = False) -> list:
+    return asyncio.run(_run(n, streams, delta, changes, grpc_clients))
+
+
+def run_proxyless(n: int = 1_000, streams: int = 1000, changes: int = 10) -> str:
+    """Issue 34: 1,000 simulated proxyless gRPC clients (gRPC's user agent and order) instead of Envoys."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        rows = pool.submit(_one, n, streams, False, changes, True).result()
+    return table(_HEADERS, rows)
+
+
+_HEADERS = [
+    "services",
+    "streams",
+    "protocol",
+    "change",
+    "changes",
+    "p50 ms",
+    "p99 ms",
+    "all streams (median) ms",
+    "control-plane RSS",
+    "control-plane CPU s (all changes)",
+]
 
 
 def run(sizes: tuple[int, ...] = (1_000, 10_000), streams: int = 1000, changes: int = 10) -> str:
@@ -158,18 +182,7 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), streams: int = 1000, changes: 
         for delta in (False, True):
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                 rows += pool.submit(_one, n, streams, delta, changes).result()
-    headers = [
-        "services",
-        "streams",
-        "protocol",
-        "change",
-        "changes",
-        "p50 ms",
-        "p99 ms",
-        "all streams (median) ms",
-        "control-plane RSS",
-        "control-plane CPU s (all changes)",
-    ]
+    headers = _HEADERS
     return (
         table(headers, rows)
         + f"\n\n(load client in its own process, on the cores after the first; {os.cpu_count()} cores)"

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "tokenreconnect": ("11. Token-authenticated proxies back after a control-plane restart", "bench.tokenreconnect"),
     "authz": ("12. Authorization policies: translation and propagation", "bench.authz"),
     "gamma": ("13. Gateway API routes (GAMMA) against Routes: translation and propagation", "bench.gamma"),
+    "proxyless": ("14. 1,000 proxyless gRPC clients: a change to all of them, control-plane RSS", "bench.proxyless"),
 }
 
 

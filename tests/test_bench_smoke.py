@@ -29,6 +29,13 @@ def test_fanout_benchmark_runs_with_a_few_streams() -> None:
     assert all(math.isfinite(r[5]) and math.isfinite(r[7]) for r in rows), rows
 
 
+def test_fanout_benchmark_runs_with_a_few_proxyless_grpc_streams() -> None:
+    """Benchmark 14's load: streams in gRPC's order (named LDS first) get every change too."""
+    rows = asyncio.run(fanout._run(60, streams=20, delta=False, changes=2, grpc_clients=True))
+    assert [(r[2], r[3]) for r in rows] == [("gRPC (sotw)", "eds"), ("gRPC (sotw)", "rds")]
+    assert all(math.isfinite(r[5]) and math.isfinite(r[7]) for r in rows), rows
+
+
 def test_kubernetes_source_benchmarks_run_at_toy_size() -> None:
     from bench import churn, kubesource
 
