@@ -390,9 +390,20 @@ class Controller:
         mesh, snapshots = await self._in_worker(
             self._gamma_patch, model, changed, dict(self._groups), dict(self._last_accepted), dict(self._blocked)
         )
+        await self._serve_patch(mesh, model, changed, snapshots)
+
+    async def _serve_patch(
+        self, mesh: MeshIR, model: Model, changed: set[ObjectKey], snapshots: dict[str, Snapshot]
+    ) -> None:
+        """After a route patch (Routes or Gateway API routes): serve its mesh and snapshots, say what is wrong with
+        the changed objects, as a full build does, and hand the statuses over."""
         self.mesh = mesh
         self._accept(mesh, model, changed)
         await self._publish(snapshots)
+        for key in changed:
+            status = mesh.status_by_key.get(key)
+            if status is not None and not status.healthy:
+                log.warning("%s: %s", status.key, status.summary())
         if self.on_statuses:
             self.on_statuses(self.statuses())
 
@@ -441,15 +452,7 @@ class Controller:
         mesh, snapshots = await self._in_worker(
             self._route_patch, model, changed_routes, dict(self._groups), dict(self._last_accepted), dict(self._blocked)
         )
-        self.mesh = mesh
-        self._accept(mesh, model, changed_routes)
-        await self._publish(snapshots)
-        for key in changed_routes:
-            status = mesh.status_by_key.get(key)
-            if status is not None and not status.healthy:
-                log.warning("%s: %s", status.key, status.summary())
-        if self.on_statuses:
-            self.on_statuses(self.statuses())
+        await self._serve_patch(mesh, model, changed_routes, snapshots)
 
     def _route_patch(
         self,

@@ -269,7 +269,7 @@ def _translate_route(
         previous = None  # (the version Envoy rejected is never served again)
     is_blocked = block is not None and route.spec is not None and route.spec == block.spec
     served = route if route.spec is not None and not is_blocked else previous
-    if served is not None and (served.spec is None or (served is route and is_blocked)):
+    if served is not None and served.spec is None:
         served = None
     mesh_parents = _service_parents(route) or _service_parents(served)
     if not mesh_parents:

@@ -267,8 +267,7 @@ def _retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
     policy = rc.RetryPolicy(
         retry_on=",".join(events), num_retries=uint32(p.max_retries), retriable_status_codes=p.status_codes
     )
-    if p.max_retries > 0:
-        _to_other_hosts(policy)
+    _to_other_hosts(policy)  # (a policy of no retries is never written: build_action_policies)
     if p.per_retry_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(duration_ms(p.per_retry_timeout_ms))
     if p.backoff_base_ms is not None:
