@@ -16,6 +16,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -33,14 +34,25 @@ from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
 
-async def sotw_stream(stub, node: Node, index: int, records: list) -> None:
+def _sotw_call(stub) -> tuple[asyncio.Queue, Any]:
+    """A state-of-the-world ADS stream: the queue its requests are put on, and the call yielding the responses."""
     outbox: asyncio.Queue = asyncio.Queue()
 
     async def requests():
         while True:
             yield await outbox.get()
 
-    call = stub.StreamAggregatedResources(requests())
+    return outbox, stub.StreamAggregatedResources(requests())
+
+
+def _ack(resp, names: list[str]) -> DiscoveryRequest:
+    return DiscoveryRequest(
+        type_url=resp.type_url, version_info=resp.version_info, response_nonce=resp.nonce, resource_names=names
+    )
+
+
+async def sotw_stream(stub, node: Node, index: int, records: list) -> None:
+    outbox, call = _sotw_call(stub)
     await outbox.put(DiscoveryRequest(type_url=CLUSTER, node=node))
     names: dict[str, list[str]] = {CLUSTER: [], ENDPOINT: [], LISTENER: [], ROUTE: ["outbound"]}
     asked = {CLUSTER}
@@ -49,14 +61,7 @@ async def sotw_stream(stub, node: Node, index: int, records: list) -> None:
         records.append((index, SHORT[resp.type_url], resp.version_info, time.time()))
         if resp.type_url == CLUSTER:
             names[ENDPOINT] = sorted(Cluster.FromString(a.value).name for a in resp.resources)
-        await outbox.put(
-            DiscoveryRequest(
-                type_url=resp.type_url,
-                version_info=resp.version_info,
-                response_nonce=resp.nonce,
-                resource_names=names[resp.type_url],
-            )
-        )
+        await outbox.put(_ack(resp, names[resp.type_url]))
         follow = then.get(resp.type_url)
         if follow and follow not in asked:
             asked.add(follow)
@@ -69,13 +74,7 @@ GRPC_TARGET = "svc-0.bench:80"  # what the simulated gRPC clients dial (xds:///s
 async def grpc_stream(stub, node: Node, index: int, records: list) -> None:
     """A proxyless gRPC client's state-of-the-world stream: named LDS first, then what each answer names."""
     node.user_agent_name = "gRPC C-core"  # what tells meshctl a proxyless client (node.is_proxyless)
-    outbox: asyncio.Queue = asyncio.Queue()
-
-    async def requests():
-        while True:
-            yield await outbox.get()
-
-    call = stub.StreamAggregatedResources(requests())
+    outbox, call = _sotw_call(stub)
     names: dict[str, list[str]] = {LISTENER: [GRPC_TARGET], ROUTE: ["outbound"], CLUSTER: [], ENDPOINT: []}
     await outbox.put(DiscoveryRequest(type_url=LISTENER, node=node, resource_names=names[LISTENER]))
     asked = {LISTENER}
@@ -97,14 +96,7 @@ async def grpc_stream(stub, node: Node, index: int, records: list) -> None:
         elif resp.type_url == CLUSTER:
             names[ENDPOINT] = sorted(Cluster.FromString(a.value).name for a in resp.resources)
             follow = ENDPOINT
-        await outbox.put(
-            DiscoveryRequest(
-                type_url=resp.type_url,
-                version_info=resp.version_info,
-                response_nonce=resp.nonce,
-                resource_names=names[resp.type_url],
-            )
-        )
+        await outbox.put(_ack(resp, names[resp.type_url]))
         if follow and follow not in asked:
             asked.add(follow)
             await outbox.put(DiscoveryRequest(type_url=follow, resource_names=names[follow]))

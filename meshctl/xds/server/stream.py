@@ -366,7 +366,7 @@ class StreamState:
             # Nothing with a key: only the secrets that name files on the proxy's own file system.
             current = {n: r for n, r in current.items() if n.startswith(FILE_SECRET_PREFIX)}
         if type_url == LISTENER and self.proxyless:
-            listeners = {n: api_listener(n) for n in sorted(self.types[LISTENER].names or ())}
+            listeners = self._api_listeners()
             return listeners, set_version(listeners)
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
@@ -381,6 +381,10 @@ class StreamState:
             old = self._delivered(ENDPOINT)
             out.update((n, old[n]) for n in names if n not in current and n in retained and n in old)
         return out, set_version(out)
+
+    def _api_listeners(self) -> dict[str, CachedResource]:
+        """A proxyless client's LDS: an API listener for each target it asked for."""
+        return {n: api_listener(n) for n in sorted(self.types[LISTENER].names or ())}
 
     def _ready_for(self, desired: Mapping[str, CachedResource]) -> bool:
         """Listeners/routes wait until every cluster they use is ACKed, with endpoints if it is EDS."""
@@ -412,7 +416,7 @@ class StreamState:
             return {"state": "NOT SENT", "age": round(now - self.connected_at, 3)}
         current = snap.resources[type_url]
         if type_url == LISTENER and self.proxyless:
-            version = set_version({n: api_listener(n) for n in st.names or ()})
+            version = set_version(self._api_listeners())
         elif type_url in _NAMED_TYPES:
             names = st.names or frozenset()
             version = set_version({n: current[n] for n in names if n in current})
