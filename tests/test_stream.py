@@ -203,3 +203,20 @@ def test_a_proxyless_grpc_client_gets_named_api_listeners_and_routes_before_clus
     ack(stream, LISTENER, ["echo.demo:50051"])
     stream.on_request(DiscoveryRequest(type_url=ROUTE, resource_names=["outbound"]))
     assert [t for t, _ in stream.next_responses(snap)] == [ROUTE]  # no cluster ACKed yet, and none asked for
+
+
+def test_a_proxyless_grpc_client_gets_each_cluster_it_names_when_it_names_it() -> None:
+    """gRPC asks CDS by name and ignores resources it did not ask for. Treated as wildcard, a cluster present since
+    the first response was never sent again when a route change made the client ask for it: the route's share
+    to that cluster failed at its deadline (found by the interop suite's traffic_splitting)."""
+    snap = snapshot("a", "b")
+    stream = StreamState("n", "g")
+    stream.proxyless = True
+    stream.on_request(DiscoveryRequest(type_url=CLUSTER, resource_names=["a"]))
+    [(_, raw)] = stream.next_responses(snap)
+    assert names_in(raw) == ["a"]
+    ack(stream, CLUSTER, ["a"])
+    assert stream.next_responses(snap) == []
+    ack(stream, CLUSTER, ["a", "b"])  # the new route splits a/b: it names b, in the same snapshot
+    [(_, raw)] = stream.next_responses(snap)
+    assert names_in(raw) == ["a", "b"]  # state of the world: every named cluster, in each response

@@ -180,14 +180,15 @@ class StreamState:
             if self._named(req.type_url):
                 names = (st.names or frozenset()) | set(req.resource_names_subscribe)
                 self._subscribe(st, names - set(req.resource_names_unsubscribe))
-            # CDS and LDS are always wildcard ("*" or an empty first subscription): names stay None.
+            # Envoy's CDS and LDS are always wildcard ("*" or an empty first subscription): names stay None.
         elif self._named(req.type_url):
             self._subscribe(st, frozenset(req.resource_names))
         return kind
 
     def _named(self, type_url: str) -> bool:
-        """Subscribed by name: EDS, RDS, SDS; and LDS for a proxyless gRPC client, which names the targets it dials."""
-        return type_url in _NAMED_TYPES or (self.proxyless and type_url == LISTENER)
+        """Subscribed by name: EDS, RDS, SDS; and for a proxyless gRPC client LDS (the targets it dials) and CDS (the
+        clusters its routes name): gRPC asks for those by name and ignores any other resource in a response."""
+        return type_url in _NAMED_TYPES or (self.proxyless and type_url in (LISTENER, CLUSTER))
 
     def _settle(self, st: TypeState, req: DiscoveryRequest | DeltaDiscoveryRequest) -> str:
         st.inflight = False
@@ -368,6 +369,12 @@ class StreamState:
         if type_url == LISTENER and self.proxyless:
             listeners = self._api_listeners()
             return listeners, set_version(listeners)
+        if type_url == CLUSTER and self.proxyless:
+            # Every cluster it asked for, in each response (state of the world: one left out is deleted), those its
+            # held routes still use included until the routes that replace them are held (make-before-break).
+            asked = self.types[CLUSTER].names or frozenset()
+            clusters = {n: r for n in sorted(asked) if (r := current.get(n) or retained.get(n)) is not None}
+            return clusters, set_version(clusters)
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
                 return current, snap.version(type_url)
