@@ -401,6 +401,8 @@ class Condition:
 
 
 _FIELDS = "FieldsRecognized"
+_PROXYLESS = "ProxylessCompatible"  # translate/proxyless.py
+_WARNINGS = frozenset((_FIELDS, _PROXYLESS))  # said, but the object is served as written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -426,21 +428,19 @@ class ObjectStatus:
 
     @property
     def healthy(self) -> bool:
-        """Every condition is True: accepted and all references resolved."""
-        return all(c.status is ConditionStatus.TRUE for c in self.conditions)
+        """Every condition is True: accepted and all references resolved. (ProxylessCompatible is advice: what
+        gRPC clients would skip, if any call.)"""
+        return all(c.status is ConditionStatus.TRUE or c.type == _PROXYLESS for c in self.conditions)
 
     @property
     def problems(self) -> tuple[Condition, ...]:
-        """Conditions not True, except FieldsRecognized (fields ignored: a warning, unless parsed --strict)."""
-        return tuple(
-            c for c in self.conditions if c.status is not ConditionStatus.TRUE and c.type != "FieldsRecognized"
-        )
+        """Conditions not True, except the warnings (FieldsRecognized: fields ignored, unless parsed --strict;
+        ProxylessCompatible: fields gRPC clients ignore)."""
+        return tuple(c for c in self.conditions if c.status is not ConditionStatus.TRUE and c.type not in _WARNINGS)
 
     @property
     def warnings(self) -> tuple[Condition, ...]:
-        return tuple(
-            c for c in self.conditions if c.type == "FieldsRecognized" and c.status is not ConditionStatus.TRUE
-        )
+        return tuple(c for c in self.conditions if c.type in _WARNINGS and c.status is not ConditionStatus.TRUE)
 
     def summary(self) -> str:
         bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]

@@ -56,6 +56,7 @@ from meshctl.translate.ir import (
     WeightedClusterIR,
 )
 from meshctl.translate.ports import plan_ports, tcp_backends
+from meshctl.translate.proxyless import route_notes, virtual_node_notes, with_proxyless_notes
 
 __all__ = ["MeshIR", "Served", "cluster_name", "services_called", "translate_mesh"]
 
@@ -484,7 +485,8 @@ def _choose_virtual_node(
     key: ObjectKey, vn: VirtualNode, previous: Served | None, model: Model, block: Blocked | None = None
 ) -> tuple[VirtualNode | None, ObjectStatus]:
     served, status = _choose_virtual_node_as_is(key, vn, previous, model, block)
-    return served, _with_warnings(status, vn)
+    notes = virtual_node_notes(served.spec) if served is not None and served.spec is not None else ()
+    return served, with_proxyless_notes(_with_warnings(status, vn), notes)
 
 
 def _with_warnings(status: ObjectStatus, obj: VirtualNode | Route | AuthorizationPolicy | HTTPRoute) -> ObjectStatus:
@@ -659,7 +661,20 @@ def _choose_route(
     block: Blocked | None = None,
 ) -> tuple[Route | None, RouteIR | None, ObjectStatus]:
     served, ir, status = _choose_route_as_is(key, route, previous, model, nodes, block)
-    return served, ir, _with_warnings(status, route)
+    spec = served.spec if served is not None else None
+    notes = route_notes(spec) if spec is not None and _reaches_grpc(spec, nodes) else ()
+    return served, ir, with_proxyless_notes(_with_warnings(status, route), notes)
+
+
+def _reaches_grpc(spec: RouteSpec, nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> bool:
+    """Proxyless gRPC clients may take the Route: a grpcRoute, or a route to some gRPC listener."""
+    if spec.grpc:
+        return True
+    for target in spec.http_route.weighted_targets:
+        node = nodes.get(ObjectKey("VirtualNode", target.namespace, target.virtual_node))
+        if node is not None and any(li.protocol is Protocol.GRPC for li in node.listeners):
+            return True
+    return False
 
 
 def _choose_route_as_is(
