@@ -11,6 +11,9 @@ and the ``meshctl-proxy`` Envoy (uid 1337, restricted securityContext), as a nat
 with ``restartPolicy: Always``, Kubernetes >= 1.29) or else as the first container. Envoy's bootstrap is inline in
 its arguments: node id ``<namespace>/<virtual node>/<pod>`` from the downward API, the VirtualNode, the xDS
 address and the CA that signed the control plane's certificate.
+
+A pod annotated ``meshctl.dev/proxyless: grpc`` gets neither: its gRPC library is the xDS client (issue 34), and
+each container gets the bootstrap in ``GRPC_XDS_BOOTSTRAP_CONFIG`` (and the xDS CA as a file, with TLS).
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshctl.inject.capture import CaptureConfig, CaptureError, capture_arguments, parse_ports, split_list
-from meshctl.xds.bootstrap import DRAIN_ARGS, BootstrapOptions, render_bootstrap
+from meshctl.xds.bootstrap import DRAIN_ARGS, BootstrapOptions, render_bootstrap, render_grpc_bootstrap
 
 __all__ = [
     "ANNOTATION_APP_PORTS",
     "ANNOTATION_IGNORED_CIDRS",
     "ANNOTATION_IGNORED_PORTS",
     "ANNOTATION_INJECTED",
+    "ANNOTATION_PROXYLESS",
     "ANNOTATION_VIRTUAL_NODE",
+    "ANNOTATION_XDS_CA",
     "CAPTURE_CONTAINER",
+    "GRPC_CA_FILE",
     "INJECT_KEY",
     "PROXY_CONTAINER",
     "InjectConfig",
@@ -44,6 +50,11 @@ ANNOTATION_VIRTUAL_NODE = "meshctl.dev/virtual-node"  # choose the VirtualNode (
 ANNOTATION_APP_PORTS = "meshctl.dev/app-ports"  # inbound ports to capture (default: the VirtualNode's listeners)
 ANNOTATION_IGNORED_PORTS = "meshctl.dev/egress-ignored-ports"  # added to the configured ones
 ANNOTATION_IGNORED_CIDRS = "meshctl.dev/egress-ignored-cidrs"  # added to the configured ones
+ANNOTATION_PROXYLESS = "meshctl.dev/proxyless"  # "grpc": no Envoy; the app's gRPC library streams xDS itself
+ANNOTATION_XDS_CA = "meshctl.dev/xds-ca"  # set by proxyless injection: the xDS CA (public), mounted as a file
+GRPC_CA_DIR = "/etc/meshctl/grpc"
+GRPC_CA_FILE = GRPC_CA_DIR + "/ca.pem"
+_GRPC_VOLUME = "meshctl-grpc-xds"
 PROXY_CONTAINER = "meshctl-proxy"
 CAPTURE_CONTAINER = "meshctl-capture"
 STATS_PORT = 15090
@@ -113,6 +124,11 @@ def inject(
     chosen = _virtual_node(annotations, labels, list(virtual_nodes))
     if isinstance(chosen, str):
         return _skip(chosen)
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    if (proxyless := annotations.get(ANNOTATION_PROXYLESS)) is not None:
+        if proxyless != "grpc":
+            return _skip(f"meshctl: not injected: {ANNOTATION_PROXYLESS} must be 'grpc', got {proxyless!r}")
+        return _inject_proxyless(spec, annotations, namespace, chosen.name, str(account), config)
     try:
         # Checked here as the init container would check it: a pod that cannot be captured stays as it is.
         rules = CaptureConfig(
@@ -130,7 +146,6 @@ def inject(
     except CaptureError as exc:
         return _skip(f"meshctl: not injected: {exc}")
     capture = _capture_container(config.capture_image, rules)
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     token = config.xds_token and config.ca_pem is not None
     proxy = _proxy_container(config, namespace, chosen.name, str(account), token_file=XDS_TOKEN_FILE if token else None)
     patch: list[dict[str, Any]] = []
@@ -153,6 +168,68 @@ def inject(
     if not config.native_sidecars:
         patch.append({"op": "add", "path": "/spec/containers/0", "value": proxy})
     return Injection(patch, virtual_node=chosen.name)
+
+
+def _inject_proxyless(
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    namespace: str,
+    virtual_node: str,
+    account: str,
+    config: InjectConfig,
+) -> Injection:
+    """A pod whose gRPC library streams xDS itself (``meshctl.dev/proxyless: grpc``): no Envoy, no capture. Each
+    container gets ``GRPC_XDS_BOOTSTRAP_CONFIG``, its node id naming the pod (the kubelet expands
+    ``$(MESHCTL_POD_NAME)``). gRPC reads the xDS CA only from a file: the CA (public) rides on the pod as an
+    annotation, which a downward API volume turns into ``/etc/meshctl/grpc/ca.pem``. Nothing runs as root and no
+    image is pulled: the pod stays as restricted as it was."""
+    tls = config.ca_pem is not None
+    bootstrap = render_grpc_bootstrap(
+        BootstrapOptions(
+            node_id=f"{namespace}/{virtual_node}/$(MESHCTL_POD_NAME)",
+            virtual_node=f"{namespace}/{virtual_node}",
+            xds_address=config.xds_address,
+            xds_port=config.xds_port,
+            service_account=account,
+        ),
+        ca_file=GRPC_CA_FILE if tls else None,
+    )
+    env = [
+        {"name": "MESHCTL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "GRPC_XDS_BOOTSTRAP_CONFIG", "value": json.dumps(bootstrap, separators=(",", ":"))},
+    ]
+    mount = {"name": _GRPC_VOLUME, "mountPath": GRPC_CA_DIR, "readOnly": True}
+    patch: list[dict[str, Any]] = []
+    if not annotations:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": virtual_node})
+    if tls:
+        ca_annotation = f"/metadata/annotations/{_escape(ANNOTATION_XDS_CA)}"
+        patch.append({"op": "add", "path": ca_annotation, "value": config.ca_pem})
+        volume = {
+            "name": _GRPC_VOLUME,
+            "downwardAPI": {
+                "items": [{"path": "ca.pem", "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_XDS_CA}']"}}]
+            },
+        }
+        patch.append(
+            {"op": "add", "path": "/spec/volumes/-", "value": volume}
+            if spec.get("volumes")
+            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
+        )
+    for i, container in enumerate(spec.get("containers") or []):
+        at = f"/spec/containers/{i}"
+        patch.extend(_appended(f"{at}/env", container.get("env"), env))
+        if tls:
+            patch.extend(_appended(f"{at}/volumeMounts", container.get("volumeMounts"), [mount]))
+    return Injection(patch, virtual_node=virtual_node)
+
+
+def _appended(path: str, present: list[Any] | None, items: list[Any]) -> list[dict[str, Any]]:
+    """JSON Patch operations appending ``items`` to the list at ``path`` (made when absent)."""
+    if not present:
+        return [{"op": "add", "path": path, "value": items}]
+    return [{"op": "add", "path": f"{path}/-", "value": item} for item in items]
 
 
 def _virtual_node(

@@ -211,6 +211,8 @@ async def test_pods_the_webhook_leaves_alone(webhook):
     bad_cidr["metadata"]["annotations"] = {"meshctl.dev/egress-ignored-cidrs": "10.0.0.0/33"}
     looping = pod()
     looping["metadata"]["annotations"] = {"meshctl.dev/app-ports": "15001"}
+    unknown_proxyless = pod()
+    unknown_proxyless["metadata"]["annotations"] = {"meshctl.dev/proxyless": "true"}
     cases = {
         "opt-out": (opted_out, None),
         "hostNetwork": (host, "hostNetwork pods are not injected"),
@@ -218,6 +220,7 @@ async def test_pods_the_webhook_leaves_alone(webhook):
         "two VirtualNodes": (ambiguous, "VirtualNodes reviews-all, reviews-v1 all select this pod"),
         "bad CIDR": (bad_cidr, "not injected: ignored CIDR '10.0.0.0/33' is not an address or network"),
         "app port is Envoy's": (looping, "not injected: an app port cannot be Envoy's egress or ingress port"),
+        "proxyless other than grpc": (unknown_proxyless, "meshctl.dev/proxyless must be 'grpc', got 'true'"),
     }
     for case, (obj, warning) in cases.items():
         response, patched = await webhook.mutate(obj)
@@ -232,6 +235,17 @@ async def test_pods_the_webhook_leaves_alone(webhook):
     capture = containers(patched["spec"], "initContainers")[CAPTURE_CONTAINER]["command"]
     assert patched["metadata"]["annotations"]["meshctl.dev/injected"] == "reviews-v1"
     assert capture[capture.index("--app-ports") + 1] == "8080,9090"
+
+    # Through the webhook too, a proxyless pod gets its bootstrap and the CA file, and no container of ours.
+    grpc_pod = pod()
+    grpc_pod["metadata"]["annotations"] = {"meshctl.dev/proxyless": "grpc"}
+    _, patched = await webhook.mutate(grpc_pod)
+    assert "initContainers" not in patched["spec"] and len(patched["spec"]["containers"]) == 1
+    boot = json.loads(patched["spec"]["containers"][0]["env"][1]["value"])
+    assert boot["node"]["id"] == "shop/frontend/$(MESHCTL_POD_NAME)"
+    assert boot["xds_servers"][0]["channel_creds"][0]["config"]["ca_certificate_file"] == "/etc/meshctl/grpc/ca.pem"
+    assert patched["metadata"]["annotations"]["meshctl.dev/xds-ca"] == webhook.server.tls_dir.ca_pem()
+    kubernetes_validate.validate(patched, "1.30.0", strict=True)
 
 
 async def test_existing_init_containers_run_after_ours_and_old_clusters_get_a_first_container(tmp_path):

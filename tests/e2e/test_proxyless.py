@@ -10,9 +10,23 @@ import os
 import sys
 from collections.abc import AsyncIterator
 
+import jsonpatch
+import kubernetes_validate
+
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.inject.pki import issue, new_ca
+from meshctl.inject.pod_patch import (
+    ANNOTATION_PROXYLESS,
+    ANNOTATION_XDS_CA,
+    GRPC_CA_FILE,
+    InjectConfig,
+    VirtualNodeRef,
+    inject,
+)
 from meshctl.xds.bootstrap import BootstrapOptions, render_grpc_bootstrap
+from meshctl.xds.server.tls import XdsTls
 from tests.conftest import Mesh, eventually
-from tests.e2e.test_grpc import SAY, grpc_mesh, grpc_route, mesh_docs
+from tests.e2e.test_grpc import SAY, EchoServer, grpc_mesh, grpc_route, mesh_docs
 from tests.manifests import write
 
 TARGET = "echo.demo:50051"  # the Service's name and port, as a proxyless client dials it
@@ -26,10 +40,12 @@ class ProxylessClient:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
 
-    async def start(self, m: Mesh, node_id: str, seconds: float, *metadata: str) -> None:
-        opts = BootstrapOptions(node_id=node_id, xds_port=m.plane.xds_port)
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(render_grpc_bootstrap(opts))}
-        env["GRPC_VERBOSITY"] = "ERROR"
+    async def start(self, m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None) -> None:
+        """``env``: the client's environment as injection made it (else a bootstrap for ``node_id``)."""
+        if env is None:
+            opts = BootstrapOptions(node_id=node_id, xds_port=m.plane.xds_port)
+            env = {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(render_grpc_bootstrap(opts))}
+        env = {**os.environ, **env, "GRPC_VERBOSITY": "ERROR"}
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.proxyless_client", TARGET, str(seconds), *metadata,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -52,10 +68,12 @@ class ProxylessClient:
 
 
 @contextlib.asynccontextmanager
-async def proxyless(m: Mesh, node_id: str, seconds: float, *metadata: str) -> AsyncIterator[ProxylessClient]:
+async def proxyless(
+    m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None
+) -> AsyncIterator[ProxylessClient]:
     client = ProxylessClient()
     try:
-        await client.start(m, node_id, seconds, *metadata)
+        await client.start(m, node_id, seconds, *metadata, env=env)
         yield client
     finally:
         await client.stop()
@@ -120,3 +138,55 @@ async def test_a_route_without_retries_is_taken_by_the_proxyless_client_and_the_
         proxies = (await m.admin("/api/v1/proxies"))["proxies"]
         assert len(proxies) == 2 and all(p["types"]["rds"]["rejected"] is None for p in proxies), proxies
         assert await channel.unary_unary(SAY)(b"x") == b"v1:x"  # and the sidecar beside it
+
+
+async def test_an_injected_proxyless_pod_streams_xds_over_tls_with_what_injection_gave_it(mesh_factory, tmp_path):
+    """``meshctl.dev/proxyless: grpc``: no Envoy and no capture; each container gets GRPC_XDS_BOOTSTRAP_CONFIG
+    (its node id naming the pod through ``$(MESHCTL_POD_NAME)``) and the xDS CA as a file from a downward API
+    volume. Played as the kubelet would (env expanded, the annotation written where the volume mounts it), a real
+    grpcio client verifies meshctl's certificate with that CA and is routed."""
+    ca = new_ca()
+    serving = issue(ca, "localhost", dns_names=("localhost",))
+    (tmp_path / "xds.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "xds.key").write_bytes(serving.key_pem)
+    m: Mesh = await mesh_factory()
+    server = EchoServer("v1")
+    await server.server.start()
+    try:
+        write(m.dir / "mesh.yaml", *mesh_docs({"v1": server}))
+        m.plane = ControlPlane.from_manifests(m.dir, xds_tls=XdsTls(tmp_path / "xds.crt", tmp_path / "xds.key"))
+        await m.start()
+        config = InjectConfig(xds_address="localhost", xds_port=m.plane.xds_port, ca_pem=ca.cert_pem.decode())
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "client-0", "namespace": "demo", "labels": {"app": "client"},
+                         "annotations": {ANNOTATION_PROXYLESS: "grpc"}},
+            "spec": {"containers": [{"name": "app", "image": "demo/app:1", "env": [{"name": "A", "value": "1"}]}]},
+        }  # fmt: skip
+        nodes = [VirtualNodeRef("client", {"app": "client"}, ())]
+        injected = jsonpatch.apply_patch(pod, inject(pod, "demo", nodes, config).patch)
+        kubernetes_validate.validate(injected, "1.30.0", strict=True)
+        spec = injected["spec"]
+        assert "initContainers" not in spec and [c["name"] for c in spec["containers"]] == ["app"]
+        assert injected["metadata"]["annotations"][ANNOTATION_XDS_CA] == ca.cert_pem.decode()
+        (volume,) = spec["volumes"]
+        (item,) = volume["downwardAPI"]["items"]
+        assert item["fieldRef"]["fieldPath"] == f"metadata.annotations['{ANNOTATION_XDS_CA}']"
+        (app,) = spec["containers"]
+        assert [e["name"] for e in app["env"]] == ["A", "MESHCTL_POD_NAME", "GRPC_XDS_BOOTSTRAP_CONFIG"]
+        assert app["volumeMounts"][0]["mountPath"] + "/" + item["path"] == GRPC_CA_FILE
+
+        # The kubelet's part: expand $(MESHCTL_POD_NAME), mount the annotation as the CA file (here: tmp_path).
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_text(injected["metadata"]["annotations"][ANNOTATION_XDS_CA])
+        bootstrap = (
+            app["env"][2]["value"].replace("$(MESHCTL_POD_NAME)", "client-0").replace(GRPC_CA_FILE, str(ca_file))
+        )
+        async with proxyless(m, "", 30, env={"GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap}) as client:
+            await eventually(lambda: len(client.replies()) >= 3, timeout=20)
+            assert set(client.replies()) == {"v1:x"}
+            (proxy,) = (await m.admin("/api/v1/proxies"))["proxies"]
+            assert proxy["node_id"] == "demo/client/client-0" and proxy["kind"] == "grpc"
+    finally:
+        await server.server.stop(0)
