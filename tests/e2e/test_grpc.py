@@ -22,6 +22,7 @@ class EchoServer:
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.name = name
+        self.host = host
         self.calls = 0
         self.fail_first = 0
         self.fail_code = grpc.StatusCode.UNAVAILABLE

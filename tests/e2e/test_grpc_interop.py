@@ -19,7 +19,6 @@ feature)."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -54,6 +53,7 @@ from tests.grpc_interop import (
     statuses,
 )
 from tests.manifests import write
+from tests.stats import binomial_bounds
 
 GO_TO_DEADLINE = 30.0
 ACKED = config_dump_shared_pb2.ClientResourceStatus.ACKED
@@ -205,20 +205,6 @@ async def test_remove_instance_group(rig, mesh_factory):
         await go_to(c, {A1.hostname})
 
 
-def binomial_bounds(n: int, p: float, tail: float = 1e-6) -> tuple[int, int]:
-    """[lo, hi] holding Binomial(n, p) but for a probability of at most ``tail`` on each side (exact sums)."""
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    lo, acc = 0, 0.0
-    while acc + pmf[lo] <= tail:
-        acc += pmf[lo]
-        lo += 1
-    hi, acc = n, 0.0
-    while acc + pmf[hi] <= tail:
-        acc += pmf[hi]
-        hi -= 1
-    return lo, hi
-
-
 async def test_traffic_splitting(rig, mesh_factory):
     """traffic_splitting: ``weighted_clusters`` a:20 / b:80, two servers each, so 10/10/40/40 per server.
 
@@ -226,7 +212,7 @@ async def test_traffic_splitting(rig, mesh_factory):
     retrying up to 10 windows: a single window passes only about one time in six by chance (b ~ Binomial(1000,
     0.8) must land within ±20 of 800, a within ±10 of 200 *and* split within ±5 per server), so upstream passes by
     retrying. Our tests never pass or fail by chance: over 1,000 RPCs, each cluster's count must lie in its exact
-    Binomial(1000, p) interval at 1e-6 per side, and round robin splits each cluster's RPCs evenly (±1) over its
+    Binomial(1000, p) interval at 1e-6 (tests/stats.py), and round robin splits each cluster's RPCs evenly (±1) over its
     two servers."""
     async with interop(rig, mesh_factory, route("all", 10, {"a": 100})) as (m, c):
         await go_to(c, A)

@@ -9,9 +9,12 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import grpc
 import jsonpatch
 import kubernetes_validate
+import yaml
 
 from meshctl.controlplane.plane import ControlPlane
 from meshctl.inject.pki import issue, new_ca
@@ -27,7 +30,9 @@ from meshctl.xds.bootstrap import BootstrapOptions, render_grpc_bootstrap
 from meshctl.xds.server.tls import XdsTls
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_grpc import SAY, EchoServer, grpc_mesh, grpc_route, mesh_docs
-from tests.manifests import write
+from tests.grpc_interop import shared_port
+from tests.manifests import http_route, write
+from tests.stats import binomial_bounds
 
 TARGET = "echo.demo:50051"  # the Service's name and port, as a proxyless client dials it
 
@@ -40,14 +45,16 @@ class ProxylessClient:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
 
-    async def start(self, m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None) -> None:
+    async def start(
+        self, m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None, target: str = TARGET
+    ) -> None:
         """``env``: the client's environment as injection made it (else a bootstrap for ``node_id``)."""
         if env is None:
             opts = BootstrapOptions(node_id=node_id, xds_port=m.plane.xds_port)
             env = {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(render_grpc_bootstrap(opts))}
         env = {**os.environ, **env, "GRPC_VERBOSITY": "ERROR"}
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.proxyless_client", TARGET, str(seconds), *metadata,
+            sys.executable, "-m", "tests.proxyless_client", target, str(seconds), *metadata,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
@@ -69,11 +76,11 @@ class ProxylessClient:
 
 @contextlib.asynccontextmanager
 async def proxyless(
-    m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None
+    m: Mesh, node_id: str, seconds: float, *metadata: str, env: dict | None = None, target: str = TARGET
 ) -> AsyncIterator[ProxylessClient]:
     client = ProxylessClient()
     try:
-        await client.start(m, node_id, seconds, *metadata, env=env)
+        await client.start(m, node_id, seconds, *metadata, env=env, target=target)
         yield client
     finally:
         await client.stop()
@@ -190,3 +197,115 @@ async def test_an_injected_proxyless_pod_streams_xds_over_tls_with_what_injectio
             assert proxy["node_id"] == "demo/client/client-0" and proxy["kind"] == "grpc"
     finally:
         await server.server.stop(0)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "grpc" / "echo.yaml"
+
+
+def example_docs(port: int, weights: tuple[int, int] | None = None) -> list[dict]:
+    """examples/grpc/echo.yaml as shipped, its listeners moved to ``port`` (the servers share one on two loopback
+    addresses, as pods share a container port), the default route's weights replaced when given."""
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    for doc in docs:
+        for listener in doc.get("spec", {}).get("listeners", []):
+            listener["portMapping"]["port"] = port
+        if weights and doc["kind"] == "Route" and doc["metadata"]["name"] == "echo":
+            targets = doc["spec"]["grpcRoute"]["action"]["weightedTargets"]
+            targets[0]["weight"], targets[1]["weight"] = weights
+    return docs
+
+
+def example_workloads(servers: dict[str, EchoServer], port: int) -> list[dict]:
+    docs: list[dict] = []
+    for version, server in servers.items():
+        labels = {"app": "echo", "version": version}
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"echo-{version}-0", "namespace": "rpc",
+                                                                     "labels": labels}})  # fmt: skip
+        docs.append({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"echo-{version}", "namespace": "rpc", "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [server.host], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "name": f"echo-{version}-0"}}],
+        })  # fmt: skip
+    return docs
+
+
+async def test_the_grpc_example_splits_matches_and_flips_for_proxyless_clients(mesh_factory):
+    """examples/grpc served to proxyless clients: the 90/10 canary split (each call's version within the exact
+    Binomial bounds at 1e-6), the beta tenant's metadata match (every call to v2), and a live flip to v2 with no
+    failed call."""
+    port = shared_port()
+    servers = {"v1": EchoServer("v1", "127.0.0.41", port), "v2": EchoServer("v2", "127.0.0.42", port)}
+    for server in servers.values():
+        await server.server.start()
+    m: Mesh = await mesh_factory()
+    try:
+        write(m.dir / "mesh.yaml", *example_docs(port), *example_workloads(servers, port))
+        await m.start()
+        async with (
+            proxyless(m, "rpc/client/pl-0", 60, target="echo.rpc:50051") as main,
+            proxyless(m, "rpc/client/pl-1", 60, "x-tenant=beta", target="echo.rpc:50051") as beta,
+        ):
+            await eventually(lambda: len(main.replies()) >= 50 and len(beta.replies()) >= 50, timeout=30)
+            first = len(main.calls)
+            await eventually(lambda: len(main.calls) >= first + 1000, timeout=30)
+            window = main.calls[first : first + 1000]
+            assert all(c["ok"] for c in window), [c for c in window if not c["ok"]][:3]
+            canary = sum(c["reply"] == "v2:x" for c in window)
+            lo, hi = binomial_bounds(1000, 0.1)
+            assert lo <= canary <= hi, (canary, (lo, hi))
+            assert set(beta.replies()) == {"v2:x"}
+
+            flip_at = len(main.calls)
+            write(m.dir / "mesh.yaml", *example_docs(port, (0, 100)), *example_workloads(servers, port))
+            await eventually(lambda: main.replies()[-50:] == ["v2:x"] * 50, timeout=20)
+            assert all(c["ok"] for c in main.calls[flip_at:]), [c for c in main.calls[flip_at:] if not c["ok"]][:3]
+            assert all(c["ok"] for c in beta.calls[next(i for i, c in enumerate(beta.calls) if c["ok"]) :])
+    finally:
+        for server in servers.values():
+            await server.server.stop(0)
+
+
+async def test_an_httproute_path_prefix_is_taken_by_the_sidecar_and_the_proxyless_client_of_one_group(mesh_factory):
+    """A mixed group: an Envoy sidecar and a proxyless client under one VirtualNode, an HTTPRoute matching a
+    PathPrefix. It was written as Envoy's ``path_separated_prefix``, which gRPC rejects with the whole
+    RouteConfiguration ("invalid path specifier"): the sidecar was routed, the proxyless client failed every call.
+    Now the path and the prefix below it, which both take."""
+    first = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100})
+    async with grpc_mesh(mesh_factory, ("v1", "v2"), first) as (m, _, channel, servers):
+        v2 = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "echo-v2", "namespace": "demo"},
+            "spec": {"ports": [{"name": "grpc", "port": 50051, "appProtocol": "grpc"}]},
+        }
+        slice_v2 = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "echo-v2-svc", "namespace": "demo",
+                         "labels": {"kubernetes.io/service-name": "echo-v2"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": servers["v2"].port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        }  # fmt: skip
+        prefix = [{"path": {"type": "PathPrefix", "value": "/demo.Echo"}}]
+        route = http_route("echo-prefix", "echo", {"echo-v2": 1}, port=50051, backend_port=50051, matches=prefix)
+        write(m.dir / "mesh.yaml", *mesh_docs(servers), v2, slice_v2, route)
+
+        async def sidecar_on_v2() -> bool:
+            try:
+                return await channel.unary_unary(SAY)(b"x", timeout=2) == b"v2:x"
+            except grpc.aio.AioRpcError:
+                return False
+
+        await eventually(sidecar_on_v2, timeout=20)
+        async with proxyless(m, "demo/client/pl-0", 30) as client:
+            await eventually(lambda: len(client.replies()) >= 5, timeout=20)
+            assert set(client.replies()) == {"v2:x"} and all(c["ok"] for c in client.calls), client.calls[:3]
+            proxies = (await m.admin("/api/v1/proxies"))["proxies"]
+            assert {p["kind"] for p in proxies} == {"envoy", "grpc"}
+            assert all(p["types"]["rds"]["rejected"] is None for p in proxies), proxies
+            assert await channel.unary_unary(SAY)(b"x") == b"v2:x"

@@ -37,7 +37,7 @@ from meshctl.xds.envoy.listener import (
     build_outbound_listener,
     build_outbound_tcp_listener,
 )
-from meshctl.xds.envoy.route import build_route
+from meshctl.xds.envoy.route import build_routes
 from meshctl.xds.envoy.tls import file_secrets
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SHORT_NAMES
 
@@ -268,7 +268,7 @@ def _host_bytes(vh: VirtualHostIR) -> bytes:
     except Exception as exc:
         for route in vh.routes:  # which Route? (rare: only when a value slipped past validation)
             try:
-                build_route(route)
+                build_routes(route)
             except Exception as route_exc:
                 raise BuildError(route_owner(route), ROUTE, vh.name, route_exc) from route_exc
         raise BuildError(None, ROUTE, vh.name, exc) from exc

@@ -14,9 +14,9 @@ from functools import lru_cache
 from meshctl.model import HttpMatch, RetryPolicy
 from meshctl.translate.ir import INVALID_BACKEND, RouteIR, VirtualHostIR
 from meshctl.xds.cache.wire import length_delimited, varint
-from meshctl.xds.envoy.route import build_action_policies, build_match, build_route
+from meshctl.xds.envoy.route import build_action_policies, build_match, build_routes, envoy_matches
 
-__all__ = ["encode_route", "encode_virtual_host"]
+__all__ = ["encode_routes", "encode_virtual_host"]
 
 # VirtualHost: name = 1, domains = 2, routes = 3. Route: match = 1, route = 2, name = 14. RouteAction: cluster = 1,
 # weighted_clusters = 3 {clusters = 1 ClusterWeight{name = 1, weight = 2 UInt32Value{value = 1}}}, then the
@@ -53,10 +53,12 @@ def _plain(ir: RouteIR) -> bool:
     )
 
 
-def encode_route(ir: RouteIR, *, default_retries: bool = True) -> bytes:
-    """``envoy/route.py``'s ``build_route(ir)`` serialized (by it, for a route with Gateway API filters)."""
+def encode_routes(ir: RouteIR, *, default_retries: bool = True) -> list[bytes]:
+    """``envoy/route.py``'s ``build_routes(ir)`` serialized (by it, for a route with Gateway API filters)."""
     if not _plain(ir):
-        return bytes(build_route(ir, default_retries=default_retries).SerializeToString(deterministic=True))
+        return [
+            bytes(r.SerializeToString(deterministic=True)) for r in build_routes(ir, default_retries=default_retries)
+        ]
     if len(ir.clusters) == 1:
         destination = length_delimited(_CLUSTER, ir.clusters[0].cluster.encode())
     else:
@@ -72,18 +74,15 @@ def encode_route(ir: RouteIR, *, default_retries: bool = True) -> bytes:
     action = destination + _policies_bytes(
         ir.timeout_ms, ir.idle_timeout_ms, ir.retry_policy, ir.match.grpc, default_retries
     )
-    return b"".join(
-        (
-            length_delimited(_MATCH, _match_bytes(ir.match)),
-            length_delimited(_ACTION, action) if action else b"",
-            length_delimited(_ROUTE_NAME, ir.name.encode()),
-        )
-    )
+    tail = (length_delimited(_ACTION, action) if action else b"") + length_delimited(_ROUTE_NAME, ir.name.encode())
+    return [length_delimited(_MATCH, _match_bytes(m)) + tail for m in envoy_matches(ir.match)]
 
 
 def encode_virtual_host(vh: VirtualHostIR, *, default_retries: bool = True) -> bytes:
     """``envoy/route.py``'s ``build_virtual_host(vh)`` serialized."""
     parts = [length_delimited(_NAME, vh.name.encode())]
     parts.extend(length_delimited(_DOMAINS, domain.encode()) for domain in vh.domains)
-    parts.extend(length_delimited(_ROUTES, encode_route(r, default_retries=default_retries)) for r in vh.routes)
+    parts.extend(
+        length_delimited(_ROUTES, one) for r in vh.routes for one in encode_routes(r, default_retries=default_retries)
+    )
     return b"".join(parts)

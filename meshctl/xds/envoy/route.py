@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -25,7 +26,9 @@ __all__ = [
     "build_match",
     "build_route",
     "build_route_configuration",
+    "build_routes",
     "build_virtual_host",
+    "envoy_matches",
 ]
 
 # App Mesh retry events -> Envoy retry_on conditions (App Mesh documents the same mapping).
@@ -59,13 +62,41 @@ def build_route_configuration(
 
 def build_virtual_host(vh: VirtualHostIR, *, default_retries: bool = True) -> rc.VirtualHost:
     host = rc.VirtualHost(name=vh.name, domains=vh.domains)
-    host.routes.extend(build_route(route, default_retries=default_retries) for route in vh.routes)
+    host.routes.extend(r for route in vh.routes for r in build_routes(route, default_retries=default_retries))
     return host
 
 
+def envoy_matches(m: HttpMatch) -> tuple[HttpMatch, ...]:
+    """The matches of the Envoy routes one match becomes. A whole-segments prefix (Gateway API PathPrefix ``/a``)
+    is two: the path itself (``/a``) and the paths below it (prefix ``/a/``), which Envoy and proxyless gRPC clients
+    both read; Envoy's own ``path_separated_prefix`` makes gRPC reject the whole RouteConfiguration ("invalid path
+    specifier"). Same action, same name, next to each other: the first match still wins as before."""
+    if m.segment_prefix is None:
+        return (m,)
+    return (
+        replace(m, segment_prefix=None, path_exact=m.segment_prefix),
+        replace(m, segment_prefix=None, prefix=m.segment_prefix + "/"),
+    )
+
+
+def build_routes(ir: RouteIR, *, default_retries: bool = True) -> list[rc.Route]:
+    """The Envoy routes of one route (``envoy_matches``). ``default_retries``: apply DEFAULT_RETRY_POLICY when the
+    Route sets none (outbound routes; the inbound route to the local app never retries)."""
+    route = build_route(ir, default_retries=default_retries)
+    matches = envoy_matches(ir.match)
+    if len(matches) == 1:
+        return [route]
+    out = []
+    for m in matches:
+        one = rc.Route()
+        one.CopyFrom(route)
+        one.match.CopyFrom(build_match(m))
+        out.append(one)
+    return out
+
+
 def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
-    """``default_retries``: apply DEFAULT_RETRY_POLICY when the Route sets none (outbound routes; the inbound
-    route to the local app never retries)."""
+    """One Envoy route with ``ir``'s match as it is (``build_routes`` splits a whole-segments prefix)."""
     route = rc.Route(name=ir.name, match=build_match(ir.match))
     if ir.request_headers is not None:
         _modify(route.request_headers_to_add, route.request_headers_to_remove, ir.request_headers)
