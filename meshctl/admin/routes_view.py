@@ -20,6 +20,7 @@ from meshctl.translate.authz import decide
 from meshctl.translate.endpoints import cluster_listener, is_service_cluster, service_of_cluster
 from meshctl.translate.ir import ClusterIR, SidecarParams, VirtualHostIR
 from meshctl.translate.mesh import MeshIR
+from meshctl.translate.proxyless import PROXYLESS_CONDITION
 from meshctl.translate.sidecar import OUTBOUND_ROUTE_CONFIG, service_virtual_hosts, translate_sidecar
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.cluster import build_cluster
@@ -178,4 +179,30 @@ def routes_document(
         "origin": origin,
         "virtualHosts": [host_to_json(h) for h in hosts],
         "clusters": views,
+        "proxylessNotes": _proxyless_notes(mesh, hosts, used),
     }
+
+
+def _proxyless_notes(mesh: MeshIR, hosts: tuple[VirtualHost, ...], clusters: list[str]) -> dict[str, dict[str, str]]:
+    """What proxyless gRPC callers would not honour (ProxylessCompatible=False) of the Routes these hosts hold and
+    of the VirtualNodes their clusters reach: ``{"routes": {ns/name: message}, "virtualNodes": {...}}``."""
+    statuses = mesh.status_by_key
+
+    def note(key: ObjectKey) -> str | None:
+        status = statuses.get(key)
+        found = [c for c in status.conditions if c.type == PROXYLESS_CONDITION] if status is not None else []
+        return found[0].message if found else None
+
+    routes: dict[str, str] = {}
+    for name in sorted({r.name for h in hosts for r in h.routes}):
+        namespace, _, route = name.partition("/")
+        if route and (message := note(ObjectKey("Route", namespace, route))) is not None:
+            routes[name] = message
+    nodes: dict[str, str] = {}
+    for cluster in clusters:
+        if is_service_cluster(cluster) or cluster.count("/") != 2:
+            continue
+        key = cluster_listener(cluster)[0]
+        if (message := note(key)) is not None:
+            nodes[f"{key.namespace}/{key.name}"] = message
+    return {"routes": routes, "virtualNodes": nodes}

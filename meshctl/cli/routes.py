@@ -219,6 +219,7 @@ def _explain(args: argparse.Namespace) -> int:
     data, hosts = _fetch(args, request=request)
     result = explain(hosts, request)
     clusters = data["clusters"]
+    notes = data.get("proxylessNotes") or {"routes": {}, "virtualNodes": {}}
     shadowed = {f.route: f for vh in ([result.virtual_host] if result.virtual_host else []) for f in find_shadowed(vh)}
 
     def render() -> Group:
@@ -243,13 +244,18 @@ def _explain(args: argparse.Namespace) -> int:
             return Group(*lines)
         lines.append(Text(f"\nroute {route.name}: targets {targets_text(route, clusters)}"))
         lines.append(Text(f"retries: {retry_text(route)}; timeout: {timeout_text(route)}"))
+        if (said := notes["routes"].get(route.name)) is not None:
+            lines.append(Text(f"route {route.name}: {said}", style="yellow"))
         for cluster, _ in route.probabilities():
             lines.append(Text(f"{cluster}: {mtls_text(clusters.get(cluster, {}).get('mtls'))}"))
             for verdict in clusters.get(cluster, {}).get("authorization") or []:
                 lines.append(authorization_text(verdict))
+            node = "/".join(cluster.split("/")[:2])
+            if (said := notes["virtualNodes"].get(node)) is not None:
+                lines.append(Text(f"VirtualNode {node}: {said}", style="yellow"))
         return Group(*lines)
 
-    emit(explanation_json(result, clusters), args.output, render)
+    emit(explanation_json(result, clusters) | {"proxylessNotes": notes}, args.output, render)
     return 0 if result.route is not None else 1
 
 

@@ -29,6 +29,7 @@ from meshctl.inject.pod_patch import (
 from meshctl.xds.bootstrap import BootstrapOptions, render_grpc_bootstrap
 from meshctl.xds.server.tls import XdsTls
 from tests.conftest import Mesh, eventually
+from tests.e2e.test_explain import run_meshctl
 from tests.e2e.test_grpc import SAY, EchoServer, grpc_mesh, grpc_route, mesh_docs
 from tests.grpc_interop import shared_port
 from tests.manifests import http_route, write
@@ -309,3 +310,28 @@ async def test_an_httproute_path_prefix_is_taken_by_the_sidecar_and_the_proxyles
             assert {p["kind"] for p in proxies} == {"envoy", "grpc"}
             assert all(p["types"]["rds"]["rejected"] is None for p in proxies), proxies
             assert await channel.unary_unary(SAY)(b"x") == b"v2:x"
+
+
+async def test_explain_from_a_group_with_proxyless_callers_says_what_they_skip(mesh_factory):
+    """``explain --from`` reads the routes a proxyless client of the VirtualNode is sent (the group's), and says what
+    gRPC clients do not honour of the matched Route and of the VirtualNode it reaches (ProxylessCompatible)."""
+    retry = {"grpcRetryEvents": ["unavailable"], "maxRetries": 2, "perRetryTimeout": {"unit": "ms", "value": 800}}
+    route = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, retryPolicy=retry)
+    async with (
+        grpc_mesh(mesh_factory, ("v1",), route) as (m, _, _channel, _servers),
+        proxyless(m, "demo/client/pl-0", 30) as client,
+    ):
+        await eventually(lambda: len(client.replies()) >= 3, timeout=20)
+        admin = f"http://127.0.0.1:{m.plane.admin_port}"
+        request = ("POST", f"http://{TARGET}{SAY}", "-H", "content-type: application/grpc")
+        code, out, err = await run_meshctl("explain", "--admin", admin, "--from", "demo/client", *request)
+        assert code == 0, err
+        said = [line for line in out.splitlines() if line.startswith("route demo/echo-service: for proxyless gRPC")]
+        assert said and "perRetryTimeout: gRPC has no per-try timeout" in " ".join(out.split()), out
+        code, out, err = await run_meshctl("explain", "--admin", admin, "--from", "demo/client", *request, "-o", "json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert (
+            doc["matched"] == "demo/echo-service"
+            and "perRetryTimeout" in doc["proxylessNotes"]["routes"][doc["matched"]]
+        )
