@@ -44,6 +44,16 @@ def route_notes(spec: RouteSpec) -> tuple[str, ...]:
                 f"{at}.retryPolicy.maxRetries: gRPC makes at most {_MAX_GRPC_RETRIES + 1} attempts "
                 f"({_MAX_GRPC_RETRIES} retries), not {retry.max_retries + 1}"
             )
+    if http.timeout is not None and http.timeout.per_request_ms is not None:
+        notes.append(
+            f"{at}.timeout.perRequest: not sent to gRPC clients (grpcio 1.85 fails calls at once with some route "
+            "timeouts); their own call deadline applies"
+        )
+    if retry is not None and retry.max_retries == 0 and retry.per_retry_timeout_ms is not None:
+        notes.append(
+            f"{at}.retryPolicy.perRetryTimeout: with no retries it is the route's timeout, not sent to gRPC clients; "
+            "their own call deadline applies"
+        )
     if http.timeout is not None and http.timeout.idle_ms is not None:
         notes.append(f"{at}.timeout.idle: gRPC has no idle timeout per route (gRFC A31 reads only the deadline)")
     return tuple(notes)

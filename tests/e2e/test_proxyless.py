@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import jsonpatch
 import kubernetes_validate
+import pytest
 import yaml
 
 from meshctl.controlplane.plane import ControlPlane
@@ -335,3 +336,23 @@ async def test_explain_from_a_group_with_proxyless_callers_says_what_they_skip(m
             doc["matched"] == "demo/echo-service"
             and "perRetryTimeout" in doc["proxylessNotes"]["routes"][doc["matched"]]
         )
+
+
+async def test_a_route_timeout_does_not_fail_proxyless_calls_and_still_bounds_the_sidecars(mesh_factory):
+    """A Route timeout of 1.5 s was also written as ``max_stream_duration`` (gRFC A31): grpcio 1.85 then failed every
+    call at once with DEADLINE_EXCEEDED under a 5 s call deadline (the interop client too). Envoy alone takes the
+    route timeout now; the proxyless client's own deadline bounds its calls (said on the Route)."""
+    timeout = {"perRequest": {"unit": "ms", "value": 1500}}
+    route = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100}, timeout=timeout)
+    async with (
+        grpc_mesh(mesh_factory, ("v1",), route) as (m, _, channel, servers),
+        proxyless(m, "demo/client/pl-0", 30) as client,
+    ):
+        await eventually(lambda: len(client.calls) >= 20, timeout=20)
+        assert all(c["ok"] for c in client.calls), client.calls[:3]
+        servers["v1"].delay = 3.0  # the sidecar still cuts a call at the route's 1.5 s
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await channel.unary_unary(SAY)(b"x", timeout=10)
+        assert cut.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), cut.value
+        status = await m.admin("/api/v1/status")
+        assert "timeout.perRequest: not sent to gRPC clients" in json.dumps(status), status

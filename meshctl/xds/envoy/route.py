@@ -154,9 +154,12 @@ def build_action_policies(
     elif grpc:
         # gRPC streams are long-lived: no 15 s route timeout by surprise; the client's deadline bounds each call.
         action.timeout.CopyFrom(duration_ms(0))
-    if grpc:
-        # The grpc-timeout header (the client's deadline) is honoured, up to the Route's timeout if it sets one.
-        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_ms(timeout_ms or 0))
+    if grpc and not timeout_ms:
+        # No timeout of its own: the grpc-timeout header (the client's deadline) is honoured as it is. A Route's
+        # timeout is Envoy's ``timeout`` alone: written here too (as gRFC A31 would have proxyless clients read it),
+        # grpcio 1.85 fails every call at once with DEADLINE_EXCEEDED for some timeouts and deadlines (measured:
+        # a 1.5 s route timeout under 5 s call deadlines fails every call, under 30 s none; docs/proxyless-grpc.md).
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_ms(0))
     if idle_timeout_ms is not None:
         action.idle_timeout.CopyFrom(duration_ms(idle_timeout_ms))
     if retry is not None:
