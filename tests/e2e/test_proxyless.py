@@ -271,6 +271,30 @@ async def test_the_grpc_example_splits_matches_and_flips_for_proxyless_clients(m
             await server.server.stop(0)
 
 
+def prefix_to_v2(servers: dict[str, EchoServer]) -> list[dict]:
+    """Service echo-v2 (gRPC) over the v2 server and an HTTPRoute on Service echo sending PathPrefix /demo.Echo there."""
+    v2 = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo-v2", "namespace": "demo"},
+        "spec": {"ports": [{"name": "grpc", "port": 50051, "appProtocol": "grpc"}]},
+    }
+    slice_v2 = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "echo-v2-svc", "namespace": "demo", "labels": {"kubernetes.io/service-name": "echo-v2"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": servers["v2"].port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+    }
+    prefix = [{"path": {"type": "PathPrefix", "value": "/demo.Echo"}}]
+    return [
+        v2,
+        slice_v2,
+        http_route("echo-prefix", "echo", {"echo-v2": 1}, port=50051, backend_port=50051, matches=prefix),
+    ]
+
+
 async def test_an_httproute_path_prefix_is_taken_by_the_sidecar_and_the_proxyless_client_of_one_group(mesh_factory):
     """A mixed group: an Envoy sidecar and a proxyless client under one VirtualNode, an HTTPRoute matching a
     PathPrefix. It was written as Envoy's ``path_separated_prefix``, which gRPC rejects with the whole
@@ -278,24 +302,7 @@ async def test_an_httproute_path_prefix_is_taken_by_the_sidecar_and_the_proxyles
     Now the path and the prefix below it, which both take."""
     first = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100})
     async with grpc_mesh(mesh_factory, ("v1", "v2"), first) as (m, _, channel, servers):
-        v2 = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "echo-v2", "namespace": "demo"},
-            "spec": {"ports": [{"name": "grpc", "port": 50051, "appProtocol": "grpc"}]},
-        }
-        slice_v2 = {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": "echo-v2-svc", "namespace": "demo",
-                         "labels": {"kubernetes.io/service-name": "echo-v2"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "grpc", "port": servers["v2"].port, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        }  # fmt: skip
-        prefix = [{"path": {"type": "PathPrefix", "value": "/demo.Echo"}}]
-        route = http_route("echo-prefix", "echo", {"echo-v2": 1}, port=50051, backend_port=50051, matches=prefix)
-        write(m.dir / "mesh.yaml", *mesh_docs(servers), v2, slice_v2, route)
+        write(m.dir / "mesh.yaml", *mesh_docs(servers), *prefix_to_v2(servers))
 
         async def sidecar_on_v2() -> bool:
             try:
@@ -356,3 +363,47 @@ async def test_a_route_timeout_does_not_fail_proxyless_calls_and_still_bounds_th
         assert cut.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), cut.value
         status = await m.admin("/api/v1/status")
         assert "timeout.perRequest: not sent to gRPC clients" in json.dumps(status), status
+
+
+async def test_a_rejection_by_the_proxyless_client_alone_changes_only_what_it_is_sent(mesh_factory, monkeypatch):
+    """Containment for gRPC clients as for Envoys: a RouteConfiguration only gRPC rejects (here: the PathPrefix written
+    as Envoy's path_separated_prefix again, as before the fix) is a NACK of that client alone, Envoy's validator
+    accepts it: the sidecar of the same VirtualNode takes it, the proxyless client keeps its last routes and every
+    call still succeeds, and the NACK is shown for it alone."""
+    import meshctl.xds.cache.route_wire as route_wire
+    import meshctl.xds.envoy.route as envoy_route
+
+    first = grpc_route("echo-service", 20, {"serviceName": "demo.Echo"}, {"echo-v1": 100})
+    async with (
+        grpc_mesh(mesh_factory, ("v1", "v2"), first) as (m, _, channel, servers),
+        proxyless(m, "demo/client/pl-0", 60) as client,
+    ):
+        await eventually(lambda: len(client.replies()) >= 5, timeout=20)
+        for module in (route_wire, envoy_route):
+            monkeypatch.setattr(module, "envoy_matches", lambda match: (match,))
+        # (uncached while patched: the real cache never holds a patched value)
+        uncached = route_wire._match_bytes.__wrapped__
+        monkeypatch.setattr(route_wire, "_match_bytes", uncached)
+        write(m.dir / "mesh.yaml", *mesh_docs(servers), *prefix_to_v2(servers))
+
+        async def sidecar_on_v2() -> bool:
+            try:
+                return await channel.unary_unary(SAY)(b"x", timeout=2) == b"v2:x"
+            except grpc.aio.AioRpcError:
+                return False
+
+        await eventually(sidecar_on_v2, timeout=20)
+
+        async def grpc_client_rejected() -> bool:
+            proxies = {p["kind"]: p for p in (await m.admin("/api/v1/proxies"))["proxies"]}
+            return proxies["grpc"]["types"]["rds"]["rejected"] is not None
+
+        await eventually(grpc_client_rejected, timeout=20)
+        proxies = {p["kind"]: p for p in (await m.admin("/api/v1/proxies"))["proxies"]}
+        assert "invalid path specifier" in proxies["grpc"]["types"]["rds"]["rejected"]["error"]
+        assert proxies["envoy"]["types"]["rds"]["rejected"] is None
+        seen = len(client.calls)
+        await eventually(lambda: len(client.calls) >= seen + 20, timeout=20)
+        assert all(c["ok"] for c in client.calls) and set(client.replies()) == {"v1:x"}, client.calls[-3:]
+        status = {o["name"]: o for o in (await m.admin("/api/v1/status"))["objects"]}
+        assert status["echo-prefix"]["healthy"], status["echo-prefix"]  # not blocked: Envoy takes it
