@@ -156,6 +156,8 @@ class StreamState:
         self._in_use_key: tuple[tuple[str, str | bool], ...] | None = None
         self._in_use: frozenset[str] = frozenset()
         self._all_in_use_present: tuple[object, object] | None = None  # (in use, clusters) with nothing retained
+        # (names, the snapshot's clusters, the clusters sent, their version): see _named_clusters
+        self._named_clusters_memo: tuple[object, object, Mapping[str, CachedResource], str] | None = None
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -370,11 +372,7 @@ class StreamState:
             listeners = self._api_listeners()
             return listeners, set_version(listeners)
         if type_url == CLUSTER and self.proxyless:
-            # Every cluster it asked for, in each response (state of the world: one left out is deleted), those its
-            # held routes still use included until the routes that replace them are held (make-before-break).
-            asked = self.types[CLUSTER].names or frozenset()
-            clusters = {n: r for n in sorted(asked) if (r := current.get(n) or retained.get(n)) is not None}
-            return clusters, set_version(clusters)
+            return self._named_clusters(current, retained)
         if type_url in (CLUSTER, LISTENER):
             if type_url == LISTENER or not retained:
                 return current, snap.version(type_url)
@@ -388,6 +386,22 @@ class StreamState:
             old = self._delivered(ENDPOINT)
             out.update((n, old[n]) for n in names if n not in current and n in retained and n in old)
         return out, set_version(out)
+
+    def _named_clusters(
+        self, current: Mapping[str, CachedResource], retained: Mapping[str, CachedResource]
+    ) -> tuple[Mapping[str, CachedResource], str]:
+        """A proxyless client's CDS: every cluster it asked for, in each response (state of the world: one left out
+        is deleted), those its held routes still use included until the routes that replace them are held
+        (make-before-break). Kept while the names and the snapshot's clusters are the same objects: this runs for
+        every stream on every new snapshot and request, and most changes leave the clusters alone."""
+        asked = self.types[CLUSTER].names or frozenset()
+        memo = self._named_clusters_memo
+        if not retained and memo is not None and memo[0] is asked and memo[1] is current:
+            return memo[2], memo[3]
+        clusters = {n: r for n in sorted(asked) if (r := current.get(n) or retained.get(n)) is not None}
+        version = set_version(clusters)
+        self._named_clusters_memo = None if retained else (asked, current, clusters, version)
+        return clusters, version
 
     def _api_listeners(self) -> dict[str, CachedResource]:
         """A proxyless client's LDS: an API listener for each target it asked for."""
