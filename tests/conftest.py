@@ -82,6 +82,7 @@ class Mesh:
         wait_ready: bool = True,
         stats: bool = False,
         sds_socket: str | None = None,
+        dns_resolvers: tuple[str, ...] = (),
     ) -> Sidecar:
         """``stats``: serve /stats/prometheus on a port of its own (what ``meshctl shift --steps`` reads)."""
         egress, ingress = free_port(), free_port()
@@ -95,6 +96,7 @@ class Mesh:
             stats_port=free_port() if stats else None,
             admin_port=free_port() if stats else 0,
             sds_socket=sds_socket,
+            dns_resolvers=dns_resolvers,
         )
         await envoy.start()
         self._envoys.append(envoy)

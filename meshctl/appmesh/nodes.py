@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
@@ -40,7 +41,12 @@ class NodeConversion:
         known = ("podSelector", "listeners", "backends", "backendGroups", "backendDefaults", "logging")
         handled = ("serviceDiscovery", "meshRef", "awsName")  # converted by _discovery, or not needed
         src = self.report.copy_known({k: v for k, v in s.items() if k not in handled}, known, subject, "spec", dropped)
-        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), subject)}
+        spec: dict[str, Any] = {}
+        external = self._external_dns(node)
+        if external is not None:
+            spec["serviceDiscovery"] = {"dns": external}
+        if src.get("podSelector") is not None or external is None:
+            spec["podSelector"] = self._selector(src.get("podSelector"), subject)
         listeners = []
         for i, listener in enumerate(src.get("listeners") or []):
             converted = self.report.copy_known(listener, (*LISTENER_FIELDS, "tls"), subject, f"spec.listeners[{i}]")
@@ -184,12 +190,46 @@ class NodeConversion:
             out[svc] = {"virtualService": virtual_service}
         return [out[k] for k in sorted(out)]
 
+    def _in_cluster(self, hostname: str) -> re.Match[str] | None:
+        """The Service a DNS hostname names, when it is one of the cluster's: ``svc``, ``svc.ns``,
+        ``svc.ns.svc[.cluster.local]``, ``ns`` being a namespace of the imported objects (``github.com`` is not)."""
+        m = CLUSTER_DNS.fullmatch(hostname.lower().rstrip("."))
+        if m is None:
+            return None
+        namespace = m.group(2)
+        suffixed = hostname.lower().rstrip(".").endswith((".svc", ".svc.cluster.local"))
+        known = {ns for objects in self.by_kind.values() for ns, _ in objects}
+        return m if namespace is None or suffixed or namespace in known else None
+
+    def _external_dns(self, node: AppMeshObject) -> dict[str, Any] | None:
+        """``serviceDiscovery.dns`` of a host outside the cluster, as meshctl's VirtualNode takes it (the control
+        plane resolves ENDPOINTS names; each Envoy LOADBALANCER ones)."""
+        sd = node.spec.get("serviceDiscovery") or {}
+        dns = sd.get("dns") if isinstance(sd, dict) else None
+        if not isinstance(dns, dict) or not isinstance(dns.get("hostname"), str):
+            return None
+        if self._in_cluster(dns["hostname"]) is not None:
+            return None
+        out: dict[str, Any] = {"hostname": dns["hostname"]}
+        for key in ("responseType", "ipPreference"):
+            if isinstance(dns.get(key), str):
+                out[key] = dns[key]
+        how = (
+            "each caller's Envoy resolves it"
+            if out.get("responseType", "LOADBALANCER") == "LOADBALANCER"
+            else ("the control plane resolves it and serves every address")
+        )
+        self.report.note(node.subject, "spec.serviceDiscovery.dns", f"DNS discovery of {dns['hostname']}: {how}")
+        return out
+
     def _discovery(self, node: AppMeshObject, spec: dict[str, Any]) -> None:
         """A Service selecting the node's pods, named as App Mesh found it, when the input has none."""
         sd = node.spec.get("serviceDiscovery") or {}
         name = None
+        if "serviceDiscovery" in spec:
+            return  # found by DNS outside the cluster: no Service to write
         if isinstance(sd.get("dns"), dict) and isinstance(sd["dns"].get("hostname"), str):
-            m = CLUSTER_DNS.fullmatch(sd["dns"]["hostname"])
+            m = self._in_cluster(sd["dns"]["hostname"])
             name = m.group(1) if m else None
         elif isinstance(sd.get("awsCloudMap"), dict):
             cm = sd["awsCloudMap"]

@@ -100,6 +100,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ingress=ingress,
         xds_tls=xds_tls,
         injection=injection,
+        dns_resolvers=_dns_resolvers(args.dns_resolver),
     )
     plane.controller.default_tls_mode = _tls_mode(args.default_tls_mode)
     plane.controller.default_authz = AuthzDefault(args.default_authorization)
@@ -273,6 +274,14 @@ def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
     return tls
 
 
+def _dns_resolvers(given: list[str] | None) -> tuple[str, ...]:
+    for server in given or ():
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise CliError(f"--dns-resolver {server!r}: expected address:port, e.g. 10.0.0.2:53")
+    return tuple(given or ())
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap, render_grpc_bootstrap
 
@@ -297,6 +306,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         service_account=args.service_account,
         xds_token_file=args.xds_token_file,
         sds_socket=args.sds_socket,
+        dns_resolvers=tuple(args.dns_resolver or ()),
     )
     if args.xds_token_file and not args.xds_ca:
         raise CliError("--xds-token-file needs --xds-ca (a token is sent only over TLS)")
@@ -316,7 +326,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
             raise CliError(f"--grpc: {', '.join(envoy_only)} applies to Envoy sidecars only")
         _print(render_grpc_bootstrap(opts, ca_file=args.xds_ca), "json" if args.output == "yaml" else args.output)
         return 0
-    _print(render_bootstrap(opts), args.output)
+    try:
+        bootstrap = render_bootstrap(opts)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    _print(bootstrap, args.output)
     return 0
 
 
@@ -442,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
+    serve.add_argument(
+        "--dns-resolver",
+        action="append",
+        metavar="ADDRESS:PORT",
+        help="DNS server for VirtualNodes found by DNS (serviceDiscovery.dns; repeatable; default: /etc/resolv.conf)",
+    )
     tls = serve.add_argument_group("xDS over TLS", "files are re-read when they change (rotation needs no restart)")
     tls.add_argument("--xds-tls-cert", help="PEM certificate (chain) the xDS port serves")
     tls.add_argument("--xds-tls-key", help="PEM private key of --xds-tls-cert")
@@ -492,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sds-socket",
         help="Unix socket of the node's SDS agent (SPIRE agent's Workload API): serves the secrets that VirtualNode "
         "tls 'sds' sources name",
+    )
+    boot.add_argument(
+        "--dns-resolver",
+        action="append",
+        metavar="ADDRESS:PORT",
+        help="DNS server Envoy resolves DNS-discovered VirtualNodes with (repeatable; default: the host's)",
     )
     boot.add_argument(
         "--grpc",

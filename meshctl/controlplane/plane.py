@@ -21,6 +21,7 @@ from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.identity.keeper import IdentityKeeper
 from meshctl.model import Model
 from meshctl.sources import ManifestSource, Source
+from meshctl.sources.dns import DiscoveringSource, DnsResolver, system_resolvers
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.server.ads import AdsServer, Keepalive, TokenAuthenticator
 from meshctl.xds.server.metrics import XdsMetrics
@@ -56,13 +57,17 @@ class ControlPlane:
         identities: IdentityKeeper | None = None,
         admin_authorizer: Authorizer | None = None,
         xds_token_auth: TokenAuthenticator | None = None,
+        dns_resolvers: tuple[str, ...] = (),
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
         ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
-        its certificate files are ready before xDS starts (they may be xDS's too)."""
+        its certificate files are ready before xDS starts (they may be xDS's too). ``dns_resolvers``: DNS servers
+        (address:port) for DNS-discovered VirtualNodes; default: the host's."""
         self.injection = injection
         self.admin_authorizer = admin_authorizer
-        self.source = source
+        # VirtualNodes found by DNS: the control plane resolves them (sources/dns.py), with these servers or the
+        # host's (/etc/resolv.conf).
+        self.source: Source = DiscoveringSource(source, DnsResolver(dns_resolvers or system_resolvers()))
         self.ingress = ingress
         self.address = address
         self.metrics_registry = CollectorRegistry()  # /metrics; the ingress reconciler's is added beside it

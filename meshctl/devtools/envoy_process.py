@@ -159,6 +159,7 @@ def loopback_sidecar(
     stats_port: int | None = None,
     statsd_address: str | None = None,
     sds_socket: str | None = None,
+    dns_resolvers: tuple[str, ...] = (),
 ) -> EnvoyProcess:
     """An Envoy sidecar for ``virtual_node`` whose listeners bind 127.0.0.1 (demo, tests, benchmarks).
     No Prometheus port unless asked: many sidecars share one host here."""
@@ -176,6 +177,7 @@ def loopback_sidecar(
         bind_address="127.0.0.1",
         delta=delta,
         sds_socket=sds_socket,
+        dns_resolvers=dns_resolvers,
     )
     return EnvoyProcess(render_bootstrap(options), name=node_id.replace("/", "-"), log_path=log_path)
 

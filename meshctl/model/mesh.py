@@ -25,6 +25,9 @@ __all__ = [
     "Backend",
     "ClientPolicy",
     "ConnectionPool",
+    "DnsAnswer",
+    "DnsDiscovery",
+    "DnsResponseType",
     "Endpoint",
     "EndpointSlice",
     "FieldError",
@@ -32,6 +35,7 @@ __all__ = [
     "HealthCheck",
     "HttpMatch",
     "HttpRoute",
+    "IpPreference",
     "Listener",
     "ListenerTimeout",
     "ListenerTls",
@@ -251,14 +255,51 @@ class Tracing:
     sampling_percent: float = 100.0
 
 
+class DnsResponseType(StrEnum):
+    """App Mesh's ``serviceDiscovery.dns.responseType``: every address a host (ENDPOINTS) or one logical host
+    resolved again for new connections (LOADBALANCER, App Mesh's default: Route 53 answers at most 8 records)."""
+
+    ENDPOINTS = "ENDPOINTS"
+    LOADBALANCER = "LOADBALANCER"
+
+
+class IpPreference(StrEnum):
+    """App Mesh's ``ipPreference``: which address family first, or only."""
+
+    IPV6_PREFERRED = "IPv6_PREFERRED"
+    IPV4_PREFERRED = "IPv4_PREFERRED"
+    IPV4_ONLY = "IPv4_ONLY"
+    IPV6_ONLY = "IPv6_ONLY"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsDiscovery:
+    """``serviceDiscovery.dns``: the node's endpoints are what ``hostname`` resolves to (on the listener's port),
+    resolved by each caller's Envoy and refreshed at the records' TTL."""
+
+    hostname: str
+    response_type: DnsResponseType = DnsResponseType.LOADBALANCER
+    ip_preference: IpPreference | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsAnswer:
+    """What the control plane's last lookup of a DNS-discovered VirtualNode's hostname gave: its addresses (sorted),
+    or, after a failure, the last addresses it had and the ``error``."""
+
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualNodeSpec:
-    pod_selector: Mapping[str, str]
+    pod_selector: Mapping[str, str]  # empty for a node whose endpoints come from service discovery
     listeners: tuple[Listener, ...] = ()
     backends: tuple[Backend, ...] = ()
     logging: Logging | None = None
     tracing: Tracing | None = None
     backend_defaults: ClientPolicy | None = None  # ``backendDefaults.clientPolicy.tls``
+    dns: DnsDiscovery | None = None  # ``serviceDiscovery.dns``: endpoints from DNS, not EndpointSlices
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +404,8 @@ class Model:
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)
     nodes: Mapping[ObjectKey, Node] = field(default_factory=dict)
     target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
+    # DNS answers for the hostnames of DNS-discovered VirtualNodes (sources/dns.py), by hostname.
+    dns: Mapping[str, DnsAnswer] = field(default_factory=dict)
     # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
     load_errors: tuple[str, ...] = ()
     revision: int = 0  # set by the source; increases with every model it emits

@@ -218,8 +218,8 @@ _NOT_IMPLEMENTED = (
         "makes AWS Private CA the mesh CA)",
     ),
     (
-        r"spec\.serviceDiscovery",
-        "service discovery (DNS, Cloud Map) is not implemented yet: endpoints come from EndpointSlices",
+        r"spec\.serviceDiscovery\.awsCloudMap(\..*)?",
+        "Cloud Map discovery is not implemented yet: endpoints come from EndpointSlices",
     ),
     (r"spec\.(awsName|meshRef|meshName)", "App Mesh only: ignored"),
 )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from meshctl.model import (
     Backend,
     ClientPolicy,
     ConnectionPool,
+    DnsDiscovery,
+    DnsResponseType,
     FieldError,
     HealthCheck,
+    IpPreference,
     Listener,
     ListenerTimeout,
     ListenerTls,
@@ -35,7 +39,10 @@ def parse_virtual_node_spec(
     """The spec, or None and the errors. ``warnings`` collects the fields it does not know or implement."""
     errors: list[FieldError] = []
     f = Fields(spec, "spec", errors)
-    selector = f.obj("podSelector", required=True)
+    discovery = f.obj("serviceDiscovery")
+    dns = _dns_discovery(discovery.obj("dns")) if discovery else None
+    # A node found by DNS may select no pods (an external host, App Mesh's way); every other node must.
+    selector = f.obj("podSelector", required=dns is None)
     match_labels = selector.string_map("matchLabels") if selector else {}
     if selector and not match_labels:
         selector.error("matchLabels", "must select at least one label")
@@ -59,7 +66,34 @@ def parse_virtual_node_spec(
         logging=logging,
         tracing=tracing,
         backend_defaults=backend_defaults,
+        dns=dns,
     ), errors
+
+
+_RESPONSE_TYPES = tuple(t.value for t in DnsResponseType)
+_IP_PREFERENCES = tuple(p.value for p in IpPreference)
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _dns_discovery(f: Fields | None) -> DnsDiscovery | None:
+    """App Mesh's ``serviceDiscovery.dns``: ``hostname``, ``responseType`` (LOADBALANCER by default, as App Mesh),
+    ``ipPreference``."""
+    if f is None:
+        return None
+    hostname = f.string("hostname", required=True)
+    response_type = f.string("responseType", choices=_RESPONSE_TYPES) or DnsResponseType.LOADBALANCER.value
+    preference = f.string("ipPreference", choices=_IP_PREFERENCES)
+    if hostname is None:
+        return None
+    name = hostname.lower().rstrip(".")
+    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+        f.error("hostname", f"must be a DNS name (labels of letters, digits and '-'), got {hostname!r}")
+        return None
+    return DnsDiscovery(
+        hostname=name,
+        response_type=DnsResponseType(response_type),
+        ip_preference=IpPreference(preference) if preference else None,
+    )
 
 
 def _listener(f: Fields) -> Listener | None:

@@ -172,7 +172,8 @@ def _label_index(nodes: Mapping[ObjectKey, VirtualNodeSpec]) -> _LabelIndex:
     # could select its pod, so matching is linear in endpoints, not endpoints x nodes.
     by_label: dict[tuple[str, str, str], list[tuple[ObjectKey, VirtualNodeSpec]]] = {}
     for key, spec in nodes.items():
-        by_label.setdefault((key.namespace, *min(spec.pod_selector.items())), []).append((key, spec))
+        if spec.pod_selector:  # (a node found by DNS may select no pods)
+            by_label.setdefault((key.namespace, *min(spec.pod_selector.items())), []).append((key, spec))
     return {k: tuple(v) for k, v in by_label.items()}
 
 

@@ -535,7 +535,7 @@ def service_cluster(service: Service, port: int, index: MtlsIndex, *, grpc: bool
 def _overlap(spec: VirtualNodeSpec, service: Service) -> bool:
     """Some pod may carry both selectors: they agree on every label they both name."""
     selector = spec.pod_selector
-    return all(selector.get(k, v) == v for k, v in service.selector.items())
+    return bool(selector) and all(selector.get(k, v) == v for k, v in service.selector.items())
 
 
 def parents_document(status: ObjectStatus) -> list[dict[str, Any]]:

@@ -168,6 +168,17 @@ class DownstreamTlsIR(TlsSourcesIR):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DnsIR:
+    """Where a DNS-discovered VirtualNode's listener is: ``hostname`` on ``port``, every address a host or one
+    (``logical``: App Mesh's LOADBALANCER), and which address families (Envoy's DnsLookupFamily name)."""
+
+    hostname: str
+    port: int
+    logical: bool
+    lookup_family: str  # AUTO, V4_PREFERRED, V4_ONLY, V6_ONLY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterIR:
     """An upstream: a VirtualNode listener seen from its callers (EDS), or the local app (static)."""
 
@@ -180,11 +191,12 @@ class ClusterIR:
     dns_endpoint: tuple[str, int] | None = None  # a host name resolved by Envoy (e.g. a tracing collector)
     original_dst: bool = False  # captured traffic for destinations outside the mesh: to where it was going
     tls: UpstreamTlsIR | None = None  # the listener it reaches takes mTLS: originate it
+    dns: DnsIR | None = None  # a VirtualNode found by DNS (serviceDiscovery.dns): each caller's Envoy resolves it
 
     @property
     def eds(self) -> bool:
-        """Endpoints come over EDS (every cluster but the local app, collectors and the passthrough)."""
-        return self.static_endpoint is None and self.dns_endpoint is None and not self.original_dst
+        """Endpoints come over EDS (every cluster but the local app, collectors, DNS nodes and the passthrough)."""
+        return self.static_endpoint is None and self.dns_endpoint is None and self.dns is None and not self.original_dst
 
     def settings(self) -> tuple[Any, ...]:
         """Every compared field but the name: an EDS cluster is its name and these (cache/builder.py encodes

@@ -12,7 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from meshctl.model import (
+    DnsAnswer,
+    DnsDiscovery,
+    DnsResponseType,
     FieldError,
+    IpPreference,
     ListenerTls,
     Model,
     ObjectKey,
@@ -48,6 +52,7 @@ from meshctl.translate.ir import (
     ClusterIR,
     Condition,
     ConditionStatus,
+    DnsIR,
     EndpointIR,
     ObjectStatus,
     RouteIR,
@@ -84,12 +89,16 @@ class MeshIR:
     gamma: GammaIR = field(default_factory=GammaIR)  # HTTPRoutes / GRPCRoutes attached to Services
     # Service-port clusters (HTTPRoute backends, backends with no Route) are in ``clusters``; their endpoints here.
     service_endpoints: Mapping[str, tuple[EndpointIR, ...]] = field(default_factory=dict)
+    # Clusters of DNS-discovered (ENDPOINTS) VirtualNodes: the addresses the control plane resolved (sources/dns.py).
+    # Carried unchanged by every patch (only a full build reads Model.dns).
+    discovered_endpoints: Mapping[str, tuple[EndpointIR, ...]] = field(default_factory=dict)
 
     @property
     def endpoints(self) -> Mapping[str, tuple[EndpointIR, ...]]:
-        if not self.service_endpoints:
+        maps = [m for m in (self.discovered_endpoints, self.service_endpoints) if m]
+        if not maps:
             return self.endpoint_index.endpoints
-        return ChainMap(self.service_endpoints, self.endpoint_index.endpoints)  # type: ignore[arg-type]
+        return ChainMap(*maps, self.endpoint_index.endpoints)  # type: ignore[arg-type]
 
     @property
     def statuses(self) -> tuple[ObjectStatus, ...]:
@@ -344,6 +353,8 @@ def translate_mesh(
     _mark_shadowed(status_by_key, routes_by_service, routes_by_service.keys())
     for key, spec in nodes.items():
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
+        if spec.dns is not None:
+            status_by_key[key] = _resolution_status(status_by_key[key], spec.dns, model.dns.get(spec.dns.hostname))
     gamma = translate_gamma(model, nodes, fallback, blocks)
     for key, st in gamma.statuses.items():
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
@@ -370,8 +381,47 @@ def translate_mesh(
         default_authz=default_authz,
         gamma=gamma,
         service_endpoints=service_endpoints,
+        discovered_endpoints=_discovered_endpoints(nodes, model),
     )
     return mesh if previous is None else _sharing_equal_values(mesh, previous)
+
+
+def _discovered_endpoints(
+    nodes: Mapping[ObjectKey, VirtualNodeSpec], model: Model
+) -> dict[str, tuple[EndpointIR, ...]]:
+    """Each listener cluster of an ENDPOINTS DNS node: every address its hostname resolved to, on the listener's
+    port (none until the first answer)."""
+    out: dict[str, tuple[EndpointIR, ...]] = {}
+    for key, spec in nodes.items():
+        dns = spec.dns
+        if dns is None or dns.response_type is not DnsResponseType.ENDPOINTS:
+            continue
+        answer = model.dns.get(dns.hostname)
+        addresses = answer.addresses if answer is not None else ()
+        for listener in spec.listeners:
+            out[cluster_name(key, listener.port)] = tuple(EndpointIR(address=a, port=listener.port) for a in addresses)
+    return out
+
+
+def _resolution_status(status: ObjectStatus, dns: DnsDiscovery, answer: DnsAnswer | None) -> ObjectStatus:
+    """``Resolved``: what the control plane's last lookup of the node's hostname gave (ENDPOINTS nodes are served
+    those addresses; LOADBALANCER nodes are resolved by each Envoy, and this says whether the name resolves)."""
+    host = dns.hostname
+    if answer is None:
+        return status  # not looked up (yet, or offline: ``meshctl validate``): nothing known to say
+    if answer.error is None:
+        condition = Condition(
+            type="Resolved",
+            status=ConditionStatus.TRUE,
+            reason="Resolved",
+            message=f"{host}: {', '.join(answer.addresses)}",
+        )
+    else:
+        kept = f"serving the last addresses {', '.join(answer.addresses)}" if answer.addresses else "no address yet"
+        condition = Condition(
+            type="Resolved", status=ConditionStatus.FALSE, reason="ResolutionFailed", message=f"{answer.error}; {kept}"
+        )
+    return replace(status, conditions=(*status.conditions, condition))
 
 
 def _with_service_clusters(
@@ -545,8 +595,34 @@ def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | Non
                 # Callers originate mTLS to a listener that takes it (STRICT or PERMISSIVE): App Mesh made every
                 # caller configure a client policy; meshed callers here need none.
                 tls=UpstreamTlsIR(namespace=key.namespace) if listener.accepts_mtls else None,
+                # LOADBALANCER: Envoy's logical DNS; ENDPOINTS: EDS from the control plane's answers (sources/dns.py)
+                dns=_dns_ir(spec.dns, listener.port) if spec.dns is not None and _resolved_by_envoy(spec) else None,
             )
     return clusters
+
+
+# App Mesh's ipPreference -> Envoy's DnsLookupFamily (unset: Envoy's AUTO, IPv6 first then IPv4, as App Mesh's
+# default); AUTO and V4_PREFERRED fall back to the other family when the preferred one has no address.
+_LOOKUP_FAMILY = {
+    None: "AUTO",
+    IpPreference.IPV6_PREFERRED: "AUTO",
+    IpPreference.IPV4_PREFERRED: "V4_PREFERRED",
+    IpPreference.IPV4_ONLY: "V4_ONLY",
+    IpPreference.IPV6_ONLY: "V6_ONLY",
+}
+
+
+def _resolved_by_envoy(spec: VirtualNodeSpec) -> bool:
+    return spec.dns is not None and spec.dns.response_type is DnsResponseType.LOADBALANCER
+
+
+def _dns_ir(dns: DnsDiscovery, port: int) -> DnsIR:
+    return DnsIR(
+        hostname=dns.hostname,
+        port=port,
+        logical=dns.response_type is DnsResponseType.LOADBALANCER,
+        lookup_family=_LOOKUP_FAMILY[dns.ip_preference],
+    )
 
 
 # --- Routes --------------------------------------------------------------------------------------

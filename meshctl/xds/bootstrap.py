@@ -51,6 +51,27 @@ class BootstrapOptions:
     # The node's SDS agent (SPIRE agent's Workload API socket): secrets named by ``sds`` certificate and trust
     # sources of listeners and client policies are fetched from it (App Mesh: APPMESH_SDS_SOCKET_PATH).
     sds_socket: str | None = None
+    # DNS servers ("address:port") Envoy resolves DNS-discovered VirtualNodes with, instead of the host's
+    # (/etc/resolv.conf): a VPC or corporate resolver, or a test's.
+    dns_resolvers: tuple[str, ...] = ()
+
+
+def _dns_resolver(servers: tuple[str, ...]) -> dict[str, Any]:
+    """c-ares (Envoy's default resolver) asking only these servers, names taken as given (no search domains)."""
+    resolvers = []
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"DNS resolver {server!r}: expected address:port, e.g. 10.0.0.2:53")
+        resolvers.append(_socket(host.strip("[]"), int(port)))
+    return {
+        "name": "envoy.network.dns_resolver.cares",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+            "resolvers": resolvers,
+            "dns_resolver_options": {"no_default_search_domain": True},
+        },
+    }
 
 
 def _virtual_node(opts: BootstrapOptions) -> str:
@@ -318,6 +339,8 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         ads_config["grpc_services"] = [_token_grpc_service(opts)]
     if opts.sds_socket:
         static["clusters"].append(_sds_agent_cluster(opts.sds_socket))
+    if opts.dns_resolvers:
+        bootstrap["typed_dns_resolver_config"] = _dns_resolver(opts.dns_resolvers)
     if opts.stats_port and opts.admin_port:
         listener, cluster = _stats_listener(opts)
         static["listeners"] = [listener]

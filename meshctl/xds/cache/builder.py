@@ -70,7 +70,7 @@ def _cluster_owner(cluster: ClusterIR, node: ObjectKey | None) -> ObjectKey | No
     tracing collector) come from the proxy's own VirtualNode."""
     if (service := service_of_cluster(cluster.name)) is not None:
         return service[0]
-    if cluster.eds:
+    if cluster.eds or cluster.dns is not None:
         namespace, name, _ = cluster.name.split("/", 2)
         return ObjectKey("VirtualNode", namespace, name)
     return node

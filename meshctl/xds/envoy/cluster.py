@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.clusters.common.dns.v3 import dns_pb2
+from envoy.extensions.clusters.dns.v3 import dns_cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 
 from meshctl.model import ConnectionPool, Protocol
-from meshctl.translate.ir import ClusterIR, EndpointIR
+from meshctl.translate.ir import ClusterIR, DnsIR, EndpointIR
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms, uint32
 from meshctl.xds.envoy.tls import upstream_transport_socket
 
@@ -40,6 +42,8 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     elif ir.original_dst:
         cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
         cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    elif ir.dns is not None:
+        _dns_cluster(cluster, ir.dns)
     elif ir.dns_endpoint is not None:
         host, port = ir.dns_endpoint
         cluster.type = cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.LOGICAL_DNS
@@ -98,6 +102,30 @@ def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
                 check.http_health_check.codec_client_type = http_pb2.HTTP2
         cluster.health_checks.append(check)
     return cluster
+
+
+# How often a DNS node is resolved again when its records give no TTL to follow, and after a failure.
+DNS_REFRESH_MS = 5_000
+DNS_FAILURE_REFRESH_MS = 1_000
+
+
+def _dns_cluster(cluster: cluster_pb2.Cluster, dns: DnsIR) -> None:
+    """Envoy's DNS cluster extension (the Cluster-level DNS fields are deprecated): every address a host, or one
+    logical host (all addresses in one endpoint, Envoy connects to the first); refreshed at the records' TTL; on a
+    failed lookup the last addresses stay."""
+    config = dns_cluster_pb2.DnsCluster(
+        respect_dns_ttl=True,
+        dns_lookup_family=dns_pb2.DnsLookupFamily.Value(dns.lookup_family),
+        all_addresses_in_single_endpoint=dns.logical,
+    )
+    config.dns_refresh_rate.CopyFrom(duration_ms(DNS_REFRESH_MS))
+    config.dns_failure_refresh_rate.base_interval.CopyFrom(duration_ms(DNS_FAILURE_REFRESH_MS))
+    config.dns_failure_refresh_rate.max_interval.CopyFrom(duration_ms(DNS_REFRESH_MS))
+    cluster.cluster_type.name = "envoy.clusters.dns"
+    cluster.cluster_type.typed_config.CopyFrom(any_of(config))
+    cluster.load_assignment.CopyFrom(
+        build_load_assignment(cluster.name, [EndpointIR(address=dns.hostname, port=dns.port)])
+    )
 
 
 def build_load_assignment(

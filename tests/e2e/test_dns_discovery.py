@@ -1,0 +1,141 @@
+"""DNS discovery (issue 33): a VirtualNode's endpoints from ``serviceDiscovery.dns``, against a DNS server on loopback
+that both the control plane (``serve --dns-resolver``) and the real Envoy (``bootstrap --dns-resolver``) ask, upstreams
+on 127.0.0.2, .3, .4 (one port, as pods).
+
+ENDPOINTS (the control plane resolves, Envoy gets the addresses over EDS) spreads traffic over every A record and
+keeps the last addresses through an NXDOMAIN, which the VirtualNode's ``Resolved`` condition shows; LOADBALANCER
+(App Mesh's default: Envoy's logical DNS) follows a changed record and keeps its address through an NXDOMAIN too.
+Envoy's own view is read from its admin ``/clusters`` and the cluster's ``update_*`` counters, with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from meshctl.controlplane.plane import ControlPlane
+from meshctl.devtools.envoy_process import free_port
+from tests.conftest import Mesh, Sidecar, eventually
+from tests.dns_server import LoopbackDns
+from tests.manifests import API, route, service, virtual_node, write
+
+HOST = "backend.ext.test"
+
+
+def dns_node(port: int, response_type: str, **dns: Any) -> dict:
+    """A VirtualNode with no pods: its endpoints are what HOST resolves to, on ``port``."""
+    return {
+        "apiVersion": API,
+        "kind": "VirtualNode",
+        "metadata": {"name": "backend-ext", "namespace": "demo"},
+        "spec": {
+            "serviceDiscovery": {"dns": {"hostname": HOST, "responseType": response_type, **dns}},
+            "listeners": [{"portMapping": {"port": port, "protocol": "http"}}],
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def dns_mesh(
+    mesh_factory, response_type: str, records: list[str], hosts: tuple[str, ...]
+) -> AsyncIterator[tuple[Mesh, Sidecar, LoopbackDns, int]]:
+    """Apps on ``hosts`` (one port), DNS answering ``records`` for HOST, a Route on Service backend to the DNS node,
+    and the client's sidecar resolving through that DNS server."""
+    dns = LoopbackDns({HOST: records})
+    dns.start()
+    m: Mesh = await mesh_factory()
+    port = free_port()
+    try:
+        for i, host in enumerate(hosts):
+            await m.app(f"b{i}-{host}", port=port, host=host)
+        m.plane = ControlPlane.from_manifests(m.dir, dns_resolvers=(dns.address,))
+        write(
+            m.dir / "mesh.yaml",
+            service("backend"),
+            dns_node(port, response_type, ipPreference="IPv4_ONLY"),
+            route("backend", "backend", {"backend-ext": 100}),
+            virtual_node("client", backends=["backend"]),
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/client", stats=True, dns_resolvers=(dns.address,))
+        yield m, sidecar, dns, port
+    finally:
+        dns.stop()
+
+
+def hosts_of(sidecar: Sidecar, cluster: str) -> set[str]:
+    """The addresses Envoy holds for a cluster (admin /clusters: ``cluster::address:port::...``)."""
+    text = sidecar.envoy.admin_get("/clusters")
+    return set(re.findall(rf"^{re.escape(cluster)}::([0-9.]+):\d+::cx_active", text, re.M))
+
+
+async def served_by(m: Mesh, sidecar: Sidecar, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        status, body, _ = await m.get(sidecar, "backend")
+        assert status == 200, (status, body)
+        out.append(body.split("-", 1)[1])
+    return out
+
+
+async def test_endpoints_spread_traffic_over_every_a_record_and_a_failed_lookup_keeps_them(mesh_factory):
+    async with dns_mesh(mesh_factory, "ENDPOINTS", ["127.0.0.2", "127.0.0.3"], ("127.0.0.2", "127.0.0.3")) as (
+        m,
+        sidecar,
+        dns,
+        port,
+    ):
+        cluster = f"demo/backend-ext/{port}"
+        await eventually(lambda: hosts_of(sidecar, cluster) == {"127.0.0.2", "127.0.0.3"}, timeout=15)
+        assert set(await served_by(m, sidecar, 20)) == {"127.0.0.2", "127.0.0.3"}  # round robin: both
+
+        assert (await resolved(m))["status"] == "True"
+
+        # NXDOMAIN: the control plane keeps the last addresses (Envoy's own DNS cluster would drop them all) and the
+        # VirtualNode says so; traffic goes on to both.
+        queries = dns.queries[HOST]
+        dns.records.pop(HOST)
+        await eventually(lambda: dns.queries[HOST] > queries, timeout=10)
+
+        async def failed() -> bool:
+            return (await resolved(m))["status"] == "False"
+
+        await eventually(failed, timeout=10)
+        condition = await resolved(m)
+        assert condition["reason"] == "ResolutionFailed", condition
+        assert "NXDOMAIN" in condition["message"] and "127.0.0.2, 127.0.0.3" in condition["message"], condition
+        assert hosts_of(sidecar, cluster) == {"127.0.0.2", "127.0.0.3"}
+        assert set(await served_by(m, sidecar, 10)) == {"127.0.0.2", "127.0.0.3"}
+
+        dns.records[HOST] = ["127.0.0.3"]  # back, with one address: followed
+        await eventually(lambda: hosts_of(sidecar, cluster) == {"127.0.0.3"}, timeout=15)
+        assert set(await served_by(m, sidecar, 5)) == {"127.0.0.3"}
+
+
+async def resolved(m: Mesh) -> dict:
+    status = {o["name"]: o for o in (await m.admin("/api/v1/status"))["objects"]}
+    return next(c for c in status["backend-ext"]["conditions"] if c["type"] == "Resolved")
+
+
+async def test_loadbalancer_is_one_address_that_follows_a_changed_record(mesh_factory):
+    async with dns_mesh(mesh_factory, "LOADBALANCER", ["127.0.0.2"], ("127.0.0.2", "127.0.0.4")) as (
+        m,
+        sidecar,
+        dns,
+        _port,
+    ):
+        assert set(await served_by(m, sidecar, 5)) == {"127.0.0.2"}
+        dns.records[HOST] = ["127.0.0.4"]
+
+        async def moved() -> bool:
+            return set(await served_by(m, sidecar, 3)) == {"127.0.0.4"}
+
+        await eventually(moved, timeout=15)  # the record's TTL is 1 s: Envoy resolves again at that pace
+
+        # NXDOMAIN: Envoy's logical DNS counts a failed update and keeps its address.
+        cluster = f"demo/backend-ext/{_port}"
+        failures = sidecar.envoy.stats().get(f"cluster.{cluster}.update_failure", 0)
+        dns.records.pop(HOST)
+        await eventually(lambda: sidecar.envoy.stats().get(f"cluster.{cluster}.update_failure", 0) > failures, 15)
+        assert set(await served_by(m, sidecar, 5)) == {"127.0.0.4"}
