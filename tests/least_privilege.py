@@ -220,8 +220,21 @@ def shipped_identity_policy() -> dict[str, Any]:
     return policy
 
 
+DISCOVERY_POLICY = ROOT / "deploy" / "iam" / "discovery-policy.json"
+
+
+def shipped_discovery_policy() -> dict[str, Any]:
+    """What Cloud Map discovery needs (VirtualNodes with ``serviceDiscovery.awsCloudMap``)."""
+    policy: dict[str, Any] = json.loads(DISCOVERY_POLICY.read_text())
+    return policy
+
+
 def all_shipped_policies() -> dict[str, Any]:
-    return {"Statement": shipped_policy()["Statement"] + shipped_identity_policy()["Statement"]}
+    return {
+        "Statement": shipped_policy()["Statement"]
+        + shipped_identity_policy()["Statement"]
+        + shipped_discovery_policy()["Statement"]
+    }
 
 
 def check_iam(policy: dict[str, Any], calls: Iterable[AwsCall]) -> Verdict:

@@ -49,16 +49,28 @@ def test_bad_dns_fields_name_the_field(discovery: dict, path: str, message: str)
     assert parsed is None and any(e.path == path and message in e.message for e in errors), errors
 
 
-def test_cloud_map_is_said_not_implemented_yet() -> None:
-    warnings: list = []
-    parsed, errors = parse_virtual_node_spec(
-        {**spec(awsCloudMap={"namespaceName": "ns", "serviceName": "svc"}), "podSelector": {"matchLabels": {"a": "b"}}},
-        "demo",
-        warnings,
+def test_cloud_map_fields_as_app_mesh_wrote_them() -> None:
+    document = spec(
+        awsCloudMap={
+            "namespaceName": "shop.local",
+            "serviceName": "backend",
+            "attributes": [{"key": "stage", "value": "prod"}, {"key": "az", "value": "a"}],
+            "ipPreference": "IPv6_PREFERRED",
+        }
     )
-    assert parsed is not None and errors == []
-    assert [w.path for w in warnings] == ["spec.serviceDiscovery.awsCloudMap"], warnings
-    assert "not implemented yet" in warnings[0].message
+    parsed, errors = parse_virtual_node_spec(document, "demo")
+    assert errors == [] and parsed is not None and parsed.cloud_map is not None and parsed.pod_selector == {}
+    assert parsed.cloud_map.attributes == (("az", "a"), ("stage", "prod"))  # sorted: one key per discovery
+    assert parsed.cloud_map.key == "shop.local/backend?az=a&stage=prod"
+    both, errors = parse_virtual_node_spec(
+        spec(dns={"hostname": "a.test"}, awsCloudMap={"namespaceName": "n", "serviceName": "s"}), "demo"
+    )
+    assert both is None and any("set one of dns, awsCloudMap" in e.message for e in errors), errors
+    twice, errors = parse_virtual_node_spec(
+        spec(awsCloudMap={"namespaceName": "n", "serviceName": "s", "attributes": [{"key": "a", "value": "1"}] * 2}),
+        "demo",
+    )
+    assert twice is None and any("'a' is given twice" in e.message for e in errors), errors
 
 
 @settings(max_examples=300, deadline=None)

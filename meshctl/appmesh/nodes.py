@@ -45,6 +45,9 @@ class NodeConversion:
         external = self._external_dns(node)
         if external is not None:
             spec["serviceDiscovery"] = {"dns": external}
+        elif src.get("podSelector") is None and (cloud_map := self._cloud_map_only(node)) is not None:
+            external = cloud_map
+            spec["serviceDiscovery"] = {"awsCloudMap": cloud_map}
         if src.get("podSelector") is not None or external is None:
             spec["podSelector"] = self._selector(src.get("podSelector"), subject)
         listeners = []
@@ -220,6 +223,28 @@ class NodeConversion:
             else ("the control plane resolves it and serves every address")
         )
         self.report.note(node.subject, "spec.serviceDiscovery.dns", f"DNS discovery of {dns['hostname']}: {how}")
+        return out
+
+    def _cloud_map_only(self, node: AppMeshObject) -> dict[str, Any] | None:
+        """``serviceDiscovery.awsCloudMap`` of a node with no pods (ECS tasks, EC2 instances): meshctl discovers its
+        instances in Cloud Map as App Mesh did. (A node with pods keeps finding them by their Services: nobody
+        registers pods in Cloud Map once App Mesh's controller is gone.)"""
+        sd = node.spec.get("serviceDiscovery") or {}
+        cm = sd.get("awsCloudMap") if isinstance(sd, dict) else None
+        if not isinstance(cm, dict) or not all(isinstance(cm.get(k), str) for k in ("namespaceName", "serviceName")):
+            return None
+        out: dict[str, Any] = {"namespaceName": cm["namespaceName"], "serviceName": cm["serviceName"]}
+        attributes = [a for a in cm.get("attributes") or [] if isinstance(a, dict)]
+        if attributes:
+            out["attributes"] = [{"key": str(a.get("key")), "value": str(a.get("value"))} for a in attributes]
+        if isinstance(cm.get("ipPreference"), str):
+            out["ipPreference"] = cm["ipPreference"]
+        self.report.note(
+            node.subject,
+            "spec.serviceDiscovery.awsCloudMap",
+            f"Cloud Map discovery of {cm['namespaceName']}/{cm['serviceName']}: the control plane lists its instances "
+            "(IAM: deploy/iam/discovery-policy.json)",
+        )
         return out
 
     def _discovery(self, node: AppMeshObject, spec: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.identity.keeper import IdentityKeeper
 from meshctl.model import Model
 from meshctl.sources import ManifestSource, Source
-from meshctl.sources.dns import DiscoveringSource, DnsResolver, system_resolvers
+from meshctl.sources.discovery import DiscoveringSource
+from meshctl.sources.dns import DnsResolver, system_resolvers
 from meshctl.xds.cache import SnapshotCache
 from meshctl.xds.server.ads import AdsServer, Keepalive, TokenAuthenticator
 from meshctl.xds.server.metrics import XdsMetrics

@@ -24,6 +24,9 @@ __all__ = [
     "TLS_MODE_LABEL",
     "Backend",
     "ClientPolicy",
+    "CloudMapAnswer",
+    "CloudMapDiscovery",
+    "CloudMapInstance",
     "ConnectionPool",
     "DnsAnswer",
     "DnsDiscovery",
@@ -283,6 +286,40 @@ class DnsDiscovery:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CloudMapDiscovery:
+    """``serviceDiscovery.awsCloudMap``: the node's endpoints are the instances of a Cloud Map service (those with
+    every one of ``attributes``), discovered by the control plane."""
+
+    namespace_name: str
+    service_name: str
+    attributes: tuple[tuple[str, str], ...] = ()  # sorted (key, value)
+    ip_preference: IpPreference | None = None
+
+    @property
+    def key(self) -> str:
+        """What identifies one discovery (Model.cloud_map's key): namespace, service and the attributes asked."""
+        attrs = "&".join(f"{k}={v}" for k, v in self.attributes)
+        return f"{self.namespace_name}/{self.service_name}" + (f"?{attrs}" if attrs else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudMapInstance:
+    address: str
+    port: int | None  # AWS_INSTANCE_PORT, when registered
+    healthy: bool  # not UNHEALTHY (HEALTHY, or UNKNOWN: no health check)
+    zone: str = ""  # AVAILABILITY_ZONE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudMapAnswer:
+    """The instances of the control plane's last discovery (sorted), or, after a failure, the last ones it had and
+    the ``error``."""
+
+    instances: tuple[CloudMapInstance, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DnsAnswer:
     """What the control plane's last lookup of a DNS-discovered VirtualNode's hostname gave: its addresses (sorted),
     or, after a failure, the last addresses it had and the ``error``."""
@@ -300,6 +337,7 @@ class VirtualNodeSpec:
     tracing: Tracing | None = None
     backend_defaults: ClientPolicy | None = None  # ``backendDefaults.clientPolicy.tls``
     dns: DnsDiscovery | None = None  # ``serviceDiscovery.dns``: endpoints from DNS, not EndpointSlices
+    cloud_map: CloudMapDiscovery | None = None  # ``serviceDiscovery.awsCloudMap``: endpoints from AWS Cloud Map
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -406,6 +444,8 @@ class Model:
     target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
     # DNS answers for the hostnames of DNS-discovered VirtualNodes (sources/dns.py), by hostname.
     dns: Mapping[str, DnsAnswer] = field(default_factory=dict)
+    # Cloud Map instances for the discoveries of Cloud Map VirtualNodes (sources/cloudmap.py), by CloudMapDiscovery.key.
+    cloud_map: Mapping[str, CloudMapAnswer] = field(default_factory=dict)
     # Problems with objects that could not even be identified (bad YAML, unknown kind), by origin.
     load_errors: tuple[str, ...] = ()
     revision: int = 0  # set by the source; increases with every model it emits

@@ -217,10 +217,6 @@ _NOT_IMPLEMENTED = (
         "ACM certificates are not read by meshctl: the mesh CA's certificate and roots are used (serve --acm-pca-arn "
         "makes AWS Private CA the mesh CA)",
     ),
-    (
-        r"spec\.serviceDiscovery\.awsCloudMap(\..*)?",
-        "Cloud Map discovery is not implemented yet: endpoints come from EndpointSlices",
-    ),
     (r"spec\.(awsName|meshRef|meshName)", "App Mesh only: ignored"),
 )
 

@@ -8,6 +8,7 @@ from typing import Any
 from meshctl.model import (
     Backend,
     ClientPolicy,
+    CloudMapDiscovery,
     ConnectionPool,
     DnsDiscovery,
     DnsResponseType,
@@ -41,8 +42,11 @@ def parse_virtual_node_spec(
     f = Fields(spec, "spec", errors)
     discovery = f.obj("serviceDiscovery")
     dns = _dns_discovery(discovery.obj("dns")) if discovery else None
-    # A node found by DNS may select no pods (an external host, App Mesh's way); every other node must.
-    selector = f.obj("podSelector", required=dns is None)
+    cloud_map = _cloud_map_discovery(discovery.obj("awsCloudMap")) if discovery else None
+    if dns is not None and cloud_map is not None and discovery is not None:
+        discovery.error("", "set one of dns, awsCloudMap")
+    # A node found by DNS or Cloud Map may select no pods (an external host, ECS tasks); every other node must.
+    selector = f.obj("podSelector", required=dns is None and cloud_map is None)
     match_labels = selector.string_map("matchLabels") if selector else {}
     if selector and not match_labels:
         selector.error("matchLabels", "must select at least one label")
@@ -67,7 +71,37 @@ def parse_virtual_node_spec(
         tracing=tracing,
         backend_defaults=backend_defaults,
         dns=dns,
+        cloud_map=cloud_map,
     ), errors
+
+
+def _cloud_map_discovery(f: Fields | None) -> CloudMapDiscovery | None:
+    """App Mesh's ``serviceDiscovery.awsCloudMap``: ``namespaceName``, ``serviceName``, ``attributes`` (instances
+    must have each), ``ipPreference``."""
+    if f is None:
+        return None
+    namespace = f.string("namespaceName", required=True)
+    service = f.string("serviceName", required=True)
+    attributes: dict[str, str] = {}
+    for af in f.objects("attributes"):
+        key, value = af.string("key", required=True), af.string("value", required=True)
+        if key is not None and value is not None:
+            if key in attributes:
+                af.error("key", f"{key!r} is given twice")
+            attributes[key] = value
+    preference = f.string("ipPreference", choices=_IP_PREFERENCES)
+    for name, value, limit in (("namespaceName", namespace, 1024), ("serviceName", service, 1024)):
+        if value is not None and not 0 < len(value) <= limit:
+            f.error(name, f"must be 1 to {limit} characters")
+            return None
+    if namespace is None or service is None:
+        return None
+    return CloudMapDiscovery(
+        namespace_name=namespace,
+        service_name=service,
+        attributes=tuple(sorted(attributes.items())),
+        ip_preference=IpPreference(preference) if preference else None,
+    )
 
 
 _RESPONSE_TYPES = tuple(t.value for t in DnsResponseType)

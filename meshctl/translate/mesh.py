@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from meshctl.model import (
+    CloudMapAnswer,
+    CloudMapDiscovery,
     DnsAnswer,
     DnsDiscovery,
     DnsResponseType,
@@ -355,6 +357,9 @@ def translate_mesh(
         status_by_key[key] = _port_status(status_by_key[key], spec, services, routes_by_service)
         if spec.dns is not None:
             status_by_key[key] = _resolution_status(status_by_key[key], spec.dns, model.dns.get(spec.dns.hostname))
+        if spec.cloud_map is not None:
+            answer = model.cloud_map.get(spec.cloud_map.key)
+            status_by_key[key] = _cloud_map_status(status_by_key[key], spec.cloud_map, answer)
     gamma = translate_gamma(model, nodes, fallback, blocks)
     for key, st in gamma.statuses.items():
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
@@ -393,6 +398,8 @@ def _discovered_endpoints(
     port (none until the first answer)."""
     out: dict[str, tuple[EndpointIR, ...]] = {}
     for key, spec in nodes.items():
+        if spec.cloud_map is not None:
+            out.update(_cloud_map_endpoints(key, spec, model.cloud_map.get(spec.cloud_map.key)))
         dns = spec.dns
         if dns is None or dns.response_type is not DnsResponseType.ENDPOINTS:
             continue
@@ -401,6 +408,49 @@ def _discovered_endpoints(
         for listener in spec.listeners:
             out[cluster_name(key, listener.port)] = tuple(EndpointIR(address=a, port=listener.port) for a in addresses)
     return out
+
+
+def _cloud_map_endpoints(
+    key: ObjectKey, spec: VirtualNodeSpec, answer: CloudMapAnswer | None
+) -> dict[str, tuple[EndpointIR, ...]]:
+    """A Cloud Map node's listener clusters: its instances, each on its registered port (AWS_INSTANCE_PORT) when the
+    node has one listener, else on the listener's; unhealthy ones as unhealthy; the zone as the locality."""
+    instances = answer.instances if answer is not None else ()
+    out = {}
+    for listener in spec.listeners:
+        eps = {
+            EndpointIR(
+                address=i.address,
+                port=i.port if i.port is not None and len(spec.listeners) == 1 else listener.port,
+                healthy=i.healthy,
+                zone=i.zone,
+            )
+            for i in instances
+        }
+        out[cluster_name(key, listener.port)] = tuple(sorted(eps))
+    return out
+
+
+def _cloud_map_status(
+    status: ObjectStatus, discovery: CloudMapDiscovery, answer: CloudMapAnswer | None
+) -> ObjectStatus:
+    """``Resolved`` for a Cloud Map node: how many instances the last discovery found, or why it failed."""
+    if answer is None:
+        return status
+    healthy = sum(i.healthy for i in answer.instances)
+    found = f"{len(answer.instances)} instances ({healthy} healthy)"
+    if answer.error is None:
+        condition = Condition(
+            type="Resolved", status=ConditionStatus.TRUE, reason="Resolved", message=f"{discovery.key}: {found}"
+        )
+    else:
+        condition = Condition(
+            type="Resolved",
+            status=ConditionStatus.FALSE,
+            reason="ResolutionFailed",
+            message=f"{answer.error}; serving the last {found}",
+        )
+    return replace(status, conditions=(*status.conditions, condition))
 
 
 def _resolution_status(status: ObjectStatus, dns: DnsDiscovery, answer: DnsAnswer | None) -> ObjectStatus:
