@@ -24,6 +24,7 @@ BENCHMARKS = {
     "authz": ("12. Authorization policies: translation and propagation", "bench.authz"),
     "gamma": ("13. Gateway API routes (GAMMA) against Routes: translation and propagation", "bench.gamma"),
     "proxyless": ("14. 1,000 proxyless gRPC clients: a change to all of them, control-plane RSS", "bench.proxyless"),
+    "cloudmap": ("15. Cloud Map discovery of 1,000 services: calls per second, registrations seen", "bench.cloudmap"),
 }
 
 
