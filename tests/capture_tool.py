@@ -73,7 +73,7 @@ def peek(url: str, host: str, cert: str | None, key: str | None, method: str = "
                 "client_cert": resp.headers.get("x-client-cert"),
             }
     except urllib.error.HTTPError as exc:
-        return {"status": exc.code}
+        return {"status": exc.code, "body": exc.read().decode(errors="replace")}
     except (OSError, ssl.SSLError) as exc:
         return {"error": type(exc).__name__}
 

@@ -124,13 +124,15 @@ class _Converter(NodeConversion):
     # --- Mesh ---------------------------------------------------------------------------------------------
 
     def _mesh(self, mesh: AppMeshObject) -> None:
-        egress = (mesh.spec.get("egressFilter") or {}).get("type")
-        if egress == "ALLOW_ALL":
-            self.report.lossy(
+        egress = (mesh.spec.get("egressFilter") or {}).get("type") or "DROP_ALL"  # App Mesh's default
+        if egress in ("ALLOW_ALL", "DROP_ALL"):
+            selector = ((mesh.spec.get("namespaceSelector") or {}).get("matchLabels")) or {}
+            which = f"-l {','.join(f'{k}={v}' for k, v in sorted(selector.items()))}" if selector else "NAMESPACE"
+            self.report.note(
                 mesh.subject,
                 "spec.egressFilter.type",
-                "ALLOW_ALL: App Mesh let apps reach any destination through Envoy",
-                "meshctl sidecars route only to declared backends (as DROP_ALL); other traffic must bypass Envoy",
+                f"{egress}: a Namespace label in meshctl (serve --egress-filter for the rest): "
+                f"kubectl label namespace {which} mesh.meshctl.dev/egress-filter={egress}",
             )
         other = {k: v for k, v in mesh.spec.items() if k not in ("egressFilter", "namespaceSelector", "meshOwner")}
         self.report.copy_known(other, (), mesh.subject, "spec", {"serviceDiscovery": "cluster DNS is used"})

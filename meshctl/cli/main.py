@@ -36,6 +36,7 @@ def _print(data: Any, output: str) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from meshctl.controlplane.plane import ControlPlane
+    from meshctl.model import EgressFilter
     from meshctl.model.authz import AuthzDefault
     from meshctl.sources import ManifestSource
 
@@ -104,6 +105,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     plane.controller.default_tls_mode = _tls_mode(args.default_tls_mode)
     plane.controller.default_authz = AuthzDefault(args.default_authorization)
+    plane.controller.default_egress = EgressFilter(args.egress_filter)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -456,6 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--admin-port", type=int, default=19000, help="admin HTTP port (default 19000)")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind both ports (default 127.0.0.1)")
+    serve.add_argument(
+        "--egress-filter",
+        choices=("ALLOW_ALL", "DROP_ALL"),
+        default="ALLOW_ALL",
+        help="what captured proxies do with destinations the mesh does not declare, in namespaces without the label "
+        "mesh.meshctl.dev/egress-filter (App Mesh's egressFilter; its default was DROP_ALL): pass them through "
+        "(default) or refuse them (HTTP 404 saying why, TCP closed)",
+    )
     serve.add_argument(
         "--dns-resolver",
         action="append",

@@ -36,7 +36,7 @@ from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.controlplane.nacks import NackJudge
 from meshctl.identity.ca import Issuer, MeshCA, spiffe_id
 from meshctl.identity.keeper import Identity, IdentityKeeper
-from meshctl.model import Model, ModelDelta, ObjectKey, TlsMode
+from meshctl.model import EgressFilter, Model, ModelDelta, ObjectKey, TlsMode
 from meshctl.model.authz import AuthzDefault
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.authz import authz_dependencies
@@ -86,6 +86,7 @@ class Controller:
         self._identities = identities
         self.default_tls_mode = default_tls_mode
         self.default_authz = default_authz  # for listeners of namespaces without the authorization label
+        self.default_egress = EgressFilter.ALLOW_ALL  # for captured proxies of namespaces without the egress label
         self._secret_resources: dict[tuple[Identity, int, bytes], dict[str, CachedResource]] = {}
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
@@ -294,6 +295,7 @@ class Controller:
                 blocked,
                 default_tls_mode=self.default_tls_mode,
                 default_authz=self.default_authz,
+                default_egress=self.default_egress,
             )
             self._builder.start_generation()
             snapshots: dict[str, Snapshot] = {}

@@ -21,6 +21,7 @@ from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError,
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "EGRESS_FILTER_LABEL",
     "TLS_MODE_LABEL",
     "Backend",
     "ClientPolicy",
@@ -31,6 +32,7 @@ __all__ = [
     "DnsAnswer",
     "DnsDiscovery",
     "DnsResponseType",
+    "EgressFilter",
     "Endpoint",
     "EndpointSlice",
     "FieldError",
@@ -410,6 +412,15 @@ class Route:
 
 # The Namespace label that sets the TLS mode of every VirtualNode listener there that has no ``tls`` of its own.
 TLS_MODE_LABEL = f"{API_GROUP}/tls-mode"
+# The Namespace label that sets App Mesh's egress filter for the proxies there (``serve --egress-filter`` otherwise).
+EGRESS_FILTER_LABEL = f"{API_GROUP}/egress-filter"
+
+
+class EgressFilter(StrEnum):
+    """App Mesh's ``egressFilter``: may a captured proxy reach destinations the mesh does not declare?"""
+
+    ALLOW_ALL = "ALLOW_ALL"  # passed through to where they were going
+    DROP_ALL = "DROP_ALL"  # refused: HTTP answered 404 with why, TCP closed; counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -419,6 +430,7 @@ class Namespace:
     meta: Meta  # namespace "" (cluster-scoped), name: the namespace
     tls_mode: TlsMode | None = None
     authz_default: AuthzDefault | None = None  # label AUTHZ_LABEL: allow | deny | audit
+    egress_filter: EgressFilter | None = None  # label EGRESS_FILTER_LABEL: ALLOW_ALL | DROP_ALL
 
 
 # --- The whole model -----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any, NamedTuple
 
 from meshctl.model import (
     API_GROUP,
+    EGRESS_FILTER_LABEL,
     TLS_MODE_LABEL,
+    EgressFilter,
     Endpoint,
     EndpointSlice,
     FieldError,
@@ -261,12 +263,21 @@ def _namespace(meta: Meta) -> Namespace:
     authz = meta.labels.get(AUTHZ_LABEL)
     if authz is not None and authz not in _AUTHZ_DEFAULTS:
         raise _Bad(f"metadata.labels.{AUTHZ_LABEL}", f"must be one of {', '.join(_AUTHZ_DEFAULTS)}, got {authz!r}")
+    egress = meta.labels.get(EGRESS_FILTER_LABEL)
+    if egress is not None and egress not in _EGRESS_FILTERS:
+        raise _Bad(
+            f"metadata.labels.{EGRESS_FILTER_LABEL}", f"must be one of {', '.join(_EGRESS_FILTERS)}, got {egress!r}"
+        )
     # Only the labels are kept: others change without changing anything the mesh does.
     return Namespace(
         meta=replace(meta, labels={}),
         tls_mode=TlsMode(mode) if mode is not None else None,
         authz_default=AuthzDefault(authz) if authz is not None else None,
+        egress_filter=EgressFilter(egress) if egress is not None else None,
     )
+
+
+_EGRESS_FILTERS = tuple(f.value for f in EgressFilter)
 
 
 def _port(p: Any, path: str) -> ServicePort:

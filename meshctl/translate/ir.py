@@ -56,6 +56,8 @@ def _cached_hash(self: Any) -> int:
 
 
 __all__ = [
+    "EGRESS_DENIED_CLUSTER",
+    "EGRESS_VHOST",
     "IDENTITY_SECRET",
     "INVALID_BACKEND",
     "PASSTHROUGH_CLUSTER",
@@ -90,6 +92,10 @@ __all__ = [
 
 # With capture: the cluster of connections whose destination is not in the mesh (Envoy keeps their destination).
 PASSTHROUGH_CLUSTER = "passthrough"
+EGRESS_DENIED_CLUSTER = "egress_denied"  # a blackhole: captured connections the egress filter refuses
+# The catch-all virtual host of a captured proxy's routes: undeclared hosts, passed through or refused (egress filter).
+# Named to sort after every Service's host ("namespace/name"), where the route patch path expects it.
+EGRESS_VHOST = "~egress"
 # The SDS secrets every proxy of a group is sent when it uses the mesh CA: its workload certificate and key, and
 # the roots it trusts (the same two names in every group, so clusters and listeners stay shared between groups).
 IDENTITY_SECRET = "meshctl-identity"
@@ -192,11 +198,19 @@ class ClusterIR:
     original_dst: bool = False  # captured traffic for destinations outside the mesh: to where it was going
     tls: UpstreamTlsIR | None = None  # the listener it reaches takes mTLS: originate it
     dns: DnsIR | None = None  # a VirtualNode found by DNS (serviceDiscovery.dns): each caller's Envoy resolves it
+    blackhole: bool = False  # no endpoint, ever: where refused connections go (the egress filter's DROP_ALL)
 
     @property
     def eds(self) -> bool:
-        """Endpoints come over EDS (every cluster but the local app, collectors, DNS nodes and the passthrough)."""
-        return self.static_endpoint is None and self.dns_endpoint is None and self.dns is None and not self.original_dst
+        """Endpoints come over EDS (every cluster but the local app, collectors, DNS nodes, the passthrough and the
+        blackhole)."""
+        return (
+            self.static_endpoint is None
+            and self.dns_endpoint is None
+            and self.dns is None
+            and not self.original_dst
+            and not self.blackhole
+        )
 
     def settings(self) -> tuple[Any, ...]:
         """Every compared field but the name: an EDS cluster is its name and these (cache/builder.py encodes
@@ -241,6 +255,7 @@ class RouteIR:
     rewrite: Rewrite | None = None
     mirrors: tuple[MirrorIR, ...] = ()
     direct_status: int | None = None  # answer with this status, no backend (a rule without valid backends: 500)
+    direct_body: str | None = None  # and this text (the egress filter's refusal says why)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     __hash__ = _cached_hash
@@ -280,6 +295,9 @@ class OutboundListenerIR:
     tracing: TracingIR | None = None
     capture: bool = False
     bind_to_port: bool = True
+    # Captured connections to destinations the mesh does not declare are refused (App Mesh's egressFilter DROP_ALL)
+    # instead of passed through (ALLOW_ALL); counted as ``tcp.egress_denied.downstream_cx_total``.
+    drop_undeclared: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

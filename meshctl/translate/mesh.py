@@ -17,6 +17,7 @@ from meshctl.model import (
     DnsAnswer,
     DnsDiscovery,
     DnsResponseType,
+    EgressFilter,
     FieldError,
     IpPreference,
     ListenerTls,
@@ -88,6 +89,9 @@ class MeshIR:
     default_tls_mode: TlsMode | None = None  # what it was translated with (``translate_mesh``)
     authz: Mapping[ListenerKey, AuthzIR] = field(default_factory=dict)  # what each listener enforces
     default_authz: AuthzDefault = AuthzDefault.ALLOW
+    # App Mesh's egressFilter for captured proxies: by namespace (label), else the default (serve --egress-filter)
+    egress_filters: Mapping[str, EgressFilter] = field(default_factory=dict)
+    default_egress: EgressFilter = EgressFilter.ALLOW_ALL
     gamma: GammaIR = field(default_factory=GammaIR)  # HTTPRoutes / GRPCRoutes attached to Services
     # Service-port clusters (HTTPRoute backends, backends with no Route) are in ``clusters``; their endpoints here.
     service_endpoints: Mapping[str, tuple[EndpointIR, ...]] = field(default_factory=dict)
@@ -296,6 +300,7 @@ def translate_mesh(
     *,
     default_tls_mode: TlsMode | None = None,
     default_authz: AuthzDefault = AuthzDefault.ALLOW,
+    default_egress: EgressFilter = EgressFilter.ALLOW_ALL,
 ) -> MeshIR:
     """``previous``: the last result, whose endpoint index is reused when nothing it depends on changed.
     ``blocked``: object versions Envoy cannot take; they are not served (their last accepted version is).
@@ -384,6 +389,8 @@ def translate_mesh(
         default_tls_mode=default_tls_mode,
         authz=authz,
         default_authz=default_authz,
+        egress_filters={k.name: ns.egress_filter for k, ns in model.namespaces.items() if ns.egress_filter},
+        default_egress=default_egress,
         gamma=gamma,
         service_endpoints=service_endpoints,
         discovered_endpoints=_discovered_endpoints(nodes, model),

@@ -23,16 +23,20 @@ from dataclasses import replace
 from meshctl.model import (
     Backend,
     ClientPolicy,
+    EgressFilter,
     HttpMatch,
     ListenerTls,
     ObjectKey,
     Protocol,
+    RetryPolicy,
     Service,
     TlsMode,
     VirtualNodeSpec,
 )
 from meshctl.translate.endpoints import cluster_listener, service_cluster_name, service_of_cluster
 from meshctl.translate.ir import (
+    EGRESS_DENIED_CLUSTER,
+    EGRESS_VHOST,
     INVALID_BACKEND,
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
@@ -317,7 +321,10 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
         endpoints=endpoints,
         tcp_outbound=tuple(tcp_outbound.values()),
     )
-    return _captured(ir, http_services, app_ports) if params.capture else ir
+    if not params.capture:
+        return ir
+    egress = mesh.egress_filters.get(key.namespace, mesh.default_egress) if key else mesh.default_egress
+    return _captured(ir, http_services, app_ports, egress)
 
 
 def _downstream_tls(tls: ListenerTls | None) -> DownstreamTlsIR | None:
@@ -393,10 +400,33 @@ def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
     return cluster if cluster.tls == tls else replace(cluster, tls=tls)
 
 
-def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int]) -> SidecarIR:
-    """The capture form of a sidecar: the same routes, reached by original destination (module docstring)."""
+_NO_RETRIES = RetryPolicy(max_retries=0)
+
+
+def _egress_host(egress: EgressFilter) -> VirtualHostIR:
+    """What a captured proxy does with an HTTP request to a host no Service of the mesh has (App Mesh's
+    egressFilter): passes it to where it was going, or answers 404 saying why (App Mesh answered 404)."""
+    match = HttpMatch(prefix="/")
+    if egress is EgressFilter.ALLOW_ALL:
+        route = RouteIR(
+            name="egress-allowed",
+            match=match,
+            clusters=(WeightedClusterIR(cluster=PASSTHROUGH_CLUSTER, weight=1),),
+            timeout_ms=0,  # a request outside the mesh is bounded by the app, not by a route timeout of ours
+            retry_policy=_NO_RETRIES,  # nor retried by us: we know nothing of what it is
+        )
+    else:
+        body = "meshctl: this host is not declared in the mesh and the egress filter is DROP_ALL\n"
+        route = RouteIR(name="egress-denied", match=match, clusters=(), direct_status=404, direct_body=body)
+    return VirtualHostIR(name=EGRESS_VHOST, domains=("*",), routes=(route,))
+
+
+def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int], egress: EgressFilter) -> SidecarIR:
+    """The capture form of a sidecar: the same routes, reached by original destination (module docstring); what
+    the mesh does not declare is passed through or refused by the egress filter."""
     params, outbound = ir.params, ir.outbound
     assert outbound is not None
+    outbound = replace(outbound, drop_undeclared=egress is EgressFilter.DROP_ALL)
     own = {params.egress_port, params.ingress_port} | {t.port for t in ir.tcp_outbound}
     http_ports = sorted({p.port for svc in http_services for p in svc.ports if p.port and p.port not in own})
     http = tuple(
@@ -410,10 +440,18 @@ def _captured(ir: SidecarIR, http_services: list[Service], app_ports: list[int])
         else None
     )
     passthrough = ClusterIR(name=PASSTHROUGH_CLUSTER, protocol=Protocol.TCP, original_dst=True)
+    if egress is EgressFilter.DROP_ALL:  # refused connections go nowhere (the passthrough stays for HTTP's sake)
+        passthrough_extra: tuple[ClusterIR, ...] = (
+            ClusterIR(name=EGRESS_DENIED_CLUSTER, protocol=Protocol.TCP, blackhole=True),
+        )
+    else:
+        passthrough_extra = ()
     return replace(
         ir,
+        outbound=outbound,
         inbound=(),
         captured_inbound=captured,
         http_outbound=http,
-        clusters=(*ir.clusters, passthrough),
+        clusters=(*ir.clusters, passthrough, *passthrough_extra),
+        virtual_hosts=(*ir.virtual_hosts, _egress_host(egress)),
     )

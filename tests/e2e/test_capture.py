@@ -6,8 +6,10 @@ Needs root (``ip netns``) and iptables (scripts/setup installs it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jsonpatch
@@ -50,11 +52,13 @@ def upstream(service_name: str, version: str, port: int, protocol: str) -> list[
     return [pod, eps, virtual_node(name, "shop", selector=labels, listeners=listeners)]
 
 
-def mesh(directory: Path) -> None:
+def mesh(directory: Path, egress: str | None = None) -> None:
     ledger = tcp_route({"ledger-v1": 70, "ledger-v2": 30})
     ledger["metadata"]["namespace"] = "shop"
+    labels = {"mesh.meshctl.dev/egress-filter": egress} if egress else {}
     write(
         directory / "mesh.yaml",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": labels}},
         service("reviews", "shop", port=80),
         service("ledger", "shop", port=5432),
         *upstream("reviews", "v1", 8081, "http"),
@@ -90,7 +94,10 @@ def namespaces():
     remove(pod, peer)
 
 
-async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespaces, tmp_path):
+@contextlib.asynccontextmanager
+async def captured_pod(namespaces, tmp_path: Path, *, egress: str | None = None) -> AsyncIterator[tuple[NetNs, NetNs]]:
+    """The injected pod, ready (its Envoy's /ready), and the peer host running the control plane and upstreams;
+    ``egress``: the shop namespace's egress filter label."""
     pod, peer = namespaces
     ca = new_ca()
     tls = tmp_path / "tls"
@@ -100,7 +107,7 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
         (tls / name).write_bytes(data)
     manifests = tmp_path / "mesh"
     manifests.mkdir()
-    mesh(manifests)
+    mesh(manifests, egress)
     logs = tmp_path / "logs"
     logs.mkdir()
     try:
@@ -119,6 +126,11 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
                 name,
                 log=logs / f"{name}.log",
             )
+        # outside the mesh, on the Service port of reviews (80): reached only through the egress filter
+        await peer.start(
+            PY, "-m", "meshctl.devtools.sample_app", "--host", PEER, "--port", "80", "--name", "outside-http",
+            log=logs / "outside-http.log",
+        )  # fmt: skip
         for name, port in (("ledger-v1", 9001), ("ledger-v2", 9002), ("ignored", 2222), ("outside", 7000)):
             await peer.start(PY, "-m", "tests.capture_tool", "echo", PEER, str(port), name, log=logs / f"{name}.log")
 
@@ -166,6 +178,18 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
 
         await eventually(ready, timeout=60, interval=0.5)
 
+        yield pod, peer
+    except BaseException:
+        for log in sorted(logs.iterdir()):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        await pod.stop()
+        await peer.stop()
+
+
+async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespaces, tmp_path):
+    async with captured_pod(namespaces, tmp_path) as (pod, peer):
         # HTTP: the app calls the Service's address with its name as Host; the Route's weighted split applies.
         counts = tool(pod, "http", f"http://{REVIEWS_IP}/", "reviews.shop", "1000")
         assert_split(counts, {"v1": 80, "v2": 20})
@@ -190,10 +214,31 @@ async def test_an_unaware_app_gets_the_routes_through_a_captured_envoy(namespace
         # Inbound: the peer calls the pod's app port; Envoy's ingress listener takes it to the app.
         assert tool(peer, "http", f"http://{POD}:8080/", "web", "20") == {"web": 20}
         assert envoy_stats(pod)["http.inbound_8080.downstream_rq_total"] == 20
-    except BaseException:
-        for log in sorted(logs.iterdir()):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        await pod.stop()
-        await peer.stop()
+
+
+async def test_the_egress_filter_passes_or_refuses_what_the_mesh_does_not_declare(namespaces, tmp_path):
+    """App Mesh's egressFilter, per namespace (label mesh.meshctl.dev/egress-filter). ALLOW_ALL (the test above,
+    the default) passes undeclared destinations through: TCP (a port no Service has) and HTTP (an undeclared host on
+    a Service's port). DROP_ALL refuses both, counted, while the mesh's own routes keep working."""
+    async with captured_pod(namespaces, tmp_path, egress="DROP_ALL") as (pod, _peer):
+        assert tool(pod, "http", f"http://{REVIEWS_IP}/", "reviews.shop", "20").keys() <= {"v1", "v2"}  # declared
+        assert tool(pod, "tcp", LEDGER_IP, "5432", "10").keys() <= {"ledger-v1", "ledger-v2"}
+
+        # TCP to a destination outside the mesh: closed at once, counted.
+        refused = tool(pod, "tcp", PEER, "7000", "3")  # closed or reset by Envoy, never answered
+        assert refused.keys() <= {"closed", "ConnectionResetError"} and sum(refused.values()) == 3, refused
+        stats = envoy_stats(pod)
+        assert stats.get("tcp.egress_denied.downstream_cx_total", 0) == 3, {
+            k: v for k, v in stats.items() if "egr" in k
+        }
+        assert stats.get("cluster.passthrough.upstream_cx_total", 0) == 0  # not one connection went out
+        # HTTP to a host the mesh does not declare, on a Service's port: 404 saying why.
+        answer = tool(pod, "peek", f"http://{PEER}/", "example.com")
+        assert answer["status"] == 404 and "egress filter is DROP_ALL" in answer["body"], answer
+        # The port capture leaves alone is still left alone.
+        assert tool(pod, "tcp", PEER, "2222", "3") == {"ignored": 3}
+
+
+async def test_allow_all_passes_an_undeclared_http_host_to_where_it_was_going(namespaces, tmp_path):
+    async with captured_pod(namespaces, tmp_path, egress="ALLOW_ALL") as (pod, _peer):
+        assert tool(pod, "http", f"http://{PEER}/", "example.com", "5") == {"outside-http": 5}

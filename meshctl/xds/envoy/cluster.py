@@ -36,7 +36,10 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 def build_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(name=ir.name, connect_timeout=duration_ms(CONNECT_TIMEOUT_MS))
     cluster.common_lb_config.healthy_panic_threshold.value = HEALTHY_PANIC_PERCENT
-    if ir.static_endpoint is not None:
+    if ir.blackhole:
+        cluster.type = cluster_pb2.Cluster.STATIC
+        cluster.load_assignment.cluster_name = ir.name
+    elif ir.static_endpoint is not None:
         cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(build_load_assignment(ir.name, [ir.static_endpoint]))
     elif ir.original_dst:

@@ -15,6 +15,7 @@ from google.protobuf import any_pb2
 
 from meshctl.model import HttpMatch, Logging, Protocol, TlsMode
 from meshctl.translate.ir import (
+    EGRESS_DENIED_CLUSTER,
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
     InboundListenerIR,
@@ -56,7 +57,10 @@ def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
         listener.use_original_dst.value = True
         _restore_original_destination(listener)
         listener.filter_chains[0].filter_chain_match.destination_port.value = ir.port
-        passthrough = tcp_proxy_pb2.TcpProxy(stat_prefix=PASSTHROUGH_CLUSTER, cluster=PASSTHROUGH_CLUSTER)
+        # DROP_ALL: to a cluster with no endpoint, closed at once without any connection out, counted as
+        # tcp.egress_denied.downstream_cx_total.
+        where = EGRESS_DENIED_CLUSTER if ir.drop_undeclared else PASSTHROUGH_CLUSTER
+        passthrough = tcp_proxy_pb2.TcpProxy(stat_prefix=where, cluster=where)
         listener.default_filter_chain.filters.add(name=_TCP_PROXY, typed_config=any_of(passthrough))
     return listener
 

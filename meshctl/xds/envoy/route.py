@@ -107,6 +107,8 @@ def build_route(ir: RouteIR, *, default_retries: bool = True) -> rc.Route:
         return route
     if ir.direct_status is not None:
         route.direct_response.status = ir.direct_status
+        if ir.direct_body is not None:
+            route.direct_response.body.inline_string = ir.direct_body
         return route
     action = route.route
     if len(ir.clusters) == 1 and ir.clusters[0].request_headers is None and ir.clusters[0].response_headers is None:
