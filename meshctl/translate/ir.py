@@ -148,11 +148,12 @@ class TlsSourcesIR:
     trust_file: str | None = None
     trust_sds: str | None = None
     subject_alt_names: tuple[str, ...] = ()
+    present_certificate: bool = True  # False: one-way TLS (to a host outside the mesh, with no certificate given)
 
     @property
     def uses_mesh_secrets(self) -> bool:
         """Whether it names the mesh identity or roots (IDENTITY_SECRET, TRUST_SECRET)."""
-        mesh_certificate = self.certificate_files is None and self.certificate_sds is None
+        mesh_certificate = self.present_certificate and self.certificate_files is None and self.certificate_sds is None
         return mesh_certificate or (self.trust_file is None and self.trust_sds is None)
 
 
@@ -163,6 +164,7 @@ class UpstreamTlsIR(TlsSourcesIR):
     a client policy may name other sources (``TlsSourcesIR``)."""
 
     namespace: str
+    sni: str | None = None  # the server name asked for (a host outside the mesh: its DNS name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +201,8 @@ class ClusterIR:
     tls: UpstreamTlsIR | None = None  # the listener it reaches takes mTLS: originate it
     dns: DnsIR | None = None  # a VirtualNode found by DNS (serviceDiscovery.dns): each caller's Envoy resolves it
     blackhole: bool = False  # no endpoint, ever: where refused connections go (the egress filter's DROP_ALL)
+    # A VirtualNode found by DNS: its hostname, the server name callers' TLS asks for and checks (a client policy)
+    server_name: str | None = None
 
     @property
     def eds(self) -> bool:

@@ -654,6 +654,7 @@ def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | Non
                 tls=UpstreamTlsIR(namespace=key.namespace) if listener.accepts_mtls else None,
                 # LOADBALANCER: Envoy's logical DNS; ENDPOINTS: EDS from the control plane's answers (sources/dns.py)
                 dns=_dns_ir(spec.dns, listener.port) if spec.dns is not None and _resolved_by_envoy(spec) else None,
+                server_name=spec.dns.hostname if spec.dns is not None else None,
             )
     return clusters
 

@@ -389,6 +389,9 @@ def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
     files = None
     if policy.certificate_chain_file is not None and policy.private_key_file is not None:
         files = (policy.certificate_chain_file, policy.private_key_file)
+    # A host outside the mesh (found by DNS): TLS names it (SNI, its DNS name checked), and presents a client
+    # certificate only when the policy gives one (the mesh identity means nothing there).
+    external = cluster.server_name
     tls = UpstreamTlsIR(
         namespace=_namespace_port(cluster.name)[0],
         certificate_files=files,
@@ -396,6 +399,8 @@ def _with_policy(cluster: ClusterIR, policy: ClientPolicy) -> ClusterIR:
         trust_file=policy.trust_file,
         trust_sds=policy.trust_sds,
         subject_alt_names=policy.subject_alt_names,
+        sni=external,
+        present_certificate=external is None or files is not None or policy.certificate_sds is not None,
     )
     return cluster if cluster.tls == tls else replace(cluster, tls=tls)
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp import web
+
 from meshctl.controlplane.plane import ControlPlane
 from meshctl.devtools.envoy_process import free_port
+from meshctl.inject.pki import issue, new_ca
 from tests.conftest import Mesh, Sidecar, eventually
 from tests.dns_server import LoopbackDns
 from tests.manifests import API, route, service, virtual_node, write
@@ -139,3 +143,84 @@ async def test_loadbalancer_is_one_address_that_follows_a_changed_record(mesh_fa
         dns.records.pop(HOST)
         await eventually(lambda: sidecar.envoy.stats().get(f"cluster.{cluster}.update_failure", 0) > failures, 15)
         assert set(await served_by(m, sidecar, 5)) == {"127.0.0.4"}
+
+
+async def test_tls_is_originated_to_an_external_host_with_its_name_checked(mesh_factory, tmp_path):
+    """An external service over TLS, App Mesh's way: a DNS VirtualNode and the caller's backend clientPolicy.tls
+    (validation trust: a CA file). The app speaks plain HTTP to its sidecar; the sidecar originates TLS with the
+    host's name as SNI, checks the server certificate names it, and presents no client certificate. A server whose
+    certificate names another host is refused (503), never spoken to in the clear."""
+    ca = new_ca()
+    ca_file = tmp_path / "external-ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    port = free_port()
+    seen_sni: list[str | None] = []
+
+    async def serve_tls(address: str, name: str) -> web.AppRunner:
+        leaf = issue(ca, name, dns_names=(name,))
+        (tmp_path / f"{name}.crt").write_bytes(leaf.cert_pem)
+        (tmp_path / f"{name}.key").write_bytes(leaf.key_pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tmp_path / f"{name}.crt", tmp_path / f"{name}.key")
+        context.verify_mode = ssl.CERT_OPTIONAL  # asks for a client certificate: one not from this CA fails
+        context.load_verify_locations(ca_file)
+        context.sni_callback = lambda sock, server_name, ctx: seen_sni.append(server_name)
+
+        async def hello(request: web.Request) -> web.Response:
+            peer_cert = request.transport.get_extra_info("peercert") if request.transport else None
+            return web.Response(text=f"tls:{name}:client-cert={bool(peer_cert)}")
+
+        app = web.Application()
+        app.router.add_get("/", hello)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port, ssl_context=context).start()
+        return runner
+
+    runners = [await serve_tls("127.0.0.5", "api.external.test"), await serve_tls("127.0.0.6", "other.test")]
+    dns = LoopbackDns({"api.external.test": ["127.0.0.5"], "wrong.external.test": ["127.0.0.6"]})
+    dns.start()
+    try:
+        m: Mesh = await mesh_factory()
+        m.plane = ControlPlane.from_manifests(m.dir, dns_resolvers=(dns.address,))
+        policy = {"tls": {"validation": {"trust": {"file": {"certificateChain": str(ca_file)}}}}}
+        client = virtual_node("client", backends=["api", "wrong"])
+        for backend in client["spec"]["backends"]:
+            backend["virtualService"]["clientPolicy"] = policy
+        write(
+            m.dir / "mesh.yaml",
+            service("api"),
+            service("wrong"),
+            external_node("api-ext", "api.external.test", port),
+            external_node("wrong-ext", "wrong.external.test", port),
+            route("api", "api", {"api-ext": 100}),
+            route("wrong", "wrong", {"wrong-ext": 100}),
+            client,
+        )
+        await m.start()
+        sidecar = await m.sidecar("demo/client")
+
+        async def answered() -> bool:
+            status, body, _ = await m.get(sidecar, "api")
+            return status == 200 and body == "tls:api.external.test:client-cert=False"
+
+        await eventually(answered, timeout=20)
+        assert "api.external.test" in seen_sni
+        status, body, _ = await m.get(sidecar, "wrong")  # the certificate names other.test: refused
+        assert status == 503, (status, body)
+    finally:
+        dns.stop()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def external_node(name: str, hostname: str, port: int) -> dict:
+    return {
+        "apiVersion": API,
+        "kind": "VirtualNode",
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": {
+            "serviceDiscovery": {"dns": {"hostname": hostname, "responseType": "ENDPOINTS"}},
+            "listeners": [{"portMapping": {"port": port, "protocol": "http"}}],
+        },
+    }

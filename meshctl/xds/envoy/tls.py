@@ -42,6 +42,7 @@ FILE_SECRET_PREFIX = "file:"
 
 _TLS = "envoy.transport_sockets.tls"
 _URI = common_pb2.SubjectAltNameMatcher.URI
+_DNS = common_pb2.SubjectAltNameMatcher.DNS
 
 
 def _sds(name: str) -> secret_pb2.SdsSecretConfig:
@@ -68,7 +69,7 @@ def _common_context(common: common_pb2.CommonTlsContext, tls: TlsSourcesIR) -> c
         common.tls_certificate_sds_secret_configs.append(_sds(_certificate_file_secret_name(*tls.certificate_files)))
     elif tls.certificate_sds is not None:
         common.tls_certificate_sds_secret_configs.append(_agent_sds(tls.certificate_sds))
-    else:
+    elif tls.present_certificate:
         common.tls_certificate_sds_secret_configs.append(_sds(IDENTITY_SECRET))
     combined = common.combined_validation_context
     if tls.trust_file is not None:
@@ -86,15 +87,23 @@ def upstream_transport_socket(tls: UpstreamTlsIR) -> base_pb2.TransportSocket:
     policy's ``subject_alt_names`` or else an identity of the callee's namespace
     (``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``)."""
     context = tls_pb2.UpstreamTlsContext()
+    if tls.sni is not None:
+        context.sni = tls.sni
     validation = _common_context(context.common_tls_context, tls)
     if tls.subject_alt_names:
-        matchers = [string_pb2.StringMatcher(exact=name) for name in tls.subject_alt_names]
+        # A SPIFFE identity is a URI SAN; any other name (a host outside the mesh) a DNS SAN.
+        validation.match_typed_subject_alt_names.extend(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=_URI if name.startswith("spiffe://") else _DNS, matcher=string_pb2.StringMatcher(exact=name)
+            )
+            for name in tls.subject_alt_names
+        )
+    elif tls.sni is not None:
+        validation.match_typed_subject_alt_names.add(san_type=_DNS, matcher=string_pb2.StringMatcher(exact=tls.sni))
     else:
         pattern = rf"spiffe://[^/]+/ns/{re.escape(tls.namespace)}/sa/[^/]+"
-        matchers = [string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))]
-    validation.match_typed_subject_alt_names.extend(
-        common_pb2.SubjectAltNameMatcher(san_type=_URI, matcher=m) for m in matchers
-    )
+        matcher = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+        validation.match_typed_subject_alt_names.add(san_type=_URI, matcher=matcher)
     return base_pb2.TransportSocket(name=_TLS, typed_config=any_of(context))
 
 
