@@ -176,6 +176,10 @@ def routes_document(
             view["authorization"] = _authorization_view(clusters[name], mesh, callers, method, path)
     return {
         "from": source,
+        # What a captured proxy of the caller's namespace does with a host no Service has (App Mesh's egressFilter)
+        "egressFilter": (
+            mesh.egress_filters.get(source_key.namespace, mesh.default_egress) if source_key else mesh.default_egress
+        ).value,
         "origin": origin,
         "virtualHosts": [host_to_json(h) for h in hosts],
         "clusters": views,

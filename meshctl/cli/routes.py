@@ -211,6 +211,13 @@ def authorization_text(v: dict[str, Any]) -> Text:
     return Text(line, style="" if v["allowed"] else "bold red")
 
 
+def _egress_text(egress: str | None) -> str:
+    """What a captured proxy (traffic capture) does with a host no Service has, by the caller's egress filter."""
+    if egress == "DROP_ALL":
+        return "with traffic capture: egress filter DROP_ALL, answered 404 (not declared in the mesh)"
+    return "with traffic capture: egress filter ALLOW_ALL, passed through to where it was going"
+
+
 def _explain(args: argparse.Namespace) -> int:
     try:
         request = Request.from_url(args.method, args.url, parse_headers(args.header))
@@ -227,6 +234,7 @@ def _explain(args: argparse.Namespace) -> int:
         if result.virtual_host is None:
             lines.append(Text(f"virtual host: none ({result.host_reason})"))
             lines.append(Text("no route: Envoy answers 404 NR", style="bold red"))
+            lines.append(Text(_egress_text(data.get("egressFilter")), style="yellow"))
             return Group(*lines)
         lines.append(Text(f"virtual host: {result.virtual_host.name} ({result.host_reason})"))
         rows: list[list[str | Text]] = []
@@ -255,7 +263,8 @@ def _explain(args: argparse.Namespace) -> int:
                 lines.append(Text(f"VirtualNode {node}: {said}", style="yellow"))
         return Group(*lines)
 
-    emit(explanation_json(result, clusters) | {"proxylessNotes": notes}, args.output, render)
+    extra = {"proxylessNotes": notes, "egressFilter": data.get("egressFilter")}
+    emit(explanation_json(result, clusters) | extra, args.output, render)
     return 0 if result.route is not None else 1
 
 

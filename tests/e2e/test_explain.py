@@ -202,6 +202,11 @@ async def test_explain_and_get_routes_commands(routed):
     assert code == 1  # no route: scripts can tell
     doc = json.loads(out)
     assert doc["matched"] is None and doc["response"] == "404 NR (no route)" and len(doc["routes"]) == len(ROUTES)
+    # A host no Service has: what a captured proxy would do with it (the caller namespace's egress filter).
+    code, out, _ = await run_meshctl(
+        "explain", "--admin", admin, "--from", "demo/frontend", "GET", "http://example.com/"
+    )
+    assert code == 1 and "virtual host: none" in out and "egress filter ALLOW_ALL, passed through" in out, out
 
     code, out, err = await run_meshctl("get", "routes", "reviews", "-n", "demo", "--admin", admin, "-o", "json")
     assert code == 0, err
