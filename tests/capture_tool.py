@@ -43,6 +43,42 @@ async def tcp(host: str, port: int, n: int) -> dict[str, int]:
     return dict(counts)
 
 
+async def tls_ping(host: str, port: int, sni: str, n: int) -> dict[str, int]:
+    """``n`` TLS connections naming ``sni`` (the server is not checked: what is judged is where they get)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    counts: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=context, server_hostname=sni), 10
+            )
+            writer.write(b"ping")
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.read(1024), 10)
+            writer.close()
+            counts[reply.decode().split(":")[0] or "closed"] += 1
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            counts[type(exc).__name__] += 1
+    return dict(counts)
+
+
+async def tls_echo(host: str, port: int, name: str, cert: str, key: str) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(f"{name}:".encode() + data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, port, ssl=context)
+    async with server:
+        await server.serve_forever()
+
+
 async def echo(host: str, port: int, name: str) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1024):
@@ -123,6 +159,17 @@ def main() -> None:
     e.add_argument("host")
     e.add_argument("port", type=int)
     e.add_argument("name")
+    tp = sub.add_parser("tlsping")
+    tp.add_argument("host")
+    tp.add_argument("port", type=int)
+    tp.add_argument("sni")
+    tp.add_argument("n", type=int)
+    te = sub.add_parser("tlsecho")
+    te.add_argument("host")
+    te.add_argument("port", type=int)
+    te.add_argument("name")
+    te.add_argument("cert")
+    te.add_argument("key")
     g = sub.add_parser("get")
     g.add_argument("url")
     lo = sub.add_parser("load")
@@ -143,6 +190,10 @@ def main() -> None:
         print(json.dumps(asyncio.run(tcp(args.host, args.port, args.n))))
     elif args.what == "echo":
         asyncio.run(echo(args.host, args.port, args.name))
+    elif args.what == "tlsping":
+        print(json.dumps(asyncio.run(tls_ping(args.host, args.port, args.sni, args.n))))
+    elif args.what == "tlsecho":
+        asyncio.run(tls_echo(args.host, args.port, args.name, args.cert, args.key))
     elif args.what == "load":
         print(json.dumps(asyncio.run(load(args.url, args.host, args.rate, args.seconds))))
     elif args.what == "peek":

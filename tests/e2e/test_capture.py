@@ -131,6 +131,13 @@ async def captured_pod(namespaces, tmp_path: Path, *, egress: str | None = None)
             PY, "-m", "meshctl.devtools.sample_app", "--host", PEER, "--port", "80", "--name", "outside-http",
             log=logs / "outside-http.log",
         )  # fmt: skip
+        aws = issue(ca, "sts.us-east-1.amazonaws.com", dns_names=("sts.us-east-1.amazonaws.com",))
+        (tls / "aws.crt").write_bytes(aws.cert_pem)
+        (tls / "aws.key").write_bytes(aws.key_pem)
+        await peer.start(
+            PY, "-m", "tests.capture_tool", "tlsecho", PEER, "443", "aws", str(tls / "aws.crt"), str(tls / "aws.key"),
+            log=logs / "aws.log",
+        )  # fmt: skip
         for name, port in (("ledger-v1", 9001), ("ledger-v2", 9002), ("ignored", 2222), ("outside", 7000)):
             await peer.start(PY, "-m", "tests.capture_tool", "echo", PEER, str(port), name, log=logs / f"{name}.log")
 
@@ -237,6 +244,12 @@ async def test_the_egress_filter_passes_or_refuses_what_the_mesh_does_not_declar
         assert answer["status"] == 404 and "egress filter is DROP_ALL" in answer["body"], answer
         # The port capture leaves alone is still left alone.
         assert tool(pod, "tcp", PEER, "2222", "3") == {"ignored": 3}
+        # TLS to AWS's APIs passes, as App Mesh always let it; other TLS does not.
+        assert tool(pod, "tlsping", PEER, "443", "sts.us-east-1.amazonaws.com", "3") == {"aws": 3}
+        other = tool(pod, "tlsping", PEER, "443", "api.example.com", "2")
+        assert "aws" not in other and sum(other.values()) == 2, other
+        stats = envoy_stats(pod)
+        assert stats["tcp.egress_aws.downstream_cx_total"] == 3 and stats["tcp.egress_denied.downstream_cx_total"] == 5
 
 
 async def test_allow_all_passes_an_undeclared_http_host_to_where_it_was_going(namespaces, tmp_path):

@@ -58,7 +58,22 @@ def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
         _restore_original_destination(listener)
         listener.filter_chains[0].filter_chain_match.destination_port.value = ir.port
         # DROP_ALL: to a cluster with no endpoint, closed at once without any connection out, counted as
-        # tcp.egress_denied.downstream_cx_total.
+        # tcp.egress_denied.downstream_cx_total; but TLS to AWS's APIs (SNI *.amazonaws.com) passes, as App Mesh
+        # always let it (its SDKs call AWS directly), counted as tcp.egress_aws.*.
+        if ir.drop_undeclared:
+            # Only connections to port 443 are inspected: the others go on at once (to their own listener, or
+            # refused), a server-first protocol included.
+            inspector = listener.listener_filters.add(
+                name="envoy.filters.listener.tls_inspector", typed_config=any_of(tls_inspector_pb2.TlsInspector())
+            )
+            inspector.filter_disabled.not_match.destination_port_range.start = 443
+            inspector.filter_disabled.not_match.destination_port_range.end = 444
+            aws = listener.filter_chains.add()
+            aws.filter_chain_match.destination_port.value = 443
+            aws.filter_chain_match.transport_protocol = "tls"
+            aws.filter_chain_match.server_names.append("*.amazonaws.com")
+            to_aws = tcp_proxy_pb2.TcpProxy(stat_prefix="egress_aws", cluster=PASSTHROUGH_CLUSTER)
+            aws.filters.add(name=_TCP_PROXY, typed_config=any_of(to_aws))
         where = EGRESS_DENIED_CLUSTER if ir.drop_undeclared else PASSTHROUGH_CLUSTER
         passthrough = tcp_proxy_pb2.TcpProxy(stat_prefix=where, cluster=where)
         listener.default_filter_chain.filters.add(name=_TCP_PROXY, typed_config=any_of(passthrough))
