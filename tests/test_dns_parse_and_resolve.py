@@ -159,3 +159,22 @@ def test_system_resolvers_read_resolv_conf(tmp_path) -> None:
     conf.write_text("search svc.cluster.local\nnameserver 10.96.0.10\nnameserver fd00::a\noptions ndots:5\n")
     assert system_resolvers(conf) == ("10.96.0.10:53", "[fd00::a]:53")
     assert system_resolvers(tmp_path / "missing") == ("127.0.0.1:53",)
+
+
+def test_the_egress_filter_label_is_read_and_a_bad_one_named(tmp_path) -> None:
+    from meshctl.model import EgressFilter
+
+    write(
+        tmp_path / "ns.yaml",
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "shop", "labels": {"mesh.meshctl.dev/egress-filter": "DROP_ALL"}}},
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "bad", "labels": {"mesh.meshctl.dev/egress-filter": "drop"}}},
+    )  # fmt: skip
+    model = load_manifests(tmp_path)
+    assert model.namespaces[ObjectKey("Namespace", "", "shop")].egress_filter is EgressFilter.DROP_ALL
+    mesh = translate_mesh(model)
+    assert mesh.egress_filters == {"shop": EgressFilter.DROP_ALL}
+    assert any("mesh.meshctl.dev/egress-filter" in e and "ALLOW_ALL, DROP_ALL" in e for e in model.load_errors), (
+        model.load_errors
+    )
