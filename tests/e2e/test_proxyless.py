@@ -271,6 +271,14 @@ async def test_the_grpc_example_splits_matches_and_flips_for_proxyless_clients(m
             await server.server.stop(0)
 
 
+async def sidecar_answers(channel: grpc.aio.Channel, expected: bytes) -> bool:
+    """Whether a call through the Envoy sidecar gets ``expected`` now (a failed call: not yet)."""
+    try:
+        return bool(await channel.unary_unary(SAY)(b"x", timeout=2) == expected)
+    except grpc.aio.AioRpcError:
+        return False
+
+
 def prefix_to_v2(servers: dict[str, EchoServer]) -> list[dict]:
     """Service echo-v2 (gRPC) over the v2 server and an HTTPRoute on Service echo sending PathPrefix /demo.Echo there."""
     v2 = {
@@ -304,13 +312,7 @@ async def test_an_httproute_path_prefix_is_taken_by_the_sidecar_and_the_proxyles
     async with grpc_mesh(mesh_factory, ("v1", "v2"), first) as (m, _, channel, servers):
         write(m.dir / "mesh.yaml", *mesh_docs(servers), *prefix_to_v2(servers))
 
-        async def sidecar_on_v2() -> bool:
-            try:
-                return await channel.unary_unary(SAY)(b"x", timeout=2) == b"v2:x"
-            except grpc.aio.AioRpcError:
-                return False
-
-        await eventually(sidecar_on_v2, timeout=20)
+        await eventually(lambda: sidecar_answers(channel, b"v2:x"), timeout=20)
         async with proxyless(m, "demo/client/pl-0", 30) as client:
             await eventually(lambda: len(client.replies()) >= 5, timeout=20)
             assert set(client.replies()) == {"v2:x"} and all(c["ok"] for c in client.calls), client.calls[:3]
@@ -386,13 +388,7 @@ async def test_a_rejection_by_the_proxyless_client_alone_changes_only_what_it_is
         monkeypatch.setattr(route_wire, "_match_bytes", uncached)
         write(m.dir / "mesh.yaml", *mesh_docs(servers), *prefix_to_v2(servers))
 
-        async def sidecar_on_v2() -> bool:
-            try:
-                return await channel.unary_unary(SAY)(b"x", timeout=2) == b"v2:x"
-            except grpc.aio.AioRpcError:
-                return False
-
-        await eventually(sidecar_on_v2, timeout=20)
+        await eventually(lambda: sidecar_answers(channel, b"v2:x"), timeout=20)
 
         async def grpc_client_rejected() -> bool:
             proxies = {p["kind"]: p for p in (await m.admin("/api/v1/proxies"))["proxies"]}
