@@ -6,12 +6,14 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CollectorRegistry, generate_latest
 
+from meshctl.admin.graph_view import graph_document
 from meshctl.admin.policies_view import policies_document, scrape_policy_counters
 from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
@@ -147,13 +149,23 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapi
 def _authorization(authorize: Authorizer) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        if request.path not in OPEN_PATHS:
+        # (the web view's three static files hold no data: its data comes from the API, authorized as the rest)
+        if request.path not in OPEN_PATHS and not request.path.startswith("/ui"):
             status, why = await authorize(request.headers.get("Authorization"))
             if status != 200:
                 return web.Response(status=status, text=why + "\n")
         return await handler(request)
 
     return check
+
+
+_UI_DIR = Path(__file__).parent / "ui"
+_UI_TYPES = {"index.html": "text/html", "app.mjs": "text/javascript", "style.css": "text/css"}
+# Read-only and self-contained: nothing inline, nothing from another origin, never framed.
+_UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def build_admin_app(
@@ -201,8 +213,7 @@ def build_admin_app(
             )
         return web.json_response({"items": ingresses()})
 
-    @routes.get("/api/v1/proxies")
-    async def proxies(_: web.Request) -> web.Response:
+    def proxy_items() -> list[dict[str, Any]]:
         now = time.time()
         items = []
         for stream in registry.streams():
@@ -213,7 +224,35 @@ def build_admin_app(
                     item["types"][short]["sync"] = stream.sync_state(type_url, snap, now)
             item["replica"] = replica
             items.append(item)
-        return web.json_response({"replica": replica, "proxies": items})
+        return items
+
+    @routes.get("/api/v1/proxies")
+    async def proxies(_: web.Request) -> web.Response:
+        return web.json_response({"replica": replica, "proxies": proxy_items()})
+
+    @routes.get("/api/v1/graph")
+    async def graph(_: web.Request) -> web.Response:
+        """The mesh as the web view draws it (admin/graph_view.py)."""
+        mesh = controller.mesh
+        if mesh is None:
+            raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
+        return web.json_response(graph_document(mesh, controller.statuses(), proxy_items()))
+
+    @routes.get("/ui")
+    async def ui_root(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui/")
+
+    @routes.get("/ui/{name:[a-z.]*}")
+    async def ui_file(request: web.Request) -> web.Response:
+        """The web view: three static files, no build step, no script or style from anywhere else (CSP)."""
+        name = request.match_info["name"] or "index.html"
+        if name not in _UI_TYPES:
+            raise web.HTTPNotFound()
+        response = web.Response(body=(_UI_DIR / name).read_bytes(), content_type=_UI_TYPES[name], charset="utf-8")
+        response.headers["Content-Security-Policy"] = _UI_CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @routes.get("/api/v1/policies")
     async def policies(_: web.Request) -> web.Response:

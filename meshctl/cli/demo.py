@@ -130,6 +130,7 @@ class _Demo:
         _say(f"  envoy sidecar    demo/frontend (envoy 1.40)     {sidecar}")
         _say(f"  logs             {self.workdir}\n")
         _say(f"  try: meshctl get proxies --admin {self.admin}")
+        _say(f"  web view: {self.admin}/ui/  (the mesh as a picture; meshctl dashboard --admin {self.admin})")
         _say(f"       curl -H 'Host: {HOST}' http://127.0.0.1:{self.egress}/\n")
 
     async def _one(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from rich.text import Text
 
-from meshctl.cli.client import AdminClient
+from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.output import add_output_flag, emit, table
 
 __all__ = ["add_admin_flag", "add_commands", "add_read_flags", "age", "group_node"]
@@ -218,6 +218,23 @@ def _config_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """The web view's URL, after checking the control plane answers there; how to reach it in a cluster."""
+    url = args.admin.rstrip("/") + "/ui/"
+    try:
+        AdminClient(args.admin).get("/api/v1/graph")  # answers once the control plane has synced
+    except CliError as exc:
+        raise CliError(
+            f"{exc}; in a cluster, first: kubectl -n meshctl-system port-forward svc/meshctl 19000"
+        ) from None
+    print(url)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
+
+
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     get: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -230,6 +247,10 @@ def add_commands(
     )
     common(p)
     p.set_defaults(run=_get_proxies)
+    p = sub.add_parser("dashboard", help="the web view of the mesh: prints its URL (served by the control plane)")
+    add_admin_flag(p)
+    p.add_argument("--open", action="store_true", help="open it in the default browser too")
+    p.set_defaults(run=_dashboard)
     p = get.add_parser("status", help="VirtualNode and Route conditions (exit 1 if any is not True)")
     common(p)
     p.set_defaults(run=_get_status)

@@ -1,0 +1,89 @@
+// The mesh view: polls /api/v1/graph and draws it (SVG and a table, text only: no innerHTML). Positions come from
+// the server (stable columns and rows), so a refresh never moves what did not change.
+const SVG = "http://www.w3.org/2000/svg";
+const WIDTH = 260, HEIGHT = 44, GAP_X = 170, GAP_Y = 22, PAD = 20;
+let shown = "";
+
+function el(name, attrs = {}, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function place(node) {
+  return { x: PAD + node.column * (WIDTH + GAP_X), y: PAD + node.row * (HEIGHT + GAP_Y) };
+}
+
+function draw(graph) {
+  const svg = document.getElementById("graph");
+  const at = new Map(graph.nodes.map((n) => [n.id, place(n)]));
+  const rows = Math.max(1, ...graph.nodes.map((n) => n.row + 1));
+  svg.setAttribute("viewBox", `0 0 ${PAD * 2 + 3 * WIDTH + 2 * GAP_X} ${PAD * 2 + rows * (HEIGHT + GAP_Y)}`);
+  svg.setAttribute("height", String(Math.min(900, PAD * 2 + rows * (HEIGHT + GAP_Y))));
+  svg.replaceChildren();
+  for (const e of graph.edges) {
+    const a = at.get(e.from), b = at.get(e.to);
+    if (!a || !b) continue;
+    const g = el("g", { class: "edge", "data-from": e.from, "data-to": e.to });
+    const x1 = a.x + WIDTH, y1 = a.y + HEIGHT / 2, x2 = b.x, y2 = b.y + HEIGHT / 2;
+    g.append(el("line", { x1, y1, x2, y2 }));
+    if (e.label) g.append(el("text", { x: (x1 + x2) / 2 - 12, y: (y1 + y2) / 2 - 4, class: "weight" }, e.label));
+    svg.append(g);
+  }
+  for (const n of graph.nodes) {
+    const p = at.get(n.id);
+    const classes = ["node", n.kind === "Service" ? "service" : "vn"];
+    if (n.sync) classes.push(`sync-${n.sync.replace(" ", "_")}`);
+    if (n.problem) classes.push("problem");
+    const g = el("g", { class: classes.join(" "), "data-id": n.id, transform: `translate(${p.x},${p.y})` });
+    g.append(el("rect", { width: WIDTH, height: HEIGHT, rx: 6 }));
+    const label = `${n.kind === "Service" ? "Service" : "VirtualNode"} ${n.namespace}/${n.name}`;
+    g.append(el("text", { x: 8, y: 17 }, label));
+    const detail = n.kind === "Service" ? "" : `${n.proxies} prox${n.proxies === 1 ? "y" : "ies"}${n.sync ? " · " + n.sync : ""}`;
+    g.append(el("text", { x: 8, y: 34, class: n.rejected ? "why" : "" }, n.rejected ? `rejected: ${n.rejected}`.slice(0, 44) : detail));
+    if (n.rejected) g.append(el("title", {}, n.rejected));
+    svg.append(g);
+  }
+  const body = document.querySelector("#edges tbody");
+  body.replaceChildren(...graph.edges.map((e) => {
+    const tr = document.createElement("tr");
+    for (const text of [e.from, e.to, e.label || "declared backend"]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  }));
+  const problems = document.getElementById("problems");
+  problems.replaceChildren(...(graph.problems.length ? graph.problems.map((p) => {
+    const li = document.createElement("li");
+    li.textContent = `${p.kind} ${p.namespace}/${p.name}: ` + p.conditions.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ");
+    return li;
+  }) : [Object.assign(document.createElement("li"), { textContent: "none" })]));
+  const vns = graph.nodes.filter((n) => n.kind === "VirtualNode").length;
+  const services = graph.nodes.length - vns;
+  document.getElementById("summary").textContent =
+    `${services} Services, ${vns} VirtualNodes, ${graph.problems.length} problems`;
+  document.documentElement.dataset.version = graph.version;
+}
+
+async function poll() {
+  try {
+    const r = await fetch("../api/v1/graph", { cache: "no-store" });
+    if (r.ok) {
+      const graph = await r.json();
+      if (graph.version !== shown) {
+        draw(graph);
+        shown = graph.version;
+      }
+    } else {
+      document.getElementById("summary").textContent = `the control plane answered ${r.status}`;
+    }
+  } catch (err) {
+    document.getElementById("summary").textContent = "the control plane is not reachable";
+  }
+  setTimeout(poll, document.hidden ? 5000 : 1000);
+}
+
+poll();

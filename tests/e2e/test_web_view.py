@@ -1,0 +1,120 @@
+"""The web view (issue 35, first part) in a real headless browser (Debian's chromium over the DevTools protocol):
+the mesh renders with its weights, a shift changes the edge label in the open page without a reload, a proxy that
+NACKs turns its VirtualNode red with Envoy's message, and the page runs under its strict Content-Security-Policy.
+A screenshot of each state is saved with the test's files."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+
+from meshctl.xds.envoy.types import CLUSTER
+from tests.ads_client import AdsClient
+from tests.browser import Browser
+from tests.conftest import Mesh, eventually
+from tests.manifests import route, service, virtual_node, workload, write
+
+SHIFT_SECONDS = 2.0  # the issue's bound: a shift shows in the open page within 2 s
+
+
+def docs(m: Mesh, weights: tuple[int, int]) -> list:
+    return [
+        service("reviews"),
+        *workload("reviews", "v1", m.ports["v1"]),
+        *workload("reviews", "v2", m.ports["v2"]),
+        virtual_node("frontend", backends=["reviews"]),
+        route("reviews", "reviews", {"reviews-v1": weights[0], "reviews-v2": weights[1]}),
+    ]
+
+
+async def labels(page) -> dict[str, str]:
+    """Edge label by (from -> to), as drawn in the SVG."""
+    return await page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#graph g.edge')].map("
+        "e => [e.dataset.from + ' -> ' + e.dataset.to, (e.querySelector('text') || {}).textContent || '']))"
+    )
+
+
+async def test_the_mesh_renders_a_shift_shows_without_a_reload_and_a_nack_turns_red(mesh_factory, tmp_path):
+    m: Mesh = await mesh_factory()
+    await m.app("v1")
+    await m.app("v2")
+    write(m.dir / "mesh.yaml", *docs(m, (90, 10)))
+    await m.start()
+    await m.sidecar("demo/frontend")
+    url = f"http://127.0.0.1:{m.plane.admin_port}/ui/"
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+
+    browser = Browser(tmp_path / "chromium")
+    await browser.start()
+    try:
+        page = await browser.page(url)
+
+        async def drawn() -> bool:
+            return bool(
+                await page.evaluate("(document.documentElement && document.documentElement.dataset.version) || ''")
+            )
+
+        await eventually(drawn, timeout=20)
+        await page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+        texts = await page.evaluate("[...document.querySelectorAll('#graph text')].map(t => t.textContent)")
+        for name in ("Service demo/reviews", "VirtualNode demo/frontend", "VirtualNode demo/reviews-v1",
+                     "VirtualNode demo/reviews-v2"):  # fmt: skip
+            assert name in texts, texts
+        edges = await labels(page)
+        assert edges["Service/demo/reviews -> VirtualNode/demo/reviews-v1"] == "90%", edges
+        assert edges["Service/demo/reviews -> VirtualNode/demo/reviews-v2"] == "10%", edges
+        assert "1 proxy · SYNCED" in texts, texts
+        await page.screenshot(tmp_path / "mesh.png")
+
+        # A shift, as `meshctl shift` writes it: the label changes in the open page, no reload.
+        shifted = time.monotonic()
+        write(m.dir / "mesh.yaml", *docs(m, (50, 50)))
+
+        async def half() -> bool:
+            return (await labels(page)).get("Service/demo/reviews -> VirtualNode/demo/reviews-v1") == "50%"
+
+        await eventually(half, timeout=SHIFT_SECONDS)
+        assert time.monotonic() - shifted <= SHIFT_SECONDS
+        assert await page.evaluate("window.loadedOnce === true")
+        await page.screenshot(tmp_path / "shifted.png")
+
+        # A proxy of frontend rejects its clusters: the node turns red with the message.
+        nacker = AdsClient(m.plane.xds_port, "demo/frontend/nacker", "demo/frontend")
+        await nacker.send(CLUSTER)
+        response = await nacker.recv()
+        await nacker.send(CLUSTER, version="", nonce=response.nonce, error="injected: cluster refused by this proxy")
+
+        async def red() -> bool:
+            return bool(
+                await page.evaluate(
+                    "!!document.querySelector('g.node.sync-NACKED[data-id=\"VirtualNode/demo/frontend\"]')"
+                )
+            )
+
+        await eventually(red, timeout=10)
+        shown = await page.evaluate("document.querySelector('g.node.sync-NACKED title').textContent")
+        assert "injected: cluster refused by this proxy" in shown, shown
+        await page.screenshot(tmp_path / "nacked.png")
+        await nacker.close()
+        assert page.console == [], page.console  # no script error in the page
+    finally:
+        await browser.stop()
+
+
+async def test_dashboard_prints_the_url_or_one_line_saying_how_to_reach_it(mesh_factory):
+    from meshctl.devtools.envoy_process import free_port
+    from tests.e2e.test_explain import run_meshctl
+
+    m: Mesh = await mesh_factory()
+    write(m.dir / "mesh.yaml", service("reviews"))
+    await m.start()
+    admin = f"http://127.0.0.1:{m.plane.admin_port}"
+    code, out, err = await run_meshctl("dashboard", "--admin", admin)
+    assert code == 0 and out.strip() == f"{admin}/ui/", (out, err)
+    code, out, err = await run_meshctl("dashboard", "--admin", f"http://127.0.0.1:{free_port()}")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "port-forward svc/meshctl 19000" in err, err
+    assert "Traceback" not in err
