@@ -60,7 +60,7 @@ class DiscoveringSource:
         self._emitting = asyncio.Lock()
 
     def describe(self) -> dict[str, Any]:
-        return {**self.inner.describe(), "dnsResolvers": [f"{h}:{p}" for h, p in self.resolver.servers]}
+        return self.inner.describe()  # where the model comes from: the wrapped source (``meshctl shift`` reads it)
 
     def __getattr__(self, name: str) -> Any:  # the wrapped source's own API (e.g. the manifest directory)
         return getattr(self.inner, name)
