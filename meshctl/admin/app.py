@@ -19,6 +19,8 @@ from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
 from meshctl.model import ObjectKey
+from meshctl.routing.match import Request, explain, explanation_json
+from meshctl.routing.table import host_from_json
 from meshctl.translate.authz import service_accounts
 from meshctl.translate.gamma import parents_document
 from meshctl.translate.ir import ObjectStatus
@@ -332,8 +334,9 @@ def build_admin_app(
         }
         return web.json_response(document)
 
-    @routes.get("/api/v1/routes")
-    async def route_tables(request: web.Request) -> web.Response:
+    async def routes_for(
+        source: str | None, service: str | None, method: str | None, path: str | None
+    ) -> dict[str, Any]:
         mesh = controller.mesh
         if mesh is None:
             raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
@@ -344,21 +347,44 @@ def build_admin_app(
             return sorted(service_accounts(model, mesh.virtual_nodes, vn)) if model is not None else []
 
         try:
-            document = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 routes_document,
                 mesh,
                 snapshots,
-                source=request.query.get("from"),
-                service=request.query.get("service"),
+                source=source,
+                service=service,
                 identities=controller.proven_identities,
                 trust_domain=controller.identities.ca.trust_domain,
-                method=request.query.get("method"),
-                path=request.query.get("path"),
+                method=method,
+                path=path,
                 service_accounts=accounts,
             )
         except NotFound as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
-        return web.json_response(document)
+
+    @routes.get("/api/v1/routes")
+    async def route_tables(request: web.Request) -> web.Response:
+        q = request.query
+        return web.json_response(await routes_for(q.get("from"), q.get("service"), q.get("method"), q.get("path")))
+
+    @routes.get("/api/v1/explain")
+    async def explain_request(request: web.Request) -> web.Response:
+        """``meshctl explain``'s answer for ``method``, ``url`` and ``header`` (``Name: value``, repeatable) as the
+        proxies of ``from`` see it (the web view's explain form; the same document as ``explain -o json``)."""
+        q = request.query
+        headers = []
+        for raw in q.getall("header", []):
+            name, sep, value = raw.partition(":")
+            if not sep or not name.strip():
+                raise web.HTTPBadRequest(text=f"header {raw!r}: expected 'Name: value'\n")
+            headers.append((name.strip().lower(), value.strip()))
+        try:
+            req = Request.from_url(q.get("method", "GET"), q.get("url", ""), headers)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{q.get('url')!r} is not a URL: {exc}\n") from None
+        data = await routes_for(q.get("from") or None, None, req.method, req.path)
+        result = explain(tuple(host_from_json(h) for h in data["virtualHosts"]), req)
+        return web.json_response(explanation_json(result, data["clusters"]) | {"egressFilter": data["egressFilter"]})
 
     @routes.post("/api/v1/diff")
     async def diff(request: web.Request) -> web.Response:

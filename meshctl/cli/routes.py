@@ -12,7 +12,7 @@ from rich.text import Text
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.inspect import add_read_flags
 from meshctl.cli.output import emit, table
-from meshctl.routing.match import Explanation, Request, explain
+from meshctl.routing.match import Request, explain, explanation_json
 from meshctl.routing.shadow import Shadowing, describe_request, find_shadowed
 from meshctl.routing.table import RouteRule, VirtualHost, host_from_json, route_to_json
 
@@ -166,31 +166,6 @@ def _cluster_cells(c: dict[str, Any]) -> list[str | Text]:
 
 
 # --- explain ---------------------------------------------------------------------------------------------------
-
-
-def explanation_json(e: Explanation, clusters: dict[str, Any]) -> dict[str, Any]:
-    route = e.route
-    return {
-        "request": {
-            "method": e.request.method,
-            "authority": e.request.authority,
-            "path": e.request.path,
-            "headers": [[k, v] for k, v in e.request.headers],
-        },
-        "virtualHost": e.virtual_host.name if e.virtual_host else None,
-        "virtualHostReason": e.host_reason,
-        "routes": [
-            {"index": v.index, "name": v.route.name, "match": v.route.match.describe(), "failure": v.failure}
-            for v in e.verdicts
-        ],
-        "matched": route.name if route else None,
-        "response": None if route else "404 NR (no route)",
-        "targets": [
-            {"cluster": c, "probability": p, **clusters.get(c, {})} for c, p in (route.probabilities() if route else [])
-        ],
-        "retry": route_to_json(route)["retry"] if route else None,
-        "timeoutMs": route.timeout_ms if route else None,
-    }
 
 
 def mtls_text(mtls: dict[str, Any] | None) -> str:

@@ -11,12 +11,29 @@ from __future__ import annotations
 import posixpath
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 
 import re2
 
-from meshctl.routing.table import HeaderMatcher, PathMatcher, QueryMatcher, RouteRule, StringMatcher, VirtualHost
+from meshctl.routing.table import (
+    HeaderMatcher,
+    PathMatcher,
+    QueryMatcher,
+    RouteRule,
+    StringMatcher,
+    VirtualHost,
+    route_to_json,
+)
 
-__all__ = ["Explanation", "Request", "RouteVerdict", "explain", "first_failure", "pick_virtual_host"]
+__all__ = [
+    "Explanation",
+    "Request",
+    "RouteVerdict",
+    "explain",
+    "explanation_json",
+    "first_failure",
+    "pick_virtual_host",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +229,29 @@ def explain(hosts: tuple[VirtualHost, ...], request: Request) -> Explanation:
         if failure is None:
             break
     return Explanation(request, vh, reason, tuple(verdicts))
+
+
+def explanation_json(e: Explanation, clusters: dict[str, Any]) -> dict[str, Any]:
+    """What ``meshctl explain -o json`` prints and ``/api/v1/explain`` answers (the web view's explain form)."""
+    route = e.route
+    return {
+        "request": {
+            "method": e.request.method,
+            "authority": e.request.authority,
+            "path": e.request.path,
+            "headers": [[k, v] for k, v in e.request.headers],
+        },
+        "virtualHost": e.virtual_host.name if e.virtual_host else None,
+        "virtualHostReason": e.host_reason,
+        "routes": [
+            {"index": v.index, "name": v.route.name, "match": v.route.match.describe(), "failure": v.failure}
+            for v in e.verdicts
+        ],
+        "matched": route.name if route else None,
+        "response": None if route else "404 NR (no route)",
+        "targets": [
+            {"cluster": c, "probability": p, **clusters.get(c, {})} for c, p in (route.probabilities() if route else [])
+        ],
+        "retry": route_to_json(route)["retry"] if route else None,
+        "timeoutMs": route.timeout_ms if route else None,
+    }

@@ -118,3 +118,64 @@ async def test_dashboard_prints_the_url_or_one_line_saying_how_to_reach_it(mesh_
     code, out, err = await run_meshctl("dashboard", "--admin", f"http://127.0.0.1:{free_port()}")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "port-forward svc/meshctl 19000" in err, err
     assert "Traceback" not in err
+
+
+async def test_the_explain_form_and_meshctl_explain_agree(mesh_factory, tmp_path):
+    """The page's explain form asks the control plane what `meshctl explain` computes: for each request, the same
+    virtual host, the same matched route and the same verdict on every route."""
+    import json
+
+    from tests.e2e.test_explain import run_meshctl
+
+    m: Mesh = await mesh_factory()
+    await m.app("v1")
+    await m.app("v2")
+    beta = route("reviews-beta", "reviews", {"reviews-v2": 100}, priority=10,
+                 match={"prefix": "/", "headers": [{"name": "x-user", "match": {"exact": "beta"}}]})  # fmt: skip
+    write(m.dir / "mesh.yaml", *docs(m, (90, 10)), beta)
+    await m.start()
+    admin = f"http://127.0.0.1:{m.plane.admin_port}"
+    requests = [
+        ("GET", "http://reviews.demo/", []),
+        ("POST", "http://reviews.demo/x", ["x-user: beta"]),
+        ("GET", "http://nowhere.example/", []),
+    ]
+    browser = Browser(tmp_path / "chromium")
+    await browser.start()
+    try:
+        page = await browser.page(f"{admin}/ui/")
+        # The form answers once the page's module has run (it draws the graph after wiring the form): not before.
+        await eventually(
+            lambda: page.evaluate("!!(document.documentElement && document.documentElement.dataset.version)"), 20
+        )
+        for method, url, headers in requests:
+            before = await page.evaluate("document.getElementById('explain').dataset.answered || ''")
+            await page.evaluate(
+                "(() => { const f = document.getElementById('explain');"
+                f" f.from.value = 'demo/frontend'; f.method.value = {json.dumps(method)};"
+                f" f.url.value = {json.dumps(url)}; f.headers.value = {json.dumps('; '.join(headers))};"
+                " f.requestSubmit(); })()"
+            )
+
+            async def answered(before: str = before) -> bool:
+                return (await page.evaluate("document.getElementById('explain').dataset.answered || ''")) != before
+
+            await eventually(answered, timeout=10)
+            shown = await page.evaluate(
+                "({matched: document.getElementById('explain-answer').dataset.matched,"
+                " rows: [...document.querySelectorAll('#explain-routes tbody tr')].map(tr =>"
+                " [...tr.children].map(td => td.textContent))})"
+            )
+            args = ["explain", "--admin", admin, "--from", "demo/frontend", "-o", "json", method, url]
+            for h in headers:
+                args += ["-H", h]
+            _, out, err = await run_meshctl(*args)
+            assert out, err
+            cli = json.loads(out)
+            assert (shown["matched"] or None) == cli["matched"], (url, shown, cli)
+            assert [r[1] for r in shown["rows"]] == [r["name"] for r in cli["routes"]], (url, shown, cli)
+            assert [r[3] == "match" for r in shown["rows"]] == [r["failure"] is None for r in cli["routes"]]
+        await page.screenshot(tmp_path / "explain.png")
+        assert page.console == [], page.console
+    finally:
+        await browser.stop()

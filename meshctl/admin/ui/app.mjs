@@ -86,4 +86,42 @@ async function poll() {
   setTimeout(poll, document.hidden ? 5000 : 1000);
 }
 
+function cells(values) {
+  const tr = document.createElement("tr");
+  for (const text of values) {
+    const td = document.createElement("td");
+    td.textContent = String(text);
+    tr.append(td);
+  }
+  return tr;
+}
+
+// The same answer as `meshctl explain` (GET /api/v1/explain: the same document as `explain -o json`).
+async function explainRequest(event) {
+  event.preventDefault();
+  const form = event.target;
+  const query = new URLSearchParams({ method: form.method.value, url: form.url.value });
+  if (form.from.value.trim()) query.set("from", form.from.value.trim());
+  for (const h of form.headers.value.split(";")) if (h.trim()) query.append("header", h.trim());
+  const answer = document.getElementById("explain-answer");
+  const body = document.querySelector("#explain-routes tbody");
+  const r = await fetch(`../api/v1/explain?${query}`, { cache: "no-store" });
+  if (!r.ok) {
+    answer.textContent = (await r.text()).trim();
+    body.replaceChildren();
+    form.dataset.answered = "error";
+    return;
+  }
+  const e = await r.json();
+  const targets = e.targets.map((t) => `${t.cluster} ${(t.probability * 100).toFixed(4).replace(/\.?0+$/, "")}%`);
+  answer.textContent = e.matched
+    ? `virtual host ${e.virtualHost}: route ${e.matched} -> ${targets.join(", ")}`
+    : `${e.virtualHost ? "virtual host " + e.virtualHost + ": " : ""}no route: ${e.response}`;
+  answer.dataset.matched = e.matched || "";
+  body.replaceChildren(...e.routes.map((v) =>
+    cells([v.index + 1, v.name, v.match, v.failure === null ? "match" : "no", v.failure || "every predicate holds"])));
+  form.dataset.answered = String(Date.now());
+}
+
+document.getElementById("explain").addEventListener("submit", explainRequest);
 poll();
