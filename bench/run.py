@@ -25,6 +25,7 @@ BENCHMARKS = {
     "gamma": ("13. Gateway API routes (GAMMA) against Routes: translation and propagation", "bench.gamma"),
     "proxyless": ("14. 1,000 proxyless gRPC clients: a change to all of them, control-plane RSS", "bench.proxyless"),
     "cloudmap": ("15. Cloud Map discovery of 1,000 services: calls per second, registrations seen", "bench.cloudmap"),
+    "webview": ("16. The web view of 1,000 services in headless chromium: drawn, loop stalls", "bench.webview"),
 }
 
 
