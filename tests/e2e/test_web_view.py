@@ -179,3 +179,41 @@ async def test_the_explain_form_and_meshctl_explain_agree(mesh_factory, tmp_path
         assert page.console == [], page.console
     finally:
         await browser.stop()
+
+
+async def test_no_serious_accessibility_violation_and_a_shadowed_route_shows_its_witness(mesh_factory, tmp_path):
+    """axe-core (tests/vendor) over the drawn page, NACK and problems shown: no serious or critical violation. The
+    Problems list names a shadowed Route with the witness request that proves it."""
+    from pathlib import Path
+
+    m: Mesh = await mesh_factory()
+    await m.app("v1")
+    await m.app("v2")
+    hidden = route("reviews-hidden", "reviews", {"reviews-v2": 100}, priority=20, match={"prefix": "/api"})
+    catch_all = route("reviews-all", "reviews", {"reviews-v1": 100}, priority=10, match={"prefix": "/"})
+    write(m.dir / "mesh.yaml", *docs(m, (90, 10))[:-1], catch_all, hidden)
+    await m.start()
+    browser = Browser(tmp_path / "chromium")
+    await browser.start()
+    try:
+        page = await browser.page("about:blank")
+        await page.call("Page.setBypassCSP", enabled=True)  # axe evaluates code the page's CSP would refuse
+        await page.call("Page.navigate", url=f"http://127.0.0.1:{m.plane.admin_port}/ui/")
+        await eventually(
+            lambda: page.evaluate("!!(document.documentElement && document.documentElement.dataset.version)"), 20
+        )
+        problems = await page.evaluate("[...document.querySelectorAll('#problems li')].map(li => li.textContent)")
+        shadowed = [p for p in problems if p.startswith("Route demo/reviews-hidden")]
+        assert shadowed and "Reachable" in shadowed[0] and "/api" in shadowed[0], problems
+
+        axe = (Path(__file__).parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
+        await page.evaluate(axe)
+        violations = await page.evaluate(
+            "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map("
+            "v => ({id: v.id, impact: v.impact, nodes: v.nodes.length})))"
+        )
+        serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+        assert serious == [], violations
+        await page.screenshot(tmp_path / "problems.png")
+    finally:
+        await browser.stop()
