@@ -176,6 +176,27 @@ async def test_the_explain_form_and_meshctl_explain_agree(mesh_factory, tmp_path
             assert [r[1] for r in shown["rows"]] == [r["name"] for r in cli["routes"]], (url, shown, cli)
             assert [r[3] == "match" for r in shown["rows"]] == [r["failure"] is None for r in cli["routes"]]
         await page.screenshot(tmp_path / "explain.png")
+
+        # The routes table of a Service: the routes `meshctl get routes` lists, in the same order.
+        await page.evaluate(
+            "(() => { const s = document.getElementById('service'); s.value = 'demo/reviews';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+
+        async def listed() -> bool:
+            return bool(
+                await page.evaluate("document.querySelector('#routes tbody').dataset.service === 'demo/reviews'")
+            )
+
+        await eventually(listed, timeout=10)
+        rows = await page.evaluate(
+            "[...document.querySelectorAll('#routes tbody tr')].map(tr => [...tr.children].map(td => td.textContent))"
+        )
+        _, out, err = await run_meshctl("get", "routes", "reviews", "-n", "demo", "--admin", admin, "-o", "json")
+        assert out, err
+        (vh,) = json.loads(out)["virtualHosts"]
+        assert [r[2] for r in rows] == [r["name"] for r in vh["routes"]], (rows, vh)
+        assert "header x-user exact beta" in rows[0][3], rows
         assert page.console == [], page.console
     finally:
         await browser.stop()

@@ -65,8 +65,49 @@ function draw(graph) {
   const services = graph.nodes.length - vns;
   document.getElementById("summary").textContent =
     `${services} Services, ${vns} VirtualNodes, ${graph.problems.length} problems`;
+  fillServices(graph);
   document.documentElement.dataset.version = graph.version;
 }
+
+function fillServices(graph) {
+  const select = document.getElementById("service");
+  const chosen = select.value;
+  const services = graph.nodes.filter((n) => n.kind === "Service").map((n) => `${n.namespace}/${n.name}`);
+  select.replaceChildren(...services.map((s) => Object.assign(document.createElement("option"), { value: s, textContent: s })));
+  if (services.includes(chosen)) select.value = chosen;
+  showRoutes();
+}
+
+function describeMatch(m) {
+  const parts = [`${m.path.kind} ${m.path.value || "/"}`];
+  for (const h of m.headers) parts.push(`${h.invert ? "not " : ""}header ${h.name}${h.string ? " " + h.string.kind + " " + h.string.value : h.range ? " in [" + h.range.join(", ") + ")" : " present"}`);
+  for (const q of m.query) parts.push(`query ${q.name}${q.exact !== null && q.exact !== undefined ? " = " + q.exact : ""}`);
+  if (m.grpc) parts.push("gRPC");
+  return parts.join(", ");
+}
+
+// A Service's route table in evaluation order, as `meshctl get routes` shows it (GET /api/v1/routes?service=).
+async function showRoutes() {
+  const service = document.getElementById("service").value;
+  const body = document.querySelector("#routes tbody");
+  if (!service) { body.replaceChildren(); return; }
+  const r = await fetch(`../api/v1/routes?service=${encodeURIComponent(service)}`, { cache: "no-store" });
+  if (!r.ok) { body.replaceChildren(cells(["", "", (await r.text()).trim(), "", "", "", ""])); return; }
+  const doc = await r.json();
+  const rows = [];
+  for (const vh of doc.virtualHosts) {
+    vh.routes.forEach((route, i) => {
+      const total = route.targets.reduce((a, t) => a + t.weight, 0) || 1;
+      const targets = route.targets.map((t) => `${t.cluster} ${Math.round(100 * t.weight / total)}%`).join(", ");
+      const retry = route.retry ? `${route.retry.numRetries} on ${route.retry.retryOn}` : "none";
+      const timeout = route.timeoutMs === null || route.timeoutMs === undefined ? "default" : route.timeoutMs === 0 ? "none" : `${route.timeoutMs} ms`;
+      rows.push(cells([vh.name, i + 1, route.name, describeMatch(route.match), targets, retry, timeout]));
+    });
+  }
+  body.replaceChildren(...rows);
+  body.dataset.service = service;
+}
+
 
 async function poll() {
   try {
@@ -124,4 +165,5 @@ async function explainRequest(event) {
 }
 
 document.getElementById("explain").addEventListener("submit", explainRequest);
+document.getElementById("service").addEventListener("change", showRoutes);
 poll();
