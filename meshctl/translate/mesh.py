@@ -446,37 +446,27 @@ def _cloud_map_status(
         return status
     healthy = sum(i.healthy for i in answer.instances)
     found = f"{len(answer.instances)} instances ({healthy} healthy)"
-    if answer.error is None:
-        condition = Condition(
-            type="Resolved", status=ConditionStatus.TRUE, reason="Resolved", message=f"{discovery.key}: {found}"
-        )
-    else:
-        condition = Condition(
-            type="Resolved",
-            status=ConditionStatus.FALSE,
-            reason="ResolutionFailed",
-            message=f"{answer.error}; serving the last {found}",
-        )
-    return replace(status, conditions=(*status.conditions, condition))
+    return _with_resolved(status, answer.error, f"{discovery.key}: {found}", f"serving the last {found}")
 
 
 def _resolution_status(status: ObjectStatus, dns: DnsDiscovery, answer: DnsAnswer | None) -> ObjectStatus:
     """``Resolved``: what the control plane's last lookup of the node's hostname gave (ENDPOINTS nodes are served
     those addresses; LOADBALANCER nodes are resolved by each Envoy, and this says whether the name resolves)."""
-    host = dns.hostname
     if answer is None:
         return status  # not looked up (yet, or offline: ``meshctl validate``): nothing known to say
-    if answer.error is None:
-        condition = Condition(
-            type="Resolved",
-            status=ConditionStatus.TRUE,
-            reason="Resolved",
-            message=f"{host}: {', '.join(answer.addresses)}",
-        )
+    addresses = ", ".join(answer.addresses)
+    kept = f"serving the last addresses {addresses}" if answer.addresses else "no address yet"
+    return _with_resolved(status, answer.error, f"{dns.hostname}: {addresses}", kept)
+
+
+def _with_resolved(status: ObjectStatus, error: str | None, found: str, kept: str) -> ObjectStatus:
+    """``status`` with the ``Resolved`` condition of a discovered node: ``found`` when the last lookup answered,
+    else its ``error`` and what is ``kept`` being served."""
+    if error is None:
+        condition = Condition(type="Resolved", status=ConditionStatus.TRUE, reason="Resolved", message=found)
     else:
-        kept = f"serving the last addresses {', '.join(answer.addresses)}" if answer.addresses else "no address yet"
         condition = Condition(
-            type="Resolved", status=ConditionStatus.FALSE, reason="ResolutionFailed", message=f"{answer.error}; {kept}"
+            type="Resolved", status=ConditionStatus.FALSE, reason="ResolutionFailed", message=f"{error}; {kept}"
         )
     return replace(status, conditions=(*status.conditions, condition))
 
