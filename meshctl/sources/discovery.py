@@ -53,7 +53,6 @@ class DiscoveringSource:
         self.resolver = resolver
         self.cloud_map: CloudMapApi = cloud_map if cloud_map is not None else Boto3CloudMap()
         self.answers: dict[tuple[str, str], Answer] = {}
-        self.pollers: dict[str, CloudMapPoller] = {}  # by discovery key: their call counts
         self._watches: dict[tuple[str, str], tuple[Hashable, asyncio.Task[None]]] = {}
         self._latest: Model | None = None
         self._sink: ModelSink | None = None
@@ -83,7 +82,6 @@ class DiscoveringSource:
             if key not in names or self._watches[key][0] != names[key]:
                 self._watches.pop(key)[1].cancel()
                 self.answers.pop(key, None)
-                self.pollers.pop(key[1], None)
         for key, what in names.items():
             if key not in self._watches:
                 task = asyncio.create_task(self._keep_looking(key, self._lookup(key, what)), name=f"discover {key}")
@@ -99,8 +97,7 @@ class DiscoveringSource:
 
             return resolve
         assert isinstance(what, CloudMapDiscovery)
-        poller = self.pollers[key[1]] = CloudMapPoller(self.cloud_map, what)
-        return poller.poll
+        return CloudMapPoller(self.cloud_map, what).poll
 
     async def _emit(self) -> None:
         model, sink = self._latest, self._sink
