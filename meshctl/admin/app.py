@@ -19,7 +19,7 @@ from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
 from meshctl.model import ObjectKey
-from meshctl.routing.match import Request, explain, explanation_json
+from meshctl.routing.match import Request, explain, explanation_json, header_pair
 from meshctl.routing.table import host_from_json
 from meshctl.translate.authz import service_accounts
 from meshctl.translate.gamma import parents_document
@@ -372,12 +372,10 @@ def build_admin_app(
         """``meshctl explain``'s answer for ``method``, ``url`` and ``header`` (``Name: value``, repeatable) as the
         proxies of ``from`` see it (the web view's explain form; the same document as ``explain -o json``)."""
         q = request.query
-        headers = []
-        for raw in q.getall("header", []):
-            name, sep, value = raw.partition(":")
-            if not sep or not name.strip():
-                raise web.HTTPBadRequest(text=f"header {raw!r}: expected 'Name: value'\n")
-            headers.append((name.strip().lower(), value.strip()))
+        try:
+            headers = [header_pair(raw) for raw in q.getall("header", [])]
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"header {exc}\n") from None
         try:
             req = Request.from_url(q.get("method", "GET"), q.get("url", ""), headers)
         except ValueError as exc:

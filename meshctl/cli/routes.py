@@ -12,7 +12,7 @@ from rich.text import Text
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.inspect import add_read_flags
 from meshctl.cli.output import emit, table
-from meshctl.routing.match import Request, explain, explanation_json
+from meshctl.routing.match import Request, explain, explanation_json, header_pair
 from meshctl.routing.shadow import Shadowing, describe_request, find_shadowed
 from meshctl.routing.table import RouteRule, VirtualHost, host_from_json, route_to_json
 
@@ -30,13 +30,10 @@ def qualified(name: str, namespace: str | None, what: str) -> str:
 
 
 def parse_headers(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for raw in values:
-        name, sep, value = raw.partition(":")
-        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise CliError(f"-H {raw!r}: expected 'Name: value'")
-        out.append((name.strip().lower(), value.strip()))
-    return out
+    try:
+        return [header_pair(raw) for raw in values]
+    except ValueError as exc:
+        raise CliError(f"-H {exc}") from None
 
 
 def _fetch(

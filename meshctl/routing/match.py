@@ -32,8 +32,18 @@ __all__ = [
     "explain",
     "explanation_json",
     "first_failure",
+    "header_pair",
     "pick_virtual_host",
 ]
+
+
+def header_pair(raw: str) -> tuple[str, str]:
+    """``Name: value`` as (lower-case name, value); ValueError for anything else (no colon, a blank name or one
+    with spaces). How ``explain -H`` and ``/api/v1/explain``'s ``header`` read a header."""
+    name, sep, value = raw.partition(":")
+    if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+        raise ValueError(f"{raw!r}: expected 'Name: value'")
+    return name.strip().lower(), value.strip()
 
 
 @dataclass(frozen=True, slots=True)
