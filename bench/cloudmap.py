@@ -13,9 +13,8 @@ import asyncio
 import os
 import time
 from collections import Counter
-from typing import Any
 
-from bench.common import Ticker, percentile
+from bench.common import OnceSource, Ticker, percentile
 from meshctl.model import CloudMapDiscovery, Listener, Meta, Model, ObjectKey, Protocol, VirtualNode, VirtualNodeSpec
 from meshctl.sources.discovery import DiscoveringSource
 from meshctl.sources.dns import DnsResolver
@@ -24,20 +23,6 @@ from tests.aws import Moto
 SERVICES = 1_000
 WINDOW = 30.0  # steady state measured over this long (one full listing period)
 NAMESPACE = "bench.local"
-
-
-class _Once:
-    """A source that emits one model and waits."""
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "bench"}
-
-    async def run(self, sink: Any) -> None:
-        await sink(self.model)
-        await asyncio.Event().wait()
 
 
 def _model() -> Model:
@@ -70,7 +55,7 @@ async def _measure(moto: Moto) -> str:
     async def sink(model: Model) -> None:
         latest["model"] = model
 
-    source = DiscoveringSource(_Once(_model()), DnsResolver(["127.0.0.1:53"]))
+    source = DiscoveringSource(OnceSource(_model()), DnsResolver(["127.0.0.1:53"]))
     client = source.cloud_map._api()  # type: ignore[attr-defined]
     client.meta.events.register("before-call.servicediscovery", lambda model, **_: calls.update([model.name]))
     ticker = Ticker()

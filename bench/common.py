@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def machine() -> str:
@@ -108,3 +109,17 @@ class Ticker:
         """The longest gap and the 99th percentile gap (s) between two moments."""
         gaps = [b - a for a, b in itertools.pairwise(t for t in self.ticks if since <= t <= until)]
         return (max(gaps), percentile(gaps, 99)) if gaps else (float("nan"), float("nan"))
+
+
+class OnceSource:
+    """A source that emits one model (a benchmark's synthetic mesh) and then waits, as a quiet cluster would."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "bench"}
+
+    async def run(self, sink: Any) -> None:
+        await sink(self.model)
+        await asyncio.Event().wait()

@@ -16,29 +16,16 @@ from typing import Any
 import aiohttp
 
 from bench import meshgen
-from bench.common import Ticker, table
+from bench.common import OnceSource, Ticker, table
 from meshctl.controlplane.plane import ControlPlane
-from meshctl.model import Model
 from tests.browser import Browser
 
 SERVICES = 1_000
 POLLING = 15.0
 
 
-class _Once:
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "bench"}
-
-    async def run(self, sink: Any) -> None:
-        await sink(self.model)
-        await asyncio.Event().wait()
-
-
 async def _run() -> list[Any]:
-    plane = ControlPlane(_Once(meshgen.build(SERVICES)))
+    plane = ControlPlane(OnceSource(meshgen.build(SERVICES)))
     await plane.start()
     await plane.wait_synced()
     url = f"http://127.0.0.1:{plane.admin_port}/ui/"
