@@ -13,7 +13,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CollectorRegistry, generate_latest
 
-from meshctl.admin.graph_view import graph_document
+from meshctl.admin.graph_view import GraphView
 from meshctl.admin.policies_view import policies_document, scrape_policy_counters
 from meshctl.admin.routes_view import NotFound, routes_document
 from meshctl.admin.whatif import what_if
@@ -215,6 +215,8 @@ def build_admin_app(
             )
         return web.json_response({"items": ingresses()})
 
+    graph_view = GraphView()
+
     def proxy_items() -> list[dict[str, Any]]:
         now = time.time()
         items = []
@@ -238,7 +240,8 @@ def build_admin_app(
         mesh = controller.mesh
         if mesh is None:
             raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
-        return web.json_response(graph_document(mesh, controller.statuses(), proxy_items()))
+        body = graph_view.body(mesh, controller.statuses(), proxy_items())
+        return web.Response(body=body, content_type="application/json")
 
     @routes.get("/ui")
     async def ui_root(_: web.Request) -> web.Response:

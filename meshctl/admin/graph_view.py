@@ -18,7 +18,7 @@ from meshctl.translate.endpoints import cluster_listener, service_of_cluster
 from meshctl.translate.ir import ObjectStatus
 from meshctl.translate.mesh import MeshIR
 
-__all__ = ["graph_document"]
+__all__ = ["GraphView"]
 
 _WORST = {"NACKED": 3, "STALE": 2, "NOT SENT": 1, "IGNORED": 0, "SYNCED": 0}
 
@@ -45,10 +45,27 @@ def _proxy_states(proxies: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     return out
 
 
-def graph_document(
-    mesh: MeshIR, statuses: Iterable[ObjectStatus], proxies: Iterable[Mapping[str, Any]]
+class GraphView:
+    """The document as JSON bytes, made again only when what it is made of changed: the mesh and its statuses (the
+    very objects: they are replaced, never changed) and the proxies' sync states. Every open page asks each second;
+    a 1,000-Service document takes ~30 ms to make and encode, on the loop that serves xDS."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, object, object] | None = None
+        self._body = b""
+
+    def body(self, mesh: MeshIR, statuses: tuple[ObjectStatus, ...], proxies: Iterable[Mapping[str, Any]]) -> bytes:
+        states = _proxy_states(proxies)
+        frozen = tuple(sorted((group, tuple(sorted(state.items()))) for group, state in states.items()))
+        if self._key is None or self._key[0] is not mesh or self._key[1] is not statuses or self._key[2] != frozen:
+            self._body = json.dumps(_document(mesh, statuses, states)).encode()
+            self._key = (mesh, statuses, frozen)
+        return self._body
+
+
+def _document(
+    mesh: MeshIR, statuses: Iterable[ObjectStatus], states: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
-    states = _proxy_states(proxies)
     problems = [
         {
             "id": _id(s.key),
