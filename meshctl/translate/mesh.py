@@ -643,7 +643,11 @@ def _clusters(nodes: Mapping[ObjectKey, VirtualNodeSpec], previous: MeshIR | Non
                 # caller configure a client policy; meshed callers here need none.
                 tls=UpstreamTlsIR(namespace=key.namespace) if listener.accepts_mtls else None,
                 # LOADBALANCER: Envoy's logical DNS; ENDPOINTS: EDS from the control plane's answers (sources/dns.py)
-                dns=_dns_ir(spec.dns, listener.port) if spec.dns is not None and _resolved_by_envoy(spec) else None,
+                dns=(
+                    _dns_ir(spec.dns, listener.port)
+                    if spec.dns is not None and spec.dns.response_type is DnsResponseType.LOADBALANCER
+                    else None
+                ),
                 server_name=spec.dns.hostname if spec.dns is not None else None,
             )
     return clusters
@@ -658,10 +662,6 @@ _LOOKUP_FAMILY = {
     IpPreference.IPV4_ONLY: "V4_ONLY",
     IpPreference.IPV6_ONLY: "V6_ONLY",
 }
-
-
-def _resolved_by_envoy(spec: VirtualNodeSpec) -> bool:
-    return spec.dns is not None and spec.dns.response_type is DnsResponseType.LOADBALANCER
 
 
 def _dns_ir(dns: DnsDiscovery, port: int) -> DnsIR:

@@ -127,7 +127,7 @@ async def test_loadbalancer_is_one_address_that_follows_a_changed_record(mesh_fa
         m,
         sidecar,
         dns,
-        _port,
+        port,
     ):
         assert set(await served_by(m, sidecar, 5)) == {"127.0.0.2"}
         dns.records[HOST] = ["127.0.0.4"]
@@ -138,7 +138,7 @@ async def test_loadbalancer_is_one_address_that_follows_a_changed_record(mesh_fa
         await eventually(moved, timeout=15)  # the record's TTL is 1 s: Envoy resolves again at that pace
 
         # NXDOMAIN: Envoy's logical DNS counts a failed update and keeps its address.
-        cluster = f"demo/backend-ext/{_port}"
+        cluster = f"demo/backend-ext/{port}"
         failures = sidecar.envoy.stats().get(f"cluster.{cluster}.update_failure", 0)
         dns.records.pop(HOST)
         await eventually(lambda: sidecar.envoy.stats().get(f"cluster.{cluster}.update_failure", 0) > failures, 15)
