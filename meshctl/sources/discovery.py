@@ -55,6 +55,7 @@ class DiscoveringSource:
         self.answers: dict[tuple[str, str], Answer] = {}
         self._watches: dict[tuple[str, str], tuple[Hashable, asyncio.Task[None]]] = {}
         self._latest: Model | None = None
+        self._wanted: Wanted = {}  # what the latest model asks for (one pass over its VirtualNodes per model)
         self._sink: ModelSink | None = None
         self._emitting = asyncio.Lock()
 
@@ -73,8 +74,8 @@ class DiscoveringSource:
                 task.cancel()
 
     async def _from_inner(self, model: Model) -> None:
-        self._latest = model
-        self._watch(wanted(model))
+        self._latest, self._wanted = model, wanted(model)
+        self._watch(self._wanted)
         await self._emit()
 
     def _watch(self, names: Wanted) -> None:
@@ -104,7 +105,7 @@ class DiscoveringSource:
         if model is None or sink is None:
             return
         async with self._emitting:
-            names = wanted(model)
+            names = self._wanted
             dns = {k[1]: a for k, a in self.answers.items() if k in names and isinstance(a, DnsAnswer)}
             cloud = {k[1]: a for k, a in self.answers.items() if k in names and isinstance(a, CloudMapAnswer)}
             if dns != model.dns or cloud != model.cloud_map:
