@@ -26,6 +26,7 @@ BENCHMARKS = {
     "proxyless": ("14. 1,000 proxyless gRPC clients: a change to all of them, control-plane RSS", "bench.proxyless"),
     "cloudmap": ("15. Cloud Map discovery of 1,000 services: calls per second, registrations seen", "bench.cloudmap"),
     "webview": ("16. The web view of 1,000 services in headless chromium: drawn, loop stalls", "bench.webview"),
+    "traffic": ("17. Traffic figures of 1,000 proxies collected by the control plane", "bench.traffic"),
 }
 
 

@@ -51,7 +51,8 @@ class Mesh:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.plane = ControlPlane.from_manifests(directory)
+        # Traffic figures each half second (default 5): progressive shifts and the web view judge short windows.
+        self.plane = ControlPlane.from_manifests(directory, traffic_interval=0.5)
         self.apps: dict[str, Behavior] = {}
         self.ports: dict[str, int] = {}
         self._runners: list = []

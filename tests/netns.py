@@ -68,3 +68,11 @@ def make_pair(prefix: str, subnet: str = "10.200.0") -> tuple[NetNs, NetNs]:
 def remove(*namespaces: NetNs) -> None:
     for ns in namespaces:
         subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, check=False)
+
+
+def make_isolated(prefix: str) -> NetNs:
+    """A namespace with only its own loopback: nothing on the machine's network is reachable from it."""
+    ns = NetNs(f"{prefix}-{os.getpid() % 100000}", "127.0.0.1")
+    _ip("netns", "add", ns.name)
+    _ip("-n", ns.name, "link", "set", "lo", "up")
+    return ns

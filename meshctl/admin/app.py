@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from meshctl.admin.graph_view import GraphView
 from meshctl.admin.policies_view import policies_document, scrape_policy_counters
 from meshctl.admin.routes_view import NotFound, routes_document
+from meshctl.admin.traffic import TrafficCollector, counters_json
 from meshctl.admin.whatif import what_if
 from meshctl.controlplane.controller import Controller
 from meshctl.model import ObjectKey
@@ -180,13 +181,15 @@ def build_admin_app(
     about: Callable[[], dict[str, Any]] = dict,
     ingresses: Callable[[], list[dict[str, Any]]] | None = None,
     authorize: Authorizer | None = None,
+    traffic: TrafficCollector | None = None,
 ) -> web.Application:
     """``authorize``: every path but /healthz, /readyz and /metrics needs the caller's Authorization header to pass
     it (in a cluster: TokenReview and SubjectAccessReview, ``meshctl.kube.reviews``); None: open (manifest mode, a
     loopback address).
     ``metrics``: the Prometheus registries ``/metrics`` exposes.
     ``replica``: this control plane's name in a multi-replica install (the leader-election identity).
-    ``ingresses``: the ingress reconciler's load balancers (``/api/v1/ingresses``), when it runs."""
+    ``ingresses``: the ingress reconciler's load balancers (``/api/v1/ingresses``), when it runs.
+    ``traffic``: the proxies' traffic figures (``/api/v1/traffic``, the graph's edges), when collected."""
     routes = web.RouteTableDef()
 
     @routes.get("/healthz")
@@ -240,8 +243,39 @@ def build_admin_app(
         mesh = controller.mesh
         if mesh is None:
             raise web.HTTPServiceUnavailable(text="waiting for the initial sync\n")
-        body = graph_view.body(mesh, controller.statuses(), proxy_items())
+        if traffic is not None:
+            traffic.want()
+        edges = traffic.edges() if traffic is not None else None
+        body = await graph_view.body(mesh, controller.statuses(), proxy_items(), edges)
         return web.Response(body=body, content_type="application/json")
+
+    @routes.get("/api/v1/traffic")
+    async def traffic_view(request: web.Request) -> web.Response:
+        """The callers' cumulative counters per cluster from the collector's latest round (``cluster``: a
+        comma-separated list to keep), with the control plane's clock: ``meshctl shift --steps`` takes windows
+        between two of these."""
+        if traffic is None:
+            return web.json_response({"error": "traffic figures are not collected here"}, status=404)
+        traffic.want()
+        wanted = {c for c in request.query.get("cluster", "").split(",") if c}
+        reading = traffic.latest
+        proxies: dict[str, dict[str, Any]] = {}
+        if reading is not None:
+            for (node, cluster), counters in reading.counters.items():
+                if not wanted or cluster in wanted:
+                    entry = proxies.setdefault(node, {"node_id": node, "group": reading.groups.get(node, "")})
+                    entry.setdefault("clusters", {})[cluster] = counters_json(counters)
+        document = {
+            "now": time.time(),
+            "interval": traffic.interval,
+            "roundSeconds": round(traffic.round_seconds, 3),
+            "startedAt": reading.started_at if reading else None,
+            "finishedAt": reading.finished_at if reading else None,
+            "read": sorted(reading.read) if reading else [],
+            "unreachable": list(reading.unreachable) if reading else [],
+            "proxies": [proxies[n] for n in sorted(proxies)],
+        }
+        return web.json_response(document)
 
     @routes.get("/ui")
     async def ui_root(_: web.Request) -> web.Response:

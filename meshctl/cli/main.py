@@ -102,6 +102,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_tls=xds_tls,
         injection=injection,
         dns_resolvers=_dns_resolvers(args.dns_resolver),
+        traffic_interval=_positive(args.traffic_interval, "--traffic-interval"),
     )
     plane.controller.default_tls_mode = _tls_mode(args.default_tls_mode)
     plane.controller.default_authz = AuthzDefault(args.default_authorization)
@@ -282,6 +283,12 @@ def _dns_resolvers(given: list[str] | None) -> tuple[str, ...]:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise CliError(f"--dns-resolver {server!r}: expected address:port, e.g. 10.0.0.2:53")
     return tuple(given or ())
+
+
+def _positive(value: float, flag: str) -> float:
+    if not 0 < value < float("inf"):  # (NaN too)
+        raise CliError(f"{flag} {value!r}: expected a number of seconds above 0")
+    return value
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -471,6 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ADDRESS:PORT",
         help="DNS server for VirtualNodes found by DNS (serviceDiscovery.dns; repeatable; default: /etc/resolv.conf)",
+    )
+    serve.add_argument(
+        "--traffic-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the proxies' stats are read for the web view and progressive shifts, only while one of them "
+        "asks (default 5)",
     )
     tls = serve.add_argument_group("xDS over TLS", "files are re-read when they change (rotation needs no restart)")
     tls.add_argument("--xds-tls-cert", help="PEM certificate (chain) the xDS port serves")

@@ -2,10 +2,12 @@
 
 At each step the new target gets the step's share (the stable targets keep their proportions of the rest), every
 caller must ACK it, then the callers' own Envoys are read for ``--interval``: requests, 5xx rate and p99 to the new
-target's cluster and to the stable ones, in the same window. Fewer than ``--min-requests`` to the new target: the
-step is held (and said so) for up to ``--max-hold``, then rolled back (too little traffic to judge is not a pass).
-A threshold crossed: the original weights are restored, and the rollback is reported done only once every caller
-ACKed them. Ctrl-C restores the original weights too. ``--dry-run`` prints the plan.
+target's cluster and to the stable ones, in the same window. The control plane reads the callers' stats and serves
+them (``/api/v1/traffic``): the shift needs the admin address only, as every other command. Fewer than
+``--min-requests`` to the new target: the step is held (and said so) for up to ``--max-hold``, then rolled back
+(too little traffic to judge is not a pass). A threshold crossed: the original weights are restored, and the
+rollback is reported done only once every caller ACKed them. Ctrl-C restores the original weights too.
+``--dry-run`` prints the plan.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from meshctl.admin.traffic import ClusterWindow, window
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.inspect import group_node
 from meshctl.cli.output import console, table
 from meshctl.cli.shift_plan import Shift, callers, wait_for_proxies
-from meshctl.cli.traffic import ClusterWindow, scrape, window
+from meshctl.cli.traffic import next_round, read_traffic
 from meshctl.translate.endpoints import virtual_node_of
 
 __all__ = ["Guard", "parse_duration", "run_progressive", "step_weights"]
@@ -114,7 +117,7 @@ def _plan(shift: Shift, new: str, steps: list[int], guard: Guard, callers: list[
     out.print(Text(f"progressive shift of Route {shift.key} ({shift.service}, {shift.match}) to {new.split('/')[1]}"))
     out.print(table(["STEP", "NEW", "WEIGHTS", "STARTS"], rows))
     names = ", ".join(f"{p['node_id']}" + ("" if p.get("statsUrl") else " (no stats port!)") for p in callers)
-    out.print(Text(f"callers read: {names or 'none connected'}"))
+    out.print(Text(f"callers read: {names or 'none connected'} (their stats, by the control plane)"))
     p99 = f", p99 <= {guard.max_p99_ms:g}ms" if guard.max_p99_ms is not None else ""
     out.print(
         Text(
@@ -128,40 +131,54 @@ def _plan(shift: Shift, new: str, steps: list[int], guard: Guard, callers: list[
 
 
 def _observe(
-    client: AdminClient, shift: Shift, guard: Guard, urls: list[str], canary: set[str], stable: set[str], label: str
+    client: AdminClient, guard: Guard, canary: set[str], stable: set[str], label: str
 ) -> tuple[str, ClusterWindow, ClusterWindow]:
-    """Watches one step; returns ('pass'|'fail:<why>'|'starved', new-target window, stable window)."""
+    """Watches one step; returns ('pass'|'fail:<why>'|'starved'|'blind:<why>', new-target window, stable window).
+    The window opens at the control plane's first round that began after every caller ACKed the step (now, by
+    its clock) and spans its rounds: ``--interval`` is the span of what was counted, not of the wait."""
     out = console()
-    start = scrape(urls, canary | stable)
+    clusters = canary | stable
+    acked_at = read_traffic(client, clusters).now
+    start = next_round(client, clusters, acked_at, timeout=30)
+    if start is None:
+        return (
+            "blind:the control plane read no caller's stats for 30s",
+            ClusterWindow(0, 0, None),
+            ClusterWindow(0, 0, None),
+        )
+    opened = start.started_at
+    assert opened is not None  # (next_round returns a round that began)
     began = time.monotonic()
+    # The control plane stopped reading (or cannot read the callers): the step cannot be judged; bounded.
+    give_up = guard.interval + guard.max_hold + 3 * start.interval + 10
     held = False
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=out, transient=True
     ) as progress:
         task = progress.add_task(label, total=guard.interval)
         while True:
-            time.sleep(min(0.25, guard.interval / 8))
-            elapsed = time.monotonic() - began
-            now = scrape(urls, canary | stable)
-            new_w, stable_w = window(start, now, canary), window(start, now, stable)
+            time.sleep(min(0.25, guard.interval / 8, start.interval / 2))
+            now = read_traffic(client, clusters)
+            span = (now.started_at or opened) - opened
+            new_w = window(start.counters, now.counters, canary, set(start.read))
+            stable_w = window(start.counters, now.counters, stable, set(start.read))
             why = guard.verdict(new_w) if new_w.requests >= guard.min_requests else None
             if why is not None:
                 return f"fail:{why}", new_w, stable_w  # no need to wait out the interval
-            progress.update(task, completed=min(elapsed, guard.interval))
-            if elapsed < guard.interval:
-                continue
-            if new_w.requests >= guard.min_requests:
+            progress.update(task, completed=min(span, guard.interval))
+            if span >= guard.interval and new_w.requests >= guard.min_requests:
                 return "pass", new_w, stable_w
-            if not held:
+            if span >= guard.interval and not held:
+                unread = f"; {len(now.unreachable)} callers' stats unreachable" if now.unreachable else ""
                 out.print(
                     Text(
-                        f"holding: only {new_w.requests} requests reached the new target in {elapsed:.0f}s "
-                        f"(--min-requests {guard.min_requests}); waiting for more traffic",
+                        f"holding: only {new_w.requests} requests reached the new target in {span:.0f}s "
+                        f"(--min-requests {guard.min_requests}); waiting for more traffic{unread}",
                         style="yellow",
                     )
                 )
                 held = True
-            if elapsed >= guard.interval + guard.max_hold:
+            if span >= guard.interval + guard.max_hold or time.monotonic() - began > give_up:
                 return "starved", new_w, stable_w
 
 
@@ -200,8 +217,7 @@ def run_progressive(args: argparse.Namespace, client: AdminClient, shift: Shift)
     if args.dry_run:
         _plan(shift, target, steps, guard, callers)
         return 0
-    urls = [p["statsUrl"] for p in callers if p.get("statsUrl")]
-    if not urls:
+    if not any(p.get("statsUrl") for p in callers):
         raise CliError(f"no caller of {shift.service} exposes a stats port to judge the new target by")
     stable_nodes = {n for n, w in shift.before.items() if w > 0 and n != target}
     out = console()
@@ -219,10 +235,10 @@ def run_progressive(args: argparse.Namespace, client: AdminClient, shift: Shift)
                 return 0
             canary = _clusters_of(client, shift, {target})
             stable = _clusters_of(client, shift, stable_nodes)
-            outcome, new_w, stable_w = _observe(client, shift, guard, urls, canary, stable, label)
+            outcome, new_w, stable_w = _observe(client, guard, canary, stable, label)
             out.print(Text(f"  {_describe('new', new_w)}; {_describe('stable', stable_w)}"))
-            if outcome.startswith("fail:"):
-                return _rollback(client, shift, f"step {percent}%: {outcome[5:]}", args.timeout)
+            if outcome.startswith(("fail:", "blind:")):
+                return _rollback(client, shift, f"step {percent}%: {outcome.split(':', 1)[1]}", args.timeout)
             if outcome == "starved":
                 return _rollback(
                     client,

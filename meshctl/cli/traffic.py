@@ -1,92 +1,58 @@
-"""What callers' Envoys saw per target cluster: requests, 5xx and latency, from their Prometheus stats port.
+"""What the callers' Envoys saw per target cluster, as the control plane collected it (``GET /api/v1/traffic``):
+the CLI needs only the admin address, never a route to each caller's stats port (meshctl/admin/traffic.py).
 
-A window is the difference of two scrapes of every caller, so counters that started before the window (or a
-proxy that restarted: its counters went down) never count. p99 comes from the merged ``upstream_rq_time``
-histogram buckets, as Prometheus' histogram_quantile does (the upper bound of the bucket holding the 99th
-percentile), so it is conservative by at most one bucket.
-"""
+A window is the difference of two readings (``meshctl.admin.traffic.window``), both taken by the control plane
+with its own clock, so the laptop's clock never matters."""
 
 from __future__ import annotations
 
-import math
-import urllib.request
-from collections import defaultdict
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
+from meshctl.admin.traffic import Counters, counters_from_json
+from meshctl.cli.client import AdminClient, CliError
 
-__all__ = ["ClusterWindow", "Scrape", "scrape", "window"]
-
-
-@dataclass
-class Scrape:
-    """Per caller URL, per cluster: requests, 5xx responses, latency buckets (upper bound ms -> cumulative count)."""
-
-    total: dict[tuple[str, str], float] = field(default_factory=dict)
-    errors: dict[tuple[str, str], float] = field(default_factory=dict)
-    buckets: dict[tuple[str, str], dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
-    unreachable: list[str] = field(default_factory=list)
-
-
-def scrape(urls: list[str], clusters: set[str], timeout: float = 2) -> Scrape:
-    out = Scrape()
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                text = resp.read().decode()
-        except OSError:
-            out.unreachable.append(url)
-            continue
-        for family in text_string_to_metric_families(text):
-            if family.name not in (
-                "envoy_cluster_upstream_rq_completed",
-                "envoy_cluster_upstream_rq_xx",
-                "envoy_cluster_upstream_rq_time",
-            ):
-                continue
-            for s in family.samples:
-                cluster = s.labels.get("envoy_cluster_name", "")
-                if cluster not in clusters:
-                    continue
-                key = (url, cluster)
-                if family.name == "envoy_cluster_upstream_rq_completed":
-                    out.total[key] = s.value
-                elif family.name == "envoy_cluster_upstream_rq_xx":
-                    if s.labels.get("envoy_response_code_class") == "5":
-                        out.errors[key] = s.value
-                elif s.name.endswith("_bucket"):
-                    out.buckets[key][float(s.labels["le"])] = s.value
-    return out
+__all__ = ["TrafficReading", "next_round", "read_traffic"]
 
 
 @dataclass(frozen=True)
-class ClusterWindow:
-    requests: int
-    errors: int
-    p99_ms: float | None  # None: no requests
+class TrafficReading:
+    now: float  # the control plane's clock when it answered
+    started_at: float | None  # when its latest round began (None: none yet)
+    interval: float  # seconds between its rounds
+    counters: dict[tuple[str, str], Counters]  # (caller node id, cluster) -> cumulative counts
+    read: frozenset[str]  # callers that round read
+    unreachable: tuple[str, ...]  # callers it could not read
 
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+
+def read_traffic(client: AdminClient, clusters: set[str]) -> TrafficReading:
+    doc = client.get("/api/v1/traffic", cluster=",".join(sorted(clusters)))
+    try:
+        counters = {
+            (p["node_id"], cluster): counters_from_json(c)
+            for p in doc["proxies"]
+            for cluster, c in p.get("clusters", {}).items()
+        }
+        return TrafficReading(
+            now=float(doc["now"]),
+            started_at=None if doc["startedAt"] is None else float(doc["startedAt"]),
+            interval=float(doc["interval"]),
+            counters=counters,
+            read=frozenset(doc["read"]),
+            unreachable=tuple(doc["unreachable"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CliError(f"the control plane's /api/v1/traffic answered what this meshctl cannot read: {exc!r}") from None
 
 
-def window(before: Scrape, after: Scrape, clusters: set[str]) -> ClusterWindow:
-    """Requests, 5xx and p99 to ``clusters`` between two scrapes, summed over every caller seen in both."""
-    requests = errors = 0.0
-    merged: dict[float, float] = defaultdict(float)
-    for key, total in after.total.items():
-        if key[1] not in clusters:
-            continue
-        start = before.total.get(key, 0.0)
-        if total < start:  # the proxy restarted: its counters began again
-            start = 0.0
-        requests += total - start
-        errors += max(0.0, after.errors.get(key, 0.0) - (before.errors.get(key, 0.0) if total >= start else 0.0))
-        for le, count in after.buckets.get(key, {}).items():
-            merged[le] += max(0.0, count - before.buckets.get(key, {}).get(le, 0.0))
-    p99 = None
-    if merged:
-        counted = merged.get(math.inf, max(merged.values()))
-        if counted > 0:
-            p99 = next(le for le in sorted(merged) if merged[le] >= 0.99 * counted)
-    return ClusterWindow(int(requests), int(errors), p99)
+def next_round(client: AdminClient, clusters: set[str], after: float, timeout: float) -> TrafficReading | None:
+    """The first reading of a round the control plane began at or after ``after`` (its clock), or None if none came
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = read_traffic(client, clusters)
+        if reading.started_at is not None and reading.started_at >= after:
+            return reading
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(0.25, reading.interval / 4))

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from meshctl.admin.app import Authorizer, build_admin_app
+from meshctl.admin.traffic import Target, TrafficCollector
 from meshctl.controlplane.controller import Controller
 from meshctl.controlplane.metrics import BuildMetrics
 from meshctl.identity.keeper import IdentityKeeper
@@ -59,11 +60,13 @@ class ControlPlane:
         admin_authorizer: Authorizer | None = None,
         xds_token_auth: TokenAuthenticator | None = None,
         dns_resolvers: tuple[str, ...] = (),
+        traffic_interval: float = 5.0,
     ) -> None:
         """``ingress``: also reconcile AWS load balancers from the same model (leader only, like status writes).
         ``xds_tls``: serve ADS over TLS (mutual with a client CA). ``injection``: the sidecar injection webhook;
         its certificate files are ready before xDS starts (they may be xDS's too). ``dns_resolvers``: DNS servers
-        (address:port) for DNS-discovered VirtualNodes; default: the host's."""
+        (address:port) for DNS-discovered VirtualNodes; default: the host's. ``traffic_interval``: seconds between
+        two reads of the proxies' stats while the web view or a progressive shift wants them."""
         self.injection = injection
         self.admin_authorizer = admin_authorizer
         # VirtualNodes found by DNS: the control plane resolves them (sources/dns.py), with these servers or the
@@ -83,6 +86,7 @@ class ControlPlane:
         if injection is not None:
             injection.model = lambda: self.controller.model
             injection.on_error = self.metrics.background_failed
+        self.traffic = TrafficCollector(self._traffic_targets, interval=traffic_interval)
         self.ads = AdsServer(self.controller, self.registry, self.xds_metrics, keepalive, xds_tls, xds_token_auth)
         self._requested_ports = (xds_port, admin_port)
         self.xds_port = 0
@@ -111,6 +115,7 @@ class ControlPlane:
             about=self.describe,
             ingresses=self._ingresses if self.ingress is not None else None,
             authorize=self.admin_authorizer,
+            traffic=self.traffic,
         )
         # Stopping waits for requests in flight at most this long (aiohttp's default, 60 s, held a stop that long).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE)
@@ -123,6 +128,7 @@ class ControlPlane:
             asyncio.create_task(self.controller.run(), name="controller"),
             asyncio.create_task(self.source.run(self._model_changed), name="source"),
             asyncio.create_task(self.controller.renew_identities(), name="identity-renewal"),
+            asyncio.create_task(self.traffic.run(), name="traffic"),
         ]
         if self.ingress is not None:
             self._tasks.append(asyncio.create_task(self.ingress.run(), name="ingress"))
@@ -141,6 +147,14 @@ class ControlPlane:
         if self.ingress is not None:
             self.ingress.submit(model)
         await self.controller.submit(model)
+
+    def _traffic_targets(self) -> list[Target]:
+        """The connected Envoys that serve their stats (proxyless gRPC clients have none)."""
+        return [
+            Target(s.node_id, s.group, url)
+            for s in self.registry.streams()
+            if not s.proxyless and (url := s.stats_url) is not None
+        ]
 
     def _ingresses(self) -> list[dict[str, Any]]:
         assert self.ingress is not None
@@ -194,7 +208,7 @@ class ControlPlane:
         then stop leader election, which releases the lease for the next replica."""
         by_name = {t.get_name(): t for t in self._tasks}
         stages = (
-            ("source", "controller", "ingress", "injection-certificates"),
+            ("source", "controller", "ingress", "injection-certificates", "traffic"),
             ("status-writer",),
             ("leader-election",),
         )

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 
 import aiohttp
 
-from tests.conftest import Mesh
+from tests.conftest import Mesh, eventually
 from tests.e2e.test_shift import HTTPROUTE_FILE, MESHCTL, ROUTE_FILE, httproute_mesh, meshctl, reviews_mesh
+from tests.netns import make_isolated, remove
+from tests.port_forward import unix_to_tcp
 
 
 async def canary_mesh(mesh_factory, **v2_behavior) -> tuple[Mesh, object, str]:
@@ -63,6 +66,50 @@ async def test_failing_canary_is_rolled_back_and_gets_nothing_after(mesh_factory
         status, body, _ = await m.get(sidecar, "reviews")
         assert (status, body) == (200, "v1")
     assert sum(m.apps["v2"].seen.values()) == reached_v2
+
+
+async def run_in(laptop, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *laptop.command(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_a_shift_through_one_port_forward_is_judged_and_rolled_back(mesh_factory, tmp_path):
+    """The CLI where a user's laptop is: in a network namespace of its own, with the control plane's admin port
+    reached through one port-forward and no route to any caller's stats port. The control plane reads the callers'
+    stats; the shift judges its step by them and rolls the failing target back. Needs root (``ip netns``)."""
+    m, sidecar, _ = await canary_mesh(mesh_factory, fail_every=2, fail_status=500)
+    laptop = make_isolated("mlaptop")
+    socket_path = str(tmp_path / "admin.sock")
+    try:
+        async with unix_to_tcp(socket_path, m.plane.admin_port):
+            await laptop.start(
+                sys.executable, "-m", "tests.port_forward", "19000", socket_path, log=tmp_path / "pf.log"
+            )
+            probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
+
+            async def forwarded() -> bool:
+                return (await run_in(laptop, sys.executable, "-c", probe, "http://127.0.0.1:19000/readyz"))[0] == 0
+
+            await eventually(forwarded, timeout=15, interval=0.2)
+            stats_url = (await m.proxy())["statsUrl"]
+            code, _, err = await run_in(laptop, sys.executable, "-c", probe, stats_url)
+            assert code != 0 and "Connection refused" in err, err  # the caller's stats: out of the laptop's reach
+            async with traffic(m, sidecar):
+                code, out, err = await run_in(
+                    laptop,
+                    *MESHCTL,
+                    *progressive("http://127.0.0.1:19000", "--interval", "5s", "--min-requests", "20"),
+                )
+    finally:
+        await laptop.stop()
+        remove(laptop)
+    assert code == 1, (out, err)
+    assert "rolling back: step 50%: error rate " in out and "% > 10.0%" in out
+    assert "rolled back to reviews-v1 100%, reviews-v2 0%: 1 proxies ACKed the change" in out
+    assert (m.dir / "route.yaml").read_text() == ROUTE_FILE
 
 
 async def test_healthy_canary_reaches_100(mesh_factory):

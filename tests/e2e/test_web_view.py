@@ -39,10 +39,10 @@ async def labels(page) -> dict[str, str]:
 async def test_the_mesh_renders_a_shift_shows_without_a_reload_and_a_nack_turns_red(mesh_factory, tmp_path):
     m: Mesh = await mesh_factory()
     await m.app("v1")
-    await m.app("v2")
+    await m.app("v2", fail_every=2, fail_status=500)
     write(m.dir / "mesh.yaml", *docs(m, (90, 10)))
     await m.start()
-    await m.sidecar("demo/frontend")
+    sidecar = await m.sidecar("demo/frontend", stats=True)
     url = f"http://127.0.0.1:{m.plane.admin_port}/ui/"
     async with aiohttp.ClientSession() as session, session.get(url) as r:
         csp = r.headers["Content-Security-Policy"]
@@ -81,6 +81,24 @@ async def test_the_mesh_renders_a_shift_shows_without_a_reload_and_a_nack_turns_
         assert time.monotonic() - shifted <= SHIFT_SECONDS
         assert await page.evaluate("window.loadedOnce === true")
         await page.screenshot(tmp_path / "shifted.png")
+
+        # Traffic through the caller: its rate shows on the edges (as the control plane read the caller's Envoy),
+        # and v2's 5xx (every second answer) turn its edge red while v1's stays green.
+        async def live() -> bool:
+            for _ in range(10):  # bounded: 10 requests per look
+                await m.get(sidecar, "reviews")
+            return bool(
+                await page.evaluate(
+                    "(() => { const q = (h, to) => document.querySelector("
+                    '`g.edge.health-${h}[data-to="VirtualNode/demo/${to}"] text.traffic`);'
+                    " const v1 = q('healthy', 'reviews-v1'), v2 = q('failing', 'reviews-v2');"
+                    " return !!(v1 && v2 && / rps · 0\\.0% 5xx/.test(v1.textContent)); })()"
+                )
+            )
+
+        await eventually(live, timeout=20)
+        assert await page.evaluate("window.loadedOnce === true")
+        await page.screenshot(tmp_path / "traffic.png")
 
         # A proxy of frontend rejects its clusters: the node turns red with the message.
         nacker = AdsClient(m.plane.xds_port, "demo/frontend/nacker", "demo/frontend")

@@ -25,10 +25,13 @@ function draw(graph) {
   for (const e of graph.edges) {
     const a = at.get(e.from), b = at.get(e.to);
     if (!a || !b) continue;
-    const g = el("g", { class: "edge", "data-from": e.from, "data-to": e.to });
+    const g = el("g", { class: `edge health-${e.health || "idle"}`, "data-from": e.from, "data-to": e.to });
     const x1 = a.x + WIDTH, y1 = a.y + HEIGHT / 2, x2 = b.x, y2 = b.y + HEIGHT / 2;
     g.append(el("line", { x1, y1, x2, y2 }));
     if (e.label) g.append(el("text", { x: (x1 + x2) / 2 - 12, y: (y1 + y2) / 2 - 4, class: "weight" }, e.label));
+    if (e.traffic && e.traffic.requests) {
+      g.append(el("text", { x: (x1 + x2) / 2 - 60, y: (y1 + y2) / 2 + 12, class: "traffic" }, describeTraffic(e.traffic)));
+    }
     svg.append(g);
   }
   for (const n of graph.nodes) {
@@ -48,7 +51,9 @@ function draw(graph) {
   const body = document.querySelector("#edges tbody");
   body.replaceChildren(...graph.edges.map((e) => {
     const tr = document.createElement("tr");
-    for (const text of [e.from, e.to, e.label || "declared backend"]) {
+    const t = e.traffic && e.traffic.requests ? e.traffic : null;
+    const figures = t ? [t.rps.toFixed(1), percent(t.errorRate), t.p99Ms === null ? "n/a" : `${t.p99Ms} ms`] : ["0", "", ""];
+    for (const text of [e.from, e.to, e.label || "declared backend", ...figures, e.health || "idle"]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.append(td);
@@ -67,6 +72,15 @@ function draw(graph) {
     `${services} Services, ${vns} VirtualNodes, ${graph.problems.length} problems`;
   fillServices(graph);
   document.documentElement.dataset.version = graph.version;
+}
+
+function percent(rate) {
+  return `${(100 * rate).toFixed(rate < 0.001 && rate > 0 ? 2 : 1)}%`;
+}
+
+// Requests per second, the share answered 5xx, p99: over the control plane's last quarter minute of stats reads.
+function describeTraffic(t) {
+  return `${t.rps.toFixed(1)} rps · ${percent(t.errorRate)} 5xx` + (t.p99Ms === null ? "" : ` · p99 ${t.p99Ms} ms`);
 }
 
 function fillServices(graph) {
