@@ -18,7 +18,8 @@ _START = time.monotonic()
 
 def clusters_of(proxy: int, clusters: int, services: int) -> list[str]:
     """The proxy's clusters: both versions of clusters/2 services (svc-0 and others, as meshgen.with_clients)."""
-    picked = sorted({0, *(1 + (proxy * 9 + k) % (services - 1) for k in range(clusters // 2 - 1))})
+    others = clusters // 2 - 1
+    picked = sorted({0, *(1 + (proxy * others + k) % (services - 1) for k in range(others))})
     return [f"bench/svc-{i}-v{v}/8080" for i in picked for v in (1, 2)]
 
 
@@ -30,8 +31,10 @@ def text(proxy: int, clusters: int, services: int) -> str:
         lines.append(f'envoy_cluster_upstream_rq_completed{{envoy_cluster_name="{c}"}} {n}')
     lines.append("# TYPE envoy_cluster_upstream_rq_xx counter")
     for c in names:
-        lines.append(f'envoy_cluster_upstream_rq_xx{{envoy_response_code_class="2",envoy_cluster_name="{c}"}} {n - n // 100}')
-        lines.append(f'envoy_cluster_upstream_rq_xx{{envoy_response_code_class="5",envoy_cluster_name="{c}"}} {n // 100}')
+        for code, count in (("2", n - n // 100), ("5", n // 100)):  # 1 % 5xx
+            lines.append(
+                f'envoy_cluster_upstream_rq_xx{{envoy_response_code_class="{code}",envoy_cluster_name="{c}"}} {count}'
+            )
     lines.append("# TYPE envoy_cluster_upstream_rq_time histogram")
     for c in names:
         for le in BUCKETS:

@@ -89,3 +89,14 @@ def test_authz_benchmark_runs_at_toy_size() -> None:
 
     out = authz.run(services=10, prop_services=3, flips=2)
     assert "10 services, 10 policies (20 listeners)" in out and "policy change -> callee LDS" in out, out
+
+
+def test_traffic_collection_benchmark_runs_at_toy_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import traffic
+
+    for name, value in (("SERVICES", 20), ("PROXIES", 10), ("CLUSTERS", 4), ("INTERVAL", 0.5)):
+        monkeypatch.setattr(traffic, name, value)
+    monkeypatch.setattr(traffic, "BASELINE", 1.0)
+    monkeypatch.setattr(traffic, "WATCH", 2.5)
+    row = asyncio.run(traffic._run())
+    assert row[0] == 10 and row[3] >= 2 and row[-1] > 0  # rounds made, edges with traffic on the graph
