@@ -246,7 +246,8 @@ def build_admin_app(
         if traffic is not None:
             traffic.want()
         edges = traffic.edges() if traffic is not None else None
-        body = await graph_view.body(mesh, controller.statuses(), proxy_items(), edges)
+        balancers = ingresses() if ingresses is not None else ()
+        body = await graph_view.body(mesh, controller.statuses(), proxy_items(), edges, balancers)
         return web.Response(body=body, content_type="application/json")
 
     @routes.get("/api/v1/traffic")

@@ -120,6 +120,7 @@ class _Demo:
             "demo/frontend/demo-pod",
             egress_port=self.egress,
             log_path=self.workdir / "envoy.log",
+            stats_port=free_port(),  # read by the control plane: the web view's live traffic figures
         )
         await self.envoy.start()
         await self._wait_http(f"http://127.0.0.1:{self.egress}/", headers={"Host": HOST})
@@ -130,7 +131,10 @@ class _Demo:
         _say(f"  envoy sidecar    demo/frontend (envoy 1.40)     {sidecar}")
         _say(f"  logs             {self.workdir}\n")
         _say(f"  try: meshctl get proxies --admin {self.admin}")
-        _say(f"  web view: {self.admin}/ui/  (the mesh as a picture; meshctl dashboard --admin {self.admin})")
+        _say(
+            f"  web view: {self.admin}/ui/  (the mesh as a picture with live traffic; meshctl dashboard --admin "
+            f"{self.admin})"
+        )
         _say(f"       curl -H 'Host: {HOST}' http://127.0.0.1:{self.egress}/\n")
 
     async def _one(self) -> str:

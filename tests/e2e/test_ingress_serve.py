@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 from meshctl.devtools.envoy_process import free_port
@@ -57,6 +58,11 @@ async def _get_ingresses(admin: int) -> tuple[int, dict]:
     return proc.returncode or 0, json.loads(out) if out else {}
 
 
+def _read(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return bytes(r.read())
+
+
 async def test_serve_reconciles_survives_sigkill_and_shows_it(apiserver, moto, tmp_path: Path):
     h = Harness(apiserver, moto)
     h.seed(shop_documents(certificate(h)))
@@ -87,6 +93,16 @@ async def test_serve_reconciles_survives_sigkill_and_shows_it(apiserver, moto, t
         assert item["loadBalancer"]["dnsName"] == alb["DNSName"] and item["error"] is None
         web = next(g for g in item["targetGroups"] if g["resourceId"] == "shop/shop-web:80")
         assert (web["registered"], web["healthy"]) == (2, 2)
+
+        # The web view's graph: the ALB enters the mesh at the Services its target groups send to.
+        graph = json.loads(await asyncio.to_thread(_read, f"http://127.0.0.1:{admin}/api/v1/graph"))
+        (lb,) = [n for n in graph["nodes"] if n["kind"] == "LoadBalancer"]
+        assert lb["name"] == alb["LoadBalancerName"] and alb["DNSName"] in lb["detail"] and lb["column"] == 0
+        entered = {e["to"]: (e["label"], e["health"]) for e in graph["edges"] if e["from"] == lb["id"]}
+        assert entered == {
+            "Service/shop/web": (":80 2/2 healthy", "healthy"),
+            **{f"Service/shop/{s}": (":80 1/1 healthy", "healthy") for s in ("checkout-v1", "checkout-v2", "orders")},
+        }
 
         await h.start()  # the cluster's view: hostname in status, our finalizer
         model = await h.model_where(lambda m: m.ingresses[SHOP].lifecycle.hostnames == (alb["DNSName"],), timeout=30)

@@ -36,16 +36,17 @@ function draw(graph) {
   }
   for (const n of graph.nodes) {
     const p = at.get(n.id);
-    const classes = ["node", n.kind === "Service" ? "service" : "vn"];
+    const classes = ["node", { Service: "service", LoadBalancer: "lb" }[n.kind] || "vn"];
     if (n.sync) classes.push(`sync-${n.sync.replace(" ", "_")}`);
     if (n.problem) classes.push("problem");
     const g = el("g", { class: classes.join(" "), "data-id": n.id, transform: `translate(${p.x},${p.y})` });
     g.append(el("rect", { width: WIDTH, height: HEIGHT, rx: 6 }));
-    const label = `${n.kind === "Service" ? "Service" : "VirtualNode"} ${n.namespace}/${n.name}`;
-    g.append(el("text", { x: 8, y: 17 }, label));
-    const detail = n.kind === "Service" ? "" : `${n.proxies} prox${n.proxies === 1 ? "y" : "ies"}${n.sync ? " · " + n.sync : ""}`;
+    const label = n.kind === "LoadBalancer" ? `LoadBalancer ${n.name}` : `${n.kind} ${n.namespace}/${n.name}`;
+    g.append(el("text", { x: 8, y: 17 }, label.slice(0, 40)));
+    const detail = n.kind === "Service" ? "" : n.kind === "LoadBalancer" ? n.detail.slice(0, 44)
+      : `${n.proxies} prox${n.proxies === 1 ? "y" : "ies"}${n.sync ? " · " + n.sync : ""}`;
     g.append(el("text", { x: 8, y: 34, class: n.rejected ? "why" : "" }, n.rejected ? `rejected: ${n.rejected}`.slice(0, 44) : detail));
-    if (n.rejected) g.append(el("title", {}, n.rejected));
+    g.append(el("title", {}, n.rejected ? `${label}: ${n.rejected}` : label));
     svg.append(g);
   }
   const body = document.querySelector("#edges tbody");
@@ -66,10 +67,11 @@ function draw(graph) {
     li.textContent = `${p.kind} ${p.namespace}/${p.name}: ` + p.conditions.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ");
     return li;
   }) : [Object.assign(document.createElement("li"), { textContent: "none" })]));
-  const vns = graph.nodes.filter((n) => n.kind === "VirtualNode").length;
-  const services = graph.nodes.length - vns;
+  const count = (kind) => graph.nodes.filter((n) => n.kind === kind).length;
+  const balancers = count("LoadBalancer");
   document.getElementById("summary").textContent =
-    `${services} Services, ${vns} VirtualNodes, ${graph.problems.length} problems`;
+    `${count("Service")} Services, ${count("VirtualNode")} VirtualNodes, ` +
+    (balancers ? `${balancers} load balancers, ` : "") + `${graph.problems.length} problems`;
   fillServices(graph);
   document.documentElement.dataset.version = graph.version;
 }
