@@ -238,6 +238,7 @@ def _ingress_reconciler(args: argparse.Namespace, source: KubernetesSource, writ
             cluster=args.cluster_name,
             default_target_type=args.ingress_default_target_type,
             legacy_nlb=args.ingress_legacy_nlb,
+            ingress_class=args.ingress_class,
         ),
         subnets=Subnets(clients.ec2, vpc_id=args.ingress_vpc_id, given=subnets),
         metrics=metrics,
@@ -413,6 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("instance", "ip"),
         default="instance",
         help="target type when alb.ingress.kubernetes.io/target-type is not set (default instance, as LBC)",
+    )
+    ingress.add_argument(
+        "--ingress-class",
+        default="alb",
+        metavar="NAME",
+        help="Ingresses annotated kubernetes.io/ingress.class: NAME are ours (default alb, as the AWS Load Balancer "
+        "Controller; an empty NAME also takes Ingresses with no class at all); otherwise an Ingress is ours when its "
+        "IngressClass (named, or the cluster's default) has controller meshctl.dev/ingress or ingress.k8s.aws/alb. "
+        "Taking over from LBC: stop it first",
     )
     ingress.add_argument(
         "--ingress-legacy-nlb",

@@ -1,9 +1,10 @@
 """Ingresses -> ALB stacks (pure: the model in, desired stacks out; no AWS calls).
 
-Ingresses whose IngressClass names our controller are grouped by ``alb.ingress.kubernetes.io/group.name`` (or each
-alone, as ``namespace/name``), ordered by ``group.order`` then name, and merged the way LBC merges them: exclusive
-settings must agree across the group, listen ports and certificates add up. A bad annotation or backend on any
-member becomes a Problem and the whole group is left as AWS has it (never half-applied), as LBC does."""
+Ingresses that are ours (meshctl/ingress/classes.py: LBC's rules) are grouped by
+``alb.ingress.kubernetes.io/group.name`` (or each alone, as ``namespace/name``), ordered by ``group.order`` then
+name, and merged the way LBC merges them: exclusive settings must agree across the group, listen ports and
+certificates add up. A bad annotation or backend on any member becomes a Problem and the whole group is left as AWS
+has it (never half-applied), as LBC does."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
+from meshctl.ingress.classes import DEFAULT_INGRESS_CLASS, classify
 from meshctl.ingress.naming import INGRESS_FINALIZER, group_finalizer, load_balancer_name
 from meshctl.ingress.stack import (
     Action,
@@ -31,9 +33,8 @@ from meshctl.ingress.target_groups import attributes, health_check, target_group
 from meshctl.model import Model, ObjectKey
 from meshctl.model.ingress import Ingress, IngressBackend, IngressPath
 
-__all__ = ["INGRESS_CONTROLLER", "build_ingress_stacks", "ingress_finalizer_group"]
+__all__ = ["build_ingress_stacks", "ingress_finalizer_group"]
 
-INGRESS_CONTROLLER = "meshctl.dev/ingress"
 _GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _CERT_ARN = re.compile(r"^arn:aws[\w-]*:(acm:[a-z0-9-]+:\d{12}:certificate|iam::\d{12}:server-certificate)/[\w./-]+$")
 _TG_ARN = re.compile(r"^arn:aws[\w-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[\w-]+/[0-9a-f]+$")
@@ -84,17 +85,30 @@ class _Member:
     certificates: list[str] = field(default_factory=list)
 
 
-def build_ingress_stacks(model: Model, *, cluster: str, default_target_type: str = "instance") -> list[Stack]:
+def build_ingress_stacks(
+    model: Model,
+    *,
+    cluster: str,
+    default_target_type: str = "instance",
+    ingress_class: str = DEFAULT_INGRESS_CLASS,
+) -> list[Stack]:
     """One stack per IngressGroup that has members, or had them (a member leaving or deleted: its finalizer
-    says which group; an empty group's stack deletes what it owns)."""
-    ours = {c.meta.name for c in model.ingress_classes.values() if c.controller == INGRESS_CONTROLLER}
+    says which group; an empty group's stack deletes what it owns). ``ingress_class``: ``--ingress-class``."""
+    classes = list(model.ingress_classes.values())
     groups: dict[str, list[Ingress]] = {}
     leaving: dict[str, list[ObjectKey]] = {}
     problems: dict[str, list[Problem]] = {}
     for key in sorted(model.ingresses):
         ingress = model.ingresses[key]
         wanted: str | None = None
-        if ingress.class_name in ours and not ingress.lifecycle.deleting:
+        verdict = classify(ingress, classes, ingress_class)
+        if verdict.error is not None and not ingress.lifecycle.deleting:
+            alone = f"{key.namespace}/{key.name}"
+            problems.setdefault(alone, []).append(
+                Problem(owner=key, reason="InvalidIngressClass", message=verdict.error)
+            )
+            groups.setdefault(alone, [])
+        if verdict.ours and not ingress.lifecycle.deleting:
             try:
                 wanted = _stack_id(ingress, key)
             except AnnotationError as exc:

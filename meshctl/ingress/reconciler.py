@@ -46,6 +46,7 @@ class ReconcileSettings:
     cluster: str
     default_target_type: str = "instance"
     legacy_nlb: bool = False  # also take Services annotated aws-load-balancer-type: nlb (the in-tree provider's)
+    ingress_class: str = "alb"  # --ingress-class: the kubernetes.io/ingress.class value that is ours (LBC's rules)
     requeue_seconds: float = 5.0  # while a readiness gate waits for health, or after a failure (doubling to 5 min)
     resync_seconds: float = 600.0  # compare every stack with AWS again this often
 
@@ -140,7 +141,10 @@ class IngressReconciler:
             self.applied.clear()
             self._last_resync = time.monotonic()
         stacks = build_ingress_stacks(
-            model, cluster=self.settings.cluster, default_target_type=self.settings.default_target_type
+            model,
+            cluster=self.settings.cluster,
+            default_target_type=self.settings.default_target_type,
+            ingress_class=self.settings.ingress_class,
         ) + build_service_stacks(model, cluster=self.settings.cluster, legacy_nlb=self.settings.legacy_nlb)
         self._report([p for s in stacks for p in s.problems])
         inventory: list[Inventory] = []  # read once, when the first stack needs it

@@ -98,6 +98,7 @@ class Ingress:
 class IngressClass:
     meta: Meta  # cluster-scoped: namespace ""
     controller: str
+    default: bool = False  # annotated ingressclass.kubernetes.io/is-default-class: "true"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -52,7 +52,7 @@ def _lifecycle(doc: dict[str, Any], *, keep_all_annotations: bool = False) -> Li
     annotations = {
         str(k): str(v)
         for k, v in _dict(md.get("annotations")).items()
-        if keep_all_annotations or str(k).startswith(LB_ANNOTATION_PREFIXES)
+        if keep_all_annotations or str(k).startswith(LB_ANNOTATION_PREFIXES) or k == "kubernetes.io/ingress.class"
     }
     lb = _dict(_dict(doc.get("status")).get("loadBalancer"))
     checkpoints = _dict(md.get("annotations")).get(CHECKPOINT_ANNOTATION)
@@ -142,7 +142,12 @@ def parse_ingress(meta: Meta, doc: dict[str, Any]) -> Ingress:
 
 
 def parse_ingress_class(meta: Meta, doc: dict[str, Any]) -> IngressClass:
-    return IngressClass(meta=meta, controller=str(_dict(doc.get("spec")).get("controller") or ""))
+    annotations = _dict(_dict(doc.get("metadata")).get("annotations"))
+    return IngressClass(
+        meta=meta,
+        controller=str(_dict(doc.get("spec")).get("controller") or ""),
+        default=str(annotations.get("ingressclass.kubernetes.io/is-default-class", "")).lower() == "true",
+    )
 
 
 def parse_node(meta: Meta, doc: dict[str, Any]) -> Node:
