@@ -102,9 +102,13 @@ def _build(service: Service, key: ObjectKey, stack_id: str, cluster: str, target
         raise AnnotationError(NLB + "nlb-target-type", f"{target_type!r} is not ip or instance")
     scheme = ann.string("scheme", choices=("internal", "internet-facing"))
     if scheme is None:
-        internal = ann.boolean("internal")
-        # The in-tree provider's legacy NLBs default to internet-facing; LBC's to internal.
-        scheme = "internal" if internal or (internal is None and not legacy) else "internet-facing"
+        if legacy:
+            # As the in-tree provider reads it: any value but "false" is internal, the EKS documentation's own
+            # example "0.0.0.0/0" too; unset, internet-facing.
+            raw = ann.raw("internal")
+            scheme = "internal" if raw not in (None, "", "false") else "internet-facing"
+        else:
+            scheme = "internet-facing" if ann.boolean("internal") is False else "internal"  # LBC: internal by default
     certificates = tuple(ann.string_list("ssl-cert"))
     ssl_ports = ann.string_list("ssl-ports") or (["*"] if certificates else [])
     local = exposure.external_traffic_policy == "Local" and target_type == "instance"

@@ -120,3 +120,34 @@ async def test_ingress_class_flag_names_the_annotation_value_that_is_ours(harnes
     mine = {**WITHOUT_CLASS, "kubernetes.io/ingress.class": "meshctl"}
     await reconciled(harness, example(annotations=mine), ingress_class="meshctl")
     assert_the_2048_alb(harness)
+
+
+async def test_the_in_tree_nlb_with_internal_set_to_a_cidr_is_internal(harness: Harness):
+    """The EKS documentation's in-tree example: ``aws-load-balancer-internal: 0.0.0.0/0`` (any value but "false" is
+    internal to the in-tree provider). It was rejected ("is not 'true' or 'false'") and got no load balancer."""
+    h = harness
+    nlb = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "nginx",
+            "namespace": NS,
+            "annotations": {
+                "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+                "service.beta.kubernetes.io/aws-load-balancer-internal": "0.0.0.0/0",
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "nginx"},
+            "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP", "nodePort": 30080}],
+        },
+    }
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    h.seed([namespace, nlb])
+    await h.start()
+    await h.model_where(lambda m: ObjectKey("Service", NS, "nginx") in m.services)
+    reconciler, _ = h.reconciler(legacy_nlb=True)
+    assert await h.reconcile(reconciler)
+    (balancer,) = h.balancers()
+    assert (balancer["Type"], balancer["Scheme"]) == ("network", "internal")
