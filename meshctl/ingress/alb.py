@@ -61,6 +61,10 @@ _HEALTH_DEFAULTS = HealthCheck(
 )
 
 
+# LBC's defaults for backend-protocol-version GRPC: the ALB's own gRPC health check, "UNIMPLEMENTED" is healthy.
+_GRPC_HEALTH_DEFAULTS = replace(_HEALTH_DEFAULTS, path="/AWS.ALB/healthcheck", success_codes="12", matcher="GrpcCode")
+
+
 class _Invalid(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -330,7 +334,7 @@ class _GroupBuilder:
 
     def _annotation_action(self, m: _Member, name: str) -> Action:
         annotation = f"actions.{name}"
-        spec = m.ann.json(annotation)
+        spec = _go_json_keys(m.ann.json(annotation))
         if not isinstance(spec, dict):
             raise AnnotationError(ALB + annotation, "missing, or not a JSON object (the backend says use-annotation)")
         kind = spec.get("type")
@@ -411,7 +415,9 @@ class _GroupBuilder:
                     "(make it type NodePort, or use target-type ip)",
                 )
             protocol = ann.string("backend-protocol", "HTTP", choices=("HTTP", "HTTPS")) or "HTTP"
-            health = health_check(ann, _HEALTH, _HEALTH_DEFAULTS, ("HTTP", "HTTPS"))
+            version = ann.string("backend-protocol-version", "HTTP1", choices=("HTTP1", "HTTP2", "GRPC"))
+            defaults = _GRPC_HEALTH_DEFAULTS if version == "GRPC" else _HEALTH_DEFAULTS
+            health = health_check(ann, _HEALTH, defaults, ("HTTP", "HTTPS"))
             attrs = attributes(ann, "target-group-attributes")
             tags = {**m.ann.string_map("tags"), **Annotations(ALB, service_annotations).string_map("tags")}
         except AnnotationError as exc:
@@ -425,12 +431,34 @@ class _GroupBuilder:
             port=port,
             target_type=target_type,
             protocol=protocol,
+            protocol_version=version,
             health=health,
             attrs=attrs,
             tags=tags,
             owner=m.key,
         )
         return resource_id
+
+
+# The fields of an actions.* annotation. LBC decodes it with Go's encoding/json, which matches field names without
+# regard to case: its own older examples (the gRPC one) write "Type" and "RedirectConfig".
+_ACTION_FIELDS = {
+    f.lower(): f
+    for f in (
+        "type", "fixedResponseConfig", "statusCode", "contentType", "messageBody", "redirectConfig", "protocol",
+        "port", "host", "path", "query", "forwardConfig", "targetGroups", "targetGroupARN", "weight", "serviceName",
+        "servicePort", "targetGroupStickinessConfig", "enabled", "durationSeconds",
+    )
+}  # fmt: skip
+
+
+def _go_json_keys(value: Any) -> Any:
+    """``value`` with every object key spelled as our parser expects it, matched case-insensitively as Go does."""
+    if isinstance(value, dict):
+        return {_ACTION_FIELDS.get(str(k).lower(), k): _go_json_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_json_keys(v) for v in value]
+    return value
 
 
 def _most_specific_first(ingress: Ingress) -> list[tuple[str | None, IngressPath]]:

@@ -148,7 +148,7 @@ class StackDeployer:
         if hc.path is not None:
             health["HealthCheckPath"] = hc.path
         if hc.success_codes is not None:
-            health["Matcher"] = {"HttpCode": hc.success_codes}
+            health["Matcher"] = {hc.matcher: hc.success_codes}
         tags = {**dict(wanted.tags), **self._ownership(stack, wanted.resource_id)}
         if found is None:
             created = self._create(
@@ -157,6 +157,7 @@ class StackDeployer:
                 f"target group name {wanted.name} is taken by a group this cluster does not own",
                 Name=wanted.name,
                 Protocol=wanted.protocol,
+                **({"ProtocolVersion": wanted.protocol_version} if wanted.protocol_version else {}),
                 Port=wanted.port,
                 VpcId=self.subnets.vpc(stack.load_balancer.scheme if stack.load_balancer else "internal"),
                 TargetType=wanted.target_type,

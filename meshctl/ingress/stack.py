@@ -50,7 +50,8 @@ class HealthCheck:
     timeout_seconds: int
     healthy_threshold: int
     unhealthy_threshold: int
-    success_codes: str | None  # the Matcher's HttpCode; None for TCP checks
+    success_codes: str | None  # the Matcher's codes; None for TCP checks
+    matcher: str = "HttpCode"  # GrpcCode for a GRPC target group (gRPC status codes 0-99)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +69,7 @@ class TargetGroup:
     resource_id: str
     name: str  # deterministic, <= 32 characters; it changes whenever an immutable setting does
     protocol: str  # HTTP | HTTPS | TCP | UDP | TCP_UDP
+    protocol_version: str | None = None  # HTTP1 | HTTP2 | GRPC for HTTP and HTTPS groups (None: AWS's, HTTP1)
     port: int
     target_type: str
     health_check: HealthCheck

@@ -23,7 +23,8 @@ _RANGES = {
 def health_check(
     ann: Annotations, names: dict[str, str], defaults: HealthCheck, protocols: tuple[str, ...]
 ) -> HealthCheck:
-    """``names`` maps our field to the annotation name (ALB and NLB spell them differently)."""
+    """``names`` maps our field to the annotation name (ALB and NLB spell them differently). ``defaults.matcher``
+    GrpcCode: the success codes are gRPC status codes, 0-99 (AWS's range; moto takes anything)."""
     protocol = ann.string(names["protocol"], defaults.protocol, choices=protocols) or defaults.protocol
     port = ann.string(names["port"], defaults.port) or defaults.port
     if port != "traffic-port" and (not port.isdigit() or not 1 <= int(port) <= 65535):
@@ -32,6 +33,10 @@ def health_check(
     codes = ann.string(names["success_codes"], defaults.success_codes or "200") if http else None
     if codes is not None and not _SUCCESS_CODES.match(codes):
         raise AnnotationError(ann.prefix + names["success_codes"], f"{codes!r} is not codes like 200 or 200-399,404")
+    if codes is not None and defaults.matcher == "GrpcCode" and any(int(n) > 99 for n in re.findall(r"\d+", codes)):
+        raise AnnotationError(
+            ann.prefix + names["success_codes"], f"{codes!r}: gRPC success codes are 0-99, like 12 or 0-99"
+        )
     path = ann.string(names["path"], defaults.path or "/") if http else None
     if path is not None and not path.startswith("/"):
         raise AnnotationError(ann.prefix + names["path"], f"{path!r} must start with /")
@@ -52,6 +57,7 @@ def health_check(
         healthy_threshold=healthy,
         unhealthy_threshold=unhealthy,
         success_codes=codes,
+        matcher=defaults.matcher,
     )
 
 
@@ -74,6 +80,7 @@ def target_group(
     port: ServicePort,
     target_type: str,
     protocol: str,
+    protocol_version: str | None = None,
     health: HealthCheck,
     attrs: tuple[tuple[str, str], ...],
     tags: dict[str, str],
@@ -88,10 +95,20 @@ def target_group(
         tg_port = port.target_port if isinstance(port.target_port, int) else port.port
     return TargetGroup(
         resource_id=resource_id,
+        # (HTTP1, the default, is not in the hash: the names of groups made before the annotation was read stay)
         name=target_group_name(
-            cluster, stack, resource_id, service.namespace, service.name, protocol, target_type, tg_port
+            cluster,
+            stack,
+            resource_id,
+            service.namespace,
+            service.name,
+            protocol,
+            target_type,
+            tg_port,
+            *([protocol_version] if protocol_version not in (None, "HTTP1") else []),
         ),
         protocol=protocol,
+        protocol_version=protocol_version,
         port=tg_port,
         target_type=target_type,
         health_check=health,

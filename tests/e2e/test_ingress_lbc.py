@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from meshctl.model import ObjectKey
 from tests.ingress_harness import Harness
@@ -151,3 +152,112 @@ async def test_the_in_tree_nlb_with_internal_set_to_a_cidr_is_internal(harness: 
     assert await h.reconcile(reconciler)
     (balancer,) = h.balancers()
     assert (balancer["Type"], balancer["Scheme"]) == ("network", "internal")
+
+
+def grpc_example(certificate_arn: str) -> list[dict[str, Any]]:
+    """LBC's gRPC example (docs/examples/grpc: its namespace, headless Service and Ingress, the Ingress in
+    networking.k8s.io/v1 form, which the v1beta1 original becomes), with a certificate-arn: LBC would find the
+    certificate by the rule's host in ACM, meshctl does not look certificates up yet."""
+    annotations = {
+        "alb.ingress.kubernetes.io/actions.ssl-redirect": '{"Type": "redirect", "RedirectConfig":'
+        ' { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}',
+        "alb.ingress.kubernetes.io/backend-protocol-version": "GRPC",
+        "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}, {"HTTPS":443}]',
+        "alb.ingress.kubernetes.io/scheme": "internet-facing",
+        "alb.ingress.kubernetes.io/target-type": "ip",
+        "kubernetes.io/ingress.class": "alb",
+        "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
+    }
+    path = lambda p, backend: {"path": p, "pathType": "ImplementationSpecific", "backend": {"service": backend}}  # noqa: E731
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "grpcserver"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "grpcserver", "namespace": "grpcserver"},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": "grpcserver"},
+                "ports": [{"port": 50051, "targetPort": 50051}],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "grpcserver-a",
+                "namespace": "grpcserver",
+                "labels": {"kubernetes.io/service-name": "grpcserver"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 50051, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.5.1"], "conditions": {"ready": True}}],
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "grpcserver", "namespace": "grpcserver", "annotations": annotations},
+            "spec": {
+                "rules": [
+                    {
+                        "host": "grpcserver.example.com",
+                        "http": {
+                            "paths": [
+                                path("/*", {"name": "ssl-redirect", "port": {"name": "use-annotation"}}),
+                                path("/helloworld.Greeter/*", {"name": "grpcserver", "port": {"number": 50051}}),
+                            ]
+                        },
+                    }
+                ]
+            },
+        },
+    ]
+
+
+async def test_lbcs_grpc_example_gets_a_grpc_target_group_with_grpc_success_codes(harness: Harness):
+    h = harness
+    arn = h.moto.client("acm").request_certificate(DomainName="grpcserver.example.com")["CertificateArn"]
+    h.seed(grpc_example(arn))
+    await h.start()
+    key = ObjectKey("Ingress", "grpcserver", "grpcserver")
+    await h.model_where(lambda m: key in m.ingresses and ObjectKey("Service", "grpcserver", "grpcserver") in m.services)
+    reconciler, _ = h.reconciler()
+    assert await h.reconcile(reconciler)
+    (group,) = h.target_groups()
+    assert (group["Protocol"], group["ProtocolVersion"], group["TargetType"], group["Port"]) == (
+        "HTTP",
+        "GRPC",
+        "ip",
+        50051,
+    )
+    assert (group["HealthCheckPath"], group["Matcher"]) == ("/AWS.ALB/healthcheck", {"GrpcCode": "12"})
+    assert h.targets(group["TargetGroupArn"]) == {("10.0.5.1", 50051)}
+    (alb,) = h.balancers()
+    listeners = {
+        li["Port"]: li for li in h.elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
+    }
+    assert sorted(listeners) == [80, 443]
+    rules = h.elbv2.describe_rules(ListenerArn=listeners[443]["ListenerArn"])["Rules"]
+    forwards = [r for r in rules if any(a["Type"] == "forward" for a in r["Actions"])]
+    assert any(
+        c.get("PathPatternConfig", {}).get("Values") == ["/helloworld.Greeter/*"]
+        for r in forwards
+        for c in r["Conditions"]
+    ), rules
+
+
+async def test_grpc_success_codes_out_of_range_are_refused_on_the_ingress(harness: Harness):
+    """gRPC status codes are 0-99 (moto would take 200): the Ingress gets an error naming the annotation."""
+    h = harness
+    docs = grpc_example(h.moto.client("acm").request_certificate(DomainName="grpcserver.example.com")["CertificateArn"])
+    docs[-1]["metadata"]["annotations"]["alb.ingress.kubernetes.io/success-codes"] = "200"
+    h.seed(docs)
+    await h.start()
+    await h.model_where(lambda m: ObjectKey("Ingress", "grpcserver", "grpcserver") in m.ingresses)
+    reconciler, _ = h.reconciler()
+    await h.reconcile(reconciler)
+    assert h.target_groups() == [] and h.balancers() == []
+    events = client.CoreV1Api(h.api).list_namespaced_event("grpcserver").items
+    (event,) = [e for e in events if e.involved_object.name == "grpcserver"]
+    assert (event.type, event.reason) == ("Warning", "InvalidAnnotation")
+    assert "alb.ingress.kubernetes.io/success-codes" in event.message and "0-99" in event.message
