@@ -25,11 +25,14 @@ CLUSTER = "test"
 
 
 class Calls:
-    """Every ELBv2 API call a client makes, in order (botocore before-call hook: once per call, not per retry)."""
+    """Every ELBv2 (and EC2) API call the clients make, in order (botocore before-call hook: once per call, not per
+    retry)."""
 
-    def __init__(self, elbv2: Any) -> None:
+    def __init__(self, elbv2: Any, ec2: Any = None) -> None:
         self.names: list[str] = []
         elbv2.meta.events.register("before-call.elastic-load-balancing-v2.*", self._record)
+        if ec2 is not None:
+            ec2.meta.events.register("before-call.ec2.*", self._record)
 
     def _record(self, model: Any, **_: Any) -> None:
         self.names.append(model.name)
@@ -90,7 +93,7 @@ class Harness:
         clients = make_clients(metrics=metrics, max_attempts=5)
         if health is not None:
             clients.health = health(clients.elbv2)
-        calls = Calls(clients.elbv2)
+        calls = Calls(clients.elbv2, clients.ec2)
         reconciler = IngressReconciler(
             clients=clients,
             kube=KubeWriter(self.controller_api),

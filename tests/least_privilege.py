@@ -194,6 +194,9 @@ def read_recording(path: Path, offset: int = 0) -> tuple[list[AwsCall], int]:
             action = headers["x-amz-target"].rpartition(".")[2]
         if scope and action:
             calls.append(AwsCall(f"{scope.group(1)}:{action}", headers.get("user-agent", "")))
+            if scope.group(1) == "ec2" and action.startswith("Create") and "TagSpecification" in body:
+                # Tags given to a create are authorized as ec2:CreateTags too (EC2's tag on create).
+                calls.append(AwsCall("ec2:CreateTags", headers.get("user-agent", "")))
     return calls, offset + end
 
 

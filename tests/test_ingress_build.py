@@ -11,6 +11,7 @@ import yaml
 
 from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.nlb import build_service_stacks
+from meshctl.ingress.stack import SecurityGroups
 from meshctl.ingress.targets import plan_targets
 from meshctl.parse.documents import parse_keyed
 from meshctl.sources.base import build_model
@@ -84,3 +85,33 @@ def test_a_bad_backend_used_in_several_places_is_one_problem() -> None:
     ]
     (stack,) = build_ingress_stacks(model_of([ingress_class(), ingress]), cluster="golden")
     assert [p.message for p in stack.problems] == ["backend Service shop/gone does not exist"]
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({}, SecurityGroups()),
+        ({"inbound-cidrs": "10.0.0.0/8, 2001:db8::/32"}, SecurityGroups(inbound=("10.0.0.0/8", "2001:db8::/32"))),
+        ({"security-groups": "sg-0123, web"}, SecurityGroups(given=("sg-0123", "web"), backend=False)),
+        (
+            {"security-groups": "web", "manage-backend-security-group-rules": "true"},
+            SecurityGroups(given=("web",), backend=True),
+        ),
+        ({"inbound-cidrs": "10.0.0.1/8"}, "annotation alb.ingress.kubernetes.io/inbound-cidrs: '10.0.0.1/8' is not"),
+        (
+            {"manage-backend-security-group-rules": "false"},
+            "annotation alb.ingress.kubernetes.io/manage-backend-security-group-rules: false needs security-groups",
+        ),
+    ],
+)
+def test_security_group_annotations(annotations: dict[str, str], expected: object) -> None:
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["metadata"]["annotations"].update({f"alb.ingress.kubernetes.io/{k}": v for k, v in annotations.items()})
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    if isinstance(expected, str):
+        assert stack.problems[0].message.startswith(expected), stack.problems
+    else:
+        assert stack.load_balancer is not None and stack.load_balancer.security_groups == expected, stack.problems

@@ -38,6 +38,7 @@ def _get_ingresses(args: argparse.Namespace) -> int:
                 f"{lb.get('type', '-')}/{lb.get('scheme', '-')}" if lb else "-",
                 lb.get("dnsName") or "-",
                 ",".join(f"{li['port']}/{li['protocol']}" for li in item["listeners"]) or "-",
+                ",".join(lb.get("securityGroups") or []) or "-",
                 str(len(item["rules"])),
                 Text(error, style="red") if error else "",
             ]
@@ -53,7 +54,7 @@ def _get_ingresses(args: argparse.Namespace) -> int:
         from rich.console import Group
 
         return Group(
-            table(["STACK", "TYPE", "DNS NAME", "LISTENERS", "RULES", "ERROR"], balancers),
+            table(["STACK", "TYPE", "DNS NAME", "LISTENERS", "SECURITY GROUPS", "RULES", "ERROR"], balancers),
             Text(""),
             table(["STACK", "PORT", "PRIORITY", "CONDITIONS", "ACTION"], rules),
             Text(""),

@@ -8,6 +8,7 @@ has it (never half-applied), as LBC does."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +27,7 @@ from meshctl.ingress.stack import (
     Problem,
     Redirect,
     Rule,
+    SecurityGroups,
     Stack,
     TargetGroup,
 )
@@ -38,7 +40,16 @@ __all__ = ["build_ingress_stacks", "ingress_finalizer_group"]
 _GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _CERT_ARN = re.compile(r"^arn:aws[\w-]*:(acm:[a-z0-9-]+:\d{12}:certificate|iam::\d{12}:server-certificate)/[\w./-]+$")
 _TG_ARN = re.compile(r"^arn:aws[\w-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[\w-]+/[0-9a-f]+$")
-_EXCLUSIVE = ("scheme", "ssl-redirect", "ssl-policy", "load-balancer-name", "subnets")
+_EXCLUSIVE = (
+    "scheme",
+    "ssl-redirect",
+    "ssl-policy",
+    "load-balancer-name",
+    "subnets",
+    "security-groups",
+    "inbound-cidrs",
+    "manage-backend-security-group-rules",
+)
 _HEALTH = {
     "protocol": "healthcheck-protocol",
     "port": "healthcheck-port",
@@ -190,12 +201,22 @@ class _GroupBuilder:
         tags: dict[str, str] = {}
         for m in members:
             tags.update(m.ann.string_map("tags"))
+        try:
+            groups = _security_groups(settings)
+        except AnnotationError as exc:
+            return Stack(
+                id=self.stack_id,
+                kind="ingress",
+                owners=owners,
+                problems=(Problem(owner=owners[0], reason="InvalidAnnotation", message=str(exc)),),
+            )
         balancer = LoadBalancer(
             name=settings.get("load-balancer-name") or load_balancer_name(self.cluster, self.stack_id, scheme, "alb"),
             type="application",
             scheme=scheme,
             subnets=tuple(s.strip() for s in (settings.get("subnets") or "").split(",") if s.strip()),
             tags=tuple(sorted(tags.items())),
+            security_groups=groups,
         )
         return Stack(
             id=self.stack_id,
@@ -438,6 +459,27 @@ class _GroupBuilder:
             owner=m.key,
         )
         return resource_id
+
+
+def _security_groups(settings: dict[str, str]) -> SecurityGroups:
+    """LBC's choice: no ``security-groups``: a managed frontend group (listen ports open to ``inbound-cidrs``,
+    default 0.0.0.0/0) and the backend group; given groups: those, and the backend group only with
+    ``manage-backend-security-group-rules: "true"``."""
+    ann = Annotations(ALB, {ALB + name: value for name, value in settings.items()})
+    given = tuple(ann.string_list("security-groups"))
+    inbound = tuple(ann.string_list("inbound-cidrs")) or ("0.0.0.0/0",)
+    for cidr in inbound:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            raise AnnotationError(ALB + "inbound-cidrs", f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
+    manage = ann.boolean("manage-backend-security-group-rules")
+    if not given and manage is False:
+        raise AnnotationError(
+            ALB + "manage-backend-security-group-rules",
+            "false needs security-groups (the managed group's rules need it)",
+        )
+    return SecurityGroups(given=given, inbound=inbound, backend=bool(manage) if given else True)
 
 
 # The fields of an actions.* annotation. LBC decodes it with Go's encoding/json, which matches field names without

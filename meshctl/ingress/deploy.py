@@ -5,6 +5,10 @@ wanted goes last and in reverse (an old load balancer first, which takes its lis
 unused target groups, which a rule may have referenced until the rules changed). Rules are changed in place by
 priority, and new ones created before old ones are deleted, so a request always finds a rule.
 
+Security groups (meshctl/ingress/security_groups.py) come before the load balancer that uses them and go after it:
+a load balancer gets its groups when created, or SetSecurityGroups when they differ; a managed group no longer used
+is deleted once its load balancer is gone (DependencyViolation: on a later pass).
+
 Every create carries the ownership tags in the same call, so a crash between two calls leaves nothing untagged:
 the next pass finds it by tag and carries on. Deleting something already gone counts as done. Changes to an
 immutable setting (scheme, target type, protocol, port) get a new name: create the new one, then delete the old."""
@@ -19,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from meshctl.ingress.inventory import ActualLoadBalancer, ActualTargetGroup, Inventory
 from meshctl.ingress.naming import CLUSTER_TAG, RESOURCE_TAG, STACK_TAG
+from meshctl.ingress.security_groups import GroupInUse, GroupNotFound, SecurityGroupDeployer
 from meshctl.ingress.stack import Action, FixedResponse, Forward, Listener, Redirect, Rule, Stack, TargetGroup
 
 __all__ = ["DeployError", "Deployed", "StackDeployer", "Subnets"]
@@ -36,6 +41,7 @@ class Deployed:
     dns_name: str | None = None
     target_groups: dict[str, str] = field(default_factory=dict)  # resource id -> ARN
     listeners: dict[int, str] = field(default_factory=dict)  # port -> ARN
+    security_groups: tuple[str, ...] = ()  # the load balancer's
 
 
 @dataclass
@@ -81,8 +87,10 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 
 class StackDeployer:
-    def __init__(self, elbv2: Any, subnets: Subnets, cluster: str) -> None:
+    def __init__(self, elbv2: Any, subnets: Subnets, cluster: str, ec2: Any = None) -> None:
+        """``ec2``: manage security groups with it (None: none are managed)."""
         self.elbv2, self.subnets, self.cluster = elbv2, subnets, cluster
+        self.groups = SecurityGroupDeployer(ec2, cluster) if ec2 is not None else None
 
     def _ownership(self, stack: Stack, resource_id: str) -> dict[str, str]:
         return {CLUSTER_TAG: self.cluster, STACK_TAG: stack.id, RESOURCE_TAG: resource_id}
@@ -100,9 +108,12 @@ class StackDeployer:
             result.target_groups[wanted.resource_id] = actual
             keep_groups.add(actual)
         stale_balancers = actual_balancers
+        groups: tuple[str, ...] | None = None
         if stack.load_balancer is not None:
-            balancer = self._load_balancer(stack, actual_balancers)
+            groups = self._security_groups(stack, inventory)
+            balancer = self._load_balancer(stack, actual_balancers, groups)
             result.load_balancer_arn, result.dns_name = balancer.arn, balancer.dns_name
+            result.security_groups = groups or ()
             stale_balancers = [b for b in actual_balancers if b.arn != balancer.arn]
             result.listeners = self._listeners(stack, balancer.arn, result.target_groups)
         for old in stale_balancers:
@@ -112,7 +123,29 @@ class StackDeployer:
             if group.arn not in keep_groups:
                 self._delete("delete_target_group", "TargetGroupNotFound", TargetGroupArn=group.arn)
                 log.info("stack %s: deleted target group %s", stack.id, group.name)
+        self._delete_security_groups(stack, inventory, keep=set(groups or ()))
         return result
+
+    def _security_groups(self, stack: Stack, inventory: Inventory) -> tuple[str, ...] | None:
+        assert stack.load_balancer is not None
+        if self.groups is None or stack.load_balancer.security_groups is None:
+            return None
+        try:
+            return self.groups.for_load_balancer(stack, self.subnets.vpc(stack.load_balancer.scheme), inventory)
+        except GroupNotFound as exc:
+            raise DeployError(str(exc)) from None
+
+    def _delete_security_groups(self, stack: Stack, inventory: Inventory, keep: set[str]) -> None:
+        """The stack's managed groups it no longer uses (all of them once its load balancer is gone)."""
+        if self.groups is None:
+            return
+        owned = inventory.security_groups.get(stack.id, [])
+        for group in [g for g in owned if g.id not in keep]:
+            try:
+                self.groups.delete(group)
+            except GroupInUse as exc:
+                raise DeployError(str(exc)) from None
+            owned.remove(group)
 
     def _create(self, operation: str, taken_code: str, taken: str, **arguments: Any) -> Any:
         """A create whose name is already used: by a resource of ours the inventory would have matched, so by one
@@ -191,13 +224,20 @@ class StackDeployer:
 
     # --- the load balancer -------------------------------------------------------------------------------------
 
-    def _load_balancer(self, stack: Stack, actual: list[ActualLoadBalancer]) -> ActualLoadBalancer:
+    def _load_balancer(
+        self, stack: Stack, actual: list[ActualLoadBalancer], groups: tuple[str, ...] | None
+    ) -> ActualLoadBalancer:
+        """``groups``: its security groups (None: leave them as they are)."""
         wanted = stack.load_balancer
         assert wanted is not None
         found = next((b for b in actual if b.scheme == wanted.scheme and b.type == wanted.type), None)
         tags = {**dict(wanted.tags), **self._ownership(stack, "LoadBalancer")}
         if found is not None:
             self._tags(found.arn, tags, found.tags)
+            if groups is not None and set(found.security_groups) != set(groups):
+                self.elbv2.set_security_groups(LoadBalancerArn=found.arn, SecurityGroups=list(groups))
+                found.security_groups = groups
+                log.info("stack %s: load balancer %s security groups %s", stack.id, found.name, ", ".join(groups))
             return found
         for old in list(actual):  # a replacement keeping the name (load-balancer-name set): the old one goes first
             if old.name == wanted.name:
@@ -212,6 +252,7 @@ class StackDeployer:
             Scheme=wanted.scheme,
             Type=wanted.type,
             Tags=_tag_list(tags),
+            **({"SecurityGroups": list(groups)} if groups is not None else {}),
         )["LoadBalancers"][0]
         log.info("stack %s: created %s load balancer %s", stack.id, wanted.type, wanted.name)
         return ActualLoadBalancer(
@@ -221,6 +262,7 @@ class StackDeployer:
             scheme=wanted.scheme,
             type=wanted.type,
             tags=tags,
+            security_groups=groups or (),
         )
 
     # --- listeners and rules -----------------------------------------------------------------------------------

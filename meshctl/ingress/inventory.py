@@ -1,8 +1,9 @@
-"""Actual state: the load balancers and target groups this cluster owns, found by their ownership tags.
+"""Actual state: the load balancers, target groups and security groups this cluster owns, found by their ownership
+tags.
 
 Read once per reconcile pass (DescribeLoadBalancers / DescribeTargetGroups, then DescribeTags in chunks of 20, the
-AWS maximum). Anything without our cluster tag, or tagged for another cluster, never enters the inventory, so no
-code path can modify or delete it."""
+AWS maximum; DescribeSecurityGroups filtered by our cluster tag). Anything without our cluster tag, or tagged for
+another cluster, never enters the inventory, so no code path can modify or delete it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshctl.ingress.naming import CLUSTER_TAG, RESOURCE_TAG, STACK_TAG
+from meshctl.ingress.naming import BACKEND_SG_RESOURCE, CLUSTER_TAG, RESOURCE_TAG, STACK_TAG
 
-__all__ = ["ActualLoadBalancer", "ActualTargetGroup", "Inventory", "read_inventory"]
+__all__ = ["ActualLoadBalancer", "ActualSecurityGroup", "ActualTargetGroup", "Inventory", "read_inventory"]
 
 _TAG_CHUNK = 20
 
@@ -24,6 +25,16 @@ class ActualLoadBalancer:
     dns_name: str
     scheme: str
     type: str
+    tags: dict[str, str]
+    security_groups: tuple[str, ...] = ()
+
+
+@dataclass
+class ActualSecurityGroup:
+    id: str
+    name: str
+    vpc: str
+    permissions: list[dict[str, Any]]  # its IpPermissions (inbound rules)
     tags: dict[str, str]
 
 
@@ -43,9 +54,11 @@ class ActualTargetGroup:
 class Inventory:
     load_balancers: dict[str, list[ActualLoadBalancer]] = field(default_factory=dict)  # by stack id
     target_groups: dict[str, list[ActualTargetGroup]] = field(default_factory=dict)
+    security_groups: dict[str, list[ActualSecurityGroup]] = field(default_factory=dict)  # managed frontend groups
+    backend_groups: list[ActualSecurityGroup] = field(default_factory=list)  # the cluster's (one per VPC)
 
     def stacks(self) -> set[str]:
-        return set(self.load_balancers) | set(self.target_groups)
+        return set(self.load_balancers) | set(self.target_groups) | set(self.security_groups)
 
 
 def _pages(elbv2: Any, operation: str, key: str) -> Iterator[dict[str, Any]]:
@@ -62,7 +75,7 @@ def _tags(elbv2: Any, arns: list[str]) -> dict[str, dict[str, str]]:
     return tags
 
 
-def read_inventory(elbv2: Any, cluster: str) -> Inventory:
+def read_inventory(elbv2: Any, cluster: str, ec2: Any = None) -> Inventory:
     inventory = Inventory()
     balancers = list(_pages(elbv2, "describe_load_balancers", "LoadBalancers"))
     tags = _tags(elbv2, [b["LoadBalancerArn"] for b in balancers])
@@ -77,6 +90,7 @@ def read_inventory(elbv2: Any, cluster: str) -> Inventory:
                     scheme=b.get("Scheme", ""),
                     type=b.get("Type", ""),
                     tags=t,
+                    security_groups=tuple(b.get("SecurityGroups") or ()),
                 )
             )
     groups = list(_pages(elbv2, "describe_target_groups", "TargetGroups"))
@@ -87,4 +101,16 @@ def read_inventory(elbv2: Any, cluster: str) -> Inventory:
             inventory.target_groups.setdefault(t[STACK_TAG], []).append(
                 ActualTargetGroup(arn=g["TargetGroupArn"], name=g["TargetGroupName"], description=g, tags=t)
             )
+    if ec2 is not None:
+        filters = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}]
+        for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
+            for g in page["SecurityGroups"]:
+                t = {x["Key"]: x["Value"] for x in g.get("Tags", [])}
+                group = ActualSecurityGroup(
+                    id=g["GroupId"], name=g["GroupName"], vpc=g.get("VpcId", ""), permissions=g["IpPermissions"], tags=t
+                )
+                if t.get(RESOURCE_TAG) == BACKEND_SG_RESOURCE:
+                    inventory.backend_groups.append(group)
+                elif STACK_TAG in t:
+                    inventory.security_groups.setdefault(t[STACK_TAG], []).append(group)
     return inventory

@@ -11,15 +11,20 @@ import re
 from meshctl.model.ingress import CHECKPOINT_ANNOTATION
 
 __all__ = [
+    "BACKEND_SG_RESOURCE",
     "CHECKPOINT_ANNOTATION",
     "CLUSTER_TAG",
+    "FRONTEND_SG_RESOURCE",
     "INGRESS_FINALIZER",
     "RESOURCE_TAG",
     "SERVICE_FINALIZER",
     "STACK_TAG",
+    "TARGET_RULE_MARKER",
     "TGB_FINALIZER",
+    "backend_security_group_name",
     "group_finalizer",
     "load_balancer_name",
+    "security_group_name",
     "target_group_name",
 ]
 
@@ -29,6 +34,10 @@ RESOURCE_TAG = "elbv2.meshctl.dev/resource"
 INGRESS_FINALIZER = "ingress.meshctl.dev/resources"
 SERVICE_FINALIZER = "service.meshctl.dev/resources"
 TGB_FINALIZER = "elbv2.meshctl.dev/resources"
+FRONTEND_SG_RESOURCE = "ManagedLBSecurityGroup"  # RESOURCE_TAG of a load balancer's managed group (LBC's id)
+BACKEND_SG_RESOURCE = "backend-sg"  # RESOURCE_TAG of the cluster's shared backend group (LBC's value)
+# The description of every rule we add to the targets' groups: only rules carrying it are ever revoked there.
+TARGET_RULE_MARKER = "elbv2.meshctl.dev/targetGroupBinding=shared"
 
 
 def group_finalizer(group: str) -> str:
@@ -53,3 +62,13 @@ def target_group_name(
 
 def load_balancer_name(cluster: str, stack: str, *immutable: object) -> str:
     return f"k8s-{_part(stack, 17)}-{_digest(cluster, stack, *immutable)}"
+
+
+def security_group_name(cluster: str, stack: str) -> str:
+    """A load balancer's managed frontend group: ``k8s-<stack:17>-<hash:10>``."""
+    return f"k8s-{_part(stack, 17)}-{_digest(cluster, stack, FRONTEND_SG_RESOURCE)}"
+
+
+def backend_security_group_name(cluster: str) -> str:
+    """The cluster's shared backend group: ``k8s-traffic-<cluster:16>-<hash:10>``, as LBC names its own."""
+    return f"k8s-traffic-{_part(cluster, 16)}-{_digest(cluster, BACKEND_SG_RESOURCE)}"

@@ -27,6 +27,7 @@ from meshctl.ingress.inventory import Inventory, read_inventory
 from meshctl.ingress.kube import KubeWriter
 from meshctl.ingress.naming import CHECKPOINT_ANNOTATION, TGB_FINALIZER
 from meshctl.ingress.nlb import build_service_stacks
+from meshctl.ingress.security_groups import GroupInUse
 from meshctl.ingress.stack import Binding, Problem, Stack
 from meshctl.ingress.target_sync import TargetState, TargetSyncer
 from meshctl.ingress.targets import checkpoint, desired_targets, gated_pod_targets, plan_targets
@@ -77,7 +78,7 @@ class IngressReconciler:
     elector: LeaderElector | None = None
 
     def __post_init__(self) -> None:
-        self.deployer = StackDeployer(self.clients.elbv2, self.subnets, self.settings.cluster)
+        self.deployer = StackDeployer(self.clients.elbv2, self.subnets, self.settings.cluster, self.clients.ec2)
         self.targets = TargetSyncer(self.clients.elbv2, self.clients.health)
         self._model: Model | None = None
         self._wake = asyncio.Event()
@@ -162,6 +163,8 @@ class IngressReconciler:
                 progress.settled = False
             self.metrics.reconcile.labels(stack.kind).observe(time.perf_counter() - started)
             self._view(stack)
+        if inventory:
+            self._release_backend_groups(stacks, inventory[0], progress)
         for key in sorted(model.target_group_bindings):
             try:
                 self._target_group_binding(model, model.target_group_bindings[key], progress)
@@ -184,7 +187,7 @@ class IngressReconciler:
                 self.kube.add_finalizer(owner, stack.finalizer)
         if self.applied.get(stack.id) != stack:
             if not inventory:
-                inventory.append(read_inventory(self.clients.elbv2, self.settings.cluster))
+                inventory.append(read_inventory(self.clients.elbv2, self.settings.cluster, self.clients.ec2))
             if stack.load_balancer is not None or stack.id in inventory[0].stacks():
                 self.deployed[stack.id] = self.deployer.deploy(stack, inventory[0])
             else:
@@ -203,6 +206,32 @@ class IngressReconciler:
         if stack.load_balancer is None:
             self.applied.pop(stack.id, None)
             self.deployed.pop(stack.id, None)
+
+    def _release_backend_groups(self, stacks: list[Stack], inventory: Inventory, progress: _Progress) -> None:
+        """The cluster's backend security group goes once no load balancer of ours needs it (LBC's ``Release``): no
+        stack wants one, none is left as it is for bad input, and every one the inventory found was deleted."""
+        groups = self.deployer.groups
+        if groups is None or not inventory.backend_groups:
+            return
+        for stack in stacks:
+            balancer = stack.load_balancer
+            if not stack.valid or stack.id in self.errors:
+                return  # left as AWS has it, or its deletion failed: its load balancer may still use the group
+            if balancer is not None and balancer.security_groups is not None:
+                return
+        ids = {s.id for s in stacks}
+        if any(stack_id not in ids for stack_id in inventory.load_balancers):
+            return  # a load balancer of ours that no stack accounts for
+        for group in list(inventory.backend_groups):
+            try:
+                groups.delete(group)
+                inventory.backend_groups.remove(group)
+            except GroupInUse as exc:
+                log.info("%s", exc)
+                progress.settled = False  # try again soon
+            except _FAILURES as exc:
+                log.warning("backend security group %s: %s", group.id, _message(exc))
+                progress.settled = False
 
     def _sync(self, model: Model, target: _Binding, progress: _Progress) -> None:
         desired = desired_targets(model, target.binding)

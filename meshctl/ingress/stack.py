@@ -22,6 +22,7 @@ __all__ = [
     "Problem",
     "Redirect",
     "Rule",
+    "SecurityGroups",
     "Stack",
     "TargetGroup",
 ]
@@ -130,12 +131,24 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityGroups:
+    """A load balancer's security groups, LBC's way: a managed frontend group opening the listen ports to
+    ``inbound`` plus the cluster's shared backend group (the source the targets' groups allow), or the user's own
+    groups (``given``: IDs or names), then the backend group only with ``backend``."""
+
+    given: tuple[str, ...] = ()
+    inbound: tuple[str, ...] = ("0.0.0.0/0",)  # CIDRs the frontend group opens the listen ports to
+    backend: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoadBalancer:
     name: str
     type: str  # application | network
     scheme: str  # internal | internet-facing
     subnets: tuple[str, ...] = ()  # empty: discovered from subnet tags
     tags: Tags = ()
+    security_groups: SecurityGroups | None = None  # None: none managed (an NLB without security groups)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

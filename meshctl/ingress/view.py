@@ -55,6 +55,7 @@ def stack_view(
             "type": balancer.type,
             "scheme": balancer.scheme,
             "dnsName": deployed.dns_name if deployed else None,
+            "securityGroups": list(deployed.security_groups) if deployed else [],
             "arn": deployed.load_balancer_arn if deployed else None,
         },
         "listeners": [

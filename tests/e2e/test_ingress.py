@@ -180,6 +180,7 @@ def _foreign_resources(h: Harness) -> set[str]:
 async def test_deleting_the_ingress_removes_only_what_we_own_then_releases_it(harness: Harness):
     h = harness
     foreign = _foreign_resources(h)
+    h.moto.client("ec2").create_security_group(GroupName="foreign", Description="not ours", VpcId=h.network.vpc_id)
     await start_shop(h)
     reconciler, calls = h.reconciler()
     assert await h.reconcile(reconciler)
@@ -192,8 +193,11 @@ async def test_deleting_the_ingress_removes_only_what_we_own_then_releases_it(ha
     assert await h.reconcile(reconciler)
     remaining = {b["LoadBalancerArn"] for b in h.balancers()} | {g["TargetGroupArn"] for g in h.target_groups()}
     assert remaining == foreign
-    # The load balancer goes first (its listeners and rules with it), then the target groups.
-    assert calls.mutating() == ["DeleteLoadBalancer"] + ["DeleteTargetGroup"] * 4
+    # The load balancer goes first (its listeners and rules with it), then the target groups, then its security
+    # group and, no load balancer of ours left, the cluster's backend group.
+    assert calls.mutating() == ["DeleteLoadBalancer"] + ["DeleteTargetGroup"] * 4 + ["DeleteSecurityGroup"] * 2
+    groups = {g["GroupName"] for g in h.moto.client("ec2").describe_security_groups()["SecurityGroups"]}
+    assert "foreign" in groups and not any(g.startswith("k8s-") for g in groups)  # a group not ours is left
     await h.model_where(lambda m: SHOP not in m.ingresses)  # the finalizer was released: Kubernetes deleted it
 
 
@@ -201,8 +205,9 @@ class _Killed(BaseException):
     """Stops a reconcile pass mid-way, as a kill -9 would: nothing after the call runs, nothing is cleaned up."""
 
 
-def _fault(reconciler, operation: str, responses: list[tuple[int, str]]):
-    """The next attempts of ``operation`` get these (status, error code) answers instead of reaching moto."""
+def _fault(reconciler, operation: str, responses: list[tuple[int, str]], service: str = "elbv2"):
+    """The next attempts of ``operation`` (of ``service``: elbv2 or ec2) get these (status, error code) answers
+    instead of reaching moto."""
     from botocore.awsrequest import AWSResponse
 
     pending = list(responses)
@@ -218,10 +223,19 @@ def _fault(reconciler, operation: str, responses: list[tuple[int, str]]):
         if not pending:
             return None
         status, code = pending.pop(0)
-        body = f"<ErrorResponse><Error><Code>{code}</Code><Message>injected</Message></Error></ErrorResponse>"
+        error = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+        body = (
+            f"<Response><Errors>{error}</Errors><RequestID>x</RequestID></Response>"
+            if service == "ec2"
+            else f"<ErrorResponse>{error}</ErrorResponse>"
+        )
         return AWSResponse(request.url, status, {"Content-Type": "text/xml"}, Raw(body.encode()))
 
-    reconciler.clients.elbv2.meta.events.register(f"before-send.elastic-load-balancing-v2.{operation}", before_send)
+    client, event = {
+        "elbv2": (reconciler.clients.elbv2, "elastic-load-balancing-v2"),
+        "ec2": (reconciler.clients.ec2, "ec2"),
+    }[service]
+    client.meta.events.register(f"before-send.{event}.{operation}", before_send)
     return pending
 
 

@@ -91,6 +91,7 @@ async def test_serve_reconciles_survives_sigkill_and_shows_it(apiserver, moto, t
         (item,) = data["items"]
         (alb,) = h.balancers()
         assert item["loadBalancer"]["dnsName"] == alb["DNSName"] and item["error"] is None
+        assert item["loadBalancer"]["securityGroups"] == alb["SecurityGroups"] and len(alb["SecurityGroups"]) == 2
         web = next(g for g in item["targetGroups"] if g["resourceId"] == "shop/shop-web:80")
         assert (web["registered"], web["healthy"]) == (2, 2)
 

@@ -63,7 +63,8 @@ def _controller_args(manifests: list[dict[str, Any]]) -> list[str]:
 
 
 def _mesh() -> list[dict[str, Any]]:
-    return [*_gateway_routes(),
+    return [
+        *_gateway_routes(),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
         service("reviews"),
         *workload("reviews", "v1", 9080),
@@ -377,6 +378,40 @@ async def _every_change(h: Harness, cert: str, second_cert: str) -> None:
 
     await eventually(http_only, timeout=60, interval=0.2)
 
+    # The user's own security group by name, with the backend group: SetSecurityGroups, and the managed group goes.
+    ec2 = h.moto.client("ec2")
+    mine = ec2.create_security_group(GroupName="shop-frontend", Description="hand-made", VpcId=h.network.vpc_id)
+    _patch_ingress(
+        h,
+        {
+            "metadata": {
+                "annotations": {
+                    "alb.ingress.kubernetes.io/security-groups": "shop-frontend",
+                    "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "true",
+                }
+            }
+        },
+    )
+
+    def own_group() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        assert lb is not None
+        managed = ec2.describe_security_groups(
+            Filters=[{"Name": "tag:elbv2.meshctl.dev/resource", "Values": ["ManagedLBSecurityGroup"]}]
+        )["SecurityGroups"]
+        return (
+            mine["GroupId"] in lb.get("SecurityGroups", [])
+            and len(lb["SecurityGroups"]) == 2
+            and not [
+                g
+                for g in managed
+                if g["Tags"]
+                and dict((t["Key"], t["Value"]) for t in g["Tags"]).get("elbv2.meshctl.dev/stack") == f"{NS}/shop"
+            ]
+        )
+
+    await eventually(own_group, timeout=60, interval=0.2)
+
 
 def _rv(h: Harness, slice_name: str) -> str:
     return str(client.DiscoveryV1Api(h.api).read_namespaced_endpoint_slice(slice_name, NS).metadata.resource_version)
@@ -515,8 +550,8 @@ async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(h
     assert check_rbac(grants(docs), kube_calls).denied
     role["rules"] += [removed, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
     assert check_rbac(grants(docs), kube_calls).unused == ["ClusterRole/meshctl-ingress: get configmaps"]
-    wider = _policy_with(policy, "elasticloadbalancing:SetSecurityGroups")
-    assert check_iam(wider, aws_calls).unused == ["elasticloadbalancing:SetSecurityGroups"]
+    wider = _policy_with(policy, "elasticloadbalancing:SetIpAddressType")
+    assert check_iam(wider, aws_calls).unused == ["elasticloadbalancing:SetIpAddressType"]
 
 
 def _policy_without(policy: dict[str, Any], action: str) -> dict[str, Any]:
