@@ -24,7 +24,17 @@ from botocore.exceptions import ClientError
 from meshctl.ingress.inventory import ActualLoadBalancer, ActualTargetGroup, Inventory
 from meshctl.ingress.naming import CLUSTER_TAG, RESOURCE_TAG, STACK_TAG
 from meshctl.ingress.security_groups import GroupInUse, GroupNotFound, SecurityGroupDeployer
-from meshctl.ingress.stack import Action, FixedResponse, Forward, Listener, Redirect, Rule, Stack, TargetGroup
+from meshctl.ingress.stack import (
+    Action,
+    FixedResponse,
+    Forward,
+    Listener,
+    LoadBalancer,
+    Redirect,
+    Rule,
+    Stack,
+    TargetGroup,
+)
 
 __all__ = ["DeployError", "Deployed", "StackDeployer", "Subnets"]
 
@@ -42,6 +52,7 @@ class Deployed:
     target_groups: dict[str, str] = field(default_factory=dict)  # resource id -> ARN
     listeners: dict[int, str] = field(default_factory=dict)  # port -> ARN
     security_groups: tuple[str, ...] = ()  # the load balancer's
+    backend_group: str | None = None  # the cluster's backend group, when the load balancer carries it
 
 
 @dataclass
@@ -114,6 +125,8 @@ class StackDeployer:
             balancer = self._load_balancer(stack, actual_balancers, groups)
             result.load_balancer_arn, result.dns_name = balancer.arn, balancer.dns_name
             result.security_groups = groups or ()
+            if groups and stack.load_balancer.security_groups and stack.load_balancer.security_groups.backend:
+                result.backend_group = groups[-1]  # (for_load_balancer puts it last)
             stale_balancers = [b for b in actual_balancers if b.arn != balancer.arn]
             result.listeners = self._listeners(stack, balancer.arn, result.target_groups)
         for old in stale_balancers:
@@ -127,11 +140,16 @@ class StackDeployer:
         return result
 
     def _security_groups(self, stack: Stack, inventory: Inventory) -> tuple[str, ...] | None:
-        assert stack.load_balancer is not None
-        if self.groups is None or stack.load_balancer.security_groups is None:
+        wanted = stack.load_balancer
+        assert wanted is not None
+        if self.groups is None or wanted.security_groups is None:
             return None
+        if wanted.type == "network":
+            found = self._matching(wanted, inventory.load_balancers.get(stack.id, []))
+            if found is not None and not found.security_groups:
+                return None  # an NLB made without security groups cannot get any (AWS): it keeps none
         try:
-            return self.groups.for_load_balancer(stack, self.subnets.vpc(stack.load_balancer.scheme), inventory)
+            return self.groups.for_load_balancer(stack, self.subnets.vpc(wanted.scheme), inventory)
         except GroupNotFound as exc:
             raise DeployError(str(exc)) from None
 
@@ -224,13 +242,18 @@ class StackDeployer:
 
     # --- the load balancer -------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _matching(wanted: LoadBalancer, actual: list[ActualLoadBalancer]) -> ActualLoadBalancer | None:
+        """The load balancer of ours that is ``wanted`` (same scheme and type; anything else is replaced)."""
+        return next((b for b in actual if b.scheme == wanted.scheme and b.type == wanted.type), None)
+
     def _load_balancer(
         self, stack: Stack, actual: list[ActualLoadBalancer], groups: tuple[str, ...] | None
     ) -> ActualLoadBalancer:
         """``groups``: its security groups (None: leave them as they are)."""
         wanted = stack.load_balancer
         assert wanted is not None
-        found = next((b for b in actual if b.scheme == wanted.scheme and b.type == wanted.type), None)
+        found = self._matching(wanted, actual)
         tags = {**dict(wanted.tags), **self._ownership(stack, "LoadBalancer")}
         if found is not None:
             self._tags(found.arn, tags, found.tags)

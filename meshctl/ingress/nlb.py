@@ -7,11 +7,21 @@ or ``aws-load-balancer-type: external`` with an ``nlb-target-type``; or the depr
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from meshctl.ingress.annotations import NLB, AnnotationError, Annotations
 from meshctl.ingress.naming import SERVICE_FINALIZER, load_balancer_name
-from meshctl.ingress.stack import Forward, HealthCheck, Listener, LoadBalancer, Problem, Stack, TargetGroup
+from meshctl.ingress.stack import (
+    Forward,
+    HealthCheck,
+    Listener,
+    LoadBalancer,
+    Problem,
+    SecurityGroups,
+    Stack,
+    TargetGroup,
+)
 from meshctl.ingress.target_groups import attributes, health_check, target_group
 from meshctl.model import Model, ObjectKey, Service
 
@@ -156,6 +166,7 @@ def _build(service: Service, key: ObjectKey, stack_id: str, cluster: str, target
             )
         )
     name = ann.string("name") or load_balancer_name(cluster, stack_id, scheme, "nlb")
+    groups_wanted = _security_groups(ann, exposure.source_ranges, legacy)
     return Stack(
         id=stack_id,
         kind="service",
@@ -167,7 +178,25 @@ def _build(service: Service, key: ObjectKey, stack_id: str, cluster: str, target
             scheme=scheme,
             subnets=tuple(ann.string_list("subnets")),
             tags=tuple(sorted(tags.items())),
+            security_groups=groups_wanted,
         ),
         listeners=tuple(listeners),
         target_groups=tuple(groups),
     )
+
+
+def _security_groups(ann: Annotations, source_ranges: tuple[str, ...], legacy: bool) -> SecurityGroups | None:
+    """LBC (since v2.6) gives a new NLB security groups as an ALB's: a managed frontend group opening the listen
+    ports to ``spec.loadBalancerSourceRanges`` (default 0.0.0.0/0) and the backend group; none with
+    ``aws-load-balancer-disable-nlb-sg: "true"``, and none for the in-tree provider's legacy NLBs. (An NLB made
+    without groups cannot get any later: it keeps none.)"""
+    if legacy or ann.boolean("disable-nlb-sg"):
+        return None
+    for cidr in source_ranges:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            raise AnnotationError("spec.loadBalancerSourceRanges", f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
+    given = tuple(ann.string_list("security-groups"))
+    manage = ann.boolean("manage-backend-security-group-rules")
+    return SecurityGroups(given=given, inbound=source_ranges or ("0.0.0.0/0",), backend=bool(manage) if given else True)

@@ -27,8 +27,9 @@ from meshctl.ingress.inventory import Inventory, read_inventory
 from meshctl.ingress.kube import KubeWriter
 from meshctl.ingress.naming import CHECKPOINT_ANNOTATION, TGB_FINALIZER
 from meshctl.ingress.nlb import build_service_stacks
-from meshctl.ingress.security_groups import GroupInUse
+from meshctl.ingress.security_groups import GroupInUse, listen_protocols
 from meshctl.ingress.stack import Binding, Problem, Stack
+from meshctl.ingress.target_rules import TargetNeed, TargetRules, revoke_all
 from meshctl.ingress.target_sync import TargetState, TargetSyncer
 from meshctl.ingress.targets import checkpoint, desired_targets, gated_pod_targets, plan_targets
 from meshctl.ingress.view import stack_view
@@ -79,6 +80,10 @@ class IngressReconciler:
 
     def __post_init__(self) -> None:
         self.deployer = StackDeployer(self.clients.elbv2, self.subnets, self.settings.cluster, self.clients.ec2)
+        assert self.deployer.groups is not None
+        self.target_rules = TargetRules(self.clients.ec2, self.settings.cluster, self.deployer.groups)
+        self._rules_applied: tuple[str, frozenset[TargetNeed]] | None = None
+        self._rule_problems: set[tuple[ObjectKey, str]] = set()
         self.targets = TargetSyncer(self.clients.elbv2, self.clients.health)
         self._model: Model | None = None
         self._wake = asyncio.Event()
@@ -140,6 +145,7 @@ class IngressReconciler:
         progress = _Progress()
         if time.monotonic() - self._last_resync > self.settings.resync_seconds:
             self.applied.clear()
+            self._rules_applied = None
             self._last_resync = time.monotonic()
         stacks = build_ingress_stacks(
             model,
@@ -163,6 +169,7 @@ class IngressReconciler:
                 progress.settled = False
             self.metrics.reconcile.labels(stack.kind).observe(time.perf_counter() - started)
             self._view(stack)
+        self._target_security_groups(model, stacks, progress)
         if inventory:
             self._release_backend_groups(stacks, inventory[0], progress)
         for key in sorted(model.target_group_bindings):
@@ -207,6 +214,43 @@ class IngressReconciler:
             self.applied.pop(stack.id, None)
             self.deployed.pop(stack.id, None)
 
+    def _target_security_groups(self, model: Model, stacks: list[Stack], progress: _Progress) -> None:
+        """The targets' groups allow the backend group (meshctl/ingress/target_rules.py): worked out again only when
+        a target, port or the backend group changed (or at a resync)."""
+        needs: set[TargetNeed] = set()
+        backend = None
+        for stack in stacks:
+            deployed = self.deployed.get(stack.id)
+            if not stack.valid or deployed is None or deployed.backend_group is None:
+                continue
+            backend = deployed.backend_group
+            for group in stack.target_groups:
+                port = group.health_check.port
+                needs.add(
+                    TargetNeed(
+                        owner=group.owner,
+                        target_type=group.target_type,
+                        targets=desired_targets(model, group.binding),
+                        health_port=int(port) if port.isdigit() else None,
+                        protocols=listen_protocols(group.protocol),
+                    )
+                )
+        if backend is None or self._rules_applied == (backend, frozenset(needs)):
+            return
+        try:
+            problems = self.target_rules.apply(backend, needs)
+        except _FAILURES as exc:
+            log.warning("security group rules for targets: %s", _message(exc))
+            progress.settled = False
+            return
+        for owner, message in problems:
+            if (owner, message) not in self._rule_problems:
+                log.warning("%s: %s", owner, message)
+                self.kube.event(owner, "TargetSecurityGroup", message)
+        self._rule_problems = set(problems)
+        # Unresolved targets are tried again when something changes, or at the next resync (not every pass).
+        self._rules_applied = (backend, frozenset(needs))
+
     def _release_backend_groups(self, stacks: list[Stack], inventory: Inventory, progress: _Progress) -> None:
         """The cluster's backend security group goes once no load balancer of ours needs it (LBC's ``Release``): no
         stack wants one, none is left as it is for bad input, and every one the inventory found was deleted."""
@@ -224,6 +268,8 @@ class IngressReconciler:
             return  # a load balancer of ours that no stack accounts for
         for group in list(inventory.backend_groups):
             try:
+                revoke_all(self.clients.ec2, groups, group.id)  # the targets' rules from it go first
+                self._rules_applied = None
                 groups.delete(group)
                 inventory.backend_groups.remove(group)
             except GroupInUse as exc:

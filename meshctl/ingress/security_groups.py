@@ -35,7 +35,15 @@ from meshctl.ingress.naming import (
 )
 from meshctl.ingress.stack import SecurityGroups, Stack
 
-__all__ = ["GroupInUse", "GroupNotFound", "Permission", "SecurityGroupDeployer", "permissions", "to_ip_permissions"]
+__all__ = [
+    "GroupInUse",
+    "GroupNotFound",
+    "Permission",
+    "SecurityGroupDeployer",
+    "listen_protocols",
+    "permissions",
+    "to_ip_permissions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +99,19 @@ def to_ip_permissions(rules: Iterable[Permission]) -> list[dict[str, Any]]:
     return out
 
 
-def frontend_rules(ports: Iterable[int], inbound: Iterable[str]) -> set[Permission]:
-    """A TCP rule for each listen port and inbound CIDR (LBC: one per port x source)."""
+def frontend_rules(ports: Iterable[tuple[int, str]], inbound: Iterable[str]) -> set[Permission]:
+    """A rule for each listen (port, tcp|udp) and inbound CIDR (LBC: one per port x source)."""
     rules: set[Permission] = set()
     for cidr in inbound:
         kind = "cidr6" if ipaddress.ip_network(cidr).version == 6 else "cidr"
-        for port in ports:
-            rules.add(("tcp", port, port, kind, cidr, None))
+        for port, protocol in ports:
+            rules.add((protocol, port, port, kind, cidr, None))
     return rules
+
+
+def listen_protocols(protocol: str) -> tuple[str, ...]:
+    """The IP protocols a listener's protocol takes (HTTP, HTTPS, TLS and TCP are TCP)."""
+    return {"UDP": ("udp",), "TCP_UDP": ("tcp", "udp")}.get(protocol, ("tcp",))
 
 
 def _tag_specification(tags: dict[str, str]) -> list[dict[str, Any]]:
@@ -123,13 +136,15 @@ class SecurityGroupDeployer:
         if wanted.given:
             ids += self._given(wanted.given, vpc)
         else:
-            ports = sorted({li.port for li in stack.listeners})
+            ports = sorted({(li.port, p) for li in stack.listeners for p in listen_protocols(li.protocol)})
             ids.append(self._frontend(stack, wanted, ports, vpc, inventory))
         if wanted.backend:
             ids.append(self.backend(vpc, inventory).id)
         return tuple(ids)
 
-    def _frontend(self, stack: Stack, wanted: SecurityGroups, ports: list[int], vpc: str, inventory: Inventory) -> str:
+    def _frontend(
+        self, stack: Stack, wanted: SecurityGroups, ports: list[tuple[int, str]], vpc: str, inventory: Inventory
+    ) -> str:
         rules = frontend_rules(ports, wanted.inbound)
         found = next((g for g in inventory.security_groups.get(stack.id, ()) if g.vpc == vpc), None)
         if found is None:

@@ -61,6 +61,7 @@ class Exposure:
     load_balancer_class: str | None = None
     external_traffic_policy: str = "Cluster"
     health_check_node_port: int | None = None
+    source_ranges: tuple[str, ...] = ()  # spec.loadBalancerSourceRanges
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 

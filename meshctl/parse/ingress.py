@@ -80,6 +80,7 @@ def parse_exposure(doc: dict[str, Any]) -> Exposure | None:
         load_balancer_class=spec.get("loadBalancerClass") if isinstance(spec.get("loadBalancerClass"), str) else None,
         external_traffic_policy=str(spec.get("externalTrafficPolicy") or "Cluster"),
         health_check_node_port=hc_port if isinstance(hc_port, int) else None,
+        source_ranges=tuple(str(r) for r in _list(spec.get("loadBalancerSourceRanges"))),
         lifecycle=lifecycle,
     )
 

@@ -153,6 +153,47 @@ async def test_the_in_tree_nlb_with_internal_set_to_a_cidr_is_internal(harness: 
     assert await h.reconcile(reconciler)
     (balancer,) = h.balancers()
     assert (balancer["Type"], balancer["Scheme"]) == ("network", "internal")
+    assert not balancer.get("SecurityGroups")  # the in-tree provider's NLBs have none (LBC's rule too)
+
+
+async def test_an_nlb_gets_security_groups_open_to_its_source_ranges_and_its_instances_allow_the_backend(
+    harness: Harness,
+):
+    """LBC (v2.6+) gives a new NLB a managed frontend group (listen ports open to spec.loadBalancerSourceRanges)
+    and the backend group; the nodes' group allows the backend group on the node port."""
+    from tests.ingress_fixtures import NS as SHOP
+    from tests.ingress_fixtures import nlb_service
+
+    h = harness
+    ec2 = h.moto.client("ec2")
+    node_sg = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=h.network.vpc_id)["GroupId"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    (instance,) = ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, SubnetId=h.network.private[0], SecurityGroupIds=[node_sg]
+    )["Instances"]
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-0"},
+        "spec": {"providerID": f"aws:///us-east-1a/{instance['InstanceId']}"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.10.5"}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    service = nlb_service(loadBalancerSourceRanges=["192.0.2.0/24", "198.51.100.0/24"])
+    service["metadata"]["annotations"] = {"service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "instance"}
+    h.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SHOP}}, node, service])
+    await h.start()
+    await h.model_where(lambda m: len(m.nodes) == 1 and ObjectKey("Service", SHOP, "game") in m.services)
+    reconciler, _ = h.reconciler()
+    assert await h.reconcile(reconciler)
+    (nlb,) = h.balancers()
+    names = {_group(h, g)["GroupName"]: _group(h, g) for g in nlb["SecurityGroups"]}
+    (frontend,) = [g for n, g in names.items() if not n.startswith("k8s-traffic-")]
+    (backend,) = [g["GroupId"] for n, g in names.items() if n.startswith("k8s-traffic-")]
+    assert _inbound(frontend) == {("tcp", 7000, 7000, "192.0.2.0/24"), ("tcp", 7000, 7000, "198.51.100.0/24")}
+    assert _inbound(_group(h, node_sg)) == {("tcp", 30700, 30700, backend)}
 
 
 def grpc_example(certificate_arn: str) -> list[dict[str, Any]]:
@@ -343,3 +384,59 @@ async def test_a_group_still_in_use_is_deleted_on_a_later_pass_and_the_ingress_w
     names = {g["GroupName"] for g in h.moto.client("ec2").describe_security_groups()["SecurityGroups"]}
     assert not any(n.startswith("k8s-") for n in names), names
     await h.model_where(lambda m: INGRESS not in m.ingresses)
+
+
+async def test_the_targets_group_allows_the_backend_group_and_only_our_rule_goes_on_delete(harness: Harness):
+    """LBC's rule: the targets' network interfaces carry two groups, one tagged kubernetes.io/cluster/<cluster>;
+    that one gets a rule from the backend group on the target port, described as ours. Deleting the Ingress removes
+    that rule and our groups; the user's rule and groups stay."""
+    h = harness
+    ec2 = h.moto.client("ec2")
+    vpc = h.network.vpc_id
+    node_sg = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
+    ec2.create_tags(Resources=[node_sg], Tags=[{"Key": "kubernetes.io/cluster/test", "Value": "owned"}])
+    other_sg = ec2.create_security_group(GroupName="other", Description="other", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=node_sg, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp="10.0.0.0/8")
+    pods = ["10.0.10.21", "10.0.10.22"]
+    for ip in pods:  # (moto finds an interface by its primary address only; AWS by any of its addresses)
+        ec2.create_network_interface(SubnetId=h.network.private[0], PrivateIpAddress=ip, Groups=[node_sg, other_sg])
+    docs = example()
+    docs[-1]["endpoints"] = [{"addresses": [ip], "conditions": {"ready": True}} for ip in pods]
+    await reconciled(h, docs)
+    (alb,) = h.balancers()
+    backend = next(g for g in alb["SecurityGroups"] if _group(h, g)["GroupName"].startswith("k8s-traffic-"))
+    rules = _group(h, node_sg)["IpPermissions"]
+    ours = [p for p in rules if p.get("UserIdGroupPairs")]
+    assert [(p["FromPort"], p["ToPort"], p["UserIdGroupPairs"][0]["GroupId"]) for p in ours] == [(80, 80, backend)]
+    assert ours[0]["UserIdGroupPairs"][0]["Description"] == "elbv2.meshctl.dev/targetGroupBinding=shared"
+    assert _group(h, other_sg)["IpPermissions"] == []  # the untagged group is not touched
+
+    reconciler, calls = h.reconciler()  # a restart: nothing to change
+    assert await h.reconcile(reconciler)
+    assert calls.mutating() == []
+
+    await asyncio.to_thread(client.NetworkingV1Api(h.api).delete_namespaced_ingress, "ingress-2048", NS)
+    await h.model_where(lambda m: m.ingresses[INGRESS].lifecycle.deleting)
+    assert await h.reconcile(reconciler)
+    assert _inbound(_group(h, node_sg)) == {("tcp", 22, 22, "10.0.0.0/8")}  # the user's rule stays, ours went
+    names = {g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    assert {"nodes", "other"} <= names and not any(n.startswith("k8s-") for n in names), names
+
+
+async def test_an_interface_with_two_cluster_tagged_groups_is_an_error_on_the_ingress(harness: Harness):
+    h = harness
+    ec2 = h.moto.client("ec2")
+    tagged = []
+    for name in ("eks-cluster-sg", "nodes"):
+        group = ec2.create_security_group(GroupName=name, Description=name, VpcId=h.network.vpc_id)["GroupId"]
+        ec2.create_tags(Resources=[group], Tags=[{"Key": "kubernetes.io/cluster/test", "Value": "owned"}])
+        tagged.append(group)
+    ec2.create_network_interface(SubnetId=h.network.private[0], PrivateIpAddress="10.0.10.31", Groups=tagged)
+    docs = example()
+    docs[-1]["endpoints"] = [{"addresses": ["10.0.10.31"], "conditions": {"ready": True}}]
+    await reconciled(h, docs)
+    assert len(h.balancers()) == 1  # the load balancer is made; that target's group gets no rule
+    events = client.CoreV1Api(h.api).list_namespaced_event(NS).items
+    (event,) = [e for e in events if e.reason == "TargetSecurityGroup"]
+    assert "expected exactly one of its security groups" in event.message and "found 2" in event.message
+    assert all(not g["IpPermissions"] for g in ec2.describe_security_groups(GroupIds=tagged)["SecurityGroups"])
