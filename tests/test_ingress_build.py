@@ -115,3 +115,40 @@ def test_security_group_annotations(annotations: dict[str, str], expected: objec
         assert stack.problems[0].message.startswith(expected), stack.problems
     else:
         assert stack.load_balancer is not None and stack.load_balancer.security_groups == expected, stack.problems
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        (
+            {"load-balancer-attributes": "idle_timeout.timeout_seconds=90"},
+            ((("idle_timeout.timeout_seconds", "90"),), "ipv4"),
+        ),
+        ({"ip-address-type": "dualstack"}, ((), "dualstack")),
+        (
+            {"load-balancer-attributes": "deletion_protection.enabled=yes"},
+            "deletion_protection.enabled=yes is not true",
+        ),
+        (
+            {"load-balancer-attributes": "idle_timeout.timeout_seconds=0"},
+            "idle_timeout.timeout_seconds=0 is out of range",
+        ),
+        ({"ip-address-type": "ipv6"}, "annotation alb.ingress.kubernetes.io/ip-address-type: 'ipv6' is not one of"),
+        (
+            {"ip-address-type": "dualstack-without-public-ipv4", "scheme": "internal"},
+            "annotation alb.ingress.kubernetes.io/ip-address-type: dualstack-without-public-ipv4 is for internet",
+        ),
+    ],
+)
+def test_load_balancer_attribute_and_address_type_annotations(annotations: dict[str, str], expected: object) -> None:
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["metadata"]["annotations"].update({f"alb.ingress.kubernetes.io/{k}": v for k, v in annotations.items()})
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    if isinstance(expected, str):
+        assert expected in stack.problems[0].message, stack.problems
+    else:
+        assert stack.load_balancer is not None, stack.problems
+        assert (stack.load_balancer.attributes, stack.load_balancer.ip_address_type) == expected

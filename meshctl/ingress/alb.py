@@ -31,7 +31,7 @@ from meshctl.ingress.stack import (
     Stack,
     TargetGroup,
 )
-from meshctl.ingress.target_groups import attributes, health_check, target_group
+from meshctl.ingress.target_groups import attributes, health_check, load_balancer_attributes, target_group
 from meshctl.model import Model, ObjectKey
 from meshctl.model.ingress import Ingress, IngressBackend, IngressPath
 
@@ -49,6 +49,8 @@ _EXCLUSIVE = (
     "security-groups",
     "inbound-cidrs",
     "manage-backend-security-group-rules",
+    "load-balancer-attributes",
+    "ip-address-type",
 )
 _HEALTH = {
     "protocol": "healthcheck-protocol",
@@ -203,6 +205,13 @@ class _GroupBuilder:
             tags.update(m.ann.string_map("tags"))
         try:
             groups = _security_groups(settings)
+            exclusive = Annotations(ALB, {ALB + name: value for name, value in settings.items()})
+            attrs = load_balancer_attributes(exclusive, "load-balancer-attributes")
+            address_type = exclusive.string(
+                "ip-address-type", "ipv4", choices=("ipv4", "dualstack", "dualstack-without-public-ipv4")
+            )
+            if address_type == "dualstack-without-public-ipv4" and scheme != "internet-facing":
+                raise AnnotationError(ALB + "ip-address-type", "dualstack-without-public-ipv4 is for internet-facing")
         except AnnotationError as exc:
             return Stack(
                 id=self.stack_id,
@@ -217,6 +226,8 @@ class _GroupBuilder:
             subnets=tuple(s.strip() for s in (settings.get("subnets") or "").split(",") if s.strip()),
             tags=tuple(sorted(tags.items())),
             security_groups=groups,
+            attributes=attrs,
+            ip_address_type=address_type or "ipv4",
         )
         return Stack(
             id=self.stack_id,

@@ -130,7 +130,7 @@ class StackDeployer:
             stale_balancers = [b for b in actual_balancers if b.arn != balancer.arn]
             result.listeners = self._listeners(stack, balancer.arn, result.target_groups)
         for old in stale_balancers:
-            self._delete("delete_load_balancer", "LoadBalancerNotFound", LoadBalancerArn=old.arn)
+            self._delete_load_balancer(old)
             log.info("stack %s: deleted load balancer %s", stack.id, old.name)
         for group in actual_groups:
             if group.arn not in keep_groups:
@@ -261,10 +261,14 @@ class StackDeployer:
                 self.elbv2.set_security_groups(LoadBalancerArn=found.arn, SecurityGroups=list(groups))
                 found.security_groups = groups
                 log.info("stack %s: load balancer %s security groups %s", stack.id, found.name, ", ".join(groups))
+            if found.ip_address_type != wanted.ip_address_type:
+                self.elbv2.set_ip_address_type(LoadBalancerArn=found.arn, IpAddressType=wanted.ip_address_type)
+                found.ip_address_type = wanted.ip_address_type
+            self._balancer_attributes(found.arn, wanted)
             return found
         for old in list(actual):  # a replacement keeping the name (load-balancer-name set): the old one goes first
             if old.name == wanted.name:
-                self._delete("delete_load_balancer", "LoadBalancerNotFound", LoadBalancerArn=old.arn)
+                self._delete_load_balancer(old)
                 actual.remove(old)  # gone: not stale any more
         created = self._create(
             "create_load_balancer",
@@ -275,9 +279,11 @@ class StackDeployer:
             Scheme=wanted.scheme,
             Type=wanted.type,
             Tags=_tag_list(tags),
+            IpAddressType=wanted.ip_address_type,
             **({"SecurityGroups": list(groups)} if groups is not None else {}),
         )["LoadBalancers"][0]
         log.info("stack %s: created %s load balancer %s", stack.id, wanted.type, wanted.name)
+        self._balancer_attributes(created["LoadBalancerArn"], wanted)
         return ActualLoadBalancer(
             arn=created["LoadBalancerArn"],
             name=created["LoadBalancerName"],
@@ -286,7 +292,37 @@ class StackDeployer:
             type=wanted.type,
             tags=tags,
             security_groups=groups or (),
+            ip_address_type=wanted.ip_address_type,
         )
+
+    def _balancer_attributes(self, arn: str, wanted: LoadBalancer) -> None:
+        """The keys ``load-balancer-attributes`` names, set where they differ (one removed from it keeps its
+        value, as in LBC)."""
+        if not wanted.attributes:
+            return
+        have = {
+            a["Key"]: a["Value"]
+            for a in self.elbv2.describe_load_balancer_attributes(LoadBalancerArn=arn)["Attributes"]
+        }
+        changes = [{"Key": k, "Value": v} for k, v in wanted.attributes if have.get(k) != v]
+        if changes:
+            self.elbv2.modify_load_balancer_attributes(LoadBalancerArn=arn, Attributes=changes)
+
+    def _delete_load_balancer(self, balancer: ActualLoadBalancer) -> None:
+        """Deletes ``balancer`` unless its deletion protection is on: meshctl honours it itself (moto ignores it),
+        and the Ingress or Service keeps its finalizer until it is turned off."""
+        try:
+            described = self.elbv2.describe_load_balancer_attributes(LoadBalancerArn=balancer.arn)["Attributes"]
+        except ClientError as exc:
+            if _code(exc) == "LoadBalancerNotFound":
+                return
+            raise
+        if any(a["Key"] == "deletion_protection.enabled" and a["Value"] == "true" for a in described):
+            raise DeployError(
+                f"load balancer {balancer.name} has deletion protection on (deletion_protection.enabled=true): "
+                "turn it off (in AWS, or in load-balancer-attributes before deleting) to let it be deleted"
+            )
+        self._delete("delete_load_balancer", "LoadBalancerNotFound", LoadBalancerArn=balancer.arn)
 
     # --- listeners and rules -----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class ActualLoadBalancer:
     type: str
     tags: dict[str, str]
     security_groups: tuple[str, ...] = ()
+    ip_address_type: str = "ipv4"
 
 
 @dataclass
@@ -91,6 +92,7 @@ def read_inventory(elbv2: Any, cluster: str, ec2: Any = None) -> Inventory:
                     type=b.get("Type", ""),
                     tags=t,
                     security_groups=tuple(b.get("SecurityGroups") or ()),
+                    ip_address_type=b.get("IpAddressType") or "ipv4",
                 )
             )
     groups = list(_pages(elbv2, "describe_target_groups", "TargetGroups"))

@@ -22,7 +22,7 @@ from meshctl.ingress.stack import (
     Stack,
     TargetGroup,
 )
-from meshctl.ingress.target_groups import attributes, health_check, target_group
+from meshctl.ingress.target_groups import attributes, health_check, load_balancer_attributes, target_group
 from meshctl.model import Model, ObjectKey, Service
 
 __all__ = ["NLB_CLASS", "build_service_stacks", "nlb_target_type"]
@@ -179,6 +179,7 @@ def _build(service: Service, key: ObjectKey, stack_id: str, cluster: str, target
             subnets=tuple(ann.string_list("subnets")),
             tags=tuple(sorted(tags.items())),
             security_groups=groups_wanted,
+            attributes=load_balancer_attributes(ann, "attributes"),
         ),
         listeners=tuple(listeners),
         target_groups=tuple(groups),

@@ -149,6 +149,8 @@ class LoadBalancer:
     subnets: tuple[str, ...] = ()  # empty: discovered from subnet tags
     tags: Tags = ()
     security_groups: SecurityGroups | None = None  # None: none managed (an NLB without security groups)
+    attributes: tuple[tuple[str, str], ...] = ()  # load-balancer-attributes: only these keys are set
+    ip_address_type: str = "ipv4"  # ipv4 | dualstack | dualstack-without-public-ipv4 (ALB)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ from meshctl.ingress.naming import target_group_name
 from meshctl.ingress.stack import Binding, HealthCheck, TargetGroup
 from meshctl.model import ObjectKey, ServicePort
 
-__all__ = ["attributes", "health_check", "target_group"]
+__all__ = ["attributes", "health_check", "load_balancer_attributes", "target_group"]
 
 _SUCCESS_CODES = re.compile(r"^\d{1,3}(-\d{1,3})?(,\d{1,3}(-\d{1,3})?)*$")
 # Attributes with numeric ranges AWS enforces; checked here so the Event names the annotation, not an AWS error.
@@ -68,6 +68,22 @@ def attributes(ann: Annotations, name: str, extra: dict[str, str] | None = None)
             value = values[key]
             if not value.isdigit() or not low <= int(value) <= high:
                 raise AnnotationError(ann.prefix + name, f"{key}={value} is out of range [{low}, {high}]")
+    return tuple(sorted(values.items()))
+
+
+_BOOLEAN_ATTRIBUTES = ("deletion_protection.enabled", "routing.http2.enabled", "access_logs.s3.enabled")
+
+
+def load_balancer_attributes(ann: Annotations, name: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,...`` as LBC reads it; boolean attributes must be true or false (AWS would refuse the call)."""
+    values = ann.string_map(name)
+    for key in _BOOLEAN_ATTRIBUTES:
+        if key in values and values[key] not in ("true", "false"):
+            raise AnnotationError(ann.prefix + name, f"{key}={values[key]} is not true or false")
+    if "idle_timeout.timeout_seconds" in values:
+        value = values["idle_timeout.timeout_seconds"]
+        if not value.isdigit() or not 1 <= int(value) <= 4000:
+            raise AnnotationError(ann.prefix + name, f"idle_timeout.timeout_seconds={value} is out of range [1, 4000]")
     return tuple(sorted(values.items()))
 
 

@@ -440,3 +440,37 @@ async def test_an_interface_with_two_cluster_tagged_groups_is_an_error_on_the_in
     (event,) = [e for e in events if e.reason == "TargetSecurityGroup"]
     assert "expected exactly one of its security groups" in event.message and "found 2" in event.message
     assert all(not g["IpPermissions"] for g in ec2.describe_security_groups(GroupIds=tagged)["SecurityGroups"])
+
+
+async def test_deletion_protection_is_honoured_by_meshctl_itself(harness: Harness):
+    """load-balancer-attributes sets only the keys it names, once (a restart changes nothing); with
+    deletion_protection.enabled=true the ALB is not deleted with its Ingress (moto ignores the attribute: meshctl
+    checks it), the Ingress waits, and once protection is turned off in AWS both go."""
+    h = harness
+    annotations = {
+        **EXAMPLE[-1]["metadata"]["annotations"],
+        "alb.ingress.kubernetes.io/load-balancer-attributes": "deletion_protection.enabled=true,idle_timeout.timeout_seconds=90",
+    }
+    await reconciled(h, example(annotations=annotations))
+    (alb,) = h.balancers()
+    attributes = {
+        a["Key"]: a["Value"]
+        for a in h.elbv2.describe_load_balancer_attributes(LoadBalancerArn=alb["LoadBalancerArn"])["Attributes"]
+    }
+    assert attributes["deletion_protection.enabled"] == "true" and attributes["idle_timeout.timeout_seconds"] == "90"
+    reconciler, calls = h.reconciler()
+    assert await h.reconcile(reconciler)
+    assert calls.mutating() == []
+
+    await asyncio.to_thread(client.NetworkingV1Api(h.api).delete_namespaced_ingress, "ingress-2048", NS)
+    await h.model_where(lambda m: m.ingresses[INGRESS].lifecycle.deleting)
+    assert not await h.reconcile(reconciler)
+    assert len(h.balancers()) == 1 and INGRESS in h.model.ingresses
+    assert "deletion protection on" in reconciler.errors[f"{NS}/ingress-2048"]
+
+    h.elbv2.modify_load_balancer_attributes(
+        LoadBalancerArn=alb["LoadBalancerArn"], Attributes=[{"Key": "deletion_protection.enabled", "Value": "false"}]
+    )
+    assert await h.reconcile(reconciler)
+    assert h.balancers() == [] and h.target_groups() == []
+    await h.model_where(lambda m: INGRESS not in m.ingresses)

@@ -365,6 +365,8 @@ async def _every_change(h: Harness, cert: str, second_cert: str) -> None:
                 "annotations": {
                     "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}]',
                     "alb.ingress.kubernetes.io/ssl-redirect": None,
+                    "alb.ingress.kubernetes.io/load-balancer-attributes": "idle_timeout.timeout_seconds=120",
+                    "alb.ingress.kubernetes.io/ip-address-type": "dualstack",
                 }
             }
         },
@@ -374,7 +376,13 @@ async def _every_change(h: Harness, cert: str, second_cert: str) -> None:
         lb = _balancer(h, f"{NS}/shop")
         assert lb is not None
         listeners = _listeners(h, lb)
-        return set(listeners) == {80} and listeners[80]["DefaultActions"][0]["Type"] != "redirect"
+        attributes = h.elbv2.describe_load_balancer_attributes(LoadBalancerArn=lb["LoadBalancerArn"])["Attributes"]
+        return (
+            set(listeners) == {80}
+            and listeners[80]["DefaultActions"][0]["Type"] != "redirect"
+            and {"Key": "idle_timeout.timeout_seconds", "Value": "120"} in attributes
+            and lb["IpAddressType"] == "dualstack"
+        )
 
     await eventually(http_only, timeout=60, interval=0.2)
 
@@ -550,8 +558,8 @@ async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(h
     assert check_rbac(grants(docs), kube_calls).denied
     role["rules"] += [removed, {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
     assert check_rbac(grants(docs), kube_calls).unused == ["ClusterRole/meshctl-ingress: get configmaps"]
-    wider = _policy_with(policy, "elasticloadbalancing:SetIpAddressType")
-    assert check_iam(wider, aws_calls).unused == ["elasticloadbalancing:SetIpAddressType"]
+    wider = _policy_with(policy, "elasticloadbalancing:SetSubnets")
+    assert check_iam(wider, aws_calls).unused == ["elasticloadbalancing:SetSubnets"]
 
 
 def _policy_without(policy: dict[str, Any], action: str) -> dict[str, Any]:
