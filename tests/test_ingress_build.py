@@ -152,3 +152,26 @@ def test_load_balancer_attribute_and_address_type_annotations(annotations: dict[
     else:
         assert stack.load_balancer is not None, stack.problems
         assert (stack.load_balancer.attributes, stack.load_balancer.ip_address_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("conditions", "problem"),
+    [
+        ('{"field": "http-header"}', "expected a JSON list of conditions"),
+        ('[{"field": "cookie", "values": ["x"]}]', "field 'cookie' is not one of"),
+        ('[{"field": "http-header", "httpHeaderConfig": {"values": ["v"]}}]', "httpHeaderName is missing"),
+        ('[{"field": "http-request-method", "httpRequestMethodConfig": {"values": ["get"]}}]', "are not methods"),
+        ('[{"field": "source-ip", "sourceIpConfig": {"values": ["10.0.0.1/8"]}}]', "'10.0.0.1/8' is not a CIDR"),
+        ('[{"field": "query-string", "queryStringConfig": {"values": ["a=b"]}}]', "is not {key, value}"),
+        ('[{"Field": "host-header", "Values": []}]', "host-header: expected a non-empty list of values"),
+    ],
+)
+def test_bad_conditions_are_a_problem_naming_the_annotation(conditions: str, problem: str) -> None:
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["metadata"]["annotations"]["alb.ingress.kubernetes.io/conditions.service-2048"] = conditions
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    (found,) = stack.problems
+    assert "alb.ingress.kubernetes.io/conditions.service-2048" in found.message and problem in found.message

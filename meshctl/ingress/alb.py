@@ -341,8 +341,9 @@ class _GroupBuilder:
             for host, path in _most_specific_first(m.ingress):
                 try:
                     conditions = _conditions(host, path.path, path.path_type)
-                except _Invalid as exc:
-                    self._problem(m.key, exc.reason, str(exc))
+                    conditions += _annotation_conditions(m.ann, path.backend.service)
+                except (_Invalid, AnnotationError) as exc:
+                    self._problem(m.key, getattr(exc, "reason", "InvalidAnnotation"), str(exc))
                     continue
                 action = self._action(m, path.backend)
                 for port in sorted(m.ports):
@@ -493,22 +494,80 @@ def _security_groups(settings: dict[str, str]) -> SecurityGroups:
     return SecurityGroups(given=given, inbound=inbound, backend=bool(manage) if given else True)
 
 
-# The fields of an actions.* annotation. LBC decodes it with Go's encoding/json, which matches field names without
-# regard to case: its own older examples (the gRPC one) write "Type" and "RedirectConfig".
-_ACTION_FIELDS = {
+# The fields of the actions.* and conditions.* annotations. LBC decodes them with Go's encoding/json, which matches
+# field names without regard to case: its own older examples (the gRPC one) write "Type" and "RedirectConfig".
+_ANNOTATION_FIELDS = {
     f.lower(): f
     for f in (
         "type", "fixedResponseConfig", "statusCode", "contentType", "messageBody", "redirectConfig", "protocol",
         "port", "host", "path", "query", "forwardConfig", "targetGroups", "targetGroupARN", "weight", "serviceName",
-        "servicePort", "targetGroupStickinessConfig", "enabled", "durationSeconds",
+        "servicePort", "targetGroupStickinessConfig", "enabled", "durationSeconds", "field", "values",
+        "hostHeaderConfig", "pathPatternConfig", "httpHeaderConfig", "httpHeaderName", "httpRequestMethodConfig",
+        "queryStringConfig", "sourceIpConfig", "key", "value",
     )
 }  # fmt: skip
+_CONDITION_CONFIGS = {
+    "host-header": "hostHeaderConfig",
+    "path-pattern": "pathPatternConfig",
+    "http-header": "httpHeaderConfig",
+    "http-request-method": "httpRequestMethodConfig",
+    "query-string": "queryStringConfig",
+    "source-ip": "sourceIpConfig",
+}
+_METHOD = re.compile(r"^[A-Z_-]{1,40}$")
+
+
+def _annotation_conditions(ann: Annotations, backend: str) -> tuple[Condition, ...]:
+    """``conditions.<backend>``: LBC's extra conditions for the rules whose backend is that Service (or action),
+    all holding with the rule's host and path."""
+    name = f"conditions.{backend}"
+    spec = _go_json_keys(ann.json(name))
+    if spec is None:
+        return ()
+    if not isinstance(spec, list):
+        raise AnnotationError(ALB + name, "expected a JSON list of conditions")
+    out = []
+    for item in spec:
+        field_name = item.get("field") if isinstance(item, dict) else None
+        if field_name not in _CONDITION_CONFIGS:
+            raise AnnotationError(ALB + name, f"field {field_name!r} is not one of {', '.join(_CONDITION_CONFIGS)}")
+        config = item.get(_CONDITION_CONFIGS[field_name])
+        config = config if isinstance(config, dict) else {"values": item.get("values")}
+        values = config.get("values")
+        if not isinstance(values, list) or not values:
+            raise AnnotationError(ALB + name, f"{field_name}: expected a non-empty list of values")
+        if field_name == "query-string":
+            pairs = []
+            for v in values:
+                if not isinstance(v, dict) or not isinstance(v.get("value"), str):
+                    raise AnnotationError(ALB + name, f"query-string: {v!r} is not {{key, value}}")
+                key = v.get("key")
+                pairs.append((str(key) if key is not None else None, v["value"]))
+            out.append(Condition(field=field_name, pairs=tuple(pairs)))
+            continue
+        if not all(isinstance(v, str) and v for v in values):
+            raise AnnotationError(ALB + name, f"{field_name}: values must be strings")
+        if field_name == "http-request-method" and not all(_METHOD.match(v) for v in values):
+            raise AnnotationError(ALB + name, f"http-request-method: {values} are not methods like GET")
+        if field_name == "source-ip":
+            for v in values:
+                try:
+                    ipaddress.ip_network(v, strict=True)
+                except ValueError:
+                    raise AnnotationError(ALB + name, f"source-ip: {v!r} is not a CIDR") from None
+        header = None
+        if field_name == "http-header":
+            header = config.get("httpHeaderName")
+            if not isinstance(header, str) or not header:
+                raise AnnotationError(ALB + name, "http-header: httpHeaderName is missing")
+        out.append(Condition(field=field_name, values=tuple(values), header=header))
+    return tuple(out)
 
 
 def _go_json_keys(value: Any) -> Any:
     """``value`` with every object key spelled as our parser expects it, matched case-insensitively as Go does."""
     if isinstance(value, dict):
-        return {_ACTION_FIELDS.get(str(k).lower(), k): _go_json_keys(v) for k, v in value.items()}
+        return {_ANNOTATION_FIELDS.get(str(k).lower(), k): _go_json_keys(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_go_json_keys(v) for v in value]
     return value

@@ -26,6 +26,7 @@ from meshctl.ingress.naming import CLUSTER_TAG, RESOURCE_TAG, STACK_TAG
 from meshctl.ingress.security_groups import GroupInUse, GroupNotFound, SecurityGroupDeployer
 from meshctl.ingress.stack import (
     Action,
+    Condition,
     FixedResponse,
     Forward,
     Listener,
@@ -385,9 +386,7 @@ class StackDeployer:
             if not r.get("IsDefault")
         }
         for rule in wanted:
-            conditions = [
-                {"Field": c.field, _CONDITION_CONFIG[c.field]: {"Values": list(c.values)}} for c in rule.conditions
-            ]
+            conditions = [_condition(c) for c in rule.conditions]
             actions = [_action(rule.action, groups)]
             current = actual.get(rule.priority)
             if current is None:
@@ -403,7 +402,24 @@ class StackDeployer:
 
 
 # The plain "Values" form allows one value; the per-field config form allows several (a Prefix path needs two).
-_CONDITION_CONFIG = {"host-header": "HostHeaderConfig", "path-pattern": "PathPatternConfig"}
+_CONDITION_CONFIG = {
+    "host-header": "HostHeaderConfig",
+    "path-pattern": "PathPatternConfig",
+    "http-header": "HttpHeaderConfig",
+    "http-request-method": "HttpRequestMethodConfig",
+    "query-string": "QueryStringConfig",
+    "source-ip": "SourceIpConfig",
+}
+
+
+def _condition(c: Condition) -> dict[str, Any]:
+    if c.field == "query-string":
+        values: list[Any] = [{"Key": k, "Value": v} if k is not None else {"Value": v} for k, v in c.pairs]
+        return {"Field": c.field, "QueryStringConfig": {"Values": values}}
+    config: dict[str, Any] = {"Values": list(c.values)}
+    if c.field == "http-header":
+        config["HttpHeaderName"] = c.header
+    return {"Field": c.field, _CONDITION_CONFIG[c.field]: config}
 
 
 def _action(action: Action, groups: dict[str, str]) -> dict[str, Any]:
@@ -455,11 +471,12 @@ def _rule_key(rule: dict[str, Any]) -> tuple[Any, ...]:
     conditions = []
     for c in rule.get("Conditions", []):
         field_name = c.get("Field")
-        values = c.get("Values") or []
-        for config_key in ("HostHeaderConfig", "PathPatternConfig"):
-            values = values or (c.get(config_key) or {}).get("Values") or []
-        conditions.append((field_name, tuple(sorted(values))))
-    return tuple(sorted(conditions)), tuple(_action_key(a) for a in rule.get("Actions", []))
+        config = c.get(_CONDITION_CONFIG.get(field_name, ""), {}) or {}
+        values = c.get("Values") or config.get("Values") or []
+        if field_name == "query-string":
+            values = [f"{v.get('Key')}={v.get('Value')}" for v in values]
+        conditions.append((field_name, config.get("HttpHeaderName"), tuple(sorted(str(v) for v in values))))
+    return tuple(sorted(conditions, key=str)), tuple(_action_key(a) for a in rule.get("Actions", []))
 
 
 def _listener_key(listener: dict[str, Any]) -> tuple[Any, ...]:

@@ -109,8 +109,12 @@ Action = Forward | Redirect | FixedResponse
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Condition:
-    field: str  # host-header | path-pattern
-    values: tuple[str, ...]
+    """One ALB rule condition; all of a rule's hold together."""
+
+    field: str  # host-header | path-pattern | http-header | http-request-method | query-string | source-ip
+    values: tuple[str, ...] = ()
+    header: str | None = None  # http-header: the header's name
+    pairs: tuple[tuple[str | None, str], ...] = ()  # query-string: (key or None for any, value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

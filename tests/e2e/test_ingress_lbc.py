@@ -474,3 +474,35 @@ async def test_deletion_protection_is_honoured_by_meshctl_itself(harness: Harnes
     assert await h.reconcile(reconciler)
     assert h.balancers() == [] and h.target_groups() == []
     await h.model_where(lambda m: INGRESS not in m.ingresses)
+
+
+CONDITIONS = (
+    '[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"HeaderName","values":["HeaderValue1","HeaderValue2"]}},'
+    '{"field":"query-string","queryStringConfig":{"values":[{"key":"paramA","value":"valueA1"}]}},'
+    '{"field":"http-request-method","httpRequestMethodConfig":{"Values":["GET","HEAD"]}},'
+    '{"field":"source-ip","sourceIpConfig":{"values":["192.168.0.0/16"]}}]'
+)  # LBC's documentation example for alb.ingress.kubernetes.io/conditions.<service>
+
+
+async def test_conditions_annotation_adds_lbcs_conditions_to_the_backends_rules(harness: Harness):
+    h = harness
+    annotations = {
+        **EXAMPLE[-1]["metadata"]["annotations"],
+        "alb.ingress.kubernetes.io/conditions.service-2048": CONDITIONS,
+    }
+    await reconciled(h, example(annotations=annotations))
+    (alb,) = h.balancers()
+    (listener,) = h.elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
+    (rule,) = [r for r in h.elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    by_field = {c["Field"]: c for c in rule["Conditions"]}
+    assert set(by_field) == {"path-pattern", "http-header", "query-string", "http-request-method", "source-ip"}
+    assert by_field["http-header"]["HttpHeaderConfig"] == {
+        "HttpHeaderName": "HeaderName",
+        "Values": ["HeaderValue1", "HeaderValue2"],
+    }
+    assert by_field["query-string"]["QueryStringConfig"]["Values"] == [{"Key": "paramA", "Value": "valueA1"}]
+    assert by_field["http-request-method"]["HttpRequestMethodConfig"]["Values"] == ["GET", "HEAD"]
+    assert by_field["source-ip"]["SourceIpConfig"]["Values"] == ["192.168.0.0/16"]
+    reconciler, calls = h.reconciler()  # a restart: the rule as AWS describes it is the rule wanted
+    assert await h.reconcile(reconciler)
+    assert calls.mutating() == []
