@@ -138,3 +138,17 @@ def shop_documents(certificate_arn: str) -> list[dict]:
 def model_of(docs: list[dict]) -> Model:
     objects = [p for p in (parse_keyed(d) for d in docs) if p is not None]
     return build_model(objects)
+
+
+def ec2_node(name: str, instance_id: str, address: str, ready: bool = True) -> dict[str, Any]:
+    """A Node backed by an EC2 instance (its providerID), as the kubelet reports it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"providerID": f"aws:///us-east-1a/{instance_id}"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": address}],
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }

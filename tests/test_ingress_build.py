@@ -11,7 +11,7 @@ import yaml
 
 from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.nlb import build_service_stacks
-from meshctl.ingress.stack import SecurityGroups
+from meshctl.ingress.stack import SecurityGroups, Stack
 from meshctl.ingress.targets import plan_targets
 from meshctl.parse.documents import parse_keyed
 from meshctl.sources.base import build_model
@@ -87,6 +87,17 @@ def test_a_bad_backend_used_in_several_places_is_one_problem() -> None:
     assert [p.message for p in stack.problems] == ["backend Service shop/gone does not exist"]
 
 
+def _lbc_2048_stack(annotations: dict[str, str]) -> Stack:
+    """LBC's 2048 example (its Service and Ingress) with these ``alb.ingress.kubernetes.io/`` annotations added."""
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["metadata"]["annotations"].update({f"alb.ingress.kubernetes.io/{k}": v for k, v in annotations.items()})
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    return stack
+
+
 @pytest.mark.parametrize(
     ("annotations", "expected"),
     [
@@ -105,12 +116,7 @@ def test_a_bad_backend_used_in_several_places_is_one_problem() -> None:
     ],
 )
 def test_security_group_annotations(annotations: dict[str, str], expected: object) -> None:
-    from tests.ingress_fixtures import model_of
-
-    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
-    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
-    docs[-1]["metadata"]["annotations"].update({f"alb.ingress.kubernetes.io/{k}": v for k, v in annotations.items()})
-    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    stack = _lbc_2048_stack(annotations)
     if isinstance(expected, str):
         assert stack.problems[0].message.startswith(expected), stack.problems
     else:
@@ -141,12 +147,7 @@ def test_security_group_annotations(annotations: dict[str, str], expected: objec
     ],
 )
 def test_load_balancer_attribute_and_address_type_annotations(annotations: dict[str, str], expected: object) -> None:
-    from tests.ingress_fixtures import model_of
-
-    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
-    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
-    docs[-1]["metadata"]["annotations"].update({f"alb.ingress.kubernetes.io/{k}": v for k, v in annotations.items()})
-    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    stack = _lbc_2048_stack(annotations)
     if isinstance(expected, str):
         assert expected in stack.problems[0].message, stack.problems
     else:
@@ -167,11 +168,6 @@ def test_load_balancer_attribute_and_address_type_annotations(annotations: dict[
     ],
 )
 def test_bad_conditions_are_a_problem_naming_the_annotation(conditions: str, problem: str) -> None:
-    from tests.ingress_fixtures import model_of
-
-    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
-    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
-    docs[-1]["metadata"]["annotations"]["alb.ingress.kubernetes.io/conditions.service-2048"] = conditions
-    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    stack = _lbc_2048_stack({"conditions.service-2048": conditions})
     (found,) = stack.problems
     assert "alb.ingress.kubernetes.io/conditions.service-2048" in found.message and problem in found.message

@@ -162,7 +162,7 @@ async def test_an_nlb_gets_security_groups_open_to_its_source_ranges_and_its_ins
     """LBC (v2.6+) gives a new NLB a managed frontend group (listen ports open to spec.loadBalancerSourceRanges)
     and the backend group; the nodes' group allows the backend group on the node port."""
     from tests.ingress_fixtures import NS as SHOP
-    from tests.ingress_fixtures import nlb_service
+    from tests.ingress_fixtures import ec2_node, nlb_service
 
     h = harness
     ec2 = h.moto.client("ec2")
@@ -171,16 +171,7 @@ async def test_an_nlb_gets_security_groups_open_to_its_source_ranges_and_its_ins
     (instance,) = ec2.run_instances(
         ImageId=image, MinCount=1, MaxCount=1, SubnetId=h.network.private[0], SecurityGroupIds=[node_sg]
     )["Instances"]
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "node-0"},
-        "spec": {"providerID": f"aws:///us-east-1a/{instance['InstanceId']}"},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": "10.0.10.5"}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
+    node = ec2_node("node-0", instance["InstanceId"], "10.0.10.5")
     service = nlb_service(loadBalancerSourceRanges=["192.0.2.0/24", "198.51.100.0/24"])
     service["metadata"]["annotations"] = {"service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "instance"}
     h.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SHOP}}, node, service])

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from meshctl.model import ObjectKey
-from tests.ingress_fixtures import NS, endpoint_slice, ingress_class, nlb_service, service, shop_ingress
+from tests.ingress_fixtures import NS, ec2_node, endpoint_slice, ingress_class, nlb_service, service, shop_ingress
 from tests.ingress_harness import Harness
 
 GATE = "target-health.elbv2.meshctl.dev/web"
@@ -95,16 +95,7 @@ async def test_nlb_instance_targets_are_the_nodes_and_local_traffic_checks_healt
         for i in ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2, SubnetId=h.network.private[0])["Instances"]
     ]
     nodes = [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": f"node-{n}"},
-            "spec": {"providerID": f"aws:///us-east-1a/{instance}"},
-            "status": {
-                "addresses": [{"type": "InternalIP", "address": f"10.0.10.{n}"}],
-                "conditions": [{"type": "Ready", "status": "True" if n < 2 else "False"}],
-            },
-        }
+        ec2_node(f"node-{n}", instance, f"10.0.10.{n}", ready=n < 2)
         for n, instance in enumerate([*instances, "i-0notready"])
     ]
     nlb = nlb_service(externalTrafficPolicy="Local", healthCheckNodePort=32000)

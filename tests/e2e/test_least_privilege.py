@@ -32,7 +32,7 @@ from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
 from tests.conftest import eventually
 from tests.e2e.test_ingress import certificate
-from tests.ingress_fixtures import NS, endpoint_slice, nlb_service, shop_documents
+from tests.ingress_fixtures import NS, ec2_node, endpoint_slice, nlb_service, shop_documents
 from tests.ingress_fixtures import service as ingress_service
 from tests.ingress_harness import CLUSTER, Harness
 from tests.least_privilege import (
@@ -119,16 +119,7 @@ def _aws_world(h: Harness) -> tuple[list[dict[str, Any]], str]:
     ec2 = h.moto.client("ec2")
     image = ec2.describe_images()["Images"][0]["ImageId"]
     (instance,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=h.network.private[0])["Instances"]
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "node-0"},
-        "spec": {"providerID": f"aws:///us-east-1a/{instance['InstanceId']}"},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": "10.0.10.1"}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
+    node = ec2_node("node-0", instance["InstanceId"], "10.0.10.1")
     nlb = nlb_service()
     group = h.elbv2.create_target_group(
         Name="hand-made", Protocol="HTTP", Port=8080, VpcId=h.network.vpc_id, TargetType="ip"
