@@ -152,3 +152,13 @@ def ec2_node(name: str, instance_id: str, address: str, ready: bool = True) -> d
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
         },
     }
+
+
+def import_acm_certificate(acm: Any, *names: str) -> str:
+    """An ACM certificate for ``names`` (imported, so ACM says ISSUED at once, as certificate discovery wants)."""
+    from meshctl.inject.pki import issue, new_ca
+
+    ca = new_ca("test ACM import")
+    leaf = issue(ca, names[0], dns_names=names)
+    imported = acm.import_certificate(Certificate=leaf.cert_pem, PrivateKey=leaf.key_pem, CertificateChain=ca.cert_pem)
+    return str(imported["CertificateArn"])

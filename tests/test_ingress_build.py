@@ -171,3 +171,37 @@ def test_bad_conditions_are_a_problem_naming_the_annotation(conditions: str, pro
     stack = _lbc_2048_stack({"conditions.service-2048": conditions})
     (found,) = stack.problems
     assert "alb.ingress.kubernetes.io/conditions.service-2048" in found.message and problem in found.message
+
+
+def test_certificate_names_cover_hosts_as_tls_says() -> None:
+    from meshctl.ingress.certificates import covers
+
+    assert covers("*.example.com", "a.example.com") and covers("Example.com", "example.com.")
+    assert not covers("*.example.com", "a.b.example.com") and not covers("*.example.com", "example.com")
+
+
+def test_an_ingress_with_tls_hosts_and_no_certificate_arn_gets_https_with_the_certificates_found() -> None:
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["spec"]["tls"] = [{"hosts": ["game.example.com"]}]
+    asked: list[tuple[str, ...]] = []
+
+    def found(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        asked.append(hosts)
+        return ("arn:aws:acm:us-east-1:123456789012:certificate/game",), ()
+
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden", certificates=found)
+    assert asked == [("game.example.com",)] and not stack.problems
+    (listener,) = stack.listeners
+    assert (listener.port, listener.protocol, listener.certificates) == (
+        443,
+        "HTTPS",
+        ("arn:aws:acm:us-east-1:123456789012:certificate/game",),
+    )
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden", certificates=lambda hosts: ((), hosts))
+    assert [p.message for p in stack.problems] == [
+        "HTTPS port 443 needs alb.ingress.kubernetes.io/certificate-arn, or an issued ACM certificate for "
+        "game.example.com"
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,9 +109,11 @@ def build_ingress_stacks(
     cluster: str,
     default_target_type: str = "instance",
     ingress_class: str = DEFAULT_INGRESS_CLASS,
+    certificates: CertificateLookup | None = None,
 ) -> list[Stack]:
     """One stack per IngressGroup that has members, or had them (a member leaving or deleted: its finalizer
-    says which group; an empty group's stack deletes what it owns). ``ingress_class``: ``--ingress-class``."""
+    says which group; an empty group's stack deletes what it owns). ``ingress_class``: ``--ingress-class``.
+    ``certificates``: finds ACM certificates for the hosts of an HTTPS listener no ``certificate-arn`` names."""
     classes = list(model.ingress_classes.values())
     groups: dict[str, list[Ingress]] = {}
     leaving: dict[str, list[ObjectKey]] = {}
@@ -144,7 +147,7 @@ def build_ingress_stacks(
     stacks = []
     for stack_id in sorted(groups.keys() | leaving.keys()):
         members = groups.get(stack_id, [])
-        builder = _GroupBuilder(model, cluster, stack_id, default_target_type)
+        builder = _GroupBuilder(model, cluster, stack_id, default_target_type, certificates)
         stack = builder.build(members) if members else Stack(id=stack_id, kind="ingress", owners=())
         stacks.append(
             replace(
@@ -167,10 +170,22 @@ def _stack_id(ingress: Ingress, key: ObjectKey) -> str:
     return group
 
 
+# hosts -> (certificates covering them, hosts none covers): ACM discovery (meshctl/ingress/certificates.py).
+CertificateLookup = Callable[[tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]]
+
+
 class _GroupBuilder:
-    def __init__(self, model: Model, cluster: str, stack_id: str, default_target_type: str) -> None:
+    def __init__(
+        self,
+        model: Model,
+        cluster: str,
+        stack_id: str,
+        default_target_type: str,
+        certificates: CertificateLookup | None = None,
+    ) -> None:
         self.model, self.cluster, self.stack_id = model, cluster, stack_id
         self.default_target_type = default_target_type
+        self.certificates = certificates
         self.problems: list[Problem] = []
         self.target_groups: dict[str, TargetGroup] = {}
 
@@ -245,8 +260,8 @@ class _GroupBuilder:
             if not _CERT_ARN.match(arn):
                 raise AnnotationError(ALB + "certificate-arn", f"{arn!r} is not an ACM or IAM certificate ARN")
         listen = m.ann.json("listen-ports")
-        if listen is None:
-            listen = [{"HTTPS": 443}] if m.certificates else [{"HTTP": 80}]
+        if listen is None:  # LBC: HTTPS when a certificate is named or the Ingress has a TLS section
+            listen = [{"HTTPS": 443}] if m.certificates or m.ingress.tls_hosts else [{"HTTP": 80}]
         if not isinstance(listen, list) or not all(isinstance(e, dict) and len(e) == 1 for e in listen):
             raise AnnotationError(ALB + "listen-ports", 'expected a list like [{"HTTP": 80}, {"HTTPS": 443}]')
         for entry in listen:
@@ -258,6 +273,24 @@ class _GroupBuilder:
             if port in m.ports:
                 raise AnnotationError(ALB + "listen-ports", f"port {port} is listed twice")
             m.ports[port] = protocol
+
+    def _discovered(self, port: int, members: list[_Member]) -> tuple[str, ...]:
+        """No certificate-arn for an HTTPS port: ACM certificates for its members' TLS hosts (else rule hosts), as
+        LBC discovers them; every host must be covered."""
+        hosts = tuple(
+            sorted({h for m in members for h in (m.ingress.tls_hosts or [r.host for r in m.ingress.rules if r.host])})
+        )
+        found: tuple[str, ...] = ()
+        missing = hosts
+        if hosts and self.certificates is not None:
+            found, missing = self.certificates(hosts)
+        if not hosts or missing:
+            need = (
+                f", or an issued ACM certificate for {', '.join(missing)}" if hosts else " (or TLS hosts to find one)"
+            )
+            self._problem(members[0].key, "InvalidAnnotation", f"HTTPS port {port} needs {ALB}certificate-arn{need}")
+            return ()
+        return found
 
     def _exclusive(self, members: list[_Member]) -> dict[str, str]:
         """Settings only one value of which may exist in a group; a disagreement is reported on each member."""
@@ -313,8 +346,7 @@ class _GroupBuilder:
         for port in sorted(protocols):
             protocol = protocols[port]
             if protocol == "HTTPS" and not certificates.get(port):
-                owner = next(m.key for m in members if port in m.ports)
-                self._problem(owner, "InvalidAnnotation", f"HTTPS port {port} needs {ALB}certificate-arn")
+                certificates[port] = list(self._discovered(port, [m for m in members if port in m.ports]))
             action: Action = FixedResponse(status_code="404")
             if protocol == "HTTP" and redirect is not None:
                 action = Redirect(protocol="HTTPS", port=redirect)

@@ -132,6 +132,7 @@ class AwsClients:
     ec2: Any
     # Reads target health: the ELBv2 client itself, or in tests a scripted fake with the same method.
     health: Any
+    acm: Any = None  # certificate discovery (None: no discovery)
 
 
 def make_clients(
@@ -149,9 +150,11 @@ def make_clients(
     )
     elbv2 = session.client("elbv2", config=config)
     ec2 = session.client("ec2", config=config)
+    acm = session.client("acm", config=config)
     limiter = limiter or RateLimiter()
     limiter.install(elbv2)
     if metrics is not None:
         metrics.install(elbv2)
         metrics.install(ec2)
-    return AwsClients(elbv2=elbv2, ec2=ec2, health=elbv2)
+        metrics.install(acm)
+    return AwsClients(elbv2=elbv2, ec2=ec2, health=elbv2, acm=acm)

@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.aws import AwsClients, IngressMetrics
+from meshctl.ingress.certificates import CertificateFinder
 from meshctl.ingress.deploy import Deployed, DeployError, StackDeployer, Subnets
 from meshctl.ingress.inventory import Inventory, read_inventory
 from meshctl.ingress.kube import KubeWriter
@@ -83,6 +84,7 @@ class IngressReconciler:
         assert self.deployer.groups is not None
         self.target_rules = TargetRules(self.clients.ec2, self.settings.cluster, self.deployer.groups)
         self._rules_applied: tuple[str, frozenset[TargetNeed]] | None = None
+        self.certificates = CertificateFinder(self.clients.acm) if self.clients.acm is not None else None
         self._rule_problems: set[tuple[ObjectKey, str]] = set()
         self.targets = TargetSyncer(self.clients.elbv2, self.clients.health)
         self._model: Model | None = None
@@ -152,6 +154,7 @@ class IngressReconciler:
             cluster=self.settings.cluster,
             default_target_type=self.settings.default_target_type,
             ingress_class=self.settings.ingress_class,
+            certificates=self.certificates.for_hosts if self.certificates is not None else None,
         ) + build_service_stacks(model, cluster=self.settings.cluster, legacy_nlb=self.settings.legacy_nlb)
         self._report([p for s in stacks for p in s.problems])
         inventory: list[Inventory] = []  # read once, when the first stack needs it

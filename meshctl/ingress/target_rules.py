@@ -107,23 +107,23 @@ class TargetRules:
                 if primary:
                     interfaces[instance["InstanceId"]] = [g["GroupId"] for g in primary[0].get("Groups", [])]
         tagged = self._cluster_tagged({g for found in interfaces.values() if len(found) > 1 for g in found})
+        # One problem per owner and cause, naming a few targets: 100 pods without an interface are one Event.
+        unresolved: dict[tuple[ObjectKey, str], list[str]] = {}
         for target, uses in {**by_address, **by_instance}.items():
             owner = uses[0][0].owner
             groups = interfaces.get(target)
             if groups is None:
                 out.complete = False
-                out.problems.append((owner, f"target {target}: no network interface found, no rule allows it"))
+                unresolved.setdefault((owner, "no network interface found: no rule allows them"), []).append(target)
                 continue
             chosen = groups if len(groups) == 1 else [g for g in groups if g in tagged]
             if len(chosen) != 1:
                 out.complete = False
-                out.problems.append(
-                    (
-                        owner,
-                        f"target {target}: expected exactly one of its security groups ({', '.join(groups)}) "
-                        f"tagged {self._tag}, found {len(chosen)}",
-                    )
+                why = (
+                    f"expected exactly one of its security groups ({', '.join(groups)}) tagged {self._tag}, "
+                    f"found {len(chosen)}"
                 )
+                unresolved.setdefault((owner, why), []).append(target)
                 continue
             for need, port in uses:
                 wanted_ports = [(port, p) for p in need.protocols]
@@ -132,6 +132,9 @@ class TargetRules:
                 for number, protocol in wanted_ports:
                     low, high = out.groups.get((chosen[0], protocol), (number, number))
                     out.groups[(chosen[0], protocol)] = (min(low, number), max(high, number))
+        for (owner, why), targets in sorted(unresolved.items(), key=str):
+            shown = ", ".join(sorted(targets)[:3]) + (f" and {len(targets) - 3} more" if len(targets) > 3 else "")
+            out.problems.append((owner, f"targets {shown}: {why}"))
         return out
 
     def _cluster_tagged(self, group_ids: set[str]) -> set[str]:

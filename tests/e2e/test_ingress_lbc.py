@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 
 from meshctl.model import ObjectKey
+from tests.ingress_fixtures import import_acm_certificate
 from tests.ingress_harness import Harness
 
 NS = "game-2048"
@@ -187,10 +188,10 @@ async def test_an_nlb_gets_security_groups_open_to_its_source_ranges_and_its_ins
     assert _inbound(_group(h, node_sg)) == {("tcp", 30700, 30700, backend)}
 
 
-def grpc_example(certificate_arn: str) -> list[dict[str, Any]]:
+def grpc_example() -> list[dict[str, Any]]:
     """LBC's gRPC example (docs/examples/grpc: its namespace, headless Service and Ingress, the Ingress in
-    networking.k8s.io/v1 form, which the v1beta1 original becomes), with a certificate-arn: LBC would find the
-    certificate by the rule's host in ACM, meshctl does not look certificates up yet."""
+    networking.k8s.io/v1 form, which the v1beta1 original becomes). No certificate-arn: the HTTPS listener's
+    certificate is found in ACM by the rule's host, as LBC does."""
     annotations = {
         "alb.ingress.kubernetes.io/actions.ssl-redirect": '{"Type": "redirect", "RedirectConfig":'
         ' { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}',
@@ -199,7 +200,6 @@ def grpc_example(certificate_arn: str) -> list[dict[str, Any]]:
         "alb.ingress.kubernetes.io/scheme": "internet-facing",
         "alb.ingress.kubernetes.io/target-type": "ip",
         "kubernetes.io/ingress.class": "alb",
-        "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
     }
     path = lambda p, backend: {"path": p, "pathType": "ImplementationSpecific", "backend": {"service": backend}}  # noqa: E731
     return [
@@ -249,8 +249,9 @@ def grpc_example(certificate_arn: str) -> list[dict[str, Any]]:
 
 async def test_lbcs_grpc_example_gets_a_grpc_target_group_with_grpc_success_codes(harness: Harness):
     h = harness
-    arn = h.moto.client("acm").request_certificate(DomainName="grpcserver.example.com")["CertificateArn"]
-    h.seed(grpc_example(arn))
+    import_acm_certificate(h.moto.client("acm"), "other.example.com")
+    arn = import_acm_certificate(h.moto.client("acm"), "grpcserver.example.com")
+    h.seed(grpc_example())
     await h.start()
     key = ObjectKey("Ingress", "grpcserver", "grpcserver")
     await h.model_where(lambda m: key in m.ingresses and ObjectKey("Service", "grpcserver", "grpcserver") in m.services)
@@ -270,6 +271,7 @@ async def test_lbcs_grpc_example_gets_a_grpc_target_group_with_grpc_success_code
         li["Port"]: li for li in h.elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
     }
     assert sorted(listeners) == [80, 443]
+    assert [c["CertificateArn"] for c in listeners[443]["Certificates"]] == [arn]  # discovered by host
     rules = h.elbv2.describe_rules(ListenerArn=listeners[443]["ListenerArn"])["Rules"]
     forwards = [r for r in rules if any(a["Type"] == "forward" for a in r["Actions"])]
     assert any(
@@ -282,7 +284,8 @@ async def test_lbcs_grpc_example_gets_a_grpc_target_group_with_grpc_success_code
 async def test_grpc_success_codes_out_of_range_are_refused_on_the_ingress(harness: Harness):
     """gRPC status codes are 0-99 (moto would take 200): the Ingress gets an error naming the annotation."""
     h = harness
-    docs = grpc_example(h.moto.client("acm").request_certificate(DomainName="grpcserver.example.com")["CertificateArn"])
+    import_acm_certificate(h.moto.client("acm"), "grpcserver.example.com")
+    docs = grpc_example()
     docs[-1]["metadata"]["annotations"]["alb.ingress.kubernetes.io/success-codes"] = "200"
     h.seed(docs)
     await h.start()
@@ -422,14 +425,17 @@ async def test_an_interface_with_two_cluster_tagged_groups_is_an_error_on_the_in
         group = ec2.create_security_group(GroupName=name, Description=name, VpcId=h.network.vpc_id)["GroupId"]
         ec2.create_tags(Resources=[group], Tags=[{"Key": "kubernetes.io/cluster/test", "Value": "owned"}])
         tagged.append(group)
-    ec2.create_network_interface(SubnetId=h.network.private[0], PrivateIpAddress="10.0.10.31", Groups=tagged)
+    pods = ["10.0.10.31", "10.0.10.32"]
+    for ip in pods:
+        ec2.create_network_interface(SubnetId=h.network.private[0], PrivateIpAddress=ip, Groups=tagged)
     docs = example()
-    docs[-1]["endpoints"] = [{"addresses": ["10.0.10.31"], "conditions": {"ready": True}}]
+    docs[-1]["endpoints"] = [{"addresses": [ip], "conditions": {"ready": True}} for ip in pods]
     await reconciled(h, docs)
     assert len(h.balancers()) == 1  # the load balancer is made; that target's group gets no rule
     events = client.CoreV1Api(h.api).list_namespaced_event(NS).items
-    (event,) = [e for e in events if e.reason == "TargetSecurityGroup"]
-    assert "expected exactly one of its security groups" in event.message and "found 2" in event.message
+    (event,) = [e for e in events if e.reason == "TargetSecurityGroup"]  # one Event for both targets
+    assert event.message.startswith("targets 10.0.10.31, 10.0.10.32: expected exactly one of its security groups")
+    assert "found 2" in event.message
     assert all(not g["IpPermissions"] for g in ec2.describe_security_groups(GroupIds=tagged)["SecurityGroups"])
 
 
@@ -497,3 +503,20 @@ async def test_conditions_annotation_adds_lbcs_conditions_to_the_backends_rules(
     reconciler, calls = h.reconciler()  # a restart: the rule as AWS describes it is the rule wanted
     assert await h.reconcile(reconciler)
     assert calls.mutating() == []
+
+
+async def test_without_a_certificate_for_its_host_the_https_ingress_says_so(harness: Harness):
+    h = harness
+    import_acm_certificate(h.moto.client("acm"), "*.other.example.com")  # covers a.other.example.com only
+    h.seed(grpc_example())
+    await h.start()
+    await h.model_where(lambda m: ObjectKey("Ingress", "grpcserver", "grpcserver") in m.ingresses)
+    reconciler, _ = h.reconciler()
+    await h.reconcile(reconciler)
+    assert h.balancers() == []
+    events = client.CoreV1Api(h.api).list_namespaced_event("grpcserver").items
+    (event,) = [e for e in events if e.involved_object.name == "grpcserver"]
+    assert (
+        "HTTPS port 443 needs alb.ingress.kubernetes.io/certificate-arn, or an issued ACM certificate for "
+        "grpcserver.example.com" in event.message
+    )

@@ -32,7 +32,7 @@ from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
 from tests.conftest import eventually
 from tests.e2e.test_ingress import certificate
-from tests.ingress_fixtures import NS, ec2_node, endpoint_slice, nlb_service, shop_documents
+from tests.ingress_fixtures import NS, ec2_node, endpoint_slice, import_acm_certificate, nlb_service, shop_documents
 from tests.ingress_fixtures import service as ingress_service
 from tests.ingress_harness import CLUSTER, Harness
 from tests.least_privilege import (
@@ -348,6 +348,18 @@ async def _every_change(h: Harness, cert: str, second_cert: str) -> None:
         return second_cert not in _extra_certificates(h, _listeners(h, lb)[443])
 
     await eventually(one_certificate, timeout=60, interval=0.2)
+
+    # No certificate-arn: the HTTPS listener's certificate is found in ACM by the rule's host (LBC's discovery).
+    found = import_acm_certificate(h.moto.client("acm"), "*.example.com")
+    _patch_ingress(h, {"metadata": {"annotations": {"alb.ingress.kubernetes.io/certificate-arn": None}}})
+
+    def discovered() -> bool:
+        lb = _balancer(h, f"{NS}/shop")
+        assert lb is not None
+        https = _listeners(h, lb).get(443)
+        return https is not None and [c["CertificateArn"] for c in https.get("Certificates", [])] == [found]
+
+    await eventually(discovered, timeout=60, interval=0.2)
 
     _patch_ingress(
         h,
