@@ -205,3 +205,68 @@ def test_an_ingress_with_tls_hosts_and_no_certificate_arn_gets_https_with_the_ce
         "HTTPS port 443 needs alb.ingress.kubernetes.io/certificate-arn, or an issued ACM certificate for "
         "game.example.com"
     ]
+
+
+def _classed_2048(params: dict | None, **ingress_annotations: str) -> Stack:
+    """LBC's 2048 Ingress through IngressClass "alb" (LBC's controller) whose parameters are ``params``."""
+    from tests.ingress_fixtures import model_of
+
+    example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Service", "Ingress")]
+    docs[-1]["metadata"]["annotations"] = {f"alb.ingress.kubernetes.io/{k}": v for k, v in ingress_annotations.items()}
+    docs[-1]["spec"]["ingressClassName"] = "alb"
+    klass = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": "alb"},
+        "spec": {
+            "controller": "ingress.k8s.aws/alb",
+            "parameters": {"apiGroup": "elbv2.meshctl.dev", "kind": "IngressClassParams", "name": "public"},
+        },
+    }
+    docs.append(klass)
+    if params is not None:
+        meta = {"name": "public"}
+        docs.append(
+            {"apiVersion": "elbv2.meshctl.dev/v1beta1", "kind": "IngressClassParams", "metadata": meta, "spec": params}
+        )
+    (stack,) = build_ingress_stacks(model_of(docs), cluster="golden")
+    return stack
+
+
+def test_ingress_class_params_override_the_annotations_and_merge_tags_and_attributes() -> None:
+    params = {
+        "scheme": "internet-facing",
+        "group": {"name": "public"},
+        "inboundCIDRs": ["10.0.0.0/8"],
+        "tags": [{"key": "team", "value": "platform"}],
+        "loadBalancerAttributes": [{"key": "idle_timeout.timeout_seconds", "value": "120"}],
+    }
+    stack = _classed_2048(
+        params,
+        **{"scheme": "internal", "target-type": "ip", "tags": "team=game,env=prod",
+           "load-balancer-attributes": "idle_timeout.timeout_seconds=30,routing.http2.enabled=false"},
+    )  # fmt: skip
+    assert not stack.problems and stack.id == "public" and stack.load_balancer is not None
+    assert stack.load_balancer.scheme == "internet-facing"  # the params' scheme wins over the annotation's
+    assert dict(stack.load_balancer.tags) == {"team": "platform", "env": "prod"}
+    assert dict(stack.load_balancer.attributes) == {
+        "idle_timeout.timeout_seconds": "120",
+        "routing.http2.enabled": "false",
+    }
+    assert stack.load_balancer.security_groups is not None
+    assert stack.load_balancer.security_groups.inbound == ("10.0.0.0/8",)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        (None, "IngressClass alb: IngressClassParams public does not exist"),
+        ({"namespaceSelector": {"matchLabels": {"team": "a"}}}, "namespaceSelector is not supported yet"),
+    ],
+)
+def test_ingress_class_params_that_cannot_apply_fail_the_ingress(params: dict | None, problem: str) -> None:
+    stack = _classed_2048(params, **{"target-type": "ip"})
+    (found,) = stack.problems
+    assert (found.reason, problem in found.message) == ("InvalidIngressClass", True), found
+    assert stack.load_balancer is None

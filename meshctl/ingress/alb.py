@@ -12,10 +12,11 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
-from meshctl.ingress.classes import DEFAULT_INGRESS_CLASS, classify
+from meshctl.ingress.classes import CLASS_ANNOTATION, DEFAULT_INGRESS_CLASS, classify
 from meshctl.ingress.naming import INGRESS_FINALIZER, group_finalizer, load_balancer_name
 from meshctl.ingress.stack import (
     Action,
@@ -34,7 +35,7 @@ from meshctl.ingress.stack import (
 )
 from meshctl.ingress.target_groups import attributes, health_check, load_balancer_attributes, target_group
 from meshctl.model import Model, ObjectKey
-from meshctl.model.ingress import Ingress, IngressBackend, IngressPath
+from meshctl.model.ingress import Ingress, IngressBackend, IngressClass, IngressPath
 
 __all__ = ["build_ingress_stacks", "ingress_finalizer_group"]
 
@@ -129,6 +130,18 @@ def build_ingress_stacks(
             )
             groups.setdefault(alone, [])
         if verdict.ours and not ingress.lifecycle.deleting:
+            ingress, trouble = _with_class_params(ingress, model, classes)
+            if trouble is not None:
+                # LBC: a bad parameters reference fails the Ingress where it is; its group is left as it is.
+                current = next(
+                    (g for f in ingress.lifecycle.finalizers if (g := ingress_finalizer_group(f, key)) is not None),
+                    f"{key.namespace}/{key.name}",
+                )
+                problems.setdefault(current, []).append(
+                    Problem(owner=key, reason="InvalidIngressClass", message=trouble)
+                )
+                groups.setdefault(current, [])
+                continue
             try:
                 wanted = _stack_id(ingress, key)
             except AnnotationError as exc:
@@ -158,6 +171,29 @@ def build_ingress_stacks(
             )
         )
     return stacks
+
+
+def _with_class_params(ingress: Ingress, model: Model, classes: list[IngressClass]) -> tuple[Ingress, str | None]:
+    """The Ingress as its IngressClass's IngressClassParams make it (LBC's precedence: a field set there overrides
+    the annotation; tags and load balancer attributes merge, the params' winning), or why they cannot apply."""
+    by_name = {c.meta.name: c for c in classes}
+    if ingress.lifecycle.annotations.get(CLASS_ANNOTATION) is not None:
+        return ingress, None  # classed by the legacy annotation: no IngressClass, no parameters
+    chosen = by_name.get(ingress.class_name) if ingress.class_name else next((c for c in classes if c.default), None)
+    if chosen is None or chosen.parameters is None:
+        return ingress, None
+    params = model.ingress_class_params.get(ObjectKey("IngressClassParams", "", chosen.parameters))
+    if params is None:
+        return ingress, f"IngressClass {chosen.meta.name}: IngressClassParams {chosen.parameters} does not exist"
+    if params.namespace_selector is not None:
+        return ingress, f"IngressClassParams {chosen.parameters}: namespaceSelector is not supported yet"
+    merged = {**ingress.lifecycle.annotations, **params.annotations}
+    for name, extra in (("tags", params.tags), ("load-balancer-attributes", params.attributes)):
+        if extra:
+            own = Annotations(ALB, ingress.lifecycle.annotations).string_map(name)
+            merged[ALB + name] = ",".join(f"{k}={v}" for k, v in sorted({**own, **dict(extra)}.items()))
+    lifecycle = replace(ingress.lifecycle, annotations=MappingProxyType(merged))
+    return replace(ingress, lifecycle=lifecycle), None
 
 
 def _stack_id(ingress: Ingress, key: ObjectKey) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "Ingress",
     "IngressBackend",
     "IngressClass",
+    "IngressClassParams",
     "IngressPath",
     "IngressRule",
     "Lifecycle",
@@ -100,6 +101,20 @@ class IngressClass:
     meta: Meta  # cluster-scoped: namespace ""
     controller: str
     default: bool = False  # annotated ingressclass.kubernetes.io/is-default-class: "true"
+    parameters: str | None = None  # spec.parameters naming an IngressClassParams of ours: its name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressClassParams:
+    """Settings an IngressClass imposes on its Ingresses, overriding their annotations (LBC's fields). ``annotations``
+    holds them as the ``alb.ingress.kubernetes.io/`` annotations they stand for, so the builder reads and checks them
+    the one way it reads annotations."""
+
+    meta: Meta  # cluster-scoped: namespace ""
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # override the Ingress's
+    tags: tuple[tuple[str, str], ...] = ()  # merged with the Ingress's tags, these winning
+    attributes: tuple[tuple[str, str], ...] = ()  # merged with load-balancer-attributes, these winning
+    namespace_selector: Mapping[str, str] | None = None  # matchLabels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

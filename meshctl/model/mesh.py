@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
 from meshctl.model.gateway import HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import Exposure, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.ingress import Exposure, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
 from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
 
@@ -452,6 +452,7 @@ class Model:
     # Read by the ingress reconciler only (translation never does; see classify_change).
     ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)
+    ingress_class_params: Mapping[ObjectKey, IngressClassParams] = field(default_factory=dict)
     nodes: Mapping[ObjectKey, Node] = field(default_factory=dict)
     target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
     # DNS answers for the hostnames of DNS-discovered VirtualNodes (sources/dns.py), by hostname.

@@ -28,7 +28,7 @@ from meshctl.model import (
 )
 from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
 from meshctl.model.gateway import GATEWAY_GROUP, HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.model.meta import EMPTY_LABELS
 from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
 from meshctl.parse.gateway import parse_http_route, parse_reference_grant
@@ -36,6 +36,7 @@ from meshctl.parse.ingress import (
     parse_exposure,
     parse_ingress,
     parse_ingress_class,
+    parse_ingress_class_params,
     parse_node,
     parse_pod_gates,
     parse_target_group_binding,
@@ -58,6 +59,7 @@ MeshObject = (
     | ReferenceGrant
     | Ingress
     | IngressClass
+    | IngressClassParams
     | Node
     | TargetGroupBinding
 )
@@ -184,6 +186,8 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         return parse_node(replace(meta, namespace=""), doc)
     if kind == "TargetGroupBinding" and group == ELBV2_GROUP:
         return parse_target_group_binding(meta, doc)
+    if kind == "IngressClassParams" and group == ELBV2_GROUP:
+        return parse_ingress_class_params(replace(meta, namespace=""), doc)
     if group == API_GROUP and kind == "VirtualNode":
         warnings: list[FieldError] = _unknown_top_level(doc)
         vn_spec, errors = parse_virtual_node_spec(doc.get("spec"), meta.namespace, warnings)

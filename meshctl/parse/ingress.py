@@ -11,11 +11,13 @@ from typing import Any
 from meshctl.model import Meta
 from meshctl.model.ingress import (
     CHECKPOINT_ANNOTATION,
+    ELBV2_GROUP,
     GATE_PREFIX,
     Exposure,
     Ingress,
     IngressBackend,
     IngressClass,
+    IngressClassParams,
     IngressPath,
     IngressRule,
     Lifecycle,
@@ -29,6 +31,7 @@ __all__ = [
     "parse_exposure",
     "parse_ingress",
     "parse_ingress_class",
+    "parse_ingress_class_params",
     "parse_node",
     "parse_pod_gates",
     "parse_target_group_binding",
@@ -144,10 +147,62 @@ def parse_ingress(meta: Meta, doc: dict[str, Any]) -> Ingress:
 
 def parse_ingress_class(meta: Meta, doc: dict[str, Any]) -> IngressClass:
     annotations = _dict(_dict(doc.get("metadata")).get("annotations"))
+    spec = _dict(doc.get("spec"))
+    parameters = _dict(spec.get("parameters"))
+    ours = parameters.get("apiGroup") == ELBV2_GROUP and parameters.get("kind") == "IngressClassParams"
     return IngressClass(
         meta=meta,
-        controller=str(_dict(doc.get("spec")).get("controller") or ""),
+        controller=str(spec.get("controller") or ""),
         default=str(annotations.get("ingressclass.kubernetes.io/is-default-class", "")).lower() == "true",
+        parameters=str(parameters["name"]) if ours and parameters.get("name") else None,
+    )
+
+
+# IngressClassParams spec fields -> the ALB annotation each stands for (LBC's mapping).
+_PARAMS_AS_ANNOTATIONS = {
+    "scheme": "scheme",
+    "ipAddressType": "ip-address-type",
+    "sslPolicy": "ssl-policy",
+    "targetType": "target-type",
+    "loadBalancerName": "load-balancer-name",
+}
+
+
+def parse_ingress_class_params(meta: Meta, doc: dict[str, Any]) -> IngressClassParams:
+    spec = _dict(doc.get("spec"))
+    annotations = {
+        f"alb.ingress.kubernetes.io/{name}": str(spec[field])
+        for field, name in _PARAMS_AS_ANNOTATIONS.items()
+        if spec.get(field) not in (None, "")
+    }
+    group = _dict(spec.get("group")).get("name")
+    if group:
+        annotations["alb.ingress.kubernetes.io/group.name"] = str(group)
+    for field, name in (("inboundCIDRs", "inbound-cidrs"), ("certificateArn", "certificate-arn")):
+        if _list(spec.get(field)):
+            annotations[f"alb.ingress.kubernetes.io/{name}"] = ",".join(str(v) for v in _list(spec[field]))
+    subnets = _list(_dict(spec.get("subnets")).get("ids"))
+    if subnets:
+        annotations["alb.ingress.kubernetes.io/subnets"] = ",".join(str(v) for v in subnets)
+
+    def pairs(field: str) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (str(_dict(p).get("key")), str(_dict(p).get("value")))
+            for p in _list(spec.get(field))
+            if _dict(p).get("key")
+        )
+
+    selector = spec.get("namespaceSelector")
+    return IngressClassParams(
+        meta=meta,
+        annotations=MappingProxyType(annotations),
+        tags=pairs("tags"),
+        attributes=pairs("loadBalancerAttributes"),
+        namespace_selector=MappingProxyType(
+            {str(k): str(v) for k, v in _dict(_dict(selector).get("matchLabels")).items()}
+        )
+        if isinstance(selector, dict)
+        else None,
     )
 
 

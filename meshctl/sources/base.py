@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Service, VirtualNode
 from meshctl.model.authz import AuthorizationPolicy
 from meshctl.model.gateway import HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import Ingress, IngressClass, Node, TargetGroupBinding
+from meshctl.model.ingress import Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.parse.documents import MeshObject, Parsed
 
 __all__ = ["MODEL_FIELDS", "ModelSink", "Source", "build_model"]
@@ -39,6 +39,7 @@ MODEL_FIELDS: dict[type, str] = {
     ReferenceGrant: "reference_grants",
     Ingress: "ingresses",
     IngressClass: "ingress_classes",
+    IngressClassParams: "ingress_class_params",
     Node: "nodes",
     TargetGroupBinding: "target_group_bindings",
 }

@@ -57,7 +57,7 @@ class _Kind:
 
 
 # The kinds only the ingress reconciler reads (see ingress_model); watched with --ingress.
-_INGRESS_KINDS = frozenset({"Ingress", "IngressClass", "Node", "TargetGroupBinding"})
+_INGRESS_KINDS = frozenset({"Ingress", "IngressClass", "IngressClassParams", "Node", "TargetGroupBinding"})
 
 
 def _ingress_kinds(api: client.ApiClient) -> list[_Kind]:
@@ -70,6 +70,12 @@ def _ingress_kinds(api: client.ApiClient) -> list[_Kind]:
             networking.list_namespaced_ingress,
         ),
         _Kind("IngressClass", "networking.k8s.io/v1", networking.list_ingress_class, None),
+        _Kind(
+            "IngressClassParams",
+            f"{ELBV2_GROUP}/v1beta1",
+            lambda **kw: custom.list_cluster_custom_object(ELBV2_GROUP, "v1beta1", "ingressclassparams", **kw),
+            None,
+        ),
         _Kind("Node", "v1", core.list_node, None),
         _Kind(
             "TargetGroupBinding",

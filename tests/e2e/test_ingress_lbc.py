@@ -520,3 +520,22 @@ async def test_without_a_certificate_for_its_host_the_https_ingress_says_so(harn
         "HTTPS port 443 needs alb.ingress.kubernetes.io/certificate-arn, or an issued ACM certificate for "
         "grpcserver.example.com" in event.message
     )
+
+
+async def test_ingress_class_params_from_the_cluster_override_the_ingress(harness: Harness):
+    """An IngressClass of LBC's controller whose parameters (IngressClassParams, our group) make every Ingress of
+    the class internet-facing and tagged; the Ingress's own annotation says internal."""
+    klass = ingress_class("alb", "ingress.k8s.aws/alb")
+    klass["spec"]["parameters"] = {"apiGroup": "elbv2.meshctl.dev", "kind": "IngressClassParams", "name": "public"}
+    params = {
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "IngressClassParams",
+        "metadata": {"name": "public"},
+        "spec": {"scheme": "internet-facing", "tags": [{"key": "team", "value": "platform"}]},
+    }
+    annotations = {**WITHOUT_CLASS, "alb.ingress.kubernetes.io/scheme": "internal"}
+    docs = [klass, params, *example(annotations=annotations, spec={"ingressClassName": "alb"})]
+    await reconciled(harness, docs)
+    assert_the_2048_alb(harness)  # internet-facing, as the params say
+    (alb,) = harness.balancers()
+    assert harness.tags(alb["LoadBalancerArn"])["team"] == "platform"
