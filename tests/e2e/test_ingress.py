@@ -241,7 +241,12 @@ def _fault(reconciler, operation: str, responses: list[tuple[int, str]], service
 
 def _state(h: Harness) -> dict:
     """Everything we own, by resource tag, with counts (a duplicate shows as a count of 2)."""
-    state: dict = {"balancers": [], "groups": {}, "rules": {}}
+    state: dict = {"balancers": [], "groups": {}, "rules": {}, "security_groups": []}
+    owned = [{"Name": "tag:elbv2.meshctl.dev/cluster", "Values": ["test"]}]
+    for group in h.moto.client("ec2").describe_security_groups(Filters=owned)["SecurityGroups"]:
+        tags = {t["Key"]: t["Value"] for t in group["Tags"]}
+        state["security_groups"].append(tags["elbv2.meshctl.dev/resource"])
+    state["security_groups"].sort()
     for lb in h.balancers():
         if h.tags(lb["LoadBalancerArn"]).get("elbv2.meshctl.dev/cluster") != "test":
             continue
@@ -258,6 +263,7 @@ def _state(h: Harness) -> dict:
 
 EXPECTED = {
     "balancers": ["application"],
+    "security_groups": ["ManagedLBSecurityGroup", "backend-sg"],  # a duplicate would show twice
     "rules": {80: [], 443: [1, 2, 3]},
     "groups": {
         f"{NS}/shop-checkout-v1:80": [[("10.0.1.30", 8080)]],
@@ -274,10 +280,11 @@ async def test_throttling_and_server_errors_are_retried_to_the_same_end_state(ha
     reconciler, _calls = h.reconciler()
     # Few enough that standard retries (jittered back-off, up to 1 s, 2 s, ...) keep the test short.
     throttled = _fault(reconciler, "RegisterTargets", [(400, "Throttling")] * 2)
+    throttled_ec2 = _fault(reconciler, "CreateSecurityGroup", [(503, "RequestLimitExceeded")], service="ec2")
     throttled_rules = _fault(reconciler, "CreateRule", [(400, "Throttling")])
     failed = _fault(reconciler, "CreateLoadBalancer", [(500, "InternalFailure")])
     assert await h.reconcile(reconciler)
-    assert throttled == throttled_rules == failed == []  # every injected fault was met, and retried past
+    assert throttled == throttled_rules == failed == throttled_ec2 == []  # every fault was met, and retried past
     assert _state(h) == EXPECTED
     metrics = reconciler.metrics
     assert metrics.throttles.labels("RegisterTargets")._value.get() == 2
@@ -297,7 +304,14 @@ async def test_a_failed_pass_is_reported_and_the_next_one_finishes(harness: Harn
 
 @pytest.mark.parametrize(
     ("operation", "nth"),
-    [("CreateTargetGroup", 2), ("CreateLoadBalancer", 1), ("CreateRule", 2), ("RegisterTargets", 2)],
+    [
+        ("CreateTargetGroup", 2),
+        ("CreateLoadBalancer", 1),
+        ("CreateRule", 2),
+        ("RegisterTargets", 2),
+        ("CreateSecurityGroup", 2),  # the frontend group made, not the backend group
+        ("AuthorizeSecurityGroupIngress", 1),
+    ],
     ids=lambda v: str(v),
 )
 async def test_killed_mid_reconcile_a_restart_ends_in_the_same_state(harness: Harness, operation: str, nth: int):
@@ -311,7 +325,10 @@ async def test_killed_mid_reconcile_a_restart_ends_in_the_same_state(harness: Ha
         if len(seen) == nth:
             raise _Killed  # after nth - 1 calls went through
 
-    doomed.clients.elbv2.meta.events.register(f"before-call.elastic-load-balancing-v2.{operation}", kill)
+    if operation.endswith(("SecurityGroup", "SecurityGroupIngress")):
+        doomed.clients.ec2.meta.events.register(f"before-call.ec2.{operation}", kill)
+    else:
+        doomed.clients.elbv2.meta.events.register(f"before-call.elastic-load-balancing-v2.{operation}", kill)
     with pytest.raises(_Killed):
         await h.reconcile(doomed)
     restarted, _ = h.reconciler()
