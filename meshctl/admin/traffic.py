@@ -23,8 +23,8 @@ import math
 import re
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -158,18 +158,29 @@ def window(
     """Requests, 5xx and p99 to ``clusters`` between two readings keyed by (proxy, cluster), summed over the
     proxies. ``read_before``: the proxies the first reading read; one it did not (new, or unreachable then) has
     counters from before the window and is left out."""
-    requests = errors = 0.0
-    merged = _Histogram()
+    tally = _Tally()
+    for (_, cluster), growth in _growths(before, after, read_before):
+        if cluster in clusters:
+            tally.add(*growth)
+    return ClusterWindow(int(tally.requests), int(tally.errors), tally.histogram.p99())
+
+
+def _growths(
+    before: Mapping[tuple[str, str], Counters],
+    after: Mapping[tuple[str, str], Counters],
+    read_before: set[str] | None,
+) -> Iterator[tuple[tuple[str, str], tuple[float, float, tuple[float, ...], tuple[float, ...]]]]:
+    """Per (proxy, cluster) of ``after``: (requests, 5xx, bucket bounds, bucket counts) since ``before``. A proxy
+    ``before`` did not read is left out (its counters hold more than the window); a cluster it had not used yet,
+    or a proxy whose counters went down (it restarted), counts from zero."""
     for key, now in after.items():
-        if key[1] not in clusters or (read_before is not None and key[0] not in read_before):
+        if read_before is not None and key[0] not in read_before:
             continue
         start = before.get(key)
-        if start is None or now[REQUESTS] < start[REQUESTS]:  # first used, or the proxy restarted: counted from 0
+        if start is None or now[REQUESTS] < start[REQUESTS]:
             start = _ZERO
-        requests += now[REQUESTS] - start[REQUESTS]
-        errors += max(0.0, now[ERRORS] - start[ERRORS])
-        merged.add(now[BOUNDS], _growth(now, start))
-    return ClusterWindow(int(requests), int(errors), merged.p99())
+        growth = (now[REQUESTS] - start[REQUESTS], max(0.0, now[ERRORS] - start[ERRORS]))
+        yield key, (*growth, now[BOUNDS], _growth(now, start))
 
 
 _ZERO = counters(0.0, 0.0)
@@ -229,6 +240,24 @@ class _Histogram:
         return next(le for le, n in zip(bounds, counts, strict=True) if n >= 0.99 * counts[-1])
 
 
+class _Tally:
+    """Requests, 5xx and latency buckets added up: of a window, an edge, a round."""
+
+    __slots__ = ("errors", "histogram", "requests")
+
+    def __init__(self) -> None:
+        self.requests = self.errors = 0.0
+        self.histogram = _Histogram()
+
+    def add(self, requests: float, errors: float, bounds: tuple[float, ...], counts: Iterable[float]) -> None:
+        self.requests += requests
+        self.errors += errors
+        self.histogram.add(bounds, counts)
+
+    def figures(self, seconds: float) -> EdgeFigures:
+        return (self.requests, self.errors, seconds, *self.histogram.items())
+
+
 @dataclass(frozen=True)
 class Target:
     """A connected proxy whose stats the control plane can read."""
@@ -268,7 +297,7 @@ class _Window:
 
     started_at: float
     seconds: float
-    deltas: dict[tuple[str, str], EdgeFigures] = field(default_factory=dict)
+    deltas: dict[tuple[str, str], EdgeFigures]
 
 
 # The graph's figures sum the rounds of the last quarter minute: Envoy merges its latency histograms only at its
@@ -382,57 +411,39 @@ def _parse_all(texts: Iterable[tuple[str, str | None]]) -> dict[tuple[str, str],
 def _edges(before: Reading, after: Reading) -> dict[tuple[str, str], EdgeFigures]:
     """Per (caller group, cluster): what its proxies sent between two readings."""
     seconds = max(1e-3, after.started_at - before.started_at)
-    read_before = before.read
-    sums: dict[tuple[str, str], list[float]] = {}
-    histograms: dict[tuple[str, str], _Histogram] = defaultdict(_Histogram)
-    for (node, cluster), now in after.counters.items():
-        if node not in read_before:
-            continue  # new, or unreachable last round: its counters hold more than this window
-        start = before.counters.get((node, cluster))
-        if start is None or now[REQUESTS] < start[REQUESTS]:  # first used, or the proxy restarted
-            start = _ZERO
-        key = (after.groups.get(node, ""), cluster)
-        total = sums.setdefault(key, [0.0, 0.0])
-        total[0] += now[REQUESTS] - start[REQUESTS]
-        total[1] += max(0.0, now[ERRORS] - start[ERRORS])
-        histograms[key].add(now[BOUNDS], _growth(now, start))
-    return {key: (r, e, seconds, *histograms[key].items()) for key, (r, e) in sums.items()}
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    for (node, cluster), growth in _growths(before.counters, after.counters, before.read):
+        tallies[(after.groups.get(node, ""), cluster)].add(*growth)
+    return {key: tally.figures(seconds) for key, tally in tallies.items()}
 
 
 def _sum_rounds(
     rounds: Iterable[tuple[float, Mapping[tuple[str, str], EdgeFigures]]],
 ) -> dict[tuple[str, str], EdgeFigures]:
     """Per key, the rounds' figures added up; their seconds are the span all the rounds cover."""
-    totals: dict[tuple[str, str], list[float]] = {}
-    histograms: dict[tuple[str, str], _Histogram] = defaultdict(_Histogram)
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     seconds = 0.0
     for round_seconds, deltas in rounds:
         seconds += round_seconds
         for key, f in deltas.items():
-            total = totals.setdefault(key, [0.0, 0.0])
-            total[0] += f[REQUESTS]
-            total[1] += f[ERRORS]
-            histograms[key].add(f[FIGURE_BOUNDS], f[FIGURE_COUNTS])
-    return {key: (r, e, seconds, *histograms[key].items()) for key, (r, e) in totals.items()}
+            tallies[key].add(f[REQUESTS], f[ERRORS], f[FIGURE_BOUNDS], f[FIGURE_COUNTS])
+    return {key: tally.figures(seconds) for key, tally in tallies.items()}
 
 
 def merge_figures(figures: Iterable[EdgeFigures]) -> dict[str, float | None] | None:
     """Several (group, cluster) figures as one edge: requests per second, 5xx rate, p99 ms; None: no traffic."""
-    requests = errors = 0.0
+    tally = _Tally()
     seconds = 0.0
-    merged = _Histogram()
     for f in figures:
-        requests += f[REQUESTS]
-        errors += f[ERRORS]
         seconds = max(seconds, f[SECONDS])
-        merged.add(f[FIGURE_BOUNDS], f[FIGURE_COUNTS])
+        tally.add(f[REQUESTS], f[ERRORS], f[FIGURE_BOUNDS], f[FIGURE_COUNTS])
     if seconds == 0.0:
         return None
     return {
-        "rps": round(requests / seconds, 2),
-        "errorRate": round(errors / requests, 4) if requests else 0.0,
-        "p99Ms": merged.p99(),
-        "requests": requests,
+        "rps": round(tally.requests / seconds, 2),
+        "errorRate": round(tally.errors / tally.requests, 4) if tally.requests else 0.0,
+        "p99Ms": tally.histogram.p99(),
+        "requests": tally.requests,
     }
 
 
@@ -442,7 +453,7 @@ FAILING_AT = 0.10
 
 
 def edge_health(figures: Mapping[str, float | None] | None) -> str:
-    """idle (no requests in the last round), healthy, degraded or failing."""
+    """idle (no requests in the window), healthy, degraded or failing."""
     if figures is None or not figures.get("requests"):
         return "idle"
     rate = figures.get("errorRate") or 0.0
