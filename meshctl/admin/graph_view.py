@@ -17,7 +17,7 @@ from typing import Any
 from meshctl.admin.traffic import EdgeFigures, edge_health, merge_figures
 from meshctl.model import ObjectKey
 from meshctl.translate.endpoints import cluster_listener, service_of_cluster
-from meshctl.translate.ir import ObjectStatus
+from meshctl.translate.ir import ObjectStatus, group_node
 from meshctl.translate.mesh import MeshIR
 
 __all__ = ["GraphView"]
@@ -34,7 +34,7 @@ def _proxy_states(proxies: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     message of a rejection."""
     out: dict[str, dict[str, Any]] = {}
     for proxy in proxies:
-        group = str(proxy.get("group", "")).split(";", 1)[0]
+        group = group_node(str(proxy.get("group", "")))
         entry = out.setdefault(group, {"proxies": 0, "sync": "SYNCED", "rejected": None})
         entry["proxies"] += 1
         for type_state in (proxy.get("types") or {}).values():
@@ -125,7 +125,7 @@ def _traffic_index(
     by_caller: dict[tuple[str, str], list[EdgeFigures]] = {}
     by_cluster: dict[str, list[EdgeFigures]] = {}
     for (group, cluster), figures in traffic.items():
-        by_caller.setdefault((group.split(";", 1)[0], cluster), []).append(figures)
+        by_caller.setdefault((group_node(group), cluster), []).append(figures)
         by_cluster.setdefault(cluster, []).append(figures)
     return by_caller, by_cluster
 

@@ -14,8 +14,9 @@ from rich.text import Text
 
 from meshctl.cli.client import AdminClient, CliError
 from meshctl.cli.output import add_output_flag, emit, table
+from meshctl.translate.ir import group_node
 
-__all__ = ["add_admin_flag", "add_commands", "add_read_flags", "age", "group_node"]
+__all__ = ["add_admin_flag", "add_commands", "add_read_flags", "age"]
 
 _TYPES = ("cds", "eds", "lds", "rds")
 _STATE_STYLE = {"SYNCED": "green", "STALE": "yellow", "NACKED": "bold red", "NOT SENT": "dim", "IGNORED": "dim"}
@@ -34,11 +35,6 @@ def add_read_flags(p: argparse.ArgumentParser, namespace_help: str) -> None:
     add_admin_flag(p)
     add_output_flag(p)
     p.add_argument("-n", "--namespace", help=namespace_help)
-
-
-def group_node(group: str) -> str:
-    """The VirtualNode (namespace/name) of a node group (``ns/vn`` or ``ns/vn;egress=...``)."""
-    return group.split(";")[0]
 
 
 def age(seconds: float | None) -> str:

@@ -24,11 +24,11 @@ from rich.text import Text
 
 from meshctl.admin.traffic import ClusterWindow, window
 from meshctl.cli.client import AdminClient, CliError
-from meshctl.cli.inspect import group_node
 from meshctl.cli.output import console, table
 from meshctl.cli.shift_plan import Shift, callers, wait_for_proxies
 from meshctl.cli.traffic import next_round, read_traffic
 from meshctl.translate.endpoints import virtual_node_of
+from meshctl.translate.ir import group_node
 
 __all__ = ["Guard", "parse_duration", "run_progressive", "step_weights"]
 

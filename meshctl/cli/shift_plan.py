@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.cli.client import AdminClient, CliError
-from meshctl.cli.inspect import group_node
 from meshctl.cli.routes import qualified
 from meshctl.cli.writers import GATEWAY_KINDS, KubernetesWriter, ManifestWriter, RouteWriter, route_targets
 from meshctl.routing.table import route_from_json
 from meshctl.translate.endpoints import virtual_node_of
+from meshctl.translate.ir import group_node
 
 __all__ = ["Shift", "callers", "parse_weights", "plan_shift", "served_weights", "wait_for_proxies"]
 

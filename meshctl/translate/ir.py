@@ -87,6 +87,7 @@ __all__ = [
     "UpstreamTlsIR",
     "VirtualHostIR",
     "WeightedClusterIR",
+    "group_node",
 ]
 
 
@@ -125,6 +126,11 @@ class SidecarParams:
         group = f"{vn};egress={self.egress_port};ingress={self.ingress_port};bind={self.bind_address}"
         group += ";capture" if self.capture else ""
         return group + (f";sa={self.service_account}" if self.service_account != "default" else "")
+
+
+def group_node(group: str) -> str:
+    """The VirtualNode (``namespace/name``) of a node group (``SidecarParams.group``: ``ns/vn`` or ``ns/vn;...``)."""
+    return group.split(";", 1)[0]
 
 
 class EndpointIR(NamedTuple):
