@@ -33,7 +33,13 @@ from meshctl.ingress.stack import (
     Stack,
     TargetGroup,
 )
-from meshctl.ingress.target_groups import attributes, health_check, load_balancer_attributes, target_group
+from meshctl.ingress.target_groups import (
+    attributes,
+    health_check,
+    load_balancer_attributes,
+    security_groups,
+    target_group,
+)
 from meshctl.model import Model, ObjectKey
 from meshctl.model.ingress import Ingress, IngressBackend, IngressClass, IngressPath
 
@@ -255,8 +261,8 @@ class _GroupBuilder:
         for m in members:
             tags.update(m.ann.string_map("tags"))
         try:
-            groups = _security_groups(settings)
             exclusive = Annotations(ALB, {ALB + name: value for name, value in settings.items()})
+            groups = _security_groups(exclusive)
             attrs = load_balancer_attributes(exclusive, "load-balancer-attributes")
             address_type = exclusive.string(
                 "ip-address-type", "ipv4", choices=("ipv4", "dualstack", "dualstack-without-public-ipv4")
@@ -541,25 +547,16 @@ class _GroupBuilder:
         return resource_id
 
 
-def _security_groups(settings: dict[str, str]) -> SecurityGroups:
-    """LBC's choice: no ``security-groups``: a managed frontend group (listen ports open to ``inbound-cidrs``,
-    default 0.0.0.0/0) and the backend group; given groups: those, and the backend group only with
-    ``manage-backend-security-group-rules: "true"``."""
-    ann = Annotations(ALB, {ALB + name: value for name, value in settings.items()})
-    given = tuple(ann.string_list("security-groups"))
-    inbound = tuple(ann.string_list("inbound-cidrs")) or ("0.0.0.0/0",)
-    for cidr in inbound:
-        try:
-            ipaddress.ip_network(cidr, strict=True)
-        except ValueError:
-            raise AnnotationError(ALB + "inbound-cidrs", f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
-    manage = ann.boolean("manage-backend-security-group-rules")
-    if not given and manage is False:
+def _security_groups(ann: Annotations) -> SecurityGroups:
+    """The shared choice (``security_groups``) with ``inbound-cidrs``; ``manage-backend-security-group-rules:
+    "false"`` makes sense only beside ``security-groups`` (the managed group's rules need the backend group)."""
+    groups = security_groups(ann, tuple(ann.string_list("inbound-cidrs")), ALB + "inbound-cidrs")
+    if not groups.given and ann.boolean("manage-backend-security-group-rules") is False:
         raise AnnotationError(
             ALB + "manage-backend-security-group-rules",
             "false needs security-groups (the managed group's rules need it)",
         )
-    return SecurityGroups(given=given, inbound=inbound, backend=bool(manage) if given else True)
+    return groups
 
 
 # The fields of the actions.* and conditions.* annotations. LBC decodes them with Go's encoding/json, which matches

@@ -127,7 +127,7 @@ class StackDeployer:
             result.load_balancer_arn, result.dns_name = balancer.arn, balancer.dns_name
             result.security_groups = groups or ()
             if groups and stack.load_balancer.security_groups and stack.load_balancer.security_groups.backend:
-                result.backend_group = groups[-1]  # (for_load_balancer puts it last)
+                result.backend_group = next((g.id for g in inventory.backend_groups if g.id in groups), None)
             stale_balancers = [b for b in actual_balancers if b.arn != balancer.arn]
             result.listeners = self._listeners(stack, balancer.arn, result.target_groups)
         for old in stale_balancers:

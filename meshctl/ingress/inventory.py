@@ -38,6 +38,14 @@ class ActualSecurityGroup:
     permissions: list[dict[str, Any]]  # its IpPermissions (inbound rules)
     tags: dict[str, str]
 
+    @classmethod
+    def described(cls, g: dict[str, Any]) -> ActualSecurityGroup:
+        """From a DescribeSecurityGroups entry."""
+        tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
+        return cls(
+            id=g["GroupId"], name=g["GroupName"], vpc=g.get("VpcId", ""), permissions=g["IpPermissions"], tags=tags
+        )
+
 
 @dataclass
 class ActualTargetGroup:
@@ -106,13 +114,9 @@ def read_inventory(elbv2: Any, cluster: str, ec2: Any = None) -> Inventory:
     if ec2 is not None:
         filters = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}]
         for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
-            for g in page["SecurityGroups"]:
-                t = {x["Key"]: x["Value"] for x in g.get("Tags", [])}
-                group = ActualSecurityGroup(
-                    id=g["GroupId"], name=g["GroupName"], vpc=g.get("VpcId", ""), permissions=g["IpPermissions"], tags=t
-                )
-                if t.get(RESOURCE_TAG) == BACKEND_SG_RESOURCE:
+            for group in map(ActualSecurityGroup.described, page["SecurityGroups"]):
+                if group.tags.get(RESOURCE_TAG) == BACKEND_SG_RESOURCE:
                     inventory.backend_groups.append(group)
-                elif STACK_TAG in t:
-                    inventory.security_groups.setdefault(t[STACK_TAG], []).append(group)
+                elif STACK_TAG in group.tags:
+                    inventory.security_groups.setdefault(group.tags[STACK_TAG], []).append(group)
     return inventory

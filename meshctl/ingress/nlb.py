@@ -7,7 +7,6 @@ or ``aws-load-balancer-type: external`` with an ``nlb-target-type``; or the depr
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import replace
 
 from meshctl.ingress.annotations import NLB, AnnotationError, Annotations
@@ -22,7 +21,13 @@ from meshctl.ingress.stack import (
     Stack,
     TargetGroup,
 )
-from meshctl.ingress.target_groups import attributes, health_check, load_balancer_attributes, target_group
+from meshctl.ingress.target_groups import (
+    attributes,
+    health_check,
+    load_balancer_attributes,
+    security_groups,
+    target_group,
+)
 from meshctl.model import Model, ObjectKey, Service
 
 __all__ = ["NLB_CLASS", "build_service_stacks", "nlb_target_type"]
@@ -193,11 +198,4 @@ def _security_groups(ann: Annotations, source_ranges: tuple[str, ...], legacy: b
     without groups cannot get any later: it keeps none.)"""
     if legacy or ann.boolean("disable-nlb-sg"):
         return None
-    for cidr in source_ranges:
-        try:
-            ipaddress.ip_network(cidr, strict=True)
-        except ValueError:
-            raise AnnotationError("spec.loadBalancerSourceRanges", f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
-    given = tuple(ann.string_list("security-groups"))
-    manage = ann.boolean("manage-backend-security-group-rules")
-    return SecurityGroups(given=given, inbound=source_ranges or ("0.0.0.0/0",), backend=bool(manage) if given else True)
+    return security_groups(ann, source_ranges, "spec.loadBalancerSourceRanges")

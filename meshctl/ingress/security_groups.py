@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -194,7 +194,9 @@ class SecurityGroupDeployer:
 
     # --- rules ------------------------------------------------------------------------------------------------
 
-    def set_rules(self, group: ActualSecurityGroup, wanted: set[Permission], owned: Any) -> None:
+    def set_rules(
+        self, group: ActualSecurityGroup, wanted: set[Permission], owned: Callable[[Permission], bool]
+    ) -> None:
         """Make ``group``'s inbound rules hold ``wanted``; of the others, revoke those ``owned(rule)`` says are
         ours. Grant first, then revoke (a rule being replaced never leaves a gap)."""
         have = permissions(group.permissions)

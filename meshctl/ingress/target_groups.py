@@ -1,15 +1,17 @@
-"""What ALB and NLB target groups share: health checks and attributes read from annotations, and the group itself."""
+"""What ALB and NLB stacks share: health checks, attributes and security groups read from annotations, and the
+target group itself."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from meshctl.ingress.annotations import AnnotationError, Annotations
 from meshctl.ingress.naming import target_group_name
-from meshctl.ingress.stack import Binding, HealthCheck, TargetGroup
+from meshctl.ingress.stack import Binding, HealthCheck, SecurityGroups, TargetGroup
 from meshctl.model import ObjectKey, ServicePort
 
-__all__ = ["attributes", "health_check", "load_balancer_attributes", "target_group"]
+__all__ = ["attributes", "health_check", "load_balancer_attributes", "security_groups", "target_group"]
 
 _SUCCESS_CODES = re.compile(r"^\d{1,3}(-\d{1,3})?(,\d{1,3}(-\d{1,3})?)*$")
 # Attributes with numeric ranges AWS enforces; checked here so the Event names the annotation, not an AWS error.
@@ -85,6 +87,21 @@ def load_balancer_attributes(ann: Annotations, name: str) -> tuple[tuple[str, st
         if not value.isdigit() or not 1 <= int(value) <= 4000:
             raise AnnotationError(ann.prefix + name, f"idle_timeout.timeout_seconds={value} is out of range [1, 4000]")
     return tuple(sorted(values.items()))
+
+
+def security_groups(ann: Annotations, inbound: tuple[str, ...], inbound_from: str) -> SecurityGroups:
+    """LBC's choice, the same for ALBs and NLBs: the ``security-groups`` annotation's groups, and the backend group
+    only with ``manage-backend-security-group-rules: "true"``; without it a managed frontend group opening the
+    listen ports to ``inbound`` (default 0.0.0.0/0) and the backend group. ``inbound_from`` names where ``inbound``
+    was written, for its errors."""
+    for cidr in inbound:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            raise AnnotationError(inbound_from, f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
+    given = tuple(ann.string_list("security-groups"))
+    manage = ann.boolean("manage-backend-security-group-rules")
+    return SecurityGroups(given=given, inbound=inbound or ("0.0.0.0/0",), backend=bool(manage) if given else True)
 
 
 def target_group(

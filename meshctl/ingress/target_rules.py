@@ -17,7 +17,7 @@ on the target ports, so targets accept traffic from our load balancers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,20 +69,12 @@ class TargetRules:
 
     def _groups_allowing(self, backend: str, also: set[str]) -> list[ActualSecurityGroup]:
         """The groups that hold a rule from ``backend`` now, and ``also``: the ones to look at."""
-        found: dict[str, dict[str, Any]] = {}
-        filters = [{"Name": "ip-permission.group-id", "Values": [backend]}]
-        for g in self.ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
-            found[g["GroupId"]] = g
+        found = {g.id: g for g in _allowing(self.ec2, backend)}
         missing = sorted(also - set(found))
         if missing:
-            for g in self.ec2.describe_security_groups(GroupIds=missing)["SecurityGroups"]:
-                found[g["GroupId"]] = g
-        return [
-            ActualSecurityGroup(
-                id=g["GroupId"], name=g["GroupName"], vpc=g.get("VpcId", ""), permissions=g["IpPermissions"], tags={}
-            )
-            for g in found.values()
-        ]
+            described = self.ec2.describe_security_groups(GroupIds=missing)["SecurityGroups"]
+            found.update((g.id, g) for g in map(ActualSecurityGroup.described, described))
+        return list(found.values())
 
     def _resolve(self, needs: list[TargetNeed]) -> _Resolved:
         out = _Resolved()
@@ -144,18 +136,20 @@ class TargetRules:
         return {g["GroupId"] for g in described if any(t["Key"] == self._tag for t in g.get("Tags", []))}
 
 
-def _ours(backend: str) -> Any:
+def _ours(backend: str) -> Callable[[Permission], bool]:
     def owned(rule: Permission) -> bool:
         return rule[3] == "group" and rule[4] == backend and rule[5] == TARGET_RULE_MARKER
 
     return owned
 
 
+def _allowing(ec2: Any, backend: str) -> list[ActualSecurityGroup]:
+    """The groups holding a rule from ``backend``."""
+    filters = [{"Name": "ip-permission.group-id", "Values": [backend]}]
+    return [ActualSecurityGroup.described(g) for g in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]]
+
+
 def revoke_all(ec2: Any, groups: SecurityGroupDeployer, backend: str) -> None:
     """Every rule of ours that allows ``backend`` (before the backend group itself is deleted)."""
-    filters = [{"Name": "ip-permission.group-id", "Values": [backend]}]
-    for g in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
-        group = ActualSecurityGroup(
-            id=g["GroupId"], name=g["GroupName"], vpc=g.get("VpcId", ""), permissions=g["IpPermissions"], tags={}
-        )
+    for group in _allowing(ec2, backend):
         groups.set_rules(group, set(), owned=_ours(backend))
