@@ -86,6 +86,7 @@ class IngressReconciler:
         self._rules_applied: tuple[str, frozenset[TargetNeed]] | None = None
         self.certificates = CertificateFinder(self.clients.acm) if self.clients.acm is not None else None
         self._rule_problems: set[tuple[ObjectKey, str]] = set()
+        self._desired: dict[str, frozenset[tuple[str, int]]] = {}
         self.targets = TargetSyncer(self.clients.elbv2, self.clients.health)
         self._model: Model | None = None
         self._wake = asyncio.Event()
@@ -145,6 +146,7 @@ class IngressReconciler:
     def reconcile(self, model: Model) -> _Progress:
         self.passes += 1
         progress = _Progress()
+        self._desired.clear()  # this pass's desired targets, by target group ARN (worked out once a pass)
         if time.monotonic() - self._last_resync > self.settings.resync_seconds:
             self.applied.clear()
             self._rules_applied = None
@@ -229,11 +231,13 @@ class IngressReconciler:
             backend = deployed.backend_group
             for group in stack.target_groups:
                 port = group.health_check.port
+                arn = deployed.target_groups.get(group.resource_id, "")
+                targets = self._desired.get(arn)  # (synced this pass: the same set, not worked out again)
                 needs.add(
                     TargetNeed(
                         owner=group.owner,
                         target_type=group.target_type,
-                        targets=desired_targets(model, group.binding),
+                        targets=targets if targets is not None else desired_targets(model, group.binding),
                         health_port=int(port) if port.isdigit() else None,
                         protocols=listen_protocols(group.protocol),
                     )
@@ -283,7 +287,7 @@ class IngressReconciler:
                 progress.settled = False
 
     def _sync(self, model: Model, target: _Binding, progress: _Progress) -> None:
-        desired = desired_targets(model, target.binding)
+        desired = self._desired[target.arn] = desired_targets(model, target.binding)
         mark = checkpoint(target.arn, desired)
         key = (target.owner, target.checkpoint_key)
         persisted = _checkpoints(_lifecycle(model, target.owner)).get(target.checkpoint_key, "")
