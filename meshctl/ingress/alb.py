@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
-from meshctl.ingress.classes import CLASS_ANNOTATION, DEFAULT_INGRESS_CLASS, classify
+from meshctl.ingress.classes import DEFAULT_INGRESS_CLASS, classify, deciding_class
 from meshctl.ingress.naming import INGRESS_FINALIZER, group_finalizer, load_balancer_name
 from meshctl.ingress.stack import (
     Action,
@@ -182,10 +182,7 @@ def build_ingress_stacks(
 def _with_class_params(ingress: Ingress, model: Model, classes: list[IngressClass]) -> tuple[Ingress, str | None]:
     """The Ingress as its IngressClass's IngressClassParams make it (LBC's precedence: a field set there overrides
     the annotation; tags and load balancer attributes merge, the params' winning), or why they cannot apply."""
-    by_name = {c.meta.name: c for c in classes}
-    if ingress.lifecycle.annotations.get(CLASS_ANNOTATION) is not None:
-        return ingress, None  # classed by the legacy annotation: no IngressClass, no parameters
-    chosen = by_name.get(ingress.class_name) if ingress.class_name else next((c for c in classes if c.default), None)
+    chosen = deciding_class(ingress, classes)  # (None for the legacy annotation: no class, no parameters)
     if chosen is None or chosen.parameters is None:
         return ingress, None
     params = model.ingress_class_params.get(ObjectKey("IngressClassParams", "", chosen.parameters))

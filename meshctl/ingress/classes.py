@@ -26,6 +26,7 @@ __all__ = [
     "LBC_CONTROLLER",
     "Verdict",
     "classify",
+    "deciding_class",
 ]
 
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -46,22 +47,32 @@ class Verdict:
         self.error = error
 
 
+def deciding_class(ingress: Ingress, classes: Iterable[IngressClass]) -> IngressClass | None:
+    """The IngressClass that decides for ``ingress``: the one it names, else the cluster's only default; None when
+    the legacy annotation decides, or no class does."""
+    if ingress.lifecycle.annotations.get(CLASS_ANNOTATION) is not None:
+        return None
+    if ingress.class_name is not None:
+        return next((c for c in classes if c.meta.name == ingress.class_name), None)
+    defaults = [c for c in classes if c.default]
+    return defaults[0] if len(defaults) == 1 else None
+
+
 def classify(ingress: Ingress, classes: Iterable[IngressClass], ingress_class: str = DEFAULT_INGRESS_CLASS) -> Verdict:
     """Whether ``ingress`` is ours, with ``--ingress-class`` = ``ingress_class``."""
+    classes = list(classes)
     annotated = ingress.lifecycle.annotations.get(CLASS_ANNOTATION)
     if annotated is not None:
         return Verdict(annotated == (ingress_class or DEFAULT_INGRESS_CLASS))
-    by_name = {c.meta.name: c for c in classes}
-    if ingress.class_name is not None:
-        chosen = by_name.get(ingress.class_name)
-        if chosen is None:
-            return Verdict(False)  # not yet created, or another controller's: nothing to say until it exists
-        return Verdict(chosen.controller in _OURS)
-    defaults = sorted(name for name, c in by_name.items() if c.default)
-    if len(defaults) > 1:
-        ours = any(by_name[name].controller in _OURS for name in defaults)
-        error = f"the cluster has {len(defaults)} default IngressClasses ({', '.join(defaults)}): name one"
-        return Verdict(False, error if ours else None)
-    if defaults:
-        return Verdict(by_name[defaults[0]].controller in _OURS)
-    return Verdict(ingress_class == "")
+    if ingress.class_name is None:
+        defaults = sorted((c for c in classes if c.default), key=lambda c: c.meta.name)
+        if len(defaults) > 1:
+            ours = any(c.controller in _OURS for c in defaults)
+            names = ", ".join(c.meta.name for c in defaults)
+            error = f"the cluster has {len(defaults)} default IngressClasses ({names}): name one"
+            return Verdict(False, error if ours else None)
+        if not defaults:
+            return Verdict(ingress_class == "")
+    # (a named class not created yet, or another controller's: not ours, nothing to say until it exists)
+    chosen = deciding_class(ingress, classes)
+    return Verdict(chosen is not None and chosen.controller in _OURS)
