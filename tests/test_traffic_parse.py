@@ -67,3 +67,15 @@ def test_histograms_with_other_bounds_are_merged_by_bound():
         {"c"},
     )
     assert (w.requests, w.p99_ms) == (100, 5.0)  # 99 of 100 at or under 5 ms
+
+
+def test_made_up_bucket_bounds_do_not_grow_the_control_planes_memory():
+    from meshctl.admin import traffic
+
+    for i in range(1500):  # a stats port answering with new bounds each time
+        text = (
+            'envoy_cluster_upstream_rq_completed{envoy_cluster_name="c"} 1\n'
+            f'envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name="c",le="{i + 0.5}"}} 1\n'
+        )
+        assert parse_cluster_stats(text)["c"][2] == (i + 0.5,)
+    assert len(traffic._BOUNDS) <= 1000 and len(traffic._LE) <= 1000

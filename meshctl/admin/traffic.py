@@ -55,6 +55,7 @@ STATS_FILTER = r"^cluster\..*[/|][0-9]+\.upstream_rq_(completed|5xx|time)$"
 
 _BOUNDS: dict[tuple[float, ...], tuple[float, ...]] = {}
 _LE: dict[str, float] = {}  # a bucket bound's text -> its value
+_MAX_SHARED = 1000  # entries in each of the two above
 
 
 # One caller's cumulative counts to one cluster since its Envoy started: (requests, 5xx responses, latency bucket
@@ -95,6 +96,14 @@ def _number(text: str) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _shared_bounds(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    """One tuple per set of bucket bounds (Envoy's defaults: one for all), at most 1,000 kept: a stats port that
+    makes up new bounds each round must not grow the control plane's memory."""
+    if bounds in _BOUNDS or len(_BOUNDS) < _MAX_SHARED:
+        return _BOUNDS.setdefault(bounds, bounds)
+    return bounds
+
+
 def parse_cluster_stats(text: str) -> dict[str, Counters]:
     """Per cluster: the counters in one Envoy's Prometheus text (other lines are skipped, never an error)."""
     requests = {c: v for c, raw in _COMPLETED.findall(text) if (v := _number(raw)) is not None}
@@ -108,7 +117,7 @@ def parse_cluster_stats(text: str) -> dict[str, Counters]:
             bound = _number(le)
             if bound is None:
                 continue
-            if len(le_of) < 1000:
+            if len(le_of) < _MAX_SHARED:
                 le_of[le] = bound
         value = _number(raw)
         if value is not None:
@@ -120,8 +129,7 @@ def parse_cluster_stats(text: str) -> dict[str, Counters]:
         if any(x > y for x, y in itertools.pairwise(b)):  # Envoy writes them ascending; anyone else may not
             pairs = sorted(zip(b, n, strict=True))
             b, n = [x for x, _ in pairs], [y for _, y in pairs]
-        shared = tuple(b)
-        out[cluster] = (total, errors.get(cluster, 0.0), _BOUNDS.setdefault(shared, shared), tuple(n))
+        out[cluster] = (total, errors.get(cluster, 0.0), _shared_bounds(tuple(b)), tuple(n))
     return out
 
 
