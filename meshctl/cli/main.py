@@ -317,7 +317,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_token_file=args.xds_token_file,
         sds_socket=args.sds_socket,
         dns_resolvers=tuple(args.dns_resolver or ()),
+        gateway=args.gateway,
     )
+    if args.gateway is not None and (args.gateway.count("/") != 1 or not all(args.gateway.split("/"))):
+        raise CliError(f"--gateway {args.gateway!r}: expected namespace/name of a Gateway")
+    if args.gateway is not None and (args.grpc or args.capture or args.virtual_node):
+        raise CliError("--gateway: an edge gateway's proxy has no --virtual-node, --capture or --grpc")
     if args.xds_token_file and not args.xds_ca:
         raise CliError("--xds-token-file needs --xds-ca (a token is sent only over TLS)")
     if args.statsd_address:
@@ -559,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the xDS bootstrap of a proxyless gRPC workload instead (JSON for GRPC_XDS_BOOTSTRAP or "
         "GRPC_XDS_BOOTSTRAP_CONFIG): no Envoy, the app dials xds:///name.namespace:port",
+    )
+    boot.add_argument(
+        "--gateway",
+        metavar="NAMESPACE/NAME",
+        help="an edge gateway's Envoy serving this Gateway (its GatewayClass's controllerName meshctl.dev/gateway): "
+        "listeners from the Gateway's, a Gateway port below 1024 bound 10,000 higher",
     )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(run=_bootstrap)

@@ -41,6 +41,7 @@ from meshctl.model.authz import AuthzDefault
 from meshctl.translate import MeshIR, translate_mesh, translate_sidecar
 from meshctl.translate.authz import authz_dependencies
 from meshctl.translate.endpoints import release_gently
+from meshctl.translate.gateway import GATEWAY_NAME_LABEL, certificate_secret_name
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
 from meshctl.translate.mesh import Served, services_called
 from meshctl.translate.sidecar import with_route_changes
@@ -88,6 +89,7 @@ class Controller:
         self.default_authz = default_authz  # for listeners of namespaces without the authorization label
         self.default_egress = EgressFilter.ALLOW_ALL  # for captured proxies of namespaces without the egress label
         self._secret_resources: dict[tuple[Identity, int, bytes], dict[str, CachedResource]] = {}
+        self._certificate_resources: dict[tuple[str, bytes, bytes], CachedResource] = {}
         self.mesh: MeshIR | None = None
         self._model: Model | None = None
         self.last_push = 0.0  # wall clock of the latest snapshot published
@@ -508,7 +510,25 @@ class Controller:
         """In the worker: the group's snapshot, checked and with its versions computed (see ``prepare``)."""
         ir = translate_sidecar(mesh, params)
         secrets = self._secrets(params) if ir.uses_mesh_secrets else None
+        if params.gateway is not None and (proxy := mesh.gateways.proxies.get(params.gateway)) is not None:
+            secrets = {**(secrets or {}), **self._certificates(mesh, proxy.secrets)}
         return prepare(self._builder.build(ir, self.cache.get(params.group), secrets))
+
+    def _certificates(self, mesh: MeshIR, keys: Iterable[ObjectKey]) -> dict[str, CachedResource]:
+        """An edge gateway's certificate Secrets as SDS secrets, made once per key pair."""
+        out = {}
+        for key in keys:
+            secret = mesh.gateways.certificates[key]
+            name = certificate_secret_name(key)
+            memo = (name, secret.certificate_pem, secret.key_pem)
+            found = self._certificate_resources.get(memo)
+            if found is None:
+                found = CachedResource(SECRET, name, identity_secret(secret.certificate_pem, secret.key_pem, name))
+                for old in [m for m in self._certificate_resources if m[0] == name]:
+                    del self._certificate_resources[old]  # (only the current pair of each Secret is kept)
+                self._certificate_resources[memo] = found
+            out[name] = found
+        return out
 
     @property
     def identities(self) -> IdentityKeeper:
@@ -525,8 +545,10 @@ class Controller:
 
     @staticmethod
     def _identity(params: SidecarParams) -> Identity | None:
-        vn = params.virtual_node
-        return None if vn is None else (vn.namespace, params.service_account)
+        """A sidecar's workload identity: its VirtualNode's namespace and its service account (an edge gateway's
+        proxy: its Gateway's namespace)."""
+        owner = params.virtual_node or params.gateway
+        return None if owner is None else (owner.namespace, params.service_account)
 
     def _secrets(self, params: SidecarParams) -> dict[str, CachedResource] | None:
         """The group's SDS secrets: its workload certificate and key, and the roots. Shared by the groups of one
@@ -628,6 +650,10 @@ class Controller:
         found = pods.get(pod)
         if found is None:
             return f"pod {pod.namespace}/{pod.name} is not known"
+        if virtual_node.kind == "Gateway":  # an edge gateway's pod carries its Gateway's name (meshctl install)
+            if found.labels.get(GATEWAY_NAME_LABEL) != virtual_node.name:
+                return f"pod {pod.namespace}/{pod.name} is not a proxy of Gateway {virtual_node.name}"
+            return None
         vn = model.virtual_nodes.get(virtual_node) if model is not None else None
         if vn is None or vn.spec is None:
             return f"VirtualNode {virtual_node.namespace}/{virtual_node.name} is not known"
@@ -759,10 +785,12 @@ def classify_change(
     delta = new.delta
     trusted = delta is not None and bool(old.revision) and delta.base_revision == old.revision
     if delta is not None and trusted and delta.http_routes:
-        if delta.endpoint_slices or delta.pods or delta.routes:
+        if delta.endpoint_slices or delta.pods or delta.routes or _reach_gateways(old, new, delta.http_routes):
             return None
         return "gamma", set(delta.http_routes)
     gamma = _changed_keys(old.http_routes, new.http_routes)
+    if gamma and _reach_gateways(old, new, gamma):
+        return None  # an edge gateway's routes: translated whole (no patch path for them yet)
     if gamma:  # Gateway API routes alone (with anything else: a full build)
         alone = new.delta is None or not (new.delta.endpoint_slices or new.delta.pods or new.delta.routes)
         others = _changed_keys(old.endpoint_slices, new.endpoint_slices) or _changed_keys(old.pods, new.pods)
@@ -782,6 +810,20 @@ def classify_change(
     if endpoints and routes:
         return "endpoints+routes", endpoints | routes
     return ("routes", routes) if routes else ("endpoints", endpoints)
+
+
+def _reach_gateways(old: Model, new: Model, keys: Iterable[ObjectKey]) -> bool:
+    """Whether some version of these HTTPRoutes/GRPCRoutes names a Gateway parent while there are Gateways."""
+    if not (old.gateways or new.gateways):
+        return False
+    for key in keys:
+        for route in (old.http_routes.get(key), new.http_routes.get(key)):
+            if route is None:
+                continue
+            parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
+            if any(not p.is_service for p in parents):
+                return True
+    return False
 
 
 def _changed_keys(before: Mapping[ObjectKey, object], after: Mapping[ObjectKey, object]) -> set[ObjectKey]:

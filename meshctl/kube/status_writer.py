@@ -22,7 +22,7 @@ from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
 from meshctl.kube.leader import LeaderElector
 from meshctl.model import API_GROUP, ObjectKey
-from meshctl.model.gateway import GATEWAY_GROUP
+from meshctl.model.gateway import GATEWAY_CONTROLLER, GATEWAY_GROUP
 from meshctl.translate.gamma import CONTROLLER_NAME, parents_document
 from meshctl.translate.ir import ObjectStatus
 
@@ -37,6 +37,7 @@ _PLURALS = {
     "GRPCRoute": "grpcroutes",
 }
 _GATEWAY_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
+_CONTROLLERS = frozenset({CONTROLLER_NAME, GATEWAY_CONTROLLER})  # the mesh's and the edge gateways' entries
 _RETRY_AFTER = 0.5  # seconds before failed writes are tried again
 
 
@@ -187,8 +188,8 @@ class StatusWriter:
         if current is None:
             return False
         existing = (current.get("status") or {}).get("parents") or []
-        ours = {_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") == CONTROLLER_NAME}
-        others = [p for p in existing if p.get("controllerName") != CONTROLLER_NAME]
+        ours = {_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") in _CONTROLLERS}
+        others = [p for p in existing if p.get("controllerName") not in _CONTROLLERS]
         parents = []
         for entry in parents_document(status):
             before = {c["type"]: c for c in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}

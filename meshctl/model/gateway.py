@@ -1,4 +1,5 @@
-"""Gateway API routes in the mesh (GAMMA): HTTPRoute and ReferenceGrant, ``gateway.networking.k8s.io/v1``.
+"""Gateway API objects, ``gateway.networking.k8s.io/v1``: HTTPRoute/GRPCRoute and ReferenceGrant (the mesh, GAMMA, and
+edge gateways), Gateway and GatewayClass (edge gateways served by Envoys meshctl configures).
 
 An HTTPRoute whose parent is a Service routes the calls meshed callers make to that Service (a *producer* route
 when it lives in the Service's namespace, a *consumer* route, for its own namespace's callers only, when it lives
@@ -8,15 +9,22 @@ EndpointSlices), not VirtualNodes. Matches reuse the mesh model's ``HttpMatch``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshctl.model.matches import HttpMatch
 from meshctl.model.meta import FieldError, Meta, ObjectKey
 
 __all__ = [
+    "GATEWAY_CONTROLLER",
     "GATEWAY_GROUP",
     "GATEWAY_VERSION",
+    "AllowedRoutes",
     "BackendRef",
+    "CertificateRef",
+    "Gateway",
+    "GatewayClass",
+    "GatewayListener",
     "GatewayRouteSpec",
     "GatewayRule",
     "HTTPRoute",
@@ -31,6 +39,8 @@ __all__ = [
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = f"{GATEWAY_GROUP}/v1"
+# GatewayClass ``spec.controllerName`` of the classes whose Gateways meshctl serves with its own Envoys.
+GATEWAY_CONTROLLER = "meshctl.dev/gateway"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,3 +180,67 @@ class ReferenceGrant:
             g == "gateway.networking.k8s.io" and k == route_kind and ns == route_namespace for g, k, ns in self.from_
         )
         return from_ok and any(g in ("", "core") and k == kind and n in (None, name) for g, k, n in self.to)
+
+    def permits_gateway(self, gateway_namespace: str, kind: str, name: str) -> bool:
+        """Lets Gateways of ``gateway_namespace`` refer to this grant's ``kind`` ``name`` (a certificate Secret)."""
+        from_ok = any(g == GATEWAY_GROUP and k == "Gateway" and ns == gateway_namespace for g, k, ns in self.from_)
+        return from_ok and any(g in ("", "core") and k == kind and n in (None, name) for g, k, n in self.to)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayClass:
+    """Cluster-scoped; meshctl serves the Gateways of classes whose ``controllerName`` is GATEWAY_CONTROLLER."""
+
+    meta: Meta
+    controller_name: str
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("GatewayClass", "", self.meta.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateRef:
+    """``tls.certificateRefs[]``: a Secret of type kubernetes.io/tls (other kinds are kept so the status can say
+    InvalidCertificateRef)."""
+
+    group: str
+    kind: str
+    namespace: str  # defaulted to the Gateway's
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedRoutes:
+    """``allowedRoutes``: from which namespaces (Same, All, Selector with ``selector``) and which route kinds (empty:
+    the listener protocol's defaults)."""
+
+    namespaces_from: str = "Same"
+    selector: Mapping[str, str] | None = None  # matchLabels (matchExpressions are read into the same form)
+    selector_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (key, operator, values)
+    kinds: tuple[tuple[str, str], ...] = ()  # (group, kind)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayListener:
+    name: str
+    port: int
+    protocol: str  # HTTP | HTTPS | TLS | TCP | UDP (what the API allows; meshctl serves HTTP and HTTPS)
+    hostname: str | None = None
+    tls_mode: str | None = None  # Terminate | Passthrough
+    certificates: tuple[CertificateRef, ...] = ()
+    allowed: AllowedRoutes = AllowedRoutes()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gateway:
+    meta: Meta
+    class_name: str
+    listeners: tuple[GatewayListener, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()  # spec.addresses: (type, value)
+    errors: tuple[FieldError, ...] = ()
+    warnings: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey("Gateway", self.meta.namespace, self.meta.name)

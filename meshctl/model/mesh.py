@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
-from meshctl.model.gateway import HTTPRoute, ReferenceGrant
+from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import Exposure, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
 from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
@@ -57,6 +57,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "RouteSpec",
+    "Secret",
     "Service",
     "ServicePort",
     "StringMatch",
@@ -433,6 +434,20 @@ class Namespace:
     egress_filter: EgressFilter | None = None  # label EGRESS_FILTER_LABEL: ALLOW_ALL | DROP_ALL
 
 
+# --- Secret ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """A ``kubernetes.io/tls`` Secret (what a Gateway's HTTPS listener names): the PEM chain and key, or why it
+    cannot be used. The key is never shown: not in ``repr``, logs, statuses or dumps."""
+
+    meta: Meta
+    certificate_pem: bytes = field(default=b"", repr=False)
+    key_pem: bytes = field(default=b"", repr=False)
+    problem: str | None = None  # e.g. "has no tls.key": the listener's ResolvedRefs says it
+
+
 # --- The whole model -----------------------------------------------------------------------------
 
 
@@ -449,6 +464,9 @@ class Model:
     authorization_policies: Mapping[ObjectKey, AuthorizationPolicy] = field(default_factory=dict)
     http_routes: Mapping[ObjectKey, HTTPRoute] = field(default_factory=dict)  # HTTPRoutes and GRPCRoutes
     reference_grants: Mapping[ObjectKey, ReferenceGrant] = field(default_factory=dict)
+    gateways: Mapping[ObjectKey, Gateway] = field(default_factory=dict)
+    gateway_classes: Mapping[ObjectKey, GatewayClass] = field(default_factory=dict)  # ("GatewayClass", "", name)
+    secrets: Mapping[ObjectKey, Secret] = field(default_factory=dict)  # kubernetes.io/tls Secrets (gateway certs)
     # Read by the ingress reconciler only (translation never does; see classify_change).
     ingresses: Mapping[ObjectKey, Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[ObjectKey, IngressClass] = field(default_factory=dict)

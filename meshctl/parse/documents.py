@@ -21,17 +21,18 @@ from meshctl.model import (
     ObjectKey,
     Pod,
     Route,
+    Secret,
     Service,
     ServicePort,
     TlsMode,
     VirtualNode,
 )
 from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
-from meshctl.model.gateway import GATEWAY_GROUP, HTTPRoute, ReferenceGrant
+from meshctl.model.gateway import GATEWAY_GROUP, Gateway, GatewayClass, HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.model.meta import EMPTY_LABELS
 from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
-from meshctl.parse.gateway import parse_http_route, parse_reference_grant
+from meshctl.parse.gateway import parse_gateway, parse_gateway_class, parse_http_route, parse_reference_grant
 from meshctl.parse.ingress import (
     parse_exposure,
     parse_ingress,
@@ -42,6 +43,7 @@ from meshctl.parse.ingress import (
     parse_target_group_binding,
 )
 from meshctl.parse.route import parse_route_spec
+from meshctl.parse.secret import tls_secret
 from meshctl.parse.shared import shared, shared_labels, shared_pod, shared_str
 from meshctl.parse.virtualnode import parse_virtual_node_spec
 
@@ -49,6 +51,7 @@ __all__ = ["MeshObject", "Parsed", "UnsupportedDocument", "parse_document", "par
 
 MeshObject = (
     Service
+    | Secret
     | EndpointSlice
     | Pod
     | VirtualNode
@@ -57,6 +60,8 @@ MeshObject = (
     | AuthorizationPolicy
     | HTTPRoute
     | ReferenceGrant
+    | Gateway
+    | GatewayClass
     | Ingress
     | IngressClass
     | IngressClassParams
@@ -178,6 +183,8 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         return shared_pod(meta.labels, gates, containers_ready, shared_str(str(account)))
     if kind == "Namespace" and api_version == "v1":
         return _namespace(replace(meta, namespace=""))
+    if kind == "Secret" and api_version == "v1":
+        return tls_secret(meta, doc)
     if kind == "Ingress" and group == "networking.k8s.io":
         return parse_ingress(meta, doc)
     if kind == "IngressClass" and group == "networking.k8s.io":
@@ -219,6 +226,13 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         return route
     if group == GATEWAY_GROUP and kind == "ReferenceGrant":
         return parse_reference_grant(meta, doc)
+    if group == GATEWAY_GROUP and kind == "Gateway":
+        gateway = parse_gateway(meta, doc)
+        if strict and gateway.warnings:
+            gateway = replace(gateway, errors=(*gateway.errors, *gateway.warnings), warnings=())
+        return gateway
+    if group == GATEWAY_GROUP and kind == "GatewayClass":
+        return parse_gateway_class(replace(meta, namespace=""), doc)
     if group == API_GROUP and kind == "Route":
         warnings = _unknown_top_level(doc)
         route_spec, errors = parse_route_spec(doc.get("spec"), meta.namespace, warnings)
@@ -272,9 +286,9 @@ def _namespace(meta: Meta) -> Namespace:
         raise _Bad(
             f"metadata.labels.{EGRESS_FILTER_LABEL}", f"must be one of {', '.join(_EGRESS_FILTERS)}, got {egress!r}"
         )
-    # Only the labels are kept: others change without changing anything the mesh does.
+    # The labels are kept: a Gateway listener's allowedRoutes may select namespaces by them.
     return Namespace(
-        meta=replace(meta, labels={}),
+        meta=meta,
         tls_mode=TlsMode(mode) if mode is not None else None,
         authz_default=AuthzDefault(authz) if authz is not None else None,
         egress_filter=EgressFilter(egress) if egress is not None else None,

@@ -1,4 +1,5 @@
-"""HTTPRoute / GRPCRoute / ReferenceGrant documents -> the model (``gateway.networking.k8s.io/v1``).
+"""Gateway API documents (``gateway.networking.k8s.io/v1``) -> the model: Gateway, GatewayClass, HTTPRoute, GRPCRoute,
+ReferenceGrant.
 
 Defaults are the spec's (parentRef Gateway kind, a rule matching PathPrefix "/", backendRef weight 1); a value the
 spec allows but meshctl cannot serve is an error on its field, which the status reports as UnsupportedValue.
@@ -11,7 +12,12 @@ from typing import Any
 
 from meshctl.model.gateway import (
     GATEWAY_GROUP,
+    AllowedRoutes,
     BackendRef,
+    CertificateRef,
+    Gateway,
+    GatewayClass,
+    GatewayListener,
     GatewayRouteSpec,
     GatewayRule,
     HeaderModifier,
@@ -28,7 +34,13 @@ from meshctl.model.meta import FieldError, Meta
 from meshctl.parse.fields import MAX_DURATION_MS, Fields, field_warnings
 from meshctl.parse.route import check_regex
 
-__all__ = ["parse_gateway_duration_ms", "parse_http_route", "parse_reference_grant"]
+__all__ = [
+    "parse_gateway",
+    "parse_gateway_class",
+    "parse_gateway_duration_ms",
+    "parse_http_route",
+    "parse_reference_grant",
+]
 
 _METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -409,3 +421,107 @@ def parse_reference_grant(meta: Meta, doc: dict[str, Any]) -> ReferenceGrant:
         if group is not None and kind:
             to.append((group, kind, tf.string("name") or None))
     return ReferenceGrant(meta=meta, from_=tuple(from_), to=tuple(to))
+
+
+_LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def parse_gateway_class(meta: Meta, doc: dict[str, Any]) -> GatewayClass:
+    """Only the controller matters to meshctl: a class without one is nobody's (and so not ours)."""
+    errors: list[FieldError] = []
+    f = Fields(doc.get("spec"), "spec", errors)
+    return GatewayClass(meta=meta, controller_name=f.string("controllerName") or "")
+
+
+def parse_gateway(meta: Meta, doc: dict[str, Any]) -> Gateway:
+    """A Gateway; a listener that cannot be read is an error on its field (the Gateway is then not Accepted)."""
+    errors: list[FieldError] = []
+    f = Fields(doc.get("spec"), "spec", errors)
+    class_name = f.string("gatewayClassName", required=True) or ""
+    listeners = tuple(li for lf in f.objects("listeners", required=True) if (li := _listener(lf, meta.namespace)))
+    addresses: list[tuple[str, str]] = []
+    for af in f.objects("addresses"):
+        kind = af.string("type") or "IPAddress"
+        value = af.string("value", required=True)
+        if value is not None:
+            addresses.append((kind, value))
+    names = [li.name for li in listeners]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            errors.append(FieldError(path=f"spec.listeners[{i}].name", message=f"{name!r} is used by another listener"))
+    warnings = field_warnings(f)
+    return Gateway(
+        meta=meta,
+        class_name=class_name,
+        listeners=listeners,
+        addresses=tuple(addresses),
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+    )
+
+
+def _listener(f: Fields, namespace: str) -> GatewayListener | None:
+    name = f.string("name", required=True)
+    port = f.integer("port", minimum=1, maximum=65535, required=True)
+    protocol = f.string("protocol", required=True)
+    hostname = f.string("hostname")
+    if hostname is not None and not _HOSTNAME.fullmatch(hostname):
+        f.error("hostname", f"{hostname!r} is not a DNS name (a leading '*.' is allowed)")
+        hostname = None
+    tls_mode = None
+    certificates: list[CertificateRef] = []
+    if (tf := f.obj("tls")) is not None:
+        tls_mode = tf.string("mode", choices=("Terminate", "Passthrough")) or "Terminate"
+        for cf in tf.objects("certificateRefs"):
+            cert_name = cf.string("name", required=True)
+            if cert_name is not None:
+                certificates.append(
+                    CertificateRef(
+                        group=cf.string("group") or "",
+                        kind=cf.string("kind") or "Secret",
+                        namespace=cf.string("namespace") or namespace,
+                        name=cert_name,
+                    )
+                )
+    allowed = AllowedRoutes()
+    if (rf := f.obj("allowedRoutes")) is not None:
+        allowed = _allowed_routes(rf)
+    if name is None or port is None or protocol is None:
+        return None
+    return GatewayListener(
+        name=name,
+        port=port,
+        protocol=protocol,
+        hostname=hostname.lower() if hostname else None,
+        tls_mode=tls_mode,
+        certificates=tuple(certificates),
+        allowed=allowed,
+    )
+
+
+def _allowed_routes(f: Fields) -> AllowedRoutes:
+    namespaces_from, selector, expressions = "Same", None, []
+    if (nf := f.obj("namespaces")) is not None:
+        namespaces_from = nf.string("from", choices=("All", "Same", "Selector", "None")) or "Same"
+        if (sf := nf.obj("selector")) is not None:
+            selector = sf.string_map("matchLabels")
+            for ef in sf.objects("matchExpressions"):
+                key = ef.string("key", required=True)
+                operator = ef.string("operator", required=True, choices=_SELECTOR_OPERATORS)
+                values = tuple(ef.string_list("values"))
+                if key is not None and operator is not None:
+                    expressions.append((key, operator, values))
+        elif namespaces_from == "Selector":
+            nf.error("selector", "is required when from is Selector")
+    kinds = tuple(
+        ((kf.string("group") if kf.has("group") else GATEWAY_GROUP) or "", kind)
+        for kf in f.objects("kinds")
+        if (kind := kf.string("kind", required=True))
+    )
+    return AllowedRoutes(
+        namespaces_from=namespaces_from, selector=selector, selector_expressions=tuple(expressions), kinds=kinds
+    )
+
+
+_HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.IGNORECASE)

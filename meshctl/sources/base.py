@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Service, VirtualNode
+from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Secret, Service, VirtualNode
 from meshctl.model.authz import AuthorizationPolicy
-from meshctl.model.gateway import HTTPRoute, ReferenceGrant
+from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.parse.documents import MeshObject, Parsed
 
@@ -37,6 +37,9 @@ MODEL_FIELDS: dict[type, str] = {
     AuthorizationPolicy: "authorization_policies",
     HTTPRoute: "http_routes",
     ReferenceGrant: "reference_grants",
+    Secret: "secrets",
+    Gateway: "gateways",
+    GatewayClass: "gateway_classes",
     Ingress: "ingresses",
     IngressClass: "ingress_classes",
     IngressClassParams: "ingress_class_params",

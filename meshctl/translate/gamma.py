@@ -22,6 +22,7 @@ from typing import Any
 
 from meshctl.model import Model, ObjectKey, Protocol, RetryPolicy, Service, VirtualNodeSpec
 from meshctl.model.gateway import (
+    GATEWAY_CONTROLLER,
     BackendRef,
     GatewayRule,
     HTTPRoute,
@@ -46,12 +47,15 @@ from meshctl.translate.ir import (
 
 __all__ = [
     "CONTROLLER_NAME",
+    "BackendResolver",
     "GammaChange",
     "GammaIR",
     "GammaKey",
     "MtlsIndex",
+    "match_precedence",
     "mtls_index",
     "parents_document",
+    "rule_route",
     "service_cluster",
     "translate_gamma",
 ]
@@ -140,7 +144,7 @@ class GammaIR:
         keys = sorted(changed)
         changed_set = set(keys)
         shares, users = dict(self.shares), dict(self.cluster_users)
-        backends = _Backends(model, tuple(model.reference_grants.values()))
+        backends = BackendResolver(model, tuple(model.reference_grants.values()))
         fresh: dict[GammaKey, list[_Placed]] = {}
         where: set[GammaKey] = set()
         names: set[str] = set()
@@ -259,7 +263,7 @@ def _translate_route(
     route: HTTPRoute | None,
     previous: HTTPRoute | None,
     model: Model,
-    backends: _Backends,
+    backends: BackendResolver,
     block: Blocked | None = None,
 ) -> _Share | None:
     """One route's share; None when it is gone or is not the mesh's (no Service parent: a Gateway's route)."""
@@ -349,7 +353,7 @@ def _worst(parents: list[ParentStatus]) -> tuple[Condition, ...]:
 def _place(
     route: HTTPRoute,
     parent: ParentRef,
-    backends: _Backends,
+    backends: BackendResolver,
     placed: list[_Placed],
     reached: dict[str, bool],
 ) -> list[tuple[str, str]]:
@@ -384,12 +388,12 @@ def _place(
             if (c := cluster(m.backend, f"spec.rules[{i}].filters.requestMirror[{k}]")) != INVALID_BACKEND
         )
         for j, match in enumerate(rule.matches):
-            ir = _route_ir(route, i, j, rule, match, weighted, mirrors)
-            placed.append(_Placed(route.key, gk, _precedence(match, route, i, j), ir))
+            ir = rule_route(route, i, j, rule, match, weighted, mirrors)
+            placed.append(_Placed(route.key, gk, match_precedence(match, route, i, j), ir))
     return problems
 
 
-def _route_ir(
+def rule_route(
     route: HTTPRoute,
     i: int,
     j: int,
@@ -431,7 +435,7 @@ def _route_ir(
     )
 
 
-def _precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[object, ...]:
+def match_precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[object, ...]:
     if match.path_exact is not None:
         path: tuple[int, int] = (0, -len(match.path_exact))
     elif match.path_regex is not None:
@@ -453,7 +457,7 @@ def _precedence(match: HttpMatch, route: HTTPRoute, i: int, j: int) -> tuple[obj
 
 
 @dataclass(frozen=True, slots=True)
-class _Backends:
+class BackendResolver:
     """Resolves backendRefs to the names of Service-port clusters."""
 
     model: Model
@@ -558,5 +562,8 @@ def parents_document(status: ObjectStatus) -> list[dict[str, Any]]:
             }
             for c in p.conditions
         ]
-        out.append({"parentRef": ref, "controllerName": CONTROLLER_NAME, "conditions": conditions})
+        # A Gateway parent's entry is written as its GatewayClass's controller (the edge gateways'), a Service's as
+        # the mesh's.
+        controller = GATEWAY_CONTROLLER if p.parent.kind == "Gateway" else CONTROLLER_NAME
+        out.append({"parentRef": ref, "controllerName": controller, "conditions": conditions})
     return out

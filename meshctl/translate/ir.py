@@ -116,9 +116,12 @@ class SidecarParams:
     # Traffic reaches the proxy through iptables (``meshctl capture``): listeners route by original destination.
     capture: bool = False
     service_account: str = "default"  # the workload identity's service account (node metadata)
+    gateway: ObjectKey | None = None  # an edge gateway's proxy (node metadata ``meshctl.gateway``): its Gateway
 
     @property
     def group(self) -> str:
+        if self.gateway is not None:
+            return f"gateway:{self.gateway.namespace}/{self.gateway.name};bind={self.bind_address}"
         vn = f"{self.virtual_node.namespace}/{self.virtual_node.name}" if self.virtual_node else "-"
         defaults = SidecarParams(virtual_node=self.virtual_node)
         if self == defaults:
@@ -379,6 +382,27 @@ class CapturedInboundIR:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayCertificateIR:
+    """An HTTPS listener's certificate for some server names (SNI; empty: any), from a kubernetes.io/tls Secret.
+    ``secret``: the SDS secret's name; the key material travels only in that secret."""
+
+    server_names: tuple[str, ...]
+    secret: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayListenerIR:
+    """One port of an edge gateway: the Gateway listeners on that port, routed by Host over one RouteConfiguration."""
+
+    name: str
+    address: str
+    port: int  # the port the proxy binds (a Gateway port below 1024 is bound 10,000 higher: see translate/gateway.py)
+    route_config_name: str
+    virtual_hosts: tuple[VirtualHostIR, ...]
+    certificates: tuple[GatewayCertificateIR, ...] = ()  # HTTPS: TLS terminated with these; empty: plaintext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SidecarIR:
     """Everything one node group receives."""
 
@@ -392,6 +416,7 @@ class SidecarIR:
     tcp_outbound: tuple[OutboundTcpListenerIR, ...] = ()
     http_outbound: tuple[OutboundListenerIR, ...] = ()  # capture: one per HTTP backend port, Host-routed
     captured_inbound: CapturedInboundIR | None = None  # capture: replaces ``inbound``
+    gateway_listeners: tuple[GatewayListenerIR, ...] = ()  # an edge gateway's proxy: one per Gateway port
 
     @property
     def uses_mesh_secrets(self) -> bool:
@@ -412,7 +437,14 @@ class SidecarIR:
     @property
     def listeners(self) -> tuple[object, ...]:
         """Every listener IR: equal tuples mean equal LDS."""
-        return (self.outbound, self.inbound, self.tcp_outbound, self.http_outbound, self.captured_inbound)
+        return (
+            self.outbound,
+            self.inbound,
+            self.tcp_outbound,
+            self.http_outbound,
+            self.captured_inbound,
+            self.gateway_listeners,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -454,12 +486,31 @@ class ParentStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerStatus:
+    """A Gateway listener's ``status.listeners[]`` entry."""
+
+    name: str
+    supported_kinds: tuple[tuple[str, str], ...]  # (group, kind)
+    attached_routes: int
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayStatusDetail:
+    """What a Gateway's status says beyond its conditions."""
+
+    listeners: tuple[ListenerStatus, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()  # (type, value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStatus:
     key: ObjectKey
     observed_generation: int
     origin: str
     conditions: tuple[Condition, ...]  # for a Gateway API route: each type's worst over its parents
     parents: tuple[ParentStatus, ...] = ()  # Gateway API routes only
+    gateway: GatewayStatusDetail | None = None  # Gateways only
 
     @property
     def accepted(self) -> bool:

@@ -49,6 +49,7 @@ from meshctl.translate.endpoints import (
     update_nodes,
 )
 from meshctl.translate.gamma import GammaIR, MtlsIndex, mtls_index, service_cluster, translate_gamma
+from meshctl.translate.gateway import GatewaysIR, translate_gateways, with_gateway_parents
 from meshctl.translate.ir import (
     AuthzIR,
     Blocked,
@@ -93,6 +94,7 @@ class MeshIR:
     egress_filters: Mapping[str, EgressFilter] = field(default_factory=dict)
     default_egress: EgressFilter = EgressFilter.ALLOW_ALL
     gamma: GammaIR = field(default_factory=GammaIR)  # HTTPRoutes / GRPCRoutes attached to Services
+    gateways: GatewaysIR = field(default_factory=GatewaysIR)  # edge Gateways and the routes attached to them
     # Service-port clusters (HTTPRoute backends, backends with no Route) are in ``clusters``; their endpoints here.
     service_endpoints: Mapping[str, tuple[EndpointIR, ...]] = field(default_factory=dict)
     # Clusters of DNS-discovered (ENDPOINTS) VirtualNodes: the addresses the control plane resolved (sources/dns.py).
@@ -170,7 +172,7 @@ class MeshIR:
             clusters, service_endpoints = dict(clusters), dict(service_endpoints)
             index: list[MtlsIndex] = []
             for name in change.clusters:
-                cluster = gamma.clusters.get(name)
+                cluster = gamma.clusters.get(name) or self.gateways.clusters.get(name)  # (a gateway's too)
                 found = service_of_cluster(name)
                 assert found is not None
                 service = self.services.get(found[0])
@@ -370,7 +372,18 @@ def translate_mesh(
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
     _mark_overridden(status_by_key, routes_by_service, gamma, services, routes_by_service.keys())
     accepted.update(gamma.accepted)
-    clusters, service_endpoints = _with_service_clusters(clusters, gamma, nodes, services, routes_by_service, model)
+    gateways = translate_gateways(model, nodes, blocks)
+    for key, st in gateways.statuses.items():
+        status_by_key[key] = _same(st, old_statuses.get(key))
+    for key, gateway_parents in gateways.route_parents.items():
+        route_status = status_by_key.get(key)  # (its Service parents', with its warnings, when it has any)
+        st = with_gateway_parents(route_status, model.http_routes[key], gateway_parents)
+        if route_status is None:
+            st = _with_warnings(st, model.http_routes[key])
+        status_by_key[key] = _same(st, old_statuses.get(key))
+    clusters, service_endpoints = _with_service_clusters(
+        clusters, {**gateways.clusters, **gamma.clusters}, nodes, services, routes_by_service, model
+    )
     namespace_defaults = {k.name: ns.authz_default for k, ns in model.namespaces.items() if ns.authz_default}
     authz, policy_statuses = translate_authz(model, nodes, routes_by_service, namespace_defaults, default_authz)
     for st in policy_statuses:
@@ -392,6 +405,7 @@ def translate_mesh(
         egress_filters={k.name: ns.egress_filter for k, ns in model.namespaces.items() if ns.egress_filter},
         default_egress=default_egress,
         gamma=gamma,
+        gateways=gateways,
         service_endpoints=service_endpoints,
         discovered_endpoints=_discovered_endpoints(nodes, model),
     )
@@ -473,15 +487,16 @@ def _with_resolved(status: ObjectStatus, error: str | None, found: str, kept: st
 
 def _with_service_clusters(
     clusters: dict[str, ClusterIR],
-    gamma: GammaIR,
+    routed: Mapping[str, ClusterIR],
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     services: Mapping[ObjectKey, Service],
     routes_by_service: Mapping[ObjectKey, tuple[RouteIR, ...]],
     model: Model,
 ) -> tuple[dict[str, ClusterIR], dict[str, tuple[EndpointIR, ...]]]:
-    """The VirtualNode clusters plus the Service-port ones: HTTPRoute backends, and every port of a backend Service
-    that has no Route (its callers reach it as kube-proxy would: see ``sidecar.default_routes``)."""
-    extra = dict(gamma.clusters)
+    """The VirtualNode clusters plus the Service-port ones: HTTPRoute backends (``routed``: the mesh's and the
+    gateways'), and every port of a backend Service that has no Route (its callers reach it as kube-proxy would: see
+    ``sidecar.default_routes``)."""
+    extra = dict(routed)
     unrouted = {
         svc
         for spec in nodes.values()

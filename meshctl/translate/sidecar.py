@@ -34,6 +34,7 @@ from meshctl.model import (
     VirtualNodeSpec,
 )
 from meshctl.translate.endpoints import cluster_listener, service_cluster_name, service_of_cluster
+from meshctl.translate.gateway import bound_port
 from meshctl.translate.ir import (
     EGRESS_DENIED_CLUSTER,
     EGRESS_VHOST,
@@ -43,6 +44,7 @@ from meshctl.translate.ir import (
     ClusterIR,
     DownstreamTlsIR,
     EndpointIR,
+    GatewayListenerIR,
     InboundListenerIR,
     OutboundListenerIR,
     OutboundTcpListenerIR,
@@ -212,7 +214,40 @@ def _sorted_backends(spec: VirtualNodeSpec) -> list[Backend]:
     return sorted(spec.backends, key=lambda b: (b.namespace, b.name))
 
 
+def translate_gateway_proxy(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
+    """An edge gateway's proxy: a listener per port of its Gateway (``translate/gateway.py``); nothing when the
+    Gateway is not served (unknown, not our class, not accepted)."""
+    assert params.gateway is not None
+    proxy = mesh.gateways.proxies.get(params.gateway)
+    listeners: list[GatewayListenerIR] = []
+    for port in proxy.ports if proxy is not None else ():
+        name = f"gateway|{port.port}"
+        listeners.append(
+            GatewayListenerIR(
+                name=name,
+                address=params.bind_address,
+                port=bound_port(port.port),
+                route_config_name=name,
+                virtual_hosts=port.virtual_hosts,
+                certificates=port.certificates,
+            )
+        )
+    used = proxy.clusters if proxy is not None else ()
+    return SidecarIR(
+        params=params,
+        outbound=None,
+        inbound=(),
+        route_config_name=OUTBOUND_ROUTE_CONFIG,
+        virtual_hosts=(),
+        clusters=tuple(mesh.clusters[name] for name in used),
+        endpoints={name: mesh.endpoints.get(name, ()) for name in used},
+        gateway_listeners=tuple(listeners),
+    )
+
+
 def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
+    if params.gateway is not None:
+        return translate_gateway_proxy(mesh, params)
     key = params.virtual_node
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None:

@@ -54,6 +54,9 @@ class BootstrapOptions:
     # DNS servers ("address:port") Envoy resolves DNS-discovered VirtualNodes with, instead of the host's
     # (/etc/resolv.conf): a VPC or corporate resolver, or a test's.
     dns_resolvers: tuple[str, ...] = ()
+    # "namespace/name": the proxy is an edge gateway serving that Gateway (``meshctl bootstrap --gateway``), not a
+    # VirtualNode's sidecar.
+    gateway: str | None = None
 
 
 def _dns_resolver(servers: tuple[str, ...]) -> dict[str, Any]:
@@ -251,8 +254,8 @@ def render_grpc_bootstrap(opts: BootstrapOptions, *, ca_file: str | None = None)
 
 
 def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
-    vn = _virtual_node(opts)
-    metadata: dict[str, str] = {"meshctl.virtual_node": vn}
+    vn = opts.gateway or _virtual_node(opts)
+    metadata: dict[str, str] = {"meshctl.gateway": vn} if opts.gateway else {"meshctl.virtual_node": vn}
     for key, value in (
         ("meshctl.egress_port", opts.egress_port),
         ("meshctl.ingress_port", opts.ingress_port),

@@ -33,6 +33,7 @@ from meshctl.xds.cache.wire import encode_load_assignment, encode_route_configur
 from meshctl.xds.envoy.cluster import build_cluster
 from meshctl.xds.envoy.listener import (
     build_captured_inbound_listener,
+    build_gateway_listener,
     build_inbound_listener,
     build_outbound_listener,
     build_outbound_tcp_listener,
@@ -133,7 +134,9 @@ class SnapshotBuilder:
             CLUSTER, cluster.name, value=value, references=((ENDPOINT, cluster.name),), origins=origins
         )
 
-    def route_configuration(self, name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> CachedResource:
+    def route_configuration(
+        self, name: str, virtual_hosts: tuple[VirtualHostIR, ...], *, ignore_port: bool = False
+    ) -> CachedResource:
         """Spliced from each virtual host's bytes, memoized per host: groups share hosts, and a Route change
         re-encodes one host, not every host of every group that calls the Service."""
 
@@ -148,10 +151,10 @@ class SnapshotBuilder:
                 if c != INVALID_BACKEND
             }
             origins: Origins = frozenset((route_owner(r), r) for vh in virtual_hosts for r in vh.routes)
-            value = encode_route_configuration(name, hosts)
+            value = encode_route_configuration(name, hosts, ignore_port=ignore_port)
             return CachedResource(ROUTE, name, value=value, references=refs, origins=origins)
 
-        found: CachedResource = self._get((ROUTE, name, virtual_hosts), make)
+        found: CachedResource = self._get((ROUTE, name, virtual_hosts, ignore_port), make)
         return found
 
     def build(
@@ -203,6 +206,12 @@ class SnapshotBuilder:
                     refs += ((CLUSTER, PASSTHROUGH_CLUSTER),)
                 put(LISTENER, ((node, http),), http.name, partial(build_outbound_listener, http), refs)
             resources[ROUTE][ir.route_config_name] = self.route_configuration(ir.route_config_name, ir.virtual_hosts)
+        for gw in ir.gateway_listeners:
+            refs = ((ROUTE, gw.route_config_name), *((SECRET, c.secret) for c in gw.certificates))
+            put(LISTENER, ((ir.params.gateway, gw),), gw.name, partial(build_gateway_listener, gw), refs)
+            resources[ROUTE][gw.route_config_name] = self.route_configuration(
+                gw.route_config_name, gw.virtual_hosts, ignore_port=True
+            )
         for tcp in ir.tcp_outbound:
             refs = {(CLUSTER, wc.cluster) for wc in tcp.route.clusters if wc.weight > 0}
             put(

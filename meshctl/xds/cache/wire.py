@@ -136,10 +136,15 @@ def encode_delta_discovery_response(
     return _concat(parts)
 
 
-def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes]) -> bytes:
-    """``RouteConfiguration{name = 1, virtual_hosts = 2}`` from already serialized VirtualHosts: the bytes
-    protobuf itself would write (fields in number order), without rebuilding unchanged hosts."""
-    return length_delimited(b"\x0a", name.encode()) + b"".join([length_delimited(b"\x12", vh) for vh in virtual_hosts])
+def encode_route_configuration(name: str, virtual_hosts: Iterable[bytes], *, ignore_port: bool = False) -> bytes:
+    """``RouteConfiguration{name = 1, virtual_hosts = 2, ignore_port_in_host_matching = 14}`` from already
+    serialized VirtualHosts: the bytes protobuf itself would write (fields in number order), without rebuilding
+    unchanged hosts. ``ignore_port``: ``a.example.com:1234`` picks the host of ``a.example.com`` (and the backend
+    still sees the port)."""
+    encoded = length_delimited(b"\x0a", name.encode()) + b"".join(
+        [length_delimited(b"\x12", vh) for vh in virtual_hosts]
+    )
+    return encoded + b"\x70\x01" if ignore_port else encoded
 
 
 # --- Resources encoded without protobuf objects ------------------------------------------------------------------

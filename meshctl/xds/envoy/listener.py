@@ -18,6 +18,7 @@ from meshctl.translate.ir import (
     EGRESS_DENIED_CLUSTER,
     PASSTHROUGH_CLUSTER,
     CapturedInboundIR,
+    GatewayListenerIR,
     InboundListenerIR,
     OutboundListenerIR,
     OutboundTcpListenerIR,
@@ -29,12 +30,13 @@ from meshctl.translate.ir import (
 from meshctl.xds.envoy.common import ads_config_source, any_of, duration_ms
 from meshctl.xds.envoy.rbac import http_rbac_filters, network_rbac_filters
 from meshctl.xds.envoy.route import build_route_configuration
-from meshctl.xds.envoy.tls import downstream_transport_socket
+from meshctl.xds.envoy.tls import downstream_transport_socket, gateway_transport_socket
 from meshctl.xds.envoy.tracing import build_tracing
 
 __all__ = [
     "DEFAULT_ACCESS_LOG",
     "build_captured_inbound_listener",
+    "build_gateway_listener",
     "build_inbound_listener",
     "build_outbound_listener",
     "build_outbound_tcp_listener",
@@ -77,6 +79,28 @@ def build_outbound_listener(ir: OutboundListenerIR) -> listener_pb2.Listener:
         where = EGRESS_DENIED_CLUSTER if ir.drop_undeclared else PASSTHROUGH_CLUSTER
         passthrough = tcp_proxy_pb2.TcpProxy(stat_prefix=where, cluster=where)
         listener.default_filter_chain.filters.add(name=_TCP_PROXY, typed_config=any_of(passthrough))
+    return listener
+
+
+def build_gateway_listener(ir: GatewayListenerIR) -> listener_pb2.Listener:
+    """An edge gateway's port, Host-routed over RDS (its RouteConfiguration ignores the Host's port when it picks a
+    virtual host: ``a.example.com:1234`` is ``a.example.com``'s). Callers' x-envoy-* headers are not trusted (the
+    gateway is the edge). Over HTTPS, a filter chain per certificate, chosen by SNI (no hostname: any)."""
+    hcm = _hcm(stat_prefix=ir.name.replace("|", "_"), access_log=None, tracing=None)
+    hcm.rds.config_source.CopyFrom(ads_config_source())
+    hcm.rds.route_config_name = ir.route_config_name
+    hcm.use_remote_address.value = True
+    hcm.internal_address_config.cidr_ranges.add(address_prefix=_NO_CALLER).prefix_len.value = 32
+    listener = _listener(ir.name, ir.address, ir.port, _HCM, any_of(hcm))
+    if not ir.certificates:
+        return listener
+    _inspect_tls(listener)
+    plain = listener.filter_chains.pop()
+    for cert in ir.certificates:
+        chain = listener.filter_chains.add()
+        chain.CopyFrom(plain)
+        chain.filter_chain_match.server_names.extend(cert.server_names)
+        chain.transport_socket.CopyFrom(gateway_transport_socket(cert.secret))
     return listener
 
 

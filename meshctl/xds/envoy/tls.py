@@ -29,6 +29,7 @@ __all__ = [
     "FILE_SECRET_PREFIX",
     "downstream_transport_socket",
     "file_secrets",
+    "gateway_transport_socket",
     "identity_secret",
     "trust_secret",
     "upstream_transport_socket",
@@ -126,6 +127,16 @@ def downstream_transport_socket(tls: DownstreamTlsIR, *, http: bool) -> base_pb2
     return base_pb2.TransportSocket(name=_TLS, typed_config=any_of(context))
 
 
+def gateway_transport_socket(secret: str) -> base_pb2.TransportSocket:
+    """An edge gateway's HTTPS: TLS terminated with the SDS secret ``secret`` (a certificate Secret's pair, sent on
+    the gateway's own stream), no client certificate asked for; h2 or HTTP/1.1 by ALPN."""
+    context = tls_pb2.DownstreamTlsContext()
+    common = context.common_tls_context
+    common.alpn_protocols.extend(["h2", "http/1.1"])
+    common.tls_certificate_sds_secret_configs.append(_sds(secret))
+    return base_pb2.TransportSocket(name=_TLS, typed_config=any_of(context))
+
+
 def _certificate_file_secret_name(chain: str, key: str) -> str:
     return f"{FILE_SECRET_PREFIX}{chain}|{key}"
 
@@ -156,8 +167,9 @@ def file_secrets(sources: Iterable[TlsSourcesIR]) -> list[secret_pb2.Secret]:
     return [out[name] for name in sorted(out)]
 
 
-def identity_secret(chain_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
-    secret = secret_pb2.Secret(name=IDENTITY_SECRET)
+def identity_secret(chain_pem: bytes, key_pem: bytes, name: str = IDENTITY_SECRET) -> secret_pb2.Secret:
+    """A key pair (the workload's identity, or an edge gateway's certificate Secret under its own name)."""
+    secret = secret_pb2.Secret(name=name)
     secret.tls_certificate.certificate_chain.inline_bytes = chain_pem
     secret.tls_certificate.private_key.inline_bytes = key_pem
     return secret

@@ -343,9 +343,9 @@ class AdsServer:
             raise Unauthorized(refused)
         if self.token_auth is not None:
             assert account is not None
-            vn = params.virtual_node
-            if vn is None or vn.namespace != account[0] or params.service_account != account[1]:
-                claimed = f"{vn.namespace}/{vn.name}" if vn else "no VirtualNode"
+            owner = params.gateway or params.virtual_node  # (a gateway's proxy claims its Gateway)
+            if owner is None or owner.namespace != account[0] or params.service_account != account[1]:
+                claimed = f"{owner.kind} {owner.namespace}/{owner.name}" if owner else "no VirtualNode"
                 raise Unauthorized(
                     f"ServiceAccount {account[0]}/{account[1]} may not stream as {claimed} "
                     f"(service account {params.service_account})"
@@ -353,8 +353,10 @@ class AdsServer:
             if pod := account[2]:
                 node_pod = first.node.id.split("/")[2] if first.node.id.count("/") == 2 else ""
                 if node_pod != pod:
-                    raise Unauthorized(f"the token of pod {vn.namespace}/{pod} may not stream as node {first.node.id}")
-                if refusal := await self.controller.pod_refusal(ObjectKey("Pod", vn.namespace, pod), vn):
+                    raise Unauthorized(
+                        f"the token of pod {owner.namespace}/{pod} may not stream as node {first.node.id}"
+                    )
+                if refusal := await self.controller.pod_refusal(ObjectKey("Pod", owner.namespace, pod), owner):
                     raise Unauthorized(refusal)
         port = stats_port(first.node)  # read before attaching: nothing after the attach may fail and leak the group
         group = await self.controller.attach(params)

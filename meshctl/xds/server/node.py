@@ -62,6 +62,17 @@ def stats_port(node: Node) -> int | None:
 
 
 def sidecar_params(node: Node) -> SidecarParams:
+    """A sidecar's params; an edge gateway's proxy (metadata ``meshctl.gateway: namespace/name``) names its Gateway
+    instead of a VirtualNode."""
+    gateway_ref = _meta(node, "meshctl.gateway")
+    if gateway_ref and gateway_ref.count("/") == 1 and all(_name(part) for part in gateway_ref.split("/")):
+        ns, _, name = gateway_ref.partition("/")
+        return SidecarParams(
+            virtual_node=None,
+            gateway=ObjectKey("Gateway", ns, name),
+            bind_address=_meta(node, "meshctl.bind_address") or "0.0.0.0",
+            service_account=_name(_meta(node, "meshctl.service_account")) or "default",
+        )
     ref = _meta(node, "meshctl.virtual_node") or node.cluster
     vn = None
     if ref and "/" in ref:

@@ -78,7 +78,8 @@ def peer_identity(context: Any) -> str | None:
 
 
 def authorize(identity: str | None, params: SidecarParams) -> str | None:
-    """Why a proxy with this certificate identity may not stream as ``params.virtual_node`` (None: it may)."""
+    """Why a proxy with this certificate identity may not stream as ``params.virtual_node`` (or ``params.gateway``)
+    (None: it may)."""
     if identity is None:
         return "the client certificate carries no spiffe:// identity"
     parts = identity.removeprefix("spiffe://").split("/")[1:]
@@ -86,7 +87,10 @@ def authorize(identity: str | None, params: SidecarParams) -> str | None:
     vn = params.virtual_node
     if "ns" not in claims:
         return f"identity {identity} names no namespace (/ns/<namespace>)"
-    if vn is None or vn.namespace != claims["ns"] or claims.get("vn", vn.name) != vn.name:
+    if (gw := params.gateway) is not None:  # an edge gateway's proxy: its Gateway's namespace (and /gw/<name>)
+        if gw.namespace != claims["ns"] or claims.get("gw", gw.name) != gw.name:
+            return f"identity {identity} may not stream as Gateway {gw.namespace}/{gw.name}"
+    elif vn is None or vn.namespace != claims["ns"] or claims.get("vn", vn.name) != vn.name:
         asked = f"{vn.namespace}/{vn.name}" if vn else "no VirtualNode"
         return f"identity {identity} may not stream as {asked}"
     if claims.get("sa", params.service_account) != params.service_account:

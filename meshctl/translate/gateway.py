@@ -1,0 +1,526 @@
+"""Gateways of meshctl's classes -> what their Envoys serve, and the Gateway API statuses. Pure.
+
+A Gateway whose GatewayClass names ``GATEWAY_CONTROLLER`` is served by the proxies that connect as that Gateway
+(node metadata ``meshctl.gateway: namespace/name``). Each port of its listeners becomes one Envoy listener routing
+by Host over one RouteConfiguration: a virtual host per hostname, made of the (rule, match) routes of every
+HTTPRoute/GRPCRoute attached to a listener on that port, the hostnames being the intersection of the listener's and
+the route's as the spec says. Routes are ordered as for the mesh (``gamma.match_precedence``).
+
+A route attaches to a listener when its parentRef names the Gateway (and the listener's ``sectionName`` / ``port``
+if given), the listener allows the route's namespace and kind (``allowedRoutes``), and their hostnames intersect.
+Each parent gets Accepted (or NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname) and
+ResolvedRefs; each listener its Accepted, ResolvedRefs, Conflicted, Programmed conditions and ``attachedRoutes``.
+
+A Gateway port below 1024 is bound 10,000 higher (80 -> 10080), as Envoy Gateway does: the gateway's pod then runs
+without privileges, and its Service maps the Gateway port to that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from meshctl.model import Model, ObjectKey, Secret, VirtualNodeSpec
+from meshctl.model.gateway import (
+    GATEWAY_CONTROLLER,
+    GATEWAY_GROUP,
+    Gateway,
+    GatewayListener,
+    HTTPRoute,
+    ParentRef,
+)
+from meshctl.translate.endpoints import service_of_cluster
+from meshctl.translate.gamma import (
+    BackendResolver,
+    MtlsIndex,
+    match_precedence,
+    mtls_index,
+    rule_route,
+    service_cluster,
+)
+from meshctl.translate.ir import (
+    INVALID_BACKEND,
+    Blocked,
+    ClusterIR,
+    Condition,
+    ConditionStatus,
+    GatewayCertificateIR,
+    GatewayStatusDetail,
+    ListenerStatus,
+    MirrorIR,
+    ObjectStatus,
+    ParentStatus,
+    RouteIR,
+    VirtualHostIR,
+    WeightedClusterIR,
+)
+
+__all__ = [
+    "GATEWAY_NAME_LABEL",
+    "GatewayPortIR",
+    "GatewayProxyIR",
+    "GatewaysIR",
+    "bound_port",
+    "certificate_secret_name",
+    "hostname_intersection",
+    "translate_gateways",
+    "with_gateway_parents",
+]
+
+_SERVED_PROTOCOLS = ("HTTP", "HTTPS")
+_ROUTE_KINDS = ((GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute"))
+
+
+# The label on an edge gateway's pods naming their Gateway (what Envoy Gateway and Istio put on theirs): a pod-bound
+# xDS token may stream as that Gateway only.
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
+def bound_port(port: int) -> int:
+    """The port a gateway proxy binds for a Gateway listener port (unprivileged: below 1024, 10,000 higher)."""
+    return port + 10_000 if port < 1024 else port
+
+
+def certificate_secret_name(secret: ObjectKey) -> str:
+    """The SDS secret a gateway proxy gets a certificate Secret's key pair in."""
+    return f"gateway-certificate:{secret.namespace}/{secret.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayPortIR:
+    port: int  # the Gateway listener port
+    https: bool
+    virtual_hosts: tuple[VirtualHostIR, ...]
+    certificates: tuple[GatewayCertificateIR, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayProxyIR:
+    """What every proxy of one Gateway is sent: its ports, the clusters their routes reach, the Secrets they use."""
+
+    gateway: ObjectKey
+    ports: tuple[GatewayPortIR, ...]
+    clusters: tuple[str, ...]
+    secrets: tuple[ObjectKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaysIR:
+    proxies: Mapping[ObjectKey, GatewayProxyIR] = field(default_factory=dict)
+    clusters: Mapping[str, ClusterIR] = field(default_factory=dict)  # the Service ports the gateways reach
+    statuses: Mapping[ObjectKey, ObjectStatus] = field(default_factory=dict)  # GatewayClasses and Gateways
+    route_parents: Mapping[ObjectKey, tuple[ParentStatus, ...]] = field(default_factory=dict)  # Gateway parents
+    routes: frozenset[ObjectKey] = frozenset()  # the routes with a Gateway parent that is ours
+    # The certificate Secrets the served HTTPS listeners use (sent to their gateway's proxies only, over SDS).
+    certificates: Mapping[ObjectKey, Secret] = field(default_factory=dict, repr=False)
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str) -> Condition:
+    status = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+    return Condition(type=type_, status=status, reason=reason, message=message)
+
+
+def hostname_intersection(listener: str | None, route: tuple[str, ...]) -> tuple[str, ...]:
+    """The hostnames a route serves on a listener (spec: HTTPRoute ``hostnames``); ("*",) when neither restricts,
+    () when they do not intersect."""
+    if not route:
+        return (listener or "*",)
+    if listener is None:
+        return tuple(dict.fromkeys(h.lower() for h in route))
+    out: list[str] = []
+    for h in (h.lower() for h in route):
+        if h == listener or _covers(listener, h):
+            out.append(h)  # the route's is the more specific
+        elif _covers(h, listener):
+            out.append(listener)
+    return tuple(dict.fromkeys(out))
+
+
+def _covers(wildcard: str, name: str) -> bool:
+    """``*.example.com`` covers ``a.example.com``, ``a.b.example.com`` and ``*.a.example.com``, not itself."""
+    return wildcard.startswith("*.") and name != wildcard and name.endswith(wildcard[1:])
+
+
+@dataclass(slots=True)
+class _Listener:
+    spec: GatewayListener
+    conditions: list[Condition]
+    kinds: tuple[tuple[str, str], ...]
+    attached: int = 0
+
+    @property
+    def serving(self) -> bool:
+        return all(c.status is ConditionStatus.TRUE for c in self.conditions if c.type in ("Accepted", "ResolvedRefs"))
+
+
+def translate_gateways(
+    model: Model,
+    nodes: Mapping[ObjectKey, VirtualNodeSpec],
+    blocked: Mapping[ObjectKey, Blocked] | None = None,
+) -> GatewaysIR:
+    classes = {k.name: c for k, c in model.gateway_classes.items() if c.controller_name == GATEWAY_CONTROLLER}
+    if not classes:
+        return GatewaysIR()
+    statuses: dict[ObjectKey, ObjectStatus] = {}
+    for cls in classes.values():
+        accepted = _cond("Accepted", True, "Accepted", f"served by {GATEWAY_CONTROLLER}")
+        statuses[cls.key] = ObjectStatus(
+            key=cls.key, observed_generation=cls.meta.generation, origin=cls.meta.origin, conditions=(accepted,)
+        )
+    gateways = {k: g for k, g in sorted(model.gateways.items()) if g.class_name in classes}
+    listeners = {k: _listeners(g, model) for k, g in gateways.items()}
+    backends = BackendResolver(model, tuple(model.reference_grants.values()))
+    index: list[MtlsIndex] = []
+    # (gateway, port) -> hostname -> [(precedence, route IR)]
+    placed: dict[tuple[ObjectKey, int], dict[str, list[tuple[tuple[object, ...], RouteIR]]]] = {}
+    reached: dict[str, bool] = {}
+    route_parents: dict[ObjectKey, tuple[ParentStatus, ...]] = {}
+    for key in sorted(model.http_routes):
+        route = model.http_routes[key]
+        parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
+        ours = [(p, gk) for p in parents if (gk := _gateway_key(p)) is not None and gk in gateways]
+        if not ours:
+            continue
+        block = (blocked or {}).get(key)
+        route_parents[key] = tuple(
+            _attach(route, p, gateways[gk], listeners[gk], model, backends, block, placed, reached) for p, gk in ours
+        )
+    proxies: dict[ObjectKey, GatewayProxyIR] = {}
+    for key, gateway in gateways.items():
+        proxy, status = _gateway(key, gateway, listeners[key], placed, model)
+        statuses[key] = status
+        if proxy is not None:
+            proxies[key] = proxy
+    clusters: dict[str, ClusterIR] = {}
+    for name, grpc in sorted(reached.items()):
+        found = service_of_cluster(name)
+        service = model.services.get(found[0]) if found is not None else None
+        if found is None or service is None:
+            continue
+        if not index:
+            index.append(mtls_index(nodes))
+        clusters[name] = service_cluster(service, found[1], index[0], grpc=grpc)
+    return GatewaysIR(
+        proxies=proxies,
+        clusters=clusters,
+        statuses=statuses,
+        route_parents=route_parents,
+        routes=frozenset(route_parents),
+        certificates={k: model.secrets[k] for p in proxies.values() for k in p.secrets},
+    )
+
+
+def _gateway_key(parent: ParentRef) -> ObjectKey | None:
+    if parent.group != GATEWAY_GROUP or parent.kind != "Gateway":
+        return None
+    return ObjectKey("Gateway", parent.namespace, parent.name)
+
+
+def _listeners(gateway: Gateway, model: Model) -> list[_Listener]:
+    """Each listener with its conditions (all but Programmed, which depends on the Gateway as a whole)."""
+    out: list[_Listener] = []
+    by_port: dict[int, set[str]] = {}
+    for li in gateway.listeners:
+        by_port.setdefault(li.port, set()).add(li.protocol)
+    for li in gateway.listeners:
+        conditions: list[Condition] = []
+        if li.protocol not in _SERVED_PROTOCOLS:
+            conditions.append(
+                _cond("Accepted", False, "UnsupportedProtocol", f"protocol {li.protocol} is not served (HTTP, HTTPS)")
+            )
+        elif li.protocol == "HTTPS" and li.tls_mode == "Passthrough":
+            conditions.append(_cond("Accepted", False, "UnsupportedValue", "an HTTPS listener terminates TLS"))
+        else:
+            conditions.append(_cond("Accepted", True, "Accepted", "accepted"))
+        kinds, bad_kinds = _kinds(li)
+        resolved = _cond("ResolvedRefs", True, "ResolvedRefs", "resolved")
+        if bad_kinds:
+            names = ", ".join(f"{g}/{k}" for g, k in bad_kinds)
+            resolved = _cond("ResolvedRefs", False, "InvalidRouteKinds", f"route kinds not served: {names}")
+        if li.protocol == "HTTPS" and resolved.status is ConditionStatus.TRUE:
+            problem = _certificate_problem(li, gateway, model)
+            if problem is not None:
+                resolved = _cond("ResolvedRefs", False, *problem)
+        conditions.append(resolved)
+        conflicted = len(by_port[li.port] & set(_SERVED_PROTOCOLS)) > 1
+        same_host = [o for o in gateway.listeners if o is not li and o.port == li.port and o.hostname == li.hostname]
+        if conflicted:
+            conditions.append(
+                _cond("Conflicted", True, "ProtocolConflict", f"port {li.port} is taken by another protocol too")
+            )
+        elif same_host and li.protocol in _SERVED_PROTOCOLS:
+            host = li.hostname or "any hostname"
+            conditions.append(_cond("Conflicted", True, "HostnameConflict", f"{host} on port {li.port} twice"))
+        else:
+            conditions.append(_cond("Conflicted", False, "NoConflicts", "no conflicts"))
+        if conflicted or same_host:
+            conditions[0] = _cond("Accepted", False, conditions[-1].reason, conditions[-1].message)
+        out.append(_Listener(spec=li, conditions=conditions, kinds=kinds))
+    return out
+
+
+def _kinds(li: GatewayListener) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """The listener's supported kinds and the kinds it asks for that it cannot have."""
+    if not li.allowed.kinds:
+        return (_ROUTE_KINDS if li.protocol in _SERVED_PROTOCOLS else ()), ()
+    good = tuple(k for k in li.allowed.kinds if k in _ROUTE_KINDS)
+    return good, tuple(k for k in li.allowed.kinds if k not in _ROUTE_KINDS)
+
+
+def _certificate_problem(li: GatewayListener, gateway: Gateway, model: Model) -> tuple[str, str] | None:
+    """(reason, message) when an HTTPS listener's certificates cannot be used."""
+    if not li.certificates:
+        return "InvalidCertificateRef", "an HTTPS listener needs tls.certificateRefs"
+    for ref in li.certificates:
+        if ref.group not in ("", "core") or ref.kind != "Secret":
+            return "InvalidCertificateRef", f"{ref.group or 'core'}/{ref.kind} {ref.name} is not a Secret"
+        if ref.namespace != gateway.meta.namespace and not any(
+            g.meta.namespace == ref.namespace and g.permits_gateway(gateway.meta.namespace, "Secret", ref.name)
+            for g in model.reference_grants.values()
+        ):
+            return (
+                "RefNotPermitted",
+                f"no ReferenceGrant in {ref.namespace} lets Gateways of {gateway.meta.namespace} use Secret {ref.name}",
+            )
+        secret = model.secrets.get(ObjectKey("Secret", ref.namespace, ref.name))
+        if secret is None:
+            return "InvalidCertificateRef", f"Secret {ref.namespace}/{ref.name} not found"
+        if secret.problem is not None:
+            return "InvalidCertificateRef", f"Secret {ref.namespace}/{ref.name}: {secret.problem}"
+    return None
+
+
+def _namespace_allowed(li: GatewayListener, gateway: Gateway, namespace: str, model: Model) -> bool:
+    allowed = li.allowed
+    if allowed.namespaces_from == "All":
+        return True
+    if allowed.namespaces_from == "Same":
+        return namespace == gateway.meta.namespace
+    if allowed.namespaces_from != "Selector":
+        return False
+    ns = model.namespaces.get(ObjectKey("Namespace", "", namespace))
+    labels = ns.meta.labels if ns is not None else {}
+    if any(labels.get(k) != v for k, v in (allowed.selector or {}).items()):
+        return False
+    for key, operator, values in allowed.selector_expressions:
+        present = key in labels
+        if (
+            (operator == "In" and (not present or labels[key] not in values))
+            or (operator == "NotIn" and present and labels[key] in values)
+            or (operator == "Exists" and not present)
+            or (operator == "DoesNotExist" and present)
+        ):
+            return False
+    return bool(allowed.selector) or bool(allowed.selector_expressions)
+
+
+def _attach(
+    route: HTTPRoute,
+    parent: ParentRef,
+    gateway: Gateway,
+    listeners: list[_Listener],
+    model: Model,
+    backends: BackendResolver,
+    block: Blocked | None,
+    placed: dict[tuple[ObjectKey, int], dict[str, list[tuple[tuple[object, ...], RouteIR]]]],
+    reached: dict[str, bool],
+) -> ParentStatus:
+    """The route's status for one Gateway parent; its routes placed on the listeners it attaches to."""
+    origin = route.meta.origin
+
+    def entry(*conditions: Condition) -> ParentStatus:
+        shown = tuple(
+            c
+            if c.status is ConditionStatus.TRUE or not origin
+            else Condition(type=c.type, status=c.status, reason=c.reason, message=f"{origin}: {c.message}")
+            for c in conditions
+        )
+        return ParentStatus(parent=parent, conditions=shown)
+
+    resolved = _cond("ResolvedRefs", True, "ResolvedRefs", "resolved")
+    if route.spec is None:
+        message = "; ".join(str(e) for e in route.errors)
+        return entry(_cond("Accepted", False, "UnsupportedValue", message), resolved)
+    if block is not None and block.spec == route.spec:
+        return entry(_cond("Accepted", False, block.reason, block.message), resolved)
+    candidates = [
+        li
+        for li in listeners
+        if (parent.section_name is None or li.spec.name == parent.section_name)
+        and (parent.port is None or li.spec.port == parent.port)
+    ]
+    if not candidates:
+        what = f"listener {parent.section_name!r}" if parent.section_name else f"listener on port {parent.port}"
+        return entry(
+            _cond("Accepted", False, "NoMatchingParent", f"Gateway {gateway.meta.name} has no {what}"), resolved
+        )
+    kind = (GATEWAY_GROUP, route.kind)
+    allowed = [
+        li
+        for li in candidates
+        if li.serving and kind in li.kinds and _namespace_allowed(li.spec, gateway, route.meta.namespace, model)
+    ]
+    if not allowed:
+        message = f"no listener of Gateway {gateway.meta.name} allows {route.kind}s of {route.meta.namespace}"
+        return entry(_cond("Accepted", False, "NotAllowedByListeners", message), resolved)
+    hosts = [(li, hostname_intersection(li.spec.hostname, route.spec.hostnames)) for li in allowed]
+    hosts = [(li, h) for li, h in hosts if h]
+    if not hosts:
+        message = f"no hostname of the route matches a listener of Gateway {gateway.meta.name}"
+        return entry(_cond("Accepted", False, "NoMatchingListenerHostname", message), resolved)
+    problems: list[tuple[str, str]] = []
+    grpc = route.spec.grpc
+    irs: list[tuple[tuple[object, ...], RouteIR]] = []
+    for i, rule in enumerate(route.spec.rules):
+        weighted = []
+        for j, b in enumerate(rule.backends):
+            name = backends.cluster(b, route, f"spec.rules[{i}].backendRefs[{j}]", problems)
+            if name != INVALID_BACKEND:
+                reached[name] = reached.get(name, False) or grpc
+            weighted.append(
+                WeightedClusterIR(
+                    cluster=name,
+                    weight=b.weight,
+                    request_headers=b.request_headers,
+                    response_headers=b.response_headers,
+                )
+            )
+        mirrors = []
+        for k, m in enumerate(rule.mirrors):
+            name = backends.cluster(m.backend, route, f"spec.rules[{i}].filters.requestMirror[{k}]", problems)
+            if name != INVALID_BACKEND:
+                reached[name] = reached.get(name, False) or grpc
+                mirrors.append(MirrorIR(cluster=name, percent=m.percent))
+        for j, match in enumerate(rule.matches):
+            ir = rule_route(route, i, j, rule, match, tuple(weighted), tuple(mirrors))
+            irs.append((match_precedence(match, route, i, j), ir))
+    gateway_key = gateway_key_of(gateway)
+    for li, names in hosts:
+        li.attached += 1
+        by_host = placed.setdefault((gateway_key, li.spec.port), {})
+        for hostname in names:
+            by_host.setdefault(hostname, []).extend(irs)
+    if problems:
+        reason, _ = problems[0]
+        resolved = _cond("ResolvedRefs", False, reason, "; ".join(m for _, m in problems))
+    return entry(_cond("Accepted", True, "Accepted", "accepted"), resolved)
+
+
+def gateway_key_of(gateway: Gateway) -> ObjectKey:
+    return ObjectKey("Gateway", gateway.meta.namespace, gateway.meta.name)
+
+
+def _gateway(
+    key: ObjectKey,
+    gateway: Gateway,
+    listeners: list[_Listener],
+    placed: Mapping[tuple[ObjectKey, int], Mapping[str, list[tuple[tuple[object, ...], RouteIR]]]],
+    model: Model,
+) -> tuple[GatewayProxyIR | None, ObjectStatus]:
+    origin = gateway.meta.origin
+    listener_statuses = []
+    serving = [li for li in listeners if li.serving]
+    for li in listeners:
+        programmed = _cond("Programmed", li.serving, "Programmed" if li.serving else "Invalid", "programmed")
+        if not li.serving:
+            programmed = _cond("Programmed", False, "Invalid", "not served: see Accepted and ResolvedRefs")
+        listener_statuses.append(
+            ListenerStatus(
+                name=li.spec.name,
+                supported_kinds=li.kinds,
+                attached_routes=li.attached,
+                conditions=(*li.conditions, programmed),
+            )
+        )
+    if gateway.errors:
+        message = "; ".join(str(e) for e in gateway.errors)
+        accepted = _cond("Accepted", False, "Invalid", f"{origin}: {message}" if origin else message)
+    elif not serving:
+        accepted = _cond("Accepted", False, "ListenersNotValid", "no listener can be served")
+    else:
+        accepted = _cond("Accepted", True, "Accepted", "accepted")
+    ports: list[GatewayPortIR] = []
+    used: set[str] = set()
+    secrets: set[ObjectKey] = set()
+    if accepted.status is ConditionStatus.TRUE:
+        for port in sorted({li.spec.port for li in serving}):
+            on_port = [li for li in serving if li.spec.port == port]
+            by_host = placed.get((key, port), {})
+            hosts = tuple(
+                VirtualHostIR(
+                    name=f"{key.namespace}/{key.name}:{port}/{hostname}",
+                    domains=(hostname,),
+                    routes=tuple(ir for _, ir in sorted(by_host[hostname], key=lambda pair: pair[0])),
+                )
+                for hostname in sorted(by_host, key=_host_order)
+            )
+            for vh in hosts:
+                for r in vh.routes:
+                    used.update(wc.cluster for wc in r.clusters if wc.cluster != INVALID_BACKEND)
+                    used.update(m.cluster for m in r.mirrors)
+            https = on_port[0].spec.protocol == "HTTPS"
+            certificates: tuple[GatewayCertificateIR, ...] = ()
+            if https:
+                certificates = tuple(
+                    GatewayCertificateIR(
+                        server_names=(li.spec.hostname,) if li.spec.hostname else (),
+                        secret=certificate_secret_name(
+                            ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
+                        ),
+                    )
+                    for li in sorted(on_port, key=lambda li: _host_order(li.spec.hostname or "*"))
+                )
+                secrets.update(
+                    ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
+                    for li in on_port
+                )
+            ports.append(GatewayPortIR(port=port, https=https, virtual_hosts=hosts, certificates=certificates))
+    programmed = _cond(
+        "Programmed", accepted.status is ConditionStatus.TRUE, "Programmed", "served by meshctl's gateway proxies"
+    )
+    if accepted.status is not ConditionStatus.TRUE:
+        programmed = _cond("Programmed", False, "Invalid", "not served: see Accepted")
+    status = ObjectStatus(
+        key=key,
+        observed_generation=gateway.meta.generation,
+        origin=origin,
+        conditions=(accepted, programmed),
+        gateway=GatewayStatusDetail(listeners=tuple(listener_statuses), addresses=gateway.addresses),
+    )
+    if accepted.status is not ConditionStatus.TRUE:
+        return None, status
+    proxy = GatewayProxyIR(
+        gateway=key, ports=tuple(ports), clusters=tuple(sorted(used)), secrets=tuple(sorted(secrets))
+    )
+    return proxy, status
+
+
+def _host_order(hostname: str) -> tuple[int, int, str]:
+    """Exact names first, then wildcards from the longest, "*" last (Envoy picks by domain, not order, but the
+    listing reads best this way)."""
+    if hostname == "*":
+        return (2, 0, hostname)
+    return (1 if hostname.startswith("*.") else 0, -len(hostname), hostname)
+
+
+def with_gateway_parents(
+    status: ObjectStatus | None, route: HTTPRoute, parents: tuple[ParentStatus, ...]
+) -> ObjectStatus:
+    """A route's status with its Gateway parents' entries after its Service parents' (``status``, if any); each
+    condition type's worst over all of them is the route's own (what ``get status`` shows)."""
+    every = (*(status.parents if status is not None else ()), *parents)
+    worst: dict[str, Condition] = {}
+    for p in every:
+        for c in p.conditions:
+            if c.type not in worst or (
+                worst[c.type].status is ConditionStatus.TRUE and c.status is not ConditionStatus.TRUE
+            ):
+                worst[c.type] = c
+    extra = tuple(c for c in (status.conditions if status is not None else ()) if c.type not in worst)
+    return ObjectStatus(
+        key=route.key,
+        observed_generation=route.meta.generation,
+        origin=route.meta.origin,
+        conditions=(*worst.values(), *extra),
+        parents=every,
+    )
