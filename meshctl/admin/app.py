@@ -24,6 +24,7 @@ from meshctl.routing.match import Request, explain, explanation_json, header_pai
 from meshctl.routing.table import host_from_json
 from meshctl.translate.authz import service_accounts
 from meshctl.translate.gamma import parents_document
+from meshctl.translate.gateway import gateway_status_document
 from meshctl.translate.ir import ObjectStatus
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import SECRET, SHORT_NAMES
@@ -36,6 +37,9 @@ def status_to_dict(status: ObjectStatus) -> dict[str, Any]:
     out = _status_dict(status)
     if status.parents:  # a Gateway API route: its status.parents[], as the API has it
         out["parents"] = parents_document(status)
+    if status.gateway is not None:  # a Gateway: its addresses and listeners too
+        document = gateway_status_document(status)
+        out["addresses"], out["listeners"] = document["addresses"], document["listeners"]
     return out
 
 

@@ -3,7 +3,8 @@ request with JSON describing what it received, so a test can check what the rout
 
 Answer: ``{"path": <path with query>, "host", "method", "proto", "headers": {name: [values]}, "namespace", "pod",
 "service"}``. ``X-Echo-Set-Header: Name:value,Name:value`` is copied into the response headers; ``/status/<code>``
-answers with that status; ``?delay=<seconds>s`` waits first.
+answers with that status; ``?delay=<seconds>s`` waits first; ``/retry/...?uuid=U&succeedAfter=N[&responseCode=C]``
+fails the first N requests of each ``uuid`` (answering C, or resetting the connection without one), then echoes.
 
 ``python -m meshctl.devtools.echo_app --port 18080 --pod echo-v1-0 --namespace demo``
 """
@@ -28,6 +29,7 @@ class Echo:
     namespace: str = "default"
     service: str = ""
     seen: list[str] = field(default_factory=list)  # the paths received (a mirror's copies land here too)
+    attempts: dict[str, int] = field(default_factory=dict)  # /retry/: requests seen per uuid
 
 
 def build_echo_app(echo: Echo) -> web.Application:
@@ -45,6 +47,16 @@ def build_echo_app(echo: Echo) -> web.Application:
             if sep and name.strip():
                 response_headers[name.strip()] = value.strip()
         status = 200
+        if request.path.startswith("/retry/") and (uuid := request.query.get("uuid")):
+            seen = echo.attempts[uuid] = echo.attempts.get(uuid, 0) + 1
+            succeed_after = request.query.get("succeedAfter", "0")
+            if succeed_after.isdigit() and seen <= int(succeed_after):
+                code = request.query.get("responseCode", "")
+                if not code.isdigit():
+                    assert request.transport is not None
+                    request.transport.abort()  # a reset: what the suite's echo does without responseCode
+                    raise ConnectionResetError("reset on purpose")
+                return web.Response(status=int(code))
         if m := re.fullmatch(r"/status/([0-9]{3})", request.path):
             status = int(m[1])
         body = {

@@ -18,7 +18,8 @@ without privileges, and its Service maps the Gateway port to that one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from meshctl.model import Model, ObjectKey, Secret, VirtualNodeSpec
 from meshctl.model.gateway import (
@@ -62,6 +63,7 @@ __all__ = [
     "GatewaysIR",
     "bound_port",
     "certificate_secret_name",
+    "gateway_status_document",
     "hostname_intersection",
     "translate_gateways",
     "with_gateway_parents",
@@ -398,12 +400,23 @@ def _attach(
     for li, names in hosts:
         li.attached += 1
         by_host = placed.setdefault((gateway_key, li.spec.port), {})
+        on_listener = [(order, _redirect_port(ir, li.spec.port)) for order, ir in irs]
         for hostname in names:
-            by_host.setdefault(hostname, []).extend(irs)
+            by_host.setdefault(hostname, []).extend(on_listener)
     if problems:
         reason, _ = problems[0]
         resolved = _cond("ResolvedRefs", False, reason, "; ".join(m for _, m in problems))
     return entry(_cond("Accepted", True, "Accepted", "accepted"), resolved)
+
+
+def _redirect_port(ir: RouteIR, listener_port: int) -> RouteIR:
+    """A RequestRedirect without a port redirects to the listener's port, or with a scheme to its well-known one
+    (the spec's rule; Envoy would keep the Host's port, or drop it)."""
+    r = ir.redirect
+    if r is None or r.port is not None:
+        return ir
+    port = listener_port if r.scheme is None else 443 if r.scheme == "https" else 80
+    return replace(ir, redirect=replace(r, port=port))
 
 
 def gateway_key_of(gateway: Gateway) -> ObjectKey:
@@ -524,3 +537,36 @@ def with_gateway_parents(
         conditions=(*worst.values(), *extra),
         parents=every,
     )
+
+
+def gateway_status_document(status: ObjectStatus) -> dict[str, Any]:
+    """A Gateway's ``status`` as the API has it: ``addresses``, ``conditions`` and ``listeners`` (what the status
+    writer writes and ``/api/v1/status`` shows)."""
+    generation = status.observed_generation
+
+    def conditions(items: tuple[Condition, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": c.type,
+                "status": c.status.value,
+                "reason": c.reason,
+                "message": c.message,
+                "observedGeneration": generation,
+            }
+            for c in items
+        ]
+
+    detail = status.gateway or GatewayStatusDetail()
+    return {
+        "addresses": [{"type": t, "value": v} for t, v in detail.addresses],
+        "conditions": conditions(status.conditions),
+        "listeners": [
+            {
+                "name": li.name,
+                "supportedKinds": [{"group": g, "kind": k} for g, k in li.supported_kinds],
+                "attachedRoutes": li.attached_routes,
+                "conditions": conditions(li.conditions),
+            }
+            for li in detail.listeners
+        ],
+    }
