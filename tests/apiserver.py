@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from kubernetes import client
@@ -484,6 +485,7 @@ class ApiServer:
             ):
                 return _status(410, "Expired", f"too old resource version: {rv} ({self.state.oldest})")
             selector = _selector(request.query.get("labelSelector", ""))
+            fields = _selector(request.query.get("fieldSelector", ""))
             limit = int(request.query.get("limit") or 0)
             revision, after = self.state.revision, ("", "")
             if token := request.query.get("continue"):
@@ -493,7 +495,11 @@ class ApiServer:
                     return _status(410, "Expired", "the continue token has expired; list again")
             # Our store keeps no old revisions: later pages show objects as they are now. The watch from the first
             # page's revision delivers those changes again, so a client still ends up consistent.
-            matching = ((key, o) for key, o in self._keyed_items(kind, namespace, after) if _matches(o, selector))
+            matching = (
+                (key, o)
+                for key, o in self._keyed_items(kind, namespace, after)
+                if _matches(o, selector) and _fields_match(o, fields)
+            )
             page = list(itertools.islice(matching, limit)) if limit else list(matching)
             items = [copy.deepcopy(o) for _, o in page]
             metadata: dict = {"resourceVersion": str(revision)}
@@ -509,16 +515,19 @@ class ApiServer:
         bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
         timeout = float(request.query.get("timeoutSeconds") or 300)
         selector = _selector(request.query.get("labelSelector", ""))
+        fields = _selector(request.query.get("fieldSelector", ""))
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
         self.open_watches[kind.plural] += 1
         try:
-            return await self._stream_events(response, kind, namespace, rv, bookmarks, timeout, selector)
+            return await self._stream_events(response, kind, namespace, rv, bookmarks, timeout, selector, fields)
         finally:
             self.open_watches[kind.plural] -= 1
 
-    async def _stream_events(self, response, kind: Kind, namespace, rv: int, bookmarks: bool, timeout: float, selector):
+    async def _stream_events(
+        self, response, kind: Kind, namespace, rv: int, bookmarks: bool, timeout: float, selector, fields=None
+    ):
         assert self._changed is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -529,7 +538,11 @@ class ApiServer:
 
         with self._lock:
             if rv == 0:  # no resourceVersion: start with the current state as ADDED events
-                pending = [{"type": "ADDED", "object": copy.deepcopy(o)} for o in self._items(kind, namespace)]
+                pending = [
+                    {"type": "ADDED", "object": copy.deepcopy(o)}
+                    for o in self._items(kind, namespace)
+                    if _matches(o, selector) and _fields_match(o, fields or {})
+                ]
                 rv = self.state.revision
             else:
                 pending = []
@@ -555,7 +568,11 @@ class ApiServer:
                 return response
             for e in events:
                 meta = e.object["metadata"]
-                if (namespace is None or meta.get("namespace") == namespace) and _matches(e.object, selector):
+                if (
+                    (namespace is None or meta.get("namespace") == namespace)
+                    and _matches(e.object, selector)
+                    and _fields_match(e.object, fields or {})
+                ):
                     await send({"type": e.type, "object": e.object})
                 rv = e.revision
             if bookmarks and not events and current > rv:
@@ -721,6 +738,18 @@ def _merge(target: dict, patch: dict) -> dict:
 
 def _selector(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+
+
+def _fields_match(obj: dict, fields: dict[str, str]) -> bool:
+    """A field selector of equalities (``type=kubernetes.io/tls``, ``metadata.name=x``), as the API server applies
+    it to the fields it indexes."""
+    for path, value in fields.items():
+        found: Any = obj
+        for part in path.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if found != value:
+            return False
+    return True
 
 
 def _matches(obj: dict, selector: dict[str, str]) -> bool:

@@ -9,8 +9,8 @@ How the App Mesh model maps onto ours:
 - VirtualNodes keep their names; backends name the Services of their VirtualServices; BackendGroups are expanded.
   A node discovered by DNS hostname or Cloud Map gets a Service selecting its pods when the input has none, so its
   endpoints exist.
-- A VirtualGateway becomes a VirtualNode whose backends are its GatewayRoutes' targets (path matching at the
-  gateway is reported: meshctl has no gateway routing yet).
+- A VirtualGateway becomes a Gateway of meshctl's class, its GatewayRoutes HTTPRoutes/GRPCRoutes attached to it,
+  with their matches and App Mesh's rewrites (``gateways.py``).
 Pure: documents in, documents and findings out; deterministic (sorted), so importing twice gives the same bytes.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
 from meshctl.appmesh.findings import Finding
+from meshctl.appmesh.gateways import GatewayConversion
 from meshctl.appmesh.load import SourceDoc
 from meshctl.appmesh.nodes import NodeConversion
 from meshctl.appmesh.objects import CLUSTER_DNS, AppMeshObject
@@ -85,7 +86,7 @@ def _index(
     by_kind[kind][(namespace, name)] = AppMeshObject(kind, namespace, name, spec, doc.origin)
 
 
-class _Converter(NodeConversion):
+class _Converter(NodeConversion, GatewayConversion):
     def __init__(
         self,
         by_kind: dict[str, dict[tuple[str, str], AppMeshObject]],
@@ -97,6 +98,7 @@ class _Converter(NodeConversion):
         self.service_ports: dict[tuple[str, str], set[tuple[int, str]]] = {}
         self.generated: set[tuple[str, str]] = set()
         self.vs_service: dict[tuple[str, str], tuple[str, str]] = {}
+        self.vs_hostname: dict[tuple[str, str], str] = {}  # a VirtualService's awsName (what App Mesh's Host became)
         self.node_selector: dict[tuple[str, str], dict[str, str]] = {}  # generated Service -> the pods it selects
 
     def run(self) -> ImportResult:
@@ -104,6 +106,8 @@ class _Converter(NodeConversion):
             self._mesh(obj)
         for obj in self._all("VirtualService"):
             self.vs_service[(obj.namespace, obj.name)] = self._service_of(obj)
+            if isinstance(aws := obj.spec.get("awsName"), str):
+                self.vs_hostname[(obj.namespace, obj.name)] = aws
         for obj in self._all("VirtualService"):
             self._virtual_service(obj)
         for obj in self._all("VirtualNode"):
@@ -113,6 +117,14 @@ class _Converter(NodeConversion):
         self._services()
         ordered = [self.out[k] for k in sorted(self.out, key=lambda k: (k[0], _KIND_ORDER[k[1]], k[2]))]
         return ImportResult(ordered, self.report.findings, self.generated)
+
+    def _emit_document(self, doc: dict[str, Any], source: AppMeshObject | None) -> None:
+        """A Gateway API object, labelled and annotated as the import's others are."""
+        meta = doc["metadata"]
+        meta["labels"] = dict(_LABELS)
+        if source is not None:
+            meta["annotations"] = {"meshctl.dev/imported-from": f"appmesh.k8s.aws/v1beta2 {source.subject}"}
+        self.out[(meta.get("namespace", ""), doc["kind"], meta["name"])] = doc
 
     def _emit(self, kind: str, namespace: str, name: str, spec: dict[str, Any], source: AppMeshObject | None) -> None:
         meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(_LABELS)}
@@ -279,4 +291,12 @@ class _Converter(NodeConversion):
             self.generated.add((ns, name))
 
 
-_KIND_ORDER = {"Service": 0, "VirtualNode": 1, "Route": 2}
+_KIND_ORDER = {
+    "GatewayClass": -2,
+    "Gateway": -1,
+    "Service": 0,
+    "VirtualNode": 1,
+    "Route": 2,
+    "HTTPRoute": 3,
+    "GRPCRoute": 4,
+}

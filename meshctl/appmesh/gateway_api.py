@@ -21,7 +21,7 @@ from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
 
-__all__ = ["GATEWAY_API_VERSION", "as_gateway_api"]
+__all__ = ["GATEWAY_API_VERSION", "as_gateway_api", "grpc_match", "http_match"]
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -41,16 +41,28 @@ def as_gateway_api(objects: list[dict[str, Any]], report: Report) -> list[dict[s
     services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "Service"}
     out: list[dict[str, Any]] = []
     backends: dict[tuple[str, str], dict[str, Any]] = {}  # the Services made for targeted VirtualNodes
+    # A gateway's routes (from GatewayRoutes) keep their names; a Route of the same name is written as <name>-mesh.
+    taken = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if "Route" in o["kind"]}
     for obj in objects:
         spec = obj.get("spec") or {}
         if obj["kind"] != "Route" or "tcpRoute" in spec:
             out.append(obj)
             continue
         route = _route(obj, nodes, services, backends, report)
+        if route is not None and (route["kind"], route["metadata"]["namespace"], route["metadata"]["name"]) in taken:
+            route["metadata"]["name"] += "-mesh"
         out.append(route if route is not None else obj)
     out.extend(backends.values())
-    order = {"Service": 0, "VirtualNode": 1, "Route": 2, "HTTPRoute": 3, "GRPCRoute": 4}
-    return sorted(out, key=lambda o: (o["metadata"]["namespace"], order[o["kind"]], o["metadata"]["name"]))
+    order = {
+        "GatewayClass": -2,
+        "Gateway": -1,
+        "Service": 0,
+        "VirtualNode": 1,
+        "Route": 2,
+        "HTTPRoute": 3,
+        "GRPCRoute": 4,
+    }
+    return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), order[o["kind"]], o["metadata"]["name"]))
 
 
 def _route(
@@ -95,7 +107,7 @@ def _route(
     if match.get("port") is not None:
         parent["port"] = match["port"]
     rule: dict[str, Any] = {
-        "matches": [_grpc_match(match, report, subject) if grpc else _http_match(match, report, subject)]
+        "matches": [grpc_match(match, report, subject) if grpc else http_match(match, report, subject)]
     }
     rule["backendRefs"] = refs
     if not grpc:
@@ -166,7 +178,7 @@ def _service(namespace: str, name: str, selector: dict[str, str]) -> dict[str, A
     }
 
 
-def _http_match(match: dict[str, Any], report: Report, subject: str) -> dict[str, Any]:
+def http_match(match: dict[str, Any], report: Report, subject: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     path = match.get("path") or {}
     if "exact" in path:
@@ -204,7 +216,7 @@ def _http_match(match: dict[str, Any], report: Report, subject: str) -> dict[str
     return out
 
 
-def _grpc_match(match: dict[str, Any], report: Report, subject: str) -> dict[str, Any]:
+def grpc_match(match: dict[str, Any], report: Report, subject: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     method = {k: v for k, v in (("service", match.get("serviceName")), ("method", match.get("methodName"))) if v}
     if method:

@@ -1,4 +1,4 @@
-"""App Mesh VirtualNodes and VirtualGateways -> our VirtualNodes (and the Services their discovery implies)."""
+"""App Mesh VirtualNodes -> our VirtualNodes (and the Services their discovery implies)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
-from meshctl.appmesh.objects import CLIENT_POLICY_DROPPED, CLUSTER_DNS, LISTENER_FIELDS, AppMeshObject
-from meshctl.appmesh.routes import ROUTE_KINDS
+from meshctl.appmesh.objects import CLUSTER_DNS, LISTENER_FIELDS, AppMeshObject
 
 __all__ = ["NodeConversion"]
 
@@ -287,57 +286,6 @@ class NodeConversion:
             if ns == namespace and selector and all(labels.get(k) == v for k, v in selector.items()):
                 return True
         return False
-
-    def _virtual_gateway(self, gw: AppMeshObject) -> None:
-        dropped = {
-            "namespaceSelector": "every namespace's routes may target the gateway's backends",
-            "gatewayRouteSelector": "all GatewayRoutes in the gateway's namespace are used",
-            "backendDefaults": CLIENT_POLICY_DROPPED,
-            "meshRef": "not needed",
-        }
-        src = self.report.copy_known(gw.spec, ("podSelector", "listeners", "logging"), gw.subject, "spec", dropped)
-        spec: dict[str, Any] = {"podSelector": self._selector(src.get("podSelector"), gw.subject)}
-        for i, listener in enumerate(src.get("listeners") or []):
-            pm = (listener or {}).get("portMapping") or {}
-            self.report.lossy(
-                gw.subject,
-                f"spec.listeners[{i}]",
-                f"gateway listener {pm.get('port')}/{pm.get('protocol')}",
-                "the gateway's Envoy routes by Host through its egress listener (port 15001); expose that port instead",
-            )
-        if src.get("logging") is not None:
-            spec["logging"] = src["logging"]
-        targets: dict[tuple[str, str], dict[str, Any]] = {}
-        for route in self._all("GatewayRoute"):
-            if route.namespace != gw.namespace:
-                continue
-            kinds = [k for k in ROUTE_KINDS if k in route.spec and k != "tcpRoute"]
-            body = route.spec.get(kinds[0]) if kinds else None
-            target = (((body or {}).get("action") or {}).get("target") or {}).get("virtualService") or {}
-            ref = target.get("virtualServiceRef") or {}
-            svc = self.vs_service.get((ref.get("namespace") or route.namespace, str(ref.get("name"))))
-            if svc is None:
-                self.report.error(route.subject, "spec", f"target VirtualService {ref.get('name')} not in the input")
-                continue
-            targets[svc] = {
-                "virtualService": {
-                    "virtualServiceRef": {"name": svc[1]} | ({"namespace": svc[0]} if svc[0] != gw.namespace else {})
-                }
-            }
-            match = (body or {}).get("match") or {}
-            self.report.lossy(
-                route.subject,
-                f"spec.{kinds[0]}.match",
-                f"gateway match {_describe_match(match)} -> {svc[0]}/{svc[1]}",
-                f"the gateway reaches {svc[1]}.{svc[0]} by Host; path-based gateway routing and rewrites "
-                "are not converted (meshctl's ingress will)",
-            )
-        if targets:
-            spec["backends"] = [targets[k] for k in sorted(targets)]
-        self._emit("VirtualNode", gw.namespace, gw.name, spec, gw)
-        self.report.note(
-            gw.subject, "", f"became VirtualNode {gw.namespace}/{gw.name}: run its Envoy with meshctl bootstrap"
-        )
 
 
 def _describe_match(match: dict[str, Any]) -> str:

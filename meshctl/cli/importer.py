@@ -51,7 +51,8 @@ def render(objects: list[dict[str, Any]]) -> str:
 def by_namespace(result: ImportResult) -> dict[str, list[dict[str, Any]]]:
     files: dict[str, list[dict[str, Any]]] = {}
     for obj in result.objects:
-        files.setdefault(obj["metadata"]["namespace"], []).append(obj)
+        # (a cluster-scoped object, the GatewayClass: namespace "", its own file)
+        files.setdefault(obj["metadata"].get("namespace", ""), []).append(obj)
     return files
 
 
@@ -78,7 +79,7 @@ def _import_appmesh(args: argparse.Namespace) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         for namespace, objects in sorted(by_namespace(result).items()):
-            target = out / f"{namespace}.yaml"
+            target = out / f"{namespace or 'cluster-scoped'}.yaml"
             if args.dry_run:
                 print(f"# would write {target} ({len(objects)} objects)\n---\n{render(objects)}", end="")
             else:
@@ -122,13 +123,14 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
     api.update_params_for_auth(headers, None, ["BearerToken"], "", "PATCH", None)
     for obj in result.objects:
         meta = obj["metadata"]
-        if obj["kind"] == "Service" and (meta["namespace"], meta["name"]) not in result.generated_services:
+        if obj["kind"] == "Service" and (meta.get("namespace"), meta["name"]) not in result.generated_services:
             # The input's own Service: it is in the cluster already, owned by whoever applied it; taking its
             # fields over (force) would fight their next apply. Only Services the import wrote are applied.
             print(f"Service {meta['namespace']}/{meta['name']} left as it is (from the input)")
             continue
-        url = api.configuration.host + _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]) + query
-        what = f"{obj['kind']} {meta['namespace']}/{meta['name']}"
+        namespace = meta.get("namespace", "")
+        url = api.configuration.host + _path(obj["apiVersion"], obj["kind"], namespace, meta["name"]) + query
+        what = f"{obj['kind']} {namespace}/{meta['name']}" if namespace else f"{obj['kind']} {meta['name']}"
         try:
             # JSON is YAML: the apply patch is the whole object, as kubectl apply --server-side sends it.
             response = api.call_api("PATCH", url, header_params=headers, body=json.dumps(obj))
@@ -158,9 +160,11 @@ def _path(api_version: str, kind: str, namespace: str, name: str) -> str:
         "Route": "routes",
         "HTTPRoute": "httproutes",
         "GRPCRoute": "grpcroutes",
+        "Gateway": "gateways",
+        "GatewayClass": "gatewayclasses",
     }[kind]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+    return f"{prefix}/namespaces/{namespace}/{plural}/{name}" if namespace else f"{prefix}/{plural}/{name}"
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

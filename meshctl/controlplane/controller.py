@@ -802,6 +802,8 @@ def classify_change(
     else:
         endpoints = _changed_keys(old.endpoint_slices, new.endpoint_slices) | _changed_keys(old.pods, new.pods)
         routes = _changed_keys(old.routes, new.routes)
+    if routes and (old.gateways or new.gateways):
+        return None  # edge gateways take the mesh's Routes too (translate/gateway.py): translated whole
     pods_changed = any(k.kind == "Pod" for k in endpoints)
     if routes or pods_changed:
         on_routes, on_pods = authz_dependencies(new.authorization_policies)

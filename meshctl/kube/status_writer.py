@@ -24,6 +24,7 @@ from meshctl.kube.leader import LeaderElector
 from meshctl.model import API_GROUP, ObjectKey
 from meshctl.model.gateway import GATEWAY_CONTROLLER, GATEWAY_GROUP
 from meshctl.translate.gamma import CONTROLLER_NAME, parents_document
+from meshctl.translate.gateway import gateway_status_document
 from meshctl.translate.ir import ObjectStatus
 
 __all__ = ["StatusWriter"]
@@ -35,6 +36,8 @@ _PLURALS = {
     "AuthorizationPolicy": "authorizationpolicies",
     "HTTPRoute": "httproutes",
     "GRPCRoute": "grpcroutes",
+    "Gateway": "gateways",
+    "GatewayClass": "gatewayclasses",
 }
 _GATEWAY_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
 _CONTROLLERS = frozenset({CONTROLLER_NAME, GATEWAY_CONTROLLER})  # the mesh's and the edge gateways' entries
@@ -113,6 +116,7 @@ class StatusWriter:
                 status.observed_generation,
                 tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),
                 tuple((p.parent, p.conditions) for p in status.parents),
+                status.gateway,
             )
             if self.written.get(status.key) == wanted:
                 continue
@@ -139,6 +143,8 @@ class StatusWriter:
         key = status.key
         if key.kind in _GATEWAY_KINDS:
             return self._write_route_parents(status)
+        if key.kind in ("Gateway", "GatewayClass"):
+            return self._write_gateway(status)
         args = (API_GROUP, "v1alpha1", key.namespace, _PLURALS[key.kind], key.name)
         current = self._read(args)
         if current is None:
@@ -207,15 +213,60 @@ class StatusWriter:
             for c in p.conditions
             if c.status.value == "False"
             and (
-                {x["type"]: x for x in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}
-                .get(c.type, {})
-                .get("status")
+                {x["type"]: x for x in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}.get(
+                    c.type, {}
+                ).get("status")
                 != "False"
             )
         ]
         if newly_rejected:
             self._event(key, current, newly_rejected[0].reason, newly_rejected[0].message)
         return True
+
+    def _write_gateway(self, status: ObjectStatus) -> bool:
+        """A Gateway's status (conditions, listeners, addresses) or a GatewayClass's conditions: the class's
+        controller owns them whole."""
+        key = status.key
+        if key.kind == "GatewayClass":
+            current = self._read_class(key.name)
+            document: dict[str, Any] = {"conditions": gateway_status_document(status)["conditions"]}
+        else:
+            current = self._read((GATEWAY_GROUP, "v1", key.namespace, "gateways", key.name))
+            document = gateway_status_document(status)
+        if current is None:
+            return False
+        before = current.get("status") or {}
+        _keep_transition_times(document["conditions"], before.get("conditions") or [])
+        old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
+        for listener in document.get("listeners", []):
+            _keep_transition_times(
+                listener["conditions"], (old_listeners.get(listener["name"]) or {}).get("conditions") or []
+            )
+        current["status"] = {**before, **document}
+        if key.kind == "GatewayClass":
+            self.custom.replace_cluster_custom_object_status(GATEWAY_GROUP, "v1", "gatewayclasses", key.name, current)
+        else:
+            self.custom.replace_namespaced_custom_object_status(
+                GATEWAY_GROUP, "v1", key.namespace, "gateways", key.name, current
+            )
+        self.writes += 1
+        was = {c.get("type"): c.get("status") for c in before.get("conditions") or []}
+        for c in status.conditions:
+            if c.status.value == "False" and was.get(c.type) != "False":
+                self._event(key, current, c.reason, c.message)
+                break
+        return True
+
+    def _read_class(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_cluster_custom_object(  # type: ignore[assignment]
+                GATEWAY_GROUP, "v1", "gatewayclasses", name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     def _event(self, key: ObjectKey, obj: dict[str, Any], reason: str, message: str) -> None:
         meta = obj["metadata"]
@@ -233,3 +284,12 @@ class StatusWriter:
 
 def _ref_key(ref: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(ref.get(k) for k in ("group", "kind", "namespace", "name", "port", "sectionName"))
+
+
+def _keep_transition_times(conditions: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
+    """Each condition's lastTransitionTime: kept while its status is unchanged, now when it changed."""
+    old = {c.get("type"): c for c in before}
+    for c in conditions:
+        previous = old.get(c["type"]) or {}
+        same = previous.get("status") == c["status"]
+        c["lastTransitionTime"] = previous.get("lastTransitionTime", _now()) if same else _now()

@@ -28,6 +28,7 @@ from meshctl.model.gateway import GATEWAY_GROUP
 from meshctl.model.ingress import ELBV2_GROUP
 from meshctl.model.namespaced import NamespacedMap
 from meshctl.parse.documents import InvalidObject, MeshObject, Parsed, UnsupportedDocument, parse_keyed
+from meshctl.parse.secret import TLS_SECRET_TYPE
 from meshctl.sources.base import MODEL_FIELDS, ModelSink
 
 __all__ = ["KubernetesSource"]
@@ -46,6 +47,7 @@ _VERSION = "v1alpha1"
 _DECODING = threading.Lock()
 _PAGE = 500
 _ABSENT_RETRY = 30.0  # seconds between looks for a kind the API server does not serve
+_TLS_SECRETS = f"type={TLS_SECRET_TYPE}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,21 @@ def _kinds(api: client.ApiClient) -> list[_Kind]:
         _Kind("HTTPRoute", f"{GATEWAY_GROUP}/v1", *gateway("v1", "httproutes")),
         _Kind("GRPCRoute", f"{GATEWAY_GROUP}/v1", *gateway("v1", "grpcroutes")),
         _Kind("ReferenceGrant", f"{GATEWAY_GROUP}/v1beta1", *gateway("v1beta1", "referencegrants")),
+        # Edge gateways: Gateways, their classes, and the TLS Secrets their HTTPS listeners name (only that type is
+        # listed: the API server filters, the rest is never read).
+        _Kind("Gateway", f"{GATEWAY_GROUP}/v1", *gateway("v1", "gateways")),
+        _Kind(
+            "GatewayClass",
+            f"{GATEWAY_GROUP}/v1",
+            lambda **kw: custom.list_cluster_custom_object(GATEWAY_GROUP, "v1", "gatewayclasses", **kw),
+            None,
+        ),
+        _Kind(
+            "Secret",
+            "v1",
+            lambda **kw: core.list_secret_for_all_namespaces(field_selector=_TLS_SECRETS, **kw),
+            lambda ns, **kw: core.list_namespaced_secret(ns, field_selector=_TLS_SECRETS, **kw),
+        ),
     ]
 
 

@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshctl.model import Model, ObjectKey, Secret, VirtualNodeSpec
+from meshctl.model import HttpMatch, Model, ObjectKey, Secret, VirtualNodeSpec
 from meshctl.model.gateway import (
     GATEWAY_CONTROLLER,
     GATEWAY_GROUP,
+    BackendRef,
     Gateway,
     GatewayListener,
     HTTPRoute,
@@ -159,7 +160,11 @@ def translate_gateways(
     model: Model,
     nodes: Mapping[ObjectKey, VirtualNodeSpec],
     blocked: Mapping[ObjectKey, Blocked] | None = None,
+    mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]] | None = None,
 ) -> GatewaysIR:
+    """``mesh_routes``: the meshctl Routes of each Service (``MeshIR.routes_by_service``): a gateway's request to a
+    Service that has them takes them, as a sidecar's would (``_through_mesh``)."""
+    mesh_routes = mesh_routes or {}
     classes = {k.name: c for k, c in model.gateway_classes.items() if c.controller_name == GATEWAY_CONTROLLER}
     if not classes:
         return GatewaysIR()
@@ -185,7 +190,8 @@ def translate_gateways(
             continue
         block = (blocked or {}).get(key)
         route_parents[key] = tuple(
-            _attach(route, p, gateways[gk], listeners[gk], model, backends, block, placed, reached) for p, gk in ours
+            _attach(route, p, gateways[gk], listeners[gk], model, backends, block, placed, reached, mesh_routes)
+            for p, gk in ours
         )
     proxies: dict[ObjectKey, GatewayProxyIR] = {}
     for key, gateway in gateways.items():
@@ -326,6 +332,7 @@ def _attach(
     block: Blocked | None,
     placed: dict[tuple[ObjectKey, int], dict[str, list[tuple[tuple[object, ...], RouteIR]]]],
     reached: dict[str, bool],
+    mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]],
 ) -> ParentStatus:
     """The route's status for one Gateway parent; its routes placed on the listeners it attaches to."""
     origin = route.meta.origin
@@ -395,7 +402,8 @@ def _attach(
                 mirrors.append(MirrorIR(cluster=name, percent=m.percent))
         for j, match in enumerate(rule.matches):
             ir = rule_route(route, i, j, rule, match, tuple(weighted), tuple(mirrors))
-            irs.append((match_precedence(match, route, i, j), ir))
+            order = match_precedence(match, route, i, j)
+            irs.extend((order, r) for r in _through_mesh(ir, rule.backends, mesh_routes))
     gateway_key = gateway_key_of(gateway)
     for li, names in hosts:
         li.attached += 1
@@ -407,6 +415,66 @@ def _attach(
         reason, _ = problems[0]
         resolved = _cond("ResolvedRefs", False, reason, "; ".join(m for _, m in problems))
     return entry(_cond("Accepted", True, "Accepted", "accepted"), resolved)
+
+
+def _through_mesh(
+    ir: RouteIR, backends: tuple[BackendRef, ...], mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]]
+) -> list[RouteIR]:
+    """The Envoy routes of one (rule, match) when its one backend is a Service the mesh routes (meshctl Routes):
+    one per mesh route, matching both (the gateway's path, or the mesh route's when the gateway's matches any path;
+    their headers, query parameters and method together), sending where the mesh route sends with its retries and
+    timeout unless the rule has its own. A mesh route whose path cannot be combined with the rule's (both match
+    paths) is left out; with none left, the rule sends to the Service's endpoints."""
+    live = [b for b in backends if b.weight > 0]
+    if len(live) != 1 or not live[0].is_service or ir.redirect is not None or ir.direct_status is not None:
+        return [ir]
+    backend = live[0]
+    routes = mesh_routes.get(ObjectKey("Service", backend.namespace, backend.name), ())
+    out: list[RouteIR] = []
+    for mesh_route in routes:
+        if mesh_route.tcp or (mesh_route.match.port is not None and mesh_route.match.port != backend.port):
+            continue
+        match = _both(ir.match, mesh_route.match)
+        if match is None:
+            continue
+        out.append(
+            replace(
+                ir,
+                match=match,
+                clusters=mesh_route.clusters,
+                retry_policy=ir.retry_policy or mesh_route.retry_policy,
+                timeout_ms=ir.timeout_ms if ir.timeout_ms is not None else mesh_route.timeout_ms,
+                idle_timeout_ms=mesh_route.idle_timeout_ms,
+                mirrors=(*ir.mirrors, *mesh_route.mirrors),
+                direct_status=mesh_route.direct_status,
+                direct_body=mesh_route.direct_body,
+            )
+        )
+    return out or [ir]
+
+
+def _path_of(m: HttpMatch) -> bool:
+    """Whether the match constrains the path (a prefix of "/" does not)."""
+    return any((m.path_exact, m.path_regex, m.segment_prefix)) or m.prefix not in (None, "/")
+
+
+def _both(gateway: HttpMatch, mesh: HttpMatch) -> HttpMatch | None:
+    """A match of both, or None when Envoy has no single match for it (two paths, two methods)."""
+    if _path_of(gateway) and _path_of(mesh):
+        return None
+    if gateway.method and mesh.method and gateway.method != mesh.method:
+        return None
+    path = mesh if _path_of(mesh) else gateway
+    return HttpMatch(
+        prefix=path.prefix if path.prefix is not None or _path_of(path) else "/",
+        segment_prefix=path.segment_prefix,
+        path_exact=path.path_exact,
+        path_regex=path.path_regex,
+        method=gateway.method or mesh.method,
+        headers=(*gateway.headers, *mesh.headers),
+        query_parameters=(*gateway.query_parameters, *mesh.query_parameters),
+        grpc=gateway.grpc or mesh.grpc,
+    )
 
 
 def _redirect_port(ir: RouteIR, listener_port: int) -> RouteIR:

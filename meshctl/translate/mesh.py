@@ -372,7 +372,7 @@ def translate_mesh(
         status_by_key[key] = _same(_with_warnings(st, model.http_routes[key]), old_statuses.get(key))
     _mark_overridden(status_by_key, routes_by_service, gamma, services, routes_by_service.keys())
     accepted.update(gamma.accepted)
-    gateways = translate_gateways(model, nodes, blocks)
+    gateways = translate_gateways(model, nodes, blocks, routes_by_service)
     for key, st in gateways.statuses.items():
         status_by_key[key] = _same(st, old_statuses.get(key))
     for key, gateway_parents in gateways.route_parents.items():

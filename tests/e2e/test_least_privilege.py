@@ -27,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from meshctl.devtools.envoy_process import free_port
-from meshctl.inject.pki import KeyPair, issue
+from meshctl.inject.pki import KeyPair, issue, new_ca
 from tests.apiserver import ApiServer, kubeconfig_for
 from tests.aws import Moto
 from tests.conftest import eventually
@@ -64,8 +64,9 @@ def _controller_args(manifests: list[dict[str, Any]]) -> list[str]:
 
 def _mesh() -> list[dict[str, Any]]:
     return [
-        *_gateway_routes(),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
+        *_gateway_routes(),
+        *_edge_gateway(),
         service("reviews"),
         *workload("reviews", "v1", 9080),
         virtual_node("frontend", backends=["reviews"]),
@@ -111,6 +112,61 @@ def _gateway_routes() -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def _edge_gateway() -> list[dict[str, Any]]:
+    """An edge gateway: its class and Gateway (get, list, watch; update gatewayclasses|gateways/status), an HTTPS
+    listener's TLS Secret (list, watch secrets, with a type field selector) and a route attached to it."""
+    pair = issue(new_ca(), "shop.example.com", dns_names=("shop.example.com",))
+    return [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "meshctl"},
+            "spec": {"controllerName": "meshctl.dev/gateway"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "shop-tls", "namespace": "demo"},
+            "data": {
+                "tls.crt": base64.b64encode(pair.cert_pem).decode(),
+                "tls.key": base64.b64encode(pair.key_pem).decode(),
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "demo"},
+            "spec": {
+                "gatewayClassName": "meshctl",
+                "listeners": [
+                    {
+                        "name": "https",
+                        "port": 443,
+                        "protocol": "HTTPS",
+                        "tls": {"certificateRefs": [{"name": "shop-tls"}]},
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "edge-reviews", "namespace": "demo"},
+            "spec": {"parentRefs": [{"name": "edge"}], "rules": [{"backendRefs": [{"name": "reviews", "port": 80}]}]},
+        },
+    ]
+
+
+def _gateway_condition(h: Harness, plural: str, name: str, kind: str) -> str | None:
+    api = client.CustomObjectsApi(h.api)
+    if plural == "gatewayclasses":
+        obj = api.get_cluster_custom_object("gateway.networking.k8s.io", "v1", plural, name)
+    else:
+        obj = api.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", "demo", plural, name)
+    return next((c["status"] for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), None)
 
 
 def _aws_world(h: Harness) -> tuple[list[dict[str, Any]], str]:
@@ -279,6 +335,8 @@ async def _first_pass(h: Harness, bound_group: str) -> None:
     await eventually(lambda: _gate(h) == "True", timeout=30, interval=0.2)
     await eventually(lambda: _condition(h, "routes", "broken", "Accepted") == "False", timeout=30, interval=0.2)
     await eventually(lambda: _condition(h, "virtualnodes", "frontend", "Accepted") == "True", timeout=30)
+    await eventually(lambda: _gateway_condition(h, "gateways", "edge", "Programmed") == "True", timeout=30)
+    await eventually(lambda: _gateway_condition(h, "gatewayclasses", "meshctl", "Accepted") == "True", timeout=30)
     events = lambda: h.core().list_namespaced_event("demo").items  # noqa: E731
     await eventually(lambda: any(e.involved_object.name == "broken" for e in events()), timeout=30)
 
@@ -549,7 +607,7 @@ async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(h
         assert check_iam(_policy_without(policy, action), aws_calls).denied, f"not needed: {action}"
     # ... and a grant nothing uses is reported, whether a verb, a resource or a name too many.
     for extra in (
-        Grant("ClusterRole/meshctl", None, "", "secrets", "list"),
+        Grant("ClusterRole/meshctl", None, "", "configmaps", "list"),
         Grant("ClusterRole/meshctl", None, "", "pods", "patch"),
         Grant("Role/meshctl", SYSTEM, "coordination.k8s.io", "leases", "delete", "meshctl-leader"),
     ):
