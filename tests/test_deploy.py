@@ -80,8 +80,14 @@ def test_the_controller_is_highly_available_and_probed() -> None:
 
 
 def test_a_webhook_outage_only_ever_touches_labelled_namespaces() -> None:
+    """...and edge gateway pods (label meshctl.dev/gateway), which the second webhook alone is sent."""
     (config,) = [d for d in kustomize("base") if d["kind"] == "MutatingWebhookConfiguration"]
-    (webhook,) = config["webhooks"]
+    webhook, gateways = config["webhooks"]
+    assert {"key": "meshctl.dev/gateway", "operator": "DoesNotExist"} in webhook["objectSelector"]["matchExpressions"]
+    assert gateways["objectSelector"] == {"matchExpressions": [{"key": "meshctl.dev/gateway", "operator": "Exists"}]}
+    (system,) = gateways["namespaceSelector"]["matchExpressions"]
+    assert {"kube-system", "meshctl-system"} <= set(system["values"]) and system["operator"] == "NotIn"
+    assert gateways["rules"] == webhook["rules"] and gateways["clientConfig"] == webhook["clientConfig"]
     assert webhook["timeoutSeconds"] <= 10 and webhook["sideEffects"] == "None"
     assert webhook["admissionReviewVersions"] == ["v1"]
     expressions = {e["key"]: e for e in webhook["namespaceSelector"]["matchExpressions"]}

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 import yaml
 
+from meshctl.kube.gateway_manifests import GatewayInstall, render_gateway
 from meshctl.kube.install_manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, InstallError, InstallOptions, render
 
 __all__ = ["add_commands"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.gateway is not None:
+        return _gateway(args)
     options = InstallOptions(
         namespace=args.namespace,
         replicas=args.replicas,
@@ -27,13 +32,34 @@ def _run(args: argparse.Namespace) -> int:
     except InstallError as exc:
         print(f"meshctl install: {exc}", file=sys.stderr)
         return 2
-    if args.output == "json":
-        import json
+    _print(docs, args.output)
+    return 0
 
+
+def _gateway(args: argparse.Namespace) -> int:
+    """``--gateway NAMESPACE/NAME``: the edge gateway's Deployment, Service (an NLB), PDB and ServiceAccount."""
+    namespace, _, name = args.gateway.partition("/")
+    options = GatewayInstall(
+        namespace=namespace,
+        name=name,
+        ports=tuple(args.gateway_port or (80, 443)),
+        replicas=args.gateway_replicas,
+        internal=args.gateway_internal,
+    )
+    try:
+        docs = render_gateway(options)
+    except ValueError as exc:
+        print(f"meshctl install: {exc}", file=sys.stderr)
+        return 2
+    _print(docs, args.output)
+    return 0
+
+
+def _print(docs: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2))
     else:
         print(yaml.safe_dump_all(docs, sort_keys=False), end="")
-    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,5 +85,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         help="also the upstream Gateway API CRDs (HTTPRoute, GRPCRoute, ReferenceGrant; v1.6.1 standard channel): "
         "for clusters without them; apply with kubectl apply --server-side",
     )
+    cmd.add_argument(
+        "--gateway",
+        metavar="NAMESPACE/NAME",
+        help="instead: an edge gateway's Envoys for that Gateway (its class's controllerName meshctl.dev/gateway): "
+        "Deployment, PodDisruptionBudget, ServiceAccount and a LoadBalancer Service (an NLB with IP targets)",
+    )
+    cmd.add_argument(
+        "--gateway-port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="with --gateway: a listener port the NLB forwards (repeatable; default 80 and 443)",
+    )
+    cmd.add_argument("--gateway-replicas", type=int, default=2, help="with --gateway: Envoy replicas (default 2)")
+    cmd.add_argument("--gateway-internal", action="store_true", help="with --gateway: an internal NLB")
     cmd.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     cmd.set_defaults(run=_run)

@@ -12,6 +12,10 @@ with ``restartPolicy: Always``, Kubernetes >= 1.29) or else as the first contain
 its arguments: node id ``<namespace>/<virtual node>/<pod>`` from the downward API, the VirtualNode, the xDS
 address and the CA that signed the control plane's certificate.
 
+A pod labelled ``meshctl.dev/gateway: <Gateway name>`` (what ``meshctl install --gateway`` deploys) is an edge
+gateway's proxy: its one container, ``meshctl-proxy``, gets the gateway Envoy's bootstrap (that Gateway of the pod's
+namespace, the xDS address, CA and token); no capture, no VirtualNode.
+
 A pod annotated ``meshctl.dev/proxyless: grpc`` gets neither: its gRPC library is the xDS client (issue 34), and
 each container gets the bootstrap in ``GRPC_XDS_BOOTSTRAP_CONFIG`` (and the xDS CA as a file, with TLS).
 """
@@ -19,6 +23,7 @@ each container gets the bootstrap in ``GRPC_XDS_BOOTSTRAP_CONFIG`` (and the xDS 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +40,7 @@ __all__ = [
     "ANNOTATION_VIRTUAL_NODE",
     "ANNOTATION_XDS_CA",
     "CAPTURE_CONTAINER",
+    "GATEWAY_LABEL",
     "GRPC_CA_FILE",
     "INJECT_KEY",
     "PROXY_CONTAINER",
@@ -52,6 +58,7 @@ ANNOTATION_IGNORED_PORTS = "meshctl.dev/egress-ignored-ports"  # added to the co
 ANNOTATION_IGNORED_CIDRS = "meshctl.dev/egress-ignored-cidrs"  # added to the configured ones
 ANNOTATION_PROXYLESS = "meshctl.dev/proxyless"  # "grpc": no Envoy; the app's gRPC library streams xDS itself
 ANNOTATION_XDS_CA = "meshctl.dev/xds-ca"  # set by proxyless injection: the xDS CA (public), mounted as a file
+GATEWAY_LABEL = "meshctl.dev/gateway"  # an edge gateway's pod: the name of its Gateway (in the pod's namespace)
 GRPC_CA_DIR = "/etc/meshctl/grpc"
 GRPC_CA_FILE = GRPC_CA_DIR + "/ca.pem"
 _GRPC_VOLUME = "meshctl-grpc-xds"
@@ -114,6 +121,11 @@ def inject(
     labels: Mapping[str, str] = meta.get("labels") or {}
     if "disabled" in (annotations.get(INJECT_KEY), labels.get(INJECT_KEY)):
         return _skip()
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    if (gateway := labels.get(GATEWAY_LABEL)) is not None:  # (its meshctl-proxy container is there to be filled)
+        if ANNOTATION_INJECTED in annotations:
+            return _skip()
+        return _inject_gateway(spec, annotations, namespace, gateway, str(account), config)
     if ANNOTATION_INJECTED in annotations or any(
         c.get("name") in (PROXY_CONTAINER, CAPTURE_CONTAINER)
         for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
@@ -124,7 +136,6 @@ def inject(
     chosen = _virtual_node(annotations, labels, list(virtual_nodes))
     if isinstance(chosen, str):
         return _skip(chosen)
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     if (proxyless := annotations.get(ANNOTATION_PROXYLESS)) is not None:
         if proxyless != "grpc":
             return _skip(f"meshctl: not injected: {ANNOTATION_PROXYLESS} must be 'grpc', got {proxyless!r}")
@@ -168,6 +179,72 @@ def inject(
     if not config.native_sidecars:
         patch.append({"op": "add", "path": "/spec/containers/0", "value": proxy})
     return Injection(patch, virtual_node=chosen.name)
+
+
+def _inject_gateway(
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    namespace: str,
+    gateway: str,
+    account: str,
+    config: InjectConfig,
+) -> Injection:
+    """An edge gateway's pod: its ``meshctl-proxy`` container (there must be one) runs Envoy with the gateway's
+    bootstrap, as the pod's uid, with the xDS token when the control plane checks tokens. Its Gateway listeners'
+    ports below 1024 are bound 10,000 higher, so it needs no privilege."""
+    containers = list(spec.get("containers") or [])
+    at = next((i for i, c in enumerate(containers) if c.get("name") == PROXY_CONTAINER), None)
+    if at is None:
+        return _skip(f"meshctl: not injected: a {GATEWAY_LABEL} pod needs a container named {PROXY_CONTAINER}")
+    if not _DNS_LABEL_RE.fullmatch(gateway):
+        return _skip(f"meshctl: not injected: {GATEWAY_LABEL} {gateway!r} is not a Gateway name")
+    token = config.xds_token and config.ca_pem is not None
+    bootstrap = render_bootstrap(
+        BootstrapOptions(
+            node_id=f"{namespace}/{gateway}",  # replaced by --service-node: the pod's name is known at run time
+            gateway=f"{namespace}/{gateway}",
+            xds_address=config.xds_address,
+            xds_port=config.xds_port,
+            stats_port=STATS_PORT,
+            xds_ca_pem=config.ca_pem,
+            xds_server_name=config.xds_server_name,
+            service_account=account,
+            xds_token_file=XDS_TOKEN_FILE if token else None,
+        )
+    )
+    proxy = dict(containers[at])
+    proxy["args"] = [
+        "--config-yaml",
+        json.dumps(bootstrap, separators=(",", ":")),
+        "--service-node",
+        f"$(POD_NAMESPACE)/{gateway}/$(POD_NAME)",
+        "--log-level",
+        "info",
+        "--disable-hot-restart",
+        *DRAIN_ARGS,
+    ]
+    proxy["env"] = [
+        *(proxy.get("env") or []),
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    patch: list[dict[str, Any]] = []
+    if token:
+        mount = {"name": "meshctl-xds-token", "mountPath": XDS_TOKEN_DIR, "readOnly": True}
+        proxy["volumeMounts"] = [*(proxy.get("volumeMounts") or []), mount]
+        patch.append(
+            {"op": "add", "path": "/spec/volumes/-", "value": _TOKEN_VOLUME}
+            if spec.get("volumes")
+            else {"op": "add", "path": "/spec/volumes", "value": [_TOKEN_VOLUME]}
+        )
+    if not annotations:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": gateway})
+    patch.append({"op": "replace", "path": f"/spec/containers/{at}", "value": proxy})
+    return Injection(patch, virtual_node=None)
+
+
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _inject_proxyless(

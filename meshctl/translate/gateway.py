@@ -74,9 +74,9 @@ _SERVED_PROTOCOLS = ("HTTP", "HTTPS")
 _ROUTE_KINDS = ((GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute"))
 
 
-# The label on an edge gateway's pods naming their Gateway (what Envoy Gateway and Istio put on theirs): a pod-bound
-# xDS token may stream as that Gateway only.
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+# The label on an edge gateway's pods naming their Gateway (``meshctl install --gateway`` sets it; injection gives
+# such pods the gateway's Envoy): a pod-bound xDS token may stream as that Gateway only.
+GATEWAY_NAME_LABEL = "meshctl.dev/gateway"
 
 
 def bound_port(port: int) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime
 import json
 import ssl
 import time
@@ -33,20 +32,13 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from meshctl.controlplane.plane import ControlPlane
 from meshctl.devtools.echo_app import Echo, start_echo
 from meshctl.devtools.envoy_process import EnvoyProcess, free_port
-from meshctl.inject.pki import KeyPair, issue, new_ca
 from meshctl.translate.gateway import bound_port
-from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
-from meshctl.xds.server.tls import XdsTls
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_gamma_conformance import _docs, _joined, _mismatch, _selected
+from tests.gateways import GatewayXds, self_signed
 from tests.manifests import write
 
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "gateway-api"
@@ -54,7 +46,6 @@ INFRA = "gateway-conformance-infra"
 CLASS = "meshctl"
 CONTROLLER = "meshctl.dev/gateway"
 CERT_SECRET = "tls-validity-checks-certificate"
-XDS_NAME = "meshctl.meshctl-system.svc"
 _NO_BACKENDS = ("tls-backend", "tls-backend-2", "coredns", "tcp-backend")  # (TLS/TCP/UDP routes: not replayed)
 
 # Tests meshctl does not run here, and why (the docs' conformance table says the same).
@@ -72,33 +63,13 @@ GATEWAY_TESTS = _gateway_tests() if CONFORMANCE.exists() else []
 def _certificate() -> tuple[bytes, bytes]:
     """What the suite makes for tls-validity-checks-certificate: a self-signed pair for *, *.org, *.wildcard.org
     (and example.org, which the HTTPS cases ask for by SNI)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway-conformance")])
-    now = datetime.datetime.now(datetime.UTC)
-    names = ["*", "*.org", "*.wildcard.org", "example.org"]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return self_signed(["*", "*.org", "*.wildcard.org", "example.org"])
 
 
 class Harness:
-    def __init__(self, mesh: Mesh, cert_pem: bytes, xds_ca: KeyPair, directory: Path) -> None:
+    def __init__(self, mesh: Mesh, cert_pem: bytes, xds: GatewayXds) -> None:
         self.mesh = mesh
-        self.xds_ca = xds_ca
-        self.dir = directory
+        self.xds = xds
         self.cert_pem = cert_pem
         self.gateways: dict[str, tuple[EnvoyProcess, str]] = {}  # "ns/name" -> (its Envoy, its address)
         self.echoes: dict[str, Echo] = {}  # by pod name
@@ -106,29 +77,10 @@ class Harness:
         self.servers: list[grpc.aio.Server] = []
 
     async def gateway(self, ref: str) -> str:
-        """The address of the Gateway's Envoy, started on first use. It streams over mutual TLS with a client
-        certificate naming its Gateway (spiffe://.../ns/<ns>/gw/<name>): only such a proxy is sent the Gateway's
-        certificate keys."""
+        """The address of the Gateway's Envoy, started on first use (over mutual-TLS xDS: tests/gateways.py)."""
         if ref not in self.gateways:
             address = f"127.0.0.{10 + len(self.gateways)}"
-            ns, name = ref.split("/")
-            client = issue(self.xds_ca, name[:60], uris=(f"spiffe://cluster.local/ns/{ns}/gw/{name}",), client=True)
-            cert, key = self.dir / f"{ns}-{name}.crt", self.dir / f"{ns}-{name}.key"
-            cert.write_bytes(client.cert_pem)
-            key.write_bytes(client.key_pem)
-            options = BootstrapOptions(
-                node_id=f"{ref}/gw-0",
-                gateway=ref,
-                xds_port=self.mesh.plane.xds_port,
-                admin_port=0,
-                stats_port=None,
-                bind_address=address,
-                xds_ca_pem=self.xds_ca.cert_pem.decode(),
-                xds_server_name=XDS_NAME,
-                xds_client_cert=str(cert),
-                xds_client_key=str(key),
-            )
-            envoy = EnvoyProcess(render_bootstrap(options), name=f"gateway-{ns}-{name}")
+            envoy = self.xds.envoy(self.mesh.plane.xds_port, ref, address)
             await envoy.start()
             self.gateways[ref] = (envoy, address)
             await eventually(lambda: envoy.ready(), timeout=30)
@@ -244,17 +196,11 @@ def _with_class(doc: dict[str, Any]) -> dict[str, Any]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def harness(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("gateway")
-    keys = tmp_path_factory.mktemp("gateway-keys")
     mesh = Mesh(directory)
-    xds_ca = new_ca()
-    serving = issue(xds_ca, XDS_NAME, dns_names=(XDS_NAME,))
-    (keys / "xds.crt").write_bytes(serving.cert_pem)
-    (keys / "xds.key").write_bytes(serving.key_pem)
-    (keys / "client-ca.crt").write_bytes(xds_ca.cert_pem)
-    xds_tls = XdsTls(keys / "xds.crt", keys / "xds.key", keys / "client-ca.crt")
-    mesh.plane = ControlPlane.from_manifests(directory, traffic_interval=0.5, xds_tls=xds_tls)
+    xds = GatewayXds(tmp_path_factory.mktemp("gateway-keys"))
+    mesh.plane = xds.plane(directory, traffic_interval=0.5)
     cert_pem, key_pem = _certificate()
-    h = Harness(mesh, cert_pem, xds_ca, keys)
+    h = Harness(mesh, cert_pem, xds)
     h.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     try:
         write(directory / "base.yaml", *await _setup(h, key_pem))
