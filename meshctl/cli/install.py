@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from meshctl.kube.gateway_manifests import GatewayInstall, render_gateway
+from meshctl.inject.gateway_manifests import GatewayInstall, render_gateway
 from meshctl.kube.install_manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, InstallError, InstallOptions, render
 
 __all__ = ["add_commands"]
