@@ -27,6 +27,10 @@ BENCHMARKS = {
     "cloudmap": ("15. Cloud Map discovery of 1,000 services: calls per second, registrations seen", "bench.cloudmap"),
     "webview": ("16. The web view of 1,000 services in headless chromium: drawn, loop stalls", "bench.webview"),
     "traffic": ("17. Traffic figures of 1,000 proxies collected by the control plane", "bench.traffic"),
+    "edge": (
+        "18. An edge gateway serving 10,000 routes: translation, memory, a route change's propagation",
+        "bench.edge",
+    ),
 }
 
 

@@ -88,3 +88,15 @@ def tls_secret(namespace: str, name: str, cert_pem: bytes, key_pem: bytes) -> di
         "metadata": {"name": name, "namespace": namespace},
         "stringData": {"tls.crt": cert_pem.decode(), "tls.key": key_pem.decode()},
     }
+
+
+def gateway_service(namespace: str, gateway: str, address: str, ports: tuple[int, ...] = (80,)) -> dict[str, object]:
+    """The Service ``meshctl install --gateway`` makes for a Gateway, with the address its load balancer got (here a
+    loopback address of the gateway's Envoy): what the Gateway's ``status.addresses`` report."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{gateway}-gateway", "namespace": namespace, "labels": {"meshctl.dev/gateway": gateway}},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": f"port-{p}", "port": p} for p in ports]},
+        "status": {"loadBalancer": {"ingress": [{"ip": address}]}},
+    }

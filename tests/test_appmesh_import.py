@@ -62,7 +62,12 @@ def test_imported_output_is_valid_meshctl(case: Path, form: str, tmp_path: Path)
     (tmp_path / "out.yaml").write_text(objects)
     mesh = translate_mesh(load_manifests(tmp_path))
     assert mesh.load_errors == ()
-    unhealthy = [f"{s.key}: {s.summary()}" for s in mesh.statuses if not s.healthy]
+    # (a Gateway gets its address from its deployment, meshctl install --gateway: none yet is the one problem allowed)
+    unhealthy = [
+        f"{s.key}: {s.summary()}"
+        for s in mesh.statuses
+        if not s.healthy and any(c.reason != "AddressNotAssigned" for c in s.problems)
+    ]
     assert not unhealthy, unhealthy
     schemas, upstream = crd_schemas(), gateway_api_schemas()
     for doc in yaml.safe_load_all(objects):

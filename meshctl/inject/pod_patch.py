@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshctl.inject.capture import CaptureConfig, CaptureError, capture_arguments, parse_ports, split_list
+from meshctl.model.gateway import GATEWAY_NAME_LABEL
 from meshctl.xds.bootstrap import DRAIN_ARGS, BootstrapOptions, render_bootstrap, render_grpc_bootstrap
 
 __all__ = [
@@ -58,7 +59,7 @@ ANNOTATION_IGNORED_PORTS = "meshctl.dev/egress-ignored-ports"  # added to the co
 ANNOTATION_IGNORED_CIDRS = "meshctl.dev/egress-ignored-cidrs"  # added to the configured ones
 ANNOTATION_PROXYLESS = "meshctl.dev/proxyless"  # "grpc": no Envoy; the app's gRPC library streams xDS itself
 ANNOTATION_XDS_CA = "meshctl.dev/xds-ca"  # set by proxyless injection: the xDS CA (public), mounted as a file
-GATEWAY_LABEL = "meshctl.dev/gateway"  # an edge gateway's pod: the name of its Gateway (in the pod's namespace)
+GATEWAY_LABEL = GATEWAY_NAME_LABEL  # an edge gateway's pod: the name of its Gateway (in the pod's namespace)
 GRPC_CA_DIR = "/etc/meshctl/grpc"
 GRPC_CA_FILE = GRPC_CA_DIR + "/ca.pem"
 _GRPC_VOLUME = "meshctl-grpc-xds"

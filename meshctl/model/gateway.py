@@ -18,6 +18,7 @@ from meshctl.model.meta import FieldError, Meta, ObjectKey
 __all__ = [
     "GATEWAY_CONTROLLER",
     "GATEWAY_GROUP",
+    "GATEWAY_NAME_LABEL",
     "GATEWAY_VERSION",
     "AllowedRoutes",
     "BackendRef",
@@ -41,6 +42,10 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = f"{GATEWAY_GROUP}/v1"
 # GatewayClass ``spec.controllerName`` of the classes whose Gateways meshctl serves with its own Envoys.
 GATEWAY_CONTROLLER = "meshctl.dev/gateway"
+# The label naming the Gateway (of its namespace) an object serves: on a gateway's pods (injection gives them the
+# gateway Envoy; a pod-bound xDS token may stream as that Gateway only) and on its Service (whose load balancer's
+# address is the Gateway's). ``meshctl install --gateway`` sets it.
+GATEWAY_NAME_LABEL = "meshctl.dev/gateway"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -95,6 +95,9 @@ class Service:
     ports: tuple[ServicePort, ...] = ()
     selector: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)  # spec.selector
     exposure: Exposure | None = None  # only for Services the ingress reconciler may act on
+    # status.loadBalancer.ingress (hostname or ip), read for an edge gateway's Service (GATEWAY_NAME_LABEL) only:
+    # its Gateway's addresses.
+    load_balancer: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,7 +28,7 @@ from meshctl.model import (
     VirtualNode,
 )
 from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
-from meshctl.model.gateway import GATEWAY_GROUP, Gateway, GatewayClass, HTTPRoute, ReferenceGrant
+from meshctl.model.gateway import GATEWAY_GROUP, GATEWAY_NAME_LABEL, Gateway, GatewayClass, HTTPRoute, ReferenceGrant
 from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
 from meshctl.model.meta import EMPTY_LABELS
 from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
@@ -326,11 +326,23 @@ def _service(meta: Meta, doc: dict[str, Any]) -> Service:
     selector = _obj(spec.get("selector"), "spec.selector")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
         raise _Bad("spec.selector", "must map label names to values")
+    load_balancer: tuple[str, ...] = ()
+    if GATEWAY_NAME_LABEL in meta.labels:  # an edge gateway's Service: where its load balancer answers
+        status: dict[str, Any] = doc["status"] if isinstance(doc.get("status"), dict) else {}
+        balancer: dict[str, Any] = status["loadBalancer"] if isinstance(status.get("loadBalancer"), dict) else {}
+        ingress: list[Any] = balancer["ingress"] if isinstance(balancer.get("ingress"), list) else []
+        # (a status the API server writes: what cannot be read is no address, never a rejected Service)
+        load_balancer = tuple(
+            value
+            for entry in ingress
+            if isinstance(entry, dict) and isinstance(value := entry.get("hostname") or entry.get("ip"), str) and value
+        )
     return Service(
         meta=meta,
         ports=_ports(spec.get("ports"), "spec.ports"),
         selector=shared_labels(selector) if selector else EMPTY_LABELS,
         exposure=parse_exposure(doc),
+        load_balancer=load_balancer,
     )
 
 

@@ -17,6 +17,7 @@ without privileges, and its Service maps the Gateway port to that one.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ from meshctl.model import HttpMatch, Model, ObjectKey, Secret, VirtualNodeSpec
 from meshctl.model.gateway import (
     GATEWAY_CONTROLLER,
     GATEWAY_GROUP,
+    GATEWAY_NAME_LABEL,
     BackendRef,
     Gateway,
     GatewayListener,
@@ -72,11 +74,6 @@ __all__ = [
 
 _SERVED_PROTOCOLS = ("HTTP", "HTTPS")
 _ROUTE_KINDS = ((GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute"))
-
-
-# The label on an edge gateway's pods naming their Gateway (``meshctl install --gateway`` sets it; injection gives
-# such pods the gateway's Envoy): a pod-bound xDS token may stream as that Gateway only.
-GATEWAY_NAME_LABEL = "meshctl.dev/gateway"
 
 
 def bound_port(port: int) -> int:
@@ -194,8 +191,9 @@ def translate_gateways(
             for p, gk in ours
         )
     proxies: dict[ObjectKey, GatewayProxyIR] = {}
+    balancers = _balancers(model)
     for key, gateway in gateways.items():
-        proxy, status = _gateway(key, gateway, listeners[key], placed, model)
+        proxy, status = _gateway(key, gateway, listeners[key], placed, balancers)
         statuses[key] = status
         if proxy is not None:
             proxies[key] = proxy
@@ -496,7 +494,7 @@ def _gateway(
     gateway: Gateway,
     listeners: list[_Listener],
     placed: Mapping[tuple[ObjectKey, int], Mapping[str, list[tuple[tuple[object, ...], RouteIR]]]],
-    model: Model,
+    balancers: Mapping[tuple[str, str], list[str]],
 ) -> tuple[GatewayProxyIR | None, ObjectStatus]:
     origin = gateway.meta.origin
     listener_statuses = []
@@ -556,17 +554,25 @@ def _gateway(
                     for li in on_port
                 )
             ports.append(GatewayPortIR(port=port, https=https, virtual_hosts=hosts, certificates=certificates))
-    programmed = _cond(
-        "Programmed", accepted.status is ConditionStatus.TRUE, "Programmed", "served by meshctl's gateway proxies"
-    )
+    addresses = _addresses(gateway, balancers)
     if accepted.status is not ConditionStatus.TRUE:
         programmed = _cond("Programmed", False, "Invalid", "not served: see Accepted")
+    elif not addresses:
+        programmed = _cond(
+            "Programmed",
+            False,
+            "AddressNotAssigned",
+            f"served by meshctl's gateway proxies, but no address yet: no spec.addresses, and no Service labelled "
+            f"{GATEWAY_NAME_LABEL}={gateway.meta.name} (meshctl install --gateway) has a load balancer address",
+        )
+    else:
+        programmed = _cond("Programmed", True, "Programmed", "served by meshctl's gateway proxies")
     status = ObjectStatus(
         key=key,
         observed_generation=gateway.meta.generation,
         origin=origin,
         conditions=(accepted, programmed),
-        gateway=GatewayStatusDetail(listeners=tuple(listener_statuses), addresses=gateway.addresses),
+        gateway=GatewayStatusDetail(listeners=tuple(listener_statuses), addresses=addresses),
     )
     if accepted.status is not ConditionStatus.TRUE:
         return None, status
@@ -574,6 +580,33 @@ def _gateway(
         gateway=key, ports=tuple(ports), clusters=tuple(sorted(used)), secrets=tuple(sorted(secrets))
     )
     return proxy, status
+
+
+def _balancers(model: Model) -> dict[tuple[str, str], list[str]]:
+    """(namespace, Gateway name) -> the load balancer addresses of the Services labelled as that Gateway's
+    (``meshctl install --gateway``'s NLB), in Service name order."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for key in sorted(k for k, s in model.services.items() if s.load_balancer):
+        service = model.services[key]
+        if (name := service.meta.labels.get(GATEWAY_NAME_LABEL)) is not None:
+            out.setdefault((key.namespace, name), []).extend(service.load_balancer)
+    return out
+
+
+def _addresses(gateway: Gateway, balancers: Mapping[tuple[str, str], list[str]]) -> tuple[tuple[str, str], ...]:
+    """Where the Gateway answers: its ``spec.addresses``, then its Services' load balancers, as (type, value)."""
+    found = list(gateway.addresses)
+    for a in balancers.get((gateway.meta.namespace, gateway.meta.name), ()):
+        found.append(("IPAddress" if _is_ip(a) else "Hostname", a))
+    return tuple(dict.fromkeys(found))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _host_order(hostname: str) -> tuple[int, int, str]:

@@ -20,7 +20,7 @@ from cryptography import x509
 
 from meshctl.devtools.echo_app import Echo, start_echo
 from tests.conftest import Mesh, eventually
-from tests.gateways import GatewayXds, self_signed, tls_secret
+from tests.gateways import GatewayXds, gateway_service, self_signed, tls_secret
 from tests.manifests import write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +95,7 @@ async def test_app_mesh_gateway_samples_behave_as_app_mesh_did(edge, tmp_path: P
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}},
         *_pod_and_slice("edge", "red", {"app": "color", "version": "red"}, "127.0.0.21", 8080),
         *_pod_and_slice("edge", "blue", {"app": "color", "version": "blue"}, "127.0.0.22", 8080),
+        gateway_service("edge", "ingress-gw", "127.0.0.30", (8088,)),
     )
     await mesh.start()
     envoy = xds.envoy(mesh.plane.xds_port, "edge/ingress-gw", "127.0.0.30")
@@ -132,7 +133,8 @@ async def test_app_mesh_gateway_samples_behave_as_app_mesh_did(edge, tmp_path: P
                 assert r.status == 404, (path, headers, method)
     status = {(o["kind"], o["name"]): o for o in (await mesh.admin("/api/v1/status"))["objects"]}
     gateway = status[("Gateway", "ingress-gw")]
-    assert gateway["healthy"], gateway
+    assert gateway["healthy"], gateway  # Programmed, with the address of its Service's load balancer
+    assert gateway["addresses"] == [{"type": "IPAddress", "value": "127.0.0.30"}]
     assert [li["attachedRoutes"] for li in gateway["listeners"]] == [5]
 
 
@@ -279,7 +281,7 @@ async def test_a_bad_gateway_or_listener_costs_only_itself(edge, tmp_path: Path)
         "metadata": {"name": "broken", "namespace": "shop"},
         "spec": {"gatewayClassName": "meshctl", "listeners": [{"name": "x", "port": "eighty", "protocol": "HTTP"}]},
     }
-    write(mesh.dir / "edge.yaml", *good, broken)
+    write(mesh.dir / "edge.yaml", *good, broken)  # (no Service: Programmed says no address yet)
     await mesh.start()
     envoy = xds.envoy(mesh.plane.xds_port, "shop/edge", "127.0.0.32")
     started.append(envoy)
@@ -295,6 +297,9 @@ async def test_a_bad_gateway_or_listener_costs_only_itself(edge, tmp_path: Path)
     assert listeners["tls"]["ResolvedRefs"]["reason"] == "InvalidCertificateRef"
     assert "Secret shop/missing not found" in listeners["tls"]["ResolvedRefs"]["message"]
     assert listeners["udp"]["Accepted"]["reason"] == "UnsupportedProtocol"
+    edge_status = {c["type"]: c for c in status[("Gateway", "edge")]["conditions"]}
+    assert edge_status["Accepted"]["status"] == "True"
+    assert edge_status["Programmed"]["reason"] == "AddressNotAssigned"
     broken_status = {c["type"]: c for c in status[("Gateway", "broken")]["conditions"]}
     assert broken_status["Accepted"]["status"] == "False"
     assert "spec.listeners[0].port" in broken_status["Accepted"]["message"]

@@ -38,7 +38,7 @@ from meshctl.devtools.envoy_process import EnvoyProcess, free_port
 from meshctl.translate.gateway import bound_port
 from tests.conftest import Mesh, eventually
 from tests.e2e.test_gamma_conformance import _docs, _joined, _mismatch, _selected
-from tests.gateways import GatewayXds, self_signed
+from tests.gateways import GatewayXds, gateway_service, self_signed
 from tests.manifests import write
 
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "gateway-api"
@@ -72,19 +72,37 @@ class Harness:
         self.xds = xds
         self.cert_pem = cert_pem
         self.gateways: dict[str, tuple[EnvoyProcess, str]] = {}  # "ns/name" -> (its Envoy, its address)
+        self.addresses: dict[str, str] = {}  # "ns/name" -> the loopback address its Service's load balancer got
         self.echoes: dict[str, Echo] = {}  # by pod name
         self.session: aiohttp.ClientSession | None = None
         self.servers: list[grpc.aio.Server] = []
 
+    def service(self, gateway: dict[str, Any]) -> dict[str, Any]:
+        """The Gateway's Service, as ``meshctl install --gateway`` makes it, its load balancer on an address of its
+        own (the Gateway's ``status.addresses`` come from it)."""
+        ns, name = gateway["metadata"].get("namespace", "default"), gateway["metadata"]["name"]
+        address = self.addresses.setdefault(f"{ns}/{name}", f"127.0.0.{10 + len(self.addresses)}")
+        ports = tuple(sorted({li["port"] for li in gateway["spec"]["listeners"]}))
+        return gateway_service(ns, name, address, ports)
+
     async def gateway(self, ref: str) -> str:
-        """The address of the Gateway's Envoy, started on first use (over mutual-TLS xDS: tests/gateways.py)."""
+        """The Gateway's address as its status says (what upstream sends to), its Envoy started there on first use
+        (over mutual-TLS xDS: tests/gateways.py)."""
         if ref not in self.gateways:
-            address = f"127.0.0.{10 + len(self.gateways)}"
+            ns, name = ref.split("/")
+            await eventually(lambda: self._address(ns, name), timeout=30)
+            found = await self._address(ns, name)
+            assert found is not None
+            address = found["value"]
             envoy = self.xds.envoy(self.mesh.plane.xds_port, ref, address)
             await envoy.start()
             self.gateways[ref] = (envoy, address)
             await eventually(lambda: envoy.ready(), timeout=30)
         return self.gateways[ref][1]
+
+    async def _address(self, ns: str, name: str) -> dict[str, str] | None:
+        gateway = (await self.status()).get(("Gateway", ns, name)) or {}
+        return next((a for a in gateway.get("addresses", []) if a.get("type")), None)
 
     async def status(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         assert self.session is not None
@@ -138,7 +156,7 @@ async def _setup(h: Harness, key_pem: bytes) -> list[dict[str, Any]]:
         if d["kind"] in ("Namespace", "Service"):
             out.append(d)
         elif d["kind"] == "Gateway":
-            out.append(_with_class(d))
+            out.extend((_with_class(d), h.service(d)))
     services = [d for d in docs if d["kind"] == "Service"]
     for dep in (d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] not in _NO_BACKENDS):
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
@@ -419,6 +437,8 @@ def _status_problem(check: dict[str, Any], objects: dict[tuple[str, str, str], d
         gateway = get("Gateway", check["gateway"])
         if gateway is None:
             return f"no status for Gateway {check['gateway']}"
+        if not any(a.get("type") for a in gateway.get("addresses", [])):
+            return f"Gateway {check['gateway']} has no address"
         for li in gateway.get("listeners", []):
             for t in ("ResolvedRefs", "Accepted", "Programmed"):
                 if not _has(li["conditions"], {"type": t, "status": "True"}):
@@ -539,6 +559,7 @@ async def test_gateway_conformance(harness: Harness, name: str) -> None:
     spec = json.loads((CONFORMANCE / "tests" / f"{name}.json").read_text())
     manifest = harness.mesh.dir / "test.yaml"
     docs = [_with_class(d) for d in _docs(CONFORMANCE / spec["manifest"])] if spec.get("manifest") else []
+    docs += [harness.service(d) for d in docs if d["kind"] == "Gateway"]
     if docs:
         write(manifest, *docs)
     gateways = _gateway_docs(spec)

@@ -335,7 +335,7 @@ async def _first_pass(h: Harness, bound_group: str) -> None:
     await eventually(lambda: _gate(h) == "True", timeout=30, interval=0.2)
     await eventually(lambda: _condition(h, "routes", "broken", "Accepted") == "False", timeout=30, interval=0.2)
     await eventually(lambda: _condition(h, "virtualnodes", "frontend", "Accepted") == "True", timeout=30)
-    await eventually(lambda: _gateway_condition(h, "gateways", "edge", "Programmed") == "True", timeout=30)
+    await eventually(lambda: _gateway_condition(h, "gateways", "edge", "Accepted") == "True", timeout=30)
     await eventually(lambda: _gateway_condition(h, "gatewayclasses", "meshctl", "Accepted") == "True", timeout=30)
     events = lambda: h.core().list_namespaced_event("demo").items  # noqa: E731
     await eventually(lambda: any(e.involved_object.name == "broken" for e in events()), timeout=30)
