@@ -53,7 +53,18 @@ from meshctl.model import (
     VirtualNode,
 )
 from meshctl.model.authz import AuthorizationPolicy, AuthzAction, AuthzPolicySpec, AuthzRule, AuthzSource, AuthzTarget
-from meshctl.model.gateway import BackendRef, GatewayRouteSpec, GatewayRule, HTTPRoute, ParentRef
+from meshctl.model.gateway import (
+    GATEWAY_CONTROLLER,
+    GATEWAY_GROUP,
+    BackendRef,
+    Gateway,
+    GatewayClass,
+    GatewayListener,
+    GatewayRouteSpec,
+    GatewayRule,
+    HTTPRoute,
+    ParentRef,
+)
 from meshctl.translate.ir import SidecarParams
 from meshctl.xds.cache import Snapshot
 from meshctl.xds.envoy.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
@@ -99,7 +110,8 @@ def _edit(model: Model, draw) -> Model:
     if kind == "httproute":  # a Gateway API route on svc-i, to Service ports (their EndpointSlices), or gone
         http_routes = dict(model.http_routes)
         grpc = draw(st.booleans())
-        hkey = ObjectKey("GRPCRoute" if grpc else "HTTPRoute", NS, f"h-{i}")
+        edge = not grpc and draw(st.booleans())  # a route of the edge gateway (and maybe of the mesh too)
+        hkey = ObjectKey("GRPCRoute" if grpc else "HTTPRoute", NS, f"e-{i}" if edge else f"h-{i}")
         existing = http_routes.get(hkey)
         action = draw(st.sampled_from(["new", "weights", "gone", "invalid"]))
         if action == "gone":
@@ -111,7 +123,7 @@ def _edit(model: Model, draw) -> Model:
             parents = existing.spec.parents if existing.spec is not None else existing.parents_if_invalid
             http_routes[hkey] = replace(existing, spec=None, errors=errors, parents_if_invalid=parents)
         else:
-            http_routes[hkey] = _http_route(i, draw, grpc=grpc)
+            http_routes[hkey] = _edge_route(i, draw) if edge else _http_route(i, draw, grpc=grpc)
         return _with(
             model,
             draw,
@@ -212,6 +224,43 @@ def _http_route(i: int, draw, *, grpc: bool = False) -> HTTPRoute:
     spec = GatewayRouteSpec(parents=(parent,), rules=(rule,), grpc=grpc)
     kind = "GRPCRoute" if grpc else "HTTPRoute"
     return HTTPRoute(meta=meshgen.Meta(namespace=NS, name=f"h-{i}"), spec=spec, kind=kind)
+
+
+EDGE = SidecarParams(virtual_node=None, gateway=ObjectKey("Gateway", NS, "edge"), bind_address="127.0.0.1")
+
+
+def _with_edge_gateway(model: Model) -> Model:
+    """An edge gateway (its class ours) with an HTTP and an HTTPS listener, whose proxies are a group of their own:
+    its routes, the Services and Routes they reach and their endpoints change under it."""
+    gateway = Gateway(
+        meta=meshgen.Meta(namespace=NS, name="edge"),
+        class_name="meshctl",
+        listeners=(
+            GatewayListener(name="http", port=80, protocol="HTTP"),
+            GatewayListener(name="api", port=80, protocol="HTTP", hostname="*.example.com"),
+        ),
+        addresses=(("IPAddress", "192.0.2.10"),),
+    )
+    gateway_class = GatewayClass(meta=meshgen.Meta(namespace="", name="meshctl"), controller_name=GATEWAY_CONTROLLER)
+    return replace(
+        model,
+        gateways={ObjectKey("Gateway", NS, "edge"): gateway},
+        gateway_classes={ObjectKey("GatewayClass", "", "meshctl"): gateway_class},
+    )
+
+
+def _edge_route(i: int, draw) -> HTTPRoute:
+    """An HTTPRoute on the edge gateway (a listener by sectionName, or both), to svc-j: the Service's meshctl Route
+    if it has one, else its endpoints; sometimes on the mesh Service too."""
+    route = _http_route(i, draw)
+    assert route.spec is not None
+    section = draw(st.sampled_from([None, "http", "api"]))
+    parents = (ParentRef(group=GATEWAY_GROUP, kind="Gateway", namespace=NS, name="edge", section_name=section),)
+    if draw(st.booleans()):
+        parents += route.spec.parents
+    hostnames = tuple(draw(st.lists(st.sampled_from(["a.example.com", "*.example.com", "b.test"]), max_size=2)))
+    spec = replace(route.spec, parents=parents, hostnames=hostnames)
+    return replace(route, meta=meshgen.Meta(namespace=NS, name=f"e-{i}"), spec=spec)
 
 
 def _reweighted(route: HTTPRoute, draw) -> HTTPRoute:
@@ -415,7 +464,8 @@ def _quiesce(envoy: FakeEnvoy, snap: Snapshot) -> None:
 async def _controllers(stack: contextlib.AsyncExitStack):
     """An incremental controller and a reference that translates every model whole, both with the mesh built."""
     model, clients = meshgen.with_clients(meshgen.build(N), groups=2, backends=3)
-    params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY]
+    model = _with_edge_gateway(model)
+    params = [sidecar_params(Node(cluster=c)) for c in clients] + [meshgen.GATEWAY, EDGE]
     # Callees too: their inbound listeners carry authorization.
     params += [SidecarParams(virtual_node=ObjectKey("VirtualNode", NS, f"svc-{i}-v1")) for i in range(N)]
     pair = []
