@@ -82,8 +82,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     cmd.add_argument(
         "--gateway-api-crds",
         action="store_true",
-        help="also the upstream Gateway API CRDs (HTTPRoute, GRPCRoute, ReferenceGrant; v1.6.1 standard channel): "
-        "for clusters without them; apply with kubectl apply --server-side",
+        help="also the upstream Gateway API CRDs (Gateway, GatewayClass, HTTPRoute, GRPCRoute, ReferenceGrant; "
+        "v1.6.1 standard channel): for clusters without them; apply with kubectl apply --server-side",
     )
     cmd.add_argument(
         "--gateway",
