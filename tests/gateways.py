@@ -4,7 +4,9 @@ certificate names their Gateway (``spiffe://.../ns/<ns>/gw/<name>``), the only p
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,23 +40,53 @@ class GatewayXds:
     def envoy(self, xds_port: int, gateway: str, address: str, *, admin_port: int = 0) -> EnvoyProcess:
         """An Envoy serving ``gateway`` ("namespace/name") on ``address`` (a loopback address of its own)."""
         ns, name = gateway.split("/")
-        client = issue(self.ca, name[:60], uris=(f"spiffe://cluster.local/ns/{ns}/gw/{name}",), client=True)
-        cert, key = self.keys / f"{ns}-{name}.crt", self.keys / f"{ns}-{name}.key"
+        options = self._options(f"gw/{name}", ns, node_id=f"{gateway}/gw-0", gateway=gateway, xds_port=xds_port)
+        options = replace(options, admin_port=admin_port, bind_address=address)
+        return EnvoyProcess(render_bootstrap(options), name=f"gateway-{ns}-{name}")
+
+    def _options(self, claim: str, ns: str, **options: Any) -> BootstrapOptions:
+        """A bootstrap streaming over mutual TLS with a client certificate naming ``ns`` and ``claim``
+        (``gw/<name>`` or ``vn/<name>``): what the control plane lets stream as that Gateway or VirtualNode."""
+        kind, name = claim.split("/")
+        client = issue(self.ca, name[:60], uris=(f"spiffe://cluster.local/ns/{ns}/{claim}",), client=True)
+        cert, key = self.keys / f"{kind}-{ns}-{name}.crt", self.keys / f"{kind}-{ns}-{name}.key"
         cert.write_bytes(client.cert_pem)
         key.write_bytes(client.key_pem)
-        options = BootstrapOptions(
-            node_id=f"{gateway}/gw-0",
-            gateway=gateway,
-            xds_port=xds_port,
-            admin_port=admin_port,
+        return BootstrapOptions(
             stats_port=None,
-            bind_address=address,
+            admin_port=0,
             xds_ca_pem=self.ca.cert_pem.decode(),
             xds_server_name=XDS_NAME,
             xds_client_cert=str(cert),
             xds_client_key=str(key),
+            **options,
         )
-        return EnvoyProcess(render_bootstrap(options), name=f"gateway-{ns}-{name}")
+
+    def sidecar(
+        self,
+        xds_port: int,
+        virtual_node: str,
+        address: str,
+        ingress_port: int,
+        egress_port: int,
+        *,
+        admin_port: int = 0,
+    ) -> EnvoyProcess:
+        """A VirtualNode's sidecar whose first inbound listener binds ``address:ingress_port`` (a pod's IP; the port
+        its EndpointSlice names, where capture would send callers), proving its VirtualNode on the xDS stream (so it
+        gets its workload certificate)."""
+        ns, name = virtual_node.split("/")
+        options = self._options(
+            f"vn/{name}",
+            ns,
+            node_id=f"{virtual_node}/pod-0",
+            virtual_node=virtual_node,
+            xds_port=xds_port,
+            egress_port=egress_port,
+            ingress_port=ingress_port,
+            bind_address=address,
+        )
+        return EnvoyProcess(render_bootstrap(replace(options, admin_port=admin_port)), name=f"sidecar-{ns}-{name}")
 
 
 def self_signed(names: list[str], common_name: str = "gateway-test") -> tuple[bytes, bytes]:

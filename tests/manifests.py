@@ -106,6 +106,24 @@ def service_over(service_name: str, version: str, port: int, ns: str = "demo", s
     return [service(name, ns, service_port), endpoints]
 
 
+def pod_slice(ns: str, service_name: str, pod: str, ports: list[dict], address: str = "127.0.0.1") -> dict:
+    """An EndpointSlice of a Service holding one Pod (named ``<service>-<pod>``), ready, on these ports."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service_name}-{pod}",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [
+            {"addresses": [address], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod}}
+        ],
+    }
+
+
 def write(path: Path, *docs: dict | list[dict]) -> Path:
     flat: list[dict] = []
     for d in docs:

@@ -26,7 +26,7 @@ from meshctl.appmesh.findings import Finding
 from meshctl.appmesh.gateways import GatewayConversion
 from meshctl.appmesh.load import SourceDoc
 from meshctl.appmesh.nodes import NodeConversion
-from meshctl.appmesh.objects import CLUSTER_DNS, AppMeshObject
+from meshctl.appmesh.objects import CLUSTER_DNS, KIND_ORDER, AppMeshObject
 from meshctl.appmesh.routes import ROUTE_KINDS, convert_route_body
 from meshctl.model import API_VERSION
 
@@ -115,7 +115,7 @@ class _Converter(NodeConversion, GatewayConversion):
         for obj in self._all("VirtualGateway"):
             self._virtual_gateway(obj)
         self._services()
-        ordered = [self.out[k] for k in sorted(self.out, key=lambda k: (k[0], _KIND_ORDER[k[1]], k[2]))]
+        ordered = [self.out[k] for k in sorted(self.out, key=lambda k: (k[0], KIND_ORDER[k[1]], k[2]))]
         return ImportResult(ordered, self.report.findings, self.generated)
 
     def _emit_document(self, doc: dict[str, Any], source: AppMeshObject | None) -> None:
@@ -289,14 +289,3 @@ class _Converter(NodeConversion, GatewayConversion):
                 spec["selector"] = dict(self.node_selector[(ns, name)])
             self._emit("Service", ns, name, spec, None)
             self.generated.add((ns, name))
-
-
-_KIND_ORDER = {
-    "GatewayClass": -2,
-    "Gateway": -1,
-    "Service": 0,
-    "VirtualNode": 1,
-    "Route": 2,
-    "HTTPRoute": 3,
-    "GRPCRoute": 4,
-}

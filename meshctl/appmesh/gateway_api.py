@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from meshctl.appmesh.fields import Report, dns_label
+from meshctl.appmesh.objects import KIND_ORDER
 
 __all__ = ["GATEWAY_API_VERSION", "as_gateway_api", "grpc_match", "http_match"]
 
@@ -53,16 +54,7 @@ def as_gateway_api(objects: list[dict[str, Any]], report: Report) -> list[dict[s
             route["metadata"]["name"] += "-mesh"
         out.append(route if route is not None else obj)
     out.extend(backends.values())
-    order = {
-        "GatewayClass": -2,
-        "Gateway": -1,
-        "Service": 0,
-        "VirtualNode": 1,
-        "Route": 2,
-        "HTTPRoute": 3,
-        "GRPCRoute": 4,
-    }
-    return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), order[o["kind"]], o["metadata"]["name"]))
+    return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), KIND_ORDER[o["kind"]], o["metadata"]["name"]))
 
 
 def _route(

@@ -6,12 +6,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIENT_POLICY_DROPPED", "CLUSTER_DNS", "LISTENER_FIELDS", "AppMeshObject"]
+__all__ = ["CLIENT_POLICY_DROPPED", "CLUSTER_DNS", "KIND_ORDER", "LISTENER_FIELDS", "AppMeshObject"]
 
 # A cluster DNS name: name[.namespace][.svc[.cluster.local]].
 CLUSTER_DNS = re.compile(
     r"([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)(?:\.([a-z0-9](?:[-a-z0-9]*[a-z0-9])?))?(?:\.svc(?:\.cluster\.local)?)?"
 )
+# The order an import's objects are written in, within a namespace (the cluster-scoped GatewayClass first).
+KIND_ORDER = {
+    "GatewayClass": -2,
+    "Gateway": -1,
+    "Service": 0,
+    "VirtualNode": 1,
+    "Route": 2,
+    "HTTPRoute": 3,
+    "GRPCRoute": 4,
+}
 LISTENER_FIELDS = ("portMapping", "connectionPool", "outlierDetection", "healthCheck", "timeout")
 CLIENT_POLICY_DROPPED = (
     "not needed: meshed callers originate mTLS to every listener that takes it, with the mesh CA's identity and roots"

@@ -182,24 +182,6 @@ def loopback_sidecar(
     return EnvoyProcess(render_bootstrap(options), name=node_id.replace("/", "-"), log_path=log_path)
 
 
-def loopback_gateway(
-    xds_port: int, gateway: str, node_id: str, *, bind_address: str = "127.0.0.1", admin_port: int = 0
-) -> EnvoyProcess:
-    """An edge gateway's Envoy for ``gateway`` ("namespace/name") whose listeners bind ``bind_address`` (a loopback
-    address of its own lets several Gateways use the same ports, as their pods would)."""
-    from meshctl.xds.bootstrap import BootstrapOptions, render_bootstrap
-
-    options = BootstrapOptions(
-        node_id=node_id,
-        gateway=gateway,
-        xds_port=xds_port,
-        admin_port=admin_port,
-        stats_port=None,
-        bind_address=bind_address,
-    )
-    return EnvoyProcess(render_bootstrap(options), name=node_id.replace("/", "-"))
-
-
 async def spawn_logged(*args: str, log_path: Path) -> asyncio.subprocess.Process:
     """A child process with stdout and stderr appended to ``log_path`` and no stdin."""
     with open(log_path, "ab") as log:

@@ -160,17 +160,8 @@ def inject(
     capture = _capture_container(config.capture_image, rules)
     token = config.xds_token and config.ca_pem is not None
     proxy = _proxy_container(config, namespace, chosen.name, str(account), token_file=XDS_TOKEN_FILE if token else None)
-    patch: list[dict[str, Any]] = []
     volumes = [v for wanted, v in ((token, _TOKEN_VOLUME), (config.spiffe_csi, _SPIFFE_VOLUME)) if wanted]
-    for i, volume in enumerate(volumes):
-        patch.append(
-            {"op": "add", "path": "/spec/volumes/-", "value": volume}
-            if spec.get("volumes") or i
-            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
-        )
-    if not annotations:
-        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": chosen.name})
+    patch = _volumes_added(spec, volumes) + _marked_injected(annotations, chosen.name)
     init_first = [capture, proxy] if config.native_sidecars else [capture]
     if spec.get("initContainers"):
         # Ours run before the pod's own init containers, whose traffic is then captured and proxied too.
@@ -229,18 +220,10 @@ def _inject_gateway(
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    patch: list[dict[str, Any]] = []
     if token:
         mount = {"name": "meshctl-xds-token", "mountPath": XDS_TOKEN_DIR, "readOnly": True}
         proxy["volumeMounts"] = [*(proxy.get("volumeMounts") or []), mount]
-        patch.append(
-            {"op": "add", "path": "/spec/volumes/-", "value": _TOKEN_VOLUME}
-            if spec.get("volumes")
-            else {"op": "add", "path": "/spec/volumes", "value": [_TOKEN_VOLUME]}
-        )
-    if not annotations:
-        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": gateway})
+    patch = _volumes_added(spec, [_TOKEN_VOLUME] if token else []) + _marked_injected(annotations, gateway)
     patch.append({"op": "replace", "path": f"/spec/containers/{at}", "value": proxy})
     return Injection(patch, virtual_node=None)
 
@@ -277,10 +260,7 @@ def _inject_proxyless(
         {"name": "GRPC_XDS_BOOTSTRAP_CONFIG", "value": json.dumps(bootstrap, separators=(",", ":"))},
     ]
     mount = {"name": _GRPC_VOLUME, "mountPath": GRPC_CA_DIR, "readOnly": True}
-    patch: list[dict[str, Any]] = []
-    if not annotations:
-        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-    patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": virtual_node})
+    patch = _marked_injected(annotations, virtual_node)
     if tls:
         ca_annotation = f"/metadata/annotations/{_escape(ANNOTATION_XDS_CA)}"
         patch.append({"op": "add", "path": ca_annotation, "value": config.ca_pem})
@@ -290,11 +270,7 @@ def _inject_proxyless(
                 "items": [{"path": "ca.pem", "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_XDS_CA}']"}}]
             },
         }
-        patch.append(
-            {"op": "add", "path": "/spec/volumes/-", "value": volume}
-            if spec.get("volumes")
-            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
-        )
+        patch += _volumes_added(spec, [volume])
     for i, container in enumerate(spec.get("containers") or []):
         at = f"/spec/containers/{i}"
         patch.extend(_appended(f"{at}/env", container.get("env"), env))
@@ -328,6 +304,22 @@ def _virtual_node(
         return "meshctl: not injected: no VirtualNode's podSelector matches this pod's labels"
     names = ", ".join(sorted(vn.name for vn in matching))
     return f"meshctl: not injected: VirtualNodes {names} all select this pod; name one with {ANNOTATION_VIRTUAL_NODE}"
+
+
+def _volumes_added(spec: Mapping[str, Any], volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON Patch ops appending ``volumes`` to the pod's (making the list when it has none)."""
+    return [
+        {"op": "add", "path": "/spec/volumes/-", "value": volume}
+        if spec.get("volumes") or i
+        else {"op": "add", "path": "/spec/volumes", "value": [volume]}
+        for i, volume in enumerate(volumes)
+    ]
+
+
+def _marked_injected(annotations: Mapping[str, str], value: str) -> list[dict[str, Any]]:
+    """JSON Patch ops setting ANNOTATION_INJECTED (making the annotations when the pod has none)."""
+    made = [] if annotations else [{"op": "add", "path": "/metadata/annotations", "value": {}}]
+    return [*made, {"op": "add", "path": f"/metadata/annotations/{_escape(ANNOTATION_INJECTED)}", "value": value}]
 
 
 def _escape(key: str) -> str:

@@ -16,7 +16,7 @@ spec asks; the route's ResolvedRefs condition says why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ __all__ = [
     "rule_route",
     "service_cluster",
     "translate_gamma",
+    "worst_conditions",
 ]
 
 # status.parents[].controllerName: the controller that wrote the entry.
@@ -312,7 +313,7 @@ def _translate_route(
         key=route.key,
         observed_generation=route.meta.generation,
         origin=route.meta.origin,
-        conditions=_worst(parent_statuses),
+        conditions=worst_conditions(parent_statuses),
         parents=tuple(parent_statuses),
     )
     return _Share(status=status, accepted=accepted, placed=tuple(placed), backends=reached)
@@ -336,7 +337,7 @@ def _false(type_: str, reason: str, message: str) -> Condition:
     return Condition(type=type_, status=ConditionStatus.FALSE, reason=reason, message=message)
 
 
-def _worst(parents: list[ParentStatus]) -> tuple[Condition, ...]:
+def worst_conditions(parents: Sequence[ParentStatus]) -> tuple[Condition, ...]:
     """Per condition type, the first False over the parents, else the True one: what ``get status`` shows."""
     if not parents:
         return (_false("Accepted", "NoMatchingParent", "no parentRef is a Service of this mesh"),)

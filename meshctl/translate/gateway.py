@@ -41,6 +41,7 @@ from meshctl.translate.gamma import (
     mtls_index,
     rule_route,
     service_cluster,
+    worst_conditions,
 )
 from meshctl.translate.ir import (
     INVALID_BACKEND,
@@ -623,19 +624,14 @@ def with_gateway_parents(
     """A route's status with its Gateway parents' entries after its Service parents' (``status``, if any); each
     condition type's worst over all of them is the route's own (what ``get status`` shows)."""
     every = (*(status.parents if status is not None else ()), *parents)
-    worst: dict[str, Condition] = {}
-    for p in every:
-        for c in p.conditions:
-            if c.type not in worst or (
-                worst[c.type].status is ConditionStatus.TRUE and c.status is not ConditionStatus.TRUE
-            ):
-                worst[c.type] = c
-    extra = tuple(c for c in (status.conditions if status is not None else ()) if c.type not in worst)
+    worst = worst_conditions(every)
+    types = {c.type for c in worst}
+    extra = tuple(c for c in (status.conditions if status is not None else ()) if c.type not in types)
     return ObjectStatus(
         key=route.key,
         observed_generation=route.meta.generation,
         origin=route.meta.origin,
-        conditions=(*worst.values(), *extra),
+        conditions=(*worst, *extra),
         parents=every,
     )
 

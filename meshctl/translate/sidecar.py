@@ -233,15 +233,24 @@ def translate_gateway_proxy(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
             )
         )
     used = proxy.clusters if proxy is not None else ()
+    return replace(
+        _no_sidecar(params),
+        clusters=tuple(mesh.clusters[name] for name in used),
+        endpoints={name: mesh.endpoints.get(name, ()) for name in used},
+        gateway_listeners=tuple(listeners),
+    )
+
+
+def _no_sidecar(params: SidecarParams) -> SidecarIR:
+    """Nothing to serve: no listener, route or cluster."""
     return SidecarIR(
         params=params,
         outbound=None,
         inbound=(),
         route_config_name=OUTBOUND_ROUTE_CONFIG,
         virtual_hosts=(),
-        clusters=tuple(mesh.clusters[name] for name in used),
-        endpoints={name: mesh.endpoints.get(name, ()) for name in used},
-        gateway_listeners=tuple(listeners),
+        clusters=(),
+        endpoints={},
     )
 
 
@@ -251,15 +260,7 @@ def translate_sidecar(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     key = params.virtual_node
     spec = mesh.virtual_nodes.get(key) if key else None
     if key is None or spec is None:
-        return SidecarIR(
-            params=params,
-            outbound=None,
-            inbound=(),
-            route_config_name=OUTBOUND_ROUTE_CONFIG,
-            virtual_hosts=(),
-            clusters=(),
-            endpoints={},
-        )
+        return _no_sidecar(params)
     access_log = spec.logging
     tracing = None
     collector: list[ClusterIR] = []

@@ -36,7 +36,7 @@ import yaml
 from meshctl.devtools.echo_app import Echo, start_echo
 from meshctl.devtools.envoy_process import free_port
 from tests.conftest import Mesh, Sidecar, eventually
-from tests.manifests import write
+from tests.manifests import pod_slice, write
 
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "gateway-api"
 ECHO = "/proto.EchoTestService/Echo"  # (Istio echo's service; our backends answer any method)
@@ -125,26 +125,7 @@ async def _setup(mesh: Mesh) -> list[dict[str, Any]]:
                     for p in svc["spec"]["ports"]
                     if (target := p.get("targetPort", p["port"])) in targets
                 ]
-                out.append(
-                    {
-                        "apiVersion": "discovery.k8s.io/v1",
-                        "kind": "EndpointSlice",
-                        "metadata": {
-                            "name": f"{svc['metadata']['name']}-{pod}",
-                            "namespace": ns,
-                            "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]},
-                        },
-                        "addressType": "IPv4",
-                        "ports": ports,
-                        "endpoints": [
-                            {
-                                "addresses": ["127.0.0.1"],
-                                "conditions": {"ready": True},
-                                "targetRef": {"kind": "Pod", "name": pod},
-                            }
-                        ],
-                    }
-                )
+                out.append(pod_slice(ns, svc["metadata"]["name"], pod, ports))
         backends = [
             {"virtualService": {"virtualServiceRef": {"name": s["metadata"]["name"], "namespace": MESH_NS}}}
             for s in services
@@ -290,6 +271,17 @@ async def _eventually_passes(
         await asyncio.sleep(1)
 
 
+def weights_match(seen: collections.Counter[str], total: int, expected: dict[str, float], tolerance: float) -> bool:
+    """Upstream's weight check: every answer counted, only expected backends, none of weight 0, each share within
+    ``tolerance`` of its weight."""
+    return (
+        sum(seen.values()) == total
+        and set(seen) <= set(expected)
+        and len(seen) == sum(1 for w in expected.values() if w > 0)
+        and all(abs(seen[b] / total - w) <= tolerance for b, w in expected.items())
+    )
+
+
 async def _weights(h: Harness, case: dict[str, Any], check: dict[str, Any]) -> None:
     expected = check["expected_weights"]
     total, tolerance = check["total_requests"], check["tolerance_abs"]
@@ -300,12 +292,7 @@ async def _weights(h: Harness, case: dict[str, Any], check: dict[str, Any]) -> N
             results = await asyncio.gather(*(_send(h, case, MESH_NS) for _ in range(50)))
             seen.update("-".join(body["pod"].split("-")[:-2]) for status, body, _ in results if status == 200 and body)
         last = dict(seen)
-        if (
-            sum(seen.values()) == total
-            and set(seen) <= set(expected)
-            and len(seen) == sum(1 for w in expected.values() if w > 0)
-            and all(abs(seen[b] / total - w) <= tolerance for b, w in expected.items())
-        ):
+        if weights_match(seen, total, expected, tolerance):
             return
     raise AssertionError(f"distribution {last} does not match {expected} within {tolerance}")
 

@@ -19,9 +19,10 @@ import pytest
 from cryptography import x509
 
 from meshctl.devtools.echo_app import Echo, start_echo
+from meshctl.devtools.envoy_process import free_port
 from tests.conftest import Mesh, eventually
 from tests.gateways import GatewayXds, gateway_service, self_signed, tls_secret
-from tests.manifests import write
+from tests.manifests import pod_slice, write
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "testdata" / "appmesh" / "gateway" / "input"
@@ -32,16 +33,7 @@ def _pod_and_slice(ns: str, service: str, labels: dict[str, str], address: str, 
     pod = f"{service}-6b7f9c5d8-00000"
     return [
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": labels}},
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": service, "namespace": ns, "labels": {"kubernetes.io/service-name": service}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http-8080", "port": port}],
-            "endpoints": [
-                {"addresses": [address], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod}}
-            ],
-        },
+        pod_slice(ns, service, pod, [{"name": "http-8080", "port": port}], address),
     ]
 
 
@@ -306,3 +298,66 @@ async def test_a_bad_gateway_or_listener_costs_only_itself(edge, tmp_path: Path)
     # Only the good listener is on the proxy.
     dump = envoy.admin_get("/listeners")
     assert "gateway|80" in dump and "gateway|443" not in dump and "gateway|53" not in dump
+
+
+async def test_the_gateway_calls_a_strict_mtls_workload_with_its_own_identity(edge, tmp_path: Path) -> None:
+    """Gateway to mesh: the backend Service's pods take only mTLS (their VirtualNode's listener is STRICT). The
+    gateway's proxy, which proved its Gateway on the xDS stream, gets a workload certificate of its own and
+    originates mTLS: the request gets through, the callee's Envoy counts the handshake and tells the app who called
+    (the gateway's SPIFFE ID); a plaintext client is refused by the same listener."""
+    mesh, xds, started = edge
+    # The app on 127.0.0.1:app_port; its pod's IP 127.0.0.41, where its sidecar's inbound listener takes callers on
+    # the port its EndpointSlice names (capture's job in a cluster).
+    app_port, inbound_port = free_port(), free_port()
+    mesh._runners.append(await start_echo(Echo(pod="reviews-0", namespace="shop"), app_port))
+    pod_ip = "127.0.0.41"
+    docs = _gateway_docs("shop", {}, app_port)
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    gateway["spec"]["listeners"] = [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    docs = [d for d in docs if d["kind"] not in ("Service", "EndpointSlice", "HTTPRoute")]
+    labels = {"app": "reviews"}
+    write(
+        mesh.dir / "edge.yaml",
+        *docs,
+        gateway_service("shop", "edge", "127.0.0.33"),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "reviews", "namespace": "shop"},
+            "spec": {"selector": labels, "ports": [{"name": "http-8080", "port": 80, "targetPort": app_port}]},
+        },
+        *_pod_and_slice("shop", "reviews", labels, pod_ip, inbound_port),
+        {
+            "apiVersion": "mesh.meshctl.dev/v1alpha1",
+            "kind": "VirtualNode",
+            "metadata": {"name": "reviews", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": labels},
+                "listeners": [{"portMapping": {"port": app_port, "protocol": "http"}, "tls": {"mode": "STRICT"}}],
+            },
+        },
+        {
+            "apiVersion": GATEWAY_API,
+            "kind": "HTTPRoute",
+            "metadata": {"name": "reviews", "namespace": "shop"},
+            "spec": {"parentRefs": [{"name": "edge"}], "rules": [{"backendRefs": [{"name": "reviews", "port": 80}]}]},
+        },
+    )
+    await mesh.start()
+    callee = xds.sidecar(mesh.plane.xds_port, "shop/reviews", pod_ip, inbound_port, free_port(), admin_port=free_port())
+    gateway_envoy = xds.envoy(mesh.plane.xds_port, "shop/edge", "127.0.0.33")
+    started.extend((callee, gateway_envoy))
+    await callee.start()
+    await gateway_envoy.start()
+    await eventually(callee.ready, timeout=30)
+    await eventually(gateway_envoy.ready, timeout=30)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await eventually(lambda: _ok(lambda: _get(session, "http://127.0.0.33:10080/")), timeout=30)
+        status, body = await _get(session, "http://127.0.0.33:10080/who")
+        assert status == 200 and body is not None
+        (xfcc,) = body["headers"]["X-Forwarded-Client-Cert"]
+        assert "/ns/shop/sa/default" in xfcc, xfcc  # the gateway's workload identity (its namespace, its account)
+        with pytest.raises(aiohttp.ClientError):  # STRICT: plaintext to the pod's port is refused
+            await _get(session, f"http://{pod_ip}:{inbound_port}/")
+    handshakes = {k: v for k, v in callee.stats().items() if k.endswith("ssl.handshake")}
+    assert any(v >= 1 for v in handshakes.values()), handshakes

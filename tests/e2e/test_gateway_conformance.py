@@ -37,9 +37,9 @@ from meshctl.devtools.echo_app import Echo, start_echo
 from meshctl.devtools.envoy_process import EnvoyProcess, free_port
 from meshctl.translate.gateway import bound_port
 from tests.conftest import Mesh, eventually
-from tests.e2e.test_gamma_conformance import _docs, _joined, _mismatch, _selected
+from tests.e2e.test_gamma_conformance import _docs, _joined, _mismatch, _selected, weights_match
 from tests.gateways import GatewayXds, gateway_service, self_signed
-from tests.manifests import write
+from tests.manifests import pod_slice, write
 
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "gateway-api"
 INFRA = "gateway-conformance-infra"
@@ -181,26 +181,7 @@ async def _setup(h: Harness, key_pem: bytes) -> list[dict[str, Any]]:
                     for p in svc["spec"]["ports"]
                     if p.get("targetPort", p["port"]) == 3000
                 ]
-                out.append(
-                    {
-                        "apiVersion": "discovery.k8s.io/v1",
-                        "kind": "EndpointSlice",
-                        "metadata": {
-                            "name": f"{svc['metadata']['name']}-{pod}",
-                            "namespace": ns,
-                            "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]},
-                        },
-                        "addressType": "IPv4",
-                        "ports": ports,
-                        "endpoints": [
-                            {
-                                "addresses": ["127.0.0.1"],
-                                "conditions": {"ready": True},
-                                "targetRef": {"kind": "Pod", "name": pod},
-                            }
-                        ],
-                    }
-                )
+                out.append(pod_slice(ns, svc["metadata"]["name"], pod, ports))
     return out
 
 
@@ -397,12 +378,7 @@ async def _weights(h: Harness, case: dict[str, Any], spec: dict[str, Any], gatew
             pods = await asyncio.gather(*(one() for _ in range(10)))
             seen.update("-".join(p.split("-")[:-2]) for p in pods if p)
         last = dict(seen)
-        if (
-            sum(seen.values()) == total
-            and set(seen) <= set(expected)
-            and len(seen) == sum(1 for w in expected.values() if w > 0)
-            and all(abs(seen[b] / total - w) <= tolerance for b, w in expected.items())
-        ):
+        if weights_match(seen, total, expected, tolerance):
             return
     raise AssertionError(f"distribution {last} does not match {expected} within {tolerance}")
 
