@@ -103,14 +103,15 @@ def _edit(model: Model, draw) -> Model:
                 "service",
                 "policy",
                 "httproute",
+                "edge",
             ]
         )
     )
     i = draw(st.integers(0, N - 1))
-    if kind == "httproute":  # a Gateway API route on svc-i, to Service ports (their EndpointSlices), or gone
+    if kind in ("httproute", "edge"):  # a Gateway API route on svc-i, to Service ports (their EndpointSlices), or gone
         http_routes = dict(model.http_routes)
-        grpc = draw(st.booleans())
-        edge = not grpc and draw(st.booleans())  # a route of the edge gateway (and maybe of the mesh too)
+        grpc = kind == "httproute" and draw(st.booleans())
+        edge = kind == "edge"  # a route of the edge gateway (and maybe of the mesh too)
         hkey = ObjectKey("GRPCRoute" if grpc else "HTTPRoute", NS, f"e-{i}" if edge else f"h-{i}")
         existing = http_routes.get(hkey)
         action = draw(st.sampled_from(["new", "weights", "gone", "invalid"]))

@@ -388,9 +388,10 @@ class Controller:
         self._wake.set()
 
     async def _patch_gamma(self, model: Model, changed: set[ObjectKey]) -> None:
-        """Only HTTPRoutes/GRPCRoutes changed: translate those again (``with_gamma_changes``) and, in each group,
-        patch just the virtual hosts of the Services they route (every meshed caller may see a producer route),
-        or rebuild the group when the change reaches further (clusters used or made differently)."""
+        """Only HTTPRoutes/GRPCRoutes changed: translate those again (``with_gamma_changes``, then
+        ``with_gateway_changes`` for edge gateways) and, in each group, patch just the virtual hosts of the Services
+        they route (every meshed caller may see a producer route), or rebuild the group when the change reaches
+        further (clusters used or made differently); rebuild the edge gateways' groups they touch."""
         mesh, snapshots = await self._in_worker(
             self._gamma_patch, model, changed, dict(self._groups), dict(self._last_accepted), dict(self._blocked)
         )
@@ -423,11 +424,22 @@ class Controller:
         with self._collector_paused(full_build=False):
             old = self.mesh
             mesh, services, clusters = old.with_gamma_changes(model, changed, last_accepted, blocked)
+            mesh, gateways, gateway_clusters = mesh.with_gateway_changes(model, changed, blocked)
+            remade = {c for c in clusters | gateway_clusters if old.clusters.get(c) != mesh.clusters.get(c)}
             snapshots = {}
             for group, params in groups.items():
+                if params.gateway is not None:
+                    # An edge gateway's proxies: built again when their routes, or a cluster they use, changed
+                    # (the builder reuses the bytes of every virtual host and resource that did not).
+                    proxy = old.gateways.proxies.get(params.gateway)
+                    if params.gateway in gateways or (proxy is not None and remade & set(proxy.clusters)):
+                        snapshots[group] = self._build(mesh, params)
+                    continue
                 if params.virtual_node is None or params.virtual_node not in mesh.virtual_nodes:
                     continue  # no outbound routes (an unknown node gets none)
-                snapshots[group] = self._patched_routes(group, params, old, mesh, services, clusters)
+                snapshots[group] = self._patched_routes(
+                    group, params, old, mesh, services, clusters | gateway_clusters
+                )
         return mesh, snapshots
 
     def _patched_routes(
@@ -785,13 +797,11 @@ def classify_change(
     delta = new.delta
     trusted = delta is not None and bool(old.revision) and delta.base_revision == old.revision
     if delta is not None and trusted and delta.http_routes:
-        if delta.endpoint_slices or delta.pods or delta.routes or _reach_gateways(old, new, delta.http_routes):
+        if delta.endpoint_slices or delta.pods or delta.routes:
             return None
         return "gamma", set(delta.http_routes)
     gamma = _changed_keys(old.http_routes, new.http_routes)
-    if gamma and _reach_gateways(old, new, gamma):
-        return None  # an edge gateway's routes: translated whole (no patch path for them yet)
-    if gamma:  # Gateway API routes alone (with anything else: a full build)
+    if gamma:  # Gateway API routes alone, the mesh's and the edge gateways' (with anything else: a full build)
         alone = new.delta is None or not (new.delta.endpoint_slices or new.delta.pods or new.delta.routes)
         others = _changed_keys(old.endpoint_slices, new.endpoint_slices) or _changed_keys(old.pods, new.pods)
         if alone and not others and not _changed_keys(old.routes, new.routes):
@@ -812,20 +822,6 @@ def classify_change(
     if endpoints and routes:
         return "endpoints+routes", endpoints | routes
     return ("routes", routes) if routes else ("endpoints", endpoints)
-
-
-def _reach_gateways(old: Model, new: Model, keys: Iterable[ObjectKey]) -> bool:
-    """Whether some version of these HTTPRoutes/GRPCRoutes names a Gateway parent while there are Gateways."""
-    if not (old.gateways or new.gateways):
-        return False
-    for key in keys:
-        for route in (old.http_routes.get(key), new.http_routes.get(key)):
-            if route is None:
-                continue
-            parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
-            if any(not p.is_service for p in parents):
-                return True
-    return False
 
 
 def _changed_keys(before: Mapping[ObjectKey, object], after: Mapping[ObjectKey, object]) -> set[ObjectKey]:

@@ -18,7 +18,7 @@ without privileges, and its Service maps the Gateway port to that one.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,6 +64,7 @@ __all__ = [
     "GATEWAY_NAME_LABEL",
     "GatewayPortIR",
     "GatewayProxyIR",
+    "GatewaysChange",
     "GatewaysIR",
     "bound_port",
     "certificate_secret_name",
@@ -105,6 +106,23 @@ class GatewayProxyIR:
     secrets: tuple[ObjectKey, ...] = ()
 
 
+Where = tuple[ObjectKey, int, str]  # (Gateway, listener port, hostname): one virtual host
+_Entry = tuple[tuple[object, ...], ObjectKey, RouteIR]  # (precedence, the route it came from, an Envoy route)
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteShare:
+    """What one route contributes to the gateways: its parent statuses, its Envoy routes by virtual host, the
+    listeners it attaches to, the Service-port clusters its backendRefs resolve to (True: as a GRPCRoute's) and the
+    clusters its Envoy routes send to, per Gateway."""
+
+    parents: tuple[ParentStatus, ...]
+    placed: tuple[tuple[Where, tuple[object, ...], RouteIR], ...] = ()
+    attached: tuple[tuple[ObjectKey, str], ...] = ()
+    reached: Mapping[str, bool] = field(default_factory=dict)
+    uses: tuple[tuple[ObjectKey, str], ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaysIR:
     proxies: Mapping[ObjectKey, GatewayProxyIR] = field(default_factory=dict)
@@ -114,6 +132,186 @@ class GatewaysIR:
     routes: frozenset[ObjectKey] = frozenset()  # the routes with a Gateway parent that is ours
     # The certificate Secrets the served HTTPS listeners use (sent to their gateway's proxies only, over SDS).
     certificates: Mapping[ObjectKey, Secret] = field(default_factory=dict, repr=False)
+    # What lets a change of some routes be translated alone (``with_changes``):
+    shares: Mapping[ObjectKey, _RouteShare] = field(default_factory=dict)
+    placed: Mapping[Where, tuple[_Entry, ...]] = field(default_factory=dict)  # in precedence order
+    vhosts: Mapping[Where, VirtualHostIR] = field(default_factory=dict)
+    hosts: Mapping[tuple[ObjectKey, int], tuple[str, ...]] = field(default_factory=dict)  # in listing order
+    attached: Mapping[tuple[ObjectKey, str], int] = field(default_factory=dict)  # routes per (Gateway, listener)
+    cluster_users: Mapping[str, Mapping[ObjectKey, bool]] = field(default_factory=dict)
+    used: Mapping[ObjectKey, Mapping[str, int]] = field(default_factory=dict)  # clusters each Gateway sends to
+
+    def with_changes(
+        self,
+        model: Model,
+        nodes: Mapping[ObjectKey, VirtualNodeSpec],
+        changed: Iterable[ObjectKey],
+        blocked: Mapping[ObjectKey, Blocked] | None = None,
+        mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]] | None = None,
+    ) -> GatewaysChange:
+        """This translation after the HTTPRoutes/GRPCRoutes ``changed`` changed, everything else in ``model`` being
+        as it was translated with (Gateways, classes, Services, Secrets, Namespaces, Routes): those routes
+        translated again, the virtual hosts and Gateways they touch redone. From an empty GatewaysIR with every route
+        changed: the full translation (``translate_gateways``)."""
+        mesh_routes = mesh_routes or {}
+        classes = {k.name: c for k, c in model.gateway_classes.items() if c.controller_name == GATEWAY_CONTROLLER}
+        if not classes:
+            return GatewaysChange(GatewaysIR(), frozenset(self.proxies), frozenset(self.clusters))
+        gateways = {k: g for k, g in sorted(model.gateways.items()) if g.class_name in classes}
+        listeners = {k: _listeners(g, model) for k, g in gateways.items()}
+        backends = BackendResolver(model, tuple(model.reference_grants.values()))
+        keys = sorted(changed)
+        changed_set = set(keys)
+        shares, users = dict(self.shares), dict(self.cluster_users)
+        attached, used = dict(self.attached), {g: dict(c) for g, c in self.used.items()}
+        where: set[Where] = set()
+        names: set[str] = set()
+        touched: set[ObjectKey] = set()
+        fresh: dict[Where, list[_Entry]] = {}
+        for key in keys:
+            old = shares.pop(key, None)
+            if old is not None:
+                _count(old, attached, used, users, key, -1)
+                where.update(w for w, _, _ in old.placed)
+                names.update(old.reached)
+                touched.update(g for g, _ in old.attached)
+            share = _route_share(
+                model.http_routes.get(key), gateways, listeners, model, backends, (blocked or {}).get(key), mesh_routes
+            )
+            if share is None:
+                continue
+            shares[key] = share
+            _count(share, attached, used, users, key, +1)
+            for w, order, ir in share.placed:
+                where.add(w)
+                fresh.setdefault(w, []).append((order, key, ir))
+            names.update(share.reached)
+            touched.update(g for g, _ in share.attached)
+        placed, vhosts, hosts = dict(self.placed), dict(self.vhosts), dict(self.hosts)
+        reordered: set[tuple[ObjectKey, int]] = set()
+        for w in where:
+            entries = [e for e in placed.get(w, ()) if e[1] not in changed_set] + fresh.get(w, [])
+            if entries:
+                entries.sort(key=_entry_order)
+                placed[w] = tuple(entries)
+                gk, port, hostname = w
+                vhosts[w] = VirtualHostIR(
+                    name=f"{gk.namespace}/{gk.name}:{port}/{hostname}",
+                    domains=(hostname,),
+                    routes=tuple(ir for _, _, ir in entries),
+                )
+                if w not in self.vhosts:
+                    reordered.add((gk, port))
+            else:
+                placed.pop(w, None)
+                if vhosts.pop(w, None) is not None:
+                    reordered.add((w[0], w[1]))
+        if reordered:
+            by_port: dict[tuple[ObjectKey, int], list[str]] = {gp: [] for gp in reordered}
+            for gk, port, hostname in vhosts:
+                if (gk, port) in by_port:
+                    by_port[(gk, port)].append(hostname)
+            for gp, present in by_port.items():
+                if present:
+                    hosts[gp] = tuple(sorted(present, key=_host_order))
+                else:
+                    hosts.pop(gp, None)
+        full = not self.shares and not self.proxies  # (every Gateway's proxy and status made)
+        statuses = {} if full else dict(self.statuses)
+        for cls in classes.values():
+            accepted = _cond("Accepted", True, "Accepted", f"served by {GATEWAY_CONTROLLER}")
+            statuses[cls.key] = ObjectStatus(
+                key=cls.key, observed_generation=cls.meta.generation, origin=cls.meta.origin, conditions=(accepted,)
+            )
+        proxies = {} if full else dict(self.proxies)
+        balancers = _balancers(model) if full or touched else {}
+        for key, gateway in gateways.items():
+            if not full and key not in touched:
+                continue
+            proxy, status = _gateway(
+                key, gateway, listeners[key], attached, hosts, vhosts, used.get(key, {}), balancers
+            )
+            statuses[key] = status
+            if proxy is not None:
+                proxies[key] = proxy
+            else:
+                proxies.pop(key, None)
+        clusters = dict(self.clusters)
+        index: list[MtlsIndex] = []
+        for name in sorted(names):
+            wanted = users.get(name)
+            found = service_of_cluster(name)
+            service = model.services.get(found[0]) if found is not None else None
+            if not wanted or found is None or service is None:
+                clusters.pop(name, None)
+                continue
+            grpc = any(wanted.values())
+            was = self.cluster_users.get(name)
+            if name in clusters and was is not None and any(was.values()) == grpc:
+                continue
+            if not index:
+                index.append(mtls_index(nodes))
+            clusters[name] = service_cluster(service, found[1], index[0], grpc=grpc)
+        route_parents = {k: s.parents for k, s in shares.items()}
+        gateways_ir = GatewaysIR(
+            proxies=proxies,
+            clusters=clusters,
+            statuses=statuses,
+            route_parents=route_parents,
+            routes=frozenset(route_parents),
+            certificates={k: model.secrets[k] for p in proxies.values() for k in p.secrets},
+            shares=shares,
+            placed=placed,
+            vhosts=vhosts,
+            hosts=hosts,
+            attached=attached,
+            cluster_users=users,
+            used=used,
+        )
+        return GatewaysChange(gateways_ir, frozenset(touched), frozenset(names))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaysChange:
+    """``GatewaysIR.with_changes``: the new translation, the Gateways whose proxies or statuses may differ and the
+    Service-port clusters that may have been added, changed or dropped."""
+
+    gateways: GatewaysIR
+    touched: frozenset[ObjectKey]
+    clusters: frozenset[str]
+
+
+def _entry_order(entry: _Entry) -> tuple[object, ...]:
+    return entry[0]
+
+
+def _count(
+    share: _RouteShare,
+    attached: dict[tuple[ObjectKey, str], int],
+    used: dict[ObjectKey, dict[str, int]],
+    users: dict[str, Mapping[ObjectKey, bool]],
+    key: ObjectKey,
+    sign: int,
+) -> None:
+    """Adds (+1) or takes away (-1) one route's share from the running counts."""
+    for at in share.attached:
+        attached[at] = attached.get(at, 0) + sign
+        if not attached[at]:
+            del attached[at]
+    for gk, name in share.uses:
+        counts = used.setdefault(gk, {})
+        counts[name] = counts.get(name, 0) + sign
+        if not counts[name]:
+            del counts[name]
+    for name, grpc in share.reached.items():
+        if sign > 0:
+            users[name] = {**users.get(name, {}), key: grpc}
+        else:
+            rest = {k: g for k, g in users.get(name, {}).items() if k != key}
+            if rest:
+                users[name] = rest
+            else:
+                users.pop(name, None)
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str) -> Condition:
@@ -147,7 +345,6 @@ class _Listener:
     spec: GatewayListener
     conditions: list[Condition]
     kinds: tuple[tuple[str, str], ...]
-    attached: int = 0
 
     @property
     def serving(self) -> bool:
@@ -162,59 +359,39 @@ def translate_gateways(
 ) -> GatewaysIR:
     """``mesh_routes``: the meshctl Routes of each Service (``MeshIR.routes_by_service``): a gateway's request to a
     Service that has them takes them, as a sidecar's would (``_through_mesh``)."""
-    mesh_routes = mesh_routes or {}
-    classes = {k.name: c for k, c in model.gateway_classes.items() if c.controller_name == GATEWAY_CONTROLLER}
-    if not classes:
-        return GatewaysIR()
-    statuses: dict[ObjectKey, ObjectStatus] = {}
-    for cls in classes.values():
-        accepted = _cond("Accepted", True, "Accepted", f"served by {GATEWAY_CONTROLLER}")
-        statuses[cls.key] = ObjectStatus(
-            key=cls.key, observed_generation=cls.meta.generation, origin=cls.meta.origin, conditions=(accepted,)
-        )
-    gateways = {k: g for k, g in sorted(model.gateways.items()) if g.class_name in classes}
-    listeners = {k: _listeners(g, model) for k, g in gateways.items()}
-    backends = BackendResolver(model, tuple(model.reference_grants.values()))
-    index: list[MtlsIndex] = []
-    # (gateway, port) -> hostname -> [(precedence, route IR)]
-    placed: dict[tuple[ObjectKey, int], dict[str, list[tuple[tuple[object, ...], RouteIR]]]] = {}
+    return GatewaysIR().with_changes(model, nodes, model.http_routes.keys(), blocked, mesh_routes).gateways
+
+
+def _route_share(
+    route: HTTPRoute | None,
+    gateways: Mapping[ObjectKey, Gateway],
+    listeners: Mapping[ObjectKey, list[_Listener]],
+    model: Model,
+    backends: BackendResolver,
+    block: Blocked | None,
+    mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]],
+) -> _RouteShare | None:
+    """One route's share; None when it is gone or has no parent that is a Gateway of ours."""
+    if route is None:
+        return None
+    parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
+    ours = [(p, gk) for p in parents if (gk := _gateway_key(p)) is not None and gk in gateways]
+    if not ours:
+        return None
+    placed: list[tuple[Where, tuple[object, ...], RouteIR]] = []
+    attached: list[tuple[ObjectKey, str]] = []
     reached: dict[str, bool] = {}
-    route_parents: dict[ObjectKey, tuple[ParentStatus, ...]] = {}
-    for key in sorted(model.http_routes):
-        route = model.http_routes[key]
-        parents = route.spec.parents if route.spec is not None else route.parents_if_invalid
-        ours = [(p, gk) for p in parents if (gk := _gateway_key(p)) is not None and gk in gateways]
-        if not ours:
-            continue
-        block = (blocked or {}).get(key)
-        route_parents[key] = tuple(
-            _attach(route, p, gateways[gk], listeners[gk], model, backends, block, placed, reached, mesh_routes)
-            for p, gk in ours
-        )
-    proxies: dict[ObjectKey, GatewayProxyIR] = {}
-    balancers = _balancers(model)
-    for key, gateway in gateways.items():
-        proxy, status = _gateway(key, gateway, listeners[key], placed, balancers)
-        statuses[key] = status
-        if proxy is not None:
-            proxies[key] = proxy
-    clusters: dict[str, ClusterIR] = {}
-    for name, grpc in sorted(reached.items()):
-        found = service_of_cluster(name)
-        service = model.services.get(found[0]) if found is not None else None
-        if found is None or service is None:
-            continue
-        if not index:
-            index.append(mtls_index(nodes))
-        clusters[name] = service_cluster(service, found[1], index[0], grpc=grpc)
-    return GatewaysIR(
-        proxies=proxies,
-        clusters=clusters,
-        statuses=statuses,
-        route_parents=route_parents,
-        routes=frozenset(route_parents),
-        certificates={k: model.secrets[k] for p in proxies.values() for k in p.secrets},
+    statuses = tuple(
+        _attach(route, p, gateways[gk], listeners[gk], model, backends, block, mesh_routes, placed, attached, reached)
+        for p, gk in ours
     )
+    uses = {
+        (w[0], c)
+        for w, _, ir in placed
+        for c in (*(wc.cluster for wc in ir.clusters), *(m.cluster for m in ir.mirrors))
+        if c != INVALID_BACKEND
+    }
+    return _RouteShare(statuses, tuple(placed), tuple(attached), reached, tuple(sorted(uses)))
 
 
 def _gateway_key(parent: ParentRef) -> ObjectKey | None:
@@ -329,11 +506,13 @@ def _attach(
     model: Model,
     backends: BackendResolver,
     block: Blocked | None,
-    placed: dict[tuple[ObjectKey, int], dict[str, list[tuple[tuple[object, ...], RouteIR]]]],
-    reached: dict[str, bool],
     mesh_routes: Mapping[ObjectKey, tuple[RouteIR, ...]],
+    placed: list[tuple[Where, tuple[object, ...], RouteIR]],
+    attached: list[tuple[ObjectKey, str]],
+    reached: dict[str, bool],
 ) -> ParentStatus:
-    """The route's status for one Gateway parent; its routes placed on the listeners it attaches to."""
+    """The route's status for one Gateway parent; its Envoy routes appended to ``placed`` for each virtual host of
+    the listeners it attaches to (which are appended to ``attached``)."""
     origin = route.meta.origin
 
     def entry(*conditions: Condition) -> ParentStatus:
@@ -402,14 +581,13 @@ def _attach(
         for j, match in enumerate(rule.matches):
             ir = rule_route(route, i, j, rule, match, tuple(weighted), tuple(mirrors))
             order = match_precedence(match, route, i, j)
-            irs.extend((order, r) for r in _through_mesh(ir, rule.backends, mesh_routes))
+            irs.extend(((*order, k), r) for k, r in enumerate(_through_mesh(ir, rule.backends, mesh_routes)))
     gateway_key = gateway_key_of(gateway)
     for li, names in hosts:
-        li.attached += 1
-        by_host = placed.setdefault((gateway_key, li.spec.port), {})
+        attached.append((gateway_key, li.spec.name))
         on_listener = [(order, _redirect_port(ir, li.spec.port)) for order, ir in irs]
         for hostname in names:
-            by_host.setdefault(hostname, []).extend(on_listener)
+            placed.extend(((gateway_key, li.spec.port, hostname), order, ir) for order, ir in on_listener)
     if problems:
         reason, _ = problems[0]
         resolved = _cond("ResolvedRefs", False, reason, "; ".join(m for _, m in problems))
@@ -494,7 +672,10 @@ def _gateway(
     key: ObjectKey,
     gateway: Gateway,
     listeners: list[_Listener],
-    placed: Mapping[tuple[ObjectKey, int], Mapping[str, list[tuple[tuple[object, ...], RouteIR]]]],
+    attached: Mapping[tuple[ObjectKey, str], int],
+    hosts: Mapping[tuple[ObjectKey, int], tuple[str, ...]],
+    vhosts: Mapping[Where, VirtualHostIR],
+    used: Mapping[str, int],
     balancers: Mapping[tuple[str, str], list[str]],
 ) -> tuple[GatewayProxyIR | None, ObjectStatus]:
     origin = gateway.meta.origin
@@ -508,7 +689,7 @@ def _gateway(
             ListenerStatus(
                 name=li.spec.name,
                 supported_kinds=li.kinds,
-                attached_routes=li.attached,
+                attached_routes=attached.get((key, li.spec.name), 0),
                 conditions=(*li.conditions, programmed),
             )
         )
@@ -520,24 +701,11 @@ def _gateway(
     else:
         accepted = _cond("Accepted", True, "Accepted", "accepted")
     ports: list[GatewayPortIR] = []
-    used: set[str] = set()
     secrets: set[ObjectKey] = set()
     if accepted.status is ConditionStatus.TRUE:
         for port in sorted({li.spec.port for li in serving}):
             on_port = [li for li in serving if li.spec.port == port]
-            by_host = placed.get((key, port), {})
-            hosts = tuple(
-                VirtualHostIR(
-                    name=f"{key.namespace}/{key.name}:{port}/{hostname}",
-                    domains=(hostname,),
-                    routes=tuple(ir for _, ir in sorted(by_host[hostname], key=lambda pair: pair[0])),
-                )
-                for hostname in sorted(by_host, key=_host_order)
-            )
-            for vh in hosts:
-                for r in vh.routes:
-                    used.update(wc.cluster for wc in r.clusters if wc.cluster != INVALID_BACKEND)
-                    used.update(m.cluster for m in r.mirrors)
+            port_hosts = tuple(vhosts[(key, port, hostname)] for hostname in hosts.get((key, port), ()))
             https = on_port[0].spec.protocol == "HTTPS"
             certificates: tuple[GatewayCertificateIR, ...] = ()
             if https:
@@ -554,7 +722,7 @@ def _gateway(
                     ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
                     for li in on_port
                 )
-            ports.append(GatewayPortIR(port=port, https=https, virtual_hosts=hosts, certificates=certificates))
+            ports.append(GatewayPortIR(port=port, https=https, virtual_hosts=port_hosts, certificates=certificates))
     addresses = _addresses(gateway, balancers)
     if accepted.status is not ConditionStatus.TRUE:
         programmed = _cond("Programmed", False, "Invalid", "not served: see Accepted")
@@ -579,7 +747,7 @@ def _gateway(
         return None, status
     proxy = GatewayProxyIR(
         gateway=key, ports=tuple(ports), clusters=tuple(sorted(used)), secrets=tuple(sorted(secrets))
-    )
+    )  # (every cluster its routes send to: those of listeners not served are never placed)
     return proxy, status
 
 

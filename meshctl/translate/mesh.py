@@ -167,25 +167,7 @@ class MeshIR:
         routed = change.services & self.routes_by_service.keys()
         _mark_shadowed(statuses, self.routes_by_service, routed)
         _mark_overridden(statuses, self.routes_by_service, gamma, self.services, routed)
-        clusters, service_endpoints = self.clusters, self.service_endpoints
-        if change.clusters:
-            clusters, service_endpoints = dict(clusters), dict(service_endpoints)
-            index: list[MtlsIndex] = []
-            for name in change.clusters:
-                cluster = gamma.clusters.get(name) or self.gateways.clusters.get(name)  # (a gateway's too)
-                found = service_of_cluster(name)
-                assert found is not None
-                service = self.services.get(found[0])
-                if cluster is None and service is not None and self._default_routed(found[0]):
-                    index = index or [mtls_index(self.virtual_nodes)]
-                    cluster = service_cluster(service, found[1], index[0])  # still a backend's default route's
-                if cluster is None or service is None:
-                    clusters.pop(name, None)
-                    service_endpoints.pop(name, None)
-                    continue
-                clusters[name] = cluster
-                if name not in service_endpoints:
-                    service_endpoints[name] = service_cluster_endpoints(service, found[1], model.endpoint_slices)
+        clusters, service_endpoints = self._port_clusters_again(change.clusters, model, gamma, self.gateways)
         mesh = replace(
             self,
             gamma=gamma,
@@ -195,6 +177,59 @@ class MeshIR:
             service_endpoints=service_endpoints,
         )
         return mesh, change.services, change.clusters
+
+    def with_gateway_changes(
+        self, model: Model, changed: set[ObjectKey], blocked: Mapping[ObjectKey, Blocked] | None = None
+    ) -> tuple[MeshIR, frozenset[ObjectKey], frozenset[str]]:
+        """After ``with_gamma_changes`` of the same change (only HTTPRoutes/GRPCRoutes changed): the edge gateways'
+        share translated again for those routes (``GatewaysIR.with_changes``), their statuses merged with what the
+        mesh's share says of them, the Gateways' statuses and the Service-port clusters they reach. Returns it
+        (equal to ``translate_mesh(model)``), the Gateways whose proxies may differ and the clusters that may."""
+        change = self.gateways.with_changes(model, self.virtual_nodes, changed, blocked, self.routes_by_service)
+        gateways = change.gateways
+        statuses = dict(self.status_by_key)
+        statuses.update(gateways.statuses)  # (the Gateways and classes: only routes changed, none came or went)
+        for key in changed:
+            parents = gateways.route_parents.get(key)
+            if parents is None:
+                continue  # (the mesh's status of it, if any, stands)
+            route = model.http_routes[key]
+            own = statuses.get(key)  # what with_gamma_changes made of its Service parents
+            status = with_gateway_parents(own, route, parents)
+            statuses[key] = _with_warnings(status, route) if own is None else status
+        clusters, service_endpoints = self._port_clusters_again(change.clusters, model, self.gamma, gateways)
+        mesh = replace(
+            self, gateways=gateways, status_by_key=statuses, clusters=clusters, service_endpoints=service_endpoints
+        )
+        return mesh, change.touched, change.clusters
+
+    def _port_clusters_again(
+        self, names: Iterable[str], model: Model, gamma: GammaIR, gateways: GatewaysIR
+    ) -> tuple[Mapping[str, ClusterIR], Mapping[str, tuple[EndpointIR, ...]]]:
+        """The clusters and their endpoints with these Service-port clusters made again as a full translation makes
+        them: a mesh route's (gamma) first, else a gateway's, else a backend's default route's; dropped when none
+        uses them."""
+        clusters, service_endpoints = self.clusters, self.service_endpoints
+        if not names:
+            return clusters, service_endpoints
+        clusters, service_endpoints = dict(clusters), dict(service_endpoints)
+        index: list[MtlsIndex] = []
+        for name in names:
+            cluster = gamma.clusters.get(name) or gateways.clusters.get(name)
+            found = service_of_cluster(name)
+            assert found is not None
+            service = self.services.get(found[0])
+            if cluster is None and service is not None and self._default_routed(found[0]):
+                index = index or [mtls_index(self.virtual_nodes)]
+                cluster = service_cluster(service, found[1], index[0])  # still a backend's default route's
+            if cluster is None or service is None:
+                clusters.pop(name, None)
+                service_endpoints.pop(name, None)
+                continue
+            clusters[name] = cluster
+            if name not in service_endpoints:
+                service_endpoints[name] = service_cluster_endpoints(service, found[1], model.endpoint_slices)
+        return clusters, service_endpoints
 
     def _default_routed(self, svc: ObjectKey) -> bool:
         """Callers reach the Service by its default routes: a backend of some VirtualNode, with no Route."""
