@@ -44,7 +44,7 @@ from meshctl.translate.endpoints import release_gently
 from meshctl.translate.gateway import GATEWAY_NAME_LABEL, certificate_secret_name
 from meshctl.translate.ir import IDENTITY_SECRET, TRUST_SECRET, Blocked, ObjectStatus, SidecarParams
 from meshctl.translate.mesh import Served, services_called
-from meshctl.translate.sidecar import with_route_changes
+from meshctl.translate.sidecar import gateway_listeners, with_route_changes
 from meshctl.xds.cache import Snapshot, SnapshotBuilder, SnapshotCache, prepare
 from meshctl.xds.cache.builder import BuildError
 from meshctl.xds.cache.resource import CachedResource
@@ -429,11 +429,9 @@ class Controller:
             snapshots = {}
             for group, params in groups.items():
                 if params.gateway is not None:
-                    # An edge gateway's proxies: built again when their routes, or a cluster they use, changed
-                    # (the builder reuses the bytes of every virtual host and resource that did not).
                     proxy = old.gateways.proxies.get(params.gateway)
                     if params.gateway in gateways or (proxy is not None and remade & set(proxy.clusters)):
-                        snapshots[group] = self._build(mesh, params)
+                        snapshots[group] = self._patched_gateway(group, params, old, mesh, remade)
                     continue
                 if params.virtual_node is None or params.virtual_node not in mesh.virtual_nodes:
                     continue  # no outbound routes (an unknown node gets none)
@@ -460,6 +458,40 @@ class Controller:
         self.metrics.route_patched()
         routes = self._builder.route_configuration(ir.route_config_name, ir.virtual_hosts)
         return snap.patched(ROUTE, {ir.route_config_name: routes}, ir)
+
+    def _patched_gateway(
+        self, group: str, params: SidecarParams, old: MeshIR, mesh: MeshIR, remade: set[str]
+    ) -> Snapshot:
+        """An edge gateway group's snapshot after some of its routes changed: its RouteConfigurations patched when
+        nothing else differs (the same ports, certificates and clusters, none made differently), else built again
+        (the builder reuses the bytes of every virtual host and resource that did not change)."""
+        assert params.gateway is not None
+        snap = self.cache.get(group)
+        before, after = old.gateways.proxies.get(params.gateway), mesh.gateways.proxies.get(params.gateway)
+        if (
+            snap is None
+            or snap.ir is None
+            or before is None
+            or after is None
+            or before.clusters != after.clusters
+            or before.secrets != after.secrets
+            or remade & set(after.clusters)
+            or [(p.port, p.https, p.certificates) for p in before.ports]
+            != [(p.port, p.https, p.certificates) for p in after.ports]
+            or snap.ir.gateway_listeners != gateway_listeners(before, params)  # (what it serves is not `before`'s)
+        ):
+            return self._build(mesh, params)
+        listeners = gateway_listeners(after, params)
+        ir = replace(snap.ir, gateway_listeners=listeners)
+        self.metrics.route_patched()
+        routes = {
+            li.route_config_name: self._builder.route_configuration(
+                li.route_config_name, li.virtual_hosts, ignore_port=True
+            )
+            for li, was in zip(listeners, snap.ir.gateway_listeners, strict=True)
+            if li.virtual_hosts != was.virtual_hosts
+        }
+        return snap.patched(ROUTE, routes, ir) if routes else snap
 
     async def _patch_routes(self, model: Model, changed_routes: set[ObjectKey]) -> None:
         """Only Routes changed: re-translate those; in each group that calls their Services, patch just the

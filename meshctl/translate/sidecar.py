@@ -34,7 +34,7 @@ from meshctl.model import (
     VirtualNodeSpec,
 )
 from meshctl.translate.endpoints import cluster_listener, service_cluster_name, service_of_cluster
-from meshctl.translate.gateway import bound_port
+from meshctl.translate.gateway import GatewayProxyIR, bound_port
 from meshctl.translate.ir import (
     EGRESS_DENIED_CLUSTER,
     EGRESS_VHOST,
@@ -62,6 +62,7 @@ from meshctl.translate.ports import allocate_ports, tcp_backends
 __all__ = [
     "OUTBOUND_ROUTE_CONFIG",
     "default_routes",
+    "gateway_listeners",
     "service_domains",
     "service_virtual_host",
     "service_virtual_hosts",
@@ -219,25 +220,29 @@ def translate_gateway_proxy(mesh: MeshIR, params: SidecarParams) -> SidecarIR:
     Gateway is not served (unknown, not our class, not accepted)."""
     assert params.gateway is not None
     proxy = mesh.gateways.proxies.get(params.gateway)
-    listeners: list[GatewayListenerIR] = []
-    for port in proxy.ports if proxy is not None else ():
-        name = f"gateway|{port.port}"
-        listeners.append(
-            GatewayListenerIR(
-                name=name,
-                address=params.bind_address,
-                port=bound_port(port.port),
-                route_config_name=name,
-                virtual_hosts=port.virtual_hosts,
-                certificates=port.certificates,
-            )
-        )
     used = proxy.clusters if proxy is not None else ()
     return replace(
         _no_sidecar(params),
         clusters=tuple(mesh.clusters[name] for name in used),
         endpoints={name: mesh.endpoints.get(name, ()) for name in used},
-        gateway_listeners=tuple(listeners),
+        gateway_listeners=gateway_listeners(proxy, params),
+    )
+
+
+def gateway_listeners(proxy: GatewayProxyIR | None, params: SidecarParams) -> tuple[GatewayListenerIR, ...]:
+    """The listeners of an edge gateway's proxies: one per port, bound where the proxy says (``bound_port``)."""
+    if proxy is None:
+        return ()
+    return tuple(
+        GatewayListenerIR(
+            name=f"gateway|{port.port}",
+            address=params.bind_address,
+            port=bound_port(port.port),
+            route_config_name=f"gateway|{port.port}",
+            virtual_hosts=port.virtual_hosts,
+            certificates=port.certificates,
+        )
+        for port in proxy.ports
     )
 
 
