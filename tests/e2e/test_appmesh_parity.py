@@ -3,7 +3,8 @@ a real Envoy, route requests the way App Mesh says they should. The color app: h
 method + path + query with an inverted header range, the 80/20 weighted default, App Mesh's implicit retry on a 503.
 The gRPC service: service/method/metadata matches, a 90/10 split, a gRPC retry event. The TCP service: a 75/25
 connection split. The policies case: the route's retries on 5xx and its per-retry timeout, on a two-listener node.
-The gateway reaches its routes' targets by Host; the secure mesh (TLS reported, not converted) serves in plaintext."""
+The secure mesh (TLS reported, not converted) serves in plaintext. An imported VirtualGateway is an edge gateway now;
+its parity (paths, hosts and App Mesh's rewrites through a real gateway Envoy) is tests/e2e/test_gateway.py's."""
 
 from __future__ import annotations
 
@@ -217,21 +218,6 @@ async def test_imported_policies_retry_and_time_out_as_app_mesh_would(mesh_facto
     status, _, _ = await m.get(sidecar, host, "/slow")
     assert status == 504 and time.monotonic() - started >= 0.7
     assert sidecar.envoy.stats()[f"cluster.shop/catalog-v1/{port}.upstream_rq_per_try_timeout"] == 3
-
-
-async def test_imported_gateway_reaches_its_gateway_routes_targets(mesh_factory, tmp_path: Path):
-    """What the report says the gateway does: its Envoy reaches each GatewayRoute's target by Host."""
-    m: Mesh = await mesh_factory()
-    port = free_port()
-    import_into(m, CASE.parent.parent / "gateway" / "input", tmp_path, 8080, port)
-    write(m.dir / "cluster.yaml", pods_and_slices(port, "edge", "color", ("red", "blue")))
-    await m.app("red", port=port, host="127.0.0.2")
-    await m.app("blue", port=port, host="127.0.0.3")
-    await m.start()
-    sidecar = await m.sidecar("edge/ingress-gw")
-    for host, color in (("color-paths.edge", "red"), ("color-hosts.edge.svc.cluster.local", "blue")):
-        await m.wait_routable(sidecar, host)
-        assert (await m.split(sidecar, host, 20)) == {color: 20}
 
 
 async def test_imported_secure_mesh_keeps_its_mtls(mesh_factory, tmp_path: Path):
