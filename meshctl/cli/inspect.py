@@ -87,11 +87,17 @@ def _get_status(args: argparse.Namespace) -> int:
     rows: list[list[str | Text]] = []
     for o in objects:
         bad = [c for c in o["conditions"] if c["status"] != "True"]
+        for li in o.get("listeners", []):  # a Gateway's listeners that are not served (or conflict)
+            bad += [
+                {**c, "message": f"listener {li['name']}: {c['message']}"}
+                for c in li["conditions"]
+                if (c["type"] == "Conflicted") == (c["status"] == "True")
+            ]
         programmed = next((c["status"] for c in o["conditions"] if c["type"] == "Programmed"), "True")
         rows.append(
             [
                 o["kind"],
-                f"{o['namespace']}/{o['name']}",
+                f"{o['namespace']}/{o['name']}" if o["namespace"] else o["name"],
                 "True" if o["accepted"] else Text("False", style="red"),
                 programmed if o["accepted"] else "-",
                 Text(bad[0]["reason"], style="yellow") if bad else "",

@@ -698,6 +698,9 @@ def _gateway(
         accepted = _cond("Accepted", False, "Invalid", f"{origin}: {message}" if origin else message)
     elif not serving:
         accepted = _cond("Accepted", False, "ListenersNotValid", "no listener can be served")
+    elif len(serving) < len(listeners):  # (the spec's reason, with Accepted True: the others are served)
+        names = ", ".join(li.spec.name for li in listeners if not li.serving)
+        accepted = _cond("Accepted", True, "ListenersNotValid", f"listeners not served: {names}")
     else:
         accepted = _cond("Accepted", True, "Accepted", "accepted")
     ports: list[GatewayPortIR] = []

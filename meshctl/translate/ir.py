@@ -519,20 +519,36 @@ class ObjectStatus:
 
     @property
     def healthy(self) -> bool:
-        """Every condition is True: accepted and all references resolved. (ProxylessCompatible is advice: what
-        gRPC clients would skip, if any call.)"""
-        return all(c.status is ConditionStatus.TRUE or c.type == _PROXYLESS for c in self.conditions)
+        """Every condition is True: accepted and all references resolved; a Gateway's listeners too.
+        (ProxylessCompatible is advice: what gRPC clients would skip, if any call.)"""
+        return (
+            all(c.status is ConditionStatus.TRUE or c.type == _PROXYLESS for c in self.conditions)
+            and not self.listener_problems
+        )
 
     @property
     def problems(self) -> tuple[Condition, ...]:
         """Conditions not True, except the warnings (FieldsRecognized: fields ignored, unless parsed --strict;
-        ProxylessCompatible: fields gRPC clients ignore)."""
-        return tuple(c for c in self.conditions if c.status is not ConditionStatus.TRUE and c.type not in _WARNINGS)
+        ProxylessCompatible: fields gRPC clients ignore); then a Gateway's listeners' problems."""
+        own = tuple(c for c in self.conditions if c.status is not ConditionStatus.TRUE and c.type not in _WARNINGS)
+        return own + self.listener_problems
+
+    @property
+    def listener_problems(self) -> tuple[Condition, ...]:
+        """A Gateway's listeners that are not served, or conflict, each condition saying which listener."""
+        if self.gateway is None:
+            return ()
+        return tuple(
+            Condition(type=c.type, status=c.status, reason=c.reason, message=f"listener {li.name}: {c.message}")
+            for li in self.gateway.listeners
+            for c in li.conditions
+            if (c.type == "Conflicted") == (c.status is ConditionStatus.TRUE)
+        )
 
     @property
     def warnings(self) -> tuple[Condition, ...]:
         return tuple(c for c in self.conditions if c.type in _WARNINGS and c.status is not ConditionStatus.TRUE)
 
     def summary(self) -> str:
-        bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE]
+        bad = [c for c in self.conditions if c.status is not ConditionStatus.TRUE] + list(self.listener_problems)
         return "; ".join(c.message for c in bad) if bad else "ok"

@@ -290,7 +290,9 @@ async def test_a_bad_gateway_or_listener_costs_only_itself(edge, tmp_path: Path)
     assert "Secret shop/missing not found" in listeners["tls"]["ResolvedRefs"]["message"]
     assert listeners["udp"]["Accepted"]["reason"] == "UnsupportedProtocol"
     edge_status = {c["type"]: c for c in status[("Gateway", "edge")]["conditions"]}
-    assert edge_status["Accepted"]["status"] == "True"
+    assert (edge_status["Accepted"]["status"], edge_status["Accepted"]["reason"]) == ("True", "ListenersNotValid")
+    assert "tls, udp" in edge_status["Accepted"]["message"]
+    assert status[("Gateway", "edge")]["healthy"] is False  # (its listeners' problems count: get status exits 1)
     assert edge_status["Programmed"]["reason"] == "AddressNotAssigned"
     broken_status = {c["type"]: c for c in status[("Gateway", "broken")]["conditions"]}
     assert broken_status["Accepted"]["status"] == "False"
