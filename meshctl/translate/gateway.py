@@ -11,6 +11,12 @@ if given), the listener allows the route's namespace and kind (``allowedRoutes``
 Each parent gets Accepted (or NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname) and
 ResolvedRefs; each listener its Accepted, ResolvedRefs, Conflicted, Programmed conditions and ``attachedRoutes``.
 
+A rule whose one backend is a Service with meshctl Routes takes those Routes (``_through_mesh``): traffic from the
+gateway into the mesh goes where a sidecar's would.
+
+Each route's share (its parent statuses, Envoy routes by virtual host, listeners attached, clusters) is kept, so a
+change of some routes is translated alone (``GatewaysIR.with_changes``); a full translation is the same from empty.
+
 A Gateway port below 1024 is bound 10,000 higher (80 -> 10080), as Envoy Gateway does: the gateway's pod then runs
 without privileges, and its Service maps the Gateway port to that one.
 """
