@@ -207,8 +207,9 @@ def test_an_ingress_with_tls_hosts_and_no_certificate_arn_gets_https_with_the_ce
     ]
 
 
-def _classed_2048(params: dict | None, **ingress_annotations: str) -> Stack:
-    """LBC's 2048 Ingress through IngressClass "alb" (LBC's controller) whose parameters are ``params``."""
+def _classed_2048(params: dict | None, namespace_labels: dict | None = None, **ingress_annotations: str) -> Stack:
+    """LBC's 2048 Ingress through IngressClass "alb" (LBC's controller) whose parameters are ``params``; its
+    Namespace (game-2048) labelled ``namespace_labels``."""
     from tests.ingress_fixtures import model_of
 
     example = Path(__file__).parent / "testdata" / "lbc" / "2048_full.yaml"
@@ -225,6 +226,10 @@ def _classed_2048(params: dict | None, **ingress_annotations: str) -> Stack:
         },
     }
     docs.append(klass)
+    if namespace_labels is not None:
+        docs.append(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "game-2048", "labels": namespace_labels}}
+        )
     if params is not None:
         meta = {"name": "public"}
         docs.append(
@@ -262,7 +267,10 @@ def test_ingress_class_params_override_the_annotations_and_merge_tags_and_attrib
     ("params", "problem"),
     [
         (None, "IngressClass alb: IngressClassParams public does not exist"),
-        ({"namespaceSelector": {"matchLabels": {"team": "a"}}}, "namespaceSelector is not supported yet"),
+        (
+            {"namespaceSelector": {"matchLabels": {"team": "a"}}},
+            "its namespaceSelector (team=a) does not select namespace game-2048",
+        ),
     ],
 )
 def test_ingress_class_params_that_cannot_apply_fail_the_ingress(params: dict | None, problem: str) -> None:
@@ -270,3 +278,16 @@ def test_ingress_class_params_that_cannot_apply_fail_the_ingress(params: dict | 
     (found,) = stack.problems
     assert (found.reason, problem in found.message) == ("InvalidIngressClass", True), found
     assert stack.load_balancer is None
+
+
+def test_an_ingress_class_params_namespace_selector_admits_the_namespaces_it_selects() -> None:
+    """LBC's namespaceSelector: the Ingresses of a namespace it selects (by the Namespace's labels) use the class;
+    those of others fail (above)."""
+    params = {"namespaceSelector": {"matchLabels": {"team": "a"}}, "scheme": "internet-facing"}
+    stack = _classed_2048(params, {"team": "a", "other": "x"}, **{"target-type": "ip"})
+    assert not stack.problems and stack.load_balancer is not None
+    assert stack.load_balancer.scheme == "internet-facing"
+    refused = _classed_2048(params, {"team": "b"}, **{"target-type": "ip"})
+    assert refused.load_balancer is None and "does not select namespace game-2048" in refused.problems[0].message
+    everyone = _classed_2048({"namespaceSelector": {}}, None, **{"target-type": "ip"})  # (empty: every namespace)
+    assert not everyone.problems
