@@ -291,3 +291,7 @@ def test_an_ingress_class_params_namespace_selector_admits_the_namespaces_it_sel
     assert refused.load_balancer is None and "does not select namespace game-2048" in refused.problems[0].message
     everyone = _classed_2048({"namespaceSelector": {}}, None, **{"target-type": "ip"})  # (empty: every namespace)
     assert not everyone.problems
+    expressions = {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "b"]}]}
+    assert not _classed_2048({"namespaceSelector": expressions}, {"team": "b"}, **{"target-type": "ip"}).problems
+    refused = _classed_2048({"namespaceSelector": expressions}, {"team": "c"}, **{"target-type": "ip"})
+    assert "(team In (a,b)) does not select namespace game-2048" in refused.problems[0].message

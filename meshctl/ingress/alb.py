@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -188,10 +188,12 @@ def _with_class_params(ingress: Ingress, model: Model, classes: list[IngressClas
     params = model.ingress_class_params.get(ObjectKey("IngressClassParams", "", chosen.parameters))
     if params is None:
         return ingress, f"IngressClass {chosen.meta.name}: IngressClassParams {chosen.parameters} does not exist"
-    if params.namespace_selector is not None and not _selects(params.namespace_selector, ingress, model):
-        wanted = ",".join(f"{k}={v}" for k, v in sorted(params.namespace_selector.items()))
+    namespace = model.namespaces.get(ObjectKey("Namespace", "", ingress.meta.namespace))
+    selector = params.namespace_selector
+    if selector is not None and not selector.matches(namespace.meta.labels if namespace is not None else {}):
+        # (LBC's rule: the class's IngressClassParams select the namespaces whose Ingresses may use it)
         return ingress, (
-            f"IngressClassParams {chosen.parameters}: its namespaceSelector ({wanted}) does not select namespace "
+            f"IngressClassParams {chosen.parameters}: its namespaceSelector ({selector}) does not select namespace "
             f"{ingress.meta.namespace}: Ingresses there may not use IngressClass {chosen.meta.name}"
         )
     merged = {**ingress.lifecycle.annotations, **params.annotations}
@@ -201,14 +203,6 @@ def _with_class_params(ingress: Ingress, model: Model, classes: list[IngressClas
             merged[ALB + name] = ",".join(f"{k}={v}" for k, v in sorted({**own, **dict(extra)}.items()))
     lifecycle = replace(ingress.lifecycle, annotations=MappingProxyType(merged))
     return replace(ingress, lifecycle=lifecycle), None
-
-
-def _selects(selector: Mapping[str, str], ingress: Ingress, model: Model) -> bool:
-    """LBC's rule: an IngressClassParams namespaceSelector (matchLabels; empty: every namespace) must select the
-    Ingress's Namespace by its labels."""
-    namespace = model.namespaces.get(ObjectKey("Namespace", "", ingress.meta.namespace))
-    labels = namespace.meta.labels if namespace is not None else {}
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _stack_id(ingress: Ingress, key: ObjectKey) -> str:

@@ -9,11 +9,10 @@ EndpointSlices), not VirtualNodes. Matches reuse the mesh model's ``HttpMatch``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshctl.model.matches import HttpMatch
-from meshctl.model.meta import FieldError, Meta, ObjectKey
+from meshctl.model.meta import FieldError, LabelSelector, Meta, ObjectKey
 
 __all__ = [
     "GATEWAY_CONTROLLER",
@@ -221,8 +220,7 @@ class AllowedRoutes:
     the listener protocol's defaults)."""
 
     namespaces_from: str = "Same"
-    selector: Mapping[str, str] | None = None  # matchLabels (matchExpressions are read into the same form)
-    selector_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (key, operator, values)
+    selector: LabelSelector | None = None  # with namespaces_from Selector: the Namespaces' labels
     kinds: tuple[tuple[str, str], ...] = ()  # (group, kind)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from meshctl.model.meta import Meta
+from meshctl.model.meta import LabelSelector, Meta
 
 __all__ = [
     "CHECKPOINT_ANNOTATION",
@@ -114,7 +114,7 @@ class IngressClassParams:
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # override the Ingress's
     tags: tuple[tuple[str, str], ...] = ()  # merged with the Ingress's tags, these winning
     attributes: tuple[tuple[str, str], ...] = ()  # merged with load-balancer-attributes, these winning
-    namespace_selector: Mapping[str, str] | None = None  # matchLabels
+    namespace_selector: LabelSelector | None = None  # the Namespaces whose Ingresses may use the class
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-__all__ = ["API_GROUP", "API_VERSION", "EMPTY_LABELS", "FieldError", "Meta", "ObjectKey"]
+__all__ = ["API_GROUP", "API_VERSION", "EMPTY_LABELS", "FieldError", "LabelSelector", "Meta", "ObjectKey"]
 
 API_GROUP = "mesh.meshctl.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -53,3 +53,31 @@ class Meta:
     generation: int = 1
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
     origin: str = ""  # where the object came from, e.g. a manifest file path; shown in error messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelSelector:
+    """A Kubernetes label selector: every ``match_labels`` pair and every expression (key, In|NotIn|Exists|
+    DoesNotExist, values) must hold; an empty selector selects everything."""
+
+    match_labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for key, operator, values in self.expressions:
+            present = key in labels
+            if (
+                (operator == "In" and (not present or labels[key] not in values))
+                or (operator == "NotIn" and present and labels[key] in values)
+                or (operator == "Exists" and not present)
+                or (operator == "DoesNotExist" and present)
+            ):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        parts += [f"{k} {op} ({','.join(v)})" if v else f"{k} {op}" for k, op, v in self.expressions]
+        return ",".join(parts) or "everything"

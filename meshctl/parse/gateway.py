@@ -30,11 +30,12 @@ from meshctl.model.gateway import (
     RouteRetry,
 )
 from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
-from meshctl.model.meta import FieldError, Meta
+from meshctl.model.meta import FieldError, LabelSelector, Meta
 from meshctl.parse.fields import MAX_DURATION_MS, Fields, field_warnings
 from meshctl.parse.route import check_regex
 
 __all__ = [
+    "label_selector",
     "parse_gateway",
     "parse_gateway_class",
     "parse_gateway_duration_ms",
@@ -501,17 +502,11 @@ def _listener(f: Fields, namespace: str) -> GatewayListener | None:
 
 
 def _allowed_routes(f: Fields) -> AllowedRoutes:
-    namespaces_from, selector, expressions = "Same", None, []
+    namespaces_from, selector = "Same", None
     if (nf := f.obj("namespaces")) is not None:
         namespaces_from = nf.string("from", choices=("All", "Same", "Selector", "None")) or "Same"
         if (sf := nf.obj("selector")) is not None:
-            selector = sf.string_map("matchLabels")
-            for ef in sf.objects("matchExpressions"):
-                key = ef.string("key", required=True)
-                operator = ef.string("operator", required=True, choices=_SELECTOR_OPERATORS)
-                values = tuple(ef.string_list("values"))
-                if key is not None and operator is not None:
-                    expressions.append((key, operator, values))
+            selector = label_selector(sf)
         elif namespaces_from == "Selector":
             nf.error("selector", "is required when from is Selector")
     kinds = tuple(
@@ -519,9 +514,20 @@ def _allowed_routes(f: Fields) -> AllowedRoutes:
         for kf in f.objects("kinds")
         if (kind := kf.string("kind", required=True))
     )
-    return AllowedRoutes(
-        namespaces_from=namespaces_from, selector=selector, selector_expressions=tuple(expressions), kinds=kinds
-    )
+    return AllowedRoutes(namespaces_from=namespaces_from, selector=selector, kinds=kinds)
+
+
+def label_selector(f: Fields) -> LabelSelector:
+    """A Kubernetes label selector (``matchLabels``, ``matchExpressions``); a malformed expression is an error on its
+    field."""
+    expressions = []
+    for ef in f.objects("matchExpressions"):
+        key = ef.string("key", required=True)
+        operator = ef.string("operator", required=True, choices=_SELECTOR_OPERATORS)
+        values = tuple(ef.string_list("values"))
+        if key is not None and operator is not None:
+            expressions.append((key, operator, values))
+    return LabelSelector(match_labels=f.string_map("matchLabels"), expressions=tuple(expressions))
 
 
 _HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.IGNORECASE)

@@ -24,6 +24,7 @@ from meshctl.model.ingress import (
     Node,
     TargetGroupBinding,
 )
+from meshctl.model.meta import LabelSelector
 
 __all__ = [
     "FINALIZER_PREFIXES",
@@ -198,12 +199,20 @@ def parse_ingress_class_params(meta: Meta, doc: dict[str, Any]) -> IngressClassP
         annotations=MappingProxyType(annotations),
         tags=pairs("tags"),
         attributes=pairs("loadBalancerAttributes"),
-        namespace_selector=MappingProxyType(
-            {str(k): str(v) for k, v in _dict(_dict(selector).get("matchLabels")).items()}
-        )
-        if isinstance(selector, dict)
-        else None,
+        namespace_selector=_label_selector(selector) if isinstance(selector, dict) else None,
     )
+
+
+def _label_selector(selector: dict[str, Any]) -> LabelSelector:
+    """``matchLabels`` and ``matchExpressions`` (an expression without a key or a known operator is left out; the
+    CRD's schema refuses those before they get here)."""
+    expressions = tuple(
+        (str(e["key"]), str(e["operator"]), tuple(str(v) for v in _list(e.get("values"))))
+        for e in map(_dict, _list(selector.get("matchExpressions")))
+        if e.get("key") and e.get("operator") in ("In", "NotIn", "Exists", "DoesNotExist")
+    )
+    labels = {str(k): str(v) for k, v in _dict(selector.get("matchLabels")).items()}
+    return LabelSelector(match_labels=MappingProxyType(labels), expressions=expressions)
 
 
 def parse_node(meta: Meta, doc: dict[str, Any]) -> Node:

@@ -489,19 +489,7 @@ def _namespace_allowed(li: GatewayListener, gateway: Gateway, namespace: str, mo
     if allowed.namespaces_from != "Selector":
         return False
     ns = model.namespaces.get(ObjectKey("Namespace", "", namespace))
-    labels = ns.meta.labels if ns is not None else {}
-    if any(labels.get(k) != v for k, v in (allowed.selector or {}).items()):
-        return False
-    for key, operator, values in allowed.selector_expressions:
-        present = key in labels
-        if (
-            (operator == "In" and (not present or labels[key] not in values))
-            or (operator == "NotIn" and present and labels[key] in values)
-            or (operator == "Exists" and not present)
-            or (operator == "DoesNotExist" and present)
-        ):
-            return False
-    return bool(allowed.selector) or bool(allowed.selector_expressions)
+    return allowed.selector is not None and allowed.selector.matches(ns.meta.labels if ns is not None else {})
 
 
 def _attach(
