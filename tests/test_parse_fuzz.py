@@ -25,10 +25,34 @@ SOURCES = [
     *sorted((ROOT / "examples").rglob("*.yaml")),
     *sorted((ROOT / "tests" / "testdata" / "translate").rglob("input/*.yaml")),
     *sorted((ROOT / "tests" / "testdata" / "ingress").rglob("input.yaml")),
-    # Gateway API routes as upstream writes them (HTTPRoute, GRPCRoute, ReferenceGrant), when ../shared is there
+    # Gateway API routes and Gateways as upstream writes them (HTTPRoute, GRPCRoute, ReferenceGrant, Gateway), when
+    # ../shared is there
     *sorted((ROOT.parent / "shared" / "conformance" / "gateway-api" / "tests").glob("*.yaml")),
+    *sorted((ROOT.parent / "shared" / "conformance" / "gateway-api" / "base").glob("*.yaml")),
+    # An imported edge gateway (GatewayClass, Gateway with namespace selectors, HTTPRoutes with rewrites)
+    *sorted((ROOT / "tests" / "testdata" / "appmesh" / "gateway").glob("expected*.yaml")),
 ]
 EXTRA = [
+    {  # an HTTPS listener's certificate
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "cert", "namespace": "shop"},
+        "data": {"tls.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t", "tls.key": "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t"},
+    },
+    {  # an edge gateway's Service, its load balancer's address read
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "edge-gateway", "namespace": "shop", "labels": {"meshctl.dev/gateway": "edge"}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 10080}]},
+        "status": {"loadBalancer": {"ingress": [{"hostname": "edge.elb.amazonaws.com"}]}},
+    },
+    {
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "IngressClassParams",
+        "metadata": {"name": "public"},
+        "spec": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}},
+    },
     {
         "apiVersion": "v1",
         "kind": "Node",
