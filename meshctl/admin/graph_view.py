@@ -16,7 +16,7 @@ from typing import Any
 
 from meshctl.admin.traffic import EdgeFigures, edge_health, merge_figures
 from meshctl.model import ObjectKey
-from meshctl.translate.endpoints import cluster_listener, service_of_cluster
+from meshctl.translate.endpoints import cluster_listener, service_cluster_name, service_of_cluster
 from meshctl.translate.ir import ObjectStatus, group_node
 from meshctl.translate.mesh import MeshIR
 
@@ -150,7 +150,7 @@ def _document(
             "name": s.key.name,
             "conditions": [
                 {"type": c.type, "reason": c.reason, "message": c.message}
-                for c in s.conditions
+                for c in (*s.conditions, *s.listener_problems)  # (a Gateway's listeners' problems too)
                 if c.status.value != "True" and c.type != "ProxylessCompatible"
             ],
         }
@@ -210,6 +210,8 @@ def _document(
             health = "idle" if not registered else "healthy" if healthy == registered else "degraded"
             edges.append({"from": entry["id"], "to": _id(svc), "label": label, "traffic": None, "health": health})
 
+    gateways = _gateway_edges(mesh, by_caller, clusters_of, edges, services)
+
     nodes: list[dict[str, Any]] = []
     for column, keys in enumerate((sorted(callers), sorted(services), sorted(targets))):
         for row, key in enumerate(keys):
@@ -252,4 +254,48 @@ def _document(
                     "conditions": [{"type": "Reconciled", "reason": "AWSError", "message": entry["error"]}],
                 }
             )
+    # Edge gateways enter the mesh beside the callers and load balancers, their proxies' sync state shown.
+    for row, gk in enumerate(gateways, start=len(callers) + len(entries)):
+        state = states.get(f"gateway:{gk.namespace}/{gk.name}", {})
+        nodes.append(
+            {
+                "id": _id(gk),
+                "kind": "Gateway",
+                "namespace": gk.namespace,
+                "name": gk.name,
+                "column": 0,
+                "row": row,
+                "proxies": state.get("proxies", 0),
+                "sync": state.get("sync"),
+                "rejected": state.get("rejected"),
+                "problem": _id(gk) in bad,
+            }
+        )
     return {"nodes": nodes, "edges": edges, "problems": problems}
+
+
+def _gateway_edges(
+    mesh: MeshIR,
+    by_caller: Mapping[tuple[str, str], list[EdgeFigures]],
+    clusters_of: Mapping[ObjectKey, set[str]],
+    edges: list[dict[str, Any]],
+    services: set[ObjectKey],
+) -> list[ObjectKey]:
+    """Appends an edge from each served Gateway to each Service its routes send to (labelled with the ports, with
+    the traffic its proxies sent there: to the Service's port clusters, or its meshctl Routes' when the gateway
+    takes them); returns the Gateways, in order."""
+    ports: dict[ObjectKey, dict[ObjectKey, set[int]]] = {gk: {} for gk in mesh.gateways.proxies}
+    for share in mesh.gateways.shares.values():
+        for gk in {w[0] for w, _, _ in share.placed}:
+            for name in share.reached:
+                if gk in ports and (found := service_of_cluster(name)) is not None:
+                    ports[gk].setdefault(found[0], set()).add(found[1])
+    for gk in sorted(ports):
+        caller = f"gateway:{gk.namespace}/{gk.name}"
+        for svc, svc_ports in sorted(ports[gk].items()):
+            services.add(svc)
+            clusters = clusters_of.get(svc) or {service_cluster_name(svc.namespace, svc.name, p) for p in svc_ports}
+            sent = [f for c in sorted(clusters) for f in by_caller.get((caller, c), ())]
+            label = ",".join(f":{p}" for p in sorted(svc_ports))
+            edges.append(_with_traffic({"from": _id(gk), "to": _id(svc), "label": label}, sent))
+    return sorted(ports)

@@ -127,6 +127,12 @@ async def test_app_mesh_gateway_samples_behave_as_app_mesh_did(edge, tmp_path: P
     gateway = status[("Gateway", "ingress-gw")]
     assert gateway["healthy"], gateway  # Programmed, with the address of its Service's load balancer
     assert gateway["addresses"] == [{"type": "IPAddress", "value": "127.0.0.30"}]
+    # The web view draws the gateway entering the mesh: its proxy synced, an edge to each Service it sends to.
+    graph = await mesh.admin("/api/v1/graph")
+    (node,) = [n for n in graph["nodes"] if n["kind"] == "Gateway"]
+    assert (node["id"], node["proxies"], node["sync"]) == ("Gateway/edge/ingress-gw", 1, "SYNCED")
+    reached = {e["to"]: e["label"] for e in graph["edges"] if e["from"] == node["id"]}
+    assert reached == {"Service/edge/color-hosts": ":8080", "Service/edge/color-paths": ":8080"}
     assert [li["attachedRoutes"] for li in gateway["listeners"]] == [5]
 
 

@@ -36,7 +36,7 @@ function draw(graph) {
   }
   for (const n of graph.nodes) {
     const p = at.get(n.id);
-    const classes = ["node", { Service: "service", LoadBalancer: "lb" }[n.kind] || "vn"];
+    const classes = ["node", { Service: "service", LoadBalancer: "lb", Gateway: "lb" }[n.kind] || "vn"];
     if (n.sync) classes.push(`sync-${n.sync.replace(" ", "_")}`);
     if (n.problem) classes.push("problem");
     const g = el("g", { class: classes.join(" "), "data-id": n.id, transform: `translate(${p.x},${p.y})` });
@@ -69,9 +69,11 @@ function draw(graph) {
   }) : [Object.assign(document.createElement("li"), { textContent: "none" })]));
   const count = (kind) => graph.nodes.filter((n) => n.kind === kind).length;
   const balancers = count("LoadBalancer");
+  const gateways = count("Gateway");
   document.getElementById("summary").textContent =
     `${count("Service")} Services, ${count("VirtualNode")} VirtualNodes, ` +
-    (balancers ? `${balancers} load balancers, ` : "") + `${graph.problems.length} problems`;
+    (balancers ? `${balancers} load balancers, ` : "") + (gateways ? `${gateways} gateways, ` : "") +
+    `${graph.problems.length} problems`;
   fillServices(graph);
   document.documentElement.dataset.version = graph.version;
 }
