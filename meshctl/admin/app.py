@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,15 @@ def build_admin_app(
             if model
             else {}
         )
+        if model:  # the Gateway API's objects, when there are any
+            kinds = Counter(k.kind for k in model.http_routes)
+            for kind, n in (
+                ("Gateway", len(model.gateways)),
+                ("HTTPRoute", kinds["HTTPRoute"]),
+                ("GRPCRoute", kinds["GRPCRoute"]),
+            ):
+                if n:
+                    counts[kind] = n
         statuses = controller.statuses()
         document = {
             **about(),

@@ -133,6 +133,8 @@ async def test_app_mesh_gateway_samples_behave_as_app_mesh_did(edge, tmp_path: P
     assert (node["id"], node["proxies"], node["sync"]) == ("Gateway/edge/ingress-gw", 1, "SYNCED")
     reached = {e["to"]: e["label"] for e in graph["edges"] if e["from"] == node["id"]}
     assert reached == {"Service/edge/color-hosts": ":8080", "Service/edge/color-paths": ":8080"}
+    counts = (await mesh.admin("/api/v1/summary"))["objects"]  # (what meshctl status counts)
+    assert (counts["Gateway"], counts["HTTPRoute"]) == (1, 5) and "GRPCRoute" not in counts
     assert [li["attachedRoutes"] for li in gateway["listeners"]] == [5]
 
 
