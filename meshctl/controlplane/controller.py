@@ -435,9 +435,7 @@ class Controller:
                     continue
                 if params.virtual_node is None or params.virtual_node not in mesh.virtual_nodes:
                     continue  # no outbound routes (an unknown node gets none)
-                snapshots[group] = self._patched_routes(
-                    group, params, old, mesh, services, clusters | gateway_clusters
-                )
+                snapshots[group] = self._patched_routes(group, params, old, mesh, services, clusters | gateway_clusters)
         return mesh, snapshots
 
     def _patched_routes(
@@ -485,9 +483,7 @@ class Controller:
         ir = replace(snap.ir, gateway_listeners=listeners)
         self.metrics.route_patched()
         routes = {
-            li.route_config_name: self._builder.route_configuration(
-                li.route_config_name, li.virtual_hosts, ignore_port=True
-            )
+            li.route_config_name: self._builder.gateway_route_configuration(li)
             for li, was in zip(listeners, snap.ir.gateway_listeners, strict=True)
             if li.virtual_hosts != was.virtual_hosts
         }

@@ -198,11 +198,8 @@ class StatusWriter:
         others = [p for p in existing if p.get("controllerName") not in _CONTROLLERS]
         parents = []
         for entry in parents_document(status):
-            before = {c["type"]: c for c in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}
-            for c in entry["conditions"]:
-                old = before.get(c["type"]) or {}
-                same = old.get("status") == c["status"]
-                c["lastTransitionTime"] = old.get("lastTransitionTime", _now()) if same else _now()
+            before = (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []
+            _keep_transition_times(entry["conditions"], before)
             parents.append(entry)
         current["status"] = {**(current.get("status") or {}), "parents": others + parents}
         self.custom.replace_namespaced_custom_object_status(*args, current)  # a 409 reruns this (write)

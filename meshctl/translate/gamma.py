@@ -52,10 +52,12 @@ __all__ = [
     "GammaIR",
     "GammaKey",
     "MtlsIndex",
+    "at_origin",
     "match_precedence",
     "mtls_index",
     "parents_document",
     "rule_route",
+    "rule_targets",
     "service_cluster",
     "translate_gamma",
     "worst_conditions",
@@ -307,7 +309,7 @@ def _translate_route(
                 resolved_cond = _false("ResolvedRefs", reason, "; ".join(m for _, m in problems))
             if accepted_cond.status is ConditionStatus.TRUE or served is not route:
                 accepted = served
-        conditions = tuple(_at(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
+        conditions = tuple(at_origin(route.meta.origin, c) for c in (accepted_cond, resolved_cond))
         parent_statuses.append(ParentStatus(parent=parent, conditions=conditions))
     status = ObjectStatus(
         key=route.key,
@@ -326,7 +328,7 @@ def _service_parents(route: HTTPRoute | None) -> tuple[ParentRef, ...]:
     return tuple(p for p in parents if p.is_service)
 
 
-def _at(origin: str, c: Condition) -> Condition:
+def at_origin(origin: str, c: Condition) -> Condition:
     """A problem's message says where the route came from (a manifest file and line), as other objects' do."""
     if c.status is ConditionStatus.TRUE or not origin:
         return c
@@ -365,6 +367,26 @@ def _place(
     consumer = "" if ns == parent.namespace else ns
     gk = GammaKey(ObjectKey("Service", parent.namespace, parent.name), parent.port or 0, consumer)
     problems: list[tuple[str, str]] = []
+    for i, rule in enumerate(route.spec.rules):
+        weighted, mirrors = rule_targets(route, i, rule, backends, problems, reached)
+        for j, match in enumerate(rule.matches):
+            ir = rule_route(route, i, j, rule, match, weighted, mirrors)
+            placed.append(_Placed(route.key, gk, match_precedence(match, route, i, j), ir))
+    return problems
+
+
+def rule_targets(
+    route: HTTPRoute,
+    i: int,
+    rule: GatewayRule,
+    backends: BackendResolver,
+    problems: list[tuple[str, str]],
+    reached: dict[str, bool],
+) -> tuple[tuple[WeightedClusterIR, ...], tuple[MirrorIR, ...]]:
+    """Rule ``i``'s weighted backends (one that does not resolve: INVALID_BACKEND, its problem appended to
+    ``problems``) and its mirrors (those that resolve); every cluster resolved is recorded in ``reached`` (True: as
+    a GRPCRoute's backend)."""
+    assert route.spec is not None
     grpc = route.spec.grpc
 
     def cluster(backend: BackendRef, path: str) -> str:
@@ -373,25 +395,21 @@ def _place(
             reached[name] = grpc
         return name
 
-    for i, rule in enumerate(route.spec.rules):
-        weighted = tuple(
-            WeightedClusterIR(
-                cluster=cluster(b, f"spec.rules[{i}].backendRefs[{j}]"),
-                weight=b.weight,
-                request_headers=b.request_headers,
-                response_headers=b.response_headers,
-            )
-            for j, b in enumerate(rule.backends)
+    weighted = tuple(
+        WeightedClusterIR(
+            cluster=cluster(b, f"spec.rules[{i}].backendRefs[{j}]"),
+            weight=b.weight,
+            request_headers=b.request_headers,
+            response_headers=b.response_headers,
         )
-        mirrors = tuple(
-            MirrorIR(cluster=c, percent=m.percent)
-            for k, m in enumerate(rule.mirrors)
-            if (c := cluster(m.backend, f"spec.rules[{i}].filters.requestMirror[{k}]")) != INVALID_BACKEND
-        )
-        for j, match in enumerate(rule.matches):
-            ir = rule_route(route, i, j, rule, match, weighted, mirrors)
-            placed.append(_Placed(route.key, gk, match_precedence(match, route, i, j), ir))
-    return problems
+        for j, b in enumerate(rule.backends)
+    )
+    mirrors = tuple(
+        MirrorIR(cluster=c, percent=m.percent)
+        for k, m in enumerate(rule.mirrors)
+        if (c := cluster(m.backend, f"spec.rules[{i}].filters.requestMirror[{k}]")) != INVALID_BACKEND
+    )
+    return weighted, mirrors
 
 
 def rule_route(

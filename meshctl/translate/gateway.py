@@ -43,9 +43,11 @@ from meshctl.translate.endpoints import service_of_cluster
 from meshctl.translate.gamma import (
     BackendResolver,
     MtlsIndex,
+    at_origin,
     match_precedence,
     mtls_index,
     rule_route,
+    rule_targets,
     service_cluster,
     worst_conditions,
 )
@@ -58,12 +60,10 @@ from meshctl.translate.ir import (
     GatewayCertificateIR,
     GatewayStatusDetail,
     ListenerStatus,
-    MirrorIR,
     ObjectStatus,
     ParentStatus,
     RouteIR,
     VirtualHostIR,
-    WeightedClusterIR,
 )
 
 __all__ = [
@@ -134,8 +134,8 @@ class GatewaysIR:
     proxies: Mapping[ObjectKey, GatewayProxyIR] = field(default_factory=dict)
     clusters: Mapping[str, ClusterIR] = field(default_factory=dict)  # the Service ports the gateways reach
     statuses: Mapping[ObjectKey, ObjectStatus] = field(default_factory=dict)  # GatewayClasses and Gateways
-    route_parents: Mapping[ObjectKey, tuple[ParentStatus, ...]] = field(default_factory=dict)  # Gateway parents
-    routes: frozenset[ObjectKey] = frozenset()  # the routes with a Gateway parent that is ours
+    # Each route with a Gateway parent of ours: its status for those parents.
+    route_parents: Mapping[ObjectKey, tuple[ParentStatus, ...]] = field(default_factory=dict)
     # The certificate Secrets the served HTTPS listeners use (sent to their gateway's proxies only, over SDS).
     certificates: Mapping[ObjectKey, Secret] = field(default_factory=dict, repr=False)
     # What lets a change of some routes be translated alone (``with_changes``):
@@ -258,13 +258,11 @@ class GatewaysIR:
             if not index:
                 index.append(mtls_index(nodes))
             clusters[name] = service_cluster(service, found[1], index[0], grpc=grpc)
-        route_parents = {k: s.parents for k, s in shares.items()}
         gateways_ir = GatewaysIR(
             proxies=proxies,
             clusters=clusters,
             statuses=statuses,
-            route_parents=route_parents,
-            routes=frozenset(route_parents),
+            route_parents={k: s.parents for k, s in shares.items()},
             certificates={k: model.secrets[k] for p in proxies.values() for k in p.secrets},
             shares=shares,
             placed=placed,
@@ -507,16 +505,9 @@ def _attach(
 ) -> ParentStatus:
     """The route's status for one Gateway parent; its Envoy routes appended to ``placed`` for each virtual host of
     the listeners it attaches to (which are appended to ``attached``)."""
-    origin = route.meta.origin
 
     def entry(*conditions: Condition) -> ParentStatus:
-        shown = tuple(
-            c
-            if c.status is ConditionStatus.TRUE or not origin
-            else Condition(type=c.type, status=c.status, reason=c.reason, message=f"{origin}: {c.message}")
-            for c in conditions
-        )
-        return ParentStatus(parent=parent, conditions=shown)
+        return ParentStatus(parent=parent, conditions=tuple(at_origin(route.meta.origin, c) for c in conditions))
 
     resolved = _cond("ResolvedRefs", True, "ResolvedRefs", "resolved")
     if route.spec is None:
@@ -550,30 +541,11 @@ def _attach(
         message = f"no hostname of the route matches a listener of Gateway {gateway.meta.name}"
         return entry(_cond("Accepted", False, "NoMatchingListenerHostname", message), resolved)
     problems: list[tuple[str, str]] = []
-    grpc = route.spec.grpc
     irs: list[tuple[tuple[object, ...], RouteIR]] = []
     for i, rule in enumerate(route.spec.rules):
-        weighted = []
-        for j, b in enumerate(rule.backends):
-            name = backends.cluster(b, route, f"spec.rules[{i}].backendRefs[{j}]", problems)
-            if name != INVALID_BACKEND:
-                reached[name] = reached.get(name, False) or grpc
-            weighted.append(
-                WeightedClusterIR(
-                    cluster=name,
-                    weight=b.weight,
-                    request_headers=b.request_headers,
-                    response_headers=b.response_headers,
-                )
-            )
-        mirrors = []
-        for k, m in enumerate(rule.mirrors):
-            name = backends.cluster(m.backend, route, f"spec.rules[{i}].filters.requestMirror[{k}]", problems)
-            if name != INVALID_BACKEND:
-                reached[name] = reached.get(name, False) or grpc
-                mirrors.append(MirrorIR(cluster=name, percent=m.percent))
+        weighted, mirrors = rule_targets(route, i, rule, backends, problems, reached)
         for j, match in enumerate(rule.matches):
-            ir = rule_route(route, i, j, rule, match, tuple(weighted), tuple(mirrors))
+            ir = rule_route(route, i, j, rule, match, weighted, mirrors)
             order = match_precedence(match, route, i, j)
             irs.extend(((*order, k), r) for k, r in enumerate(_through_mesh(ir, rule.backends, mesh_routes)))
     gateway_key = gateway_key_of(gateway)
@@ -676,8 +648,9 @@ def _gateway(
     listener_statuses = []
     serving = [li for li in listeners if li.serving]
     for li in listeners:
-        programmed = _cond("Programmed", li.serving, "Programmed" if li.serving else "Invalid", "programmed")
-        if not li.serving:
+        if li.serving:
+            programmed = _cond("Programmed", True, "Programmed", "programmed")
+        else:
             programmed = _cond("Programmed", False, "Invalid", "not served: see Accepted and ResolvedRefs")
         listener_statuses.append(
             ListenerStatus(
@@ -705,20 +678,20 @@ def _gateway(
             port_hosts = tuple(vhosts[(key, port, hostname)] for hostname in hosts.get((key, port), ()))
             https = on_port[0].spec.protocol == "HTTPS"
             certificates: tuple[GatewayCertificateIR, ...] = ()
-            if https:
+            if https:  # (a listener's first certificate: one key pair per listener)
+                ordered = sorted(on_port, key=lambda li: _host_order(li.spec.hostname or "*"))
+                refs = [
+                    ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
+                    for li in ordered
+                ]
                 certificates = tuple(
                     GatewayCertificateIR(
                         server_names=(li.spec.hostname,) if li.spec.hostname else (),
-                        secret=certificate_secret_name(
-                            ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
-                        ),
+                        secret=certificate_secret_name(ref),
                     )
-                    for li in sorted(on_port, key=lambda li: _host_order(li.spec.hostname or "*"))
+                    for li, ref in zip(ordered, refs, strict=True)
                 )
-                secrets.update(
-                    ObjectKey("Secret", li.spec.certificates[0].namespace, li.spec.certificates[0].name)
-                    for li in on_port
-                )
+                secrets.update(refs)
             ports.append(GatewayPortIR(port=port, https=https, virtual_hosts=port_hosts, certificates=certificates))
     addresses = _addresses(gateway, balancers)
     if accepted.status is not ConditionStatus.TRUE:

@@ -22,6 +22,7 @@ from meshctl.translate.ir import (
     PASSTHROUGH_CLUSTER,
     ClusterIR,
     EndpointIR,
+    GatewayListenerIR,
     RouteIR,
     SidecarIR,
     VirtualHostIR,
@@ -157,6 +158,10 @@ class SnapshotBuilder:
         found: CachedResource = self._get((ROUTE, name, virtual_hosts, ignore_port), make)
         return found
 
+    def gateway_route_configuration(self, listener: GatewayListenerIR) -> CachedResource:
+        """An edge gateway port's RouteConfiguration: its virtual hosts picked by the Host without its port."""
+        return self.route_configuration(listener.route_config_name, listener.virtual_hosts, ignore_port=True)
+
     def build(
         self, ir: SidecarIR, previous: Snapshot | None = None, secrets: Mapping[str, CachedResource] | None = None
     ) -> Snapshot:
@@ -209,9 +214,7 @@ class SnapshotBuilder:
         for gw in ir.gateway_listeners:
             refs = ((ROUTE, gw.route_config_name), *((SECRET, c.secret) for c in gw.certificates))
             put(LISTENER, ((ir.params.gateway, gw),), gw.name, partial(build_gateway_listener, gw), refs)
-            resources[ROUTE][gw.route_config_name] = self.route_configuration(
-                gw.route_config_name, gw.virtual_hosts, ignore_port=True
-            )
+            resources[ROUTE][gw.route_config_name] = self.gateway_route_configuration(gw)
         for tcp in ir.tcp_outbound:
             refs = {(CLUSTER, wc.cluster) for wc in tcp.route.clusters if wc.weight > 0}
             put(
