@@ -801,7 +801,18 @@ def _block(blocked: dict[ObjectKey, Blocked], owner: ObjectKey | None, mesh: Mes
 _FAST_PATHS = frozenset({"endpoint_slices", "pods", "routes", "http_routes"})
 _BOOKKEEPING = frozenset({"revision", "delta"})
 # Model fields translation never reads (the ingress reconciler's): a change to them alone needs no build.
-INGRESS_ONLY = frozenset({"ingresses", "ingress_classes", "ingress_class_params", "nodes", "target_group_bindings"})
+INGRESS_ONLY = frozenset(
+    {
+        "ingresses",
+        "ingress_classes",
+        "ingress_class_params",
+        "nodes",
+        "target_group_bindings",
+        "l4_routes",
+        "load_balancer_configurations",
+        "target_group_configurations",
+    }
+)
 
 
 def classify_change(

@@ -43,7 +43,15 @@ from meshctl.ingress.target_groups import (
 from meshctl.model import Model, ObjectKey
 from meshctl.model.ingress import Ingress, IngressBackend, IngressClass, IngressPath
 
-__all__ = ["build_ingress_stacks", "ingress_finalizer_group"]
+__all__ = [
+    "GRPC_HEALTH_DEFAULTS",
+    "HEALTH_ANNOTATIONS",
+    "HEALTH_DEFAULTS",
+    "CertificateLookup",
+    "alb_security_groups",
+    "build_ingress_stacks",
+    "ingress_finalizer_group",
+]
 
 _GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _CERT_ARN = re.compile(r"^arn:aws[\w-]*:(acm:[a-z0-9-]+:\d{12}:certificate|iam::\d{12}:server-certificate)/[\w./-]+$")
@@ -60,7 +68,7 @@ _EXCLUSIVE = (
     "load-balancer-attributes",
     "ip-address-type",
 )
-_HEALTH = {
+HEALTH_ANNOTATIONS = {
     "protocol": "healthcheck-protocol",
     "port": "healthcheck-port",
     "path": "healthcheck-path",
@@ -70,7 +78,7 @@ _HEALTH = {
     "unhealthy": "unhealthy-threshold-count",
     "success_codes": "success-codes",
 }
-_HEALTH_DEFAULTS = HealthCheck(
+HEALTH_DEFAULTS = HealthCheck(
     protocol="HTTP",
     port="traffic-port",
     path="/",
@@ -83,7 +91,7 @@ _HEALTH_DEFAULTS = HealthCheck(
 
 
 # LBC's defaults for backend-protocol-version GRPC: the ALB's own gRPC health check, "UNIMPLEMENTED" is healthy.
-_GRPC_HEALTH_DEFAULTS = replace(_HEALTH_DEFAULTS, path="/AWS.ALB/healthcheck", success_codes="12", matcher="GrpcCode")
+GRPC_HEALTH_DEFAULTS = replace(HEALTH_DEFAULTS, path="/AWS.ALB/healthcheck", success_codes="12", matcher="GrpcCode")
 
 
 class _Invalid(Exception):
@@ -265,7 +273,7 @@ class _GroupBuilder:
             tags.update(m.ann.string_map("tags"))
         try:
             exclusive = Annotations(ALB, {ALB + name: value for name, value in settings.items()})
-            groups = _security_groups(exclusive)
+            groups = alb_security_groups(exclusive)
             attrs = load_balancer_attributes(exclusive, "load-balancer-attributes")
             address_type = exclusive.string(
                 "ip-address-type", "ipv4", choices=("ipv4", "dualstack", "dualstack-without-public-ipv4")
@@ -526,8 +534,8 @@ class _GroupBuilder:
                 )
             protocol = ann.string("backend-protocol", "HTTP", choices=("HTTP", "HTTPS")) or "HTTP"
             version = ann.string("backend-protocol-version", "HTTP1", choices=("HTTP1", "HTTP2", "GRPC"))
-            defaults = _GRPC_HEALTH_DEFAULTS if version == "GRPC" else _HEALTH_DEFAULTS
-            health = health_check(ann, _HEALTH, defaults, ("HTTP", "HTTPS"))
+            defaults = GRPC_HEALTH_DEFAULTS if version == "GRPC" else HEALTH_DEFAULTS
+            health = health_check(ann, HEALTH_ANNOTATIONS, defaults, ("HTTP", "HTTPS"))
             attrs = attributes(ann, "target-group-attributes")
             tags = {**m.ann.string_map("tags"), **Annotations(ALB, service_annotations).string_map("tags")}
         except AnnotationError as exc:
@@ -550,7 +558,7 @@ class _GroupBuilder:
         return resource_id
 
 
-def _security_groups(ann: Annotations) -> SecurityGroups:
+def alb_security_groups(ann: Annotations) -> SecurityGroups:
     """The shared choice (``security_groups``) with ``inbound-cidrs``; ``manage-backend-security-group-rules:
     "false"`` makes sense only beside ``security-groups`` (the managed group's rules need the backend group)."""
     groups = security_groups(ann, tuple(ann.string_list("inbound-cidrs")), ALB + "inbound-cidrs")

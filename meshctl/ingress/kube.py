@@ -16,13 +16,24 @@ from kubernetes.client.exceptions import ApiException
 
 from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
+from meshctl.kube.status_writer import keep_transition_times, parent_ref_key
 from meshctl.model import ObjectKey
+from meshctl.model.gateway import GATEWAY_GROUP
 from meshctl.model.ingress import ELBV2_GROUP
 
 __all__ = ["KubeWriter"]
 
 log = logging.getLogger(__name__)
 _MERGE = "application/merge-patch+json"
+# Gateway API kinds we write (Gateways: finalizers, checkpoints, status; routes: their status.parents entries).
+_GATEWAY_PLURALS = {
+    "Gateway": "gateways",
+    "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
+    "TCPRoute": "tcproutes",
+    "UDPRoute": "udproutes",
+    "TLSRoute": "tlsroutes",
+}
 
 
 def _now() -> str:
@@ -48,6 +59,10 @@ class KubeWriter:
                 raw = self.core.read_namespaced_service(key.name, key.namespace, _preload_content=False)
             elif key.kind == "Pod":
                 raw = self.core.read_namespaced_pod(key.name, key.namespace, _preload_content=False)
+            elif key.kind == "GatewayClass":
+                raw = self.custom.get_cluster_custom_object(
+                    GATEWAY_GROUP, "v1", "gatewayclasses", key.name, _preload_content=False
+                )
             else:
                 raw = self.custom.get_namespaced_custom_object(*self._custom(key), _preload_content=False)
         except ApiException as exc:
@@ -59,6 +74,8 @@ class KubeWriter:
 
     @staticmethod
     def _custom(key: ObjectKey) -> tuple[str, str, str, str, str]:
+        if key.kind in _GATEWAY_PLURALS:
+            return (GATEWAY_GROUP, "v1", key.namespace, _GATEWAY_PLURALS[key.kind], key.name)
         assert key.kind == "TargetGroupBinding", key
         return (ELBV2_GROUP, "v1beta1", key.namespace, "targetgroupbindings", key.name)
 
@@ -72,8 +89,20 @@ class KubeWriter:
             fn = self.core.patch_namespaced_service_status if status else self.core.patch_namespaced_service
         elif key.kind == "Pod":
             fn = self.core.patch_namespaced_pod_status if status else self.core.patch_namespaced_pod
+        elif key.kind == "GatewayClass":
+            assert status, key
+            self.custom.patch_cluster_custom_object_status(
+                GATEWAY_GROUP, "v1", "gatewayclasses", key.name, body, _content_type=_MERGE
+            )
+            self.writes += 1
+            return
         else:
-            self.custom.patch_namespaced_custom_object(*self._custom(key), body, _content_type=_MERGE)
+            patch = (
+                self.custom.patch_namespaced_custom_object_status
+                if status
+                else self.custom.patch_namespaced_custom_object
+            )
+            patch(*self._custom(key), body, _content_type=_MERGE)
             self.writes += 1
             return
         fn(*args, _content_type=_MERGE)
@@ -164,8 +193,50 @@ class KubeWriter:
 
         return self._update(key, change, status=True)
 
+    def set_status(self, key: ObjectKey, document: dict[str, Any]) -> bool:
+        """A Gateway's or GatewayClass's ``status`` fields in ``document`` (a controller owns them whole); each
+        condition keeps its lastTransitionTime while its status stays. No write when only the times would differ."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any] | None:
+            before = obj.get("status") or {}
+            wanted = json.loads(json.dumps(document))
+            keep_transition_times(wanted.get("conditions", []), before.get("conditions") or [])
+            old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
+            for listener in wanted.get("listeners", []):
+                old = (old_listeners.get(listener["name"]) or {}).get("conditions") or []
+                keep_transition_times(listener["conditions"], old)
+            if all(before.get(k) == v for k, v in wanted.items()):
+                return None
+            return {"status": wanted}
+
+        return self._update(key, change, status=True)
+
+    def set_route_parents(self, key: ObjectKey, entries: list[dict[str, Any]], controllers: tuple[str, ...]) -> bool:
+        """A route's ``status.parents`` entries of ``controllers`` replaced by ``entries``; other controllers'
+        entries kept, as the Gateway API asks of every controller."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any] | None:
+            existing = list((obj.get("status") or {}).get("parents") or [])
+            ours = {
+                parent_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") in controllers
+            }
+            others = [p for p in existing if p.get("controllerName") not in controllers]
+            wanted = json.loads(json.dumps(entries))
+            for entry in wanted:
+                before = (ours.get(parent_ref_key(entry["parentRef"])) or {}).get("conditions") or []
+                keep_transition_times(entry["conditions"], before)
+            parents = others + wanted
+            if parents == existing:
+                return None
+            return {"status": {"parents": parents}}
+
+        return self._update(key, change, status=True)
+
     def event(self, key: ObjectKey, reason: str, message: str) -> None:
-        api_version = {"Ingress": "networking.k8s.io/v1", "TargetGroupBinding": f"{ELBV2_GROUP}/v1beta1"}.get(
-            key.kind, "v1"
-        )
+        api_version = {
+            "Ingress": "networking.k8s.io/v1",
+            "TargetGroupBinding": f"{ELBV2_GROUP}/v1beta1",
+            "GatewayClass": f"{GATEWAY_GROUP}/v1",
+            **{kind: f"{GATEWAY_GROUP}/v1" for kind in _GATEWAY_PLURALS},
+        }.get(key.kind, "v1")
         record_event(self.core, key, api_version=api_version, reason=reason, message=message, component=self.component)

@@ -30,10 +30,10 @@ from meshctl.ingress.target_groups import (
 )
 from meshctl.model import Model, ObjectKey, Service
 
-__all__ = ["NLB_CLASS", "build_service_stacks", "nlb_target_type"]
+__all__ = ["NLB_CLASS", "NLB_HEALTH_ANNOTATIONS", "NLB_HEALTH_DEFAULTS", "build_service_stacks", "nlb_target_type"]
 
 NLB_CLASS = "meshctl.dev/nlb"
-_HEALTH = {
+NLB_HEALTH_ANNOTATIONS = {
     "protocol": "healthcheck-protocol",
     "port": "healthcheck-port",
     "path": "healthcheck-path",
@@ -43,7 +43,7 @@ _HEALTH = {
     "unhealthy": "healthcheck-unhealthy-threshold",
     "success_codes": "healthcheck-success-codes",
 }
-_DEFAULTS = HealthCheck(
+NLB_HEALTH_DEFAULTS = HealthCheck(
     protocol="TCP",
     port="traffic-port",
     path="/",
@@ -127,10 +127,10 @@ def _build(service: Service, key: ObjectKey, stack_id: str, cluster: str, target
     certificates = tuple(ann.string_list("ssl-cert"))
     ssl_ports = ann.string_list("ssl-ports") or (["*"] if certificates else [])
     local = exposure.external_traffic_policy == "Local" and target_type == "instance"
-    defaults = _DEFAULTS
+    defaults = NLB_HEALTH_DEFAULTS
     if local and exposure.health_check_node_port:
         defaults = replace(_LOCAL_DEFAULTS, port=str(exposure.health_check_node_port))
-    health = health_check(ann, _HEALTH, defaults, ("TCP", "HTTP", "HTTPS"))
+    health = health_check(ann, NLB_HEALTH_ANNOTATIONS, defaults, ("TCP", "HTTP", "HTTPS"))
     extra = {"proxy_protocol_v2.enabled": "true"} if ann.raw("proxy-protocol") == "*" else {}
     attrs = attributes(ann, "target-group-attributes", extra)
     tags = ann.string_map("additional-resource-tags")

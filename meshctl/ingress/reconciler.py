@@ -24,6 +24,7 @@ from meshctl.ingress.alb import build_ingress_stacks
 from meshctl.ingress.aws import AwsClients, IngressMetrics
 from meshctl.ingress.certificates import CertificateFinder
 from meshctl.ingress.deploy import Deployed, DeployError, StackDeployer, Subnets
+from meshctl.ingress.gateways import ALB_CONTROLLERS, NLB_CONTROLLERS, GatewayPlan, build_gateway_stacks
 from meshctl.ingress.inventory import Inventory, read_inventory
 from meshctl.ingress.kube import KubeWriter
 from meshctl.ingress.naming import CHECKPOINT_ANNOTATION, TGB_FINALIZER
@@ -37,6 +38,15 @@ from meshctl.ingress.view import stack_view
 from meshctl.kube.leader import LeaderElector
 from meshctl.model import Model, ObjectKey
 from meshctl.model.ingress import GATE_PREFIX, Lifecycle, TargetGroupBinding
+from meshctl.translate.gateway import gateway_status_document
+from meshctl.translate.ir import (
+    Condition,
+    ConditionStatus,
+    GatewayStatusDetail,
+    ListenerStatus,
+    ObjectStatus,
+    ParentStatus,
+)
 
 __all__ = ["IngressReconciler", "ReconcileSettings"]
 
@@ -100,6 +110,7 @@ class IngressReconciler:
         self.errors: dict[str, str] = {}  # by stack id (or TargetGroupBinding key)
         self._reported: set[tuple[ObjectKey, str]] = set()
         self._last_resync = time.monotonic()
+        self._statuses_written: dict[ObjectKey, Any] = {}  # Gateway API statuses as last written (to write changes)
         self.passes = 0
         if self.elector is not None:
             previous = self.elector.on_change
@@ -109,6 +120,7 @@ class IngressReconciler:
                     previous(leading)
                 if leading:  # another replica acted meanwhile: compare everything with AWS again
                     self.applied.clear()
+                    self._statuses_written.clear()
                     self._wake.set()
 
             self.elector.on_change = changed
@@ -149,6 +161,7 @@ class IngressReconciler:
         self._desired.clear()  # this pass's desired targets, by target group ARN (worked out once a pass)
         if time.monotonic() - self._last_resync > self.settings.resync_seconds:
             self.applied.clear()
+            self._statuses_written.clear()
             self._rules_applied = None
             self._last_resync = time.monotonic()
         stacks = build_ingress_stacks(
@@ -158,6 +171,13 @@ class IngressReconciler:
             ingress_class=self.settings.ingress_class,
             certificates=self.certificates.for_hosts if self.certificates is not None else None,
         ) + build_service_stacks(model, cluster=self.settings.cluster, legacy_nlb=self.settings.legacy_nlb)
+        gateways = build_gateway_stacks(
+            model,
+            cluster=self.settings.cluster,
+            default_target_type=self.settings.default_target_type,
+            certificates=self.certificates.for_hosts if self.certificates is not None else None,
+        )
+        stacks += gateways.stacks
         self._report([p for s in stacks for p in s.problems])
         inventory: list[Inventory] = []  # read once, when the first stack needs it
         for stack in stacks:
@@ -174,6 +194,7 @@ class IngressReconciler:
                 progress.settled = False
             self.metrics.reconcile.labels(stack.kind).observe(time.perf_counter() - started)
             self._view(stack)
+        self._gateway_statuses(gateways, progress)
         self._target_security_groups(model, stacks, progress)
         if inventory:
             self._release_backend_groups(stacks, inventory[0], progress)
@@ -211,13 +232,62 @@ class IngressReconciler:
             self._sync(model, _Binding(group.owner, group.resource_id, arn, group.binding), progress)
         hostnames = (deployed.dns_name,) if deployed.dns_name else ()
         for owner in stack.owners:
-            if _lifecycle(model, owner).hostnames != hostnames:
+            if owner.kind != "Gateway" and _lifecycle(model, owner).hostnames != hostnames:
                 self.kube.set_hostnames(owner, hostnames)
         for key in stack.leaving:  # its resources are gone (or no longer its): let Kubernetes finish the delete
             self.kube.remove_finalizer(key, stack.finalizer)
         if stack.load_balancer is None:
             self.applied.pop(stack.id, None)
             self.deployed.pop(stack.id, None)
+
+    def _gateway_statuses(self, plan: GatewayPlan, progress: _Progress) -> None:
+        """Gateway API statuses of our ALB/NLB Gateways, their routes and classes: what the plan says, with
+        Programmed and the load balancer's DNS name in ``addresses`` once AWS has it. Only changes are written."""
+        wanted: dict[ObjectKey, Any] = {}
+        for key, _, accepted in plan.classes:
+            wanted[key] = {"conditions": [_condition_document(accepted, 1)]}
+        for report in plan.gateways:
+            deployed = self.deployed.get(report.stack_id)
+            error = self.errors.get(report.stack_id)
+            programmed = _programmed(report.accepted, deployed, error)
+            listeners = tuple(
+                ListenerStatus(
+                    name=li.name,
+                    supported_kinds=li.supported_kinds,
+                    attached_routes=li.attached_routes,
+                    conditions=(*li.conditions, _listener_programmed(li, report.made, programmed)),
+                )
+                for li in report.listeners
+            )
+            addresses = (("Hostname", deployed.dns_name),) if deployed is not None and deployed.dns_name else ()
+            status = ObjectStatus(
+                key=report.key,
+                observed_generation=report.generation,
+                origin="",
+                conditions=(report.accepted, programmed),
+                gateway=GatewayStatusDetail(listeners=listeners, addresses=addresses),
+            )
+            wanted[report.key] = gateway_status_document(status)
+        for route in plan.routes:
+            wanted[route.key] = [_parent_document(controller, p, route.generation) for controller, p in route.parents]
+        for key in [k for k in self._statuses_written if k not in wanted and k.kind not in ("Gateway", "GatewayClass")]:
+            wanted[key] = []  # a route no longer attached to our Gateways: our entries go
+        for key, document in wanted.items():
+            if self._statuses_written.get(key) == document:
+                continue
+            try:
+                if isinstance(document, list):
+                    self.kube.set_route_parents(key, document, ALB_CONTROLLERS + NLB_CONTROLLERS)
+                else:
+                    self.kube.set_status(key, document)
+            except _FAILURES as exc:
+                log.warning("status of %s: %s", key, _message(exc))
+                progress.settled = False
+                continue
+            if document == []:
+                self._statuses_written.pop(key, None)
+            else:
+                self._statuses_written[key] = document
 
     def _target_security_groups(self, model: Model, stacks: list[Stack], progress: _Progress) -> None:
         """The targets' groups allow the backend group (meshctl/ingress/target_rules.py): worked out again only when
@@ -400,6 +470,9 @@ def _lifecycle(model: Model, key: ObjectKey) -> Lifecycle:
     if key.kind == "Ingress":
         ingress = model.ingresses.get(key)
         return ingress.lifecycle if ingress is not None else Lifecycle()
+    if key.kind == "Gateway":
+        gateway = model.gateways.get(key)
+        return gateway.lifecycle if gateway is not None else Lifecycle()
     if key.kind == "Service":
         service = model.services.get(key)
         return service.exposure.lifecycle if service is not None and service.exposure is not None else Lifecycle()
@@ -422,3 +495,56 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"Kubernetes API: {exc.status} {exc.reason}"
     return str(exc) or type(exc).__name__
+
+
+def _programmed(accepted: Condition, deployed: Deployed | None, error: str | None) -> Condition:
+    """A Gateway's Programmed: True (the load balancer's ARN as its message) once AWS has it, as LBC says it."""
+    if accepted.status is not ConditionStatus.TRUE:
+        return Condition(type="Programmed", status=ConditionStatus.FALSE, reason="Invalid", message=accepted.message)
+    if error is not None:
+        return Condition(type="Programmed", status=ConditionStatus.FALSE, reason="Pending", message=error)
+    if deployed is None or not deployed.load_balancer_arn:
+        message = "waiting for the load balancer"
+        return Condition(type="Programmed", status=ConditionStatus.FALSE, reason="Pending", message=message)
+    return Condition(
+        type="Programmed", status=ConditionStatus.TRUE, reason="Programmed", message=deployed.load_balancer_arn
+    )
+
+
+def _listener_programmed(li: ListenerStatus, made: frozenset[str], gateway: Condition) -> Condition:
+    if gateway.status is not ConditionStatus.TRUE:
+        return Condition(
+            type="Programmed", status=ConditionStatus.FALSE, reason=gateway.reason, message=gateway.message
+        )
+    if any(c.type in ("Accepted", "ResolvedRefs") and c.status is not ConditionStatus.TRUE for c in li.conditions):
+        return Condition(type="Programmed", status=ConditionStatus.FALSE, reason="Invalid", message="not valid")
+    if li.name not in made:
+        # As in LBC: a load balancer listener is made once a route attaches (no port open for nothing).
+        message = "no route attached yet: the load balancer listener is made when one attaches"
+        return Condition(type="Programmed", status=ConditionStatus.FALSE, reason="Pending", message=message)
+    return Condition(type="Programmed", status=ConditionStatus.TRUE, reason="Programmed", message="programmed")
+
+
+def _condition_document(c: Condition, generation: int) -> dict[str, Any]:
+    return {
+        "type": c.type,
+        "status": c.status.value,
+        "reason": c.reason,
+        "message": c.message,
+        "observedGeneration": generation,
+    }
+
+
+def _parent_document(controller: str, parent: ParentStatus, generation: int) -> dict[str, Any]:
+    ref: dict[str, Any] = {
+        "group": parent.parent.group,
+        "kind": parent.parent.kind,
+        "namespace": parent.parent.namespace,
+        "name": parent.parent.name,
+    }
+    if parent.parent.port is not None:
+        ref["port"] = parent.parent.port
+    if parent.parent.section_name is not None:
+        ref["sectionName"] = parent.parent.section_name
+    conditions = [_condition_document(c, generation) for c in parent.conditions]
+    return {"parentRef": ref, "controllerName": controller, "conditions": conditions}

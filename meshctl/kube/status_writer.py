@@ -27,7 +27,7 @@ from meshctl.translate.gamma import CONTROLLER_NAME, parents_document
 from meshctl.translate.gateway import gateway_status_document
 from meshctl.translate.ir import ObjectStatus
 
-__all__ = ["StatusWriter"]
+__all__ = ["StatusWriter", "keep_transition_times", "parent_ref_key"]
 
 log = logging.getLogger(__name__)
 _PLURALS = {
@@ -194,12 +194,14 @@ class StatusWriter:
         if current is None:
             return False
         existing = (current.get("status") or {}).get("parents") or []
-        ours = {_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") in _CONTROLLERS}
+        ours = {
+            parent_ref_key(p.get("parentRef") or {}): p for p in existing if p.get("controllerName") in _CONTROLLERS
+        }
         others = [p for p in existing if p.get("controllerName") not in _CONTROLLERS]
         parents = []
         for entry in parents_document(status):
-            before = (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []
-            _keep_transition_times(entry["conditions"], before)
+            before = (ours.get(parent_ref_key(entry["parentRef"])) or {}).get("conditions") or []
+            keep_transition_times(entry["conditions"], before)
             parents.append(entry)
         current["status"] = {**(current.get("status") or {}), "parents": others + parents}
         self.custom.replace_namespaced_custom_object_status(*args, current)  # a 409 reruns this (write)
@@ -210,9 +212,9 @@ class StatusWriter:
             for c in p.conditions
             if c.status.value == "False"
             and (
-                {x["type"]: x for x in (ours.get(_ref_key(entry["parentRef"])) or {}).get("conditions") or []}.get(
-                    c.type, {}
-                ).get("status")
+                {
+                    x["type"]: x for x in (ours.get(parent_ref_key(entry["parentRef"])) or {}).get("conditions") or []
+                }.get(c.type, {}).get("status")
                 != "False"
             )
         ]
@@ -233,10 +235,10 @@ class StatusWriter:
         if current is None:
             return False
         before = current.get("status") or {}
-        _keep_transition_times(document["conditions"], before.get("conditions") or [])
+        keep_transition_times(document["conditions"], before.get("conditions") or [])
         old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
         for listener in document.get("listeners", []):
-            _keep_transition_times(
+            keep_transition_times(
                 listener["conditions"], (old_listeners.get(listener["name"]) or {}).get("conditions") or []
             )
         current["status"] = {**before, **document}
@@ -279,11 +281,11 @@ class StatusWriter:
         )
 
 
-def _ref_key(ref: dict[str, Any]) -> tuple[Any, ...]:
+def parent_ref_key(ref: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(ref.get(k) for k in ("group", "kind", "namespace", "name", "port", "sectionName"))
 
 
-def _keep_transition_times(conditions: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
+def keep_transition_times(conditions: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
     """Each condition's lastTransitionTime: kept while its status is unchanged, now when it changed."""
     old = {c.get("type"): c for c in before}
     for c in conditions:

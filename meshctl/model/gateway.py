@@ -9,8 +9,9 @@ EndpointSlices), not VirtualNodes. Matches reuse the mesh model's ``HttpMatch``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meshctl.model.ingress import Lifecycle
 from meshctl.model.matches import HttpMatch
 from meshctl.model.meta import FieldError, LabelSelector, Meta, ObjectKey
 
@@ -29,7 +30,9 @@ __all__ = [
     "GatewayRule",
     "HTTPRoute",
     "HeaderModifier",
+    "L4Route",
     "Mirror",
+    "ParametersRef",
     "ParentRef",
     "Redirect",
     "ReferenceGrant",
@@ -193,14 +196,26 @@ class ReferenceGrant:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayClass:
-    """Cluster-scoped; meshctl serves the Gateways of classes whose ``controllerName`` is GATEWAY_CONTROLLER."""
+    """Cluster-scoped; meshctl serves the Gateways of classes whose ``controllerName`` is GATEWAY_CONTROLLER with its
+    own Envoys, and those of its ALB and NLB controllers (meshctl/ingress/gateways.py) with AWS load balancers."""
 
     meta: Meta
     controller_name: str
+    parameters: ParametersRef | None = None  # spec.parametersRef (namespaced kinds name their namespace)
 
     @property
     def key(self) -> ObjectKey:
         return ObjectKey("GatewayClass", "", self.meta.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParametersRef:
+    """A GatewayClass's ``spec.parametersRef`` or a Gateway's ``spec.infrastructure.parametersRef``."""
+
+    group: str
+    kind: str
+    name: str
+    namespace: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,9 +256,31 @@ class Gateway:
     class_name: str
     listeners: tuple[GatewayListener, ...] = ()
     addresses: tuple[tuple[str, str], ...] = ()  # spec.addresses: (type, value)
+    parameters: ParametersRef | None = None  # spec.infrastructure.parametersRef
     errors: tuple[FieldError, ...] = ()
     warnings: tuple[FieldError, ...] = ()
+    # Finalizers, deletion, annotations and status addresses: what the load balancer reconciler needs of Gateways
+    # it builds AWS load balancers for.
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @property
     def key(self) -> ObjectKey:
         return ObjectKey("Gateway", self.meta.namespace, self.meta.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L4Route:
+    """A TCPRoute, UDPRoute or TLSRoute (``kind``): its parents, its backends (each rule's, in order) and, for a
+    TLSRoute, the SNI hostnames. Served by NLB Gateways only."""
+
+    meta: Meta
+    kind: str
+    parents: tuple[ParentRef, ...]
+    backends: tuple[BackendRef, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: int = 1  # how many rules it has (an NLB listener forwards to one rule's backends)
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.kind, self.meta.namespace, self.meta.name)

@@ -26,8 +26,11 @@ __all__ = [
     "IngressPath",
     "IngressRule",
     "Lifecycle",
+    "ListenerConfiguration",
+    "LoadBalancerConfiguration",
     "Node",
     "TargetGroupBinding",
+    "TargetGroupConfiguration",
 ]
 
 # Our API group for TargetGroupBinding (LBC's is elbv2.k8s.aws) and the readiness-gate condition prefix.
@@ -136,3 +139,39 @@ class TargetGroupBinding:
     service_port: int | str
     target_type: str | None = None  # ip | instance; read from the target group when unset
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerConfiguration:
+    """``listenerConfigurations[]`` of a LoadBalancerConfiguration: one listener's TLS settings."""
+
+    protocol: str  # HTTP | HTTPS | TCP | UDP | TLS | TCP_UDP
+    port: int
+    certificates: tuple[str, ...] = ()  # the default certificate first
+    ssl_policy: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadBalancerConfiguration:
+    """LBC's LoadBalancerConfiguration (``gateway.k8s.aws/v1beta1``), ours under ELBV2_GROUP: named by a
+    GatewayClass's or a Gateway's parametersRef. Like IngressClassParams, its load balancer settings are kept as the
+    ``alb.ingress.kubernetes.io/`` annotations they stand for, so they are read and checked the one way."""
+
+    meta: Meta
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    listeners: tuple[ListenerConfiguration, ...] = ()
+    prefer_gateway: bool = False  # mergingMode prefer-gateway (default prefer-gateway-class)
+    default_target_group: str | None = None  # defaultTargetGroupConfiguration.name (same namespace)
+    problem: str | None = None  # a field that cannot be read: the Gateways using it are not programmed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetGroupConfiguration:
+    """LBC's TargetGroupConfiguration: target group settings for a Service's target groups (``service`` set by
+    ``targetReference``), or Gateway-wide defaults (none, named by a LoadBalancerConfiguration). Its
+    ``defaultConfiguration`` as the target-group annotations it stands for (``target-type``, ``healthcheck-*``...)."""
+
+    meta: Meta
+    service: str | None
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    problem: str | None = None

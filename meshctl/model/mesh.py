@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshctl.model.authz import AuthorizationPolicy, AuthzDefault
-from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import Exposure, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
+from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, L4Route, ReferenceGrant
+from meshctl.model.ingress import (
+    Exposure,
+    Ingress,
+    IngressClass,
+    IngressClassParams,
+    LoadBalancerConfiguration,
+    Node,
+    TargetGroupBinding,
+    TargetGroupConfiguration,
+)
 from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
 from meshctl.model.meta import API_GROUP, API_VERSION, EMPTY_LABELS, FieldError, Meta, ObjectKey
 
@@ -476,6 +485,9 @@ class Model:
     ingress_class_params: Mapping[ObjectKey, IngressClassParams] = field(default_factory=dict)
     nodes: Mapping[ObjectKey, Node] = field(default_factory=dict)
     target_group_bindings: Mapping[ObjectKey, TargetGroupBinding] = field(default_factory=dict)
+    l4_routes: Mapping[ObjectKey, L4Route] = field(default_factory=dict)  # TCPRoutes, UDPRoutes, TLSRoutes (NLBs)
+    load_balancer_configurations: Mapping[ObjectKey, LoadBalancerConfiguration] = field(default_factory=dict)
+    target_group_configurations: Mapping[ObjectKey, TargetGroupConfiguration] = field(default_factory=dict)
     # DNS answers for the hostnames of DNS-discovered VirtualNodes (sources/dns.py), by hostname.
     dns: Mapping[str, DnsAnswer] = field(default_factory=dict)
     # Cloud Map instances for the discoveries of Cloud Map VirtualNodes (sources/cloudmap.py), by CloudMapDiscovery.key.

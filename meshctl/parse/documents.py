@@ -28,19 +28,44 @@ from meshctl.model import (
     VirtualNode,
 )
 from meshctl.model.authz import AUTHZ_LABEL, AuthorizationPolicy, AuthzDefault
-from meshctl.model.gateway import GATEWAY_GROUP, GATEWAY_NAME_LABEL, Gateway, GatewayClass, HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import ELBV2_GROUP, Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
+from meshctl.model.gateway import (
+    GATEWAY_GROUP,
+    GATEWAY_NAME_LABEL,
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    L4Route,
+    ReferenceGrant,
+)
+from meshctl.model.ingress import (
+    ELBV2_GROUP,
+    Ingress,
+    IngressClass,
+    IngressClassParams,
+    LoadBalancerConfiguration,
+    Node,
+    TargetGroupBinding,
+    TargetGroupConfiguration,
+)
 from meshctl.model.meta import EMPTY_LABELS
 from meshctl.parse.authz import parse_authorization_policy_spec, policy_targets
-from meshctl.parse.gateway import parse_gateway, parse_gateway_class, parse_http_route, parse_reference_grant
+from meshctl.parse.gateway import (
+    parse_gateway,
+    parse_gateway_class,
+    parse_http_route,
+    parse_l4_route,
+    parse_reference_grant,
+)
 from meshctl.parse.ingress import (
     parse_exposure,
     parse_ingress,
     parse_ingress_class,
     parse_ingress_class_params,
+    parse_load_balancer_configuration,
     parse_node,
     parse_pod_gates,
     parse_target_group_binding,
+    parse_target_group_configuration,
 )
 from meshctl.parse.route import parse_route_spec
 from meshctl.parse.secret import tls_secret
@@ -67,6 +92,9 @@ MeshObject = (
     | IngressClassParams
     | Node
     | TargetGroupBinding
+    | L4Route
+    | LoadBalancerConfiguration
+    | TargetGroupConfiguration
 )
 
 
@@ -162,7 +190,7 @@ def parse_keyed(
         ) from None
     if obj is None:
         return None
-    if isinstance(obj, HTTPRoute):  # (the class serves both HTTPRoute and GRPCRoute)
+    if isinstance(obj, HTTPRoute | L4Route):  # (one class each for several kinds: the key names the kind)
         return Parsed(obj.key, obj, origin)
     if isinstance(obj, Pod):
         return Parsed(ObjectKey("Pod", meta.namespace, meta.name), obj, origin)
@@ -224,6 +252,12 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
             rejected = (*route.errors, *route.warnings)
             route = replace(route, spec=None, errors=rejected, warnings=(), parents_if_invalid=parents)
         return route
+    if kind == "LoadBalancerConfiguration" and group == ELBV2_GROUP:
+        return parse_load_balancer_configuration(meta, doc)
+    if kind == "TargetGroupConfiguration" and group == ELBV2_GROUP:
+        return parse_target_group_configuration(meta, doc)
+    if group == GATEWAY_GROUP and kind in ("TCPRoute", "UDPRoute", "TLSRoute"):
+        return parse_l4_route(meta, doc, kind)
     if group == GATEWAY_GROUP and kind == "ReferenceGrant":
         return parse_reference_grant(meta, doc)
     if group == GATEWAY_GROUP and kind == "Gateway":

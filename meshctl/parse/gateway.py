@@ -22,7 +22,9 @@ from meshctl.model.gateway import (
     GatewayRule,
     HeaderModifier,
     HTTPRoute,
+    L4Route,
     Mirror,
+    ParametersRef,
     ParentRef,
     Redirect,
     ReferenceGrant,
@@ -32,6 +34,7 @@ from meshctl.model.gateway import (
 from meshctl.model.matches import HeaderMatch, HttpMatch, QueryParameterMatch, StringMatch
 from meshctl.model.meta import FieldError, LabelSelector, Meta
 from meshctl.parse.fields import MAX_DURATION_MS, Fields, field_warnings
+from meshctl.parse.ingress import parse_lifecycle
 from meshctl.parse.route import check_regex
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "parse_gateway_class",
     "parse_gateway_duration_ms",
     "parse_http_route",
+    "parse_l4_route",
     "parse_reference_grant",
 ]
 
@@ -432,7 +436,37 @@ def parse_gateway_class(meta: Meta, doc: dict[str, Any]) -> GatewayClass:
     """Only the controller matters to meshctl: a class without one is nobody's (and so not ours)."""
     errors: list[FieldError] = []
     f = Fields(doc.get("spec"), "spec", errors)
-    return GatewayClass(meta=meta, controller_name=f.string("controllerName") or "")
+    controller = f.string("controllerName") or ""
+    pf = f.obj("parametersRef")
+    return GatewayClass(meta=meta, controller_name=controller, parameters=_parameters(pf) if pf else None)
+
+
+def _parameters(f: Fields) -> ParametersRef | None:
+    group, kind, name = f.string("group"), f.string("kind"), f.string("name")
+    if kind is None or name is None:
+        return None
+    return ParametersRef(group=group or "", kind=kind, name=name, namespace=f.string("namespace"))
+
+
+def parse_l4_route(meta: Meta, doc: dict[str, Any], kind: str) -> L4Route:
+    """A TCPRoute, UDPRoute or TLSRoute: parents, each rule's backendRefs and (TLSRoute) hostnames."""
+    errors: list[FieldError] = []
+    f = Fields(doc.get("spec"), "spec", errors)
+    parents = tuple(p for pf in f.objects("parentRefs") if (p := _parent(pf, meta.namespace)))
+    hostnames = tuple(h.lower() for h in f.string_list("hostnames"))
+    backends: list[BackendRef] = []
+    rules = list(f.objects("rules", required=True))
+    for rf in rules:
+        backends.extend(b for bf in rf.objects("backendRefs") if (b := _backend(bf, meta.namespace, weighted=True)))
+    return L4Route(
+        meta=meta,
+        kind=kind,
+        parents=parents,
+        backends=tuple(backends),
+        hostnames=hostnames,
+        rules=len(rules),
+        errors=tuple(errors),
+    )
 
 
 def parse_gateway(meta: Meta, doc: dict[str, Any]) -> Gateway:
@@ -447,6 +481,12 @@ def parse_gateway(meta: Meta, doc: dict[str, Any]) -> Gateway:
         value = af.string("value", required=True)
         if value is not None:
             addresses.append((kind, value))
+    parameters = None
+    if (inf := f.obj("infrastructure")) is not None:
+        inf.obj("labels")
+        inf.obj("annotations")  # (read: known fields; they label what an in-cluster gateway deploys)
+        pf = inf.obj("parametersRef")
+        parameters = _parameters(pf) if pf is not None else None
     names = [li.name for li in listeners]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -457,8 +497,10 @@ def parse_gateway(meta: Meta, doc: dict[str, Any]) -> Gateway:
         class_name=class_name,
         listeners=listeners,
         addresses=tuple(addresses),
+        parameters=parameters,
         errors=tuple(errors),
         warnings=tuple(warnings),
+        lifecycle=parse_lifecycle(doc),
     )
 
 

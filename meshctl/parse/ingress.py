@@ -21,8 +21,11 @@ from meshctl.model.ingress import (
     IngressPath,
     IngressRule,
     Lifecycle,
+    ListenerConfiguration,
+    LoadBalancerConfiguration,
     Node,
     TargetGroupBinding,
+    TargetGroupConfiguration,
 )
 from meshctl.model.meta import LabelSelector
 
@@ -33,13 +36,17 @@ __all__ = [
     "parse_ingress",
     "parse_ingress_class",
     "parse_ingress_class_params",
+    "parse_lifecycle",
+    "parse_load_balancer_configuration",
     "parse_node",
     "parse_pod_gates",
     "parse_target_group_binding",
+    "parse_target_group_configuration",
 ]
 
 # Annotations a Service or Ingress keeps in the model; others (kubectl's last-applied, say) are not ours to read.
 LB_ANNOTATION_PREFIXES = ("alb.ingress.kubernetes.io/", "service.beta.kubernetes.io/aws-load-balancer-")
+ALB_PREFIX = "alb.ingress.kubernetes.io/"
 FINALIZER_PREFIXES = ("elbv2.meshctl.dev/", "ingress.meshctl.dev/", "service.meshctl.dev/")
 
 
@@ -51,7 +58,7 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _lifecycle(doc: dict[str, Any], *, keep_all_annotations: bool = False) -> Lifecycle:
+def parse_lifecycle(doc: dict[str, Any], *, keep_all_annotations: bool = False) -> Lifecycle:
     md = _dict(doc.get("metadata"))
     annotations = {
         str(k): str(v)
@@ -74,7 +81,7 @@ def parse_exposure(doc: dict[str, Any]) -> Exposure | None:
     """A Service's exposure, or None for a plain ClusterIP Service nothing of ours acts on."""
     spec = _dict(doc.get("spec"))
     kind = str(spec.get("type") or "ClusterIP")
-    lifecycle = _lifecycle(doc)
+    lifecycle = parse_lifecycle(doc)
     ours = any(f.startswith(FINALIZER_PREFIXES) for f in lifecycle.finalizers)
     if kind == "ClusterIP" and not lifecycle.annotations and not ours:
         return None
@@ -142,7 +149,7 @@ def parse_ingress(meta: Meta, doc: dict[str, Any]) -> Ingress:
         rules=tuple(rules),
         default_backend=_backend(spec.get("defaultBackend")),
         tls_hosts=tuple(str(h) for t in _list(spec.get("tls")) for h in _list(_dict(t).get("hosts"))),
-        lifecycle=_lifecycle(doc),
+        lifecycle=parse_lifecycle(doc),
     )
 
 
@@ -240,5 +247,119 @@ def parse_target_group_binding(meta: Meta, doc: dict[str, Any]) -> TargetGroupBi
         service_name=str(ref.get("name") or ""),
         service_port=port if isinstance(port, int) else str(port or ""),
         target_type=str(spec["targetType"]) if spec.get("targetType") else None,
-        lifecycle=_lifecycle(doc, keep_all_annotations=True),
+        lifecycle=parse_lifecycle(doc, keep_all_annotations=True),
+    )
+
+
+# LoadBalancerConfiguration spec fields -> the ALB annotation each stands for (LBC's meaning).
+_LB_CONFIG_AS_ANNOTATIONS = {
+    "scheme": "scheme",
+    "ipAddressType": "ip-address-type",
+    "loadBalancerName": "load-balancer-name",
+    "manageBackendSecurityGroupRules": "manage-backend-security-group-rules",
+}
+_LB_CONFIG_LISTS = {"securityGroups": "security-groups", "sourceRanges": "inbound-cidrs"}
+_LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TCP", "UDP", "TLS", "TCP_UDP")
+
+
+def _pairs(value: Any) -> str:
+    """``[{key, value}]`` or ``{key: value}`` -> ``k=v,...`` (the annotations' form)."""
+    if isinstance(value, dict):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        items = [
+            (str(_dict(p).get("key")), str(_dict(p).get("value", ""))) for p in _list(value) if _dict(p).get("key")
+        ]
+    return ",".join(f"{k}={v}" for k, v in items)
+
+
+def parse_load_balancer_configuration(meta: Meta, doc: dict[str, Any]) -> LoadBalancerConfiguration:
+    spec = _dict(doc.get("spec"))
+    annotations: dict[str, str] = {}
+    problem = None
+    for field_name, name in _LB_CONFIG_AS_ANNOTATIONS.items():
+        value = spec.get(field_name)
+        if value not in (None, ""):
+            annotations[ALB_PREFIX + name] = str(value).lower() if isinstance(value, bool) else str(value)
+    for field_name, name in _LB_CONFIG_LISTS.items():
+        if _list(spec.get(field_name)):
+            annotations[ALB_PREFIX + name] = ",".join(str(v) for v in _list(spec[field_name]))
+    subnets = [
+        str(_dict(s).get("identifier")) for s in _list(spec.get("loadBalancerSubnets")) if _dict(s).get("identifier")
+    ]
+    if subnets:
+        annotations[ALB_PREFIX + "subnets"] = ",".join(subnets)
+    for field_name, name in (("loadBalancerAttributes", "load-balancer-attributes"), ("tags", "tags")):
+        if spec.get(field_name):
+            annotations[ALB_PREFIX + name] = _pairs(spec[field_name])
+    listeners = []
+    for i, entry in enumerate(map(_dict, _list(spec.get("listenerConfigurations")))):
+        protocol, _, port = str(entry.get("protocolPort") or "").partition(":")
+        if protocol not in _LISTENER_PROTOCOLS or not port.isdigit() or not 1 <= int(port) <= 65535:
+            problem = (
+                f"spec.listenerConfigurations[{i}].protocolPort: {entry.get('protocolPort')!r} is not PROTOCOL:PORT"
+            )
+            continue
+        certificates = [str(entry["defaultCertificate"])] if entry.get("defaultCertificate") else []
+        certificates += [str(c) for c in _list(entry.get("certificates")) if str(c) not in certificates]
+        policy = entry.get("sslPolicy")
+        listeners.append(
+            ListenerConfiguration(
+                protocol=protocol,
+                port=int(port),
+                certificates=tuple(certificates),
+                ssl_policy=str(policy) if policy else None,
+            )
+        )
+    mode = spec.get("mergingMode") or "prefer-gateway-class"
+    if mode not in ("prefer-gateway-class", "prefer-gateway"):
+        problem = f"spec.mergingMode: {mode!r} is not prefer-gateway-class or prefer-gateway"
+    default_tg = _dict(spec.get("defaultTargetGroupConfiguration")).get("name")
+    return LoadBalancerConfiguration(
+        meta=meta,
+        annotations=MappingProxyType(annotations),
+        listeners=tuple(listeners),
+        prefer_gateway=mode == "prefer-gateway",
+        default_target_group=str(default_tg) if default_tg else None,
+        problem=problem,
+    )
+
+
+# TargetGroupProps fields -> the ALB target-group annotation each stands for.
+_TG_PROPS = {"targetType": "target-type", "protocol": "backend-protocol", "protocolVersion": "backend-protocol-version"}
+_HEALTH_PROPS = {
+    "healthCheckPath": "healthcheck-path",
+    "healthCheckPort": "healthcheck-port",
+    "healthCheckProtocol": "healthcheck-protocol",
+    "healthCheckInterval": "healthcheck-interval-seconds",
+    "healthCheckTimeout": "healthcheck-timeout-seconds",
+    "healthyThresholdCount": "healthy-threshold-count",
+    "unhealthyThresholdCount": "unhealthy-threshold-count",
+}
+
+
+def parse_target_group_configuration(meta: Meta, doc: dict[str, Any]) -> TargetGroupConfiguration:
+    spec = _dict(doc.get("spec"))
+    ref = _dict(spec.get("targetReference"))
+    problem = None
+    if ref and (ref.get("kind") or "Service") != "Service":
+        problem = f"spec.targetReference.kind: {ref.get('kind')!r} is not Service"
+    props = _dict(spec.get("defaultConfiguration"))
+    annotations = {ALB_PREFIX + name: str(props[f]) for f, name in _TG_PROPS.items() if props.get(f) not in (None, "")}
+    health = _dict(props.get("healthCheckConfig"))
+    annotations.update(
+        {ALB_PREFIX + name: str(health[f]) for f, name in _HEALTH_PROPS.items() if health.get(f) not in (None, "")}
+    )
+    matcher = _dict(health.get("matcher"))
+    codes = matcher.get("grpcCode") or matcher.get("httpCode")
+    if codes:
+        annotations[ALB_PREFIX + "success-codes"] = str(codes)
+    for field_name, name in (("targetGroupAttributes", "target-group-attributes"), ("tags", "tags")):
+        if props.get(field_name):
+            annotations[ALB_PREFIX + name] = _pairs(props[field_name])
+    return TargetGroupConfiguration(
+        meta=meta,
+        service=str(ref["name"]) if ref.get("name") else None,
+        annotations=MappingProxyType(annotations),
+        problem=problem,
     )

@@ -7,8 +7,16 @@ from typing import Any, Protocol
 
 from meshctl.model import EndpointSlice, Model, Namespace, ObjectKey, Pod, Route, Secret, Service, VirtualNode
 from meshctl.model.authz import AuthorizationPolicy
-from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, ReferenceGrant
-from meshctl.model.ingress import Ingress, IngressClass, IngressClassParams, Node, TargetGroupBinding
+from meshctl.model.gateway import Gateway, GatewayClass, HTTPRoute, L4Route, ReferenceGrant
+from meshctl.model.ingress import (
+    Ingress,
+    IngressClass,
+    IngressClassParams,
+    LoadBalancerConfiguration,
+    Node,
+    TargetGroupBinding,
+    TargetGroupConfiguration,
+)
 from meshctl.parse.documents import MeshObject, Parsed
 
 __all__ = ["MODEL_FIELDS", "ModelSink", "Source", "build_model"]
@@ -45,6 +53,9 @@ MODEL_FIELDS: dict[type, str] = {
     IngressClassParams: "ingress_class_params",
     Node: "nodes",
     TargetGroupBinding: "target_group_bindings",
+    L4Route: "l4_routes",
+    LoadBalancerConfiguration: "load_balancer_configurations",
+    TargetGroupConfiguration: "target_group_configurations",
 }
 
 

@@ -59,12 +59,45 @@ class _Kind:
 
 
 # The kinds only the ingress reconciler reads (see ingress_model); watched with --ingress.
-_INGRESS_KINDS = frozenset({"Ingress", "IngressClass", "IngressClassParams", "Node", "TargetGroupBinding"})
+_INGRESS_KINDS = frozenset(
+    {
+        "Ingress",
+        "IngressClass",
+        "IngressClassParams",
+        "Node",
+        "TargetGroupBinding",
+        "TCPRoute",
+        "UDPRoute",
+        "TLSRoute",
+        "LoadBalancerConfiguration",
+        "TargetGroupConfiguration",
+    }
+)
+_L4_ROUTE_KINDS = ("TCPRoute", "UDPRoute", "TLSRoute")  # one model map (l4_routes), keyed by kind
 
 
 def _ingress_kinds(api: client.ApiClient) -> list[_Kind]:
     networking, core, custom = client.NetworkingV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+    def namespaced(group: str, version: str, plural: str) -> tuple[Callable[..., object], Callable[..., object]]:
+        return (
+            lambda **kw: custom.list_cluster_custom_object(group, version, plural, **kw),
+            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw),
+        )
+
     return [
+        # Gateways of our ALB/NLB classes: the L4 routes NLBs serve, LBC's configuration kinds (ours).
+        *(_Kind(k, f"{GATEWAY_GROUP}/v1", *namespaced(GATEWAY_GROUP, "v1", f"{k.lower()}s")) for k in _L4_ROUTE_KINDS),
+        _Kind(
+            "LoadBalancerConfiguration",
+            f"{ELBV2_GROUP}/v1beta1",
+            *namespaced(ELBV2_GROUP, "v1beta1", "loadbalancerconfigurations"),
+        ),
+        _Kind(
+            "TargetGroupConfiguration",
+            f"{ELBV2_GROUP}/v1beta1",
+            *namespaced(ELBV2_GROUP, "v1beta1", "targetgroupconfigurations"),
+        ),
         _Kind(
             "Ingress",
             "networking.k8s.io/v1",
@@ -466,6 +499,11 @@ class KubernetesSource:
                 watched["http_routes"] = previous.http_routes
             else:
                 watched["http_routes"] = {**self._objects.get("HTTPRoute", {}), **self._objects["GRPCRoute"]}
+        if "TCPRoute" in self._objects:
+            if previous is not None and not any(changed.get(k) or k in listed for k in _L4_ROUTE_KINDS):
+                watched["l4_routes"] = previous.l4_routes
+            else:
+                watched["l4_routes"] = {k: v for kind in _L4_ROUTE_KINDS for k, v in self._objects[kind].items()}
         load_errors = tuple(self._invalid[k] for k in sorted(self._invalid))
         return Model(**watched, revision=revision, delta=delta, load_errors=load_errors)
 

@@ -76,6 +76,7 @@ __all__ = [
     "certificate_secret_name",
     "gateway_status_document",
     "hostname_intersection",
+    "namespace_allowed",
     "translate_gateways",
     "with_gateway_parents",
 ]
@@ -478,7 +479,7 @@ def _certificate_problem(li: GatewayListener, gateway: Gateway, model: Model) ->
     return None
 
 
-def _namespace_allowed(li: GatewayListener, gateway: Gateway, namespace: str, model: Model) -> bool:
+def namespace_allowed(li: GatewayListener, gateway: Gateway, namespace: str, model: Model) -> bool:
     allowed = li.allowed
     if allowed.namespaces_from == "All":
         return True
@@ -530,7 +531,7 @@ def _attach(
     allowed = [
         li
         for li in candidates
-        if li.serving and kind in li.kinds and _namespace_allowed(li.spec, gateway, route.meta.namespace, model)
+        if li.serving and kind in li.kinds and namespace_allowed(li.spec, gateway, route.meta.namespace, model)
     ]
     if not allowed:
         message = f"no listener of Gateway {gateway.meta.name} allows {route.kind}s of {route.meta.namespace}"
