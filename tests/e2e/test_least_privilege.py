@@ -160,13 +160,94 @@ def _edge_gateway() -> list[dict[str, Any]]:
     ]
 
 
-def _gateway_condition(h: Harness, plural: str, name: str, kind: str) -> str | None:
+def _gateway_condition(h: Harness, plural: str, name: str, kind: str, namespace: str = "demo") -> str | None:
     api = client.CustomObjectsApi(h.api)
     if plural == "gatewayclasses":
         obj = api.get_cluster_custom_object("gateway.networking.k8s.io", "v1", plural, name)
     else:
-        obj = api.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", "demo", plural, name)
+        obj = api.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, plural, name)
     return next((c["status"] for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def _route_accepted(h: Harness, plural: str, name: str) -> str | None:
+    obj = client.CustomObjectsApi(h.api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", NS, plural, name
+    )
+    parents = (obj.get("status") or {}).get("parents") or []
+    return next((c["status"] for p in parents for c in p["conditions"] if c["type"] == "Accepted"), None)
+
+
+def _aws_gateways(cert: str) -> list[dict[str, Any]]:
+    """Gateways of LBC's ALB class and our NLB class (patch gateways for the finalizer and checkpoints; patch
+    gateways|gatewayclasses/status), a route of every kind they serve (get tcp|udp|tlsroutes, patch */status) and
+    the configuration kinds (list, watch loadbalancer|targetgroupconfigurations)."""
+    gw = "gateway.networking.k8s.io/v1"
+
+    def route(kind: str, name: str, parent: str, backend: str, port: int, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": gw,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "parentRefs": [{"name": parent}],
+                "rules": [{"backendRefs": [{"name": backend, "port": port}]}],
+                **spec,
+            },
+        }
+
+    def klass(name: str, controller: str) -> dict[str, Any]:
+        return {
+            "apiVersion": gw,
+            "kind": "GatewayClass",
+            "metadata": {"name": name},
+            "spec": {"controllerName": controller},
+        }
+
+    def gateway(name: str, class_name: str, listeners: list[dict[str, Any]]) -> dict[str, Any]:
+        ref = {"group": "elbv2.meshctl.dev", "kind": "LoadBalancerConfiguration", "name": "gateways"}
+        spec = {"gatewayClassName": class_name, "listeners": listeners, "infrastructure": {"parametersRef": ref}}
+        return {"apiVersion": gw, "kind": "Gateway", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+    udp = ingress_service("dns", port=5353)
+    udp["spec"]["ports"][0]["protocol"] = "UDP"
+    return [
+        klass("aws-alb", "gateway.k8s.aws/alb"),
+        klass("aws-nlb", "meshctl.dev/nlb"),
+        {
+            "apiVersion": "elbv2.meshctl.dev/v1beta1",
+            "kind": "LoadBalancerConfiguration",
+            "metadata": {"name": "gateways", "namespace": NS},
+            "spec": {
+                "listenerConfigurations": [{"protocolPort": "TLS:6443", "defaultCertificate": cert}],
+                "defaultTargetGroupConfiguration": {"name": "ip-targets"},
+            },
+        },
+        {
+            "apiVersion": "elbv2.meshctl.dev/v1beta1",
+            "kind": "TargetGroupConfiguration",
+            "metadata": {"name": "ip-targets", "namespace": NS},
+            "spec": {"defaultConfiguration": {"targetType": "ip"}},
+        },
+        gateway("public", "aws-alb", [{"name": "http", "port": 8080, "protocol": "HTTP"}]),
+        gateway(
+            "l4",
+            "aws-nlb",
+            [
+                {"name": "postgres", "port": 5432, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"},
+                {"name": "tls", "port": 6443, "protocol": "TLS", "tls": {"mode": "Terminate"}},
+            ],
+        ),
+        route("HTTPRoute", "public-web", "public", "web", 80),
+        route("GRPCRoute", "public-grpc", "public", "web", 80),
+        route("TCPRoute", "db", "l4", "db", 5432),
+        route("UDPRoute", "dns", "l4", "dns", 5353),
+        route("TLSRoute", "api", "l4", "db", 5432, hostnames=["db.example.com"]),
+        ingress_service("db", port=5432),
+        udp,
+        endpoint_slice("db", ["10.0.6.1"]),
+        endpoint_slice("dns", ["10.0.6.2"]),
+    ]
 
 
 def _aws_world(h: Harness) -> tuple[list[dict[str, Any]], str]:
@@ -269,8 +350,8 @@ def _owned_groups(h: Harness) -> dict[str, dict[str, Any]]:
     groups = {}
     for g in h.target_groups():
         tags = h.tags(g["TargetGroupArn"])
-        if tags.get(OWNED) == CLUSTER:
-            groups[tags["elbv2.meshctl.dev/resource"]] = g
+        if tags.get(OWNED) == CLUSTER and not tags["elbv2.meshctl.dev/stack"].startswith("gateway/"):
+            groups[tags["elbv2.meshctl.dev/resource"]] = g  # (the Ingresses' and Services', not the Gateways')
     return groups
 
 
@@ -337,6 +418,11 @@ async def _first_pass(h: Harness, bound_group: str) -> None:
     await eventually(lambda: _condition(h, "virtualnodes", "frontend", "Accepted") == "True", timeout=30)
     await eventually(lambda: _gateway_condition(h, "gateways", "edge", "Accepted") == "True", timeout=30)
     await eventually(lambda: _gateway_condition(h, "gatewayclasses", "meshctl", "Accepted") == "True", timeout=30)
+    for name in ("public", "l4"):
+        await eventually(lambda n=name: _gateway_condition(h, "gateways", n, "Programmed", NS) == "True", timeout=30)
+    routes = (("httproutes", "public-web"), ("grpcroutes", "public-grpc"), ("tcproutes", "db"), ("udproutes", "dns"))
+    for plural, name in (*routes, ("tlsroutes", "api")):
+        await eventually(lambda p=plural, n=name: _route_accepted(h, p, n) == "True", timeout=30)
     events = lambda: h.core().list_namespaced_event("demo").items  # noqa: E731
     await eventually(lambda: any(e.involved_object.name == "broken" for e in events()), timeout=30)
 
@@ -573,7 +659,7 @@ async def test_the_controller_calls_exactly_what_its_rbac_and_iam_policy_grant(h
     cert = certificate(h)
     second_cert = h.moto.client("acm").request_certificate(DomainName="api.example.com")["CertificateArn"]
     aws_docs, bound_group = _aws_world(h)
-    h.seed([*_mesh(), *shop_documents(cert), *aws_docs])
+    h.seed([*_mesh(), *shop_documents(cert), *aws_docs, *_aws_gateways(cert)])
     assert h.moto.recording is not None
     aws_start = h.moto.recording.stat().st_size if h.moto.recording.exists() else 0
     controller = Controller(h, tmp_path)
