@@ -16,8 +16,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshctl.ingress.alb import build_ingress_stacks
+from meshctl.ingress.gateways import build_gateway_stacks
+from meshctl.ingress.nlb import build_service_stacks
 from meshctl.parse.documents import UnsupportedDocument, parse_keyed
 from meshctl.sources import load_manifests
+from meshctl.sources.base import build_model
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = int(os.environ.get("MESHCTL_FUZZ_EXAMPLES", "300"))
@@ -52,6 +56,70 @@ EXTRA = [
         "kind": "IngressClassParams",
         "metadata": {"name": "public"},
         "spec": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}},
+    },
+    {  # an ALB Gateway's configuration (LBC's fields, ours)
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "LoadBalancerConfiguration",
+        "metadata": {"name": "public", "namespace": "shop"},
+        "spec": {
+            "scheme": "internet-facing",
+            "mergingMode": "prefer-gateway",
+            "loadBalancerSubnets": [{"identifier": "subnet-1"}],
+            "listenerConfigurations": [{"protocolPort": "HTTPS:443", "defaultCertificate": "arn:c", "sslPolicy": "p"}],
+            "sourceRanges": ["10.0.0.0/8"],
+            "loadBalancerAttributes": [{"key": "idle_timeout.timeout_seconds", "value": "60"}],
+            "tags": {"team": "shop"},
+            "defaultTargetGroupConfiguration": {"name": "defaults"},
+        },
+    },
+    {
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "TargetGroupConfiguration",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "targetReference": {"name": "web"},
+            "defaultConfiguration": {
+                "targetType": "ip",
+                "healthCheckConfig": {"healthCheckPath": "/h", "matcher": {"httpCode": "200"}},
+                "targetGroupAttributes": [{"key": "deregistration_delay.timeout_seconds", "value": "30"}],
+            },
+        },
+    },
+    {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": "alb"},
+        "spec": {
+            "controllerName": "gateway.k8s.aws/alb",
+            "parametersRef": {
+                "group": "gateway.k8s.aws",
+                "kind": "LoadBalancerConfiguration",
+                "name": "x",
+                "namespace": "a",
+            },
+        },
+    },
+    {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "nlb", "namespace": "shop", "finalizers": ["gateway.elbv2.meshctl.dev/resources"]},
+        "spec": {
+            "gatewayClassName": "nlb",
+            "infrastructure": {
+                "parametersRef": {"group": "elbv2.meshctl.dev", "kind": "LoadBalancerConfiguration", "name": "p"}
+            },
+            "listeners": [{"name": "tls", "port": 6443, "protocol": "TLS", "hostname": "db.example.com"}],
+        },
+    },
+    {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "TLSRoute",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "parentRefs": [{"name": "nlb", "sectionName": "tls"}],
+            "hostnames": ["db.example.com"],
+            "rules": [{"backendRefs": [{"name": "db", "port": 5432, "weight": 1}]}],
+        },
     },
     {
         "apiVersion": "v1",
@@ -195,3 +263,27 @@ def test_the_manifest_source_reads_any_directory(tmp_path_factory, cases, junk: 
         (root / f"doc-{i}.yaml").write_text(text, errors="surrogateescape")
     (root / "junk.yaml").write_bytes(junk)
     load_manifests(root)  # never raises
+
+
+@settings(
+    max_examples=max(EXAMPLES // 3, 30),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=bool(os.environ.get("CI")),
+)
+@given(cases=st.lists(mutated(), min_size=1, max_size=6))
+def test_load_balancer_builders_never_raise_on_what_parses(cases: list[tuple[str, Any]]) -> None:
+    """Whatever parses, the ALB/NLB builders (Ingresses, Services, Gateways) turn into stacks and statuses, bad input
+    into problems on its own object: never an exception out of the pass."""
+    parsed = []
+    for _, doc in cases:
+        try:
+            found = parse_keyed(doc, origin="fuzz.yaml")
+        except UnsupportedDocument:
+            continue
+        if found is not None:
+            parsed.append(found)
+    model = build_model(parsed)
+    build_ingress_stacks(model, cluster="c1")
+    build_service_stacks(model, cluster="c1", legacy_nlb=True)
+    build_gateway_stacks(model, cluster="c1", certificates=lambda hosts: ((), hosts))

@@ -45,7 +45,8 @@ def group_finalizer(group: str) -> str:
 
 
 def _digest(*parts: object) -> str:
-    return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:10]
+    # (surrogatepass: a name from a manifest file may hold any code point; it must still hash, not raise)
+    return hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def _part(text: str, size: int) -> str:
