@@ -15,6 +15,7 @@ from meshctl.appmesh.fields import Report
 from meshctl.appmesh.findings import Finding, Level
 from meshctl.appmesh.gateway_api import as_gateway_api
 from meshctl.cli.client import CliError
+from meshctl.ingress.migrate import convert_ingresses
 
 __all__ = ["add_commands"]
 
@@ -72,6 +73,11 @@ def _import_appmesh(args: argparse.Namespace) -> int:
     if args.as_ == "gateway-api":
         result = with_gateway_api_routes(result)
     findings = load_findings + result.findings
+    return _finish(args, result, findings)
+
+
+def _finish(args: argparse.Namespace, result: ImportResult, findings: list[Finding]) -> int:
+    """The report on stderr, the objects to stdout, files (-o) or the cluster (--apply); the exit code."""
     if args.report == "json":
         print(json.dumps([f.as_dict() for f in findings], indent=2), file=sys.stderr)
     else:
@@ -106,6 +112,18 @@ def _import_appmesh(args: argparse.Namespace) -> int:
     return 1 if errors or (args.strict and lossy) else 0
 
 
+def _import_lbc(args: argparse.Namespace) -> int:
+    """Ingresses with LBC annotations -> Gateway, HTTPRoutes and LBC's configuration kinds (ours)."""
+    loaded, load_findings = load_paths([Path(p) for p in args.filename], _values(args.set or []))
+    docs = [d.data for d in loaded]
+    objects, notes = convert_ingresses(docs, ingress_class=args.ingress_class)
+    findings = load_findings + [
+        Finding(subject, path, Level(level), message, action) for level, subject, path, message, action in notes
+    ]
+    result = ImportResult(objects=objects, findings=findings, generated_services=set())
+    return _finish(args, result, findings)
+
+
 def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> int:
     """Server-side apply of every object with our field manager; one line per object; the number that failed."""
     from kubernetes import config
@@ -116,7 +134,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
     try:
         api = api_client(kubeconfig, in_cluster=False)
     except (config.ConfigException, OSError) as exc:
-        raise SystemExit(f"meshctl import appmesh: --apply: no cluster configuration: {exc}") from exc
+        raise SystemExit(f"meshctl import: --apply: no cluster configuration: {exc}") from exc
     failed = 0
     query = f"?fieldManager={FIELD_MANAGER}&force=true" + ("&dryRun=All" if dry_run else "")
     headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
@@ -136,7 +154,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
             response = api.call_api("PATCH", url, header_params=headers, body=json.dumps(obj))
             response.read()  # type: ignore[no-untyped-call]  # kubernetes.client has no annotations
         except (HTTPError, OSError) as exc:
-            raise SystemExit(f"meshctl import appmesh: --apply: cannot reach the API server: {exc}") from exc
+            raise SystemExit(f"meshctl import: --apply: cannot reach the API server: {exc}") from exc
         if 200 <= response.status < 300:
             print(f"{what} {'applied (dry run)' if dry_run else 'applied'}")
         else:
@@ -162,6 +180,8 @@ def _path(api_version: str, kind: str, namespace: str, name: str) -> str:
         "GRPCRoute": "grpcroutes",
         "Gateway": "gateways",
         "GatewayClass": "gatewayclasses",
+        "LoadBalancerConfiguration": "loadbalancerconfigurations",
+        "TargetGroupConfiguration": "targetgroupconfigurations",
     }[kind]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{namespace}/{plural}/{name}" if namespace else f"{prefix}/{plural}/{name}"
@@ -200,3 +220,29 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "with a Service per targeted VirtualNode (tcpRoutes stay Routes)",
     )
     p.set_defaults(run=_import_appmesh)
+    p = what.add_parser(
+        "lbc",
+        help="AWS Load Balancer Controller Ingresses -> Gateway API for ALB Gateways (Gateway, HTTPRoutes, "
+        "LoadBalancerConfiguration, TargetGroupConfigurations)",
+        description="Reads Ingresses with alb.ingress.kubernetes.io annotations (files or directories; Services too, "
+        "to resolve named ports) and writes, per IngressGroup or Ingress, a Gateway of the meshctl-alb GatewayClass "
+        "(controller meshctl.dev/alb) with its LoadBalancerConfiguration, the HTTPRoutes, and a "
+        "TargetGroupConfiguration per Service with target group settings, as LBC's lbc-migrate does. What does not "
+        "map is reported on stderr. Nothing is read from or written to a cluster unless --apply.",
+    )
+    p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+    p.add_argument("-o", "--output-dir", help="write one <namespace>.yaml per namespace here (default: stdout)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any field does not map cleanly")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or applied; change nothing")
+    p.add_argument(
+        "--apply", action="store_true", help=f"server-side apply to the cluster (field manager {FIELD_MANAGER})"
+    )
+    p.add_argument("--kubeconfig", help="with --apply: kubeconfig file (default ~/.kube/config)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="substitute ${NAME} placeholders (repeatable)")
+    p.add_argument(
+        "--ingress-class",
+        default="alb",
+        help="the kubernetes.io/ingress.class value that is LBC's (default alb); Ingresses of others are left out",
+    )
+    p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
+    p.set_defaults(run=_import_lbc)

@@ -5,14 +5,19 @@ what LBC's do. Real boto3 over HTTP to moto_server, the test apiserver, the real
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from meshctl.model import ObjectKey
 from tests.ingress_fixtures import NS, endpoint_slice, service
 from tests.ingress_harness import Harness
+from tests.test_apiserver import kubectl
 
 GW = "gateway.networking.k8s.io"
 GATEWAY = ObjectKey("Gateway", NS, "web")
@@ -319,3 +324,42 @@ async def test_a_bad_load_balancer_configuration_leaves_the_gateway_unprogrammed
     assert (accepted["status"], accepted["reason"]) == ("False", "InvalidParameters")
     assert "spec.loadBalancerAttributes" in accepted["message"]
     assert condition(gw["conditions"], "Programmed")["status"] == "False"
+
+
+async def test_lbcs_2048_example_imported_and_applied_with_kubectl_gets_its_alb(harness: Harness, tmp_path: Path):
+    """`meshctl import lbc` on LBC's own 2048 example, the output applied with kubectl: an internet-facing ALB on
+    port 80 forwarding to the Service's pods, as the Ingress had (tests/e2e/test_ingress_lbc.py)."""
+    h = harness
+    example = Path(__file__).parents[1] / "testdata/lbc/2048_full.yaml"
+    out = tmp_path / "imported"
+    subprocess.run(
+        [sys.executable, "-m", "meshctl", "import", "lbc", "-f", str(example), "-o", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] in ("Namespace", "Service")]
+    slice_ = endpoint_slice("service-2048", ["10.0.3.1", "10.0.3.2"])
+    slice_["metadata"]["namespace"] = "game-2048"
+    h.seed([*docs, slice_])
+    kubectl(h.apiserver, tmp_path, "apply", "--validate=false", "-f", str(out / "cluster-scoped.yaml"))
+    kubectl(h.apiserver, tmp_path, "apply", "--validate=false", "-f", str(out / "game-2048.yaml"))
+    await h.start()
+    key = ObjectKey("Gateway", "game-2048", "ingress-2048")
+    await h.model_where(
+        lambda m: key in m.gateways and ObjectKey("HTTPRoute", "game-2048", "ingress-2048") in m.http_routes
+    )
+    reconciler, _ = h.reconciler()
+    assert await h.reconcile(reconciler)
+
+    (alb,) = h.balancers()
+    assert (alb["Type"], alb["Scheme"]) == ("application", "internet-facing")
+    (listener,) = h.elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
+    assert (listener["Port"], listener["Protocol"]) == (80, "HTTP")
+    (rule,) = rules_of(h, listener["ListenerArn"])
+    assert path_values(rule) == ["/*"]
+    (group,) = h.target_groups()
+    assert (group["TargetType"], rule["Actions"][0]["TargetGroupArn"]) == ("ip", group["TargetGroupArn"])
+    assert h.targets(group["TargetGroupArn"]) == {("10.0.3.1", 80), ("10.0.3.2", 80)}  # the Service's targetPort
+    gw = custom(h).get_namespaced_custom_object(GW, "v1", "game-2048", "gateways", "ingress-2048")["status"]
+    assert gw["addresses"] == [{"type": "Hostname", "value": alb["DNSName"]}]
