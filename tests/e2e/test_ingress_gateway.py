@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 
 from meshctl.model import ObjectKey
+from tests.e2e.test_ingress import _fault, _Killed, _state
 from tests.ingress_fixtures import NS, endpoint_slice, service
 from tests.ingress_harness import Harness
 from tests.test_apiserver import kubectl
@@ -363,3 +364,75 @@ async def test_lbcs_2048_example_imported_and_applied_with_kubectl_gets_its_alb(
     assert h.targets(group["TargetGroupArn"]) == {("10.0.3.1", 80), ("10.0.3.2", 80)}  # the Service's targetPort
     gw = custom(h).get_namespaced_custom_object(GW, "v1", "game-2048", "gateways", "ingress-2048")["status"]
     assert gw["addresses"] == [{"type": "Hostname", "value": alb["DNSName"]}]
+
+
+GATEWAY_STATE = {
+    "balancers": ["application"],
+    "security_groups": ["ManagedLBSecurityGroup", "backend-sg"],
+    "rules": {80: [1, 2]},
+    "groups": {
+        f"HTTPRoute/{NS}/shop-cart:80": [[("10.0.1.10", 8080)]],
+        f"HTTPRoute/{NS}/shop-cart-v2:80": [[("10.0.1.20", 8080)]],
+    },
+}
+
+
+async def test_faults_end_in_the_same_state_and_a_failed_pass_shows_in_the_gateways_status(harness: Harness):
+    """Throttling and 5xx are retried; a failure boto3 does not retry is Programmed False (Pending, the AWS error)
+    until the next pass; deleting survives a DependencyViolation on the managed group."""
+    h = harness
+    await started(h, shop(), GATEWAY, ObjectKey("HTTPRoute", NS, "shop"))
+    reconciler, _ = h.reconciler()
+    throttled = _fault(reconciler, "RegisterTargets", [(400, "Throttling")])
+    failed = _fault(reconciler, "CreateLoadBalancer", [(500, "InternalFailure")])
+    _fault(reconciler, "CreateRule", [(400, "ValidationError")])  # not retried
+    assert not await h.reconcile(reconciler)
+    assert failed == []
+    programmed = condition(status_of(h, "gateways", "web")["conditions"], "Programmed")
+    assert (programmed["status"], programmed["reason"]) == ("False", "Pending")
+    assert "CreateRule: ValidationError" in programmed["message"]
+    assert await h.reconcile(reconciler)
+    assert throttled == []  # met (the targets are registered after the rules), and retried past
+    assert _state(h) == GATEWAY_STATE
+    assert condition(status_of(h, "gateways", "web")["conditions"], "Programmed")["status"] == "True"
+
+    custom(h).delete_namespaced_custom_object(GW, "v1", NS, "gateways", "web")
+    await h.model_where(lambda m: m.gateways[GATEWAY].lifecycle.deleting)
+    _fault(reconciler, "DeleteSecurityGroup", [(400, "DependencyViolation")], service="ec2")
+    await h.reconcile(reconciler)
+    for _ in range(3):
+        if await h.reconcile(reconciler):
+            break
+    assert h.balancers() == [] and h.target_groups() == []
+    owned = [{"Name": "tag:elbv2.meshctl.dev/cluster", "Values": ["test"]}]
+    assert h.moto.client("ec2").describe_security_groups(Filters=owned)["SecurityGroups"] == []
+    await h.model_where(lambda m: GATEWAY not in m.gateways)
+
+
+@pytest.mark.parametrize(
+    ("operation", "nth"),
+    [("CreateTargetGroup", 2), ("CreateLoadBalancer", 1), ("CreateRule", 2), ("CreateSecurityGroup", 1)],
+    ids=lambda v: str(v),
+)
+async def test_killed_mid_reconcile_a_restarted_reconciler_ends_in_the_same_state(
+    harness: Harness, operation: str, nth: int
+):
+    h = harness
+    await started(h, shop(), GATEWAY, ObjectKey("HTTPRoute", NS, "shop"))
+    doomed, _ = h.reconciler()
+    seen = []
+
+    def kill(**_: Any) -> None:
+        seen.append(operation)
+        if len(seen) == nth:
+            raise _Killed
+
+    if operation.endswith("SecurityGroup"):
+        doomed.clients.ec2.meta.events.register(f"before-call.ec2.{operation}", kill)
+    else:
+        doomed.clients.elbv2.meta.events.register(f"before-call.elastic-load-balancing-v2.{operation}", kill)
+    with pytest.raises(_Killed):
+        await h.reconcile(doomed)
+    restarted, _ = h.reconciler()
+    assert await h.reconcile(restarted)
+    assert _state(h) == GATEWAY_STATE  # no duplicate, nothing orphaned
