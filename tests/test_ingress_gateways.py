@@ -198,7 +198,7 @@ def test_the_classs_configuration_wins_unless_it_prefers_the_gateways():
 
 def test_a_class_naming_a_missing_configuration_is_not_accepted_and_its_gateways_wait():
     p = plan(klass(config="nowhere"), gateway(HTTP), route("r", [{"backendRefs": [backend()]}]))
-    ((_, _, accepted),) = p.classes
+    ((_, _, accepted),) = p.classes  # (class, generation, Accepted)
     assert (accepted.status, accepted.reason) == (ConditionStatus.FALSE, "InvalidParameters")
     (stack,) = p.stacks
     assert not stack.valid and "nowhere" in stack.problems[0].message

@@ -102,7 +102,9 @@ def _finish(args: argparse.Namespace, result: ImportResult, findings: list[Findi
             except OSError as exc:
                 raise CliError(f"-o {args.output_dir}: cannot write the report: {exc}") from None
     elif args.apply:
-        failed = _apply(result, dry_run=args.dry_run, kubeconfig=args.kubeconfig)
+        failed = _apply(
+            result, dry_run=args.dry_run, kubeconfig=args.kubeconfig, command=f"meshctl import {args.source}"
+        )
         if failed:
             return 1
     else:
@@ -124,7 +126,7 @@ def _import_lbc(args: argparse.Namespace) -> int:
     return _finish(args, result, findings)
 
 
-def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> int:
+def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None, command: str) -> int:
     """Server-side apply of every object with our field manager; one line per object; the number that failed."""
     from kubernetes import config
     from urllib3.exceptions import HTTPError
@@ -134,7 +136,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
     try:
         api = api_client(kubeconfig, in_cluster=False)
     except (config.ConfigException, OSError) as exc:
-        raise SystemExit(f"meshctl import: --apply: no cluster configuration: {exc}") from exc
+        raise SystemExit(f"{command}: --apply: no cluster configuration: {exc}") from exc
     failed = 0
     query = f"?fieldManager={FIELD_MANAGER}&force=true" + ("&dryRun=All" if dry_run else "")
     headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
@@ -154,7 +156,7 @@ def _apply(result: ImportResult, *, dry_run: bool, kubeconfig: str | None) -> in
             response = api.call_api("PATCH", url, header_params=headers, body=json.dumps(obj))
             response.read()  # type: ignore[no-untyped-call]  # kubernetes.client has no annotations
         except (HTTPError, OSError) as exc:
-            raise SystemExit(f"meshctl import: --apply: cannot reach the API server: {exc}") from exc
+            raise SystemExit(f"{command}: --apply: cannot reach the API server: {exc}") from exc
         if 200 <= response.status < 300:
             print(f"{what} {'applied (dry run)' if dry_run else 'applied'}")
         else:

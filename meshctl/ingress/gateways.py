@@ -114,7 +114,7 @@ class GatewayPlan:
     stacks: tuple[Stack, ...] = ()
     gateways: tuple[GatewayReport, ...] = ()
     routes: tuple[RouteReport, ...] = ()
-    classes: tuple[tuple[ObjectKey, str, Status], ...] = ()  # (GatewayClass, controller, Accepted)
+    classes: tuple[tuple[ObjectKey, int, Status], ...] = ()  # (GatewayClass, its generation, Accepted)
 
 
 def _ok(type_: str, reason: str, message: str) -> Status:
@@ -151,7 +151,7 @@ def build_gateway_stacks(
             if problem
             else _ok("Accepted", "Accepted", f"served by {klass.controller_name}")
         )
-        plan_classes.append((klass.key, klass.controller_name, accepted))
+        plan_classes.append((klass.key, klass.meta.generation, accepted))
     stacks: list[Stack] = []
     reports: list[GatewayReport] = []
     parents: dict[ObjectKey, list[tuple[str, ParentStatus]]] = {}

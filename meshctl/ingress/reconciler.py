@@ -244,8 +244,8 @@ class IngressReconciler:
         """Gateway API statuses of our ALB/NLB Gateways, their routes and classes: what the plan says, with
         Programmed and the load balancer's DNS name in ``addresses`` once AWS has it. Only changes are written."""
         wanted: dict[ObjectKey, Any] = {}
-        for key, _, accepted in plan.classes:
-            wanted[key] = {"conditions": [_condition_document(accepted, 1)]}
+        for key, generation, accepted in plan.classes:
+            wanted[key] = {"conditions": [_condition_document(accepted, generation)]}
         for report in plan.gateways:
             deployed = self.deployed.get(report.stack_id)
             error = self.errors.get(report.stack_id)
