@@ -189,6 +189,20 @@ def _path(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}/{name}" if namespace else f"{prefix}/{plural}/{name}"
 
 
+def _input_and_output_flags(p: argparse.ArgumentParser) -> None:
+    """What every import reads and where it writes (stdout, -o DIR or --apply), and how it reports."""
+    p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+    p.add_argument("-o", "--output-dir", help="write one <namespace>.yaml per namespace here (default: stdout)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any field does not map cleanly")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or applied; change nothing")
+    p.add_argument(
+        "--apply", action="store_true", help=f"server-side apply to the cluster (field manager {FIELD_MANAGER})"
+    )
+    p.add_argument("--kubeconfig", help="with --apply: kubeconfig file (default ~/.kube/config)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="substitute ${NAME} placeholders (repeatable)")
+    p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp = sub.add_parser("import", help="convert another mesh's configuration to meshctl's")
     what = imp.add_subparsers(dest="source", required=True)
@@ -200,19 +214,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "Exit code 1 on errors (malformed YAML, unknown kinds, dangling references), or with --strict on any field "
         "not mapped cleanly.",
     )
-    p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
-    p.add_argument("-o", "--output-dir", help="write one <namespace>.yaml per namespace here (default: stdout)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any field does not map cleanly")
-    p.add_argument("--dry-run", action="store_true", help="print what would be written or applied; change nothing")
-    p.add_argument(
-        "--apply", action="store_true", help=f"server-side apply to the cluster (field manager {FIELD_MANAGER})"
-    )
-    p.add_argument("--kubeconfig", help="with --apply: kubeconfig file (default ~/.kube/config)")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="substitute ${NAME} placeholders (repeatable)")
+    _input_and_output_flags(p)
     p.add_argument(
         "-n", "--namespace", default="default", help="namespace of objects that name none (default: default)"
     )
-    p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
     p.add_argument(
         "--as",
         dest="as_",
@@ -232,19 +237,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "TargetGroupConfiguration per Service with target group settings, as LBC's lbc-migrate does. What does not "
         "map is reported on stderr. Nothing is read from or written to a cluster unless --apply.",
     )
-    p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
-    p.add_argument("-o", "--output-dir", help="write one <namespace>.yaml per namespace here (default: stdout)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any field does not map cleanly")
-    p.add_argument("--dry-run", action="store_true", help="print what would be written or applied; change nothing")
-    p.add_argument(
-        "--apply", action="store_true", help=f"server-side apply to the cluster (field manager {FIELD_MANAGER})"
-    )
-    p.add_argument("--kubeconfig", help="with --apply: kubeconfig file (default ~/.kube/config)")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="substitute ${NAME} placeholders (repeatable)")
+    _input_and_output_flags(p)
     p.add_argument(
         "--ingress-class",
         default="alb",
         help="the kubernetes.io/ingress.class value that is LBC's (default alb); Ingresses of others are left out",
     )
-    p.add_argument("--report", choices=("text", "json"), default="text", help="format of the report on stderr")
     p.set_defaults(run=_import_lbc)

@@ -57,7 +57,7 @@ from meshctl.model.gateway import (
 )
 from meshctl.model.ingress import ELBV2_GROUP, ListenerConfiguration, LoadBalancerConfiguration
 from meshctl.model.matches import HttpMatch
-from meshctl.translate.gateway import hostname_intersection, namespace_allowed
+from meshctl.translate.gateway import hostname_intersection, names_listener, namespace_allowed, no_matching_parent
 from meshctl.translate.ir import Condition as Status
 from meshctl.translate.ir import ConditionStatus, ListenerStatus, ParentStatus
 
@@ -495,15 +495,9 @@ class _GatewayBuilder:
         if (isinstance(route, HTTPRoute) and route.spec is None) or errors:
             message = "; ".join(str(e) for e in errors) or "invalid"
             return entry(_bad("Accepted", "UnsupportedValue", message), resolved)
-        candidates = [
-            li
-            for li in listeners
-            if (parent.section_name is None or li.spec.name == parent.section_name)
-            and (parent.port is None or li.spec.port == parent.port)
-        ]
+        candidates = [li for li in listeners if names_listener(parent, li.spec)]
         if not candidates:
-            what = f"listener {parent.section_name!r}" if parent.section_name else f"listener on port {parent.port}"
-            return entry(_bad("Accepted", "NoMatchingParent", f"Gateway {self.key.name} has no {what}"), resolved)
+            return entry(no_matching_parent(parent, self.key.name), resolved)
         kind = (GATEWAY_GROUP, route.key.kind)
         allowed = [
             li

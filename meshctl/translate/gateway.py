@@ -76,7 +76,9 @@ __all__ = [
     "certificate_secret_name",
     "gateway_status_document",
     "hostname_intersection",
+    "names_listener",
     "namespace_allowed",
+    "no_matching_parent",
     "translate_gateways",
     "with_gateway_parents",
 ]
@@ -479,6 +481,18 @@ def _certificate_problem(li: GatewayListener, gateway: Gateway, model: Model) ->
     return None
 
 
+def names_listener(parent: ParentRef, listener: GatewayListener) -> bool:
+    """A Gateway parentRef's ``sectionName`` and ``port``, where given, pick the listener."""
+    return (parent.section_name is None or listener.name == parent.section_name) and (
+        parent.port is None or listener.port == parent.port
+    )
+
+
+def no_matching_parent(parent: ParentRef, gateway: str) -> Condition:
+    what = f"listener {parent.section_name!r}" if parent.section_name else f"listener on port {parent.port}"
+    return _cond("Accepted", False, "NoMatchingParent", f"Gateway {gateway} has no {what}")
+
+
 def namespace_allowed(li: GatewayListener, gateway: Gateway, namespace: str, model: Model) -> bool:
     allowed = li.allowed
     if allowed.namespaces_from == "All":
@@ -516,17 +530,9 @@ def _attach(
         return entry(_cond("Accepted", False, "UnsupportedValue", message), resolved)
     if block is not None and block.spec == route.spec:
         return entry(_cond("Accepted", False, block.reason, block.message), resolved)
-    candidates = [
-        li
-        for li in listeners
-        if (parent.section_name is None or li.spec.name == parent.section_name)
-        and (parent.port is None or li.spec.port == parent.port)
-    ]
+    candidates = [li for li in listeners if names_listener(parent, li.spec)]
     if not candidates:
-        what = f"listener {parent.section_name!r}" if parent.section_name else f"listener on port {parent.port}"
-        return entry(
-            _cond("Accepted", False, "NoMatchingParent", f"Gateway {gateway.meta.name} has no {what}"), resolved
-        )
+        return entry(no_matching_parent(parent, gateway.meta.name), resolved)
     kind = (GATEWAY_GROUP, route.kind)
     allowed = [
         li
