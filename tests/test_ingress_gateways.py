@@ -297,3 +297,58 @@ def test_one_broken_object_never_stops_the_gateway_builder(data: st.DataObject) 
     result = build_gateway_stacks(build_model(parsed), cluster="c1", certificates=lambda hosts: (("arn:c",), ()))
     for stack in result.stacks:
         assert stack.valid or stack.problems
+
+
+def rule_config(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "elbv2.meshctl.dev/v1beta1",
+        "kind": "ListenerRuleConfiguration",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+def extension(name: str, group: str = "elbv2.meshctl.dev") -> dict[str, Any]:
+    return {"type": "ExtensionRef", "extensionRef": {"group": group, "kind": "ListenerRuleConfiguration", "name": name}}
+
+
+def test_a_listener_rule_configuration_adds_its_fixed_response_and_source_ip_conditions():
+    maintenance = rule_config(
+        "maintenance",
+        actions=[{"type": "fixed-response", "fixedResponseConfig": {"statusCode": 503, "messageBody": "back soon"}}],
+        conditions=[{"field": "source-ip", "sourceIPConfig": {"values": ["10.0.0.0/8"]}}],
+    )
+    rule = {"filters": [extension("maintenance", group="gateway.k8s.aws")], "backendRefs": [backend()]}
+    stack = only_stack(plan(klass(), gateway(HTTP), maintenance, route("r", [rule])))
+    (only,) = stack.rules
+    assert only.action == FixedResponse(status_code="503", message_body="back soon")
+    assert [c.values for c in only.conditions if c.field == "source-ip"] == [("10.0.0.0/8",)]
+
+
+def test_a_missing_listener_rule_configuration_answers_500_and_one_it_cannot_serve_rejects_the_route():
+    rule = {"filters": [extension("nowhere")], "backendRefs": [backend()]}
+    p = plan(klass(), gateway(HTTP), route("r", [rule]))
+    assert only_stack(p).rules[0].action == FixedResponse(status_code="500")
+    ((_, parent),) = p.routes[0].parents
+    resolved = next(c for c in parent.conditions if c.type == "ResolvedRefs")
+    assert resolved.status is ConditionStatus.FALSE and "nowhere" in resolved.message
+    oidc = rule_config("login", actions=[{"type": "authenticate-oidc", "authenticateOIDCConfig": {}}])
+    p = plan(klass(), gateway(HTTP), oidc, route("r", [{"filters": [extension("login")], "backendRefs": [backend()]}]))
+    assert route_accepted(p, "r") == ("False", "UnsupportedValue")
+
+
+def test_the_mesh_answers_a_rule_with_an_extension_ref_with_a_500():
+    """An ExtensionRef filter must not be skipped: on a Service parent (GAMMA), whose proxies serve none, the rule's
+    requests get a 500 and the route says why."""
+    from meshctl.translate.gamma import BackendResolver, rule_targets
+    from meshctl.translate.ir import INVALID_BACKEND
+
+    doc = route("mesh", [{"filters": [extension("x")], "backendRefs": [backend()]}])
+    doc["spec"]["parentRefs"] = [{"kind": "Service", "group": "", "name": "app"}]
+    model = model_of([doc, service("app")])
+    (parsed,) = model.http_routes.values()
+    assert parsed.spec is not None
+    problems: list[tuple[str, str]] = []
+    weighted, _ = rule_targets(parsed, 0, parsed.spec.rules[0], BackendResolver(model, ()), problems, {})
+    assert [w.cluster for w in weighted] == [INVALID_BACKEND]
+    assert problems and "ExtensionRef" in problems[0][1]

@@ -811,6 +811,7 @@ INGRESS_ONLY = frozenset(
         "l4_routes",
         "load_balancer_configurations",
         "target_group_configurations",
+        "listener_rule_configurations",
     }
 )
 

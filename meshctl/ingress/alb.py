@@ -64,6 +64,7 @@ _EXCLUSIVE = (
     "subnets",
     "security-groups",
     "inbound-cidrs",
+    "security-group-prefix-lists",
     "manage-backend-security-group-rules",
     "load-balancer-attributes",
     "ip-address-type",
@@ -561,7 +562,8 @@ class _GroupBuilder:
 def alb_security_groups(ann: Annotations) -> SecurityGroups:
     """The shared choice (``security_groups``) with ``inbound-cidrs``; ``manage-backend-security-group-rules:
     "false"`` makes sense only beside ``security-groups`` (the managed group's rules need the backend group)."""
-    groups = security_groups(ann, tuple(ann.string_list("inbound-cidrs")), ALB + "inbound-cidrs")
+    dualstack = (ann.raw("ip-address-type") or "").startswith("dualstack")
+    groups = security_groups(ann, tuple(ann.string_list("inbound-cidrs")), ALB + "inbound-cidrs", dualstack=dualstack)
     if not groups.given and ann.boolean("manage-backend-security-group-rules") is False:
         raise AnnotationError(
             ALB + "manage-backend-security-group-rules",

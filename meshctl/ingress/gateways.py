@@ -55,8 +55,14 @@ from meshctl.model.gateway import (
     ParametersRef,
     ParentRef,
 )
-from meshctl.model.ingress import ELBV2_GROUP, ListenerConfiguration, LoadBalancerConfiguration
+from meshctl.model.ingress import (
+    ELBV2_GROUP,
+    ListenerConfiguration,
+    ListenerRuleConfiguration,
+    LoadBalancerConfiguration,
+)
 from meshctl.model.matches import HttpMatch
+from meshctl.model.meta import Meta
 from meshctl.translate.gateway import hostname_intersection, names_listener, namespace_allowed, no_matching_parent
 from meshctl.translate.ir import Condition as Status
 from meshctl.translate.ir import ConditionStatus, ListenerStatus, ParentStatus
@@ -451,9 +457,12 @@ class _GatewayBuilder:
             assert isinstance(route, HTTPRoute) and route.spec is not None
             for i, rule in enumerate(route.spec.rules):
                 action = self._rule_action(route, i, rule, li)
+                rule_config = self._rule_configuration(route, rule, f"spec.rules[{i}]")
+                sources = rule_config.source_ips if rule_config is not None else ()
+                extra = (Condition(field="source-ip", values=sources),) if sources else ()
                 for j, match in enumerate(rule.matches):
                     for hostname in attached.hostnames:
-                        conditions = _match_conditions(hostname, match)
+                        conditions = _match_conditions(hostname, match) + extra
                         order = (*_precedence(hostname, match), route.created, route.meta.namespace, route.meta.name)
                         entries.append(((*order, i, j), conditions, action))
         entries.sort(key=lambda e: e[0])
@@ -572,6 +581,10 @@ class _GatewayBuilder:
                 raise _Unsupported(f"{path}.backendRefs: an ALB forwards to at most 5 target groups")
             for j, match in enumerate(rule.matches):
                 _match_conditions("*", match, f"{path}.matches[{j}]")
+            config = self._rule_configuration(route, rule, path, problems)
+            if config is not None and config is not _UNRESOLVED and config.problem is not None:
+                where = f"ListenerRuleConfiguration {route.meta.namespace}/{config.meta.name}"
+                raise _Unsupported(f"{path}.filters: {where}: {config.problem}")
             for k, backend in enumerate(rule.backends):
                 self._backend(route, backend, f"{path}.backendRefs[{k}]", problems)
         return problems
@@ -603,7 +616,39 @@ class _GatewayBuilder:
             return None
         return service, port
 
+    def _rule_configuration(
+        self, route: HTTPRoute, rule: GatewayRule, path: str, problems: list[tuple[str, str]] | None = None
+    ) -> ListenerRuleConfiguration | None:
+        """The ListenerRuleConfiguration a rule's ExtensionRef names (of the route's namespace); None without one. One
+        that cannot be resolved is a problem (and the rule answers 500, as the spec asks of a filter not found)."""
+        if not rule.extensions:
+            return None
+        ref = rule.extensions[0]
+        if ref.group not in _CONFIG_GROUPS or ref.kind != "ListenerRuleConfiguration" or len(rule.extensions) > 1:
+            if problems is not None:
+                message = f"{path}.filters: ExtensionRef {ref.group}/{ref.kind} {ref.name}: one {ELBV2_GROUP} "
+                problems.append(("InvalidKind", message + "ListenerRuleConfiguration is served"))
+            return _UNRESOLVED
+        key = ObjectKey("ListenerRuleConfiguration", route.meta.namespace, ref.name)
+        config = self.model.listener_rule_configurations.get(key)
+        if config is None:
+            if problems is not None:
+                problems.append(
+                    (
+                        "BackendNotFound",
+                        f"{path}.filters: ListenerRuleConfiguration {key.namespace}/{ref.name} not found",
+                    )
+                )
+            return _UNRESOLVED
+        return config
+
     def _rule_action(self, route: HTTPRoute, i: int, rule: GatewayRule, li: _ListenerState) -> Action:
+        config = self._rule_configuration(route, rule, f"spec.rules[{i}]")
+        if config is _UNRESOLVED:
+            return FixedResponse(status_code="500")
+        if config is not None and config.fixed_response is not None:
+            status, content_type, body = config.fixed_response
+            return FixedResponse(status_code=status, content_type=content_type, message_body=body)
         if rule.redirect is not None:
             r = rule.redirect
             return Redirect(
@@ -613,6 +658,7 @@ class _GatewayBuilder:
                 else ("#{port}" if not r.scheme else ("443" if r.scheme == "https" else "80")),
                 host=r.hostname or "#{host}",
                 path=r.full_path or "/#{path}",
+                query=(config.redirect_query if config is not None else None) or "#{query}",
                 status_code=_REDIRECT_CODES[r.status_code],
             )
         targets = []
@@ -693,6 +739,10 @@ class _GatewayBuilder:
         if resolved is None:
             return None
         return self._target_group(route, route.backends[0], *resolved, li)
+
+
+# A rule's ExtensionRef that names no ListenerRuleConfiguration of ours (the rule answers 500).
+_UNRESOLVED = ListenerRuleConfiguration(meta=Meta(namespace="", name=""), problem="unresolved")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,11 @@ _LB_FIELDS = {
     "ip-address-type": "ipAddressType",
     "load-balancer-name": "loadBalancerName",
 }
-_LB_LISTS = {"security-groups": "securityGroups", "inbound-cidrs": "sourceRanges"}
+_LB_LISTS = {
+    "security-groups": "securityGroups",
+    "inbound-cidrs": "sourceRanges",
+    "security-group-prefix-lists": "securityGroupPrefixes",
+}
 # Annotations and the TargetGroupConfiguration defaultConfiguration field each becomes.
 _TG_FIELDS = {
     "target-type": "targetType",

@@ -33,7 +33,13 @@ from meshctl.ingress.security_groups import GroupInUse, listen_protocols
 from meshctl.ingress.stack import Binding, Problem, Stack
 from meshctl.ingress.target_rules import TargetNeed, TargetRules, revoke_all
 from meshctl.ingress.target_sync import TargetState, TargetSyncer
-from meshctl.ingress.targets import checkpoint, desired_targets, gated_pod_targets, plan_targets
+from meshctl.ingress.targets import (
+    branch_interfaces,
+    checkpoint,
+    desired_targets,
+    gated_pod_targets,
+    plan_targets,
+)
 from meshctl.ingress.view import stack_view
 from meshctl.kube.leader import LeaderElector
 from meshctl.model import Model, ObjectKey
@@ -310,6 +316,7 @@ class IngressReconciler:
                         targets=targets if targets is not None else desired_targets(model, group.binding),
                         health_port=int(port) if port.isdigit() else None,
                         protocols=listen_protocols(group.protocol),
+                        branch_enis=branch_interfaces(model, group.binding),
                     )
                 )
         if backend is None or self._rules_applied == (backend, frozenset(needs)):

@@ -99,14 +99,13 @@ def to_ip_permissions(rules: Iterable[Permission]) -> list[dict[str, Any]]:
     return out
 
 
-def frontend_rules(ports: Iterable[tuple[int, str]], inbound: Iterable[str]) -> set[Permission]:
-    """A rule for each listen (port, tcp|udp) and inbound CIDR (LBC: one per port x source)."""
-    rules: set[Permission] = set()
-    for cidr in inbound:
-        kind = "cidr6" if ipaddress.ip_network(cidr).version == 6 else "cidr"
-        for port, protocol in ports:
-            rules.add((protocol, port, port, kind, cidr, None))
-    return rules
+def frontend_rules(
+    ports: Iterable[tuple[int, str]], inbound: Iterable[str], prefix_lists: Iterable[str] = ()
+) -> set[Permission]:
+    """A rule for each listen (port, tcp|udp) and inbound CIDR or prefix list (LBC: one per port x source)."""
+    sources = [("cidr6" if ipaddress.ip_network(c).version == 6 else "cidr", c) for c in inbound]
+    sources += [("prefix", p) for p in prefix_lists]
+    return {(protocol, port, port, kind, source, None) for kind, source in sources for port, protocol in ports}
 
 
 def listen_protocols(protocol: str) -> tuple[str, ...]:
@@ -145,7 +144,7 @@ class SecurityGroupDeployer:
     def _frontend(
         self, stack: Stack, wanted: SecurityGroups, ports: list[tuple[int, str]], vpc: str, inventory: Inventory
     ) -> str:
-        rules = frontend_rules(ports, wanted.inbound)
+        rules = frontend_rules(ports, wanted.inbound, wanted.prefix_lists)
         found = next((g for g in inventory.security_groups.get(stack.id, ()) if g.vpc == vpc), None)
         if found is None:
             found = self._create(

@@ -142,6 +142,7 @@ class SecurityGroups:
 
     given: tuple[str, ...] = ()
     inbound: tuple[str, ...] = ("0.0.0.0/0",)  # CIDRs the frontend group opens the listen ports to
+    prefix_lists: tuple[str, ...] = ()  # managed prefix lists (pl-...) it opens them to as well
     backend: bool = True
 
 

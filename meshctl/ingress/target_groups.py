@@ -89,11 +89,20 @@ def load_balancer_attributes(ann: Annotations, name: str) -> tuple[tuple[str, st
     return tuple(sorted(values.items()))
 
 
-def security_groups(ann: Annotations, inbound: tuple[str, ...], inbound_from: str) -> SecurityGroups:
+def security_groups(
+    ann: Annotations, inbound: tuple[str, ...], inbound_from: str, *, dualstack: bool = False
+) -> SecurityGroups:
     """LBC's choice, the same for ALBs and NLBs: the ``security-groups`` annotation's groups, and the backend group
     only with ``manage-backend-security-group-rules: "true"``; without it a managed frontend group opening the
-    listen ports to ``inbound`` (default 0.0.0.0/0) and the backend group. ``inbound_from`` names where ``inbound``
-    was written, for its errors."""
+    listen ports to ``inbound`` and the ``security-group-prefix-lists`` (neither given: 0.0.0.0/0, and ::/0 too for
+    a dualstack load balancer, as LBC) and the backend group. ``inbound_from`` names where ``inbound`` was written,
+    for its errors."""
+    prefix_lists = tuple(ann.string_list("security-group-prefix-lists"))
+    for prefix_list in prefix_lists:
+        if not re.fullmatch(r"pl-[0-9a-f]{8,17}", prefix_list):
+            raise AnnotationError(
+                ann.prefix + "security-group-prefix-lists", f"{prefix_list!r} is not a prefix list ID"
+            )
     for cidr in inbound:
         try:
             ipaddress.ip_network(cidr, strict=True)
@@ -101,7 +110,10 @@ def security_groups(ann: Annotations, inbound: tuple[str, ...], inbound_from: st
             raise AnnotationError(inbound_from, f"{cidr!r} is not a CIDR like 10.0.0.0/8") from None
     given = tuple(ann.string_list("security-groups"))
     manage = ann.boolean("manage-backend-security-group-rules")
-    return SecurityGroups(given=given, inbound=inbound or ("0.0.0.0/0",), backend=bool(manage) if given else True)
+    default = () if prefix_lists else (("0.0.0.0/0", "::/0") if dualstack else ("0.0.0.0/0",))
+    return SecurityGroups(
+        given=given, inbound=inbound or default, prefix_lists=prefix_lists, backend=bool(manage) if given else True
+    )
 
 
 def target_group(

@@ -3,7 +3,8 @@ target's network interface allows TCP from the cluster's backend group (which ev
 on the target ports, so targets accept traffic from our load balancers.
 
 - **Which interface**: ip targets by their address (DescribeNetworkInterfaces, ``addresses.private-ip-address``, 199
-  addresses a call); instance targets by the instance's primary interface (DescribeInstances).
+  addresses a call), or, for a pod with security groups of its own (the VPC CNI's ``vpc.amazonaws.com/pod-eni``),
+  its branch interface by id; instance targets by the instance's primary interface (DescribeInstances).
 - **Which of its groups**: its only group; else the one group tagged ``kubernetes.io/cluster/<cluster>`` (LBC's
   rule; none or several is an error on the owning object, and that interface gets no rule).
 - **Which rules**: one per group and protocol (TCP; UDP for an NLB's UDP targets), from the backend group, over
@@ -41,6 +42,7 @@ class TargetNeed:
     targets: frozenset[tuple[str, int]]  # (ip or instance id, port)
     health_port: int | None  # a numeric health-check port other than the traffic port
     protocols: tuple[str, ...] = ("tcp",)  # udp for an NLB's UDP target group (health checks are TCP)
+    branch_enis: tuple[tuple[str, str], ...] = ()  # (address, its pod's branch interface): security groups for pods
 
 
 @dataclass
@@ -85,7 +87,17 @@ class TargetRules:
                 into = by_address if need.target_type == "ip" else by_instance
                 into.setdefault(target, []).append((need, port))
         interfaces: dict[str, list[str]] = {}  # target (address or instance id) -> its interface's groups
-        addresses = sorted(by_address)
+        branches = {address: eni for need in needs for address, eni in need.branch_enis if address in by_address}
+        eni_ids = sorted(set(branches.values()))
+        for start in range(0, len(eni_ids), _CHUNK):
+            ids = eni_ids[start : start + _CHUNK]
+            found = self.ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id", "Values": ids}])
+            groups_of = {
+                eni["NetworkInterfaceId"]: [g["GroupId"] for g in eni.get("Groups", [])]
+                for eni in found["NetworkInterfaces"]
+            }
+            interfaces.update((a, groups_of[e]) for a, e in branches.items() if e in groups_of)
+        addresses = sorted(a for a in by_address if a not in branches)
         for start in range(0, len(addresses), _CHUNK):
             chunk = addresses[start : start + _CHUNK]
             filters = [{"Name": "addresses.private-ip-address", "Values": chunk}]

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from meshctl.ingress.stack import Binding
 from meshctl.model import Model, ObjectKey, ServicePort
 
-__all__ = ["Target", "TargetPlan", "checkpoint", "desired_targets", "gated_pod_targets", "plan_targets"]
+__all__ = [
+    "Target",
+    "TargetPlan",
+    "branch_interfaces",
+    "checkpoint",
+    "desired_targets",
+    "gated_pod_targets",
+    "plan_targets",
+]
 
 Target = tuple[str, int]  # (pod IP address or EC2 instance id, port)
 
@@ -65,6 +73,18 @@ def _ip_targets(model: Model, binding: Binding) -> list[tuple[Target, str | None
                     continue
             found.append(((endpoint.address, port), endpoint.pod_name))
     return found
+
+
+def branch_interfaces(model: Model, binding: Binding) -> tuple[tuple[str, str], ...]:
+    """(address, branch interface) of the ip targets whose pods have security groups of their own."""
+    if binding.target_type != "ip":
+        return ()
+    found = set()
+    for (address, _), pod_name in _ip_targets(model, binding):
+        pod = model.pods.get(ObjectKey("Pod", binding.service.namespace, pod_name or ""))
+        if pod is not None and pod.branch_eni is not None:
+            found.add((address, pod.branch_eni))
+    return tuple(sorted(found))
 
 
 def gated_pod_targets(model: Model, binding: Binding) -> dict[str, tuple[Target, ...]]:

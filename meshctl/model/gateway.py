@@ -23,6 +23,7 @@ __all__ = [
     "AllowedRoutes",
     "BackendRef",
     "CertificateRef",
+    "ExtensionRef",
     "Gateway",
     "GatewayClass",
     "GatewayListener",
@@ -131,6 +132,16 @@ class RouteRetry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExtensionRef:
+    """A rule's ``ExtensionRef`` filter: an object of the route's namespace (an ALB Gateway's
+    ListenerRuleConfiguration; the mesh serves none, and answers such a rule with a 500)."""
+
+    group: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayRule:
     name: str | None
     matches: tuple[HttpMatch, ...]
@@ -143,6 +154,7 @@ class GatewayRule:
     request_timeout_ms: int | None = None  # timeouts.request (0: none)
     backend_timeout_ms: int | None = None  # timeouts.backendRequest: each try
     retry: RouteRetry | None = None
+    extensions: tuple[ExtensionRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ __all__ = [
     "IngressRule",
     "Lifecycle",
     "ListenerConfiguration",
+    "ListenerRuleConfiguration",
     "LoadBalancerConfiguration",
     "Node",
     "TargetGroupBinding",
@@ -174,4 +175,17 @@ class TargetGroupConfiguration:
     meta: Meta
     service: str | None
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerRuleConfiguration:
+    """LBC's ListenerRuleConfiguration, ours: what an HTTPRoute rule's ExtensionRef filter adds to its ALB rules (a
+    fixed response instead of the forward, a redirect's query, source-ip conditions). ``problem``: an action meshctl
+    does not serve yet (authentication, JWT validation, stickiness); the routes using it say so."""
+
+    meta: Meta
+    fixed_response: tuple[str, str | None, str | None] | None = None  # (status code, content type, body)
+    redirect_query: str | None = None
+    source_ips: tuple[str, ...] = ()
     problem: str | None = None

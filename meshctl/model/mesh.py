@@ -19,6 +19,7 @@ from meshctl.model.ingress import (
     Ingress,
     IngressClass,
     IngressClassParams,
+    ListenerRuleConfiguration,
     LoadBalancerConfiguration,
     Node,
     TargetGroupBinding,
@@ -139,6 +140,9 @@ class Pod:
     gates: tuple[tuple[str, bool | None], ...] = ()  # (condition type, its status is True; None: not set yet)
     containers_ready: bool = False
     service_account: str = "default"  # spec.serviceAccountName: its workload identity (authorization sources)
+    # Security groups for pods (the VPC CNI's vpc.amazonaws.com/pod-eni): the pod's own branch interface, whose
+    # groups are the ones a load balancer's ip target needs a rule on (not the node's).
+    branch_eni: str | None = None
 
 
 # --- VirtualNode ----------------------------------------------------------------------------------
@@ -488,6 +492,7 @@ class Model:
     l4_routes: Mapping[ObjectKey, L4Route] = field(default_factory=dict)  # TCPRoutes, UDPRoutes, TLSRoutes (NLBs)
     load_balancer_configurations: Mapping[ObjectKey, LoadBalancerConfiguration] = field(default_factory=dict)
     target_group_configurations: Mapping[ObjectKey, TargetGroupConfiguration] = field(default_factory=dict)
+    listener_rule_configurations: Mapping[ObjectKey, ListenerRuleConfiguration] = field(default_factory=dict)
     # DNS answers for the hostnames of DNS-discovered VirtualNodes (sources/dns.py), by hostname.
     dns: Mapping[str, DnsAnswer] = field(default_factory=dict)
     # Cloud Map instances for the discoveries of Cloud Map VirtualNodes (sources/cloudmap.py), by CloudMapDiscovery.key.

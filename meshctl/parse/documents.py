@@ -42,6 +42,7 @@ from meshctl.model.ingress import (
     Ingress,
     IngressClass,
     IngressClassParams,
+    ListenerRuleConfiguration,
     LoadBalancerConfiguration,
     Node,
     TargetGroupBinding,
@@ -57,10 +58,12 @@ from meshctl.parse.gateway import (
     parse_reference_grant,
 )
 from meshctl.parse.ingress import (
+    parse_branch_eni,
     parse_exposure,
     parse_ingress,
     parse_ingress_class,
     parse_ingress_class_params,
+    parse_listener_rule_configuration,
     parse_load_balancer_configuration,
     parse_node,
     parse_pod_gates,
@@ -95,6 +98,7 @@ MeshObject = (
     | L4Route
     | LoadBalancerConfiguration
     | TargetGroupConfiguration
+    | ListenerRuleConfiguration
 )
 
 
@@ -208,7 +212,7 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         pod_spec = doc.get("spec")
         pod_spec = pod_spec if isinstance(pod_spec, dict) else {}
         account = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"
-        return shared_pod(meta.labels, gates, containers_ready, shared_str(str(account)))
+        return shared_pod(meta.labels, gates, containers_ready, shared_str(str(account)), parse_branch_eni(doc))
     if kind == "Namespace" and api_version == "v1":
         return _namespace(replace(meta, namespace=""))
     if kind == "Secret" and api_version == "v1":
@@ -254,6 +258,8 @@ def _parse(doc: dict[str, Any], meta: Meta, kind: str, api_version: str, strict:
         return route
     if kind == "LoadBalancerConfiguration" and group == ELBV2_GROUP:
         return parse_load_balancer_configuration(meta, doc)
+    if kind == "ListenerRuleConfiguration" and group == ELBV2_GROUP:
+        return parse_listener_rule_configuration(meta, doc)
     if kind == "TargetGroupConfiguration" and group == ELBV2_GROUP:
         return parse_target_group_configuration(meta, doc)
     if group == GATEWAY_GROUP and kind in ("TCPRoute", "UDPRoute", "TLSRoute"):

@@ -15,6 +15,7 @@ from meshctl.model.gateway import (
     AllowedRoutes,
     BackendRef,
     CertificateRef,
+    ExtensionRef,
     Gateway,
     GatewayClass,
     GatewayListener,
@@ -55,8 +56,9 @@ _HTTP_FILTERS = (
     "RequestRedirect",
     "URLRewrite",
     "RequestMirror",
+    "ExtensionRef",
 )
-_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror")
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef")
 _DURATION = re.compile(r"(?:([0-9]{1,5})(h|ms|m|s))")
 _DURATION_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 # RFC 7230 token: what a header name may be (Envoy refuses others).
@@ -129,6 +131,7 @@ def _rule(f: Fields, namespace: str, grpc: bool) -> GatewayRule | None:
     request_headers = response_headers = None
     redirect = rewrite = None
     mirrors: list[Mirror] = []
+    extensions: list[ExtensionRef] = []
     allowed = _GRPC_FILTERS if grpc else _HTTP_FILTERS
     seen: set[str] = set()
     for ff in f.objects("filters"):
@@ -137,6 +140,14 @@ def _rule(f: Fields, namespace: str, grpc: bool) -> GatewayRule | None:
             continue
         if kind not in allowed:
             ff.error("type", f"{kind!r} is not supported by meshctl; supported: {', '.join(allowed)}")
+            continue
+        if kind == "ExtensionRef":
+            ef = ff.obj("extensionRef", required=True)
+            ref = (
+                (ef.string("group"), ef.string("kind", required=True), ef.string("name", required=True)) if ef else None
+            )
+            if ref is not None and ref[1] is not None and ref[2] is not None:
+                extensions.append(ExtensionRef(group=ref[0] or "", kind=ref[1], name=ref[2]))
             continue
         if kind != "RequestMirror" and kind in seen:
             ff.error("type", f"{kind} may appear only once in a rule")
@@ -177,6 +188,7 @@ def _rule(f: Fields, namespace: str, grpc: bool) -> GatewayRule | None:
         request_timeout_ms=request_timeout,
         backend_timeout_ms=backend_timeout,
         retry=retry,
+        extensions=tuple(extensions),
     )
 
 

@@ -5,6 +5,7 @@ it cannot use (as an Event naming the field), so one bad object never stops the 
 
 from __future__ import annotations
 
+import json
 from types import MappingProxyType
 from typing import Any
 
@@ -22,6 +23,7 @@ from meshctl.model.ingress import (
     IngressRule,
     Lifecycle,
     ListenerConfiguration,
+    ListenerRuleConfiguration,
     LoadBalancerConfiguration,
     Node,
     TargetGroupBinding,
@@ -32,11 +34,13 @@ from meshctl.model.meta import LabelSelector
 __all__ = [
     "FINALIZER_PREFIXES",
     "LB_ANNOTATION_PREFIXES",
+    "parse_branch_eni",
     "parse_exposure",
     "parse_ingress",
     "parse_ingress_class",
     "parse_ingress_class_params",
     "parse_lifecycle",
+    "parse_listener_rule_configuration",
     "parse_load_balancer_configuration",
     "parse_node",
     "parse_pod_gates",
@@ -94,6 +98,24 @@ def parse_exposure(doc: dict[str, Any]) -> Exposure | None:
         source_ranges=tuple(str(r) for r in _list(spec.get("loadBalancerSourceRanges"))),
         lifecycle=lifecycle,
     )
+
+
+POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"
+
+
+def parse_branch_eni(doc: dict[str, Any]) -> str | None:
+    """The branch interface the VPC CNI gave a pod with security groups of its own: ``eniId`` of the first entry of
+    its JSON annotation ``vpc.amazonaws.com/pod-eni`` (unreadable: None, the node's interface is looked up)."""
+    raw = _dict(_dict(doc.get("metadata")).get("annotations")).get(POD_ENI_ANNOTATION)
+    if not isinstance(raw, str):
+        return None
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return None
+    first = _dict(_list(entries)[0]) if _list(entries) else {}
+    eni = first.get("eniId")
+    return eni if isinstance(eni, str) and eni.startswith("eni-") else None
 
 
 def parse_pod_gates(doc: dict[str, Any]) -> tuple[tuple[tuple[str, bool | None], ...], bool]:
@@ -186,7 +208,11 @@ def parse_ingress_class_params(meta: Meta, doc: dict[str, Any]) -> IngressClassP
     group = _dict(spec.get("group")).get("name")
     if group:
         annotations["alb.ingress.kubernetes.io/group.name"] = str(group)
-    for field, name in (("inboundCIDRs", "inbound-cidrs"), ("certificateArn", "certificate-arn")):
+    for field, name in (
+        ("inboundCIDRs", "inbound-cidrs"),
+        ("certificateArn", "certificate-arn"),
+        ("PrefixListsIDs", "security-group-prefix-lists"),
+    ):
         if _list(spec.get(field)):
             annotations[f"alb.ingress.kubernetes.io/{name}"] = ",".join(str(v) for v in _list(spec[field]))
     subnets = _list(_dict(spec.get("subnets")).get("ids"))
@@ -258,7 +284,11 @@ _LB_CONFIG_AS_ANNOTATIONS = {
     "loadBalancerName": "load-balancer-name",
     "manageBackendSecurityGroupRules": "manage-backend-security-group-rules",
 }
-_LB_CONFIG_LISTS = {"securityGroups": "security-groups", "sourceRanges": "inbound-cidrs"}
+_LB_CONFIG_LISTS = {
+    "securityGroups": "security-groups",
+    "sourceRanges": "inbound-cidrs",
+    "securityGroupPrefixes": "security-group-prefix-lists",
+}
 _LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TCP", "UDP", "TLS", "TCP_UDP")
 
 
@@ -362,4 +392,39 @@ def parse_target_group_configuration(meta: Meta, doc: dict[str, Any]) -> TargetG
         service=str(ref["name"]) if ref.get("name") else None,
         annotations=MappingProxyType(annotations),
         problem=problem,
+    )
+
+
+def parse_listener_rule_configuration(meta: Meta, doc: dict[str, Any]) -> ListenerRuleConfiguration:
+    spec = _dict(doc.get("spec"))
+    fixed: tuple[str, str | None, str | None] | None = None
+    query = None
+    problems = []
+    for i, action in enumerate(map(_dict, _list(spec.get("actions")))):
+        kind = action.get("type")
+        if kind == "fixed-response":
+            config = _dict(action.get("fixedResponseConfig"))
+            content, body = config.get("contentType"), config.get("messageBody")
+            fixed = (
+                str(config.get("statusCode", "200")),
+                str(content) if content else None,
+                str(body) if body else None,
+            )
+        elif kind == "redirect":
+            q = _dict(action.get("redirectConfig")).get("query")
+            query = str(q) if q else None
+        else:
+            problems.append(f"spec.actions[{i}].type: {kind!r} is not served yet (fixed-response, redirect)")
+    sources: list[str] = []
+    for i, condition in enumerate(map(_dict, _list(spec.get("conditions")))):
+        if condition.get("field") != "source-ip":
+            problems.append(f"spec.conditions[{i}].field: {condition.get('field')!r} is not served yet (source-ip)")
+            continue
+        sources += [str(v) for v in _list(_dict(condition.get("sourceIPConfig")).get("values"))]
+    return ListenerRuleConfiguration(
+        meta=meta,
+        fixed_response=fixed,
+        redirect_query=query,
+        source_ips=tuple(sources),
+        problem="; ".join(problems) or None,
     )

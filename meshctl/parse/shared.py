@@ -26,7 +26,7 @@ _values: dict[Hashable, Hashable] = {}
 _labels: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 # By the identity of the (shared) label map: an entry holds its map, so the id cannot be reused while it is here.
-_pods: dict[tuple[int, tuple[tuple[str, bool | None], ...], bool, str], Pod] = {}
+_pods: dict[tuple[int, tuple[tuple[str, bool | None], ...], bool, str, str | None], Pod] = {}
 
 
 def shared_str(value: str) -> str:
@@ -62,14 +62,19 @@ def shared_pod(
     gates: tuple[tuple[str, bool | None], ...],
     containers_ready: bool,
     service_account: str = "default",
+    branch_eni: str | None = None,
 ) -> Pod:
     """The one Pod object for Pods alike; ``labels`` must come from ``shared_labels``."""
-    key = (id(labels), gates, containers_ready, service_account)
+    key = (id(labels), gates, containers_ready, service_account, branch_eni)
     found = _pods.get(key)
     if found is None:
         if len(_pods) >= _LIMIT:
             _pods.clear()
         found = _pods[key] = Pod(
-            labels=labels, gates=gates, containers_ready=containers_ready, service_account=service_account
+            labels=labels,
+            gates=gates,
+            containers_ready=containers_ready,
+            service_account=service_account,
+            branch_eni=branch_eni,
         )
     return found

@@ -12,6 +12,7 @@ from meshctl.model.ingress import (
     Ingress,
     IngressClass,
     IngressClassParams,
+    ListenerRuleConfiguration,
     LoadBalancerConfiguration,
     Node,
     TargetGroupBinding,
@@ -56,6 +57,7 @@ MODEL_FIELDS: dict[type, str] = {
     L4Route: "l4_routes",
     LoadBalancerConfiguration: "load_balancer_configurations",
     TargetGroupConfiguration: "target_group_configurations",
+    ListenerRuleConfiguration: "listener_rule_configurations",
 }
 
 

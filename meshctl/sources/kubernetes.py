@@ -71,6 +71,7 @@ _INGRESS_KINDS = frozenset(
         "TLSRoute",
         "LoadBalancerConfiguration",
         "TargetGroupConfiguration",
+        "ListenerRuleConfiguration",
     }
 )
 _L4_ROUTE_KINDS = ("TCPRoute", "UDPRoute", "TLSRoute")  # one model map (l4_routes), keyed by kind
@@ -97,6 +98,11 @@ def _ingress_kinds(api: client.ApiClient) -> list[_Kind]:
             "TargetGroupConfiguration",
             f"{ELBV2_GROUP}/v1beta1",
             *namespaced(ELBV2_GROUP, "v1beta1", "targetgroupconfigurations"),
+        ),
+        _Kind(
+            "ListenerRuleConfiguration",
+            f"{ELBV2_GROUP}/v1beta1",
+            *namespaced(ELBV2_GROUP, "v1beta1", "listenerruleconfigurations"),
         ),
         _Kind(
             "Ingress",

@@ -388,6 +388,16 @@ def rule_targets(
     a GRPCRoute's backend)."""
     assert route.spec is not None
     grpc = route.spec.grpc
+    if rule.extensions:
+        # An ExtensionRef filter must not be skipped (the spec): the mesh serves none, so the rule answers 500.
+        ref = rule.extensions[0]
+        problems.append(
+            (
+                "InvalidKind",
+                f"spec.rules[{i}].filters: ExtensionRef {ref.group}/{ref.kind} {ref.name} is not served here",
+            )
+        )
+        return (WeightedClusterIR(cluster=INVALID_BACKEND, weight=1),), ()
 
     def cluster(backend: BackendRef, path: str) -> str:
         name = backends.cluster(backend, route, path, problems)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,95 @@ async def test_ingress_class_params_from_the_cluster_override_the_ingress(harnes
     assert_the_2048_alb(harness)  # internet-facing, as the params say
     (alb,) = harness.balancers()
     assert harness.tags(alb["LoadBalancerArn"])["team"] == "platform"
+
+
+async def test_prefix_lists_and_dualstack_open_the_frontend_group_as_lbc_does(harness: Harness):
+    """``security-group-prefix-lists``: the listen port opened to each prefix list (and, with no inbound-cidrs, to
+    nothing else); ``ip-address-type: dualstack`` with neither: 0.0.0.0/0 and ::/0, as LBC. A second reconcile of
+    either makes no changing call."""
+    h = harness
+    ec2 = h.moto.client("ec2")
+    prefix_list = ec2.create_managed_prefix_list(
+        PrefixListName="office", AddressFamily="IPv4", MaxEntries=5, Entries=[{"Cidr": "198.51.100.0/24"}]
+    )["PrefixList"]["PrefixListId"]
+    annotated = {
+        **EXAMPLE[-1]["metadata"]["annotations"],
+        "alb.ingress.kubernetes.io/security-group-prefix-lists": prefix_list,
+    }
+    await reconciled(h, example(annotations=annotated))
+    (alb,) = h.balancers()
+    (frontend,) = [
+        g for g in map(lambda i: _group(h, i), alb["SecurityGroups"]) if not g["GroupName"].startswith("k8s-traffic-")
+    ]
+    rules = {
+        (p["IpProtocol"], p["FromPort"], r.get("CidrIp") or r.get("CidrIpv6") or r.get("PrefixListId"))
+        for p in frontend["IpPermissions"]
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", []), *p.get("PrefixListIds", [])]
+    }
+    assert rules == {("tcp", 80, prefix_list)}
+    again, calls = h.reconciler()
+    assert await h.reconcile(again)
+    assert calls.mutating() == []
+
+    dualstack = {
+        "alb.ingress.kubernetes.io/security-group-prefix-lists": None,
+        "alb.ingress.kubernetes.io/ip-address-type": "dualstack",
+    }
+    await asyncio.to_thread(
+        client.NetworkingV1Api(h.api).patch_namespaced_ingress,
+        "ingress-2048",
+        NS,
+        {"metadata": {"annotations": dualstack}},
+    )
+    await h.model_where(lambda m: "dualstack" in str(m.ingresses[INGRESS].lifecycle.annotations))
+    assert await h.reconcile(again)
+    frontend = _group(h, frontend["GroupId"])
+    rules = {
+        (p["IpProtocol"], p["FromPort"], r.get("CidrIp") or r.get("CidrIpv6") or r.get("PrefixListId"))
+        for p in frontend["IpPermissions"]
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", []), *p.get("PrefixListIds", [])]
+    }
+    assert rules == {("tcp", 80, "0.0.0.0/0"), ("tcp", 80, "::/0")}
+
+
+async def test_a_pod_with_its_own_security_group_gets_the_rule_on_its_branch_interface(harness: Harness):
+    """Security groups for pods: the VPC CNI gives the pod a branch interface and names it in the annotation
+    ``vpc.amazonaws.com/pod-eni``; its group is the one the load balancer must be allowed through (LBC's
+    ``podENIInfo``), not the group of an interface that merely holds the same address."""
+    h = harness
+    ec2 = h.moto.client("ec2")
+    vpc = h.network.vpc_id
+    pod_sg = ec2.create_security_group(GroupName="payments-pods", Description="pods", VpcId=vpc)["GroupId"]
+    node_sg = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
+    branch = ec2.create_network_interface(SubnetId=h.network.private[0], Groups=[pod_sg])["NetworkInterface"]
+    ec2.create_network_interface(SubnetId=h.network.private[0], PrivateIpAddress="10.0.10.31", Groups=[node_sg])
+    eni = [{"eniId": branch["NetworkInterfaceId"], "ifAddress": "02:00:00:00:00:01", "privateIp": "10.0.10.31"}]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "game-1",
+            "namespace": NS,
+            "annotations": {"vpc.amazonaws.com/pod-eni": json.dumps(eni)},
+        },
+        "spec": {"containers": [{"name": "game", "image": "game"}]},
+    }
+    docs = [*example(), pod]
+    docs[-2]["endpoints"] = [
+        {"addresses": ["10.0.10.31"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": "game-1"}}
+    ]
+    h.seed(docs)
+    await h.start()
+    await h.model_where(
+        lambda m: (
+            INGRESS in m.ingresses
+            and (p := m.pods.get(ObjectKey("Pod", NS, "game-1"))) is not None
+            and p.branch_eni is not None
+        )
+    )
+    reconciler, _ = h.reconciler()
+    assert await h.reconcile(reconciler)
+    (alb,) = h.balancers()
+    backend = next(g for g in alb["SecurityGroups"] if _group(h, g)["GroupName"].startswith("k8s-traffic-"))
+    assert _inbound(_group(h, pod_sg)) == {("tcp", 80, 80, backend)}
+    assert _group(h, node_sg)["IpPermissions"] == []
