@@ -542,6 +542,15 @@ async def test_ingress_class_params_from_the_cluster_override_the_ingress(harnes
     assert harness.tags(alb["LoadBalancerArn"])["team"] == "platform"
 
 
+def _sources(group: dict[str, Any]) -> set[tuple[str, int, str]]:
+    """(protocol, port, CIDR or prefix list) of each inbound rule."""
+    return {
+        (p["IpProtocol"], p["FromPort"], r.get("CidrIp") or r.get("CidrIpv6") or r.get("PrefixListId"))
+        for p in group["IpPermissions"]
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", []), *p.get("PrefixListIds", [])]
+    }
+
+
 async def test_prefix_lists_and_dualstack_open_the_frontend_group_as_lbc_does(harness: Harness):
     """``security-group-prefix-lists``: the listen port opened to each prefix list (and, with no inbound-cidrs, to
     nothing else); ``ip-address-type: dualstack`` with neither: 0.0.0.0/0 and ::/0, as LBC. A second reconcile of
@@ -560,11 +569,7 @@ async def test_prefix_lists_and_dualstack_open_the_frontend_group_as_lbc_does(ha
     (frontend,) = [
         g for g in map(lambda i: _group(h, i), alb["SecurityGroups"]) if not g["GroupName"].startswith("k8s-traffic-")
     ]
-    rules = {
-        (p["IpProtocol"], p["FromPort"], r.get("CidrIp") or r.get("CidrIpv6") or r.get("PrefixListId"))
-        for p in frontend["IpPermissions"]
-        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", []), *p.get("PrefixListIds", [])]
-    }
+    rules = _sources(frontend)
     assert rules == {("tcp", 80, prefix_list)}
     again, calls = h.reconciler()
     assert await h.reconcile(again)
@@ -583,11 +588,7 @@ async def test_prefix_lists_and_dualstack_open_the_frontend_group_as_lbc_does(ha
     await h.model_where(lambda m: "dualstack" in str(m.ingresses[INGRESS].lifecycle.annotations))
     assert await h.reconcile(again)
     frontend = _group(h, frontend["GroupId"])
-    rules = {
-        (p["IpProtocol"], p["FromPort"], r.get("CidrIp") or r.get("CidrIpv6") or r.get("PrefixListId"))
-        for p in frontend["IpPermissions"]
-        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", []), *p.get("PrefixListIds", [])]
-    }
+    rules = _sources(frontend)
     assert rules == {("tcp", 80, "0.0.0.0/0"), ("tcp", 80, "::/0")}
 
 
