@@ -94,3 +94,43 @@ def seed_network(moto: Moto) -> Network:
             ec2.create_tags(Resources=[subnet["SubnetId"]], Tags=[{"Key": role, "Value": "1"}])
             bucket.append(subnet["SubnetId"])
     return Network(vpc_id=vpc, public=public, private=private)
+
+
+class RuleTransforms:
+    """ALB rule transforms (host-header and URL rewrites, 2025) beside moto, which keeps none: CreateRule and
+    ModifyRule take them, DescribeRules returns them, DeleteRule drops them, through the same boto3 calls (botocore
+    event hooks on each client given to ``attach``). The one fake where moto cannot behave like AWS."""
+
+    _EVENT = "elastic-load-balancing-v2"
+
+    def __init__(self) -> None:
+        self.by_rule: dict[str, list[dict]] = {}
+
+    def attach(self, *clients) -> None:
+        for client in clients:
+            events = client.meta.events
+            for operation in ("CreateRule", "ModifyRule"):
+                events.register(f"before-parameter-build.{self._EVENT}.{operation}", self._take)
+                events.register(f"after-call.{self._EVENT}.{operation}", self._keep)
+            events.register(f"after-call.{self._EVENT}.DescribeRules", self._describe)
+            events.register(f"before-parameter-build.{self._EVENT}.DeleteRule", self._drop)
+
+    @staticmethod
+    def _take(params, context, **_) -> None:
+        if "Transforms" in params:
+            context["transforms"] = params.pop("Transforms")
+        if params.pop("ResetTransforms", False):
+            context["transforms"] = []
+
+    def _keep(self, parsed, context, **_) -> None:
+        if "transforms" in context:
+            for rule in parsed.get("Rules", []):
+                self.by_rule[rule["RuleArn"]] = context["transforms"]
+
+    def _describe(self, parsed, **_) -> None:
+        for rule in parsed.get("Rules", []):
+            if self.by_rule.get(rule["RuleArn"]):
+                rule["Transforms"] = self.by_rule[rule["RuleArn"]]
+
+    def _drop(self, params, **_) -> None:
+        self.by_rule.pop(params.get("RuleArn", ""), None)

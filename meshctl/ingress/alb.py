@@ -32,6 +32,7 @@ from meshctl.ingress.stack import (
     SecurityGroups,
     Stack,
     TargetGroup,
+    Transform,
 )
 from meshctl.ingress.target_groups import (
     attributes,
@@ -428,6 +429,7 @@ class _GroupBuilder:
                 try:
                     conditions = _conditions(host, path.path, path.path_type)
                     conditions += _annotation_conditions(m.ann, path.backend.service)
+                    transforms = _annotation_transforms(m.ann, path.backend.service)
                 except (_Invalid, AnnotationError) as exc:
                     self._problem(m.key, getattr(exc, "reason", "InvalidAnnotation"), str(exc))
                     continue
@@ -437,7 +439,13 @@ class _GroupBuilder:
                         continue  # every HTTP request is redirected: LBC ignores rules there
                     priority[port] = priority.get(port, 0) + 1
                     rules.append(
-                        Rule(listener_port=port, priority=priority[port], conditions=conditions, action=action)
+                        Rule(
+                            listener_port=port,
+                            priority=priority[port],
+                            conditions=conditions,
+                            action=action,
+                            transforms=transforms,
+                        )
                     )
         return rules
 
@@ -581,7 +589,8 @@ _ANNOTATION_FIELDS = {
         "port", "host", "path", "query", "forwardConfig", "targetGroups", "targetGroupARN", "weight", "serviceName",
         "servicePort", "targetGroupStickinessConfig", "enabled", "durationSeconds", "field", "values",
         "hostHeaderConfig", "pathPatternConfig", "httpHeaderConfig", "httpHeaderName", "httpRequestMethodConfig",
-        "queryStringConfig", "sourceIpConfig", "key", "value",
+        "queryStringConfig", "sourceIpConfig", "key", "value", "hostHeaderRewriteConfig", "urlRewriteConfig",
+        "rewrites", "regex", "replace",
     )
 }  # fmt: skip
 _CONDITION_CONFIGS = {
@@ -639,6 +648,42 @@ def _annotation_conditions(ann: Annotations, backend: str) -> tuple[Condition, .
             if not isinstance(header, str) or not header:
                 raise AnnotationError(ALB + name, "http-header: httpHeaderName is missing")
         out.append(Condition(field=field_name, values=tuple(values), header=header))
+    return tuple(out)
+
+
+_TRANSFORM_CONFIGS = {"host-header-rewrite": "hostHeaderRewriteConfig", "url-rewrite": "urlRewriteConfig"}
+
+
+def _annotation_transforms(ann: Annotations, backend: str) -> tuple[Transform, ...]:
+    """``transforms.<backend>``: LBC's rule transforms (ALB rewrites the Host header or the URL, by regex, before
+    forwarding) for the rules whose backend is that Service or action."""
+    name = f"transforms.{backend}"
+    spec = _go_json_keys(ann.json(name))
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or len(spec) > 2:
+        raise AnnotationError(ALB + name, "expected a JSON list of at most two transforms")
+    out = []
+    for item in spec:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in _TRANSFORM_CONFIGS:
+            raise AnnotationError(ALB + name, f"type {kind!r} is not host-header-rewrite or url-rewrite")
+        rewrites = (item.get(_TRANSFORM_CONFIGS[kind]) or {}).get("rewrites")
+        if not isinstance(rewrites, list) or len(rewrites) != 1:
+            raise AnnotationError(ALB + name, f"{kind}: expected one rewrite {{regex, replace}}")
+        pairs = []
+        for rewrite in rewrites:
+            regex, replace_with = (
+                (rewrite.get("regex"), rewrite.get("replace")) if isinstance(rewrite, dict) else (None, None)
+            )
+            if not isinstance(regex, str) or not regex or not isinstance(replace_with, str):
+                raise AnnotationError(ALB + name, f"{kind}: a rewrite needs a regex and a replace string")
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise AnnotationError(ALB + name, f"{kind}: regex {regex!r}: {exc}") from None
+            pairs.append((regex, replace_with))
+        out.append((str(kind), tuple(pairs)))
     return tuple(out)
 
 

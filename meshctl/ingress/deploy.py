@@ -35,6 +35,7 @@ from meshctl.ingress.stack import (
     Rule,
     Stack,
     TargetGroup,
+    Transform,
 )
 
 __all__ = ["DeployError", "Deployed", "StackDeployer", "Subnets"]
@@ -388,13 +389,19 @@ class StackDeployer:
         for rule in wanted:
             conditions = [_condition(c) for c in rule.conditions]
             actions = [_action(rule.action, groups)]
+            transforms = [_transform(t) for t in rule.transforms]
+            extra: dict[str, Any] = {"Transforms": transforms} if transforms else {}
             current = actual.get(rule.priority)
             if current is None:
                 self.elbv2.create_rule(
-                    ListenerArn=listener_arn, Priority=rule.priority, Conditions=conditions, Actions=actions
+                    ListenerArn=listener_arn, Priority=rule.priority, Conditions=conditions, Actions=actions, **extra
                 )
-            elif _rule_key(current) != _rule_key({"Conditions": conditions, "Actions": actions}):
-                self.elbv2.modify_rule(RuleArn=current["RuleArn"], Conditions=conditions, Actions=actions)
+                continue
+            wanted_key = _rule_key({"Conditions": conditions, "Actions": actions, "Transforms": transforms})
+            if _rule_key(current) != wanted_key:
+                if not transforms and current.get("Transforms"):
+                    extra = {"ResetTransforms": True}  # (an empty Transforms list is refused)
+                self.elbv2.modify_rule(RuleArn=current["RuleArn"], Conditions=conditions, Actions=actions, **extra)
         priorities = {r.priority for r in wanted}
         for priority, current in sorted(actual.items()):
             if priority not in priorities:
@@ -467,6 +474,17 @@ def _action_key(action: dict[str, Any]) -> tuple[Any, ...]:
     return ("fixed-response", tuple(sorted((k, str(v)) for k, v in config.items() if v)))
 
 
+def _transform(t: Transform) -> dict[str, Any]:
+    kind, rewrites = t
+    config = "HostHeaderRewriteConfig" if kind == "host-header-rewrite" else "UrlRewriteConfig"
+    return {"Type": kind, config: {"Rewrites": [{"Regex": r, "Replace": s} for r, s in rewrites]}}
+
+
+def _transform_key(t: dict[str, Any]) -> tuple[Any, ...]:
+    config = t.get("HostHeaderRewriteConfig") or t.get("UrlRewriteConfig") or {}
+    return (t.get("Type"), tuple((r.get("Regex"), r.get("Replace")) for r in config.get("Rewrites", [])))
+
+
 def _rule_key(rule: dict[str, Any]) -> tuple[Any, ...]:
     conditions = []
     for c in rule.get("Conditions", []):
@@ -476,7 +494,8 @@ def _rule_key(rule: dict[str, Any]) -> tuple[Any, ...]:
         if field_name == "query-string":
             values = [f"{v.get('Key')}={v.get('Value')}" for v in values]
         conditions.append((field_name, config.get("HttpHeaderName"), tuple(sorted(str(v) for v in values))))
-    return tuple(sorted(conditions, key=str)), tuple(_action_key(a) for a in rule.get("Actions", []))
+    transforms = tuple(sorted((_transform_key(t) for t in rule.get("Transforms") or []), key=str))
+    return tuple(sorted(conditions, key=str)), tuple(_action_key(a) for a in rule.get("Actions", [])), transforms
 
 
 def _listener_key(listener: dict[str, Any]) -> tuple[Any, ...]:

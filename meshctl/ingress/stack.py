@@ -25,6 +25,7 @@ __all__ = [
     "SecurityGroups",
     "Stack",
     "TargetGroup",
+    "Transform",
 ]
 
 Tags = tuple[tuple[str, str], ...]
@@ -126,12 +127,18 @@ class Listener:
     ssl_policy: str | None = None
 
 
+# A rule transform (LBC's transforms.* annotation; ALB's RuleTransform): (host-header-rewrite | url-rewrite,
+# ((regex, replace), ...)).
+Transform = tuple[str, tuple[tuple[str, str], ...]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     listener_port: int
     priority: int
     conditions: tuple[Condition, ...]
     action: Action
+    transforms: tuple[Transform, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,6 +73,9 @@ def stack_view(
                 "priority": r.priority,
                 "conditions": [f"{c.field}={','.join(c.values)}" for c in r.conditions],
                 "action": describe_action(r.action),
+                "transforms": [
+                    f"{kind} {regex} -> {replace}" for kind, rewrites in r.transforms for regex, replace in rewrites
+                ],
             }
             for r in stack.rules
         ],

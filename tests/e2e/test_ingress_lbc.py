@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client
 
 from meshctl.model import ObjectKey
+from tests.aws import RuleTransforms
 from tests.ingress_fixtures import import_acm_certificate
 from tests.ingress_harness import Harness
 
@@ -633,3 +634,60 @@ async def test_a_pod_with_its_own_security_group_gets_the_rule_on_its_branch_int
     backend = next(g for g in alb["SecurityGroups"] if _group(h, g)["GroupName"].startswith("k8s-traffic-"))
     assert _inbound(_group(h, pod_sg)) == {("tcp", 80, 80, backend)}
     assert _group(h, node_sg)["IpPermissions"] == []
+
+
+async def test_transforms_rewrite_the_host_and_url_of_the_backends_rules(harness: Harness):
+    """``transforms.<service>``: LBC's rule transforms, sent as the rule's Transforms (moto keeps none: a shim keeps
+    them behind the same calls, tests/aws.py); a second reconcile changes nothing; taking the annotation away resets
+    them."""
+    h = harness
+    shim = RuleTransforms()
+    shim.attach(h.elbv2)
+    rewrite = [
+        {"type": "url-rewrite", "urlRewriteConfig": {"rewrites": [{"regex": "^/game/(.*)$", "replace": "/$1"}]}},
+        {"type": "host-header-rewrite", "hostHeaderRewriteConfig": {"rewrites": [{"regex": ".*", "replace": "game"}]}},
+    ]
+    annotated = {
+        **EXAMPLE[-1]["metadata"]["annotations"],
+        "alb.ingress.kubernetes.io/transforms.service-2048": json.dumps(rewrite),
+    }
+    h.seed(example(annotations=annotated))
+    await h.start()
+    await h.model_where(lambda m: INGRESS in m.ingresses)
+    reconciler, calls = h.reconciler()
+    shim.attach(reconciler.clients.elbv2)
+    assert await h.reconcile(reconciler)
+    (alb,) = h.balancers()
+    (listener,) = h.elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
+    (rule,) = [r for r in h.elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    assert {t["Type"]: t for t in rule["Transforms"]}["url-rewrite"]["UrlRewriteConfig"]["Rewrites"] == [
+        {"Regex": "^/game/(.*)$", "Replace": "/$1"}
+    ]
+    again, calls = h.reconciler()
+    shim.attach(again.clients.elbv2)
+    assert await h.reconcile(again)
+    assert calls.mutating() == []
+
+    await asyncio.to_thread(
+        client.NetworkingV1Api(h.api).patch_namespaced_ingress,
+        "ingress-2048",
+        NS,
+        {"metadata": {"annotations": {"alb.ingress.kubernetes.io/transforms.service-2048": None}}},
+    )
+    await h.model_where(lambda m: "transforms" not in str(m.ingresses[INGRESS].lifecycle.annotations))
+    assert await h.reconcile(again)
+    (rule,) = [r for r in h.elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    assert "Transforms" not in rule
+
+
+async def test_a_bad_transform_is_an_error_on_the_ingress(harness: Harness):
+    bad = [{"type": "url-rewrite", "urlRewriteConfig": {"rewrites": [{"regex": "([", "replace": "/"}]}}]
+    annotated = {
+        **EXAMPLE[-1]["metadata"]["annotations"],
+        "alb.ingress.kubernetes.io/transforms.service-2048": json.dumps(bad),
+    }
+    h = harness
+    await reconciled(h, example(annotations=annotated))
+    assert h.balancers() == []
+    events = client.CoreV1Api(h.api).list_namespaced_event(NS).items
+    assert any("transforms.service-2048" in e.message and "regex" in e.message for e in events)
