@@ -196,6 +196,17 @@ def test_the_classs_configuration_wins_unless_it_prefers_the_gateways():
     assert stack.load_balancer is not None and stack.load_balancer.scheme == "internet-facing"
 
 
+def test_tags_the_two_configurations_cannot_merge_fail_the_gateway_not_the_pass():
+    """A tag key the annotation form cannot carry ("a,b") on the class's configuration, tags on the Gateway's too:
+    merging them raised out of the builder (every stack's pass failed); now only that Gateway waits, saying why."""
+    docs = [gateway(HTTP, config="mine"), lb_config("mine", tags={"x": "1"})]
+    p = plan(klass(config="org"), lb_config("org", tags={"a,b": "1"}), *docs)
+    (stack,) = p.stacks
+    assert not stack.valid and "tags" in stack.problems[0].message
+    (report,) = p.gateways
+    assert (report.accepted.status, report.accepted.reason) == (ConditionStatus.FALSE, "InvalidParameters")
+
+
 def test_a_class_naming_a_missing_configuration_is_not_accepted_and_its_gateways_wait():
     p = plan(klass(config="nowhere"), gateway(HTTP), route("r", [{"backendRefs": [backend()]}]))
     ((_, _, accepted),) = p.classes  # (class, generation, Accepted)

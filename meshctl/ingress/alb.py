@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
+from meshctl.ingress.annotations import ALB, AnnotationError, Annotations, map_value
 from meshctl.ingress.classes import DEFAULT_INGRESS_CLASS, classify, deciding_class
 from meshctl.ingress.naming import INGRESS_FINALIZER, group_finalizer, load_balancer_name
 from meshctl.ingress.stack import (
@@ -210,7 +210,7 @@ def _with_class_params(ingress: Ingress, model: Model, classes: list[IngressClas
     for name, extra in (("tags", params.tags), ("load-balancer-attributes", params.attributes)):
         if extra:
             own = Annotations(ALB, ingress.lifecycle.annotations).string_map(name)
-            merged[ALB + name] = ",".join(f"{k}={v}" for k, v in sorted({**own, **dict(extra)}.items()))
+            merged[ALB + name] = map_value({**own, **dict(extra)})
     lifecycle = replace(ingress.lifecycle, annotations=MappingProxyType(merged))
     return replace(ingress, lifecycle=lifecycle), None
 

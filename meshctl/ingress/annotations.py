@@ -10,10 +10,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ALB", "NLB", "AnnotationError", "Annotations"]
+__all__ = ["ALB", "NLB", "AnnotationError", "Annotations", "map_value"]
 
 ALB = "alb.ingress.kubernetes.io/"
 NLB = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+def map_value(values: Mapping[str, str]) -> str:
+    """A map as an annotation writes it (``k1=v1,k2=v2``, sorted): what ``Annotations.string_map`` reads back."""
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
 class AnnotationError(ValueError):

@@ -25,7 +25,7 @@ from meshctl.ingress.alb import (
     CertificateLookup,
     alb_security_groups,
 )
-from meshctl.ingress.annotations import ALB, AnnotationError, Annotations
+from meshctl.ingress.annotations import ALB, AnnotationError, Annotations, map_value
 from meshctl.ingress.naming import load_balancer_name
 from meshctl.ingress.nlb import NLB_HEALTH_DEFAULTS
 from meshctl.ingress.stack import (
@@ -255,7 +255,11 @@ class _GatewayBuilder:
         if self.gateway.errors:
             problem = "; ".join(str(e) for e in self.gateway.errors)
         listeners = self._listeners()
-        settings = self._settings(class_config[0], own)
+        try:
+            settings = self._settings(class_config[0], own)
+        except AnnotationError as exc:  # (a tag or attribute the two configurations cannot merge)
+            problem = problem or _config_message(str(exc))
+            settings = _Settings(ann=Annotations(ALB, {}), listeners={})
         self._attach_routes(listeners)
         self._certificates(listeners, settings)
         made = [li for li in listeners if li.serving and li.attached]
@@ -338,10 +342,10 @@ class _GatewayBuilder:
         merged: dict[str, str] = {}
         for config in reversed(ordered):
             for name, value in config.annotations.items():
-                if name in (ALB + "tags", ALB + "load-balancer-attributes") and name in merged:
-                    both = {**Annotations("", {"v": merged[name]}).string_map("v")}
-                    both.update(Annotations("", {"v": value}).string_map("v"))
-                    value = ",".join(f"{k}={v}" for k, v in sorted(both.items()))
+                short = name.removeprefix(ALB)
+                if short in ("tags", "load-balancer-attributes") and name in merged:
+                    later = Annotations(ALB, config.annotations).string_map(short)  # (the preferred one's)
+                    value = map_value({**Annotations(ALB, merged).string_map(short), **later})
                 merged[name] = value
         return _Settings(ann=Annotations(ALB, merged), listeners=listeners)
 
@@ -456,8 +460,8 @@ class _GatewayBuilder:
             route = attached.route
             assert isinstance(route, HTTPRoute) and route.spec is not None
             for i, rule in enumerate(route.spec.rules):
-                action = self._rule_action(route, i, rule, li)
                 rule_config = self._rule_configuration(route, rule, f"spec.rules[{i}]")
+                action = self._rule_action(route, i, rule, li, rule_config)
                 sources = rule_config.source_ips if rule_config is not None else ()
                 extra = (Condition(field="source-ip", values=sources),) if sources else ()
                 for j, match in enumerate(rule.matches):
@@ -642,8 +646,15 @@ class _GatewayBuilder:
             return _UNRESOLVED
         return config
 
-    def _rule_action(self, route: HTTPRoute, i: int, rule: GatewayRule, li: _ListenerState) -> Action:
-        config = self._rule_configuration(route, rule, f"spec.rules[{i}]")
+    def _rule_action(
+        self,
+        route: HTTPRoute,
+        i: int,
+        rule: GatewayRule,
+        li: _ListenerState,
+        config: ListenerRuleConfiguration | None,
+    ) -> Action:
+        """``config``: the rule's ListenerRuleConfiguration (``_rule_configuration``)."""
         if config is _UNRESOLVED:
             return FixedResponse(status_code="500")
         if config is not None and config.fixed_response is not None:
