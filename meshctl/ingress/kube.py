@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from meshctl.kube.conflicts import retry_on_conflict
 from meshctl.kube.events import record_event
-from meshctl.kube.status_writer import keep_transition_times, parent_ref_key
+from meshctl.kube.status_writer import keep_gateway_transition_times, keep_transition_times, parent_ref_key
 from meshctl.model import ObjectKey
 from meshctl.model.gateway import GATEWAY_GROUP
 from meshctl.model.ingress import ELBV2_GROUP
@@ -200,11 +200,7 @@ class KubeWriter:
         def change(obj: dict[str, Any]) -> dict[str, Any] | None:
             before = obj.get("status") or {}
             wanted = json.loads(json.dumps(document))
-            keep_transition_times(wanted.get("conditions", []), before.get("conditions") or [])
-            old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
-            for listener in wanted.get("listeners", []):
-                old = (old_listeners.get(listener["name"]) or {}).get("conditions") or []
-                keep_transition_times(listener["conditions"], old)
+            keep_gateway_transition_times(wanted, before)
             if all(before.get(k) == v for k, v in wanted.items()):
                 return None
             return {"status": wanted}

@@ -27,7 +27,7 @@ from meshctl.translate.gamma import CONTROLLER_NAME, parents_document
 from meshctl.translate.gateway import gateway_status_document
 from meshctl.translate.ir import ObjectStatus
 
-__all__ = ["StatusWriter", "keep_transition_times", "parent_ref_key"]
+__all__ = ["StatusWriter", "keep_gateway_transition_times", "keep_transition_times", "parent_ref_key"]
 
 log = logging.getLogger(__name__)
 _PLURALS = {
@@ -235,12 +235,7 @@ class StatusWriter:
         if current is None:
             return False
         before = current.get("status") or {}
-        keep_transition_times(document["conditions"], before.get("conditions") or [])
-        old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
-        for listener in document.get("listeners", []):
-            keep_transition_times(
-                listener["conditions"], (old_listeners.get(listener["name"]) or {}).get("conditions") or []
-            )
+        keep_gateway_transition_times(document, before)
         current["status"] = {**before, **document}
         if key.kind == "GatewayClass":
             self.custom.replace_cluster_custom_object_status(GATEWAY_GROUP, "v1", "gatewayclasses", key.name, current)
@@ -283,6 +278,16 @@ class StatusWriter:
 
 def parent_ref_key(ref: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(ref.get(k) for k in ("group", "kind", "namespace", "name", "port", "sectionName"))
+
+
+def keep_gateway_transition_times(document: dict[str, Any], before: dict[str, Any]) -> None:
+    """A Gateway's (or GatewayClass's) status ``document``: its conditions and each listener's keep their
+    lastTransitionTime from ``before`` (the status as it is) while their status is unchanged."""
+    keep_transition_times(document.get("conditions", []), before.get("conditions") or [])
+    old_listeners = {li.get("name"): li for li in before.get("listeners") or []}
+    for listener in document.get("listeners", []):
+        old = (old_listeners.get(listener["name"]) or {}).get("conditions") or []
+        keep_transition_times(listener["conditions"], old)
 
 
 def keep_transition_times(conditions: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
