@@ -264,7 +264,9 @@ def _world() -> list[dict[str, Any]]:
     ]
     return [
         klass(config="org"),
-        lb_config("org", scheme="internet-facing", listenerConfigurations=[{"protocolPort": "HTTPS:443"}]),
+        lb_config(
+            "org", scheme="internet-facing", listenerConfigurations=[{"protocolPort": "HTTPS:443"}], tags={"o": "1"}
+        ),
         lb_config("mine", tags={"a": "b"}),
         gateway([*HTTP, https], config="mine"),
         tgc,
