@@ -105,10 +105,8 @@ def convert_ingresses(
             continue
         ann = Annotations(ALB, ingress.lifecycle.annotations)
         group = ann.raw("group.name") or f"{ingress.meta.namespace}/{ingress.meta.name}"
-        name = group.replace("/", "-") if "/" in group else group
-        groups.setdefault(
-            group, _Group(name=ingress.meta.name if "/" in group else name, namespace=ingress.meta.namespace)
-        )
+        name = group if "/" not in group else ingress.meta.name  # the Gateway's: the group's, else the Ingress's
+        groups.setdefault(group, _Group(name=name, namespace=ingress.meta.namespace))
         groups[group].members.append(ingress)
     objects: list[dict[str, Any]] = []
     if groups:
